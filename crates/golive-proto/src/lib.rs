@@ -1,0 +1,349 @@
+//! The wire types of golive's signalling protocol: one JSON object per WebSocket text frame,
+//! each tagged by its `type`. This crate is the single source of truth for the names on the
+//! wire; the server, the load tester and the tests all speak through these types, and
+//! `docs/protocol.md` documents them for everyone else.
+//!
+//! Parsing is deliberately split in two steps ([`ClientMessage::parse`]): first the frame must be a
+//! JSON object with a known `type`, then its fields must fit. That is what lets the server answer a
+//! bad frame with the precise error code (`bad_request` for shape, `bad_stream_name` for a name)
+//! and keep the socket open.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Longest stream name, in bytes (names are ASCII).
+pub const MAX_STREAM_NAME_LEN: usize = 64;
+/// Largest WebSocket frame the server accepts; a bigger one closes the socket with 1009.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// WebSocket close code for a frame over [`MAX_FRAME_BYTES`] (RFC 6455 "message too big").
+pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
+
+/// A validated stream name: 1 to 64 of `A-Z a-z 0-9 _ -`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct StreamName(String);
+
+/// Why a string is not a [`StreamName`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadStreamName;
+
+impl fmt::Display for BadStreamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a stream name is 1 to {MAX_STREAM_NAME_LEN} characters of A-Z a-z 0-9 _ -"
+        )
+    }
+}
+
+impl std::error::Error for BadStreamName {}
+
+impl StreamName {
+    /// Checks `name` against the naming rule.
+    pub fn new(name: &str) -> Result<Self, BadStreamName> {
+        let ok = !name.is_empty()
+            && name.len() <= MAX_STREAM_NAME_LEN
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(BadStreamName)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StreamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        StreamName::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A message from a client (broadcaster or viewer) to the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Go live on `stream` with the SDP offer `sdp`.
+    Publish {
+        /// Not a [`StreamName`] here, so a bad name is told apart from a bad frame.
+        stream: String,
+        sdp: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+    },
+    /// Watch `stream` with the SDP offer `sdp`.
+    Watch { stream: String, sdp: String },
+    /// A trickled ICE candidate; an empty `candidate` ends trickling.
+    Candidate {
+        candidate: String,
+        #[serde(rename = "sdpMid", default, skip_serializing_if = "Option::is_none")]
+        sdp_mid: Option<String>,
+        #[serde(
+            rename = "sdpMLineIndex",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        sdp_mline_index: Option<u16>,
+    },
+    /// End this session (the socket stays open for another publish or watch).
+    Leave,
+}
+
+/// The `type` values a client may send.
+pub const CLIENT_TYPES: &[&str] = &["publish", "watch", "candidate", "leave"];
+
+impl ClientMessage {
+    /// Parses one text frame. Every failure is a [`ErrorCode::BadRequest`] with a message
+    /// a person can act on.
+    pub fn parse(text: &str) -> Result<Self, ProtocolError> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| ProtocolError::bad_request(format!("not JSON: {e}")))?;
+        let Some(obj) = value.as_object() else {
+            return Err(ProtocolError::bad_request("a message is a JSON object"));
+        };
+        let Some(ty) = obj.get("type").and_then(|t| t.as_str()) else {
+            return Err(ProtocolError::bad_request(
+                "a message needs a string field \"type\"",
+            ));
+        };
+        if !CLIENT_TYPES.contains(&ty) {
+            return Err(ProtocolError::bad_request(format!(
+                "unknown type {ty:?}; expected one of {}",
+                CLIENT_TYPES.join(", ")
+            )));
+        }
+        serde_json::from_value(value)
+            .map_err(|e| ProtocolError::bad_request(format!("bad {ty:?} message: {e}")))
+    }
+}
+
+/// Why a broadcast ended, as told to its viewers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    BroadcasterLeft,
+    /// The server's media connection to this peer failed or went silent.
+    ConnectionLost,
+    ServerShutdown,
+}
+
+/// A message from the server to a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The answer to a `publish` or `watch`; it holds the server's candidates.
+    Answer { sdp: String, peer: String },
+    /// How many viewers the stream has; coalesced to about once a second.
+    Viewers { count: u64 },
+    /// The session's broadcast is over.
+    Ended { reason: EndReason },
+    Error { code: ErrorCode, message: String },
+}
+
+/// The error codes of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, unknown `type`, missing or ill-typed field, or a message out of place.
+    BadRequest,
+    BadStreamName,
+    BadSdp,
+    StreamNotFound,
+    StreamBusy,
+    CodecUnsupported,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::BadStreamName => "bad_stream_name",
+            ErrorCode::BadSdp => "bad_sdp",
+            ErrorCode::StreamNotFound => "stream_not_found",
+            ErrorCode::StreamBusy => "stream_busy",
+            ErrorCode::CodecUnsupported => "codec_unsupported",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error as it goes on the wire: a code for programs, a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ProtocolError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+impl From<ProtocolError> for ServerMessage {
+    fn from(e: ProtocolError) -> Self {
+        ServerMessage::Error {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+impl ServerMessage {
+    /// The JSON text of this message.
+    pub fn to_json(&self) -> String {
+        // Serializing these plain enums cannot fail.
+        serde_json::to_string(self).expect("server messages always serialize")
+    }
+
+    /// Parses a server frame (used by clients: the load tester and the tests).
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+impl ClientMessage {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("client messages always serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names_follow_the_rule() {
+        assert!(StreamName::new("demo").is_ok());
+        assert!(StreamName::new("A-z_09").is_ok());
+        assert!(StreamName::new(&"a".repeat(64)).is_ok());
+        assert!(StreamName::new("").is_err());
+        assert!(StreamName::new(&"a".repeat(65)).is_err());
+        assert!(StreamName::new("with space").is_err());
+        assert!(StreamName::new("dé").is_err());
+        assert!(StreamName::new("a/b").is_err());
+    }
+
+    #[test]
+    fn publish_parses_with_optional_fields() {
+        let m = ClientMessage::parse(r#"{"type":"publish","stream":"demo","sdp":"v=0"}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Publish {
+                stream: "demo".into(),
+                sdp: "v=0".into(),
+                key: None,
+                title: None
+            }
+        );
+        let m = ClientMessage::parse(
+            r#"{"type":"publish","stream":"demo","sdp":"v=0","key":"k","title":"Hi"}"#,
+        )
+        .unwrap();
+        assert!(matches!(m, ClientMessage::Publish { key: Some(_), title: Some(_), .. }));
+    }
+
+    #[test]
+    fn candidate_uses_browser_field_names() {
+        let m = ClientMessage::parse(
+            r#"{"type":"candidate","candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            m,
+            ClientMessage::Candidate { sdp_mid: Some(ref mid), sdp_mline_index: Some(0), .. } if mid == "0"
+        ));
+        let back = m.to_json();
+        assert!(back.contains("\"sdpMid\":\"0\"") && back.contains("\"sdpMLineIndex\":0"));
+    }
+
+    #[test]
+    fn bad_frames_are_bad_requests_with_reasons() {
+        for (text, hint) in [
+            ("not json", "not JSON"),
+            ("[1,2]", "object"),
+            (r#"{"stream":"x"}"#, "\"type\""),
+            (r#"{"type":"dance"}"#, "unknown type"),
+            (r#"{"type":"watch","stream":"x"}"#, "sdp"),
+            (r#"{"type":"watch","stream":1,"sdp":"x"}"#, "bad \"watch\""),
+        ] {
+            let e = ClientMessage::parse(text).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest, "{text}");
+            assert!(e.message.contains(hint), "{text}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn server_messages_have_the_documented_shape() {
+        let cases = [
+            (
+                ServerMessage::Answer { sdp: "v=0".into(), peer: "p1".into() },
+                r#"{"type":"answer","sdp":"v=0","peer":"p1"}"#,
+            ),
+            (ServerMessage::Viewers { count: 3 }, r#"{"type":"viewers","count":3}"#),
+            (
+                ServerMessage::Ended { reason: EndReason::BroadcasterLeft },
+                r#"{"type":"ended","reason":"broadcaster_left"}"#,
+            ),
+            (
+                ProtocolError::new(ErrorCode::StreamNotFound, "no").into(),
+                r#"{"type":"error","code":"stream_not_found","message":"no"}"#,
+            ),
+        ];
+        for (msg, json) in cases {
+            assert_eq!(msg.to_json(), json);
+            assert_eq!(ServerMessage::parse(json).unwrap(), msg);
+        }
+    }
+
+    #[test]
+    fn error_codes_serialize_as_their_names() {
+        for code in [
+            ErrorCode::BadRequest,
+            ErrorCode::BadStreamName,
+            ErrorCode::BadSdp,
+            ErrorCode::StreamNotFound,
+            ErrorCode::StreamBusy,
+            ErrorCode::CodecUnsupported,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{}\"", code.as_str()));
+        }
+    }
+}
