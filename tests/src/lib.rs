@@ -1,1 +1,90 @@
+//! The test client library of golive's end-to-end tests.
+//!
+//! Each test starts its own `golive` process ([`GoliveServer`]) and talks to it the way real
+//! clients do: signalling over the WebSocket ([`SignalClient`], `golive-proto` types), media over
+//! WebRTC ([`TestPeer`], on the sans-IO `rtc` crate, one UDP socket on 127.0.0.1 per peer).
+//!
+//! The publisher sends synthetic VP8 and Opus ([`media`]): well-formed enough for the server's
+//! keyframe detection, and each payload unique and numbered, so a viewer can check it got a
+//! contiguous, byte-for-byte identical run of what was sent. Peers record what they send and
+//! receive in a [`Record`] that the test reads while they run.
+//!
+//! [`Session`] ties a signalling socket to its peer for the common flows (publish, watch).
 
+pub mod media;
+pub mod peer;
+pub mod server;
+pub mod signal;
+
+pub use media::MediaKind;
+pub use peer::{OfferedPeer, Record, Role, TestPeer, VideoCodec};
+pub use server::GoliveServer;
+pub use signal::{Closed, SignalClient};
+
+use anyhow::{Context, Result};
+use golive_proto::ClientMessage;
+use std::future::Future;
+use std::time::Duration;
+
+/// Longest any end-to-end test may run.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a peer may take to connect (ICE + DTLS over loopback take milliseconds).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs a test body under [`TEST_TIMEOUT`], panicking with a clear message when it hangs and
+/// on any error it returns.
+pub async fn run_test<F: Future<Output = Result<()>>>(name: &str, body: F) {
+    match tokio::time::timeout(TEST_TIMEOUT, body).await {
+        Err(_) => panic!("{name}: did not finish within {TEST_TIMEOUT:?}"),
+        Ok(Err(e)) => panic!("{name}: {e:?}"),
+        Ok(Ok(())) => {}
+    }
+}
+
+/// A signalling socket and, once answered, its WebRTC peer: one broadcaster or one viewer.
+#[derive(Debug)]
+pub struct Session {
+    pub signal: SignalClient,
+    pub peer: TestPeer,
+}
+
+impl Session {
+    /// Connects a publisher to `stream` and waits until its media connection is up.
+    pub async fn publish(server: &GoliveServer, stream: &str) -> Result<Self> {
+        let mut signal = SignalClient::connect(server.http_addr()).await?;
+        let offered = TestPeer::publisher().await?;
+        signal
+            .send(&ClientMessage::Publish {
+                stream: stream.to_owned(),
+                sdp: offered.sdp().to_owned(),
+                key: None,
+                title: Some("golive e2e".to_owned()),
+            })
+            .await?;
+        let answer = signal.expect_answer().await.with_context(|| format!("publish {stream}"))?;
+        let peer = offered.connect(&answer)?;
+        peer.wait_connected(CONNECT_TIMEOUT).await.with_context(|| format!("publisher of {stream}"))?;
+        Ok(Self { signal, peer })
+    }
+
+    /// Connects a VP8 + Opus viewer to `stream` and waits until its media connection is up.
+    pub async fn watch(server: &GoliveServer, stream: &str) -> Result<Self> {
+        let mut signal = SignalClient::connect(server.http_addr()).await?;
+        let offered = TestPeer::viewer(VideoCodec::Vp8).await?;
+        signal.send(&watch_message(stream, offered.sdp())).await?;
+        let answer = signal.expect_answer().await.with_context(|| format!("watch {stream}"))?;
+        let peer = offered.connect(&answer)?;
+        peer.wait_connected(CONNECT_TIMEOUT).await.with_context(|| format!("viewer of {stream}"))?;
+        Ok(Self { signal, peer })
+    }
+}
+
+/// A `watch` message.
+pub fn watch_message(stream: &str, sdp: &str) -> ClientMessage {
+    ClientMessage::Watch { stream: stream.to_owned(), sdp: sdp.to_owned() }
+}
+
+/// A `publish` message without key or title.
+pub fn publish_message(stream: &str, sdp: &str) -> ClientMessage {
+    ClientMessage::Publish { stream: stream.to_owned(), sdp: sdp.to_owned(), key: None, title: None }
+}

@@ -73,7 +73,7 @@ impl<'de> Deserialize<'de> for StreamName {
 
 /// A message from a client (broadcaster or viewer) to the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     /// Go live on `stream` with the SDP offer `sdp`.
     Publish {
@@ -98,6 +98,13 @@ pub enum ClientMessage {
             skip_serializing_if = "Option::is_none"
         )]
         sdp_mline_index: Option<u16>,
+        /// Sent by browsers' `RTCIceCandidate.toJSON()`; accepted and not needed.
+        #[serde(
+            rename = "usernameFragment",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        username_fragment: Option<String>,
     },
     /// End this session (the socket stays open for another publish or watch).
     Leave,
@@ -115,12 +122,12 @@ impl ClientMessage {
         let Some(obj) = value.as_object() else {
             return Err(ProtocolError::bad_request("a message is a JSON object"));
         };
-        let Some(ty) = obj.get("type").and_then(|t| t.as_str()) else {
+        let Some(ty) = obj.get("type").and_then(|t| t.as_str()).map(str::to_owned) else {
             return Err(ProtocolError::bad_request(
                 "a message needs a string field \"type\"",
             ));
         };
-        if !CLIENT_TYPES.contains(&ty) {
+        if !CLIENT_TYPES.contains(&ty.as_str()) {
             return Err(ProtocolError::bad_request(format!(
                 "unknown type {ty:?}; expected one of {}",
                 CLIENT_TYPES.join(", ")

@@ -1,1 +1,54 @@
-pub fn x(){}
+//! golive-sfu: the sans-IO core of the golive SFU.
+//!
+//! # The model
+//!
+//! A media worker owns one UDP socket and one [`Sfu`]. The [`Sfu`] owns every peer of that
+//! worker: broadcasters (publishers) whose RTP comes in, and viewers to whom it goes out. It
+//! never touches a socket, a thread or the clock: the shell feeds it datagrams
+//! ([`Sfu::handle_datagram`]), deadlines ([`Sfu::handle_timeout`]) and media from other workers
+//! ([`Sfu::handle_media`]), every call with the current `Instant`, and after each input drains
+//! [`Sfu::poll_transmit`] (datagrams to send) and [`Sfu::poll_output`] (what the shell must act
+//! on).
+//!
+//! # The media path
+//!
+//! 1. [`demux`] routes a datagram to its peer: by remote address, or for a new address by the
+//!    STUN USERNAME's ufrag (ours, chosen per peer).
+//! 2. The peer (the `peer` module, the only one that speaks `rtc`) decrypts it; a broadcaster's RTP
+//!    goes through `source` (duplicates and padding out), is classified by payload type and
+//!    checked for a keyframe start ([`keyframe`]), and becomes one [`SourcePacket`] whose
+//!    payload is shared (`Bytes`) with every viewer, on this worker and (as
+//!    [`Output::Media`]) on the others.
+//! 3. For each viewer, a down track rewrites SSRC, payload type, sequence number and timestamp
+//!    ([`rewrite`]), starting video at a keyframe, and the peer encrypts and sends it.
+//! 4. Viewers' PLI/FIR and new viewers become keyframe requests, coalesced per source ([`pli`]).
+
+pub mod codec;
+pub mod demux;
+pub mod keyframe;
+mod peer;
+pub mod pli;
+pub mod rewrite;
+mod sfu;
+mod source;
+
+pub use codec::{Codec, MediaKind, StreamMedia, VideoCodec};
+pub use peer::SrtpPolicy;
+pub use sfu::{
+    Answer, CONNECT_TIMEOUT, Output, PeerId, SourcePacket, Sfu, SfuConfig, SfuStats, Transmit,
+};
+
+/// Why the SFU refused an input. Every one is the input's fault except `Internal`.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SfuError {
+    #[error("bad SDP: {0}")]
+    BadSdp(String),
+    #[error("codec not supported: {0}")]
+    CodecUnsupported(String),
+    #[error("bad ICE candidate: {0}")]
+    BadCandidate(String),
+    #[error("no such peer")]
+    UnknownPeer,
+    #[error("internal error: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,475 @@
+//! The one module that speaks `rtc`: a WebRTC peer connection as the SFU needs it.
+//!
+//! Everything `rtc`-specific (settings that make it an ICE-lite SFU leg, the interceptor
+//! chain, codec registration, the fixes RTC-NOTES.md records) lives here, so the rest of the
+//! core speaks in streams, tracks and packets.
+
+use bytes::{Bytes, BytesMut};
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::interceptor::{
+    NackGeneratorBuilder, NackResponderBuilder, ReceiverReportBuilder, Registry,
+    SenderReportBuilder, Slot,
+};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::SfuError;
+use crate::codec::{Codec, MediaKind, StreamMedia};
+
+/// ICE-lite counts only incoming STUN as liveness (RTC-NOTES pitfall 2): generous timeouts
+/// keep aiortc and werift peers from flapping, and a peer silent this long is gone.
+const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(15);
+const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default NACK generator re-NACKs forever (RTC-NOTES pitfall 1).
+const MAX_NACKS_PER_PACKET: u16 = 2;
+/// The SSRC our own RTCP feedback (PLI) is sent from.
+const FEEDBACK_SSRC: u32 = 1;
+/// Large enough for any RTP packet a browser sends.
+const RECEIVE_MTU: usize = 1500;
+
+/// How a peer's SRTP is negotiated.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SrtpPolicy {
+    /// Also accept AES_CM_128_HMAC_SHA1_80 (older clients). Off by default: Chromium lists it
+    /// first and would pick it over GCM, which costs a quarter as much (RTC-NOTES pitfall 8).
+    pub allow_legacy_cm: bool,
+}
+
+/// What a peer tells the SFU.
+#[derive(Debug)]
+pub(crate) enum PeerEvent {
+    Connected,
+    /// ICE failed or the connection closed: the peer is gone.
+    Failed,
+}
+
+/// Media and feedback a peer received.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    Rtp(rtc::rtp::Packet),
+    /// The remote asked for a keyframe (PLI or FIR).
+    KeyframeRequest,
+}
+
+pub(crate) struct Peer {
+    pc: RTCPeerConnection,
+    local_addr: SocketAddr,
+    pub(crate) ufrag: String,
+    pub(crate) remote_addrs: Vec<SocketAddr>,
+    /// The SSRCs we send from, per kind (viewers only).
+    pub(crate) send_ssrc: [Option<u32>; 2],
+    connected: bool,
+    failed: bool,
+}
+
+fn kind_index(kind: MediaKind) -> usize {
+    match kind {
+        MediaKind::Audio => 0,
+        MediaKind::Video => 1,
+    }
+}
+
+fn rtc_kind(kind: MediaKind) -> RtpCodecKind {
+    match kind {
+        MediaKind::Audio => RtpCodecKind::Audio,
+        MediaKind::Video => RtpCodecKind::Video,
+    }
+}
+
+fn fb(typ: &str, parameter: &str) -> RTCPFeedback {
+    RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    }
+}
+
+fn rtc_codec(c: &Codec) -> RTCRtpCodec {
+    let rtcp_feedback = match c.kind {
+        MediaKind::Video => vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],
+        MediaKind::Audio => vec![],
+    };
+    RTCRtpCodec {
+        mime_type: c.mime_type(),
+        clock_rate: c.clock_rate,
+        channels: c.channels,
+        sdp_fmtp_line: c.fmtp.clone(),
+        rtcp_feedback,
+    }
+}
+
+fn media_engine(media: &StreamMedia) -> Result<MediaEngine, SfuError> {
+    let mut me = MediaEngine::default();
+    for c in [&media.audio, &media.video].into_iter().flatten() {
+        me.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: rtc_codec(c),
+                payload_type: c.payload_type,
+            },
+            rtc_kind(c.kind),
+        )
+        .map_err(internal)?;
+    }
+    Ok(me)
+}
+
+fn internal(e: impl std::fmt::Display) -> SfuError {
+    SfuError::Internal(e.to_string())
+}
+
+/// `rtc` reports a malformed offer from deep inside; anything it refuses at
+/// set_remote_description is the offer's fault.
+fn bad_sdp(e: impl std::fmt::Display) -> SfuError {
+    SfuError::BadSdp(e.to_string())
+}
+
+/// Random ICE credentials: the ufrag names the peer in the demultiplexer.
+fn ice_credentials() -> (String, String) {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    let mut rng = rand::rng();
+    let mut word = |n: usize| -> String { (&mut rng).sample_iter(Alphanumeric).take(n).map(char::from).collect() };
+    (word(16), word(32))
+}
+
+/// The roles a peer plays.
+pub(crate) enum Role<'a> {
+    /// Receives the broadcaster's media: the stream's codecs, with the offer's payload types.
+    Publisher { media: &'a StreamMedia },
+    /// Sends the stream to a viewer: the viewer's own codecs (payload types), our SSRCs.
+    Viewer { codecs: &'a StreamMedia },
+}
+
+impl Peer {
+    /// Answers `offer`; returns the peer and the answer SDP, which holds our candidate in every
+    /// m-section.
+    pub(crate) fn new(
+        now: Instant,
+        local_addr: SocketAddr,
+        srtp: SrtpPolicy,
+        offer: &str,
+        role: Role<'_>,
+    ) -> Result<(Self, String), SfuError> {
+        let (ufrag, pwd) = ice_credentials();
+        let mut profiles = vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm];
+        if srtp.allow_legacy_cm {
+            profiles.push(SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80);
+        }
+        let settings = SettingEngineBuilder::new()
+            .with_lite(true)
+            .with_answering_dtls_role(RTCDtlsRole::Server)
+            .with_ice_credentials(ufrag.clone(), pwd)
+            .with_ice_timeouts(
+                Some(ICE_DISCONNECTED_TIMEOUT),
+                Some(ICE_FAILED_TIMEOUT),
+                None,
+            )
+            .with_srtp_protection_profiles(profiles)
+            .with_receive_mtu(RECEIVE_MTU)
+            .build();
+
+        let media = match &role {
+            Role::Publisher { media } => *media,
+            Role::Viewer { codecs } => *codecs,
+        };
+        let mut me = media_engine(media)?;
+        let registry = match role {
+            Role::Publisher { .. } => {
+                // The broadcaster's encoder adapts to TWCC feedback; MID lets `rtc` map SSRCs
+                // that the offer does not list.
+                configure_simulcast_extension_headers(&mut me).map_err(internal)?;
+                let r = Registry::new()
+                    .with(
+                        Slot::NackGenerator,
+                        NackGeneratorBuilder::new()
+                            .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+                            .build(),
+                    )
+                    .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
+                configure_twcc_receiver_only(r, &mut me).map_err(internal)?
+            }
+            Role::Viewer { .. } => Registry::new()
+                .with(Slot::NackResponder, NackResponderBuilder::new().build())
+                .with(Slot::SenderReport, SenderReportBuilder::new().build()),
+        };
+
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(settings)
+            .with_media_engine(me)
+            .with_interceptor_registry(registry)
+            .build(now)
+            .map_err(internal)?;
+
+        let mut send_ssrc = [None, None];
+        if let Role::Viewer { codecs } = role {
+            for c in [&codecs.audio, &codecs.video].into_iter().flatten() {
+                let ssrc = loop {
+                    let s: u32 = rand::random();
+                    if s > FEEDBACK_SSRC && Some(s) != send_ssrc[0] {
+                        break s;
+                    }
+                };
+                send_ssrc[kind_index(c.kind)] = Some(ssrc);
+                let track = MediaStreamTrack::new(
+                    "golive".to_owned(),
+                    format!("golive-{}", c.kind),
+                    format!("golive-{}", c.kind),
+                    rtc_kind(c.kind),
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(ssrc),
+                            ..Default::default()
+                        },
+                        codec: rtc_codec(c),
+                        ..Default::default()
+                    }],
+                );
+                pc.add_track(track).map_err(internal)?;
+            }
+        }
+
+        let offer = RTCSessionDescription::offer(offer.to_owned()).map_err(bad_sdp)?;
+        pc.set_remote_description(now, offer).map_err(bad_sdp)?;
+
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: local_addr.ip().to_string(),
+                port: local_addr.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .map_err(internal)?;
+        let init = RTCIceCandidate::from(&candidate).to_json().map_err(internal)?;
+        pc.add_local_candidate(init).map_err(internal)?;
+        pc.add_local_candidate(RTCIceCandidateInit::default())
+            .map_err(internal)?;
+        let answer = pc.create_answer(None).map_err(bad_sdp)?;
+        pc.set_local_description(now, answer).map_err(internal)?;
+        let answer = pc
+            .local_description()
+            .ok_or_else(|| internal("no local description after set_local_description"))?;
+        let sdp = candidates_in_every_section(&answer.sdp);
+
+        Ok((
+            Self {
+                pc,
+                local_addr,
+                ufrag,
+                remote_addrs: Vec::new(),
+                send_ssrc,
+                connected: false,
+                failed: false,
+            },
+            sdp,
+        ))
+    }
+
+    pub(crate) fn add_remote_candidate(
+        &mut self,
+        candidate: String,
+        sdp_mid: Option<String>,
+        sdp_mline_index: Option<u16>,
+    ) -> Result<(), SfuError> {
+        self.pc
+            .add_remote_candidate(RTCIceCandidateInit {
+                candidate,
+                sdp_mid,
+                sdp_mline_index,
+                ..Default::default()
+            })
+            .map_err(|e| SfuError::BadCandidate(e.to_string()))
+    }
+
+    pub(crate) fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let r = self.pc.handle_read(TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.local_addr,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        });
+        if let Err(e) = r {
+            tracing::debug!(ufrag = %self.ufrag, "datagram refused: {e}");
+        }
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if let Err(e) = self.pc.handle_timeout(now) {
+            tracing::debug!(ufrag = %self.ufrag, "timeout handling failed: {e}");
+        }
+    }
+
+    pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
+        self.pc.poll_timeout()
+    }
+
+    pub(crate) fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
+        self.pc
+            .poll_write()
+            .map(|m| (m.transport.peer_addr, m.message))
+    }
+
+    pub(crate) fn poll_event(&mut self) -> Option<PeerEvent> {
+        while let Some(ev) = self.pc.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = ev {
+                match state {
+                    RTCPeerConnectionState::Connected if !self.connected => {
+                        self.connected = true;
+                        return Some(PeerEvent::Connected);
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                        if !self.failed =>
+                    {
+                        self.failed = true;
+                        return Some(PeerEvent::Failed);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        None
+    }
+
+    pub(crate) fn poll_inbound(&mut self) -> Option<Inbound> {
+        loop {
+            let TaggedRTCMessage { message, .. } = self.pc.poll_read()?;
+            match message {
+                RTCMessage::RtpPacket(_, packet) => return Some(Inbound::Rtp(packet)),
+                RTCMessage::RtcpPacket(_, packets) => {
+                    let wants_keyframe = packets.iter().any(|p| {
+                        let any = p.as_any();
+                        any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+                    });
+                    if wants_keyframe {
+                        return Some(Inbound::KeyframeRequest);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Sends one RTP packet. The caller guarantees the SSRC and payload type are this peer's
+    /// negotiated ones and that the packet carries no header extension; that is why this goes
+    /// straight to the pipeline instead of through `RTCRtpSender::write_rtp`, which re-checks
+    /// all three and allocates per packet.
+    pub(crate) fn send_rtp(&mut self, now: Instant, header: rtc::rtp::Header, payload: Bytes) {
+        let r = self.pc.handle_write(TaggedRTCMessage {
+            now,
+            message: RTCMessage::RtpPacket(String::new(), rtc::rtp::Packet { header, payload }),
+        });
+        if let Err(e) = r {
+            tracing::trace!(ufrag = %self.ufrag, "RTP not sent: {e}");
+        }
+    }
+
+    /// Asks this peer (a broadcaster) for a keyframe of `media_ssrc`.
+    pub(crate) fn send_pli(&mut self, now: Instant, media_ssrc: u32) {
+        let pli = PictureLossIndication {
+            sender_ssrc: FEEDBACK_SSRC,
+            media_ssrc,
+        };
+        let r = self.pc.handle_write(TaggedRTCMessage {
+            now,
+            message: RTCMessage::RtcpPacket(String::new(), vec![Box::new(pli)]),
+        });
+        if let Err(e) = r {
+            tracing::debug!(ufrag = %self.ufrag, "PLI not sent: {e}");
+        }
+    }
+
+    pub(crate) fn close(&mut self) {
+        if let Err(e) = self.pc.close() {
+            tracing::debug!(ufrag = %self.ufrag, "close: {e}");
+        }
+    }
+}
+
+/// `rtc` puts the candidates only in the first m-section; aiortc (max-bundle with several
+/// m-lines) then never sends (RTC-NOTES pitfall 3). Copy them into every accepted section.
+pub(crate) fn candidates_in_every_section(sdp: &str) -> String {
+    let lines: Vec<&str> = sdp.lines().collect();
+    let candidate_lines: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("a=candidate:") || *l == "a=end-of-candidates")
+        .collect();
+    // Split into the session part and the m-sections.
+    let mut sections: Vec<Vec<&str>> = vec![Vec::new()];
+    for l in &lines {
+        if l.starts_with("m=") {
+            sections.push(Vec::new());
+        }
+        sections.last_mut().expect("never empty").push(l);
+    }
+    let mut out = String::with_capacity(sdp.len() + 256);
+    for (i, section) in sections.iter().enumerate() {
+        for l in section {
+            out.push_str(l);
+            out.push_str("\r\n");
+        }
+        let rejected = section
+            .first()
+            .and_then(|m| m.split_whitespace().nth(1))
+            .is_some_and(|port| port == "0");
+        let has_candidates = section.iter().any(|l| l.starts_with("a=candidate:"));
+        if i > 0 && !rejected && !has_candidates {
+            for l in &candidate_lines {
+                out.push_str(l);
+                out.push_str("\r\n");
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_are_copied_into_sections_that_lack_them() {
+        let sdp = "v=0\r\ns=-\r\nm=audio 9 UDP 111\r\na=mid:0\r\na=candidate:1 1 udp 1 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\nm=video 9 UDP 96\r\na=mid:1\r\nm=video 0 UDP 96\r\na=mid:2\r\n";
+        let out = candidates_in_every_section(sdp);
+        let sections: Vec<&str> = out.split("m=").collect();
+        assert_eq!(sections.len(), 4);
+        assert_eq!(sections[1].matches("a=candidate:").count(), 1);
+        assert_eq!(sections[2].matches("a=candidate:").count(), 1);
+        assert!(sections[2].contains("a=end-of-candidates"));
+        assert_eq!(sections[3].matches("a=candidate:").count(), 0, "rejected section stays bare");
+    }
+}
