@@ -15,6 +15,7 @@ pub mod media;
 pub mod peer;
 pub mod server;
 pub mod signal;
+pub mod verify;
 
 pub use media::MediaKind;
 pub use peer::{OfferedPeer, Record, Role, TestPeer, VideoCodec};
@@ -34,10 +35,25 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs a test body under [`TEST_TIMEOUT`], panicking with a clear message when it hangs and
 /// on any error it returns.
 pub async fn run_test<F: Future<Output = Result<()>>>(name: &str, body: F) {
+    init_logging();
     match tokio::time::timeout(TEST_TIMEOUT, body).await {
         Err(_) => panic!("{name}: did not finish within {TEST_TIMEOUT:?}"),
         Ok(Err(e)) => panic!("{name}: {e:?}"),
         Ok(Ok(())) => {}
+    }
+}
+
+/// Environment variable holding a `tracing` filter for the test clients' own logs (the `rtc`
+/// stack logs through `log`), e.g. `GOLIVE_E2E_LOG=rtc=debug`. The server reads `RUST_LOG`.
+pub const CLIENT_LOG_ENV: &str = "GOLIVE_E2E_LOG";
+
+/// Installs a log subscriber for the client side when [`CLIENT_LOG_ENV`] is set; idempotent.
+pub fn init_logging() {
+    if let Ok(filter) = std::env::var(CLIENT_LOG_ENV) {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
     }
 }
 

@@ -13,7 +13,7 @@ use crate::media::{
 };
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::{Bytes, BytesMut};
-use rtc::interceptor::Registry;
+use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -39,7 +39,7 @@ use rtc::rtp_transceiver::{
 };
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -333,7 +333,8 @@ impl OfferedPeer {
             Role::Viewer(codec) => codec,
         };
         media_engine.register_codec(video_codec(video), RtpCodecKind::Video)?;
-        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+        let registry = Registry::new().with(DELIVER_KEYFRAME_REQUESTS_SLOT, DeliverKeyframeRequests::default());
+        let registry = register_default_interceptors(registry, &mut media_engine)?;
 
         // No ICE servers: every candidate is our one loopback host candidate.
         let mut pc = RTCPeerConnectionBuilder::new()
@@ -467,6 +468,69 @@ impl OfferedPeer {
         let task = tokio::spawn(event_loop.run(stop_rx));
         Ok(TestPeer { role, record, state_rx, stop_tx: Some(stop_tx), task: Some(task) })
     }
+}
+
+/// Application-most custom slot, after every built-in interceptor (as in rtc's
+/// `rtcp-processing` example).
+const DELIVER_KEYFRAME_REQUESTS_SLOT: Slot = Slot::Custom(14_000);
+
+fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.downcast_ref::<PictureLossIndication>().is_some() || any.downcast_ref::<FullIntraRequest>().is_some()
+}
+
+/// In rtc 0.21 inbound RTCP stops at the end of the interceptor chain unless an interceptor marks
+/// it for the application; this one marks PLI and FIR, which the publisher must see.
+#[derive(Default)]
+struct DeliverKeyframeRequests {
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+        {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Self::Time> {
+        None
+    }
+}
+
+impl Interceptor for DeliverKeyframeRequests {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// One outgoing track of a publisher.

@@ -122,6 +122,7 @@ async fn drive(mut pc: RTCPeerConnection, socket: UdpSocket, senders: Vec<(RtpCo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scratch_publisher_connects_sends_and_sees_pli() {
+    golive_e2e::init_logging();
     let offered = TestPeer::publisher().await.unwrap();
     eprintln!("OFFER:\n{}", offered.sdp());
     let (pc, sock, answer, senders) = answerer(offered.sdp(), false).await;

@@ -1,1 +1,70 @@
-fn main(){}
+use anyhow::Context;
+use clap::Parser;
+use golive_server::config::Config;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+/// `rtc_dtls` warns 18 times per Chromium handshake about DTLS 1.3 extensions it ignores
+/// (RTC-NOTES pitfall 9).
+const DEFAULT_LOG_FILTER: &str = "info,rtc_dtls=error";
+/// After a shutdown signal, sessions get this long to close before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(workers = config.worker_count(), "golive {}", env!("CARGO_PKG_VERSION"));
+
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = signalled_rx.await;
+    };
+    let state = golive_server::start_media(&config)?;
+    let mut server = tokio::spawn(golive_server::serve(state, listener, shutdown));
+    // Scripts and tests wait for this line on stdout.
+    println!("listening on http://{addr}");
+    std::io::stdout().flush()?;
+
+    tokio::select! {
+        r = &mut server => return r.context("server task")?,
+        _ = shutdown_signal() => {}
+    }
+    let _ = signalled_tx.send(());
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(r) => r.context("server task")?,
+        Err(_) => {
+            tracing::warn!("sessions did not close in {SHUTDOWN_GRACE:?}; exiting");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -327,9 +327,12 @@ impl Sfu {
         self.fan_out(now, packet);
     }
 
-    /// A keyframe request from a viewer on another worker, for a broadcaster here.
+    /// A keyframe request from a viewer on another worker. Only the worker that has the
+    /// stream's broadcaster acts on it; the others ignore it (and never pass it on again).
     pub fn handle_keyframe_request(&mut self, now: Instant, stream: &StreamName) {
-        self.request_keyframe(now, stream);
+        if self.streams.get(stream).is_some_and(|s| s.publisher.is_some()) {
+            self.request_keyframe(now, stream);
+        }
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {

@@ -1,0 +1,323 @@
+//! One WebSocket is one signalling session: a broadcaster or a viewer.
+//!
+//! The session parses each frame, calls the directory and a media worker, and maps every
+//! failure to an `error` message; the socket stays open after an error about a message. Closing
+//! the socket (or `leave`) ends the session's broadcast or viewing at once.
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use golive_proto::{
+    ClientMessage, CLOSE_MESSAGE_TOO_BIG, EndReason, ErrorCode, MAX_FRAME_BYTES, ProtocolError,
+    ServerMessage, StreamName,
+};
+use golive_sfu::{PeerId, SfuError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::AppState;
+use crate::worker::{Command, WorkerHandle};
+
+/// Identifies a signalling session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(pub u64);
+
+/// What reaches a session besides its socket.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// A message to pass on as is (viewer counts).
+    Message(ServerMessage),
+    /// The broadcast this viewer watches is over.
+    Ended(EndReason),
+    PeerConnected(PeerId),
+    /// The media connection failed, went silent or never came up.
+    PeerFailed(PeerId),
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+enum Role {
+    Idle,
+    Publishing { stream: StreamName, peer: PeerId, worker: WorkerHandle },
+    Watching { stream: StreamName, peer: PeerId, worker: WorkerHandle },
+}
+
+struct Session {
+    id: SessionId,
+    state: Arc<AppState>,
+    role: Role,
+    events_tx: mpsc::UnboundedSender<SessionEvent>,
+}
+
+fn sfu_error(e: SfuError) -> ProtocolError {
+    match e {
+        SfuError::BadSdp(m) => ProtocolError::new(ErrorCode::BadSdp, m),
+        SfuError::CodecUnsupported(m) => ProtocolError::new(ErrorCode::CodecUnsupported, m),
+        SfuError::BadCandidate(m) => ProtocolError::bad_request(format!("bad candidate: {m}")),
+        SfuError::UnknownPeer => ProtocolError::bad_request("the session has no media peer"),
+        SfuError::Internal(m) => {
+            tracing::error!("internal error: {m}");
+            ProtocolError::new(ErrorCode::Internal, "internal error; see the server log")
+        }
+    }
+}
+
+fn stream_name(name: &str) -> Result<StreamName, ProtocolError> {
+    StreamName::new(name).map_err(|e| ProtocolError::new(ErrorCode::BadStreamName, e.to_string()))
+}
+
+async fn send(ws: &mut WebSocket, msg: &ServerMessage) -> bool {
+    ws.send(Message::Text(Utf8Bytes::from(msg.to_json()))).await.is_ok()
+}
+
+/// Runs one session until the socket closes or the server shuts down.
+pub async fn run(mut ws: WebSocket, state: Arc<AppState>) {
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let mut shutdown: watch::Receiver<bool> = state.shutdown.subscribe();
+    let mut s = Session {
+        id: SessionId(next_id()),
+        state,
+        role: Role::Idle,
+        events_tx,
+    };
+    tracing::debug!(session = s.id.0, "session opened");
+    loop {
+        tokio::select! {
+            frame = ws.recv() => {
+                let frame = match frame {
+                    Some(Ok(f)) => f,
+                    Some(Err(e)) => {
+                        // Oversized frames are refused by the WebSocket layer before we see them.
+                        tracing::debug!(session = s.id.0, "socket error: {e}");
+                        let _ = ws.send(close_too_big()).await;
+                        break;
+                    }
+                    None => break,
+                };
+                let text = match frame {
+                    Message::Text(t) => t,
+                    Message::Binary(_) => {
+                        let e = ProtocolError::bad_request("frames are JSON text, not binary");
+                        if !send(&mut ws, &e.into()).await { break; }
+                        continue;
+                    }
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                };
+                if text.len() > MAX_FRAME_BYTES {
+                    let _ = ws.send(close_too_big()).await;
+                    break;
+                }
+                let reply = match ClientMessage::parse(&text) {
+                    Ok(msg) => s.handle(msg).await,
+                    Err(e) => Err(e),
+                };
+                let out = match reply {
+                    Ok(Some(m)) => m,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::debug!(session = s.id.0, code = %e.code, "refused: {}", e.message);
+                        e.into()
+                    }
+                };
+                if !send(&mut ws, &out).await { break; }
+            }
+            Some(ev) = events.recv() => {
+                if let Some(m) = s.on_event(ev).await && !send(&mut ws, &m).await {
+                    break;
+                }
+            }
+            _ = shutdown.changed() => {
+                let _ = send(&mut ws, &ServerMessage::Ended { reason: EndReason::ServerShutdown }).await;
+                let _ = ws.send(Message::Close(None)).await;
+                break;
+            }
+        }
+    }
+    s.end(EndReason::BroadcasterLeft).await;
+    tracing::debug!(session = s.id.0, "session closed");
+}
+
+fn close_too_big() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CLOSE_MESSAGE_TOO_BIG,
+        reason: Utf8Bytes::from(format!("a frame is at most {MAX_FRAME_BYTES} bytes")),
+    }))
+}
+
+impl Session {
+    async fn handle(&mut self, msg: ClientMessage) -> Result<Option<ServerMessage>, ProtocolError> {
+        match msg {
+            ClientMessage::Publish { stream, sdp, key: _, title } => {
+                self.publish(&stream, sdp, title).await.map(Some)
+            }
+            ClientMessage::Watch { stream, sdp } => self.watch(&stream, sdp).await.map(Some),
+            ClientMessage::Candidate { candidate, sdp_mid, sdp_mline_index, .. } => {
+                let (peer, worker) = match &self.role {
+                    Role::Publishing { peer, worker, .. } | Role::Watching { peer, worker, .. } => {
+                        (*peer, worker.clone())
+                    }
+                    Role::Idle => {
+                        return Err(ProtocolError::bad_request(
+                            "a candidate needs a publish or watch first",
+                        ));
+                    }
+                };
+                let (reply, rx) = oneshot::channel();
+                worker
+                    .send(Command::Candidate { id: peer, candidate, sdp_mid, sdp_mline_index, reply })
+                    .await
+                    .map_err(sfu_error)?;
+                rx.await
+                    .map_err(|_| sfu_error(SfuError::Internal("worker dropped a reply".into())))?
+                    .map_err(sfu_error)?;
+                Ok(None)
+            }
+            ClientMessage::Leave => {
+                self.end(EndReason::BroadcasterLeft).await;
+                Ok(None)
+            }
+        }
+    }
+
+    fn ensure_idle(&self) -> Result<(), ProtocolError> {
+        match self.role {
+            Role::Idle => Ok(()),
+            _ => Err(ProtocolError::bad_request(
+                "this session already publishes or watches; send leave first",
+            )),
+        }
+    }
+
+    async fn publish(
+        &mut self,
+        stream: &str,
+        sdp: String,
+        title: Option<String>,
+    ) -> Result<ServerMessage, ProtocolError> {
+        let stream = stream_name(stream)?;
+        self.ensure_idle()?;
+        // Checked before the name is claimed, so a bad offer never makes a stream appear.
+        let media = golive_sfu::Sfu::publisher_media(&sdp).map_err(sfu_error)?;
+        self.state.directory.claim(
+            &stream,
+            self.id,
+            self.events_tx.clone(),
+            media,
+            title.map(|t| t.chars().take(crate::MAX_TITLE_CHARS).collect()),
+        )?;
+        let worker = self.state.pick_worker();
+        let peer = PeerId(next_id());
+        let (reply, rx) = oneshot::channel();
+        let sent = worker
+            .send(Command::Publish {
+                id: peer,
+                stream: stream.clone(),
+                offer: sdp,
+                events: self.events_tx.clone(),
+                reply,
+            })
+            .await;
+        let answer = match sent {
+            Ok(()) => rx
+                .await
+                .unwrap_or_else(|_| Err(SfuError::Internal("worker dropped a reply".into()))),
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(a) => {
+                tracing::info!(session = self.id.0, %stream, %peer, worker = worker.index, "live");
+                self.role = Role::Publishing { stream, peer, worker };
+                Ok(ServerMessage::Answer { sdp: a.sdp, peer: peer.to_string() })
+            }
+            Err(e) => {
+                self.state.directory.release(&stream, self.id, EndReason::BroadcasterLeft);
+                Err(sfu_error(e))
+            }
+        }
+    }
+
+    async fn watch(&mut self, stream: &str, sdp: String) -> Result<ServerMessage, ProtocolError> {
+        let stream = stream_name(stream)?;
+        self.ensure_idle()?;
+        let media = self.state.directory.watch(&stream, self.id, self.events_tx.clone())?;
+        let worker = self.state.pick_worker();
+        let peer = PeerId(next_id());
+        let (reply, rx) = oneshot::channel();
+        let sent = worker
+            .send(Command::Watch {
+                id: peer,
+                stream: stream.clone(),
+                media,
+                offer: sdp,
+                events: self.events_tx.clone(),
+                reply,
+            })
+            .await;
+        let answer = match sent {
+            Ok(()) => rx
+                .await
+                .unwrap_or_else(|_| Err(SfuError::Internal("worker dropped a reply".into()))),
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(a) => {
+                tracing::debug!(session = self.id.0, %stream, %peer, worker = worker.index, "watching");
+                self.role = Role::Watching { stream, peer, worker };
+                Ok(ServerMessage::Answer { sdp: a.sdp, peer: peer.to_string() })
+            }
+            Err(e) => {
+                self.state.directory.unwatch(&stream, self.id);
+                Err(sfu_error(e))
+            }
+        }
+    }
+
+    async fn on_event(&mut self, ev: SessionEvent) -> Option<ServerMessage> {
+        match ev {
+            SessionEvent::Message(m) => match self.role {
+                Role::Idle => None,
+                _ => Some(m),
+            },
+            SessionEvent::Ended(reason) => {
+                if !matches!(self.role, Role::Watching { .. }) {
+                    return None;
+                }
+                self.end(reason).await;
+                Some(ServerMessage::Ended { reason })
+            }
+            SessionEvent::PeerConnected(id) => {
+                tracing::debug!(session = self.id.0, peer = %id, "media connected");
+                None
+            }
+            SessionEvent::PeerFailed(id) => {
+                let ours = matches!(&self.role,
+                    Role::Publishing { peer, .. } | Role::Watching { peer, .. } if *peer == id);
+                if !ours {
+                    return None;
+                }
+                self.end(EndReason::BroadcasterLeft).await;
+                Some(ServerMessage::Ended { reason: EndReason::ConnectionLost })
+            }
+        }
+    }
+
+    /// Ends whatever the session does; a broadcaster's viewers are told with `reason`.
+    async fn end(&mut self, reason: EndReason) {
+        match std::mem::replace(&mut self.role, Role::Idle) {
+            Role::Idle => {}
+            Role::Publishing { stream, peer, worker } => {
+                tracing::info!(session = self.id.0, %stream, "broadcast ended");
+                self.state.directory.release(&stream, self.id, reason);
+                let _ = worker.send(Command::Remove { id: peer }).await;
+            }
+            Role::Watching { stream, peer, worker } => {
+                self.state.directory.unwatch(&stream, self.id);
+                let _ = worker.send(Command::Remove { id: peer }).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Media workers: one OS thread each, owning one UDP socket and one sans-IO [`Sfu`].
+//!
+//! Signalling sessions talk to a worker through its command channel; the worker tells a
+//! session about its peer (connected, failed) through the session's event channel. A
+//! broadcaster's packets reach viewers on other workers as `Arc<SourcePacket>` through a
+//! bounded channel per worker: shared, never copied, and dropped (counted) rather than
+//! queued without bound when a worker falls behind.
+
+use golive_proto::StreamName;
+use golive_sfu::{
+    Answer, Output, PeerId, Sfu, SfuConfig, SfuError, SourcePacket, SrtpPolicy, StreamMedia,
+};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::session::SessionEvent;
+
+/// Packets from other workers waiting for this one; beyond this they are dropped.
+const MEDIA_QUEUE_PACKETS: usize = 4096;
+/// Commands from signalling waiting for this worker.
+const COMMAND_QUEUE: usize = 1024;
+/// Largest datagram read from the socket.
+const MAX_DATAGRAM: usize = 2048;
+/// The worker wakes at least this often even when nothing is due.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+pub type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
+
+pub enum Command {
+    Publish {
+        id: PeerId,
+        stream: StreamName,
+        offer: String,
+        events: mpsc::UnboundedSender<SessionEvent>,
+        reply: Reply<Answer>,
+    },
+    Watch {
+        id: PeerId,
+        stream: StreamName,
+        media: Arc<StreamMedia>,
+        offer: String,
+        events: mpsc::UnboundedSender<SessionEvent>,
+        reply: Reply<Answer>,
+    },
+    Candidate {
+        id: PeerId,
+        candidate: String,
+        sdp_mid: Option<String>,
+        sdp_mline_index: Option<u16>,
+        reply: Reply<()>,
+    },
+    Remove {
+        id: PeerId,
+    },
+}
+
+/// Messages between workers.
+enum Peer2Peer {
+    Media(Arc<SourcePacket>),
+    KeyframeRequest(StreamName),
+}
+
+/// Counters a worker shares with the rest of the server.
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    pub peers: AtomicU64,
+    pub datagrams_sent: AtomicU64,
+    pub datagrams_send_failed: AtomicU64,
+    pub media_queue_dropped: AtomicU64,
+}
+
+/// The handle signalling uses to reach a worker.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    pub index: usize,
+    pub addr: SocketAddr,
+    commands: mpsc::Sender<Command>,
+    pub counters: Arc<WorkerCounters>,
+}
+
+impl WorkerHandle {
+    pub async fn send(&self, cmd: Command) -> Result<(), SfuError> {
+        self.commands
+            .send(cmd)
+            .await
+            .map_err(|_| SfuError::Internal("media worker stopped".into()))
+    }
+}
+
+/// Binds every worker's socket and starts their threads.
+pub fn start_workers(
+    count: usize,
+    bind_ip: std::net::IpAddr,
+    first_port: u16,
+    advertised_ip: std::net::IpAddr,
+    srtp: SrtpPolicy,
+) -> io::Result<Vec<WorkerHandle>> {
+    let mut sockets = Vec::with_capacity(count);
+    for i in 0..count {
+        let port = if first_port == 0 {
+            0
+        } else {
+            first_port.checked_add(i as u16).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "UDP port range overflows 65535")
+            })?
+        };
+        let socket = std::net::UdpSocket::bind((bind_ip, port))?;
+        socket.set_nonblocking(true)?;
+        sockets.push(socket);
+    }
+    let mut handles = Vec::with_capacity(count);
+    let mut media_txs = Vec::with_capacity(count);
+    let mut media_rxs = Vec::with_capacity(count);
+    let mut cmd_rxs = Vec::with_capacity(count);
+    for (i, socket) in sockets.iter().enumerate() {
+        let (ctx, crx) = mpsc::channel(COMMAND_QUEUE);
+        let (mtx, mrx) = mpsc::channel(MEDIA_QUEUE_PACKETS);
+        let port = socket.local_addr()?.port();
+        handles.push(WorkerHandle {
+            index: i,
+            addr: SocketAddr::new(advertised_ip, port),
+            commands: ctx,
+            counters: Arc::new(WorkerCounters::default()),
+        });
+        media_txs.push(mtx);
+        media_rxs.push(mrx);
+        cmd_rxs.push(crx);
+    }
+    for (((i, socket), crx), mrx) in sockets.into_iter().enumerate().zip(cmd_rxs).zip(media_rxs) {
+        let others: Vec<mpsc::Sender<Peer2Peer>> = media_txs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, tx)| tx.clone())
+            .collect();
+        let config = SfuConfig {
+            advertised_addr: handles[i].addr,
+            srtp,
+            share_media: count > 1,
+        };
+        let counters = handles[i].counters.clone();
+        std::thread::Builder::new()
+            .name(format!("golive-worker-{i}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a current-thread runtime builds");
+                rt.block_on(async move {
+                    let socket = match UdpSocket::from_std(socket) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!(worker = i, "cannot register UDP socket: {e}");
+                            return;
+                        }
+                    };
+                    Worker {
+                        index: i,
+                        sfu: Sfu::new(config),
+                        socket,
+                        sessions: HashMap::new(),
+                        others,
+                        counters,
+                    }
+                    .run(crx, mrx)
+                    .await;
+                });
+            })?;
+    }
+    Ok(handles)
+}
+
+struct Worker {
+    index: usize,
+    sfu: Sfu,
+    socket: UdpSocket,
+    /// Where to tell each peer's session about it.
+    sessions: HashMap<PeerId, mpsc::UnboundedSender<SessionEvent>>,
+    others: Vec<mpsc::Sender<Peer2Peer>>,
+    counters: Arc<WorkerCounters>,
+}
+
+impl Worker {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut media: mpsc::Receiver<Peer2Peer>) {
+        tracing::debug!(worker = self.index, addr = ?self.socket.local_addr().ok(), "worker started");
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let now = Instant::now();
+            let deadline = self.sfu.poll_timeout().unwrap_or(now + IDLE_WAKE).min(now + IDLE_WAKE);
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => {
+                        self.sfu.handle_datagram(Instant::now(), from, &buf[..n]);
+                        // Drain whatever else is already queued before the next timeout scan.
+                        while let Ok((n, from)) = self.socket.try_recv_from(&mut buf) {
+                            self.sfu.handle_datagram(Instant::now(), from, &buf[..n]);
+                        }
+                    }
+                    Err(e) => {
+                        // ICMP port unreachable from a vanished peer shows up here on Linux.
+                        tracing::trace!(worker = self.index, "recv_from: {e}");
+                    }
+                },
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.handle_command(cmd),
+                    None => break,
+                },
+                Some(m) = media.recv() => {
+                    let now = Instant::now();
+                    match m {
+                        Peer2Peer::Media(p) => self.sfu.handle_media(now, &p),
+                        Peer2Peer::KeyframeRequest(s) => self.sfu.handle_keyframe_request(now, &s),
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    self.sfu.handle_timeout(Instant::now());
+                }
+            }
+            self.flush();
+        }
+        tracing::debug!(worker = self.index, "worker stopped");
+    }
+
+    fn handle_command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Publish { id, stream, offer, events, reply } => {
+                let r = self.sfu.add_publisher(now, id, stream, &offer);
+                if r.is_ok() {
+                    self.sessions.insert(id, events);
+                }
+                let _ = reply.send(r);
+            }
+            Command::Watch { id, stream, media, offer, events, reply } => {
+                let r = self.sfu.add_viewer(now, id, stream, &media, &offer);
+                if r.is_ok() {
+                    self.sessions.insert(id, events);
+                }
+                let _ = reply.send(r);
+            }
+            Command::Candidate { id, candidate, sdp_mid, sdp_mline_index, reply } => {
+                let _ = reply.send(self.sfu.add_remote_candidate(id, candidate, sdp_mid, sdp_mline_index));
+            }
+            Command::Remove { id } => {
+                self.sfu.remove_peer(id);
+                self.sessions.remove(&id);
+            }
+        }
+        self.counters.peers.store(self.sfu.peer_count() as u64, Ordering::Relaxed);
+    }
+
+    /// Sends what the SFU produced and acts on its outputs.
+    fn flush(&mut self) {
+        while let Some(t) = self.sfu.poll_transmit() {
+            match self.socket.try_send_to(&t.data, t.to) {
+                Ok(_) => {
+                    self.counters.datagrams_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    // A full socket buffer is loss, like any on the network; never block the
+                    // worker (and every other peer on it) for one destination.
+                    self.counters.datagrams_send_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::trace!(worker = self.index, to = %t.to, "send_to: {e}");
+                }
+            }
+        }
+        while let Some(out) = self.sfu.poll_output() {
+            match out {
+                Output::Connected(id) => {
+                    if let Some(tx) = self.sessions.get(&id) {
+                        let _ = tx.send(SessionEvent::PeerConnected(id));
+                    }
+                }
+                Output::Failed(id) => {
+                    if let Some(tx) = self.sessions.remove(&id) {
+                        let _ = tx.send(SessionEvent::PeerFailed(id));
+                    }
+                }
+                Output::Media(p) => self.to_others(|| Peer2Peer::Media(p.clone())),
+                Output::KeyframeRequest(s) => self.to_others(|| Peer2Peer::KeyframeRequest(s.clone())),
+            }
+        }
+        self.counters.peers.store(self.sfu.peer_count() as u64, Ordering::Relaxed);
+    }
+
+    fn to_others(&self, msg: impl Fn() -> Peer2Peer) {
+        for tx in &self.others {
+            if tx.try_send(msg()).is_err() {
+                self.counters.media_queue_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
