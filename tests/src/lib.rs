@@ -77,9 +77,14 @@ impl Session {
                 title: Some("golive e2e".to_owned()),
             })
             .await?;
-        let answer = signal.expect_answer().await.with_context(|| format!("publish {stream}"))?;
+        let answer = signal
+            .expect_answer()
+            .await
+            .with_context(|| format!("publish {stream}"))?;
         let peer = offered.connect(&answer)?;
-        peer.wait_connected(CONNECT_TIMEOUT).await.with_context(|| format!("publisher of {stream}"))?;
+        peer.wait_connected(CONNECT_TIMEOUT)
+            .await
+            .with_context(|| format!("publisher of {stream}"))?;
         Ok(Self { signal, peer })
     }
 
@@ -88,19 +93,32 @@ impl Session {
         let mut signal = SignalClient::connect(server.http_addr()).await?;
         let offered = TestPeer::viewer(VideoCodec::Vp8).await?;
         signal.send(&watch_message(stream, offered.sdp())).await?;
-        let answer = signal.expect_answer().await.with_context(|| format!("watch {stream}"))?;
+        let answer = signal
+            .expect_answer()
+            .await
+            .with_context(|| format!("watch {stream}"))?;
         let peer = offered.connect(&answer)?;
-        peer.wait_connected(CONNECT_TIMEOUT).await.with_context(|| format!("viewer of {stream}"))?;
+        peer.wait_connected(CONNECT_TIMEOUT)
+            .await
+            .with_context(|| format!("viewer of {stream}"))?;
         Ok(Self { signal, peer })
     }
 }
 
 /// A `watch` message.
 pub fn watch_message(stream: &str, sdp: &str) -> ClientMessage {
-    ClientMessage::Watch { stream: stream.to_owned(), sdp: sdp.to_owned() }
+    ClientMessage::Watch {
+        stream: stream.to_owned(),
+        sdp: sdp.to_owned(),
+    }
 }
 
 /// A `publish` message without key or title.
 pub fn publish_message(stream: &str, sdp: &str) -> ClientMessage {
-    ClientMessage::Publish { stream: stream.to_owned(), sdp: sdp.to_owned(), key: None, title: None }
+    ClientMessage::Publish {
+        stream: stream.to_owned(),
+        sdp: sdp.to_owned(),
+        key: None,
+        title: None,
+    }
 }

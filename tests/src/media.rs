@@ -115,9 +115,17 @@ impl SyntheticSource {
     pub fn next_video_frame(&mut self, elapsed: Duration) -> Vec<SyntheticPacket> {
         let keyframe = self.keyframe_wanted || self.frames_since_keyframe >= KEYFRAME_EVERY_FRAMES;
         self.keyframe_wanted = false;
-        self.frames_since_keyframe = if keyframe { 1 } else { self.frames_since_keyframe + 1 };
+        self.frames_since_keyframe = if keyframe {
+            1
+        } else {
+            self.frames_since_keyframe + 1
+        };
 
-        let count = if keyframe { KEYFRAME_PACKETS } else { DELTA_FRAME_PACKETS };
+        let count = if keyframe {
+            KEYFRAME_PACKETS
+        } else {
+            DELTA_FRAME_PACKETS
+        };
         let timestamp = self.video_ts;
         self.video_ts = self.video_ts.wrapping_add(VIDEO_CLOCK_RATE / VIDEO_FPS);
 
@@ -214,7 +222,9 @@ fn put_filler(buf: &mut BytesMut, counter: u64, len: usize) {
 
 /// Reads the record a synthetic payload carries, wherever it sits after the codec headers.
 pub fn parse_mark(payload: &[u8]) -> Option<PayloadMark> {
-    let at = payload.windows(MARK_MAGIC.len()).position(|w| w == MARK_MAGIC)?;
+    let at = payload
+        .windows(MARK_MAGIC.len())
+        .position(|w| w == MARK_MAGIC)?;
     let rest = payload.get(at + MARK_MAGIC.len()..)?;
     if rest.len() < 4 + 1 + 8 + 8 {
         return None;
@@ -255,8 +265,12 @@ pub fn parse_vp8(payload: &[u8]) -> Option<Vp8Info> {
     if extended {
         let ext = *payload.get(at)?;
         at += 1;
-        let (has_picture_id, has_tl0, has_tid, has_key_idx) =
-            (ext & 0x80 != 0, ext & 0x40 != 0, ext & 0x20 != 0, ext & 0x10 != 0);
+        let (has_picture_id, has_tl0, has_tid, has_key_idx) = (
+            ext & 0x80 != 0,
+            ext & 0x40 != 0,
+            ext & 0x20 != 0,
+            ext & 0x10 != 0,
+        );
         if has_picture_id {
             let m = *payload.get(at)? & 0x80 != 0;
             at += if m { 2 } else { 1 };
@@ -273,7 +287,11 @@ pub fn parse_vp8(payload: &[u8]) -> Option<Vp8Info> {
     } else {
         None
     };
-    Some(Vp8Info { start_of_partition, partition_id, keyframe })
+    Some(Vp8Info {
+        start_of_partition,
+        partition_id,
+        keyframe,
+    })
 }
 
 /// Checks that `received` is a contiguous run of `sent`, in order, byte for byte, and returns the
@@ -337,7 +355,10 @@ mod tests {
         let info = parse_vp8(&key[0].payload).unwrap();
         assert!(info.starts_keyframe());
         assert!(key[0].keyframe_start);
-        assert_eq!(&key[0].payload[..7], &[0x10, 0x10, 0x08, 0x00, 0x9d, 0x01, 0x2a]);
+        assert_eq!(
+            &key[0].payload[..7],
+            &[0x10, 0x10, 0x08, 0x00, 0x9d, 0x01, 0x2a]
+        );
         assert_eq!(key[1].payload[0], 0x00);
         assert!(!parse_vp8(&key[1].payload).unwrap().starts_keyframe());
         assert!(key.last().unwrap().marker && !key[0].marker);
@@ -347,7 +368,10 @@ mod tests {
         let info = parse_vp8(&delta[0].payload).unwrap();
         assert_eq!(info.keyframe, Some(false));
         assert_eq!(delta[0].payload[1] & 1, 1);
-        assert_eq!(delta[0].sequence_number, key[2].sequence_number.wrapping_add(1));
+        assert_eq!(
+            delta[0].sequence_number,
+            key[2].sequence_number.wrapping_add(1)
+        );
         assert_eq!(delta[0].timestamp, key[0].timestamp.wrapping_add(6000));
     }
 

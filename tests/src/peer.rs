@@ -53,7 +53,8 @@ pub const VP8_PAYLOAD_TYPE: u8 = 96;
 pub const H264_PAYLOAD_TYPE: u8 = 102;
 pub const OPUS_PAYLOAD_TYPE: u8 = 111;
 /// H.264 constrained baseline 3.1, packetization mode 1: what browsers offer first.
-pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+pub const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
 /// Largest datagram we expect (DTLS and RTP stay under the 1500-byte MTU).
 const UDP_BUFFER_BYTES: usize = 2048;
@@ -130,7 +131,11 @@ pub struct Record {
 
 impl Record {
     pub fn sent_payloads(&self, kind: MediaKind) -> Vec<Bytes> {
-        self.sent.iter().filter(|p| p.kind == kind).map(|p| p.payload.clone()).collect()
+        self.sent
+            .iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| p.payload.clone())
+            .collect()
     }
 
     pub fn received_of(&self, kind: MediaKind) -> Vec<&ReceivedPacket> {
@@ -138,7 +143,10 @@ impl Record {
     }
 
     pub fn received_payloads(&self, kind: MediaKind) -> Vec<Bytes> {
-        self.received_of(kind).into_iter().map(|p| p.payload.clone()).collect()
+        self.received_of(kind)
+            .into_iter()
+            .map(|p| p.payload.clone())
+            .collect()
     }
 }
 
@@ -154,7 +162,10 @@ pub struct OfferedPeer {
 
 impl std::fmt::Debug for OfferedPeer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OfferedPeer").field("role", &self.role).field("local_addr", &self.local_addr).finish()
+        f.debug_struct("OfferedPeer")
+            .field("role", &self.role)
+            .field("local_addr", &self.local_addr)
+            .finish()
     }
 }
 
@@ -169,15 +180,26 @@ pub struct TestPeer {
 
 impl std::fmt::Debug for TestPeer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestPeer").field("role", &self.role).field("state", &*self.state_rx.borrow()).finish()
+        f.debug_struct("TestPeer")
+            .field("role", &self.role)
+            .field("state", &*self.state_rx.borrow())
+            .finish()
     }
 }
 
 fn video_feedback() -> Vec<RTCPFeedback> {
-    [("goog-remb", ""), ("ccm", "fir"), ("nack", ""), ("nack", "pli")]
-        .into_iter()
-        .map(|(typ, parameter)| RTCPFeedback { typ: typ.into(), parameter: parameter.into() })
-        .collect()
+    [
+        ("goog-remb", ""),
+        ("ccm", "fir"),
+        ("nack", ""),
+        ("nack", "pli"),
+    ]
+    .into_iter()
+    .map(|(typ, parameter)| RTCPFeedback {
+        typ: typ.into(),
+        parameter: parameter.into(),
+    })
+    .collect()
 }
 
 fn opus_codec() -> RTCRtpCodecParameters {
@@ -261,17 +283,30 @@ impl TestPeer {
         });
         let state = *tokio::time::timeout(timeout, wait)
             .await
-            .map_err(|_| anyhow!("not connected within {timeout:?}; states: {:?}", self.state_history()))?
+            .map_err(|_| {
+                anyhow!(
+                    "not connected within {timeout:?}; states: {:?}",
+                    self.state_history()
+                )
+            })?
             .context("peer event loop ended")?;
         if state != RTCPeerConnectionState::Connected {
-            bail!("peer connection went {state} before connecting; errors: {:?}", self.lock().errors);
+            bail!(
+                "peer connection went {state} before connecting; errors: {:?}",
+                self.lock().errors
+            );
         }
         Ok(())
     }
 
     /// Waits until at least `count` packets of `kind` were received (viewer) or sent
     /// (publisher).
-    pub async fn wait_packets(&self, kind: MediaKind, count: usize, timeout: Duration) -> Result<()> {
+    pub async fn wait_packets(
+        &self,
+        kind: MediaKind,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             let have = self.with_record(|r| match self.role {
@@ -323,7 +358,9 @@ impl Drop for TestPeer {
 
 impl OfferedPeer {
     async fn new(role: Role) -> Result<Self> {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.context("binding the peer's UDP socket")?;
+        let socket = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .context("binding the peer's UDP socket")?;
         let local_addr = socket.local_addr()?;
 
         let mut media_engine = MediaEngine::default();
@@ -333,7 +370,10 @@ impl OfferedPeer {
             Role::Viewer(codec) => codec,
         };
         media_engine.register_codec(video_codec(video), RtpCodecKind::Video)?;
-        let registry = Registry::new().with(DELIVER_KEYFRAME_REQUESTS_SLOT, DeliverKeyframeRequests::default());
+        let registry = Registry::new().with(
+            DELIVER_KEYFRAME_REQUESTS_SLOT,
+            DeliverKeyframeRequests::default(),
+        );
         let registry = register_default_interceptors(registry, &mut media_engine)?;
 
         // No ICE servers: every candidate is our one loopback host candidate.
@@ -347,7 +387,11 @@ impl OfferedPeer {
         match role {
             Role::Publisher => {
                 for (kind, codec_kind, codec) in [
-                    (MediaKind::Video, RtpCodecKind::Video, video_codec(VideoCodec::Vp8)),
+                    (
+                        MediaKind::Video,
+                        RtpCodecKind::Video,
+                        video_codec(VideoCodec::Vp8),
+                    ),
                     (MediaKind::Audio, RtpCodecKind::Audio, opus_codec()),
                 ] {
                     let ssrc = random_u32();
@@ -415,7 +459,14 @@ impl OfferedPeer {
             .ok_or_else(|| anyhow!("no local description after set_local_description"))?
             .sdp;
 
-        Ok(Self { pc, socket, local_addr, role, senders, offer_sdp })
+        Ok(Self {
+            pc,
+            socket,
+            local_addr,
+            role,
+            senders,
+            offer_sdp,
+        })
     }
 
     /// The offer to send in `publish` / `watch`.
@@ -438,7 +489,10 @@ impl OfferedPeer {
         // The payload type each sender must stamp is the one negotiated for it.
         let mut outputs = Vec::new();
         for (kind, id, ssrc) in &self.senders {
-            let mut sender = self.pc.rtp_sender(*id).ok_or_else(|| anyhow!("{kind:?} sender vanished"))?;
+            let mut sender = self
+                .pc
+                .rtp_sender(*id)
+                .ok_or_else(|| anyhow!("{kind:?} sender vanished"))?;
             let payload_type = sender
                 .get_parameters()
                 .rtp_parameters
@@ -446,7 +500,12 @@ impl OfferedPeer {
                 .first()
                 .map(|c| c.payload_type)
                 .ok_or_else(|| anyhow!("no codec negotiated for the {kind:?} sender"))?;
-            outputs.push(Output { kind: *kind, id: *id, ssrc: *ssrc, payload_type });
+            outputs.push(Output {
+                kind: *kind,
+                id: *id,
+                ssrc: *ssrc,
+                payload_type,
+            });
         }
 
         let record = Arc::new(Mutex::new(Record::default()));
@@ -466,7 +525,13 @@ impl OfferedPeer {
             media_started: None,
         };
         let task = tokio::spawn(event_loop.run(stop_rx));
-        Ok(TestPeer { role, record, state_rx, stop_tx: Some(stop_tx), task: Some(task) })
+        Ok(TestPeer {
+            role,
+            record,
+            state_rx,
+            stop_tx: Some(stop_tx),
+            task: Some(task),
+        })
     }
 }
 
@@ -476,7 +541,8 @@ const DELIVER_KEYFRAME_REQUESTS_SLOT: Slot = Slot::Custom(14_000);
 
 fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     let any = packet.as_any();
-    any.downcast_ref::<PictureLossIndication>().is_some() || any.downcast_ref::<FullIntraRequest>().is_some()
+    any.downcast_ref::<PictureLossIndication>().is_some()
+        || any.downcast_ref::<FullIntraRequest>().is_some()
 }
 
 /// In rtc 0.21 inbound RTCP stops at the end of the interceptor chain unless an interceptor marks
@@ -623,7 +689,11 @@ impl EventLoop {
 
     async fn flush_writes(&mut self) {
         while let Some(out) = self.pc.poll_write() {
-            if let Err(e) = self.socket.send_to(&out.message, out.transport.peer_addr).await {
+            if let Err(e) = self
+                .socket
+                .send_to(&out.message, out.transport.peer_addr)
+                .await
+            {
                 self.note_error(format!("UDP send to {}: {e}", out.transport.peer_addr));
             }
         }
@@ -691,7 +761,9 @@ impl EventLoop {
                         } else {
                             continue;
                         };
-                        self.lock().keyframe_requests.push(KeyframeRequest { kind, at: now });
+                        self.lock()
+                            .keyframe_requests
+                            .push(KeyframeRequest { kind, at: now });
                         self.source.request_keyframe();
                     }
                 }

@@ -105,7 +105,11 @@ impl GoliveServer {
             }
         });
 
-        let mut server = GoliveServer { child, http_addr: ([0, 0, 0, 0], 0).into(), stderr };
+        let mut server = GoliveServer {
+            child,
+            http_addr: ([0, 0, 0, 0], 0).into(),
+            stderr,
+        };
         let addr = match ready_rx.recv_timeout(STARTUP_TIMEOUT) {
             Ok(addr) => addr,
             Err(_) => {
@@ -135,14 +139,19 @@ impl GoliveServer {
 
     /// Everything the server wrote to stderr so far.
     pub fn logs(&self) -> String {
-        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).join("\n")
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .join("\n")
     }
 
     /// The HTTP status of `GET path`, by a minimal HTTP/1.1 exchange.
     pub async fn http_get_status(&self, path: &str) -> Result<u16> {
         let mut stream = tokio::net::TcpStream::connect(self.http_addr).await?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.http_addr);
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.http_addr
+        );
         stream.write_all(request.as_bytes()).await?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await?;

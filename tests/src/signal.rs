@@ -45,7 +45,9 @@ pub struct SignalClient {
 
 impl std::fmt::Debug for SignalClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SignalClient").field("closed", &self.closed).finish()
+        f.debug_struct("SignalClient")
+            .field("closed", &self.closed)
+            .finish()
     }
 }
 
@@ -67,12 +69,18 @@ impl SignalClient {
 
     /// Sends an arbitrary text frame (for malformed-frame tests).
     pub async fn send_text(&mut self, text: impl Into<String>) -> Result<()> {
-        self.ws.send(Message::text(text.into())).await.context("sending a text frame")
+        self.ws
+            .send(Message::text(text.into()))
+            .await
+            .context("sending a text frame")
     }
 
     /// Sends an arbitrary binary frame.
     pub async fn send_binary(&mut self, data: Vec<u8>) -> Result<()> {
-        self.ws.send(Message::binary(data)).await.context("sending a binary frame")
+        self.ws
+            .send(Message::binary(data))
+            .await
+            .context("sending a binary frame")
     }
 
     /// The next server message, within [`RECV_TIMEOUT`].
@@ -113,7 +121,10 @@ impl SignalClient {
 
     /// The next message that is not a `viewers` count (those arrive at any time).
     pub async fn recv_reply(&mut self) -> Result<ServerMessage> {
-        self.recv_until(RECV_TIMEOUT, |m| !matches!(m, ServerMessage::Viewers { .. })).await
+        self.recv_until(RECV_TIMEOUT, |m| {
+            !matches!(m, ServerMessage::Viewers { .. })
+        })
+        .await
     }
 
     /// Waits for an `answer` and returns its SDP; an `error` instead is an error.
@@ -159,15 +170,23 @@ impl SignalClient {
                 Some(Ok(Message::Text(text))) => match ServerMessage::parse(text.as_str()) {
                     Ok(msg) => return Incoming::Message(msg),
                     // A frame the protocol does not define is a server bug; the test fails on it.
-                    Err(e) => panic!("the server sent a frame that is not a ServerMessage ({e}): {text}"),
+                    Err(e) => {
+                        panic!("the server sent a frame that is not a ServerMessage ({e}): {text}")
+                    }
                 },
                 Some(Ok(Message::Binary(data))) => {
                     panic!("the server sent a binary frame of {} bytes", data.len())
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                 Some(Ok(Message::Close(frame))) => match frame {
-                    Some(f) => Closed::Frame { code: Some(u16::from(f.code)), reason: f.reason.to_string() },
-                    None => Closed::Frame { code: None, reason: String::new() },
+                    Some(f) => Closed::Frame {
+                        code: Some(u16::from(f.code)),
+                        reason: f.reason.to_string(),
+                    },
+                    None => Closed::Frame {
+                        code: None,
+                        reason: String::new(),
+                    },
                 },
                 Some(Err(e)) => Closed::Abrupt(e.to_string()),
                 None => Closed::Abrupt("stream ended".into()),

@@ -39,14 +39,22 @@ pub fn forwarded_faithfully(
 
     let ssrc = got[0].ssrc;
     if let Some(other) = got.iter().find(|p| p.ssrc != ssrc) {
-        bail!("{kind:?}: more than one SSRC on the track: {ssrc:#x} then {:#x} (seq {})", other.ssrc, other.sequence_number);
+        bail!(
+            "{kind:?}: more than one SSRC on the track: {ssrc:#x} then {:#x} (seq {})",
+            other.ssrc,
+            other.sequence_number
+        );
     }
     let expected_pt = match kind {
         MediaKind::Video => VP8_PAYLOAD_TYPE,
         MediaKind::Audio => OPUS_PAYLOAD_TYPE,
     };
     if let Some(p) = got.iter().find(|p| p.payload_type != expected_pt) {
-        bail!("{kind:?}: payload type {} (seq {}), the viewer negotiated {expected_pt}", p.payload_type, p.sequence_number);
+        bail!(
+            "{kind:?}: payload type {} (seq {}), the viewer negotiated {expected_pt}",
+            p.payload_type,
+            p.sequence_number
+        );
     }
 
     let seqs: Vec<u16> = got.iter().map(|p| p.sequence_number).collect();
@@ -55,7 +63,8 @@ pub fn forwarded_faithfully(
     let sent: Vec<_> = publisher.sent.iter().filter(|p| p.kind == kind).collect();
     let sent_payloads: Vec<_> = sent.iter().map(|p| p.payload.clone()).collect();
     let got_payloads: Vec<_> = got.iter().map(|p| p.payload.clone()).collect();
-    let start = contiguous_run_of(&sent_payloads, &got_payloads).map_err(|e| anyhow::anyhow!("{kind:?}: {e}"))?;
+    let start = contiguous_run_of(&sent_payloads, &got_payloads)
+        .map_err(|e| anyhow::anyhow!("{kind:?}: {e}"))?;
 
     for (i, pair) in got.windows(2).enumerate() {
         let (s0, s1) = (sent[start + i], sent[start + i + 1]);
@@ -76,7 +85,11 @@ pub fn forwarded_faithfully(
             sent[start + i].marker
         );
     }
-    Ok(ForwardedRun { count: got.len(), first_sent_index: start, ssrc })
+    Ok(ForwardedRun {
+        count: got.len(),
+        first_sent_index: start,
+        ssrc,
+    })
 }
 
 /// Checks that the first video packet a viewer received begins a VP8 key frame (S=1, PID=0, P=0).

@@ -29,27 +29,37 @@ fn start_server() -> GoliveServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_viewers_receive_publisher_payloads_byte_for_byte() {
     let server = start_server();
-    run_test("three_viewers_receive_publisher_payloads_byte_for_byte", async {
-        let publisher = Session::publish(&server, "demo").await?;
-        let mut viewers = Vec::new();
-        for _ in 0..3 {
-            viewers.push(Session::watch(&server, "demo").await?);
-        }
-        tokio::time::sleep(Duration::from_secs(3)).await;
-
-        let sent = publisher.peer.snapshot();
-        assert!(sent.errors.is_empty(), "publisher errors: {:?}", sent.errors);
-        for (i, viewer) in viewers.iter().enumerate() {
-            let got = viewer.peer.snapshot();
-            for (kind, min) in [(MediaKind::Video, MIN_VIDEO_PACKETS), (MediaKind::Audio, MIN_AUDIO_PACKETS)] {
-                let run = forwarded_faithfully(&sent, &got, kind, min);
-                assert!(run.is_ok(), "viewer {i}: {:#}", run.unwrap_err());
+    run_test(
+        "three_viewers_receive_publisher_payloads_byte_for_byte",
+        async {
+            let publisher = Session::publish(&server, "demo").await?;
+            let mut viewers = Vec::new();
+            for _ in 0..3 {
+                viewers.push(Session::watch(&server, "demo").await?);
             }
-            let key = first_video_starts_keyframe(&got);
-            assert!(key.is_ok(), "viewer {i}: {:#}", key.unwrap_err());
-        }
-        Ok(())
-    })
+            tokio::time::sleep(Duration::from_secs(3)).await;
+
+            let sent = publisher.peer.snapshot();
+            assert!(
+                sent.errors.is_empty(),
+                "publisher errors: {:?}",
+                sent.errors
+            );
+            for (i, viewer) in viewers.iter().enumerate() {
+                let got = viewer.peer.snapshot();
+                for (kind, min) in [
+                    (MediaKind::Video, MIN_VIDEO_PACKETS),
+                    (MediaKind::Audio, MIN_AUDIO_PACKETS),
+                ] {
+                    let run = forwarded_faithfully(&sent, &got, kind, min);
+                    assert!(run.is_ok(), "viewer {i}: {:#}", run.unwrap_err());
+                }
+                let key = first_video_starts_keyframe(&got);
+                assert!(key.is_ok(), "viewer {i}: {:#}", key.unwrap_err());
+            }
+            Ok(())
+        },
+    )
     .await;
 }
 
@@ -94,37 +104,67 @@ async fn viewers_get_ended_when_publisher_leaves() {
     run_test("viewers_get_ended_when_publisher_leaves", async {
         // 1. The broadcaster sends `leave` (its peer keeps sending media).
         let mut publisher = Session::publish(&server, "leaving").await?;
-        let mut viewers = vec![Session::watch(&server, "leaving").await?, Session::watch(&server, "leaving").await?];
+        let mut viewers = vec![
+            Session::watch(&server, "leaving").await?,
+            Session::watch(&server, "leaving").await?,
+        ];
         for viewer in &viewers {
-            viewer.peer.wait_packets(MediaKind::Video, 5, Duration::from_secs(5)).await?;
+            viewer
+                .peer
+                .wait_packets(MediaKind::Video, 5, Duration::from_secs(5))
+                .await?;
         }
         publisher.signal.send(&ClientMessage::Leave).await?;
         for (i, viewer) in viewers.iter_mut().enumerate() {
-            expect_ended(&mut viewer.signal).await.with_context(|| format!("viewer {i} after leave"))?;
+            expect_ended(&mut viewer.signal)
+                .await
+                .with_context(|| format!("viewer {i} after leave"))?;
         }
-        expect_stream_not_found(&server, "leaving").await.context("watch after leave")?;
+        expect_stream_not_found(&server, "leaving")
+            .await
+            .context("watch after leave")?;
 
         // Media of an ended broadcast is no longer forwarded, though the publisher still sends.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let before: Vec<usize> = viewers.iter().map(|v| v.peer.snapshot().received.len()).collect();
+        let before: Vec<usize> = viewers
+            .iter()
+            .map(|v| v.peer.snapshot().received.len())
+            .collect();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let after: Vec<usize> = viewers.iter().map(|v| v.peer.snapshot().received.len()).collect();
+        let after: Vec<usize> = viewers
+            .iter()
+            .map(|v| v.peer.snapshot().received.len())
+            .collect();
         assert_eq!(before, after, "viewers still receive media after `ended`");
 
         // `leave` keeps the socket: the same broadcaster can go live again on the name.
         let again = TestPeer::publisher().await?;
-        publisher.signal.send(&publish_message("leaving", again.sdp())).await?;
-        let answer = publisher.signal.expect_answer().await.context("publish again after leave")?;
+        publisher
+            .signal
+            .send(&publish_message("leaving", again.sdp()))
+            .await?;
+        let answer = publisher
+            .signal
+            .expect_answer()
+            .await
+            .context("publish again after leave")?;
         let again = again.connect(&answer)?;
         again.wait_connected(golive_e2e::CONNECT_TIMEOUT).await?;
 
         // 2. The broadcaster's socket closes.
         let publisher = Session::publish(&server, "closing").await?;
         let mut viewer = Session::watch(&server, "closing").await?;
-        viewer.peer.wait_packets(MediaKind::Video, 5, Duration::from_secs(5)).await?;
+        viewer
+            .peer
+            .wait_packets(MediaKind::Video, 5, Duration::from_secs(5))
+            .await?;
         publisher.signal.close().await;
-        expect_ended(&mut viewer.signal).await.context("viewer after the broadcaster's socket closed")?;
-        expect_stream_not_found(&server, "closing").await.context("watch after close")?;
+        expect_ended(&mut viewer.signal)
+            .await
+            .context("viewer after the broadcaster's socket closed")?;
+        expect_stream_not_found(&server, "closing")
+            .await
+            .context("watch after close")?;
         Ok(())
     })
     .await;
@@ -235,14 +275,18 @@ async fn viewer_count_reaches_broadcaster() {
 
         publisher
             .signal
-            .recv_until(NOTICE_TIMEOUT, |m| matches!(m, ServerMessage::Viewers { count: 2 }))
+            .recv_until(NOTICE_TIMEOUT, |m| {
+                matches!(m, ServerMessage::Viewers { count: 2 })
+            })
             .await
             .context("the broadcaster never heard of 2 viewers")?;
 
         first.signal.send(&ClientMessage::Leave).await?;
         publisher
             .signal
-            .recv_until(NOTICE_TIMEOUT, |m| matches!(m, ServerMessage::Viewers { count: 1 }))
+            .recv_until(NOTICE_TIMEOUT, |m| {
+                matches!(m, ServerMessage::Viewers { count: 1 })
+            })
             .await
             .context("the broadcaster never heard the count drop to 1")?;
         Ok(())
@@ -279,10 +323,14 @@ impl Frame {
 /// Waits for `ended` with reason `broadcaster_left`, skipping viewer counts.
 async fn expect_ended(signal: &mut SignalClient) -> Result<()> {
     let msg = signal
-        .recv_until(NOTICE_TIMEOUT, |m| !matches!(m, ServerMessage::Viewers { .. }))
+        .recv_until(NOTICE_TIMEOUT, |m| {
+            !matches!(m, ServerMessage::Viewers { .. })
+        })
         .await?;
     ensure!(
-        msg == ServerMessage::Ended { reason: EndReason::BroadcasterLeft },
+        msg == ServerMessage::Ended {
+            reason: EndReason::BroadcasterLeft
+        },
         "expected ended/broadcaster_left, got {msg:?}"
     );
     Ok(())
@@ -294,6 +342,9 @@ async fn expect_stream_not_found(server: &GoliveServer, stream: &str) -> Result<
     let offer = TestPeer::viewer(VideoCodec::Vp8).await?;
     socket.send(&watch_message(stream, offer.sdp())).await?;
     let (code, message) = socket.expect_error().await?;
-    ensure!(code == ErrorCode::StreamNotFound, "watch of ended {stream}: got {code} ({message})");
+    ensure!(
+        code == ErrorCode::StreamNotFound,
+        "watch of ended {stream}: got {code} ({message})"
+    );
     Ok(())
 }

@@ -18,20 +18,33 @@ use rtc::peer_connection::transport::{
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
-async fn answerer(offer: &str, send: bool) -> (RTCPeerConnection, UdpSocket, String, Vec<(RtpCodecKind, RTCRtpSenderId, u32, u8)>) {
+async fn answerer(
+    offer: &str,
+    send: bool,
+) -> (
+    RTCPeerConnection,
+    UdpSocket,
+    String,
+    Vec<(RtpCodecKind, RTCRtpSenderId, u32, u8)>,
+) {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let local = socket.local_addr().unwrap();
     let mut me = MediaEngine::default();
     me.register_default_codecs().unwrap();
     let reg = register_default_interceptors(Registry::new(), &mut me).unwrap();
-    let se = SettingEngineBuilder::new().with_lite(true).with_answering_dtls_role(RTCDtlsRole::Server).build();
+    let se = SettingEngineBuilder::new()
+        .with_lite(true)
+        .with_answering_dtls_role(RTCDtlsRole::Server)
+        .build();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(se)
@@ -39,30 +52,70 @@ async fn answerer(offer: &str, send: bool) -> (RTCPeerConnection, UdpSocket, Str
         .with_interceptor_registry(reg)
         .build(Instant::now())
         .unwrap();
-    pc.set_remote_description(Instant::now(), RTCSessionDescription::offer(offer.to_owned()).unwrap()).unwrap();
+    pc.set_remote_description(
+        Instant::now(),
+        RTCSessionDescription::offer(offer.to_owned()).unwrap(),
+    )
+    .unwrap();
     let mut senders = vec![];
     if send {
-        for (kind, mime, pt, clock, ch) in [(RtpCodecKind::Audio, "audio/opus", 111u8, 48000, 2), (RtpCodecKind::Video, "video/VP8", 96, 90000, 0)] {
+        for (kind, mime, pt, clock, ch) in [
+            (RtpCodecKind::Audio, "audio/opus", 111u8, 48000, 2),
+            (RtpCodecKind::Video, "video/VP8", 96, 90000, 0),
+        ] {
             let ssrc = 1000 + pt as u32;
-            let track = MediaStreamTrack::new("s".into(), format!("t{pt}"), "l".into(), kind, vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-                codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec { mime_type: mime.into(), clock_rate: clock, channels: ch, sdp_fmtp_line: String::new(), rtcp_feedback: vec![] },
-                ..Default::default()
-            }]);
+            let track = MediaStreamTrack::new(
+                "s".into(),
+                format!("t{pt}"),
+                "l".into(),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec {
+                        mime_type: mime.into(),
+                        clock_rate: clock,
+                        channels: ch,
+                        sdp_fmtp_line: String::new(),
+                        rtcp_feedback: vec![],
+                    },
+                    ..Default::default()
+                }],
+            );
             let id = pc.add_track(track).unwrap();
             senders.push((kind, id, ssrc, pt));
         }
     }
-    let c = CandidateHostConfig { base_config: CandidateConfig { network: "udp".into(), address: "127.0.0.1".into(), port: local.port(), component: 1, ..Default::default() }, ..Default::default() }.new_candidate_host().unwrap();
-    pc.add_local_candidate(RTCIceCandidate::from(&c).to_json().unwrap()).unwrap();
-    pc.add_local_candidate(RTCIceCandidateInit::default()).unwrap();
+    let c = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".into(),
+            address: "127.0.0.1".into(),
+            port: local.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .unwrap();
+    pc.add_local_candidate(RTCIceCandidate::from(&c).to_json().unwrap())
+        .unwrap();
+    pc.add_local_candidate(RTCIceCandidateInit::default())
+        .unwrap();
     let answer = pc.create_answer(None).unwrap();
     pc.set_local_description(Instant::now(), answer).unwrap();
     let sdp = pc.local_description().unwrap().sdp;
     (pc, socket, sdp, senders)
 }
 
-async fn drive(mut pc: RTCPeerConnection, socket: UdpSocket, senders: Vec<(RtpCodecKind, RTCRtpSenderId, u32, u8)>, dur: Duration) -> (usize, bool) {
+async fn drive(
+    mut pc: RTCPeerConnection,
+    socket: UdpSocket,
+    senders: Vec<(RtpCodecKind, RTCRtpSenderId, u32, u8)>,
+    dur: Duration,
+) -> (usize, bool) {
     let local = socket.local_addr().unwrap();
     let end = Instant::now() + dur;
     let mut buf = vec![0u8; 2000];
@@ -81,26 +134,42 @@ async fn drive(mut pc: RTCPeerConnection, socket: UdpSocket, senders: Vec<(RtpCo
             match e {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) => {
                     eprintln!("answerer state {s}");
-                    if s == RTCPeerConnectionState::Connected { connected = true; }
+                    if s == RTCPeerConnectionState::Connected {
+                        connected = true;
+                    }
                 }
-                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => receivers.push((init.receiver_id, init.ssrc)),
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    receivers.push((init.receiver_id, init.ssrc))
+                }
                 _ => {}
             }
         }
         while let Some(TaggedRTCMessage { message, .. }) = pc.poll_read() {
-            if let RTCMessage::RtpPacket(_, _) = message { got += 1; }
+            if let RTCMessage::RtpPacket(_, _) = message {
+                got += 1;
+            }
         }
         if got > 40 && !pli_sent {
             for (rid, ssrc) in receivers.clone() {
                 if let Some(mut r) = pc.rtp_receiver(rid) {
                     if r.track().kind() == RtpCodecKind::Video {
-                        r.write_rtcp(Instant::now(), vec![Box::new(PictureLossIndication { sender_ssrc: 1, media_ssrc: ssrc })]).unwrap();
+                        r.write_rtcp(
+                            Instant::now(),
+                            vec![Box::new(PictureLossIndication {
+                                sender_ssrc: 1,
+                                media_ssrc: ssrc,
+                            })],
+                        )
+                        .unwrap();
                         pli_sent = true;
                     }
                 }
             }
         }
-        let d = pc.poll_timeout().unwrap_or(Instant::now() + Duration::from_millis(100)).saturating_duration_since(Instant::now());
+        let d = pc
+            .poll_timeout()
+            .unwrap_or(Instant::now() + Duration::from_millis(100))
+            .saturating_duration_since(Instant::now());
         tokio::select! {
             _ = tokio::time::sleep(d) => { let _ = pc.handle_timeout(Instant::now()); }
             r = socket.recv_from(&mut buf) => { let (len, peer) = r.unwrap(); let _ = pc.handle_read(TaggedBytesMut { now: Instant::now(), transport: TransportContext { local_addr: local, peer_addr: peer, ecn: None, transport_protocol: TransportProtocol::UDP }, message: BytesMut::from(&buf[..len]) }); }
@@ -132,7 +201,12 @@ async fn scratch_publisher_connects_sends_and_sees_pli() {
     peer.wait_connected(Duration::from_secs(5)).await.unwrap();
     let (got, pli) = h.await.unwrap();
     let rec = peer.snapshot();
-    eprintln!("answerer got {got} RTP, pli_sent {pli}; publisher sent {} kreqs {:?} errors {:?}", rec.sent.len(), rec.keyframe_requests, rec.errors);
+    eprintln!(
+        "answerer got {got} RTP, pli_sent {pli}; publisher sent {} kreqs {:?} errors {:?}",
+        rec.sent.len(),
+        rec.keyframe_requests,
+        rec.errors
+    );
     assert!(got > 100);
     assert!(!rec.keyframe_requests.is_empty());
 }
@@ -148,7 +222,12 @@ async fn scratch_viewer_connects_and_records() {
     peer.wait_connected(Duration::from_secs(5)).await.unwrap();
     h.await.unwrap();
     let rec = peer.snapshot();
-    eprintln!("viewer got {} audio {} video errors {:?}", rec.received_of(MediaKind::Audio).len(), rec.received_of(MediaKind::Video).len(), rec.errors);
+    eprintln!(
+        "viewer got {} audio {} video errors {:?}",
+        rec.received_of(MediaKind::Audio).len(),
+        rec.received_of(MediaKind::Video).len(),
+        rec.errors
+    );
     assert!(rec.received_of(MediaKind::Audio).len() > 50);
     assert!(rec.received_of(MediaKind::Video).len() > 20);
 }

@@ -153,12 +153,22 @@ pub enum EndReason {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// The answer to a `publish` or `watch`; it holds the server's candidates.
-    Answer { sdp: String, peer: String },
+    Answer {
+        sdp: String,
+        peer: String,
+    },
     /// How many viewers the stream has; coalesced to about once a second.
-    Viewers { count: u64 },
+    Viewers {
+        count: u64,
+    },
     /// The session's broadcast is over.
-    Ended { reason: EndReason },
-    Error { code: ErrorCode, message: String },
+    Ended {
+        reason: EndReason,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 /// The error codes of the protocol.
@@ -283,7 +293,14 @@ mod tests {
             r#"{"type":"publish","stream":"demo","sdp":"v=0","key":"k","title":"Hi"}"#,
         )
         .unwrap();
-        assert!(matches!(m, ClientMessage::Publish { key: Some(_), title: Some(_), .. }));
+        assert!(matches!(
+            m,
+            ClientMessage::Publish {
+                key: Some(_),
+                title: Some(_),
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -320,12 +337,20 @@ mod tests {
     fn server_messages_have_the_documented_shape() {
         let cases = [
             (
-                ServerMessage::Answer { sdp: "v=0".into(), peer: "p1".into() },
+                ServerMessage::Answer {
+                    sdp: "v=0".into(),
+                    peer: "p1".into(),
+                },
                 r#"{"type":"answer","sdp":"v=0","peer":"p1"}"#,
             ),
-            (ServerMessage::Viewers { count: 3 }, r#"{"type":"viewers","count":3}"#),
             (
-                ServerMessage::Ended { reason: EndReason::BroadcasterLeft },
+                ServerMessage::Viewers { count: 3 },
+                r#"{"type":"viewers","count":3}"#,
+            ),
+            (
+                ServerMessage::Ended {
+                    reason: EndReason::BroadcasterLeft,
+                },
                 r#"{"type":"ended","reason":"broadcaster_left"}"#,
             ),
             (
@@ -350,7 +375,10 @@ mod tests {
             ErrorCode::CodecUnsupported,
             ErrorCode::Internal,
         ] {
-            assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{}\"", code.as_str()));
+            assert_eq!(
+                serde_json::to_string(&code).unwrap(),
+                format!("\"{}\"", code.as_str())
+            );
         }
     }
 }

@@ -4,7 +4,11 @@ use clap::Parser;
 use std::net::{IpAddr, SocketAddr};
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "golive", version, about = "golive: a WebRTC SFU for live broadcasting")]
+#[command(
+    name = "golive",
+    version,
+    about = "golive: a WebRTC SFU for live broadcasting"
+)]
 pub struct Config {
     /// HTTP address (pages, WebSocket signalling, health).
     #[arg(long, env = "GOLIVE_LISTEN", default_value = "127.0.0.1:8080")]

@@ -74,7 +74,11 @@ pub fn app(state: Arc<AppState>) -> Router {
 }
 
 async fn protocol_doc() -> Response {
-    ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], PROTOCOL_MD).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+        PROTOCOL_MD,
+    )
+        .into_response()
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {

@@ -6,7 +6,7 @@
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use golive_proto::{
-    ClientMessage, CLOSE_MESSAGE_TOO_BIG, EndReason, ErrorCode, MAX_FRAME_BYTES, ProtocolError,
+    CLOSE_MESSAGE_TOO_BIG, ClientMessage, EndReason, ErrorCode, MAX_FRAME_BYTES, ProtocolError,
     ServerMessage, StreamName,
 };
 use golive_sfu::{PeerId, SfuError};
@@ -41,8 +41,16 @@ fn next_id() -> u64 {
 
 enum Role {
     Idle,
-    Publishing { stream: StreamName, peer: PeerId, worker: WorkerHandle },
-    Watching { stream: StreamName, peer: PeerId, worker: WorkerHandle },
+    Publishing {
+        stream: StreamName,
+        peer: PeerId,
+        worker: WorkerHandle,
+    },
+    Watching {
+        stream: StreamName,
+        peer: PeerId,
+        worker: WorkerHandle,
+    },
 }
 
 struct Session {
@@ -70,7 +78,9 @@ fn stream_name(name: &str) -> Result<StreamName, ProtocolError> {
 }
 
 async fn send(ws: &mut WebSocket, msg: &ServerMessage) -> bool {
-    ws.send(Message::Text(Utf8Bytes::from(msg.to_json()))).await.is_ok()
+    ws.send(Message::Text(Utf8Bytes::from(msg.to_json())))
+        .await
+        .is_ok()
 }
 
 /// Runs one session until the socket closes or the server shuts down.
@@ -151,11 +161,19 @@ fn close_too_big() -> Message {
 impl Session {
     async fn handle(&mut self, msg: ClientMessage) -> Result<Option<ServerMessage>, ProtocolError> {
         match msg {
-            ClientMessage::Publish { stream, sdp, key: _, title } => {
-                self.publish(&stream, sdp, title).await.map(Some)
-            }
+            ClientMessage::Publish {
+                stream,
+                sdp,
+                key: _,
+                title,
+            } => self.publish(&stream, sdp, title).await.map(Some),
             ClientMessage::Watch { stream, sdp } => self.watch(&stream, sdp).await.map(Some),
-            ClientMessage::Candidate { candidate, sdp_mid, sdp_mline_index, .. } => {
+            ClientMessage::Candidate {
+                candidate,
+                sdp_mid,
+                sdp_mline_index,
+                ..
+            } => {
                 let (peer, worker) = match &self.role {
                     Role::Publishing { peer, worker, .. } | Role::Watching { peer, worker, .. } => {
                         (*peer, worker.clone())
@@ -168,7 +186,13 @@ impl Session {
                 };
                 let (reply, rx) = oneshot::channel();
                 worker
-                    .send(Command::Candidate { id: peer, candidate, sdp_mid, sdp_mline_index, reply })
+                    .send(Command::Candidate {
+                        id: peer,
+                        candidate,
+                        sdp_mid,
+                        sdp_mline_index,
+                        reply,
+                    })
                     .await
                     .map_err(sfu_error)?;
                 rx.await
@@ -230,11 +254,20 @@ impl Session {
         match answer {
             Ok(a) => {
                 tracing::info!(session = self.id.0, %stream, %peer, worker = worker.index, "live");
-                self.role = Role::Publishing { stream, peer, worker };
-                Ok(ServerMessage::Answer { sdp: a.sdp, peer: peer.to_string() })
+                self.role = Role::Publishing {
+                    stream,
+                    peer,
+                    worker,
+                };
+                Ok(ServerMessage::Answer {
+                    sdp: a.sdp,
+                    peer: peer.to_string(),
+                })
             }
             Err(e) => {
-                self.state.directory.release(&stream, self.id, EndReason::BroadcasterLeft);
+                self.state
+                    .directory
+                    .release(&stream, self.id, EndReason::BroadcasterLeft);
                 Err(sfu_error(e))
             }
         }
@@ -243,7 +276,10 @@ impl Session {
     async fn watch(&mut self, stream: &str, sdp: String) -> Result<ServerMessage, ProtocolError> {
         let stream = stream_name(stream)?;
         self.ensure_idle()?;
-        let media = self.state.directory.watch(&stream, self.id, self.events_tx.clone())?;
+        let media = self
+            .state
+            .directory
+            .watch(&stream, self.id, self.events_tx.clone())?;
         let worker = self.state.pick_worker();
         let peer = PeerId(next_id());
         let (reply, rx) = oneshot::channel();
@@ -266,8 +302,15 @@ impl Session {
         match answer {
             Ok(a) => {
                 tracing::debug!(session = self.id.0, %stream, %peer, worker = worker.index, "watching");
-                self.role = Role::Watching { stream, peer, worker };
-                Ok(ServerMessage::Answer { sdp: a.sdp, peer: peer.to_string() })
+                self.role = Role::Watching {
+                    stream,
+                    peer,
+                    worker,
+                };
+                Ok(ServerMessage::Answer {
+                    sdp: a.sdp,
+                    peer: peer.to_string(),
+                })
             }
             Err(e) => {
                 self.state.directory.unwatch(&stream, self.id);
@@ -300,7 +343,9 @@ impl Session {
                     return None;
                 }
                 self.end(EndReason::BroadcasterLeft).await;
-                Some(ServerMessage::Ended { reason: EndReason::ConnectionLost })
+                Some(ServerMessage::Ended {
+                    reason: EndReason::ConnectionLost,
+                })
             }
         }
     }
@@ -309,12 +354,20 @@ impl Session {
     async fn end(&mut self, reason: EndReason) {
         match std::mem::replace(&mut self.role, Role::Idle) {
             Role::Idle => {}
-            Role::Publishing { stream, peer, worker } => {
+            Role::Publishing {
+                stream,
+                peer,
+                worker,
+            } => {
                 tracing::info!(session = self.id.0, %stream, "broadcast ended");
                 self.state.directory.release(&stream, self.id, reason);
                 let _ = worker.send(Command::Remove { id: peer }).await;
             }
-            Role::Watching { stream, peer, worker } => {
+            Role::Watching {
+                stream,
+                peer,
+                worker,
+            } => {
                 self.state.directory.unwatch(&stream, self.id);
                 let _ = worker.send(Command::Remove { id: peer }).await;
             }

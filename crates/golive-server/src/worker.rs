@@ -107,7 +107,10 @@ pub fn start_workers(
             0
         } else {
             first_port.checked_add(i as u16).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, "UDP port range overflows 65535")
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "UDP port range overflows 65535",
+                )
             })?
         };
         let socket = std::net::UdpSocket::bind((bind_ip, port))?;
@@ -187,12 +190,20 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut media: mpsc::Receiver<Peer2Peer>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut media: mpsc::Receiver<Peer2Peer>,
+    ) {
         tracing::debug!(worker = self.index, addr = ?self.socket.local_addr().ok(), "worker started");
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             let now = Instant::now();
-            let deadline = self.sfu.poll_timeout().unwrap_or(now + IDLE_WAKE).min(now + IDLE_WAKE);
+            let deadline = self
+                .sfu
+                .poll_timeout()
+                .unwrap_or(now + IDLE_WAKE)
+                .min(now + IDLE_WAKE);
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, from)) => {
@@ -230,29 +241,55 @@ impl Worker {
     fn handle_command(&mut self, cmd: Command) {
         let now = Instant::now();
         match cmd {
-            Command::Publish { id, stream, offer, events, reply } => {
+            Command::Publish {
+                id,
+                stream,
+                offer,
+                events,
+                reply,
+            } => {
                 let r = self.sfu.add_publisher(now, id, stream, &offer);
                 if r.is_ok() {
                     self.sessions.insert(id, events);
                 }
                 let _ = reply.send(r);
             }
-            Command::Watch { id, stream, media, offer, events, reply } => {
+            Command::Watch {
+                id,
+                stream,
+                media,
+                offer,
+                events,
+                reply,
+            } => {
                 let r = self.sfu.add_viewer(now, id, stream, &media, &offer);
                 if r.is_ok() {
                     self.sessions.insert(id, events);
                 }
                 let _ = reply.send(r);
             }
-            Command::Candidate { id, candidate, sdp_mid, sdp_mline_index, reply } => {
-                let _ = reply.send(self.sfu.add_remote_candidate(id, candidate, sdp_mid, sdp_mline_index));
+            Command::Candidate {
+                id,
+                candidate,
+                sdp_mid,
+                sdp_mline_index,
+                reply,
+            } => {
+                let _ = reply.send(self.sfu.add_remote_candidate(
+                    id,
+                    candidate,
+                    sdp_mid,
+                    sdp_mline_index,
+                ));
             }
             Command::Remove { id } => {
                 self.sfu.remove_peer(id);
                 self.sessions.remove(&id);
             }
         }
-        self.counters.peers.store(self.sfu.peer_count() as u64, Ordering::Relaxed);
+        self.counters
+            .peers
+            .store(self.sfu.peer_count() as u64, Ordering::Relaxed);
     }
 
     /// Sends what the SFU produced and acts on its outputs.
@@ -265,7 +302,9 @@ impl Worker {
                 Err(e) => {
                     // A full socket buffer is loss, like any on the network; never block the
                     // worker (and every other peer on it) for one destination.
-                    self.counters.datagrams_send_failed.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .datagrams_send_failed
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::trace!(worker = self.index, to = %t.to, "send_to: {e}");
                 }
             }
@@ -283,16 +322,22 @@ impl Worker {
                     }
                 }
                 Output::Media(p) => self.to_others(|| Peer2Peer::Media(p.clone())),
-                Output::KeyframeRequest(s) => self.to_others(|| Peer2Peer::KeyframeRequest(s.clone())),
+                Output::KeyframeRequest(s) => {
+                    self.to_others(|| Peer2Peer::KeyframeRequest(s.clone()))
+                }
             }
         }
-        self.counters.peers.store(self.sfu.peer_count() as u64, Ordering::Relaxed);
+        self.counters
+            .peers
+            .store(self.sfu.peer_count() as u64, Ordering::Relaxed);
     }
 
     fn to_others(&self, msg: impl Fn() -> Peer2Peer) {
         for tx in &self.others {
             if tx.try_send(msg()).is_err() {
-                self.counters.media_queue_dropped.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .media_queue_dropped
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }

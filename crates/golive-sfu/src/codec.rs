@@ -112,7 +112,9 @@ impl Codec {
 fn fmtp_param(fmtp: &str, key: &str) -> Option<String> {
     fmtp.split(';').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        k.trim().eq_ignore_ascii_case(key).then(|| v.trim().to_owned())
+        k.trim()
+            .eq_ignore_ascii_case(key)
+            .then(|| v.trim().to_owned())
     })
 }
 
@@ -283,12 +285,23 @@ pub(crate) mod tests {
 
     #[test]
     fn publisher_gets_the_first_forwardable_codec_in_offer_order() {
-        let o = Offer::parse(&offer(&[(35, "red", ""), (102, "H264", "packetization-mode=1;profile-level-id=42e01f"), (96, "VP8", "")])).unwrap();
+        let o = Offer::parse(&offer(&[
+            (35, "red", ""),
+            (102, "H264", "packetization-mode=1;profile-level-id=42e01f"),
+            (96, "VP8", ""),
+        ]))
+        .unwrap();
         let m = o.publisher_media().unwrap();
         let v = m.video.unwrap();
-        assert_eq!((v.name.as_str(), v.payload_type, v.video), ("H264", 102, Some(VideoCodec::H264)));
+        assert_eq!(
+            (v.name.as_str(), v.payload_type, v.video),
+            ("H264", 102, Some(VideoCodec::H264))
+        );
         let a = m.audio.unwrap();
-        assert_eq!((a.name.as_str(), a.payload_type, a.channels), ("opus", 111, 2));
+        assert_eq!(
+            (a.name.as_str(), a.payload_type, a.channels),
+            ("opus", 111, 2)
+        );
     }
 
     #[test]
@@ -301,9 +314,20 @@ pub(crate) mod tests {
 
     #[test]
     fn viewer_must_offer_the_broadcast_codec() {
-        let publisher = Offer::parse(&offer(&[(96, "VP8", "")])).unwrap().publisher_media().unwrap();
-        let h264_only = Offer::parse(&offer(&[(102, "H264", "packetization-mode=1;profile-level-id=42e01f")])).unwrap();
-        assert!(matches!(h264_only.viewer_codecs(&publisher), Err(SfuError::CodecUnsupported(_))));
+        let publisher = Offer::parse(&offer(&[(96, "VP8", "")]))
+            .unwrap()
+            .publisher_media()
+            .unwrap();
+        let h264_only = Offer::parse(&offer(&[(
+            102,
+            "H264",
+            "packetization-mode=1;profile-level-id=42e01f",
+        )]))
+        .unwrap();
+        assert!(matches!(
+            h264_only.viewer_codecs(&publisher),
+            Err(SfuError::CodecUnsupported(_))
+        ));
         let vp8_elsewhere = Offer::parse(&offer(&[(102, "H264", ""), (120, "VP8", "")])).unwrap();
         let v = vp8_elsewhere.viewer_codecs(&publisher).unwrap();
         assert_eq!(v.video.unwrap().payload_type, 120);
@@ -312,16 +336,28 @@ pub(crate) mod tests {
 
     #[test]
     fn h264_needs_the_same_profile_and_packetization_mode() {
-        let publisher = Offer::parse(&offer(&[(102, "H264", "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f")]))
-            .unwrap()
-            .publisher_media()
-            .unwrap();
+        let publisher = Offer::parse(&offer(&[(
+            102,
+            "H264",
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        )]))
+        .unwrap()
+        .publisher_media()
+        .unwrap();
         let viewer = Offer::parse(&offer(&[
             (100, "H264", "packetization-mode=0;profile-level-id=42e01f"),
             (101, "H264", "packetization-mode=1;profile-level-id=64001f"),
             (103, "H264", "packetization-mode=1;profile-level-id=42e034"),
         ]))
         .unwrap();
-        assert_eq!(viewer.viewer_codecs(&publisher).unwrap().video.unwrap().payload_type, 103);
+        assert_eq!(
+            viewer
+                .viewer_codecs(&publisher)
+                .unwrap()
+                .video
+                .unwrap()
+                .payload_type,
+            103
+        );
     }
 }

@@ -137,7 +137,10 @@ mod tests {
 
     #[test]
     fn reads_the_local_ufrag() {
-        assert_eq!(stun_local_ufrag(&stun_with_username("abcd:efgh")), Some("abcd"));
+        assert_eq!(
+            stun_local_ufrag(&stun_with_username("abcd:efgh")),
+            Some("abcd")
+        );
         assert_eq!(stun_local_ufrag(&stun_with_username("x:y")), Some("x"));
         assert_eq!(stun_local_ufrag(&stun_with_username("nocolon")), None);
         assert_eq!(stun_local_ufrag(&stun_with_username(":y")), None);
@@ -165,13 +168,28 @@ mod tests {
         d.add_ufrag("peerA".into(), 1u32);
         d.add_ufrag("peerB".into(), 2u32);
         // Media from an unknown address is dropped.
-        assert_eq!(d.route(addr(5000), &[0x80, 0x60, 0, 1]), (Route::Unknown, false));
-        assert_eq!(d.route(addr(5000), &stun_with_username("peerB:x")), (Route::Peer(2), true));
-        assert_eq!(d.route(addr(5000), &[0x80, 0x60, 0, 1]), (Route::Peer(2), false));
+        assert_eq!(
+            d.route(addr(5000), &[0x80, 0x60, 0, 1]),
+            (Route::Unknown, false)
+        );
+        assert_eq!(
+            d.route(addr(5000), &stun_with_username("peerB:x")),
+            (Route::Peer(2), true)
+        );
+        assert_eq!(
+            d.route(addr(5000), &[0x80, 0x60, 0, 1]),
+            (Route::Peer(2), false)
+        );
         // A ufrag nobody has.
-        assert_eq!(d.route(addr(6000), &stun_with_username("nobody:x")), (Route::Unknown, false));
+        assert_eq!(
+            d.route(addr(6000), &stun_with_username("nobody:x")),
+            (Route::Unknown, false)
+        );
         d.remove("peerB", &[addr(5000)]);
-        assert_eq!(d.route(addr(5000), &[0x80, 0x60, 0, 1]), (Route::Unknown, false));
+        assert_eq!(
+            d.route(addr(5000), &[0x80, 0x60, 0, 1]),
+            (Route::Unknown, false)
+        );
         assert_eq!(d.bound_addrs(), 0);
         assert_eq!(d.ufrags(), 1);
     }
@@ -183,7 +201,10 @@ mod tests {
             d.add_ufrag(format!("u{i}"), i);
         }
         for i in 0..1000u32 {
-            let (r, _) = d.route(addr(10_000 + i as u16), &stun_with_username(&format!("u{i}:r")));
+            let (r, _) = d.route(
+                addr(10_000 + i as u16),
+                &stun_with_username(&format!("u{i}:r")),
+            );
             assert_eq!(r, Route::Peer(i));
         }
         for i in (0..1000u32).rev() {

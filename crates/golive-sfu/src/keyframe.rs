@@ -86,7 +86,9 @@ fn h264(p: &[u8]) -> bool {
             let mut at = 1;
             while at + 2 < p.len() {
                 let size = usize::from(u16::from_be_bytes([p[at], p[at + 1]]));
-                let Some(&nal) = p.get(at + 2) else { return false };
+                let Some(&nal) = p.get(at + 2) else {
+                    return false;
+                };
                 if matches!(nal & 0x1f, H264_NAL_SPS | H264_NAL_IDR) {
                     return true;
                 }
@@ -116,13 +118,22 @@ mod tests {
 
     #[test]
     fn vp8_keyframe_and_delta() {
-        assert!(is_keyframe_start(VideoCodec::Vp8, &[0x10, 0x00, 0x9d, 0x01, 0x2a]));
+        assert!(is_keyframe_start(
+            VideoCodec::Vp8,
+            &[0x10, 0x00, 0x9d, 0x01, 0x2a]
+        ));
         assert!(!is_keyframe_start(VideoCodec::Vp8, &[0x10, 0x01, 0x00]));
         // Not the start of the partition.
         assert!(!is_keyframe_start(VideoCodec::Vp8, &[0x00, 0x00]));
         // Extended descriptor with a 15-bit picture id, then a keyframe tag.
-        assert!(is_keyframe_start(VideoCodec::Vp8, &[0x90, 0x80, 0x81, 0x23, 0x50]));
-        assert!(!is_keyframe_start(VideoCodec::Vp8, &[0x90, 0x80, 0x81, 0x23, 0x51]));
+        assert!(is_keyframe_start(
+            VideoCodec::Vp8,
+            &[0x90, 0x80, 0x81, 0x23, 0x50]
+        ));
+        assert!(!is_keyframe_start(
+            VideoCodec::Vp8,
+            &[0x90, 0x80, 0x81, 0x23, 0x51]
+        ));
         // Truncated.
         assert!(!is_keyframe_start(VideoCodec::Vp8, &[0x90, 0x80]));
         assert!(!is_keyframe_start(VideoCodec::Vp8, &[]));
@@ -145,10 +156,19 @@ mod tests {
         assert!(is_keyframe_start(VideoCodec::H264, &[0x65, 0x88]));
         assert!(!is_keyframe_start(VideoCodec::H264, &[0x41, 0x9a]));
         // STAP-A holding SPS then PPS.
-        assert!(is_keyframe_start(VideoCodec::H264, &[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xce]));
+        assert!(is_keyframe_start(
+            VideoCodec::H264,
+            &[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xce]
+        ));
         // STAP-A with a bogus size does not run off the end.
-        assert!(!is_keyframe_start(VideoCodec::H264, &[0x78, 0xff, 0xff, 0x41]));
-        assert!(!is_keyframe_start(VideoCodec::H264, &[0x78, 0x00, 0x00, 0x41]));
+        assert!(!is_keyframe_start(
+            VideoCodec::H264,
+            &[0x78, 0xff, 0xff, 0x41]
+        ));
+        assert!(!is_keyframe_start(
+            VideoCodec::H264,
+            &[0x78, 0x00, 0x00, 0x41]
+        ));
         // FU-A start of an IDR, and its middle.
         assert!(is_keyframe_start(VideoCodec::H264, &[0x7c, 0x85, 0x00]));
         assert!(!is_keyframe_start(VideoCodec::H264, &[0x7c, 0x05, 0x00]));

@@ -35,7 +35,7 @@ mod source;
 pub use codec::{Codec, MediaKind, StreamMedia, VideoCodec};
 pub use peer::SrtpPolicy;
 pub use sfu::{
-    Answer, CONNECT_TIMEOUT, Output, PeerId, SourcePacket, Sfu, SfuConfig, SfuStats, Transmit,
+    Answer, CONNECT_TIMEOUT, Output, PeerId, Sfu, SfuConfig, SfuStats, SourcePacket, Transmit,
 };
 
 /// Why the SFU refused an input. Every one is the input's fault except `Internal`.

@@ -150,7 +150,13 @@ fn ice_credentials() -> (String, String) {
     use rand::Rng;
     use rand::distr::Alphanumeric;
     let mut rng = rand::rng();
-    let mut word = |n: usize| -> String { (&mut rng).sample_iter(Alphanumeric).take(n).map(char::from).collect() };
+    let mut word = |n: usize| -> String {
+        (&mut rng)
+            .sample_iter(Alphanumeric)
+            .take(n)
+            .map(char::from)
+            .collect()
+    };
     (word(16), word(32))
 }
 
@@ -266,7 +272,9 @@ impl Peer {
         }
         .new_candidate_host()
         .map_err(internal)?;
-        let init = RTCIceCandidate::from(&candidate).to_json().map_err(internal)?;
+        let init = RTCIceCandidate::from(&candidate)
+            .to_json()
+            .map_err(internal)?;
         pc.add_local_candidate(init).map_err(internal)?;
         pc.add_local_candidate(RTCIceCandidateInit::default())
             .map_err(internal)?;
@@ -470,6 +478,10 @@ mod tests {
         assert_eq!(sections[1].matches("a=candidate:").count(), 1);
         assert_eq!(sections[2].matches("a=candidate:").count(), 1);
         assert!(sections[2].contains("a=end-of-candidates"));
-        assert_eq!(sections[3].matches("a=candidate:").count(), 0, "rejected section stays bare");
+        assert_eq!(
+            sections[3].matches("a=candidate:").count(),
+            0,
+            "rejected section stays bare"
+        );
     }
 }

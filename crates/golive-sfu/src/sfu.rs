@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::SfuError;
 use crate::codec::{MediaKind, Offer, StreamMedia, VideoCodec};
 use crate::demux::{Demuxer, Route};
 use crate::keyframe::is_keyframe_start;
@@ -17,7 +18,6 @@ use crate::peer::{Inbound, Peer, PeerEvent, Role, SrtpPolicy};
 use crate::pli::KeyframeRequests;
 use crate::rewrite::{HeaderRewriter, SourceEpoch};
 use crate::source::{SourceTrack, Verdict};
-use crate::SfuError;
 
 /// A peer that has not connected (ICE and DTLS) this long after its answer is given up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -205,7 +205,13 @@ impl Sfu {
             video: SourceTrack::default(),
         };
         self.streams.entry(stream.clone()).or_default().publisher = Some(id);
-        self.insert(now, id, peer, stream, PeerRole::Publisher(Box::new(publisher)));
+        self.insert(
+            now,
+            id,
+            peer,
+            stream,
+            PeerRole::Publisher(Box::new(publisher)),
+        );
         Ok(Answer { sdp, media })
     }
 
@@ -239,12 +245,13 @@ impl Sfu {
                 waiting_keyframe: c.kind == MediaKind::Video,
             });
         }
-        self.streams.entry(stream.clone()).or_default().viewers.push(id);
+        self.streams
+            .entry(stream.clone())
+            .or_default()
+            .viewers
+            .push(id);
         self.insert(now, id, peer, stream, PeerRole::Viewer(tracks));
-        Ok(Answer {
-            sdp,
-            media: codecs,
-        })
+        Ok(Answer { sdp, media: codecs })
     }
 
     fn insert(&mut self, now: Instant, id: PeerId, peer: Peer, stream: StreamName, role: PeerRole) {
@@ -275,7 +282,9 @@ impl Sfu {
         if candidate.trim().is_empty() {
             return Ok(());
         }
-        entry.peer.add_remote_candidate(candidate, sdp_mid, sdp_mline_index)
+        entry
+            .peer
+            .add_remote_candidate(candidate, sdp_mid, sdp_mline_index)
     }
 
     /// Removes a peer at once (its session ended). Removing an unknown peer does nothing.
@@ -283,7 +292,8 @@ impl Sfu {
         let Some(mut entry) = self.peers.remove(&id) else {
             return;
         };
-        self.demux.remove(&entry.peer.ufrag, &entry.peer.remote_addrs);
+        self.demux
+            .remove(&entry.peer.ufrag, &entry.peer.remote_addrs);
         entry.peer.close();
         while let Some((to, data)) = entry.peer.poll_transmit() {
             self.transmits.push_back(Transmit { to, data });
@@ -330,7 +340,11 @@ impl Sfu {
     /// A keyframe request from a viewer on another worker. Only the worker that has the
     /// stream's broadcaster acts on it; the others ignore it (and never pass it on again).
     pub fn handle_keyframe_request(&mut self, now: Instant, stream: &StreamName) {
-        if self.streams.get(stream).is_some_and(|s| s.publisher.is_some()) {
+        if self
+            .streams
+            .get(stream)
+            .is_some_and(|s| s.publisher.is_some())
+        {
             self.request_keyframe(now, stream);
         }
     }
@@ -522,7 +536,9 @@ impl Sfu {
                 t.waiting_keyframe = false;
                 t.rewriter.resync();
             }
-            let Some((seq, ts)) = t.rewriter.rewrite(now, packet.epoch, packet.seq, packet.timestamp)
+            let Some((seq, ts)) =
+                t.rewriter
+                    .rewrite(now, packet.epoch, packet.seq, packet.timestamp)
             else {
                 continue;
             };

@@ -1,0 +1,376 @@
+//! The real `golive` binary against a WebSocket client: every signalling error, the answer's
+//! shape, stream ownership and viewer counts. Offers are fixed SDP texts shaped like
+//! Chromium's; no media flows here (the `tests/` crate does that with real WebRTC peers).
+
+use futures_util::{SinkExt, StreamExt};
+use golive_proto::{ErrorCode, ServerMessage};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+const STEP: Duration = Duration::from_secs(10);
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_golive"))
+        .args(["--listen", "127.0.0.1:0", "--workers", "2"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("golive starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Server { child, addr }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(s: &Server) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", s.addr))
+        .await
+        .expect("websocket connects");
+    ws
+}
+
+async fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).await.unwrap();
+}
+
+async fn recv(ws: &mut Ws) -> ServerMessage {
+    loop {
+        let m = tokio::time::timeout(STEP, ws.next())
+            .await
+            .expect("a reply in time")
+            .expect("socket open")
+            .expect("no socket error");
+        if let Message::Text(t) = m {
+            return ServerMessage::parse(&t).expect("server JSON parses");
+        }
+    }
+}
+
+/// The next message that is not a viewer count.
+async fn recv_reply(ws: &mut Ws) -> ServerMessage {
+    loop {
+        match recv(ws).await {
+            ServerMessage::Viewers { .. } => continue,
+            m => return m,
+        }
+    }
+}
+
+async fn expect_error(ws: &mut Ws, text: &str, code: ErrorCode) -> String {
+    send(ws, text).await;
+    match recv_reply(ws).await {
+        ServerMessage::Error { code: c, message } => {
+            assert_eq!(c, code, "for {text:.80}: {message}");
+            assert!(!message.is_empty());
+            message
+        }
+        other => panic!("for {text:.80}: expected error {code}, got {other:?}"),
+    }
+}
+
+/// A Chromium-shaped offer: BUNDLE, audio (Opus) and video with the given codecs.
+fn offer(video: &[(u8, &str, &str)]) -> String {
+    let pts: Vec<String> = video.iter().map(|c| c.0.to_string()).collect();
+    let mut s = String::from(
+        "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+         a=group:BUNDLE 0 1\r\na=extmap-allow-mixed\r\na=msid-semantic: WMS\r\n\
+         m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+         a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\n\
+         a=fingerprint:sha-256 5D:7D:4C:6E:5C:4D:9A:1C:6F:3B:0E:1E:9E:8D:63:7E:8B:6C:15:1E:96:02:F6:59:1D:2E:8E:0C:3E:5E:33:0A\r\n\
+         a=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\n\
+         a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n",
+    );
+    s += &format!(
+        "m=video 9 UDP/TLS/RTP/SAVPF {}\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+         a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\n\
+         a=fingerprint:sha-256 5D:7D:4C:6E:5C:4D:9A:1C:6F:3B:0E:1E:9E:8D:63:7E:8B:6C:15:1E:96:02:F6:59:1D:2E:8E:0C:3E:5E:33:0A\r\n\
+         a=setup:actpass\r\na=mid:1\r\na=sendrecv\r\na=rtcp-mux\r\na=rtcp-rsize\r\n",
+        pts.join(" ")
+    );
+    for (pt, name, fmtp) in video {
+        s += &format!(
+            "a=rtpmap:{pt} {name}/90000\r\na=rtcp-fb:{pt} nack\r\na=rtcp-fb:{pt} nack pli\r\n"
+        );
+        if !fmtp.is_empty() {
+            s += &format!("a=fmtp:{pt} {fmtp}\r\n");
+        }
+    }
+    s
+}
+
+fn vp8_offer() -> String {
+    offer(&[
+        (96, "VP8", ""),
+        (
+            102,
+            "H264",
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        ),
+    ])
+}
+
+fn msg(ty: &str, stream: &str, sdp: &str) -> String {
+    serde_json::json!({"type": ty, "stream": stream, "sdp": sdp}).to_string()
+}
+
+#[tokio::test]
+async fn health_and_stream_list_answer() {
+    let s = start();
+    let health = reqwest_get(&s, "/healthz").await;
+    assert!(health.contains("\"status\":\"ok\""), "{health}");
+    assert_eq!(reqwest_get(&s, "/api/streams").await, "[]");
+    assert!(reqwest_get(&s, "/").await.contains("golive"));
+    assert!(reqwest_get(&s, "/docs/protocol").await.contains("publish"));
+}
+
+/// A minimal HTTP/1.1 GET over a raw socket, to avoid an HTTP client dependency.
+async fn reqwest_get(s: &Server, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{path}: {out:.200}");
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn every_signalling_error_is_answered_and_the_socket_stays_usable() {
+    let s = start();
+    let mut ws = connect(&s).await;
+    expect_error(&mut ws, "not json", ErrorCode::BadRequest).await;
+    expect_error(&mut ws, "[1]", ErrorCode::BadRequest).await;
+    expect_error(&mut ws, r#"{"type":"dance"}"#, ErrorCode::BadRequest).await;
+    expect_error(
+        &mut ws,
+        r#"{"type":"watch","stream":"x"}"#,
+        ErrorCode::BadRequest,
+    )
+    .await;
+    expect_error(
+        &mut ws,
+        r#"{"type":"candidate","candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host"}"#,
+        ErrorCode::BadRequest,
+    )
+    .await;
+    ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    assert!(matches!(
+        recv(&mut ws).await,
+        ServerMessage::Error {
+            code: ErrorCode::BadRequest,
+            ..
+        }
+    ));
+    for bad in ["", "has space", "ünï", &"x".repeat(65), "a/b"] {
+        expect_error(
+            &mut ws,
+            &msg("publish", bad, &vp8_offer()),
+            ErrorCode::BadStreamName,
+        )
+        .await;
+        expect_error(
+            &mut ws,
+            &msg("watch", bad, &vp8_offer()),
+            ErrorCode::BadStreamName,
+        )
+        .await;
+    }
+    expect_error(
+        &mut ws,
+        &msg("publish", "demo", "garbage"),
+        ErrorCode::BadSdp,
+    )
+    .await;
+    let no_bundle = vp8_offer().replace("a=group:BUNDLE 0 1\r\n", "");
+    let m = expect_error(
+        &mut ws,
+        &msg("publish", "demo", &no_bundle),
+        ErrorCode::BadSdp,
+    )
+    .await;
+    assert!(m.contains("BUNDLE"), "{m}");
+    expect_error(
+        &mut ws,
+        &msg("watch", "nobody-here", &vp8_offer()),
+        ErrorCode::StreamNotFound,
+    )
+    .await;
+    // A bad offer never makes a stream appear.
+    assert_eq!(reqwest_get(&s, "/api/streams").await, "[]");
+
+    // After all that, the same socket still publishes.
+    send(&mut ws, &msg("publish", "demo", &vp8_offer())).await;
+    let ServerMessage::Answer { sdp, peer } = recv_reply(&mut ws).await else {
+        panic!("expected an answer");
+    };
+    assert!(!peer.is_empty());
+    // ICE-lite with our candidate and end-of-candidates in every m-section; VP8 only.
+    assert!(sdp.contains("a=ice-lite"), "{sdp}");
+    let sections: Vec<&str> = sdp.split("\r\nm=").skip(1).collect();
+    assert_eq!(sections.len(), 2, "{sdp}");
+    for section in sections {
+        assert!(section.contains("a=candidate:"), "{section}");
+        assert!(section.contains("a=end-of-candidates"), "{section}");
+        assert!(section.contains("a=setup:passive"), "{section}");
+    }
+    assert!(sdp.contains("VP8/90000") && !sdp.contains("H264"), "{sdp}");
+    // A second publish on the same session is out of place.
+    expect_error(
+        &mut ws,
+        &msg("publish", "other", &vp8_offer()),
+        ErrorCode::BadRequest,
+    )
+    .await;
+    // Empty candidate (end of trickle) and a valid one are accepted silently; garbage is not.
+    send(
+        &mut ws,
+        r#"{"type":"candidate","candidate":"","sdpMid":"0","sdpMLineIndex":0}"#,
+    )
+    .await;
+    expect_error(
+        &mut ws,
+        r#"{"type":"candidate","candidate":"candidate:garbage","sdpMid":"0"}"#,
+        ErrorCode::BadRequest,
+    )
+    .await;
+
+    // Another socket: the name is taken; a viewer that cannot take VP8 is refused.
+    let mut other = connect(&s).await;
+    expect_error(
+        &mut other,
+        &msg("publish", "demo", &vp8_offer()),
+        ErrorCode::StreamBusy,
+    )
+    .await;
+    let h264_only = offer(&[(
+        102,
+        "H264",
+        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+    )]);
+    let m = expect_error(
+        &mut other,
+        &msg("watch", "demo", &h264_only),
+        ErrorCode::CodecUnsupported,
+    )
+    .await;
+    assert!(m.contains("VP8"), "{m}");
+    // A publisher offering only an unknown video codec.
+    expect_error(
+        &mut other,
+        &msg("publish", "weird", &offer(&[(98, "H265", "")])),
+        ErrorCode::CodecUnsupported,
+    )
+    .await;
+
+    // A frame over 64 KiB closes the socket with 1009.
+    other
+        .send(Message::text("x".repeat(65 * 1024)))
+        .await
+        .unwrap();
+    let close = tokio::time::timeout(STEP, async {
+        while let Some(m) = other.next().await {
+            if let Ok(Message::Close(frame)) = m {
+                return frame;
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed in time");
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(1009));
+
+    // The first socket was never disturbed.
+    send(&mut ws, r#"{"type":"leave"}"#).await;
+    send(&mut ws, &msg("watch", "demo", &vp8_offer())).await;
+    assert!(matches!(
+        recv_reply(&mut ws).await,
+        ServerMessage::Error {
+            code: ErrorCode::StreamNotFound,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn viewer_counts_reach_everyone_and_ended_reaches_viewers() {
+    let s = start();
+    let mut publisher = connect(&s).await;
+    send(
+        &mut publisher,
+        &serde_json::json!({"type":"publish","stream":"show","sdp":vp8_offer(),"title":"Hello"})
+            .to_string(),
+    )
+    .await;
+    assert!(matches!(
+        recv_reply(&mut publisher).await,
+        ServerMessage::Answer { .. }
+    ));
+    assert_eq!(
+        recv(&mut publisher).await,
+        ServerMessage::Viewers { count: 0 }
+    );
+
+    let mut v1 = connect(&s).await;
+    let mut v2 = connect(&s).await;
+    for v in [&mut v1, &mut v2] {
+        send(v, &msg("watch", "show", &vp8_offer())).await;
+        assert!(matches!(recv_reply(v).await, ServerMessage::Answer { .. }));
+    }
+    let list = reqwest_get(&s, "/api/streams").await;
+    assert!(
+        list.contains("\"stream\":\"show\"")
+            && list.contains("\"title\":\"Hello\"")
+            && list.contains("\"viewers\":2"),
+        "{list}"
+    );
+    // Counts are coalesced: the broadcaster sees 2 within about a second.
+    let mut last = None;
+    while last != Some(2) {
+        if let ServerMessage::Viewers { count } = recv(&mut publisher).await {
+            last = Some(count);
+        }
+    }
+    drop(v2);
+    while last != Some(1) {
+        if let ServerMessage::Viewers { count } = recv(&mut publisher).await {
+            last = Some(count);
+        }
+    }
+    // The broadcaster's socket closes: the viewer is told, and the stream is gone.
+    drop(publisher);
+    assert!(matches!(
+        recv_reply(&mut v1).await,
+        ServerMessage::Ended {
+            reason: golive_proto::EndReason::BroadcasterLeft
+        }
+    ));
+    assert_eq!(reqwest_get(&s, "/api/streams").await, "[]");
+}
