@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// Longest stream name, in bytes (names are ASCII).
 pub const MAX_STREAM_NAME_LEN: usize = 64;
@@ -18,10 +19,10 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// WebSocket close code for a frame over [`MAX_FRAME_BYTES`] (RFC 6455 "message too big").
 pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
 
-/// A validated stream name: 1 to 64 of `A-Z a-z 0-9 _ -`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct StreamName(String);
+/// A validated stream name: 1 to 64 of `A-Z a-z 0-9 _ -`. Cheap to clone (it travels with
+/// every forwarded packet).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamName(Arc<str>);
 
 /// Why a string is not a [`StreamName`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +48,7 @@ impl StreamName {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if ok {
-            Ok(Self(name.to_owned()))
+            Ok(Self(Arc::from(name)))
         } else {
             Err(BadStreamName)
         }
@@ -61,6 +62,12 @@ impl StreamName {
 impl fmt::Display for StreamName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl Serialize for StreamName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
     }
 }
 

@@ -577,15 +577,17 @@ impl Sfu {
         let PeerRole::Publisher(p) = &mut e.role else {
             return;
         };
-        if p.keyframes.request(now) {
-            if let Some(ssrc) = p.video_ssrc {
-                e.peer.send_pli(now, ssrc);
-                self.stats.pli_sent += 1;
-                while let Some((to, data)) = e.peer.poll_transmit() {
-                    self.transmits.push_back(Transmit { to, data });
-                }
-                e.deadline = e.peer.poll_timeout();
+        // Before the first video packet there is no SSRC to ask; that first packet of a new
+        // encoder is a keyframe anyway.
+        if let Some(ssrc) = p.video_ssrc
+            && p.keyframes.request(now)
+        {
+            e.peer.send_pli(now, ssrc);
+            self.stats.pli_sent += 1;
+            while let Some((to, data)) = e.peer.poll_transmit() {
+                self.transmits.push_back(Transmit { to, data });
             }
+            e.deadline = e.peer.poll_timeout();
         }
     }
 }
