@@ -67,6 +67,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
         .route("/docs/protocol", get(protocol_doc))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(healthz))
         .route("/api/streams", get(streams))
         .route("/ws", get(ws))

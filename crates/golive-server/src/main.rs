@@ -5,9 +5,10 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
+/// Our own crates at info; the `rtc` stack logs every peer's state changes at info, and
 /// `rtc_dtls` warns 18 times per Chromium handshake about DTLS 1.3 extensions it ignores
-/// (RTC-NOTES pitfall 9).
-const DEFAULT_LOG_FILTER: &str = "info,rtc_dtls=error";
+/// (RTC-NOTES pitfall 9), so those stay quieter.
+const DEFAULT_LOG_FILTER: &str = "warn,golive=info,golive_server=info,golive_sfu=info,rtc_dtls=error";
 /// After a shutdown signal, sessions get this long to close before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 

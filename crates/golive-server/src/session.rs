@@ -100,9 +100,12 @@ pub async fn run(mut ws: WebSocket, state: Arc<AppState>) {
                 let frame = match frame {
                     Some(Ok(f)) => f,
                     Some(Err(e)) => {
-                        // Oversized frames are refused by the WebSocket layer before we see them.
+                        // Frames past the read limit are refused by the WebSocket layer before
+                        // we see them ("Space limit exceeded: Message too long").
                         tracing::debug!(session = s.id.0, "socket error: {e}");
-                        let _ = ws.send(close_too_big()).await;
+                        if e.to_string().contains("too long") {
+                            let _ = ws.send(close_too_big()).await;
+                        }
                         break;
                     }
                     None => break,
