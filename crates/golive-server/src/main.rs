@@ -8,7 +8,8 @@ use tracing_subscriber::EnvFilter;
 /// Our own crates at info; the `rtc` stack logs every peer's state changes at info, and
 /// `rtc_dtls` warns 18 times per Chromium handshake about DTLS 1.3 extensions it ignores
 /// (RTC-NOTES pitfall 9), so those stay quieter.
-const DEFAULT_LOG_FILTER: &str = "warn,golive=info,golive_server=info,golive_sfu=info,rtc_dtls=error";
+const DEFAULT_LOG_FILTER: &str =
+    "warn,golive=info,golive_server=info,golive_sfu=info,rtc_dtls=error";
 /// After a shutdown signal, sessions get this long to close before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 

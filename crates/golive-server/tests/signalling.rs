@@ -374,3 +374,36 @@ async fn viewer_counts_reach_everyone_and_ended_reaches_viewers() {
     ));
     assert_eq!(reqwest_get(&s, "/api/streams").await, "[]");
 }
+
+#[tokio::test]
+async fn frames_far_over_the_limit_close_with_1009_too() {
+    let s = start();
+    for size in [64 * 1024 + 1, 2 * 1024 * 1024] {
+        let mut ws = connect(&s).await;
+        // An exactly-at-the-limit frame is an ordinary (bad) request.
+        send(&mut ws, &"y".repeat(64 * 1024)).await;
+        assert!(matches!(
+            recv(&mut ws).await,
+            ServerMessage::Error {
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ));
+        let _ = ws.send(Message::text("x".repeat(size))).await;
+        let close = tokio::time::timeout(STEP, async {
+            while let Some(m) = ws.next().await {
+                match m {
+                    Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+                    Ok(_) => continue,
+                    Err(_) => return None,
+                }
+            }
+            None
+        })
+        .await
+        .expect("closed in time");
+        assert_eq!(close, Some(1009), "frame of {size} bytes");
+    }
+    // The server is still serving.
+    assert!(reqwest_get(&s, "/healthz").await.contains("ok"));
+}
