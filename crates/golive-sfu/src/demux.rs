@@ -1,10 +1,12 @@
 //! Demultiplexing of one UDP socket among many peers.
 //!
-//! Every peer of a worker shares the worker's socket. A datagram from a known remote address goes
-//! to the peer bound to it; from an unknown address, only a STUN binding request can introduce a
-//! peer: its USERNAME is `"<our ufrag>:<their ufrag>"`, and our ufrag (chosen by the SFU for each
-//! peer) names the peer. Both lookups are hash maps, so the cost does not grow with the number
-//! of peers.
+//! Every peer of a worker shares the worker's socket. A STUN message goes to the peer its
+//! USERNAME names (`"<our ufrag>:<their ufrag>"`; our ufrag is chosen by the SFU for each peer),
+//! wherever it comes from, so a client that starts a new session from the same address reaches the
+//! new peer. Everything else (DTLS, SRTP, SRTCP) goes to the peer its remote address is bound to.
+//! An address is bound only once the peer has answered a STUN request from it, i.e. once the ICE
+//! stack has checked the request's integrity: forged STUN binds nothing. Both lookups are hash
+//! maps, so the cost does not grow with the number of peers.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -76,27 +78,32 @@ impl<P: Copy + Eq + Hash> Demuxer<P> {
         self.by_ufrag.insert(ufrag, peer);
     }
 
-    /// Forgets a peer: its ufrag and every address bound to it.
-    pub fn remove(&mut self, ufrag: &str, addrs: &[SocketAddr]) {
+    /// Forgets a peer: its ufrag and every address still bound to it (an address may have moved
+    /// on to a newer peer of the same client).
+    pub fn remove(&mut self, ufrag: &str, addrs: &[SocketAddr], peer: P) {
         self.by_ufrag.remove(ufrag);
         for a in addrs {
-            self.by_addr.remove(a);
+            if self.by_addr.get(a) == Some(&peer) {
+                self.by_addr.remove(a);
+            }
         }
     }
 
-    /// Routes one datagram. A STUN request with a known ufrag from a new address binds that
-    /// address to the peer (a peer may use several, e.g. after a NAT rebinding); the second
-    /// value is true when it did.
-    pub fn route(&mut self, from: SocketAddr, data: &[u8]) -> (Route<P>, bool) {
-        if let Some(&p) = self.by_addr.get(&from) {
-            return (Route::Peer(p), false);
+    /// Binds `addr` to `peer` (a peer may use several addresses, e.g. after a NAT rebinding).
+    pub fn bind(&mut self, addr: SocketAddr, peer: P) {
+        self.by_addr.insert(addr, peer);
+    }
+
+    /// Where one datagram goes.
+    pub fn route(&self, from: SocketAddr, data: &[u8]) -> Route<P> {
+        if is_stun(data)
+            && let Some(&p) = stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(u))
+        {
+            return Route::Peer(p);
         }
-        match stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(u)) {
-            Some(&p) => {
-                self.by_addr.insert(from, p);
-                (Route::Peer(p), true)
-            }
-            None => (Route::Unknown, false),
+        match self.by_addr.get(&from) {
+            Some(&p) => Route::Peer(p),
+            None => Route::Unknown,
         }
     }
 
@@ -163,35 +170,45 @@ mod tests {
     }
 
     #[test]
-    fn binds_the_address_on_the_first_stun_then_routes_by_address() {
+    fn stun_routes_by_ufrag_and_the_rest_by_bound_address() {
         let mut d = Demuxer::default();
         d.add_ufrag("peerA".into(), 1u32);
         d.add_ufrag("peerB".into(), 2u32);
-        // Media from an unknown address is dropped.
-        assert_eq!(
-            d.route(addr(5000), &[0x80, 0x60, 0, 1]),
-            (Route::Unknown, false)
-        );
+        let media = [0x80, 0x60, 0, 1];
+        // Media from an unknown address is dropped; STUN alone binds nothing.
+        assert_eq!(d.route(addr(5000), &media), Route::Unknown);
         assert_eq!(
             d.route(addr(5000), &stun_with_username("peerB:x")),
-            (Route::Peer(2), true)
+            Route::Peer(2)
         );
-        assert_eq!(
-            d.route(addr(5000), &[0x80, 0x60, 0, 1]),
-            (Route::Peer(2), false)
-        );
+        assert_eq!(d.route(addr(5000), &media), Route::Unknown);
+        d.bind(addr(5000), 2);
+        assert_eq!(d.route(addr(5000), &media), Route::Peer(2));
         // A ufrag nobody has.
         assert_eq!(
             d.route(addr(6000), &stun_with_username("nobody:x")),
-            (Route::Unknown, false)
+            Route::Unknown
         );
-        d.remove("peerB", &[addr(5000)]);
-        assert_eq!(
-            d.route(addr(5000), &[0x80, 0x60, 0, 1]),
-            (Route::Unknown, false)
-        );
+        d.remove("peerB", &[addr(5000)], 2);
+        assert_eq!(d.route(addr(5000), &media), Route::Unknown);
         assert_eq!(d.bound_addrs(), 0);
         assert_eq!(d.ufrags(), 1);
+    }
+
+    #[test]
+    fn a_new_session_from_a_bound_address_reaches_the_new_peer() {
+        let mut d = Demuxer::default();
+        d.add_ufrag("old".into(), 1u32);
+        d.bind(addr(5000), 1);
+        d.add_ufrag("new".into(), 2u32);
+        assert_eq!(
+            d.route(addr(5000), &stun_with_username("new:x")),
+            Route::Peer(2)
+        );
+        d.bind(addr(5000), 2);
+        // Removing the old peer leaves the address with the new one.
+        d.remove("old", &[addr(5000)], 1);
+        assert_eq!(d.route(addr(5000), &[0x80, 0x60, 0, 1]), Route::Peer(2));
     }
 
     #[test]
@@ -201,14 +218,15 @@ mod tests {
             d.add_ufrag(format!("u{i}"), i);
         }
         for i in 0..1000u32 {
-            let (r, _) = d.route(
-                addr(10_000 + i as u16),
-                &stun_with_username(&format!("u{i}:r")),
+            let from = addr(10_000 + i as u16);
+            assert_eq!(
+                d.route(from, &stun_with_username(&format!("u{i}:r"))),
+                Route::Peer(i)
             );
-            assert_eq!(r, Route::Peer(i));
+            d.bind(from, i);
         }
         for i in (0..1000u32).rev() {
-            assert_eq!(d.route(addr(10_000 + i as u16), &[0x80]).0, Route::Peer(i));
+            assert_eq!(d.route(addr(10_000 + i as u16), &[0x80]), Route::Peer(i));
         }
     }
 }

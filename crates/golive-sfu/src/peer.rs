@@ -160,6 +160,63 @@ fn ice_credentials() -> (String, String) {
     (word(16), word(32))
 }
 
+/// `rtc` 0.21 ends inbound RTCP at the interceptor chain's terminus unless an interceptor marks
+/// a packet `DeliverToApplication` (by design: see rtc-interceptor's `noop.rs`). Without this, a
+/// viewer's PLI/FIR never reached the SFU. It marks only those two; reports and NACKs stay with
+/// the interceptors that act on them. `rtc` has no slot for application interceptors, so it takes
+/// the one nearest the application (`JitterBuffer`), which a sending leg never uses.
+#[derive(Default)]
+struct KeyframeRequestsToApp {
+    reads: std::collections::VecDeque<rtc::interceptor::TaggedPacket>,
+    writes: std::collections::VecDeque<rtc::interceptor::TaggedPacket>,
+}
+
+impl Protocol<rtc::interceptor::TaggedPacket, rtc::interceptor::TaggedPacket, ()>
+    for KeyframeRequestsToApp
+{
+    type Rout = rtc::interceptor::TaggedPacket;
+    type Wout = rtc::interceptor::TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+    fn handle_read(&mut self, mut msg: rtc::interceptor::TaggedPacket) -> Result<(), Self::Error> {
+        if let rtc::interceptor::Packet::Rtcp(packets) = &msg.message.packet
+            && packets.iter().any(|p| {
+                let any = p.as_any();
+                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+            })
+        {
+            msg.message
+                .add(rtc::interceptor::Attribute::DeliverToApplication);
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<rtc::interceptor::TaggedPacket> {
+        self.reads.pop_front()
+    }
+    fn handle_write(&mut self, msg: rtc::interceptor::TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<rtc::interceptor::TaggedPacket> {
+        self.writes.pop_front()
+    }
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+}
+
+impl rtc::interceptor::Interceptor for KeyframeRequestsToApp {
+    fn bind_local_stream(&mut self, _: &rtc::interceptor::StreamInfo) {}
+    fn unbind_local_stream(&mut self, _: &rtc::interceptor::StreamInfo) {}
+    fn bind_remote_stream(&mut self, _: &rtc::interceptor::StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _: &rtc::interceptor::StreamInfo) {}
+}
+
 /// The roles a peer plays.
 pub(crate) enum Role<'a> {
     /// Receives the broadcaster's media: the stream's codecs, with the offer's payload types.
@@ -217,6 +274,7 @@ impl Peer {
                 configure_twcc_receiver_only(r, &mut me).map_err(internal)?
             }
             Role::Viewer { .. } => Registry::new()
+                .with(Slot::JitterBuffer, KeyframeRequestsToApp::default())
                 .with(Slot::NackResponder, NackResponderBuilder::new().build())
                 .with(Slot::SenderReport, SenderReportBuilder::new().build()),
         };

@@ -146,6 +146,29 @@ pub struct Sfu {
     stats: SfuStats,
 }
 
+/// Moves a peer's outgoing datagrams to the send queue. A destination the peer has not sent to
+/// before is bound to it in the demultiplexer: `rtc` only answers STUN whose integrity it checked,
+/// so an address is bound once it is proven, never on a forged request.
+fn drain_transmits(
+    id: PeerId,
+    peer: &mut Peer,
+    demux: &mut Demuxer<PeerId>,
+    transmits: &mut VecDeque<Transmit>,
+) {
+    while let Some((to, data)) = peer.poll_transmit() {
+        if !peer.remote_addrs.contains(&to) {
+            if peer.remote_addrs.len() >= MAX_ADDRS_PER_PEER {
+                // Keep the newest: the oldest is the likeliest to be dead.
+                let old = peer.remote_addrs.remove(0);
+                demux.remove("", &[old], id);
+            }
+            peer.remote_addrs.push(to);
+            demux.bind(to, id);
+        }
+        transmits.push_back(Transmit { to, data });
+    }
+}
+
 fn slot(kind: MediaKind) -> usize {
     match kind {
         MediaKind::Audio => 0,
@@ -293,7 +316,7 @@ impl Sfu {
             return;
         };
         self.demux
-            .remove(&entry.peer.ufrag, &entry.peer.remote_addrs);
+            .remove(&entry.peer.ufrag, &entry.peer.remote_addrs, id);
         entry.peer.close();
         while let Some((to, data)) = entry.peer.poll_transmit() {
             self.transmits.push_back(Transmit { to, data });
@@ -312,22 +335,13 @@ impl Sfu {
     /// One datagram from the worker's socket.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         self.stats.datagrams_in += 1;
-        let (route, bound) = self.demux.route(from, data);
-        let Route::Peer(id) = route else {
+        let Route::Peer(id) = self.demux.route(from, data) else {
             self.stats.datagrams_unroutable += 1;
             return;
         };
         let Some(entry) = self.peers.get_mut(&id) else {
             return;
         };
-        if bound {
-            if entry.peer.remote_addrs.len() >= MAX_ADDRS_PER_PEER {
-                self.demux.remove("", &[from]);
-                self.stats.datagrams_unroutable += 1;
-                return;
-            }
-            entry.peer.remote_addrs.push(from);
-        }
         entry.peer.handle_datagram(now, from, data);
         self.drain_peer(now, id);
     }
@@ -411,9 +425,7 @@ impl Sfu {
         let Some(e) = self.peers.get_mut(&id) else {
             return;
         };
-        while let Some((to, data)) = e.peer.poll_transmit() {
-            self.transmits.push_back(Transmit { to, data });
-        }
+        drain_transmits(id, &mut e.peer, &mut self.demux, &mut self.transmits);
         let mut inbound = Vec::new();
         while let Some(i) = e.peer.poll_inbound() {
             inbound.push(i);
@@ -553,9 +565,7 @@ impl Sfu {
             };
             e.peer.send_rtp(now, header, packet.payload.clone());
             self.stats.rtp_forwarded += 1;
-            while let Some((to, data)) = e.peer.poll_transmit() {
-                self.transmits.push_back(Transmit { to, data });
-            }
+            drain_transmits(*id, &mut e.peer, &mut self.demux, &mut self.transmits);
             e.deadline = e.peer.poll_timeout();
         }
     }
@@ -584,9 +594,7 @@ impl Sfu {
         {
             e.peer.send_pli(now, ssrc);
             self.stats.pli_sent += 1;
-            while let Some((to, data)) = e.peer.poll_transmit() {
-                self.transmits.push_back(Transmit { to, data });
-            }
+            drain_transmits(pid, &mut e.peer, &mut self.demux, &mut self.transmits);
             e.deadline = e.peer.poll_timeout();
         }
     }

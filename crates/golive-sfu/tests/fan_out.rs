@@ -23,7 +23,9 @@ fn one_publisher_fans_out_to_1000_viewers() {
     // Media starts only once every viewer is connected, so each gets the stream from its
     // first packet (a keyframe) on.
     s.set_sending(publisher, false);
-    let viewers: Vec<PeerId> = (0..VIEWERS).map(|i| s.add_viewer(PeerId(1000 + i), "live")).collect();
+    let viewers: Vec<PeerId> = (0..VIEWERS)
+        .map(|i| s.add_viewer(PeerId(1000 + i), "live"))
+        .collect();
     let setup_wall = wall.elapsed();
     let mut all = viewers.clone();
     all.push(publisher);
@@ -41,18 +43,44 @@ fn one_publisher_fans_out_to_1000_viewers() {
     let media_wall = wall.elapsed() - connect_wall;
 
     let p = s.client(publisher);
-    let sent_video = p.plan().sent.iter().filter(|x| x.kind == Kind::Video).count();
-    let sent_audio = p.plan().sent.iter().filter(|x| x.kind == Kind::Audio).count();
+    let sent_video = p
+        .plan()
+        .sent
+        .iter()
+        .filter(|x| x.kind == Kind::Video)
+        .count();
+    let sent_audio = p
+        .plan()
+        .sent
+        .iter()
+        .filter(|x| x.kind == Kind::Audio)
+        .count();
     assert_eq!(p.plan().write_errors, 0);
-    assert!(sent_video >= (MEDIA_MS as usize * 30 / 1000), "sent {sent_video} video packets");
-    assert!(sent_audio >= (MEDIA_MS as usize * 50 / 1000), "sent {sent_audio} audio packets");
+    assert!(
+        sent_video >= (MEDIA_MS as usize * 30 / 1000),
+        "sent {sent_video} video packets"
+    );
+    assert!(
+        sent_audio >= (MEDIA_MS as usize * 50 / 1000),
+        "sent {sent_audio} audio packets"
+    );
     for &v in &viewers {
         let c = s.client(v);
         let k = check_track(p, c, Kind::Video, None);
-        assert_eq!(k, 0, "{v}: video did not start at the publisher's first keyframe");
+        assert_eq!(
+            k, 0,
+            "{v}: video did not start at the publisher's first keyframe"
+        );
         assert!(c.received_of(Kind::Video)[0].keyframe_start);
-        assert_eq!(check_track(p, c, Kind::Audio, None), 0, "{v}: audio did not start at the first packet");
-        assert_ne!(c.received_of(Kind::Video)[0].ssrc, c.received_of(Kind::Audio)[0].ssrc);
+        assert_eq!(
+            check_track(p, c, Kind::Audio, None),
+            0,
+            "{v}: audio did not start at the first packet"
+        );
+        assert_ne!(
+            c.received_of(Kind::Video)[0].ssrc,
+            c.received_of(Kind::Audio)[0].ssrc
+        );
         assert!(c.rtcp_datagrams > 0, "{v} got no RTCP (sender reports)");
         assert!(!c.failed);
     }
@@ -63,7 +91,11 @@ fn one_publisher_fans_out_to_1000_viewers() {
          connecting {:.2} s for {:.2} s simulated, media {:.2} s for {MEDIA_MS} ms simulated); \
          {sent_video} video + {sent_audio} audio packets sent, {forwarded} forwarded; \
          peak RSS {} MB",
-        if cfg!(debug_assertions) { "debug" } else { "release" },
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
         wall.elapsed().as_secs_f64(),
         setup_wall.as_secs_f64(),
         (connect_wall - setup_wall).as_secs_f64(),

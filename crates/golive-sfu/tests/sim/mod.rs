@@ -15,7 +15,9 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use golive_proto::StreamName;
 use golive_sfu::{Output, PeerId, Sfu, SfuConfig, SrtpPolicy, StreamMedia};
-use rtc::interceptor::Registry;
+use rtc::interceptor::{
+    Attribute, Interceptor, Packet as InterceptorPacket, Registry, Slot, StreamInfo, TaggedPacket,
+};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
@@ -223,7 +225,12 @@ impl Client {
     }
 
     /// Drains everything the client produced after an input.
-    fn drain(&mut self, now: Instant, payloads: &HashMap<u64, Bytes>, out: &mut VecDeque<(SocketAddr, BytesMut)>) {
+    fn drain(
+        &mut self,
+        now: Instant,
+        payloads: &HashMap<u64, Bytes>,
+        out: &mut VecDeque<(SocketAddr, BytesMut)>,
+    ) {
         while let Some(m) = self.pc.poll_write() {
             if m.transport.peer_addr == SFU_ADDR {
                 out.push_back((self.addr, m.message));
@@ -298,7 +305,8 @@ impl Client {
                     RtpCodecKind::Video => Kind::Video,
                     _ => Kind::Audio,
                 };
-                self.track_kinds.insert(r.track().track_id().to_string(), kind);
+                self.track_kinds
+                    .insert(r.track().track_id().to_string(), kind);
             }
         }
         *self
@@ -318,7 +326,9 @@ impl Client {
         let start = *plan.started_at.get_or_insert(now);
         let mut packets: Vec<(RTCRtpSenderId, rtc::rtp::Packet)> = Vec::new();
         // Audio first for each instant; the order between the tracks does not matter.
-        while start + Duration::from_micros(plan.audio_packets * 1_000_000 / AUDIO_PACKETS_PER_S) <= now {
+        while start + Duration::from_micros(plan.audio_packets * 1_000_000 / AUDIO_PACKETS_PER_S)
+            <= now
+        {
             *counter += 1;
             let payload = payload(*counter, plan.tag, None, AUDIO_PACKET_BYTES);
             let ts = (plan.audio_packets * u64::from(AUDIO_CLOCK) / AUDIO_PACKETS_PER_S) as u32;
@@ -335,7 +345,10 @@ impl Client {
                 keyframe_start: false,
             });
             payloads.insert(*counter, payload.clone());
-            packets.push((plan.audio_sender, rtp(PUB_OPUS_PT, plan.audio_ssrc, seq, ts, false, payload)));
+            packets.push((
+                plan.audio_sender,
+                rtp(PUB_OPUS_PT, plan.audio_ssrc, seq, ts, false, payload),
+            ));
         }
         while start + Duration::from_micros(plan.frames * 1_000_000 / VIDEO_FPS) <= now {
             let keyframe = plan.frames % plan.gop_frames == 0 || plan.keyframe_requested;
@@ -360,7 +373,10 @@ impl Client {
                     keyframe_start: i == 0 && keyframe,
                 });
                 payloads.insert(*counter, payload.clone());
-                packets.push((plan.video_sender, rtp(PUB_VP8_PT, plan.video_ssrc, seq, ts, marker, payload)));
+                packets.push((
+                    plan.video_sender,
+                    rtp(PUB_VP8_PT, plan.video_ssrc, seq, ts, marker, payload),
+                ));
             }
         }
         for (sender, packet) in packets {
@@ -413,6 +429,58 @@ pub fn is_vp8_keyframe_start(p: &[u8]) -> bool {
     p.len() >= 2 && p[0] & 0x10 != 0 && p[0] & 0x07 == 0 && p[0] & 0x80 == 0 && p[1] & 0x01 == 0
 }
 
+/// rtc 0.21 ends inbound RTCP at the chain's terminus unless an interceptor marks it for the
+/// application: this one marks keyframe requests, so a publisher client sees the PLIs it gets.
+#[derive(Default)]
+struct KeyframeRequestsToApp {
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestsToApp {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let InterceptorPacket::Rtcp(packets) = &msg.message.packet
+            && packets.iter().any(|p| {
+                let any = p.as_any();
+                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+            })
+        {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.reads.pop_front()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.writes.pop_front()
+    }
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+}
+
+impl Interceptor for KeyframeRequestsToApp {
+    fn bind_local_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}
+
 fn codec(kind: Kind, pt: u8) -> RTCRtpCodecParameters {
     match kind {
         Kind::Video => RTCRtpCodecParameters {
@@ -422,8 +490,14 @@ fn codec(kind: Kind, pt: u8) -> RTCRtpCodecParameters {
                 channels: 0,
                 sdp_fmtp_line: String::new(),
                 rtcp_feedback: vec![
-                    RTCPFeedback { typ: "nack".to_owned(), parameter: String::new() },
-                    RTCPFeedback { typ: "nack".to_owned(), parameter: "pli".to_owned() },
+                    RTCPFeedback {
+                        typ: "nack".to_owned(),
+                        parameter: String::new(),
+                    },
+                    RTCPFeedback {
+                        typ: "nack".to_owned(),
+                        parameter: "pli".to_owned(),
+                    },
                 ],
             },
             payload_type: pt,
@@ -450,22 +524,37 @@ fn rtc_kind(kind: Kind) -> RtpCodecKind {
 
 /// A full-ICE offerer with one host candidate at `addr`; `publisher` gives the SSRCs of its
 /// sendonly tracks, otherwise it has recvonly audio and video.
-fn new_pc(now: Instant, addr: SocketAddr, publisher: Option<(u32, u32)>) -> (RTCPeerConnection, Option<(RTCRtpSenderId, RTCRtpSenderId)>) {
-    let (vpt, apt) = if publisher.is_some() { (PUB_VP8_PT, PUB_OPUS_PT) } else { (VIEWER_VP8_PT, VIEWER_OPUS_PT) };
+fn new_pc(
+    now: Instant,
+    addr: SocketAddr,
+    publisher: Option<(u32, u32)>,
+) -> (RTCPeerConnection, Option<(RTCRtpSenderId, RTCRtpSenderId)>) {
+    let (vpt, apt) = if publisher.is_some() {
+        (PUB_VP8_PT, PUB_OPUS_PT)
+    } else {
+        (VIEWER_VP8_PT, VIEWER_OPUS_PT)
+    };
     let mut me = MediaEngine::default();
-    me.register_codec(codec(Kind::Audio, apt), RtpCodecKind::Audio).expect("opus");
-    me.register_codec(codec(Kind::Video, vpt), RtpCodecKind::Video).expect("vp8");
+    me.register_codec(codec(Kind::Audio, apt), RtpCodecKind::Audio)
+        .expect("opus");
+    me.register_codec(codec(Kind::Video, vpt), RtpCodecKind::Video)
+        .expect("vp8");
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(SettingEngineBuilder::new().build())
         .with_media_engine(me)
-        .with_interceptor_registry(Registry::new())
+        .with_interceptor_registry(
+            Registry::new().with(Slot::JitterBuffer, KeyframeRequestsToApp::default()),
+        )
         .build(now)
         .expect("client peer connection");
     let senders = match publisher {
         Some((video_ssrc, audio_ssrc)) => {
             let mut ids = Vec::new();
-            for (kind, ssrc, pt) in [(Kind::Video, video_ssrc, vpt), (Kind::Audio, audio_ssrc, apt)] {
+            for (kind, ssrc, pt) in [
+                (Kind::Video, video_ssrc, vpt),
+                (Kind::Audio, audio_ssrc, apt),
+            ] {
                 let track = MediaStreamTrack::new(
                     "sim".to_owned(),
                     format!("sim-{kind:?}"),
@@ -521,9 +610,14 @@ fn new_pc(now: Instant, addr: SocketAddr, publisher: Option<(u32, u32)>) -> (RTC
     }
     .new_candidate_host()
     .expect("host candidate");
-    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json().expect("candidate json"))
-        .expect("local candidate");
-    pc.add_local_candidate(RTCIceCandidateInit::default()).expect("end of candidates");
+    pc.add_local_candidate(
+        RTCIceCandidate::from(&candidate)
+            .to_json()
+            .expect("candidate json"),
+    )
+    .expect("local candidate");
+    pc.add_local_candidate(RTCIceCandidateInit::default())
+        .expect("end of candidates");
     (pc, senders)
 }
 
@@ -545,6 +639,8 @@ pub struct Sim {
     /// (when, who) of every Output::Connected / Output::Failed.
     pub sfu_connected: HashMap<PeerId, Instant>,
     pub sfu_failed: Vec<(Instant, PeerId)>,
+    /// SRTCP datagrams (by their plaintext header) clients sent to the SFU.
+    pub rtcp_to_sfu: u64,
     /// Datagrams the SFU sent to an address no client has.
     pub transmits_to_nowhere: u64,
     /// Datagrams the SFU sent, by destination client, after `remove` (tests look at these).
@@ -577,6 +673,7 @@ impl Sim {
             to_sfu: VecDeque::new(),
             sfu_connected: HashMap::new(),
             sfu_failed: Vec::new(),
+            rtcp_to_sfu: 0,
             transmits_to_nowhere: 0,
             removed: HashMap::new(),
         }
@@ -633,8 +730,11 @@ impl Sim {
             .unwrap_or_else(|e| panic!("add_publisher: {e}\n{offer}"));
         self.media.insert(stream(name), answer.media.clone());
         let answer_sdp = answer.sdp.clone();
-        pc.set_remote_description(now, RTCSessionDescription::answer(answer.sdp).expect("answer"))
-            .expect("set answer");
+        pc.set_remote_description(
+            now,
+            RTCSessionDescription::answer(answer.sdp).expect("answer"),
+        )
+        .expect("set answer");
         let plan = MediaPlan {
             video_sender,
             audio_sender,
@@ -653,7 +753,14 @@ impl Sim {
             sent: Vec::new(),
             write_errors: 0,
         };
-        self.register(new_client(id, stream(name), addr, &answer_sdp, pc, Role::Publisher(Box::new(plan))));
+        self.register(new_client(
+            id,
+            stream(name),
+            addr,
+            &answer_sdp,
+            pc,
+            Role::Publisher(Box::new(plan)),
+        ));
         self.pump();
         id
     }
@@ -666,15 +773,29 @@ impl Sim {
         let offer = pc.create_offer(None).expect("offer");
         pc.set_local_description(now, offer).expect("set offer");
         let offer = pc.local_description().expect("local description").sdp;
-        let media = self.media.get(&stream(name)).expect("stream has a publisher").clone();
+        let media = self
+            .media
+            .get(&stream(name))
+            .expect("stream has a publisher")
+            .clone();
         let answer = self
             .sfu
             .add_viewer(now, id, stream(name), &media, &offer)
             .unwrap_or_else(|e| panic!("add_viewer: {e}\n{offer}"));
         let answer_sdp = answer.sdp.clone();
-        pc.set_remote_description(now, RTCSessionDescription::answer(answer.sdp).expect("answer"))
-            .expect("set answer");
-        self.register(new_client(id, stream(name), addr, &answer_sdp, pc, Role::Viewer));
+        pc.set_remote_description(
+            now,
+            RTCSessionDescription::answer(answer.sdp).expect("answer"),
+        )
+        .expect("set answer");
+        self.register(new_client(
+            id,
+            stream(name),
+            addr,
+            &answer_sdp,
+            pc,
+            Role::Viewer,
+        ));
         self.pump();
         id
     }
@@ -711,6 +832,12 @@ impl Sim {
             let mut moved = false;
             while let Some((from, data)) = self.to_sfu.pop_front() {
                 moved = true;
+                if data.len() >= 2
+                    && (128..192).contains(&data[0])
+                    && (200..=206).contains(&data[1])
+                {
+                    self.rtcp_to_sfu += 1;
+                }
                 self.sfu.handle_datagram(now, from, &data);
             }
             while let Some(t) = self.sfu.poll_transmit() {
@@ -775,7 +902,9 @@ impl Sim {
             assert!(
                 self.now < end,
                 "{} of {} peers not connected after {limit:?}; failed: {:?}",
-                ids.iter().filter(|id| !self.sfu_connected.contains_key(id)).count(),
+                ids.iter()
+                    .filter(|id| !self.sfu_connected.contains_key(id))
+                    .count(),
                 ids.len(),
                 self.sfu_failed
             );
@@ -794,7 +923,14 @@ impl Default for Sim {
     }
 }
 
-fn new_client(id: PeerId, stream: StreamName, addr: SocketAddr, answer: &str, pc: RTCPeerConnection, role: Role) -> Client {
+fn new_client(
+    id: PeerId,
+    stream: StreamName,
+    addr: SocketAddr,
+    answer: &str,
+    pc: RTCPeerConnection,
+    role: Role,
+) -> Client {
     let sfu_ufrag = answer
         .lines()
         .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
@@ -824,7 +960,12 @@ fn new_client(id: PeerId, stream: StreamName, addr: SocketAddr, answer: &str, pc
 /// byte-for-byte, with gap-free sequence numbers, one SSRC, the viewer's payload type, the
 /// source's timestamp spacing and marker bits. Returns the index in the publisher's sent list
 /// of the viewer's first packet.
-pub fn check_track(publisher: &Client, viewer: &Client, kind: Kind, sent_until: Option<Instant>) -> usize {
+pub fn check_track(
+    publisher: &Client,
+    viewer: &Client,
+    kind: Kind,
+    sent_until: Option<Instant>,
+) -> usize {
     let who = format!("{} {kind:?}", viewer.id);
     let sent: Vec<&Sent> = publisher
         .plan()
@@ -868,7 +1009,11 @@ pub fn check_track(publisher: &Client, viewer: &Client, kind: Kind, sent_until: 
         assert_eq!(r.marker, sent[k + i].marker, "{who}: marker at packet {i}");
         if i > 0 {
             let prev = got[i - 1];
-            assert_eq!(r.seq, prev.seq.wrapping_add(1), "{who}: sequence gap at packet {i}");
+            assert_eq!(
+                r.seq,
+                prev.seq.wrapping_add(1),
+                "{who}: sequence gap at packet {i}"
+            );
             assert_eq!(
                 r.ts.wrapping_sub(prev.ts),
                 sent[k + i].ts.wrapping_sub(sent[k + i - 1].ts),
