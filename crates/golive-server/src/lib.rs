@@ -10,6 +10,7 @@
 pub mod config;
 pub mod directory;
 pub mod session;
+pub mod web;
 pub mod worker;
 
 use axum::Router;
@@ -71,6 +72,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/streams", get(streams))
         .route("/ws", get(ws))
+        .merge(web::routes())
         .with_state(state)
 }
 
