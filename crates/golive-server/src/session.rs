@@ -77,23 +77,93 @@ fn stream_name(name: &str) -> Result<StreamName, ProtocolError> {
     StreamName::new(name).map_err(|e| ProtocolError::new(ErrorCode::BadStreamName, e.to_string()))
 }
 
+/// What a front-end (WebSocket or WHIP/WHEP) asks of a session.
+pub type Reply = Result<Option<ServerMessage>, ProtocolError>;
+
+/// The handle a front-end holds. Dropping it ends the session: its broadcast or viewing stops
+/// and its media peer is freed at once.
+pub struct SessionHandle {
+    pub id: SessionId,
+    inputs: mpsc::Sender<(ClientMessage, oneshot::Sender<Reply>)>,
+}
+
+impl SessionHandle {
+    /// Hands one client message to the session and waits for its reply.
+    pub async fn call(&self, msg: ClientMessage) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        if self.inputs.send((msg, tx)).await.is_err() {
+            return Err(ProtocolError::new(
+                ErrorCode::Internal,
+                "the session has ended",
+            ));
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(ProtocolError::new(
+                ErrorCode::Internal,
+                "the session has ended",
+            ))
+        })
+    }
+}
+
+/// Starts a session. Messages the server sends on its own (viewer counts, `ended`) come out of
+/// the returned receiver; it closes when the session is over (for instance at shutdown).
+pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<ServerMessage>) {
+    let (inputs_tx, mut inputs) = mpsc::channel::<(ClientMessage, oneshot::Sender<Reply>)>(8);
+    let (outbox, outbox_rx) = mpsc::unbounded_channel();
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let mut shutdown: watch::Receiver<bool> = state.shutdown.subscribe();
+    let id = SessionId(next_id());
+    let mut s = Session {
+        id,
+        state,
+        role: Role::Idle,
+        events_tx,
+    };
+    tokio::spawn(async move {
+        tracing::debug!(session = id.0, "session opened");
+        loop {
+            tokio::select! {
+                input = inputs.recv() => {
+                    let Some((msg, reply)) = input else { break };
+                    let r = s.handle(msg).await;
+                    if let Err(e) = &r {
+                        tracing::debug!(session = id.0, code = %e.code, "refused: {}", e.message);
+                    }
+                    let _ = reply.send(r);
+                }
+                Some(ev) = events.recv() => {
+                    if let Some(m) = s.on_event(ev).await {
+                        let _ = outbox.send(m);
+                    }
+                }
+                _ = shutdown.changed() => {
+                    let _ = outbox.send(ServerMessage::Ended { reason: EndReason::ServerShutdown });
+                    break;
+                }
+            }
+        }
+        s.end(EndReason::BroadcasterLeft).await;
+        tracing::debug!(session = id.0, "session closed");
+    });
+    (
+        SessionHandle {
+            id,
+            inputs: inputs_tx,
+        },
+        outbox_rx,
+    )
+}
+
 async fn send(ws: &mut WebSocket, msg: &ServerMessage) -> bool {
     ws.send(Message::Text(Utf8Bytes::from(msg.to_json())))
         .await
         .is_ok()
 }
 
-/// Runs one session until the socket closes or the server shuts down.
+/// The WebSocket front-end: one socket, one session, until either closes.
 pub async fn run(mut ws: WebSocket, state: Arc<AppState>) {
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut shutdown: watch::Receiver<bool> = state.shutdown.subscribe();
-    let mut s = Session {
-        id: SessionId(next_id()),
-        state,
-        role: Role::Idle,
-        events_tx,
-    };
-    tracing::debug!(session = s.id.0, "session opened");
+    let (session, mut outbox) = spawn(state);
     loop {
         tokio::select! {
             frame = ws.recv() => {
@@ -102,7 +172,7 @@ pub async fn run(mut ws: WebSocket, state: Arc<AppState>) {
                     Some(Err(e)) => {
                         // Frames past the read limit are refused by the WebSocket layer before
                         // we see them ("Space limit exceeded: Message too long").
-                        tracing::debug!(session = s.id.0, "socket error: {e}");
+                        tracing::debug!(session = session.id.0, "socket error: {e}");
                         if e.to_string().contains("too long") {
                             let _ = ws.send(close_too_big()).await;
                         }
@@ -125,33 +195,25 @@ pub async fn run(mut ws: WebSocket, state: Arc<AppState>) {
                     break;
                 }
                 let reply = match ClientMessage::parse(&text) {
-                    Ok(msg) => s.handle(msg).await,
+                    Ok(msg) => session.call(msg).await,
                     Err(e) => Err(e),
                 };
                 let out = match reply {
                     Ok(Some(m)) => m,
                     Ok(None) => continue,
-                    Err(e) => {
-                        tracing::debug!(session = s.id.0, code = %e.code, "refused: {}", e.message);
-                        e.into()
-                    }
+                    Err(e) => e.into(),
                 };
                 if !send(&mut ws, &out).await { break; }
             }
-            Some(ev) = events.recv() => {
-                if let Some(m) = s.on_event(ev).await && !send(&mut ws, &m).await {
+            m = outbox.recv() => match m {
+                Some(m) => if !send(&mut ws, &m).await { break },
+                None => {
+                    let _ = ws.send(Message::Close(None)).await;
                     break;
                 }
-            }
-            _ = shutdown.changed() => {
-                let _ = send(&mut ws, &ServerMessage::Ended { reason: EndReason::ServerShutdown }).await;
-                let _ = ws.send(Message::Close(None)).await;
-                break;
-            }
+            },
         }
     }
-    s.end(EndReason::BroadcasterLeft).await;
-    tracing::debug!(session = s.id.0, "session closed");
 }
 
 fn close_too_big() -> Message {
