@@ -11,7 +11,7 @@ use crate::media::{
     AUDIO_CLOCK_RATE, AUDIO_PACKET_DURATION, MediaKind, SyntheticPacket, SyntheticSource,
     VIDEO_CLOCK_RATE, VIDEO_FRAME_INTERVAL,
 };
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use bytes::{Bytes, BytesMut};
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
@@ -44,7 +44,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
@@ -175,6 +175,7 @@ pub struct TestPeer {
     record: Arc<Mutex<Record>>,
     state_rx: watch::Receiver<RTCPeerConnectionState>,
     stop_tx: Option<oneshot::Sender<()>>,
+    command_tx: mpsc::UnboundedSender<Command>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -266,6 +267,18 @@ impl TestPeer {
         f(&self.lock())
     }
 
+    /// Makes a viewer send an RTCP PLI for its video track, as a decoder that lost a picture
+    /// would. Fails if the peer is not a viewer or its event loop has ended.
+    pub fn send_pli(&self) -> Result<()> {
+        ensure!(
+            matches!(self.role, Role::Viewer(_)),
+            "only a viewer sends PLI"
+        );
+        self.command_tx
+            .send(Command::SendPli)
+            .map_err(|_| anyhow!("the peer's event loop has ended"))
+    }
+
     pub fn state(&self) -> RTCPeerConnectionState {
         *self.state_rx.borrow()
     }
@@ -322,6 +335,37 @@ impl TestPeer {
                     self.state(),
                     self.lock().errors
                 );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for a keyframe request (PLI or FIR) that reached this publisher at or after
+    /// `since`, and returns it.
+    pub async fn wait_keyframe_request_since(
+        &self,
+        since: Instant,
+        timeout: Duration,
+    ) -> Result<KeyframeRequest> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found =
+                self.with_record(|r| r.keyframe_requests.iter().find(|k| k.at >= since).copied());
+            if let Some(request) = found {
+                return Ok(request);
+            }
+            if Instant::now() >= deadline {
+                // Describe every request by when it came relative to `since`.
+                let seen: Vec<String> = self.with_record(|r| {
+                    r.keyframe_requests
+                        .iter()
+                        .map(|k| match since.checked_duration_since(k.at) {
+                            Some(before) => format!("{:?} {before:?} before", k.kind),
+                            None => format!("{:?} {:?} after", k.kind, k.at - since),
+                        })
+                        .collect()
+                });
+                bail!("no PLI/FIR within {timeout:?}; requests seen: {seen:?}");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -511,6 +555,7 @@ impl OfferedPeer {
         let record = Arc::new(Mutex::new(Record::default()));
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
         let (stop_tx, stop_rx) = oneshot::channel();
+        let (command_tx, command_rx) = mpsc::unbounded_channel();
         let role = self.role;
         let event_loop = EventLoop {
             pc: self.pc,
@@ -521,15 +566,17 @@ impl OfferedPeer {
             record: Arc::clone(&record),
             state_tx,
             track_kinds: HashMap::new(),
+            video_receiver: None,
             source: SyntheticSource::new(random_u32()),
             media_started: None,
         };
-        let task = tokio::spawn(event_loop.run(stop_rx));
+        let task = tokio::spawn(event_loop.run(stop_rx, command_rx));
         Ok(TestPeer {
             role,
             record,
             state_rx,
             stop_tx: Some(stop_tx),
+            command_tx,
             task: Some(task),
         })
     }
@@ -599,6 +646,12 @@ impl Interceptor for DeliverKeyframeRequests {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// What a test can ask of a running peer's event loop.
+#[derive(Debug)]
+enum Command {
+    SendPli,
+}
+
 /// One outgoing track of a publisher.
 #[derive(Debug, Clone, Copy)]
 struct Output {
@@ -618,13 +671,19 @@ struct EventLoop {
     state_tx: watch::Sender<RTCPeerConnectionState>,
     /// Receiving track id -> kind, learnt from `OnTrack` events.
     track_kinds: HashMap<String, MediaKind>,
+    /// A viewer's video receiver and the SSRC it receives, for the PLIs it sends.
+    video_receiver: Option<(RTCRtpReceiverId, u32)>,
     source: SyntheticSource,
     /// When the publisher started sending (it starts once connected).
     media_started: Option<Instant>,
 }
 
 impl EventLoop {
-    async fn run(mut self, mut stop_rx: oneshot::Receiver<()>) {
+    async fn run(
+        mut self,
+        mut stop_rx: oneshot::Receiver<()>,
+        mut command_rx: mpsc::UnboundedReceiver<Command>,
+    ) {
         let mut buf = vec![0u8; UDP_BUFFER_BYTES];
         let mut video_tick = tokio::time::interval(VIDEO_FRAME_INTERVAL);
         video_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -649,6 +708,7 @@ impl EventLoop {
             tokio::select! {
                 biased;
                 _ = &mut stop_rx => break,
+                Some(command) = command_rx.recv() => self.handle_command(command),
                 _ = tokio::time::sleep(delay) => self.handle_timeout(),
                 res = self.socket.recv_from(&mut buf) => match res {
                     Ok((n, peer_addr)) => self.handle_datagram(&buf[..n], peer_addr),
@@ -663,6 +723,30 @@ impl EventLoop {
             self.note_error(format!("close: {e}"));
         }
         self.flush_writes().await;
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::SendPli => {
+                let Some((receiver_id, media_ssrc)) = self.video_receiver else {
+                    self.note_error("PLI asked for before any video arrived".to_owned());
+                    return;
+                };
+                let pli = PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                };
+                let result = match self.pc.rtp_receiver(receiver_id) {
+                    Some(mut receiver) => receiver
+                        .write_rtcp(Instant::now(), vec![Box::new(pli)])
+                        .map_err(|e| e.to_string()),
+                    None => Err("video receiver not found".to_owned()),
+                };
+                if let Err(e) = result {
+                    self.note_error(format!("sending PLI: {e}"));
+                }
+            }
+        }
     }
 
     fn handle_timeout(&mut self) {
@@ -717,6 +801,9 @@ impl EventLoop {
                             _ => MediaKind::Video,
                         };
                         self.track_kinds.insert(init.track_id.to_string(), kind);
+                        if kind == MediaKind::Video {
+                            self.video_receiver = Some((receiver_id, init.ssrc));
+                        }
                     }
                 }
                 _ => {}

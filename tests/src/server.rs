@@ -17,6 +17,10 @@ const READY_PREFIX: &str = "listening on http://";
 /// How many lines of the server's stderr are printed when a test fails.
 const LOG_LINES_ON_FAILURE: usize = 400;
 
+/// Set this environment variable to print all of the server's stderr after every test (by
+/// default only the tail is printed, and only after a failing test).
+pub const PRINT_LOGS_ENV: &str = "GOLIVE_E2E_SERVER_LOGS";
+
 /// A running `golive` process.
 pub struct GoliveServer {
     child: Child,
@@ -174,15 +178,20 @@ impl Drop for GoliveServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::thread::panicking() {
+        let print_all = std::env::var_os(PRINT_LOGS_ENV).is_some();
+        if std::thread::panicking() || print_all {
             let lines = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
-            let skip = lines.len().saturating_sub(LOG_LINES_ON_FAILURE);
+            let shown = if print_all {
+                lines.len()
+            } else {
+                lines.len().min(LOG_LINES_ON_FAILURE)
+            };
             eprintln!(
-                "---- golive stderr (last {} of {} lines; set RUST_LOG=debug for more) ----",
-                lines.len() - skip,
+                "---- golive stderr (last {shown} of {} lines; RUST_LOG sets the level, \
+                 {PRINT_LOGS_ENV}=1 prints them all) ----",
                 lines.len()
             );
-            for line in &lines[skip..] {
+            for line in &lines[lines.len() - shown..] {
                 eprintln!("{line}");
             }
             eprintln!("---- end of golive stderr ----");

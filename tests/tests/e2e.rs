@@ -7,11 +7,12 @@ use anyhow::{Context, Result, ensure};
 use golive_e2e::media::MediaKind;
 use golive_e2e::verify::{first_video_starts_keyframe, forwarded_faithfully};
 use golive_e2e::{
-    GoliveServer, Session, SignalClient, TestPeer, VideoCodec, publish_message, run_test,
-    watch_message,
+    CONNECT_TIMEOUT, GoliveServer, Session, SignalClient, TestPeer, VideoCodec, publish_message,
+    run_test, watch_message,
 };
 use golive_proto::{
-    CLOSE_MESSAGE_TOO_BIG, ClientMessage, EndReason, ErrorCode, MAX_FRAME_BYTES, ServerMessage,
+    CLOSE_MESSAGE_TOO_BIG, ClientMessage, EndReason, ErrorCode, MAX_FRAME_BYTES,
+    MAX_STREAM_NAME_LEN, ServerMessage,
 };
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,8 @@ const NOTICE_TIMEOUT: Duration = Duration::from_secs(8);
 /// (the publisher sends ~30 video and 50 audio packets a second).
 const MIN_VIDEO_PACKETS: usize = 30;
 const MIN_AUDIO_PACKETS: usize = 50;
+/// How long to wait for packets that should be flowing already.
+const SHORT_WAIT: Duration = Duration::from_secs(5);
 
 fn start_server() -> GoliveServer {
     GoliveServer::start().expect("starting golive")
@@ -53,6 +56,7 @@ async fn three_viewers_receive_publisher_payloads_byte_for_byte() {
                 ] {
                     let run = forwarded_faithfully(&sent, &got, kind, min);
                     assert!(run.is_ok(), "viewer {i}: {:#}", run.unwrap_err());
+                    eprintln!("viewer {i} {kind:?}: {:?}", run.unwrap());
                 }
                 let key = first_video_starts_keyframe(&got);
                 assert!(key.is_ok(), "viewer {i}: {:#}", key.unwrap_err());
@@ -72,27 +76,64 @@ async fn late_viewer_first_video_packet_starts_a_keyframe() {
 
         let joined_at = Instant::now();
         let viewer = Session::watch(&server, "late").await?;
-        viewer.peer.wait_packets(MediaKind::Video, 10, Duration::from_secs(5)).await?;
+        viewer
+            .peer
+            .wait_packets(MediaKind::Video, 10, SHORT_WAIT)
+            .await?;
 
         let got = viewer.peer.snapshot();
         let key = first_video_starts_keyframe(&got);
         assert!(key.is_ok(), "late viewer: {:#}", key.unwrap_err());
         let run = forwarded_faithfully(&publisher.peer.snapshot(), &got, MediaKind::Video, 10);
         assert!(run.is_ok(), "late viewer: {:#}", run.unwrap_err());
+        eprintln!("late viewer video: {:?}", run.unwrap());
 
         // The server must ask the publisher for a key frame for the new viewer.
-        let deadline = joined_at + Duration::from_secs(5);
-        loop {
-            let requests = publisher.peer.snapshot().keyframe_requests;
-            if requests.iter().any(|r| r.at >= joined_at) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the publisher got no PLI/FIR within 5 s of a viewer joining (all requests: {requests:?})"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let request = publisher
+            .peer
+            .wait_keyframe_request_since(joined_at, Duration::from_secs(5))
+            .await;
+        assert!(
+            request.is_ok(),
+            "no keyframe request for the new viewer: {:#}",
+            request.unwrap_err()
+        );
+        let request = request.unwrap();
+        eprintln!(
+            "{:?} {:?} after the viewer joined",
+            request.kind,
+            request.at - joined_at
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn viewer_pli_reaches_publisher() {
+    let server = start_server();
+    run_test("viewer_pli_reaches_publisher", async {
+        let publisher = Session::publish(&server, "pli").await?;
+        let viewer = Session::watch(&server, "pli").await?;
+        viewer
+            .peer
+            .wait_packets(MediaKind::Video, 10, SHORT_WAIT)
+            .await?;
+        // Past the keyframe request of the join (and any coalescing interval after it).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+
+        let asked_at = Instant::now();
+        viewer.peer.send_pli()?;
+        let request = publisher
+            .peer
+            .wait_keyframe_request_since(asked_at, Duration::from_secs(5))
+            .await;
+        assert!(
+            request.is_ok(),
+            "the viewer's PLI did not reach the publisher: {:#} (viewer errors: {:?})",
+            request.unwrap_err(),
+            viewer.peer.snapshot().errors
+        );
         Ok(())
     })
     .await;
@@ -111,7 +152,7 @@ async fn viewers_get_ended_when_publisher_leaves() {
         for viewer in &viewers {
             viewer
                 .peer
-                .wait_packets(MediaKind::Video, 5, Duration::from_secs(5))
+                .wait_packets(MediaKind::Video, 5, SHORT_WAIT)
                 .await?;
         }
         publisher.signal.send(&ClientMessage::Leave).await?;
@@ -149,14 +190,14 @@ async fn viewers_get_ended_when_publisher_leaves() {
             .await
             .context("publish again after leave")?;
         let again = again.connect(&answer)?;
-        again.wait_connected(golive_e2e::CONNECT_TIMEOUT).await?;
+        again.wait_connected(CONNECT_TIMEOUT).await?;
 
         // 2. The broadcaster's socket closes.
         let publisher = Session::publish(&server, "closing").await?;
         let mut viewer = Session::watch(&server, "closing").await?;
         viewer
             .peer
-            .wait_packets(MediaKind::Video, 5, Duration::from_secs(5))
+            .wait_packets(MediaKind::Video, 5, SHORT_WAIT)
             .await?;
         publisher.signal.close().await;
         expect_ended(&mut viewer.signal)
@@ -173,96 +214,210 @@ async fn viewers_get_ended_when_publisher_leaves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_error_code_is_provoked_and_other_stream_is_undisturbed() {
     let server = start_server();
-    run_test("every_error_code_is_provoked_and_other_stream_is_undisturbed", async {
-        let publisher = Session::publish(&server, "B").await?;
+    let name = "every_error_code_is_provoked_and_other_stream_is_undisturbed";
+    run_test(name, async {
+        let mut publisher = Session::publish(&server, "B").await?;
         let bystander = Session::watch(&server, "B").await?;
-        bystander.peer.wait_packets(MediaKind::Video, 10, Duration::from_secs(5)).await?;
+        let bystander_video = |n| bystander.peer.wait_packets(MediaKind::Video, n, SHORT_WAIT);
+        bystander_video(10).await?;
         let received_before = bystander.peer.snapshot().received.len();
 
         // Offers reused where only something else is wrong.
         let viewer_offer = TestPeer::viewer(VideoCodec::Vp8).await?;
-        let viewer_sdp = viewer_offer.sdp().to_owned();
-        let publisher_offer = TestPeer::publisher().await?;
-        let h264_offer = TestPeer::viewer(VideoCodec::H264).await?;
+        let offers = Offers {
+            viewer: viewer_offer.sdp().to_owned(),
+            publisher: TestPeer::publisher().await?.sdp().to_owned(),
+            h264_viewer: TestPeer::viewer(VideoCodec::H264).await?.sdp().to_owned(),
+        };
         assert!(
-            h264_offer.sdp().contains("H264/90000") && !h264_offer.sdp().contains("VP8"),
+            offers.h264_viewer.contains("H264/90000") && !offers.h264_viewer.contains("VP8"),
             "the H.264 viewer's offer must offer H.264 only:\n{}",
-            h264_offer.sdp()
+            offers.h264_viewer
         );
 
+        // Every refusal leaves the socket usable: a valid message next gets its proper reply.
         let mut socket = SignalClient::connect(server.http_addr()).await?;
-        let cases: Vec<(&str, Frame, ErrorCode)> = vec![
-            ("not JSON", Frame::Text("this is not json".into()), ErrorCode::BadRequest),
-            ("JSON but not an object", Frame::Text("[1,2,3]".into()), ErrorCode::BadRequest),
-            (
-                "unknown type",
-                Frame::Text(r#"{"type":"dance","stream":"B"}"#.into()),
-                ErrorCode::BadRequest,
-            ),
-            ("missing sdp", Frame::Text(r#"{"type":"watch","stream":"B"}"#.into()), ErrorCode::BadRequest),
-            ("missing stream", Frame::Text(r#"{"type":"publish","sdp":"v=0"}"#.into()), ErrorCode::BadRequest),
-            ("name with a space", Frame::Msg(watch_message("bad name", &viewer_sdp)), ErrorCode::BadStreamName),
-            ("empty name", Frame::Msg(watch_message("", &viewer_sdp)), ErrorCode::BadStreamName),
-            (
-                "65-character name",
-                Frame::Msg(publish_message(&"x".repeat(65), publisher_offer.sdp())),
-                ErrorCode::BadStreamName,
-            ),
-            ("garbage publish SDP", Frame::Msg(publish_message("C", "garbage, not SDP")), ErrorCode::BadSdp),
-            ("garbage watch SDP", Frame::Msg(watch_message("B", "v=0\r\nthis is not sdp\r\n")), ErrorCode::BadSdp),
-            ("watch of a stream not live", Frame::Msg(watch_message("nobody-here", &viewer_sdp)), ErrorCode::StreamNotFound),
-            ("publish to a live stream", Frame::Msg(publish_message("B", publisher_offer.sdp())), ErrorCode::StreamBusy),
-            ("H.264-only viewer of VP8", Frame::Msg(watch_message("B", h264_offer.sdp())), ErrorCode::CodecUnsupported),
-        ];
-        for (what, frame, want) in cases {
+        for (what, frame, want) in error_cases(&offers) {
             frame.send(&mut socket).await?;
-            let (code, message) = socket.expect_error().await.with_context(|| format!("after sending {what}"))?;
-            assert_eq!(code, want, "{what}: got {code} ({message})");
-            assert!(!message.is_empty(), "{what}: the error has no message");
-            // The socket still works: a valid message gets its proper reply.
-            socket.send(&watch_message("still-nobody", &viewer_sdp)).await?;
-            let (code, message) = socket.expect_error().await.with_context(|| format!("probe after {what}"))?;
-            assert_eq!(code, ErrorCode::StreamNotFound, "probe after {what}: got {code} ({message})");
+            expect_error_code(&mut socket, want, what).await?;
+            socket
+                .send(&watch_message("still-nobody", &offers.viewer))
+                .await?;
+            let probe = format!("a probe after {what}");
+            expect_error_code(&mut socket, ErrorCode::StreamNotFound, &probe).await?;
         }
 
         // After all that, the same socket can still watch B, and gets B's media.
-        socket.send(&watch_message("B", &viewer_sdp)).await?;
-        let answer = socket.expect_answer().await.context("watching B on the provoked socket")?;
+        socket.send(&watch_message("B", &offers.viewer)).await?;
+        let answer = socket
+            .expect_answer()
+            .await
+            .context("watch B on the provoked socket")?;
         let late = viewer_offer.connect(&answer)?;
-        late.wait_connected(golive_e2e::CONNECT_TIMEOUT).await?;
-        late.wait_packets(MediaKind::Video, 10, Duration::from_secs(5)).await?;
-        let run = forwarded_faithfully(&publisher.peer.snapshot(), &late.snapshot(), MediaKind::Video, 10);
-        assert!(run.is_ok(), "viewer on the provoked socket: {:#}", run.unwrap_err());
+        late.wait_connected(CONNECT_TIMEOUT).await?;
+        late.wait_packets(MediaKind::Video, 10, SHORT_WAIT).await?;
+        let run = forwarded_faithfully(
+            &publisher.peer.snapshot(),
+            &late.snapshot(),
+            MediaKind::Video,
+            10,
+        );
+        assert!(
+            run.is_ok(),
+            "viewer on the provoked socket: {:#}",
+            run.unwrap_err()
+        );
         socket.send(&ClientMessage::Leave).await?;
 
-        // A frame over the limit closes that socket with 1009 ("message too big").
+        // The broadcaster's socket is one session: a second publish or a watch on it is
+        // refused, and its broadcast goes on.
+        publisher
+            .signal
+            .send(&publish_message("B2", &offers.publisher))
+            .await?;
+        expect_error_code(
+            &mut publisher.signal,
+            ErrorCode::BadRequest,
+            "a second publish",
+        )
+        .await?;
+        publisher
+            .signal
+            .send(&watch_message("B", &offers.viewer))
+            .await?;
+        let what = "a watch on the broadcaster's socket";
+        expect_error_code(&mut publisher.signal, ErrorCode::BadRequest, what).await?;
+
+        // A frame of exactly the limit is read as usual; one byte more closes the socket with
+        // 1009 ("message too big").
         let mut big = SignalClient::connect(server.http_addr()).await?;
-        let padding = "a".repeat(MAX_FRAME_BYTES + 4096);
-        big.send_text(format!(r#"{{"type":"watch","stream":"B","sdp":"{padding}"}}"#)).await?;
-        let closed = big.wait_closed(Duration::from_secs(5)).await?;
+        big.send_text(frame_of_len(MAX_FRAME_BYTES)).await?;
+        let (code, message) = big
+            .expect_error()
+            .await
+            .context("a frame of exactly the limit")?;
+        // Its stream is not live and its SDP is padding: either complaint shows it was read.
+        assert!(
+            matches!(code, ErrorCode::StreamNotFound | ErrorCode::BadSdp),
+            "a {MAX_FRAME_BYTES}-byte frame: got {code} ({message})"
+        );
+        big.send_text(frame_of_len(MAX_FRAME_BYTES + 1)).await?;
+        let closed = big.wait_closed(SHORT_WAIT).await?;
         assert_eq!(
             closed.code(),
             Some(CLOSE_MESSAGE_TOO_BIG),
-            "an over-{MAX_FRAME_BYTES}-byte frame must close the socket with {CLOSE_MESSAGE_TOO_BIG}; got {closed:?}"
+            "a {}-byte frame must close the socket with {CLOSE_MESSAGE_TOO_BIG}; got {closed:?}",
+            MAX_FRAME_BYTES + 1
         );
 
         // Through all of it, B's viewer kept receiving, without a gap.
-        let now_received = bystander.peer.snapshot().received.len();
-        bystander
-            .peer
-            .wait_packets(MediaKind::Video, bystander.peer.snapshot().received_of(MediaKind::Video).len() + 10, Duration::from_secs(5))
+        let received_now = bystander.peer.snapshot();
+        assert!(
+            received_now.received.len() > received_before,
+            "B's viewer received nothing while errors were provoked"
+        );
+        bystander_video(received_now.received_of(MediaKind::Video).len() + 10)
             .await
             .context("B's viewer stopped receiving")?;
-        assert!(now_received > received_before, "B's viewer received nothing while errors were provoked");
         let sent = publisher.peer.snapshot();
         let got = bystander.peer.snapshot();
-        for (kind, min) in [(MediaKind::Video, MIN_VIDEO_PACKETS), (MediaKind::Audio, MIN_AUDIO_PACKETS)] {
+        for (kind, min) in [
+            (MediaKind::Video, MIN_VIDEO_PACKETS),
+            (MediaKind::Audio, MIN_AUDIO_PACKETS),
+        ] {
             let run = forwarded_faithfully(&sent, &got, kind, min);
             assert!(run.is_ok(), "B's viewer: {:#}", run.unwrap_err());
         }
         Ok(())
     })
     .await;
+}
+
+/// Real offers, for the messages in which only something else is wrong.
+struct Offers {
+    viewer: String,
+    publisher: String,
+    h264_viewer: String,
+}
+
+/// What to send to provoke each error code (B is live and sends VP8; C is not live).
+fn error_cases(offers: &Offers) -> Vec<(&'static str, Frame, ErrorCode)> {
+    use ErrorCode::*;
+    let text = |t: &str| Frame::Text(t.to_owned());
+    let watch = |stream: &str, sdp: &str| Frame::Msg(watch_message(stream, sdp));
+    let publish = |stream: &str, sdp: &str| Frame::Msg(publish_message(stream, sdp));
+    let long_name = "x".repeat(MAX_STREAM_NAME_LEN + 1);
+    vec![
+        ("not JSON", text("this is not json"), BadRequest),
+        (
+            "a binary frame",
+            Frame::Binary(br#"{"type":"leave"}"#.to_vec()),
+            BadRequest,
+        ),
+        ("JSON but not an object", text("[1,2,3]"), BadRequest),
+        (
+            "an unknown type",
+            text(r#"{"type":"dance","stream":"B"}"#),
+            BadRequest,
+        ),
+        (
+            "a watch without sdp",
+            text(r#"{"type":"watch","stream":"B"}"#),
+            BadRequest,
+        ),
+        (
+            "a publish without stream",
+            text(r#"{"type":"publish","sdp":"v=0"}"#),
+            BadRequest,
+        ),
+        (
+            "a name with a space",
+            watch("bad name", &offers.viewer),
+            BadStreamName,
+        ),
+        ("an empty name", watch("", &offers.viewer), BadStreamName),
+        (
+            "a 65-character name",
+            publish(&long_name, &offers.publisher),
+            BadStreamName,
+        ),
+        (
+            "a garbage publish offer",
+            publish("C", "garbage, not SDP"),
+            BadSdp,
+        ),
+        (
+            "a garbage watch offer",
+            watch("B", "v=0\r\nthis is not sdp\r\n"),
+            BadSdp,
+        ),
+        (
+            "a watch of a stream not live",
+            watch("C", &offers.viewer),
+            StreamNotFound,
+        ),
+        (
+            "a publish to a live stream",
+            publish("B", &offers.publisher),
+            StreamBusy,
+        ),
+        (
+            "an H.264-only viewer of VP8",
+            watch("B", &offers.h264_viewer),
+            CodecUnsupported,
+        ),
+    ]
+}
+
+/// The next reply is an error with code `want` and a message for people.
+async fn expect_error_code(socket: &mut SignalClient, want: ErrorCode, what: &str) -> Result<()> {
+    let (code, message) = socket
+        .expect_error()
+        .await
+        .with_context(|| format!("after {what}"))?;
+    assert_eq!(code, want, "{what}: got {code} ({message})");
+    assert!(!message.is_empty(), "{what}: the error has no message");
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -305,10 +460,11 @@ async fn healthz_answers_ok() {
     .await;
 }
 
-/// A frame to send: a protocol message or raw text.
+/// A frame to send: a protocol message, raw text or binary.
 enum Frame {
     Msg(ClientMessage),
     Text(String),
+    Binary(Vec<u8>),
 }
 
 impl Frame {
@@ -316,8 +472,20 @@ impl Frame {
         match self {
             Frame::Msg(msg) => socket.send(msg).await,
             Frame::Text(text) => socket.send_text(text.clone()).await,
+            Frame::Binary(data) => socket.send_binary(data.clone()).await,
         }
     }
+}
+
+/// A valid `watch` of a stream that is not live, padded to exactly `len` bytes.
+fn frame_of_len(len: usize) -> String {
+    let empty = r#"{"type":"watch","stream":"not-live","sdp":""}"#;
+    let frame = format!(
+        r#"{{"type":"watch","stream":"not-live","sdp":"{}"}}"#,
+        "v".repeat(len - empty.len())
+    );
+    assert_eq!(frame.len(), len);
+    frame
 }
 
 /// Waits for `ended` with reason `broadcaster_left`, skipping viewer counts.

@@ -60,7 +60,7 @@ impl Directory {
         if streams.contains_key(stream) {
             return Err(ProtocolError::new(
                 ErrorCode::StreamBusy,
-                format!("stream {stream:?} is already live"),
+                format!("stream \"{stream}\" is already live"),
             ));
         }
         streams.insert(
@@ -105,7 +105,7 @@ impl Directory {
         let Some(e) = streams.get_mut(stream) else {
             return Err(ProtocolError::new(
                 ErrorCode::StreamNotFound,
-                format!("stream {stream:?} is not live"),
+                format!("stream \"{stream}\" is not live"),
             ));
         };
         e.viewers.insert(viewer, tx);

@@ -246,8 +246,9 @@ impl Offer {
                 .map(Some)
                 .ok_or_else(|| {
                     SfuError::CodecUnsupported(format!(
-                        "the broadcast's {kind} is {} {}, which the offer does not include",
-                        wanted.name, wanted.fmtp
+                        "the broadcast's {kind} is {}{}, which the offer does not include",
+                        wanted.name,
+                        if wanted.fmtp.is_empty() { String::new() } else { format!(" ({})", wanted.fmtp) }
                     ))
                 })
         };
