@@ -1,0 +1,299 @@
+// golive's browser end-to-end test: the real pages in Debian's Chromium, driven by playwright-core.
+//
+//   node tests/browser/e2e.mjs http://127.0.0.1:8080
+//
+// Goes live from /live with Chromium's fake camera, finds the broadcast on /, watches it from three
+// /watch pages (each must decode a growing number of frames), checks a second broadcaster on the
+// same name is told the name is taken, ends the broadcast and checks every player says so; then
+// measures glass-to-glass latency in probe mode (/live?probe=1 → /watch/…?probe=1) and prints
+// its p50 and p95; last, the camera failures a person can meet (permission denied, no camera).
+//
+// Exit status 0 when every check passed. Environment: CHROMIUM_PATH (default /usr/bin/chromium),
+// PROBE_SECONDS (default 10), HEADFUL=1 to watch it run.
+import { chromium } from 'playwright-core';
+import { existsSync } from 'node:fs';
+
+const base = (process.argv[2] || '').replace(/\/$/, '');
+if (!/^https?:\/\//.test(base)) {
+  console.error('usage: node tests/browser/e2e.mjs <server-url>   e.g. http://127.0.0.1:8080');
+  process.exit(2);
+}
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const PROBE_SECONDS = Number(process.env.PROBE_SECONDS || 10);
+const WAIT_MS = 20_000;
+const OVERALL_TIMEOUT_MS = 180_000;
+
+// See ../../../shared/DESIGN.md, "Real peers that install on these machines".
+const FLAGS = [
+  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+  // Without it Chromium offers no 127.0.0.1 candidate and nothing connects.
+  '--allow-loopback-in-peer-connection',
+  '--disable-features=WebRtcHideLocalIpsWithMdns',
+  '--autoplay-policy=no-user-gesture-required',
+  // Tabs in the background must keep decoding and drawing at full rate.
+  '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows',
+];
+
+if (!existsSync(CHROMIUM)) {
+  console.error(`Chromium is missing at ${CHROMIUM}: install it with \`sudo apt-get install -y chromium\` `
+    + '(or set CHROMIUM_PATH).');
+  process.exit(3);
+}
+
+let failures = 0;
+const pageErrors = [];
+const started = Date.now();
+
+function log(line) {
+  console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${line}`);
+}
+
+async function step(name, fn) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    log(`ok     ${name} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    failures += 1;
+    log(`FAILED ${name}: ${e && e.stack ? e.stack : e}`);
+    throw e;
+  }
+}
+
+function assert(cond, what) {
+  if (!cond) throw new Error(`assertion failed: ${what}`);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function newPage(ctx, label) {
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => {
+    pageErrors.push(`${label}: ${e.message}`);
+    log(`${label} page error: ${e.message}`);
+  });
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warning') log(`${label} console.${m.type()}: ${m.text()}`);
+  });
+  return page;
+}
+
+/** Waits until the page's <body data-state> is `state`. */
+async function waitState(page, state, timeout = WAIT_MS) {
+  try {
+    await page.waitForFunction((s) => document.body.dataset.state === s, state, { timeout });
+  } catch (e) {
+    const now = await page.evaluate(() => document.body.dataset.state).catch(() => '?');
+    throw new Error(`${page.url()}: state is "${now}", waited ${timeout} ms for "${state}"`);
+  }
+}
+
+async function text(page, selector) {
+  return (await page.locator(selector).first().textContent()) || '';
+}
+
+/** framesDecoded of the page's video inbound-rtp (0 when none). */
+function framesDecoded(page) {
+  return page.evaluate(async () => {
+    const pc = window.golive && window.golive.pc;
+    if (!pc) return 0;
+    let frames = 0;
+    (await pc.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') frames = r.framesDecoded || 0;
+    });
+    return frames;
+  });
+}
+
+async function goLive(page, { name, title, probe = false }) {
+  await page.goto(`${base}/live${probe ? '?probe=1' : ''}`);
+  await waitState(page, 'preview');
+  await page.fill('#name', name);
+  await page.fill('#title', title);
+  await page.click('#go');
+}
+
+function pct(values, p) {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
+}
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: !process.env.HEADFUL,
+    args: FLAGS,
+  });
+  try {
+    const ctx = await browser.newContext({
+      permissions: ['camera', 'microphone'],
+      viewport: { width: 1280, height: 800 },
+    });
+    const STREAM = 'e2e-cam';
+    const TITLE = 'Browser e2e broadcast';
+
+    const directory = await newPage(ctx, 'directory');
+    await step('/ shows the empty state when nobody is live', async () => {
+      await directory.goto(`${base}/`);
+      await waitState(directory, 'empty');
+      assert((await text(directory, '#empty')).includes('Nobody is live'), 'empty state text');
+    });
+
+    // A viewer that arrives before the broadcast.
+    const early = await newPage(ctx, 'viewer-1');
+    await step('/watch waits for a broadcast that has not started', async () => {
+      await early.goto(`${base}/watch/${STREAM}`);
+      await waitState(early, 'waiting');
+      assert((await text(early, '#status')).includes('Waiting for the broadcast to start'), 'waiting text');
+    });
+
+    const live = await newPage(ctx, 'broadcaster');
+    await step('/live goes live with the fake camera', async () => {
+      await goLive(live, { name: STREAM, title: TITLE });
+      await waitState(live, 'live');
+      assert((await text(live, '#badge')) === 'Live', 'LIVE badge');
+      const share = await live.inputValue('#share');
+      assert(share.endsWith(`/watch/${STREAM}`), `share link ${share}`);
+    });
+
+    await step('/ lists the broadcast with its title, and a click opens the player', async () => {
+      const card = directory.locator(`a.stream-card[data-stream="${STREAM}"]`);
+      await card.waitFor({ timeout: WAIT_MS });
+      assert((await card.locator('.title').textContent()) === TITLE, 'title on the card');
+      assert((await card.locator('.since').textContent()).startsWith('live '), 'live duration');
+      await card.click();
+      await directory.waitForURL(`${base}/watch/${STREAM}`);
+    });
+    const viewers = [early, directory];
+    const third = await newPage(ctx, 'viewer-3');
+    await third.goto(`${base}/watch/${STREAM}`);
+    viewers.push(third);
+
+    await step('three players decode a growing number of frames', async () => {
+      await Promise.all(viewers.map((v) => waitState(v, 'live')));
+      const before = await Promise.all(viewers.map(framesDecoded));
+      await sleep(2000);
+      const after = await Promise.all(viewers.map(framesDecoded));
+      log(`framesDecoded before ${JSON.stringify(before)}, 2 s later ${JSON.stringify(after)}`);
+      viewers.forEach((_, i) => {
+        assert(before[i] > 0, `viewer ${i + 1} decoded frames`);
+        assert(after[i] > before[i], `viewer ${i + 1} keeps decoding`);
+      });
+      for (const v of viewers) {
+        const size = await v.evaluate(() => [document.getElementById('video').videoWidth, document.getElementById('video').videoHeight]);
+        assert(size[0] > 0 && size[1] > 0, `picture size ${size}`);
+      }
+    });
+
+    await step('viewer counts reach the broadcaster and the players', async () => {
+      await live.waitForFunction(() => window.golive.viewers === 3, null, { timeout: WAIT_MS });
+      assert((await text(live, '#viewers')) === '3 watching', 'broadcaster shows 3 watching');
+      for (const v of viewers) {
+        await v.waitForFunction(() => document.getElementById('viewers').textContent === '3 watching', null, { timeout: WAIT_MS });
+      }
+      const stats = await text(third, '#stats');
+      log(`player stats line: ${stats}`);
+      assert(/kbps/.test(stats) && /\d+×\d+/.test(stats) && /fps/.test(stats) && /latency/.test(stats), `stats line "${stats}"`);
+      const rows = await (await fetch(`${base}/api/streams`)).json();
+      assert(rows.length === 1 && rows[0].stream === STREAM && rows[0].viewers === 3, `/api/streams ${JSON.stringify(rows)}`);
+    });
+
+    await step('a second broadcaster on the same name is told the name is taken', async () => {
+      const busy = await newPage(ctx, 'busy');
+      await goLive(busy, { name: STREAM, title: 'impostor' });
+      await busy.waitForFunction(() => document.getElementById('message').textContent.includes('is taken'), null, { timeout: WAIT_MS });
+      await waitState(busy, 'preview');
+      await busy.close();
+    });
+
+    await step('End: every player says the broadcast has ended, / is empty again', async () => {
+      await live.click('#end');
+      await waitState(live, 'preview');
+      for (const v of viewers) {
+        await waitState(v, 'ended');
+        assert((await text(v, '#status')).includes('The broadcast has ended'), 'ended text');
+      }
+      await directory.goto(`${base}/`);
+      await waitState(directory, 'empty');
+    });
+
+    // Glass-to-glass latency, measured: the broadcaster stamps its clock into every frame, the
+    // players read it back from the decoded frame just before display.
+    const PROBE = 'e2e-probe';
+    let samples = [];
+    await step(`probe mode: glass-to-glass latency over ${PROBE_SECONDS} s from 3 players`, async () => {
+      await goLive(live, { name: PROBE, title: 'Latency probe', probe: true });
+      await waitState(live, 'live');
+      await Promise.all(viewers.map((v) => v.goto(`${base}/watch/${PROBE}?probe=1`)));
+      await Promise.all(viewers.map((v) => waitState(v, 'live')));
+      // Let the sender's bandwidth estimate ramp up and the first keyframe settle.
+      await sleep(2000);
+      await Promise.all(viewers.map((v) => v.evaluate(() => { window.golive.probeSamples.length = 0; })));
+      await sleep(PROBE_SECONDS * 1000);
+      const per = await Promise.all(viewers.map((v) => v.evaluate(() => [...window.golive.probeSamples])));
+      per.forEach((s, i) => {
+        log(`viewer ${i + 1}: ${s.length} stamped frames, p50 ${pct(s, 50)} ms, p95 ${pct(s, 95)} ms, max ${Math.max(...s)} ms`);
+        assert(s.length >= PROBE_SECONDS * 5, `viewer ${i + 1} read stamps from at least 5 frames a second (got ${s.length})`);
+      });
+      samples = per.flat();
+      const shown = await text(third, '#probe');
+      assert(shown.startsWith('Glass-to-glass'), `probe line "${shown}"`);
+    });
+    if (samples.length) {
+      console.log(`glass-to-glass latency: p50 ${pct(samples, 50)} ms, p95 ${pct(samples, 95)} ms `
+        + `(${samples.length} frames, ${viewers.length} players, ${PROBE_SECONDS} s, Chromium fake devices on 127.0.0.1)`);
+    }
+    await step('probe broadcast ends on every player', async () => {
+      await live.click('#end');
+      for (const v of viewers) await waitState(v, 'ended');
+    });
+    await ctx.close();
+
+    // The camera failures a person can meet, forced by replacing getUserMedia.
+    for (const [errorName, expected] of [
+      ['NotAllowedError', 'access was denied'],
+      ['NotFoundError', 'No camera was found'],
+      ['NotReadableError', 'could not be started'],
+    ]) {
+      await step(`/live explains ${errorName}`, async () => {
+        const c = await browser.newContext();
+        await c.addInitScript((name) => {
+          navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('forced by the test', name));
+        }, errorName);
+        const p = await newPage(c, `camera-${errorName}`);
+        await p.goto(`${base}/live`);
+        await waitState(p, 'nomedia');
+        const msg = await text(p, '#message');
+        assert(msg.includes(expected), `message "${msg}"`);
+        assert(await p.locator('#go').isDisabled(), 'Go Live is disabled');
+        await c.close();
+      });
+    }
+  } finally {
+    await browser.close();
+  }
+}
+
+const watchdog = setTimeout(() => {
+  log(`FAILED: the browser test did not finish within ${OVERALL_TIMEOUT_MS / 1000} s`);
+  process.exit(1);
+}, OVERALL_TIMEOUT_MS);
+
+try {
+  await main();
+} catch {
+  // The failing step was logged.
+}
+clearTimeout(watchdog);
+if (pageErrors.length) {
+  failures += 1;
+  log(`FAILED: uncaught errors in the pages:\n  ${pageErrors.join('\n  ')}`);
+}
+if (failures) {
+  log(`browser e2e: FAILED (${failures})`);
+  process.exit(1);
+}
+log('browser e2e: all checks passed');

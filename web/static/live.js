@@ -1,0 +1,434 @@
+// `/live`: camera and microphone preview, then Go Live (protocol `publish`), LIVE badge, elapsed
+// time, viewer count and End. `/live?probe=1` sends a clock-stamped canvas instead of the
+// camera (see probe.js).
+import {
+  Signal, formatDuration, formatViewers, iceGathered, showMessage, validStreamName,
+} from './common.js';
+import { probeSource } from './probe.js';
+
+const params = new URLSearchParams(location.search);
+const PROBE = params.has('probe') && params.get('probe') !== '0';
+/** After a lost connection the server may still hold our old session for a moment, so a
+ * `stream_busy` on the way back is retried for this long before it is believed. */
+const RECONNECT_BUSY_GRACE_MS = 20_000;
+const REPUBLISH_DELAY_MS = 1000;
+const NAME_KEY = 'golive.stream';
+const TITLE_KEY = 'golive.title';
+
+const $ = (id) => document.getElementById(id);
+const preview = $('preview');
+const form = $('form');
+const nameInput = $('name');
+const titleInput = $('title');
+const cameraSelect = $('camera');
+const micSelect = $('mic');
+const goButton = $('go');
+const endButton = $('end');
+const message = $('message');
+
+/** loading | preview | starting | live | reconnecting | nomedia */
+let state = 'loading';
+let media = null;
+let probe = null;
+let signal = null;
+let pc = null;
+let stream = '';
+let title = '';
+let viewers = 0;
+let liveSince = null;
+let lostAt = null;
+let peer = null;
+let republishTimer = null;
+
+function setState(s) {
+  state = s;
+  render();
+}
+
+function render() {
+  document.body.dataset.state = state;
+  const onAir = state === 'starting' || state === 'live' || state === 'reconnecting';
+  goButton.hidden = onAir;
+  goButton.disabled = !media || state !== 'preview';
+  endButton.hidden = !onAir;
+  endButton.textContent = state === 'live' || state === 'reconnecting' ? 'End' : 'Cancel';
+  nameInput.disabled = onAir;
+  titleInput.disabled = onAir;
+
+  const badge = $('badge');
+  badge.hidden = !onAir;
+  badge.className = state === 'live' ? 'badge live' : 'badge';
+  badge.textContent = { starting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…' }[state] || '';
+  const elapsed = liveSince ? formatDuration(Date.now() - liveSince) : '0:00';
+  $('elapsed').hidden = state !== 'live';
+  $('elapsed').textContent = elapsed;
+  $('fact-elapsed').textContent = elapsed;
+  $('viewers').hidden = state !== 'live';
+  $('viewers').textContent = formatViewers(viewers);
+  $('fact-viewers').textContent = String(viewers);
+
+  $('share-box').hidden = !(state === 'live' || state === 'reconnecting');
+  const name = nameInput.value.trim();
+  $('name-preview').textContent = `/watch/${name || '…'}`;
+  $('share').value = `${location.origin}/watch/${encodeURIComponent(stream || name)}`;
+}
+
+// ---- camera and microphone ----
+
+function mediaErrorText(e) {
+  switch (e && e.name) {
+    case 'NotAllowedError':
+    case 'SecurityError':
+      return 'Camera and microphone access was denied. Allow them for this site (the camera icon in '
+        + 'the address bar, or your browser\'s site settings), then reload the page.';
+    case 'NotFoundError':
+    case 'OverconstrainedError':
+      return 'No camera was found. Connect a camera (or pick another one) and reload the page.';
+    case 'NotReadableError':
+    case 'AbortError':
+      return 'The camera could not be started: another app may be using it. Close that app and '
+        + 'reload the page.';
+    default:
+      return `The camera could not be started (${(e && (e.message || e.name)) || e}).`;
+  }
+}
+
+/** A silent audio track for probe mode, so the broadcast has audio like a real one. */
+function silentAudio() {
+  try {
+    const ac = new AudioContext();
+    const gain = ac.createGain();
+    gain.gain.value = 0;
+    const osc = ac.createOscillator();
+    const dst = ac.createMediaStreamDestination();
+    osc.connect(gain).connect(dst);
+    osc.start();
+    return dst.stream.getAudioTracks();
+  } catch {
+    return [];
+  }
+}
+
+function stopMedia() {
+  if (probe) probe.stop();
+  probe = null;
+  if (media) media.getTracks().forEach((t) => t.stop());
+  media = null;
+}
+
+async function startMedia() {
+  stopMedia();
+  if (PROBE) {
+    probe = probeSource(30);
+    media = new MediaStream([...probe.stream.getVideoTracks(), ...silentAudio()]);
+    preview.srcObject = media;
+    return;
+  }
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    const err = new Error('This page needs a secure connection (https:// or localhost) to use the camera.');
+    err.name = 'InsecureContext';
+    throw err;
+  }
+  const video = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
+  if (cameraSelect.value) video.deviceId = { exact: cameraSelect.value };
+  const audio = micSelect.value ? { deviceId: { exact: micSelect.value } } : true;
+  let noMic = false;
+  try {
+    media = await navigator.mediaDevices.getUserMedia({ video, audio });
+  } catch (e) {
+    if (e.name !== 'NotFoundError' && e.name !== 'OverconstrainedError') throw e;
+    // Perhaps only the microphone is missing: go on without sound rather than not at all.
+    media = await navigator.mediaDevices.getUserMedia({ video });
+    noMic = true;
+  }
+  preview.srcObject = media;
+  for (const track of media.getTracks()) {
+    track.addEventListener('ended', () => {
+      if (track.readyState === 'ended' && media && media.getTracks().includes(track)) {
+        showMessage(message, `Your ${track.kind === 'video' ? 'camera' : 'microphone'} stopped. `
+          + 'Pick another one, or reload the page.', 'error');
+      }
+    });
+  }
+  if (noMic) showMessage(message, 'No microphone was found: your broadcast will have no sound.', 'warn');
+  await listDevices();
+}
+
+/** Fills the camera and microphone choices; each shows only when there is more than one. */
+async function listDevices() {
+  if (!navigator.mediaDevices?.enumerateDevices) return;
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  const fill = (select, field, kind, label) => {
+    const list = devices.filter((d) => d.kind === kind && d.deviceId);
+    const current = media?.getTracks().find((t) => t.kind === (kind === 'videoinput' ? 'video' : 'audio'));
+    const currentId = current?.getSettings().deviceId || select.value;
+    select.replaceChildren(...list.map((d, i) => {
+      const o = document.createElement('option');
+      o.value = d.deviceId;
+      o.textContent = d.label || `${label} ${i + 1}`;
+      o.selected = d.deviceId === currentId;
+      return o;
+    }));
+    field.hidden = list.length < 2;
+  };
+  fill(cameraSelect, $('camera-field'), 'videoinput', 'Camera');
+  fill(micSelect, $('mic-field'), 'audioinput', 'Microphone');
+}
+
+/** A new camera or microphone: restart the preview and, when live, swap the tracks in place. */
+async function switchDevice() {
+  try {
+    await startMedia();
+    if (pc) {
+      for (const sender of pc.getSenders()) {
+        const kind = sender.track?.kind;
+        const track = media.getTracks().find((t) => t.kind === kind);
+        if (track) await sender.replaceTrack(track);
+      }
+    }
+  } catch (e) {
+    showMessage(message, mediaErrorText(e), 'error');
+  }
+}
+
+// ---- going live ----
+
+function closePc() {
+  clearTimeout(republishTimer);
+  if (pc) pc.close();
+  pc = null;
+}
+
+async function publish() {
+  closePc();
+  if (!signal || !signal.isOpen || !media) return;
+  const mine = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+  pc = mine;
+  for (const track of media.getTracks()) {
+    const { sender } = mine.addTransceiver(track, { direction: 'sendonly', streams: [media] });
+    if (PROBE && track.kind === 'video') {
+      // The stamp must stay readable: never scale the picture down under pressure.
+      try {
+        const p = sender.getParameters();
+        p.degradationPreference = 'maintain-resolution';
+        await sender.setParameters(p);
+      } catch { /* optional */ }
+    }
+  }
+  mine.addEventListener('connectionstatechange', () => {
+    if (pc !== mine) return;
+    if (mine.connectionState === 'failed') mediaLost();
+  });
+  await mine.setLocalDescription(await mine.createOffer());
+  await iceGathered(mine);
+  if (pc !== mine) return; // ended or restarted meanwhile
+  const msg = { type: 'publish', stream, sdp: mine.localDescription.sdp };
+  if (title) msg.title = title;
+  signal.send(msg);
+}
+
+function republishSoon() {
+  clearTimeout(republishTimer);
+  republishTimer = setTimeout(() => {
+    if (state === 'reconnecting' || state === 'starting') publish();
+  }, REPUBLISH_DELAY_MS);
+}
+
+/** The media connection failed while the signalling socket is fine: start again. */
+function mediaLost() {
+  if (signal) signal.send({ type: 'leave' });
+  closePc();
+  lostAt = lostAt || Date.now();
+  setState('reconnecting');
+  showMessage(message, 'The connection to the server was lost. Reconnecting…', 'warn');
+  republishSoon();
+}
+
+async function onMessage(msg) {
+  switch (msg.type) {
+    case 'answer': {
+      if (!pc) return;
+      const mine = pc;
+      try {
+        await mine.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+      } catch (e) {
+        stopLive();
+        showMessage(message, `The server's answer could not be used: ${e.message}`, 'error');
+        return;
+      }
+      if (pc !== mine) return;
+      peer = msg.peer;
+      lostAt = null;
+      if (!liveSince) liveSince = Date.now();
+      showMessage(message, '');
+      setState('live');
+      break;
+    }
+    case 'viewers':
+      viewers = msg.count;
+      render();
+      break;
+    case 'ended':
+      // Our own session's media connection died, or the server is going down.
+      closePc();
+      lostAt = lostAt || Date.now();
+      setState('reconnecting');
+      showMessage(message, msg.reason === 'server_shutdown'
+        ? 'The server is restarting. Reconnecting…'
+        : 'The connection to the server was lost. Reconnecting…', 'warn');
+      republishSoon();
+      break;
+    case 'error':
+      onError(msg);
+      break;
+    default:
+      break;
+  }
+}
+
+function onError({ code, message: text }) {
+  if (code === 'stream_busy' && lostAt && Date.now() - lostAt < RECONNECT_BUSY_GRACE_MS) {
+    republishSoon(); // most likely our own previous session, not yet gone
+    return;
+  }
+  const wasStarting = state === 'starting';
+  stopLive();
+  switch (code) {
+    case 'stream_busy':
+      showMessage(message, `The name “${stream}” is taken: someone is already live on it. `
+        + 'Pick another name and try again.', 'error');
+      nameInput.focus();
+      nameInput.select();
+      break;
+    case 'bad_stream_name':
+      showMessage(message, 'That stream name is not allowed: use 1 to 64 letters, digits, - and _.', 'error');
+      nameInput.focus();
+      break;
+    case 'bad_sdp':
+      showMessage(message, `The server could not use this browser's camera or microphone: ${text}`, 'error');
+      break;
+    default:
+      showMessage(message, `${wasStarting ? 'Could not go live' : 'The broadcast stopped'} (${code}): ${text}`, 'error');
+  }
+}
+
+function onDown({ everOpened, retryInMs }) {
+  closePc();
+  const secs = Math.max(1, Math.round(retryInMs / 1000));
+  if (state === 'live' || state === 'reconnecting') {
+    lostAt = lostAt || Date.now();
+    setState('reconnecting');
+    showMessage(message, 'The connection to the server was lost. Reconnecting… (your viewers '
+      + 'will see you again as soon as it is back)', 'warn');
+  } else if (state === 'starting') {
+    showMessage(message, everOpened
+      ? `The connection to the server was lost. Retrying in ${secs} s…`
+      : `Can't reach the golive server. Check your connection; retrying in ${secs} s…`, 'error');
+  }
+}
+
+function stopLive() {
+  if (signal) signal.close();
+  signal = null;
+  closePc();
+  liveSince = null;
+  lostAt = null;
+  viewers = 0;
+  setState(media ? 'preview' : 'nomedia');
+}
+
+function goLive(ev) {
+  ev.preventDefault();
+  if (state !== 'preview') return;
+  const name = nameInput.value.trim();
+  if (!validStreamName(name)) {
+    showMessage(message, 'Pick a stream name: 1 to 64 letters, digits, - and _ (no spaces).', 'error');
+    nameInput.focus();
+    return;
+  }
+  stream = name;
+  title = titleInput.value.trim();
+  try {
+    localStorage.setItem(NAME_KEY, stream);
+    localStorage.setItem(TITLE_KEY, title);
+  } catch { /* private mode */ }
+  showMessage(message, '');
+  setState('starting');
+  signal = new Signal({
+    open: () => {
+      if (state === 'starting' || state === 'reconnecting') publish();
+    },
+    message: onMessage,
+    down: onDown,
+  });
+  signal.connect();
+}
+
+function end() {
+  const was = state;
+  const since = liveSince;
+  if (signal) signal.send({ type: 'leave' });
+  stopLive();
+  if (was === 'live' || was === 'reconnecting') {
+    showMessage(message, `You ended the broadcast${since ? ` after ${formatDuration(Date.now() - since)}` : ''}.`, 'ok');
+  } else {
+    showMessage(message, '');
+  }
+}
+
+// ---- wiring ----
+
+function defaultName() {
+  const bytes = crypto.getRandomValues(new Uint8Array(3));
+  return `live-${[...bytes].map((b) => b.toString(36).padStart(2, '0')).join('').slice(0, 5)}`;
+}
+
+try {
+  nameInput.value = params.get('stream') || localStorage.getItem(NAME_KEY) || defaultName();
+  titleInput.value = params.get('title') ?? localStorage.getItem(TITLE_KEY) ?? '';
+} catch {
+  nameInput.value = defaultName();
+}
+if (PROBE) titleInput.value = titleInput.value || 'Latency probe';
+
+form.addEventListener('submit', goLive);
+endButton.addEventListener('click', end);
+nameInput.addEventListener('input', render);
+cameraSelect.addEventListener('change', switchDevice);
+micSelect.addEventListener('change', switchDevice);
+$('copy').addEventListener('click', async () => {
+  const link = $('share').value;
+  try {
+    await navigator.clipboard.writeText(link);
+    $('copy').textContent = 'Copied';
+  } catch {
+    $('share').select();
+    document.execCommand?.('copy');
+    $('copy').textContent = 'Copied';
+  }
+  setTimeout(() => { $('copy').textContent = 'Copy'; }, 1500);
+});
+navigator.mediaDevices?.addEventListener?.('devicechange', () => listDevices().catch(() => {}));
+window.addEventListener('pagehide', () => signal && signal.close());
+setInterval(() => state === 'live' && render(), 1000);
+
+// For people debugging, and for the browser tests.
+window.golive = {
+  probe: PROBE,
+  get state() { return state; },
+  get pc() { return pc; },
+  get viewers() { return viewers; },
+  get peer() { return peer; },
+};
+
+render();
+startMedia().then(() => {
+  $('overlay').hidden = true;
+  setState('preview');
+}, (e) => {
+  console.warn('golive: camera', e);
+  $('overlay-text').textContent = mediaErrorText(e);
+  $('overlay').querySelector('.spinner').hidden = true;
+  showMessage(message, e.name === 'InsecureContext' ? e.message : mediaErrorText(e), 'error');
+  setState('nomedia');
+});

@@ -1,0 +1,306 @@
+// `/watch/<stream>`: the player. Starts on its own (muted autoplay, with an unmute button), waits
+// and retries while the stream is not live, says when the broadcast has ended (and picks it up
+// again if it comes back), and shows viewers, a live indicator and receive statistics.
+// `?probe=1` reads the broadcaster's clock stamps for the real glass-to-glass latency.
+import {
+  Signal, formatDuration, formatViewers, iceGathered, percentile, receiveStats, statsLine,
+  validStreamName,
+} from './common.js';
+import { probeReader } from './probe.js';
+
+const params = new URLSearchParams(location.search);
+const PROBE = params.has('probe') && params.get('probe') !== '0';
+const WAITING_RETRY_MS = 2000;
+const ENDED_POLL_MS = 3000;
+const STATS_INTERVAL_MS = 1000;
+const INFO_INTERVAL_MS = 10_000;
+const PROBE_WINDOW = 300; // samples in the shown p50/p95 (10 s at 30 fps)
+const PROBE_KEEP = 5000;
+
+const $ = (id) => document.getElementById(id);
+const video = $('video');
+const statusText = $('status');
+const unmute = $('unmute');
+
+const stream = decodeURIComponent(location.pathname.replace(/^\/watch\//, '').replace(/\/$/, ''));
+
+/** connecting | waiting | live | reconnecting | offline | ended | error */
+let state = 'connecting';
+let signal = null;
+let pc = null;
+let attempt = 0;
+let viewers = null;
+let info = null; // this stream's row of /api/streams, when live
+let stats = null;
+let retryTimer = null;
+let pollTimer = null;
+const probeSamples = [];
+
+const STATUS = {
+  connecting: 'Connecting…',
+  waiting: 'Waiting for the broadcast to start…',
+  reconnecting: 'Connection lost. Reconnecting…',
+  offline: "Can't reach the golive server. Retrying…",
+  ended: 'The broadcast has ended.',
+};
+
+function setState(s, text) {
+  state = s;
+  document.body.dataset.state = s;
+  const showVideo = s === 'live';
+  $('overlay').hidden = showVideo;
+  statusText.textContent = text || STATUS[s] || '';
+  $('spinner').hidden = !['connecting', 'waiting', 'reconnecting', 'offline'].includes(s);
+  const badge = $('badge');
+  badge.className = showVideo ? 'badge live' : 'badge';
+  badge.textContent = showVideo ? 'Live' : s === 'ended' ? 'Ended' : 'Offline';
+  unmute.hidden = !(showVideo && video.muted);
+  renderInfo();
+}
+
+function renderInfo() {
+  const v = $('viewers');
+  v.hidden = viewers === null || state !== 'live';
+  v.textContent = formatViewers(viewers ?? 0);
+  const title = info && info.title ? info.title : stream;
+  $('title').textContent = title;
+  document.title = `${state === 'live' ? '● ' : ''}${title} · golive`;
+  $('stream-name').textContent = stream;
+  const since = info ? Date.parse(info.live_since) : NaN;
+  $('since').textContent = state === 'live' && !Number.isNaN(since)
+    ? `live for ${formatDuration(Date.now() - since)}` : '';
+}
+
+// ---- media ----
+
+function closePc() {
+  if (pc) pc.close();
+  pc = null;
+  video.srcObject = null;
+  stats = null;
+}
+
+async function newOffer() {
+  closePc();
+  const mine = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+  pc = mine;
+  mine.addTransceiver('audio', { direction: 'recvonly' });
+  mine.addTransceiver('video', { direction: 'recvonly' });
+  const media = new MediaStream();
+  mine.addEventListener('track', ({ track }) => {
+    media.addTrack(track);
+    video.srcObject = media;
+    video.play().catch(() => {});
+  });
+  mine.addEventListener('connectionstatechange', () => {
+    if (pc === mine && mine.connectionState === 'failed') mediaLost();
+  });
+  await mine.setLocalDescription(await mine.createOffer());
+  await iceGathered(mine);
+  return mine;
+}
+
+/** Sends `watch`; while waiting for the stream, the same offer is sent again. */
+async function watch() {
+  clearTimeout(retryTimer);
+  if (!signal || !signal.isOpen) return;
+  const mine = ++attempt;
+  let offerPc = pc;
+  if (!offerPc || offerPc.signalingState !== 'have-local-offer') offerPc = await newOffer();
+  if (mine !== attempt || pc !== offerPc) return; // superseded meanwhile
+  signal.send({ type: 'watch', stream, sdp: offerPc.localDescription.sdp });
+}
+
+function retryWatch(ms) {
+  clearTimeout(retryTimer);
+  retryTimer = setTimeout(watch, ms);
+}
+
+function mediaLost() {
+  if (signal) signal.send({ type: 'leave' });
+  closePc();
+  setState('reconnecting');
+  retryWatch(1000);
+}
+
+/** After `ended`: poll the directory, and watch again if the stream comes back. */
+function pollForReturn(first = ENDED_POLL_MS) {
+  clearTimeout(pollTimer);
+  pollTimer = setTimeout(async () => {
+    if (state !== 'ended' && state !== 'reconnecting') return;
+    if (await refreshInfo()) {
+      setState('connecting');
+      watch();
+    } else if (state === 'reconnecting') {
+      setState('ended');
+      pollForReturn();
+    } else {
+      pollForReturn();
+    }
+  }, first);
+}
+
+/** Updates `info` from /api/streams; true when the stream is live. */
+async function refreshInfo() {
+  try {
+    const res = await fetch('/api/streams', { cache: 'no-store' });
+    if (!res.ok) return false;
+    const rows = await res.json();
+    info = rows.find((r) => r.stream === stream) || null;
+    renderInfo();
+    return info !== null;
+  } catch {
+    return false;
+  }
+}
+
+// ---- signalling ----
+
+async function onMessage(msg) {
+  switch (msg.type) {
+    case 'answer': {
+      const mine = pc;
+      if (!mine) return;
+      try {
+        await mine.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+      } catch (e) {
+        setState('error', `The server's answer could not be used: ${e.message}`);
+        return;
+      }
+      if (state !== 'live') setState('connecting');
+      refreshInfo();
+      break;
+    }
+    case 'viewers':
+      viewers = msg.count;
+      renderInfo();
+      break;
+    case 'ended':
+      closePc();
+      viewers = null;
+      if (msg.reason === 'connection_lost') {
+        // Either the broadcaster's connection or our own: the directory tells which.
+        setState('reconnecting');
+        pollForReturn(0);
+      } else {
+        info = null;
+        setState('ended');
+        pollForReturn();
+      }
+      break;
+    case 'error':
+      switch (msg.code) {
+        case 'stream_not_found':
+          info = null;
+          if (state !== 'ended') setState('waiting');
+          retryWatch(WAITING_RETRY_MS);
+          break;
+        case 'codec_unsupported':
+          closePc();
+          setState('error', "This browser can't play the video format of this broadcast.");
+          break;
+        case 'bad_stream_name':
+          closePc();
+          setState('error', `“${stream}” is not a valid stream name.`);
+          break;
+        default:
+          closePc();
+          setState('error', `Could not play the broadcast (${msg.code}): ${msg.message}. Retrying…`);
+          retryWatch(5000);
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+function connect() {
+  signal = new Signal({
+    open: () => {
+      if (state !== 'ended') {
+        if (state !== 'waiting') setState('connecting');
+        watch();
+      }
+    },
+    message: onMessage,
+    down: ({ everOpened }) => {
+      closePc();
+      viewers = null;
+      if (state === 'ended' || state === 'error') return;
+      setState(everOpened ? 'reconnecting' : 'offline');
+    },
+  });
+  signal.connect();
+}
+
+// ---- the picture ----
+
+video.addEventListener('playing', () => {
+  if (pc && (state === 'connecting' || state === 'reconnecting' || state === 'waiting')) setState('live');
+});
+video.addEventListener('volumechange', () => { unmute.hidden = !(state === 'live' && video.muted); });
+unmute.addEventListener('click', () => {
+  video.muted = false;
+  video.play().catch(() => {});
+});
+// Autoplay is allowed muted; a browser that still refuses starts on the first tap.
+$('stage').addEventListener('click', (ev) => {
+  if (ev.target !== unmute && video.paused && video.srcObject) video.play().catch(() => {});
+});
+
+async function updateStats() {
+  if (pc && state === 'live') {
+    try {
+      stats = await receiveStats(pc, stats);
+      $('stats').textContent = statsLine(stats);
+    } catch { /* closed meanwhile */ }
+  } else {
+    $('stats').textContent = '';
+  }
+  renderInfo();
+}
+
+function renderProbe() {
+  const recent = probeSamples.slice(-PROBE_WINDOW);
+  const el = $('probe');
+  if (recent.length === 0) {
+    el.textContent = 'Latency probe: no stamped frames yet (open /live?probe=1 to broadcast one).';
+    return;
+  }
+  const last = recent[recent.length - 1];
+  el.textContent = `Glass-to-glass ${Math.round(last)} ms · p50 ${Math.round(percentile(recent, 50))} ms`
+    + ` · p95 ${Math.round(percentile(recent, 95))} ms (${recent.length} frames)`;
+}
+
+// ---- start ----
+
+window.golive = {
+  stream,
+  probe: PROBE,
+  probeSamples,
+  get state() { return state; },
+  get pc() { return pc; },
+  get viewers() { return viewers; },
+  get stats() { return stats; },
+};
+
+renderInfo();
+if (!validStreamName(stream)) {
+  setState('error', `“${stream}” is not a valid stream name.`);
+} else {
+  setState('connecting');
+  refreshInfo();
+  connect();
+  setInterval(updateStats, STATS_INTERVAL_MS);
+  setInterval(() => state === 'live' && refreshInfo(), INFO_INTERVAL_MS);
+  window.addEventListener('pagehide', () => signal && signal.close());
+  if (PROBE) {
+    $('probe').hidden = false;
+    probeReader(video, (ms) => {
+      probeSamples.push(ms);
+      if (probeSamples.length > PROBE_KEEP) probeSamples.splice(0, probeSamples.length - PROBE_KEEP);
+    });
+    setInterval(renderProbe, 500);
+    renderProbe();
+  }
+}
