@@ -1,0 +1,124 @@
+//! `golive-load`: a load tester for golive that speaks only the wire (the WebSocket
+//! signalling protocol, then WebRTC), so it can load any golive server.
+//!
+//! How it works: a publisher sends a synthetic VP8 + Opus broadcast at `--bitrate`, each
+//! payload stamped with its send time; viewers join at `--ramp` per second and stay for
+//! `--duration` seconds. Every peer is a sans-IO `rtc` peer connection; a few engine threads
+//! (one per core by default) each drive hundreds of them over their own UDP sockets with one
+//! epoll loop (see `engine.rs` for why). Viewers decrypt and check each packet, never decode,
+//! and measure time to first frame, one-way latency, loss and bitrate. The control side
+//! (signalling, the ramp, the once-a-second sampler) is a single-threaded tokio runtime.
+
+mod engine;
+mod media;
+mod peer;
+mod procfs;
+mod report;
+mod run;
+mod signal;
+mod stats;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use std::time::Duration;
+
+/// Loads a golive server with one publisher and many WebRTC viewers, and reports time to first
+/// frame, latency, loss and bitrate (and the server's CPU and memory with --server-pid).
+#[derive(Debug, Parser)]
+#[command(name = "golive-load", version)]
+struct Cli {
+    /// The server's HTTP address (`http://host:port`) or its WebSocket URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// The stream to publish and watch.
+    #[arg(long, default_value = "bench")]
+    stream: String,
+    /// How many viewers.
+    #[arg(long, default_value_t = 10)]
+    viewers: usize,
+    /// Viewers joining per second.
+    #[arg(long, default_value_t = 50.0)]
+    ramp: f64,
+    /// How long each viewer stays, in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// The broadcast's bitrate, audio (64 kbit/s Opus) and video together: 2500k, 2.5M...
+    #[arg(long, default_value = "2500k", value_parser = media::parse_bitrate)]
+    bitrate: u64,
+    /// Seconds between the publisher's natural keyframes (it also answers PLI and FIR).
+    #[arg(long, default_value_t = 2.0)]
+    gop: f64,
+    /// Watch a stream someone else publishes (latency is measured only on our own payloads).
+    #[arg(long)]
+    no_publish: bool,
+    /// The server's process id: report its CPU and memory from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Viewer threads (default: the CPUs this process may run on).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// SRTP profiles the peers offer: gcm (golive's default), cm (needs the server's
+    /// --srtp-legacy) or chromium (both, CM first, as Chromium offers them).
+    #[arg(long, value_enum, default_value_t = peer::SrtpOffer::Gcm)]
+    srtp: peer::SrtpOffer,
+    /// SO_RCVBUF of each viewer socket, in bytes (0: the system default). The default is what
+    /// Chromium's WebRTC asks for its media socket (256 KiB; Linux doubles it).
+    #[arg(long, default_value_t = 262_144)]
+    recv_buffer: usize,
+    /// Write the figures as JSON to this file (`-` for stdout).
+    #[arg(long)]
+    json: Option<String>,
+    /// No progress line.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if cli.viewers == 0 && cli.no_publish {
+        bail!("nothing to do: no viewers and --no-publish");
+    }
+    if [cli.ramp, cli.duration, cli.gop]
+        .iter()
+        .any(|v| v.is_nan() || *v <= 0.0)
+    {
+        bail!("--ramp, --duration and --gop must be positive");
+    }
+    golive_proto::StreamName::new(&cli.stream).context("--stream")?;
+    let threads = cli.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let options = run::Options {
+        ws_url: signal::ws_url(&cli.server),
+        stream: cli.stream,
+        viewers: cli.viewers,
+        ramp: cli.ramp,
+        duration: Duration::from_secs_f64(cli.duration),
+        bitrate_bps: cli.bitrate,
+        gop: Duration::from_secs_f64(cli.gop),
+        publish: !cli.no_publish,
+        server_pid: cli.server_pid,
+        threads,
+        srtp: cli.srtp,
+        recv_buffer: (cli.recv_buffer > 0).then_some(cli.recv_buffer),
+        progress: !cli.quiet,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let outcome = runtime.block_on(run::run(options))?;
+    let report = report::Report::new(outcome);
+    eprint!("{}", report.table());
+    if let Some(path) = cli.json {
+        let text = serde_json::to_string_pretty(&report.to_json())? + "\n";
+        if path == "-" {
+            print!("{text}");
+        } else {
+            std::fs::write(&path, text).with_context(|| format!("writing {path}"))?;
+        }
+    }
+    Ok(())
+}

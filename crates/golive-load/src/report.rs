@@ -1,0 +1,238 @@
+//! The figures of a run: a table for people, JSON under fixed keys for scripts.
+
+use serde_json::{Value, json};
+use std::fmt::Write;
+
+use crate::run::Outcome;
+use crate::stats::{Summary, round3};
+
+/// The report of one run.
+#[derive(Debug)]
+pub struct Report {
+    pub viewers_requested: usize,
+    pub viewers_connected: usize,
+    pub join_failures: usize,
+    /// Viewers that received both audio and video.
+    pub viewers_received: usize,
+    /// Viewers that assembled a complete keyframe.
+    pub viewers_with_keyframe: usize,
+    pub ttff_ms: Option<Summary>,
+    pub latency_ms: Option<Summary>,
+    pub viewer_mbps: Option<Summary>,
+    pub packets_received: u64,
+    pub packets_expected: u64,
+    pub packets_lost: u64,
+    pub loss_pct: f64,
+    /// Of the loss, what the join bursts lost, and what the live stream lost.
+    pub join_lost: u64,
+    pub live_loss_pct: f64,
+    pub corrupt_packets: u64,
+    pub replayed_packets: u64,
+    pub foreign_packets: u64,
+    pub rx_mbps: Option<f64>,
+    pub server_cpu_pct: Option<f64>,
+    pub server_rss_mb: Option<f64>,
+    pub server_rss_base_mb: Option<f64>,
+    pub load_cpu_pct: Option<f64>,
+    pub outcome: Outcome,
+}
+
+impl Report {
+    pub fn new(outcome: Outcome) -> Self {
+        let v = &outcome.viewers;
+        let requested = outcome.options.viewers;
+        let connected = v.iter().filter(|r| r.connected).count();
+        let received = v
+            .iter()
+            .filter(|r| r.video.received() > 0 && r.audio.received() > 0)
+            .count();
+        let mut ttffs: Vec<f64> = v
+            .iter()
+            .filter_map(|r| r.ttff)
+            .map(|d| d.as_secs_f64() * 1e3)
+            .collect();
+        let mut rates: Vec<f64> = v
+            .iter()
+            .filter_map(|r| {
+                let span = r.last_rx?.duration_since(r.first_rx?).as_secs_f64();
+                (span >= 1.0).then(|| r.rx_bytes as f64 * 8.0 / span / 1e6)
+            })
+            .collect();
+        let received_packets: u64 = v
+            .iter()
+            .map(|r| r.video.received() + r.audio.received())
+            .sum();
+        let expected: u64 = v
+            .iter()
+            .map(|r| r.video.expected() + r.audio.expected())
+            .sum();
+        let lost: u64 = v.iter().map(|r| r.video.lost() + r.audio.lost()).sum();
+        let join_lost: u64 = v.iter().map(|r| r.join_lost).sum::<u64>().min(lost);
+        let pct = |n: u64| {
+            if expected > 0 {
+                n as f64 * 100.0 / expected as f64
+            } else {
+                0.0
+            }
+        };
+        let (server_cpu_pct, load_cpu_pct, rx_mbps) = outcome.window_rates();
+        let mb = |kb: u64| kb as f64 / 1024.0;
+        Self {
+            viewers_requested: requested,
+            viewers_connected: connected,
+            join_failures: requested - connected.min(requested),
+            viewers_received: received,
+            viewers_with_keyframe: ttffs.len(),
+            ttff_ms: Summary::of(&mut ttffs),
+            latency_ms: outcome.latency.summary(),
+            viewer_mbps: Summary::of(&mut rates),
+            packets_received: received_packets,
+            packets_expected: expected,
+            packets_lost: lost,
+            loss_pct: pct(lost),
+            join_lost,
+            live_loss_pct: pct(lost - join_lost),
+            corrupt_packets: v.iter().map(|r| r.corrupt).sum(),
+            replayed_packets: v.iter().map(|r| r.replayed).sum(),
+            foreign_packets: v.iter().map(|r| r.foreign).sum(),
+            rx_mbps,
+            server_cpu_pct,
+            server_rss_mb: outcome.server_rss_max_kb().map(mb),
+            server_rss_base_mb: outcome.server_rss_base_kb.map(mb),
+            load_cpu_pct,
+            outcome,
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let o = &self.outcome;
+        let opt = |v: Option<f64>| v.map(round3);
+        let summary = |s: Option<Summary>| s.map_or(Value::Null, Summary::to_json);
+        let per_viewer_mb = match (self.server_rss_mb, self.server_rss_base_mb) {
+            (Some(rss), Some(base)) if self.viewers_connected > 0 => {
+                Some((rss - base) / self.viewers_connected as f64)
+            }
+            _ => None,
+        };
+        let p = o.publisher.clone().unwrap_or_default();
+        json!({
+            "viewers_requested": self.viewers_requested,
+            "viewers_connected": self.viewers_connected,
+            "join_failures": self.join_failures,
+            "ttff_ms": summary(self.ttff_ms),
+            "latency_ms": summary(self.latency_ms),
+            "loss_pct": round3(self.loss_pct),
+            "rx_mbps": opt(self.rx_mbps),
+            "server_cpu_pct": opt(self.server_cpu_pct),
+            "server_rss_mb": opt(self.server_rss_mb),
+            // Beyond the fixed keys: what explains them.
+            "viewers_received": self.viewers_received,
+            "viewers_with_keyframe": self.viewers_with_keyframe,
+            "viewers_ended_early": o.ended_early,
+            "viewer_mbps": summary(self.viewer_mbps),
+            "packets_received": self.packets_received,
+            "packets_expected": self.packets_expected,
+            "packets_lost": self.packets_lost,
+            "join_packets_lost": self.join_lost,
+            "live_loss_pct": round3(self.live_loss_pct),
+            "corrupt_packets": self.corrupt_packets,
+            "replayed_packets": self.replayed_packets,
+            "foreign_packets": self.foreign_packets,
+            "latency_samples": o.latency.count(),
+            "server_rss_base_mb": opt(self.server_rss_base_mb),
+            "server_mb_per_viewer": opt(per_viewer_mb),
+            "load_cpu_pct": opt(self.load_cpu_pct),
+            "viewer_socket_drops": o.viewer_socket_drops,
+            "server_socket_drops": o.server_socket_drops,
+            "join_errors": o.join_errors,
+            "publisher": if o.options.publish { json!({
+                "connected": p.connected,
+                "packets_sent": p.packets_sent,
+                "bytes_sent": p.bytes_sent,
+                "keyframes_sent": p.keyframes_sent,
+                "keyframe_requests": p.keyframe_requests,
+                "write_errors": p.write_errors,
+            }) } else { Value::Null },
+            "config": {
+                "stream": o.options.stream,
+                "viewers": o.options.viewers,
+                "ramp_per_s": o.options.ramp,
+                "duration_s": o.options.duration.as_secs_f64(),
+                "bitrate_bps": o.options.bitrate_bps,
+                "gop_s": o.options.gop.as_secs_f64(),
+                "publish": o.options.publish,
+                "threads": o.options.threads,
+                "srtp": format!("{:?}", o.options.srtp).to_lowercase(),
+                "recv_buffer_bytes": o.options.recv_buffer,
+                "wall_s": round3(o.wall.as_secs_f64()),
+            },
+        })
+    }
+
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "viewers: {} requested, {} connected, {} join failures, {} received audio+video, \
+             {} with a complete keyframe",
+            self.viewers_requested,
+            self.viewers_connected,
+            self.join_failures,
+            self.viewers_received,
+            self.viewers_with_keyframe
+        );
+        let _ = writeln!(
+            t,
+            "{:<22}{:>10}{:>10}{:>10}{:>10}",
+            "", "p50", "p95", "p99", "max"
+        );
+        for (name, s) in [
+            ("time to first frame ms", self.ttff_ms),
+            ("latency ms", self.latency_ms),
+            ("viewer Mbit/s", self.viewer_mbps),
+        ] {
+            match s {
+                Some(s) => {
+                    let _ = writeln!(
+                        t,
+                        "{name:<22}{:>10.2}{:>10.2}{:>10.2}{:>10.2}",
+                        s.p50, s.p95, s.p99, s.max
+                    );
+                }
+                None => {
+                    let _ = writeln!(t, "{name:<22}{:>10}", "-");
+                }
+            }
+        }
+        let f = |v: Option<f64>, unit: &str| v.map_or("-".to_owned(), |v| format!("{v:.1}{unit}"));
+        let _ = writeln!(
+            t,
+            "loss {:.4}% ({} of {} packets; {} in join bursts, live loss {:.4}%), corrupt {}, rx {} total",
+            self.loss_pct,
+            self.packets_lost,
+            self.packets_expected,
+            self.join_lost,
+            self.live_loss_pct,
+            self.corrupt_packets,
+            f(self.rx_mbps, " Mbit/s")
+        );
+        let _ = writeln!(
+            t,
+            "server cpu {}, rss {} (before viewers {}); load tester cpu {}",
+            f(self.server_cpu_pct, "%"),
+            f(self.server_rss_mb, " MB"),
+            f(self.server_rss_base_mb, " MB"),
+            f(self.load_cpu_pct, "%")
+        );
+        let o = &self.outcome;
+        let _ = writeln!(
+            t,
+            "socket buffer drops: viewers {}, server {}",
+            o.viewer_socket_drops, o.server_socket_drops
+        );
+        for (e, n) in &o.join_errors {
+            let _ = writeln!(t, "join error ×{n}: {e}");
+        }
+        t
+    }
+}

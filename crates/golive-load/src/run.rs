@@ -1,0 +1,493 @@
+//! One load run: the publisher goes live, viewers join at the ramp rate and each stays for the
+//! duration, a sampler reads the counters and `/proc` once a second, and at the end every
+//! engine hands back its figures.
+
+use anyhow::{Context, Result, bail};
+use golive_proto::ClientMessage;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::engine::{EngineHandle, EngineReport, PeerKey, PublisherReport, ViewerReport};
+use crate::media::VideoPlan;
+use crate::peer::SrtpOffer;
+use crate::procfs;
+use crate::signal::{Later, Signal, candidate_ports};
+use crate::stats::Histogram;
+
+/// The publisher's key; viewers are numbered from 0.
+const PUBLISHER_KEY: PeerKey = u64::MAX;
+/// How long a signalling step or a media connection may take before the viewer counts as a
+/// join failure.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the publisher connects, before the first viewer: time for its first keyframe to
+/// reach the server, so early viewers are not measured waiting for a keyframe that is not
+/// there yet.
+const PUBLISHER_HEAD_START: Duration = Duration::from_millis(500);
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub ws_url: String,
+    pub stream: String,
+    pub viewers: usize,
+    /// Viewers joining per second.
+    pub ramp: f64,
+    /// How long each viewer stays.
+    pub duration: Duration,
+    pub bitrate_bps: u64,
+    pub gop: Duration,
+    pub publish: bool,
+    pub server_pid: Option<u32>,
+    pub threads: usize,
+    pub srtp: SrtpOffer,
+    /// SO_RCVBUF of each viewer socket; `None` keeps the system default.
+    pub recv_buffer: Option<usize>,
+    pub progress: bool,
+}
+
+/// One reading of the counters and of `/proc`.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub at: Instant,
+    /// Viewers between their answer and their leave.
+    pub active: usize,
+    pub connected: i64,
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub lost: u64,
+    pub join_lost: u64,
+    pub server_cpu_ticks: Option<u64>,
+    pub server_rss_kb: Option<u64>,
+    pub own_cpu_ticks: Option<u64>,
+}
+
+/// Everything a run produced, for the report.
+#[derive(Debug)]
+pub struct Outcome {
+    pub options: Options,
+    pub viewers: Vec<ViewerReport>,
+    pub publisher: Option<PublisherReport>,
+    pub latency: Histogram,
+    pub samples: Vec<Sample>,
+    /// Server RSS before the first viewer joined.
+    pub server_rss_base_kb: Option<u64>,
+    /// Why viewers failed to join, with how many failed that way.
+    pub join_errors: HashMap<String, usize>,
+    /// Viewers whose session the server ended early, by reason (`ended`, or a closed socket).
+    pub ended_early: HashMap<String, usize>,
+    /// Receive-buffer drops on our viewer sockets and on the server's media sockets.
+    pub viewer_socket_drops: u64,
+    pub server_socket_drops: u64,
+    pub wall: Duration,
+}
+
+/// What the tasks of a run share.
+#[derive(Default)]
+struct Shared {
+    active: AtomicUsize,
+    ended_early: Mutex<HashMap<String, usize>>,
+    our_ports: Mutex<HashSet<u16>>,
+    server_ports: Mutex<HashSet<u16>>,
+    join_errors: Mutex<HashMap<String, usize>>,
+}
+
+impl Shared {
+    fn join_error(&self, e: &anyhow::Error) {
+        let mut m = self.join_errors.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(format!("{e:#}")).or_default() += 1;
+    }
+}
+
+pub async fn run(options: Options) -> Result<Outcome> {
+    let epoch = Instant::now();
+    let shared = Arc::new(Shared::default());
+    let engines: Vec<EngineHandle> = (0..options.threads.max(1))
+        .map(|i| {
+            EngineHandle::spawn(
+                format!("viewers-{i}"),
+                epoch,
+                options.srtp,
+                options.recv_buffer,
+            )
+        })
+        .collect::<Result<_>>()?;
+
+    // The publisher, on an engine of its own so its pacing never waits behind viewers.
+    let (stop_publisher, publisher_task, publisher_engine) = if options.publish {
+        let engine = EngineHandle::spawn("publisher".to_owned(), epoch, options.srtp, None)?;
+        let plan = VideoPlan::new(options.bitrate_bps, options.gop);
+        let signal = start_publisher(&options, &engine, plan, &shared).await?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut signal = signal;
+            tokio::pin!(rx);
+            loop {
+                tokio::select! {
+                    _ = &mut rx => break,
+                    later = signal.later() => match later {
+                        Later::Viewers => {}
+                        ended => {
+                            eprintln!("golive-load: the publisher's session ended: {ended:?}");
+                            return;
+                        }
+                    }
+                }
+            }
+            signal.leave().await;
+        });
+        (Some(tx), Some(task), Some(engine))
+    } else {
+        (None, None, None)
+    };
+
+    let server_rss_base_kb = options.server_pid.and_then(|p| procfs::rss_kb(Some(p)));
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let drops = Arc::new(Mutex::new((HashMap::new(), HashMap::new())));
+    let sampler = {
+        let engines = engines.clone();
+        let shared = Arc::clone(&shared);
+        let samples = Arc::clone(&samples);
+        let drops = Arc::clone(&drops);
+        let options = options.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut prev: Option<Sample> = None;
+            loop {
+                tick.tick().await;
+                let s = sample(&engines, &shared, options.server_pid);
+                record_drops(&shared, &drops);
+                if options.progress {
+                    eprintln!(
+                        "{}",
+                        progress_line(start, &s, prev.as_ref(), &engines, &options)
+                    );
+                }
+                samples.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+                prev = Some(s);
+            }
+        })
+    };
+
+    // Viewers: one task each, started on the ramp's schedule.
+    let t0 = Instant::now();
+    let mut tasks = Vec::with_capacity(options.viewers);
+    for i in 0..options.viewers {
+        let join_at = t0 + Duration::from_secs_f64(i as f64 / options.ramp);
+        tokio::time::sleep_until(join_at.into()).await;
+        let engine = engines[i % engines.len()].clone();
+        let shared = Arc::clone(&shared);
+        let options = options.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = i as PeerKey;
+            let leave_at = join_at + options.duration;
+            if let Err(e) = viewer(&options, key, &engine, &shared, leave_at).await {
+                shared.join_error(&e);
+            }
+            engine.remove(key);
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let wall = t0.elapsed();
+    // One last reading, so the figures include the very end.
+    {
+        let s = sample(&engines, &shared, options.server_pid);
+        record_drops(&shared, &drops);
+        samples.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+    }
+    sampler.abort();
+
+    if let Some(tx) = stop_publisher {
+        let _ = tx.send(());
+    }
+    if let Some(task) = publisher_task {
+        let _ = task.await;
+    }
+    let mut latency = Histogram::default();
+    let mut viewers = Vec::new();
+    for e in &engines {
+        let EngineReport {
+            viewers: v,
+            latency: l,
+            ..
+        } = e.finish().await?;
+        viewers.extend(v);
+        latency.merge(&l);
+    }
+    let publisher = match &publisher_engine {
+        Some(e) => e.finish().await?.publisher,
+        None => None,
+    };
+    viewers.sort_by_key(|v| v.key);
+    let (ours, server) = {
+        let d = drops.lock().unwrap_or_else(|e| e.into_inner());
+        (d.0.values().sum(), d.1.values().sum())
+    };
+    let samples = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let join_errors = shared
+        .join_errors
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    Ok(Outcome {
+        options,
+        viewers,
+        publisher,
+        latency,
+        samples,
+        server_rss_base_kb,
+        join_errors,
+        ended_early: shared
+            .ended_early
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+        viewer_socket_drops: ours,
+        server_socket_drops: server,
+        wall,
+    })
+}
+
+/// Publishes the stream and waits until the publisher's media connection is up.
+async fn start_publisher(
+    options: &Options,
+    engine: &EngineHandle,
+    plan: VideoPlan,
+    shared: &Shared,
+) -> Result<Signal> {
+    let mut signal = Signal::connect(&options.ws_url, CONNECT_TIMEOUT).await?;
+    let offer = engine.offer(PUBLISHER_KEY, Some(plan)).await?;
+    let sent = Instant::now();
+    signal
+        .send(&ClientMessage::Publish {
+            stream: options.stream.clone(),
+            sdp: offer.sdp,
+            key: None,
+            title: Some("golive-load".to_owned()),
+        })
+        .await?;
+    let answer = signal.answer(CONNECT_TIMEOUT).await.context("publish")?;
+    note_server_ports(shared, &answer);
+    engine.answer(PUBLISHER_KEY, answer, sent).await?;
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    while engine.counters.ever_connected.load(Ordering::Relaxed) == 0 {
+        if Instant::now() > deadline {
+            bail!("the publisher's media connection did not come up within {CONNECT_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(PUBLISHER_HEAD_START).await;
+    Ok(signal)
+}
+
+fn note_server_ports(shared: &Shared, answer: &str) {
+    shared
+        .server_ports
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(candidate_ports(answer));
+}
+
+/// One viewer's session: watch, stay until `leave_at` (or until the server ends it), leave.
+async fn viewer(
+    options: &Options,
+    key: PeerKey,
+    engine: &EngineHandle,
+    shared: &Shared,
+    leave_at: Instant,
+) -> Result<()> {
+    let mut signal = Signal::connect(&options.ws_url, CONNECT_TIMEOUT).await?;
+    let offer = engine.offer(key, None).await?;
+    shared
+        .our_ports
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(offer.local_addr.port());
+    let watch_sent = Instant::now();
+    signal
+        .send(&ClientMessage::Watch {
+            stream: options.stream.clone(),
+            sdp: offer.sdp,
+        })
+        .await?;
+    let answer = signal.answer(CONNECT_TIMEOUT).await?;
+    note_server_ports(shared, &answer);
+    engine.answer(key, answer, watch_sent).await?;
+    shared.active.fetch_add(1, Ordering::Relaxed);
+    let stay = tokio::time::sleep_until(leave_at.into());
+    tokio::pin!(stay);
+    let mut ended = None;
+    loop {
+        tokio::select! {
+            _ = &mut stay => break,
+            later = signal.later() => match later {
+                Later::Viewers => {}
+                Later::Ended(reason) => {
+                    ended = Some(format!("{reason:?}"));
+                    break;
+                }
+                Later::Closed => {
+                    ended = Some("WebSocket closed".to_owned());
+                    break;
+                }
+            }
+        }
+    }
+    shared.active.fetch_sub(1, Ordering::Relaxed);
+    if let Some(reason) = ended {
+        *shared
+            .ended_early
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+    signal.leave().await;
+    Ok(())
+}
+
+fn sample(engines: &[EngineHandle], shared: &Shared, server_pid: Option<u32>) -> Sample {
+    let sum = |f: &dyn Fn(&EngineHandle) -> u64| engines.iter().map(f).sum::<u64>();
+    Sample {
+        at: Instant::now(),
+        active: shared.active.load(Ordering::Relaxed),
+        connected: engines
+            .iter()
+            .map(|e| e.counters.connected.load(Ordering::Relaxed))
+            .sum(),
+        rx_bytes: sum(&|e| e.counters.rx_bytes.load(Ordering::Relaxed)),
+        rx_packets: sum(&|e| e.counters.rx_packets.load(Ordering::Relaxed)),
+        lost: sum(&|e| e.counters.lost.load(Ordering::Relaxed)),
+        join_lost: sum(&|e| e.counters.join_lost.load(Ordering::Relaxed)),
+        server_cpu_ticks: server_pid.and_then(|p| procfs::cpu_ticks(Some(p))),
+        server_rss_kb: server_pid.and_then(|p| procfs::rss_kb(Some(p))),
+        own_cpu_ticks: procfs::cpu_ticks(None),
+    }
+}
+
+type DropTables = (HashMap<u64, u64>, HashMap<u64, u64>);
+
+/// Keeps the highest drop count seen per socket (sockets vanish from the table when closed).
+fn record_drops(shared: &Shared, drops: &Mutex<DropTables>) {
+    let ours = shared
+        .our_ports
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let server = shared
+        .server_ports
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let now_ours = procfs::udp_drops(&ours);
+    let now_server = procfs::udp_drops(&server);
+    let mut d = drops.lock().unwrap_or_else(|e| e.into_inner());
+    for (inode, n) in now_ours {
+        let e = d.0.entry(inode).or_default();
+        *e = (*e).max(n);
+    }
+    for (inode, n) in now_server {
+        let e = d.1.entry(inode).or_default();
+        *e = (*e).max(n);
+    }
+}
+
+fn cpu_pct(ticks: (Option<u64>, Option<u64>), seconds: f64) -> Option<f64> {
+    let (a, b) = ticks;
+    let d = b?.checked_sub(a?)?;
+    (seconds > 0.0).then(|| d as f64 / procfs::TICKS_PER_SECOND / seconds * 100.0)
+}
+
+fn progress_line(
+    start: Instant,
+    s: &Sample,
+    prev: Option<&Sample>,
+    engines: &[EngineHandle],
+    options: &Options,
+) -> String {
+    let keyframes: u64 = engines
+        .iter()
+        .map(|e| e.counters.keyframes_complete.load(Ordering::Relaxed))
+        .sum();
+    let failed: u64 = engines
+        .iter()
+        .map(|e| e.counters.failed.load(Ordering::Relaxed))
+        .sum();
+    let mut line = format!(
+        "[{:>4.0}s] viewers {}/{} connected {} failed {} keyframes {}",
+        start.elapsed().as_secs_f64(),
+        s.active,
+        options.viewers,
+        s.connected,
+        failed,
+        keyframes
+    );
+    if let Some(p) = prev {
+        let dt = s.at.duration_since(p.at).as_secs_f64();
+        if dt > 0.0 {
+            line += &format!(
+                " | rx {:.1} Mbit/s {:.1} kpkt/s lost {} (+{} at join)",
+                (s.rx_bytes - p.rx_bytes) as f64 * 8.0 / dt / 1e6,
+                (s.rx_packets - p.rx_packets) as f64 / dt / 1e3,
+                s.lost - s.join_lost,
+                s.join_lost
+            );
+            if let Some(cpu) = cpu_pct((p.server_cpu_ticks, s.server_cpu_ticks), dt) {
+                line += &format!(
+                    " | server cpu {cpu:.0}% rss {:.0} MB",
+                    s.server_rss_kb.unwrap_or(0) as f64 / 1024.0
+                );
+            }
+            if let Some(cpu) = cpu_pct((p.own_cpu_ticks, s.own_cpu_ticks), dt) {
+                line += &format!(" | load cpu {cpu:.0}%");
+            }
+        }
+    }
+    line
+}
+
+/// The window to average rates over: the samples taken while every viewer was in (joined
+/// and not yet left); if there was no such moment, every sample with a viewer in.
+pub fn steady_window(samples: &[Sample], viewers: usize) -> Option<(Sample, Sample)> {
+    let pick = |full: bool| {
+        let w: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| {
+                if full {
+                    s.active >= viewers
+                } else {
+                    s.active > 0
+                }
+            })
+            .collect();
+        (w.len() >= 2).then(|| (*w[0], *w[w.len() - 1]))
+    };
+    pick(true).or_else(|| pick(false))
+}
+
+impl Outcome {
+    /// Server CPU %, own CPU % and received Mbit/s over the steady window.
+    pub fn window_rates(&self) -> (Option<f64>, Option<f64>, Option<f64>) {
+        let Some((a, b)) = steady_window(&self.samples, self.options.viewers) else {
+            return (None, None, None);
+        };
+        let dt = b.at.duration_since(a.at).as_secs_f64();
+        if dt <= 0.0 {
+            return (None, None, None);
+        }
+        (
+            cpu_pct((a.server_cpu_ticks, b.server_cpu_ticks), dt),
+            cpu_pct((a.own_cpu_ticks, b.own_cpu_ticks), dt),
+            Some((b.rx_bytes - a.rx_bytes) as f64 * 8.0 / dt / 1e6),
+        )
+    }
+
+    pub fn server_rss_max_kb(&self) -> Option<u64> {
+        self.samples.iter().filter_map(|s| s.server_rss_kb).max()
+    }
+}
