@@ -1,0 +1,160 @@
+//! The browser pages in a real Chromium: `tests/browser/e2e.mjs` (node + npm `playwright-core`,
+//! Debian's `/usr/bin/chromium`) against the real `golive` binary.
+//!
+//! The script goes live from `/live` with Chromium's fake camera, finds the broadcast on `/`,
+//! watches it from three `/watch` pages that must each decode a growing number of frames, ends it
+//! and checks every player says so, measures glass-to-glass latency in probe mode and prints its
+//! p50/p95, and checks the camera failures a person can meet. This test starts the server, runs
+//! the script, and asserts on its exit status and output.
+//!
+//! Prerequisites are checked first; when one is missing the test fails and says how to install
+//! it (it never skips: CI must run the browser).
+
+use golive_e2e::GoliveServer;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Debian's Chromium; `CHROMIUM_PATH` overrides it (the script reads the same variable).
+const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
+/// `playwright-core` needs this Node.js major version or newer.
+const MIN_NODE_MAJOR: u32 = 20;
+/// The script's own watchdog is 180 s; this is the last resort.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
+/// What the script prints when every check passed.
+const PASSED_LINE: &str = "browser e2e: all checks passed";
+const LATENCY_LINE: &str = "glass-to-glass latency: p50";
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
+}
+
+fn chromium_path() -> PathBuf {
+    std::env::var_os("CHROMIUM_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CHROMIUM))
+}
+
+/// Every missing prerequisite, each with how to install it.
+fn missing_prerequisites() -> Vec<String> {
+    let mut missing = Vec::new();
+    let dir = browser_dir();
+    match Command::new("node").arg("--version").output() {
+        Ok(out) if out.status.success() => {
+            let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            let major = version
+                .trim_start_matches('v')
+                .split('.')
+                .next()
+                .and_then(|m| m.parse::<u32>().ok());
+            if major.is_none_or(|m| m < MIN_NODE_MAJOR) {
+                missing.push(format!(
+                    "node {version} is too old: playwright-core needs Node.js {MIN_NODE_MAJOR} or \
+                     newer (https://nodejs.org, or the NodeSource Debian packages)"
+                ));
+            }
+        }
+        _ => missing.push(format!(
+            "node is not installed: install Node.js {MIN_NODE_MAJOR} or newer with npm \
+             (Debian: `sudo apt-get install -y nodejs npm`, or the NodeSource packages)"
+        )),
+    }
+    if !dir
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
+        missing.push(format!(
+            "the npm package playwright-core is not installed: run `npm ci` in {} \
+             (never `npx playwright install`: the test uses Debian's Chromium)",
+            dir.display()
+        ));
+    }
+    let chromium = chromium_path();
+    if !chromium.exists() {
+        missing.push(format!(
+            "Chromium is missing at {}: install it with `sudo apt-get install -y chromium` \
+             (or set CHROMIUM_PATH)",
+            chromium.display()
+        ));
+    }
+    missing
+}
+
+/// Runs `node e2e.mjs <url>`; returns (success, combined output).
+fn run_script(url: &str) -> (bool, String) {
+    let dir = browser_dir();
+    let mut child = Command::new("node")
+        .arg(dir.join("e2e.mjs"))
+        .arg(url)
+        .current_dir(&dir)
+        .env("CHROMIUM_PATH", chromium_path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node starts");
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for node") {
+            break Some(status);
+        }
+        if started.elapsed() > SCRIPT_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut output = out_reader.join().unwrap_or_default();
+    let err = err_reader.join().unwrap_or_default();
+    if !err.is_empty() {
+        output.push_str("\n---- stderr ----\n");
+        output.push_str(&err);
+    }
+    match status {
+        Some(s) => (s.success(), output),
+        None => (
+            false,
+            format!("{output}\n(killed after {SCRIPT_TIMEOUT:?}: the script hung)"),
+        ),
+    }
+}
+
+#[test]
+fn browser_goes_live_three_players_decode_and_see_the_end() {
+    let missing = missing_prerequisites();
+    assert!(
+        missing.is_empty(),
+        "the browser tests cannot run; install what is missing:\n  - {}",
+        missing.join("\n  - ")
+    );
+
+    let server = GoliveServer::start().expect("golive starts");
+    let url = format!("http://{}", server.http_addr());
+    let (ok, output) = run_script(&url);
+    // Shown with `--nocapture`, and in full when the test fails.
+    println!("{output}");
+    assert!(ok, "tests/browser/e2e.mjs failed against {url}:\n{output}");
+    assert!(
+        output.contains(PASSED_LINE),
+        "the script exited 0 without `{PASSED_LINE}`:\n{output}"
+    );
+    let latency = output
+        .lines()
+        .find(|l| l.starts_with(LATENCY_LINE))
+        .unwrap_or_else(|| panic!("no `{LATENCY_LINE}` line:\n{output}"));
+    eprintln!("{latency}");
+}
