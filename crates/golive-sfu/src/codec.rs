@@ -227,6 +227,17 @@ impl Offer {
         Ok(StreamMedia { audio, video })
     }
 
+    /// The payload type of the RTX codec (RFC 4588) that repairs `apt` in the first section of
+    /// `kind`, if the offer has one.
+    pub fn rtx_payload_type(&self, kind: MediaKind, apt: u8) -> Option<u8> {
+        self.first_section(kind)?.iter().find_map(|c| {
+            let is_rtx = c.name.eq_ignore_ascii_case("rtx");
+            let apt_matches =
+                fmtp_param(&c.fmtp, "apt").and_then(|a| a.parse::<u8>().ok()) == Some(apt);
+            (is_rtx && apt_matches).then_some(c.payload_type)
+        })
+    }
+
     /// The viewer's own codec (its payload type and fmtp) for each codec of the stream.
     pub fn viewer_codecs(&self, media: &StreamMedia) -> Result<StreamMedia, SfuError> {
         let pick = |kind: MediaKind| -> Result<Option<Codec>, SfuError> {
@@ -248,7 +259,11 @@ impl Offer {
                     SfuError::CodecUnsupported(format!(
                         "the broadcast's {kind} is {}{}, which the offer does not include",
                         wanted.name,
-                        if wanted.fmtp.is_empty() { String::new() } else { format!(" ({})", wanted.fmtp) }
+                        if wanted.fmtp.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", wanted.fmtp)
+                        }
                     ))
                 })
         };

@@ -107,6 +107,16 @@ impl<P: Copy + Eq + Hash> Demuxer<P> {
         }
     }
 
+    /// Gives back map capacity left over from a burst of peers that is gone.
+    pub fn shrink(&mut self) {
+        if self.by_ufrag.capacity() > 64 && self.by_ufrag.len() * 4 < self.by_ufrag.capacity() {
+            self.by_ufrag.shrink_to(self.by_ufrag.len() * 2);
+        }
+        if self.by_addr.capacity() > 64 && self.by_addr.len() * 4 < self.by_addr.capacity() {
+            self.by_addr.shrink_to(self.by_addr.len() * 2);
+        }
+    }
+
     pub fn bound_addrs(&self) -> usize {
         self.by_addr.len()
     }

@@ -23,6 +23,7 @@
 //!    ([`rewrite`]), starting video at a keyframe, and the peer encrypts and sends it.
 //! 4. Viewers' PLI/FIR and new viewers become keyframe requests, coalesced per source ([`pli`]).
 
+pub mod cache;
 pub mod codec;
 pub mod demux;
 pub mod keyframe;
@@ -35,7 +36,9 @@ mod source;
 pub use codec::{Codec, MediaKind, StreamMedia, VideoCodec};
 pub use peer::SrtpPolicy;
 pub use sfu::{
-    Answer, CONNECT_TIMEOUT, Output, PeerId, Sfu, SfuConfig, SfuStats, SourcePacket, Transmit,
+    Answer, CONNECT_TIMEOUT, DEFAULT_MAX_VIEWER_BACKLOG_BYTES, GARBAGE_LIMIT, GARBAGE_WINDOW,
+    MediaOptions, Output, PeerId, REMOTE_STREAM_IDLE, SEND_FAILURE_BACKOFF, SEND_FAILURE_WINDOW,
+    SEND_FAILURES_BEFORE_SKIP, Sfu, SfuConfig, SfuStats, SourcePacket, Transmit,
 };
 
 /// Why the SFU refused an input. Every one is the input's fault except `Internal`.

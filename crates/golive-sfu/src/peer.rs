@@ -7,8 +7,7 @@
 use bytes::{Bytes, BytesMut};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::{
-    NackGeneratorBuilder, NackResponderBuilder, ReceiverReportBuilder, Registry,
-    SenderReportBuilder, Slot,
+    NackGeneratorBuilder, ReceiverReportBuilder, Registry, SenderReportBuilder, Slot,
 };
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -27,13 +26,16 @@ use rtc::peer_connection::transport::{
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::SfuError;
@@ -47,6 +49,9 @@ const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_NACKS_PER_PACKET: u16 = 2;
 /// The SSRC our own RTCP feedback (PLI) is sent from.
 const FEEDBACK_SSRC: u32 = 1;
+/// A hostile NACK can name thousands of packets; more than this in one feedback is not loss a
+/// retransmission repairs.
+const MAX_NACKED_PER_FEEDBACK: usize = 256;
 /// Large enough for any RTP packet a browser sends.
 const RECEIVE_MTU: usize = 1500;
 
@@ -72,6 +77,32 @@ pub(crate) enum Inbound {
     Rtp(rtc::rtp::Packet),
     /// The remote asked for a keyframe (PLI or FIR).
     KeyframeRequest,
+    /// The remote lost these packets of the stream we send from `media_ssrc`.
+    Nack {
+        media_ssrc: u32,
+        seqs: Vec<u16>,
+    },
+}
+
+/// How one datagram from a peer's bound address fared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DatagramVerdict {
+    /// Well-formed as far as the stack could tell.
+    Accepted,
+    /// Not a WebRTC protocol at all (RFC 7983 first byte), or SRTP/SRTCP that did not decrypt
+    /// and parse once the session was up.
+    Garbage,
+}
+
+/// RFC 7983 §7: the first byte tells STUN, DTLS and (S)RTP/(S)RTCP apart.
+fn is_stun_byte(b: u8) -> bool {
+    b <= 3
+}
+fn is_dtls_byte(b: u8) -> bool {
+    (20..=63).contains(&b)
+}
+fn is_rtp_byte(b: u8) -> bool {
+    (128..=191).contains(&b)
 }
 
 pub(crate) struct Peer {
@@ -81,6 +112,12 @@ pub(crate) struct Peer {
     pub(crate) remote_addrs: Vec<SocketAddr>,
     /// The SSRCs we send from, per kind (viewers only).
     pub(crate) send_ssrc: [Option<u32>; 2],
+    /// The RTX SSRC and payload type per kind, where the viewer negotiated RTX.
+    pub(crate) rtx: [Option<(u32, u8)>; 2],
+    /// RTP and RTCP packets that came through SRTP intact (counted by [`FeedbackToApp`]).
+    decrypted: Arc<AtomicU64>,
+    /// Feedback read from one compound RTCP packet, not yet handed out.
+    pending: std::collections::VecDeque<Inbound>,
     connected: bool,
     failed: bool,
 }
@@ -162,17 +199,21 @@ fn ice_credentials() -> (String, String) {
 
 /// `rtc` 0.21 ends inbound RTCP at the interceptor chain's terminus unless an interceptor marks
 /// a packet `DeliverToApplication` (by design: see rtc-interceptor's `noop.rs`). Without this, a
-/// viewer's PLI/FIR never reached the SFU. It marks only those two; reports and NACKs stay with
-/// the interceptors that act on them. `rtc` has no slot for application interceptors, so it takes
-/// the one nearest the application (`JitterBuffer`), which a sending leg never uses.
+/// viewer's PLI/FIR/NACK never reached the SFU. It marks only those; reports stay with the
+/// interceptors that act on them. NACKs come to the SFU because it answers them from one history
+/// per source instead of `rtc`'s NackResponder, which keeps a send buffer per viewer. `rtc` has no
+/// slot for application interceptors, so it takes the one nearest the application
+/// (`JitterBuffer`), which the SFU never uses. It also counts every packet that came through
+/// SRTP intact, so the peer can tell garbage from media.
 #[derive(Default)]
-struct KeyframeRequestsToApp {
+struct FeedbackToApp {
     reads: std::collections::VecDeque<rtc::interceptor::TaggedPacket>,
     writes: std::collections::VecDeque<rtc::interceptor::TaggedPacket>,
+    decrypted: Arc<AtomicU64>,
 }
 
 impl Protocol<rtc::interceptor::TaggedPacket, rtc::interceptor::TaggedPacket, ()>
-    for KeyframeRequestsToApp
+    for FeedbackToApp
 {
     type Rout = rtc::interceptor::TaggedPacket;
     type Wout = rtc::interceptor::TaggedPacket;
@@ -180,10 +221,13 @@ impl Protocol<rtc::interceptor::TaggedPacket, rtc::interceptor::TaggedPacket, ()
     type Error = rtc::shared::error::Error;
     type Time = Instant;
     fn handle_read(&mut self, mut msg: rtc::interceptor::TaggedPacket) -> Result<(), Self::Error> {
+        self.decrypted.fetch_add(1, Ordering::Relaxed);
         if let rtc::interceptor::Packet::Rtcp(packets) = &msg.message.packet
             && packets.iter().any(|p| {
                 let any = p.as_any();
-                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+                any.is::<PictureLossIndication>()
+                    || any.is::<FullIntraRequest>()
+                    || any.is::<TransportLayerNack>()
             })
         {
             msg.message
@@ -210,7 +254,7 @@ impl Protocol<rtc::interceptor::TaggedPacket, rtc::interceptor::TaggedPacket, ()
     }
 }
 
-impl rtc::interceptor::Interceptor for KeyframeRequestsToApp {
+impl rtc::interceptor::Interceptor for FeedbackToApp {
     fn bind_local_stream(&mut self, _: &rtc::interceptor::StreamInfo) {}
     fn unbind_local_stream(&mut self, _: &rtc::interceptor::StreamInfo) {}
     fn bind_remote_stream(&mut self, _: &rtc::interceptor::StreamInfo) {}
@@ -221,8 +265,12 @@ impl rtc::interceptor::Interceptor for KeyframeRequestsToApp {
 pub(crate) enum Role<'a> {
     /// Receives the broadcaster's media: the stream's codecs, with the offer's payload types.
     Publisher { media: &'a StreamMedia },
-    /// Sends the stream to a viewer: the viewer's own codecs (payload types), our SSRCs.
-    Viewer { codecs: &'a StreamMedia },
+    /// Sends the stream to a viewer: the viewer's own codecs (payload types), our SSRCs, and
+    /// the viewer's RTX payload type for video, if it offered RTX.
+    Viewer {
+        codecs: &'a StreamMedia,
+        video_rtx_pt: Option<u8>,
+    },
 }
 
 impl Peer {
@@ -255,9 +303,37 @@ impl Peer {
 
         let media = match &role {
             Role::Publisher { media } => *media,
-            Role::Viewer { codecs } => *codecs,
+            Role::Viewer { codecs, .. } => *codecs,
         };
         let mut me = media_engine(media)?;
+        let rtx_pt = match &role {
+            Role::Viewer {
+                codecs,
+                video_rtx_pt: Some(pt),
+            } => codecs.video.as_ref().map(|v| (v.payload_type, *pt)),
+            _ => None,
+        };
+        if let Some((apt, pt)) = rtx_pt {
+            me.register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: RTCRtpCodec {
+                        mime_type: "video/rtx".to_owned(),
+                        clock_rate: 90_000,
+                        channels: 0,
+                        sdp_fmtp_line: format!("apt={apt}"),
+                        rtcp_feedback: vec![],
+                    },
+                    payload_type: pt,
+                },
+                RtpCodecKind::Video,
+            )
+            .map_err(internal)?;
+        }
+        let decrypted = Arc::new(AtomicU64::new(0));
+        let feedback = FeedbackToApp {
+            decrypted: decrypted.clone(),
+            ..Default::default()
+        };
         let registry = match role {
             Role::Publisher { .. } => {
                 // The broadcaster's encoder adapts to TWCC feedback; MID lets `rtc` map SSRCs
@@ -270,12 +346,13 @@ impl Peer {
                             .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
                             .build(),
                     )
-                    .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
+                    .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+                    .with(Slot::JitterBuffer, feedback);
                 configure_twcc_receiver_only(r, &mut me).map_err(internal)?
             }
+            // No NackResponder: the SFU answers NACKs from its per-source history.
             Role::Viewer { .. } => Registry::new()
-                .with(Slot::JitterBuffer, KeyframeRequestsToApp::default())
-                .with(Slot::NackResponder, NackResponderBuilder::new().build())
+                .with(Slot::JitterBuffer, feedback)
                 .with(Slot::SenderReport, SenderReportBuilder::new().build()),
         };
 
@@ -288,7 +365,8 @@ impl Peer {
             .map_err(internal)?;
 
         let mut send_ssrc = [None, None];
-        if let Role::Viewer { codecs } = role {
+        let mut rtx = [None, None];
+        if let Role::Viewer { codecs, .. } = role {
             for c in [&codecs.audio, &codecs.video].into_iter().flatten() {
                 let ssrc = loop {
                     let s: u32 = rand::random();
@@ -297,6 +375,14 @@ impl Peer {
                     }
                 };
                 send_ssrc[kind_index(c.kind)] = Some(ssrc);
+                let rtx_params = match (c.kind, rtx_pt) {
+                    (MediaKind::Video, Some((_, pt))) => {
+                        let rtx_ssrc = ssrc.wrapping_add(1).max(FEEDBACK_SSRC + 1);
+                        rtx[kind_index(c.kind)] = Some((rtx_ssrc, pt));
+                        Some(RTCRtpRtxParameters { ssrc: rtx_ssrc })
+                    }
+                    _ => None,
+                };
                 let track = MediaStreamTrack::new(
                     "golive".to_owned(),
                     format!("golive-{}", c.kind),
@@ -305,6 +391,7 @@ impl Peer {
                     vec![RTCRtpEncodingParameters {
                         rtp_coding_parameters: RTCRtpCodingParameters {
                             ssrc: Some(ssrc),
+                            rtx: rtx_params,
                             ..Default::default()
                         },
                         codec: rtc_codec(c),
@@ -350,6 +437,9 @@ impl Peer {
                 ufrag,
                 remote_addrs: Vec::new(),
                 send_ssrc,
+                rtx,
+                decrypted,
+                pending: std::collections::VecDeque::new(),
                 connected: false,
                 failed: false,
             },
@@ -373,7 +463,27 @@ impl Peer {
             .map_err(|e| SfuError::BadCandidate(e.to_string()))
     }
 
-    pub(crate) fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+    /// Feeds one datagram to the stack and tells whether it was garbage. `rtc` only logs what it
+    /// refuses, so garbage is told by the first byte (RFC 7983) and, for SRTP once the session is
+    /// up, by whether a packet came out of decryption.
+    pub(crate) fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> DatagramVerdict {
+        let Some(&first) = data.first() else {
+            return DatagramVerdict::Garbage;
+        };
+        if !(is_stun_byte(first) || is_dtls_byte(first) || is_rtp_byte(first)) {
+            return DatagramVerdict::Garbage;
+        }
+        let srtp = is_rtp_byte(first);
+        if srtp && !self.connected {
+            // Media before the session is up cannot be decrypted; `rtc` would only log it.
+            return DatagramVerdict::Garbage;
+        }
+        let before = self.decrypted.load(Ordering::Relaxed);
         let r = self.pc.handle_read(TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -386,7 +496,12 @@ impl Peer {
         });
         if let Err(e) = r {
             tracing::debug!(ufrag = %self.ufrag, "datagram refused: {e}");
+            return DatagramVerdict::Garbage;
         }
+        if srtp && self.decrypted.load(Ordering::Relaxed) == before {
+            return DatagramVerdict::Garbage;
+        }
+        DatagramVerdict::Accepted
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
@@ -427,17 +542,34 @@ impl Peer {
     }
 
     pub(crate) fn poll_inbound(&mut self) -> Option<Inbound> {
+        if let Some(i) = self.pending.pop_front() {
+            return Some(i);
+        }
         loop {
             let TaggedRTCMessage { message, .. } = self.pc.poll_read()?;
             match message {
                 RTCMessage::RtpPacket(_, packet) => return Some(Inbound::Rtp(packet)),
                 RTCMessage::RtcpPacket(_, packets) => {
-                    let wants_keyframe = packets.iter().any(|p| {
+                    // One compound packet may carry a PLI and NACKs together.
+                    for p in &packets {
                         let any = p.as_any();
-                        any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
-                    });
-                    if wants_keyframe {
-                        return Some(Inbound::KeyframeRequest);
+                        if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                            self.pending.push_back(Inbound::KeyframeRequest);
+                        } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                            let seqs = nack
+                                .nacks
+                                .iter()
+                                .flat_map(|pair| pair.packet_list())
+                                .take(MAX_NACKED_PER_FEEDBACK)
+                                .collect();
+                            self.pending.push_back(Inbound::Nack {
+                                media_ssrc: nack.media_ssrc,
+                                seqs,
+                            });
+                        }
+                    }
+                    if let Some(i) = self.pending.pop_front() {
+                        return Some(i);
                     }
                 }
                 _ => {}

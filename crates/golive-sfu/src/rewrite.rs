@@ -61,6 +61,15 @@ impl HeaderRewriter {
         self.resync = true;
     }
 
+    /// The source packet `(epoch, seq)` a viewer's sequence number stands for, if it was mapped
+    /// by the current sync point (a viewer's NACK names the numbers it saw).
+    pub fn source_of(&self, out_seq: u16) -> Option<(SourceEpoch, u16)> {
+        let m = self.mapping?;
+        let seq = out_seq.wrapping_sub(m.seq_offset);
+        let ext = m.highest_ext + i64::from(seq.wrapping_sub(m.highest_seq) as i16);
+        (ext >= m.start_ext && ext <= m.highest_ext).then_some((m.epoch, seq))
+    }
+
     /// The viewer's sequence number and timestamp for a source packet, or `None` when the packet
     /// is older than the viewer's sync point and must not be sent.
     pub fn rewrite(
@@ -196,6 +205,22 @@ mod tests {
         // 50 packets skipped; the viewer sees the next number, and the source's clock distance.
         assert_eq!(r.rewrite(t0, 1, 152, 91_000), Some((2, 90_000)));
         assert_eq!(r.rewrite(t0, 1, 151, 91_000), None);
+    }
+
+    #[test]
+    fn viewer_numbers_map_back_to_their_source_packets() {
+        let t0 = Instant::now();
+        let mut r = HeaderRewriter::new(VIDEO_CLOCK, 65535, 0);
+        assert_eq!(r.source_of(65535), None);
+        r.rewrite(t0, 3, 100, 0);
+        r.rewrite(t0, 3, 101, 0);
+        r.rewrite(t0, 3, 103, 0);
+        assert_eq!(r.source_of(65535), Some((3, 100)));
+        assert_eq!(r.source_of(1), Some((3, 102)));
+        assert_eq!(r.source_of(2), Some((3, 103)));
+        // Not sent yet, or before the sync point.
+        assert_eq!(r.source_of(3), None);
+        assert_eq!(r.source_of(65534), None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! fan-out between them. Sans-IO: the shell feeds datagrams, timeouts, commands and media
 //! from other workers in; it drains datagrams to send and [`Output`]s after every input.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use golive_proto::StreamName;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -11,10 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::SfuError;
+use crate::cache::{
+    AUDIO_HISTORY_PACKETS, CacheState, History, KeyframeCache, Lookup, Media, VIDEO_HISTORY_PACKETS,
+};
 use crate::codec::{MediaKind, Offer, StreamMedia, VideoCodec};
 use crate::demux::{Demuxer, Route};
 use crate::keyframe::is_keyframe_start;
-use crate::peer::{Inbound, Peer, PeerEvent, Role, SrtpPolicy};
+use crate::peer::{DatagramVerdict, Inbound, Peer, PeerEvent, Role, SrtpPolicy};
 use crate::pli::KeyframeRequests;
 use crate::rewrite::{HeaderRewriter, SourceEpoch};
 use crate::source::{SourceTrack, Verdict};
@@ -23,6 +26,22 @@ use crate::source::{SourceTrack, Verdict};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A peer may send from this many remote addresses (NAT rebinding, several candidates).
 const MAX_ADDRS_PER_PEER: usize = 8;
+/// Garbage is judged over windows of this length...
+pub const GARBAGE_WINDOW: Duration = Duration::from_secs(5);
+/// ...and a peer whose bound address sent at least this many garbage datagrams in one window,
+/// more garbage than good, is closed. An honest peer sends none; 200 a second for five seconds
+/// is no accident.
+pub const GARBAGE_LIMIT: u32 = 1000;
+/// After this many failed sends to a viewer within [`SEND_FAILURE_WINDOW`]...
+pub const SEND_FAILURES_BEFORE_SKIP: u32 = 8;
+pub const SEND_FAILURE_WINDOW: Duration = Duration::from_secs(1);
+/// ...the viewer gets nothing for this long, then restarts at the next keyframe.
+pub const SEND_FAILURE_BACKOFF: Duration = Duration::from_millis(500);
+/// A stream known here only from another worker's media is forgotten this long after its last
+/// packet, once it has no viewer here.
+pub const REMOTE_STREAM_IDLE: Duration = Duration::from_secs(5);
+/// Default bound of a viewer's unsent backlog in the shell.
+pub const DEFAULT_MAX_VIEWER_BACKLOG_BYTES: usize = 1024 * 1024;
 
 /// Identifies a peer across all workers (the shell hands them out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -44,6 +63,26 @@ pub struct SfuConfig {
     pub share_media: bool,
 }
 
+/// How the media path behaves; [`Default`] is what production wants.
+#[derive(Debug, Clone)]
+pub struct MediaOptions {
+    /// Start joining viewers from the cached keyframe (instant join). Off only to measure the
+    /// difference: then a joining viewer waits for the keyframe its PLI asks for.
+    pub keyframe_cache: bool,
+    /// A viewer whose backlog (as [`Sfu::handle_send_backlog`] reports it) goes over this skips
+    /// to the next keyframe; it is sent to again once the backlog is under half of it.
+    pub max_viewer_backlog_bytes: usize,
+}
+
+impl Default for MediaOptions {
+    fn default() -> Self {
+        Self {
+            keyframe_cache: true,
+            max_viewer_backlog_bytes: DEFAULT_MAX_VIEWER_BACKLOG_BYTES,
+        }
+    }
+}
+
 /// One packet of a broadcaster, parsed once and shared (never copied) with every viewer on
 /// every worker.
 #[derive(Debug, Clone)]
@@ -60,12 +99,26 @@ pub struct SourcePacket {
     pub payload: Bytes,
 }
 
+impl SourcePacket {
+    fn media(&self) -> Media {
+        Media {
+            epoch: self.epoch,
+            keyframe_start: self.keyframe_start,
+            seq: self.seq,
+            timestamp: self.timestamp,
+            marker: self.marker,
+            payload: self.payload.clone(),
+        }
+    }
+}
+
 /// What the worker's shell must act on.
 #[derive(Debug)]
 pub enum Output {
     /// ICE and DTLS are up: media flows.
     Connected(PeerId),
-    /// The peer failed, went silent or never connected; it is already removed.
+    /// The peer failed, went silent, never connected or kept sending garbage; it is already
+    /// removed.
     Failed(PeerId),
     /// A local broadcaster's packet, for the viewers on other workers.
     Media(Arc<SourcePacket>),
@@ -78,6 +131,9 @@ pub enum Output {
 pub struct Transmit {
     pub to: SocketAddr,
     pub data: BytesMut,
+    /// The peer it is for: a shell that cannot send it reports so with
+    /// [`Sfu::handle_send_failed`] (or keeps it and reports [`Sfu::handle_send_backlog`]).
+    pub peer: PeerId,
 }
 
 /// The answer to a publish or a watch.
@@ -93,20 +149,74 @@ pub struct Answer {
 pub struct SfuStats {
     pub datagrams_in: u64,
     pub datagrams_unroutable: u64,
+    /// Datagrams from a peer's bound address that were no protocol of ours, or SRTP that did not
+    /// decrypt.
+    pub datagrams_garbage: u64,
+    pub peers_closed_for_garbage: u64,
     pub rtp_in: u64,
     pub rtp_dropped_duplicate_or_padding: u64,
     pub rtp_dropped_unknown_payload_type: u64,
     pub rtp_forwarded: u64,
     pub pli_sent: u64,
     pub keyframe_requests_in: u64,
+    /// Viewers whose video started from the keyframe cache, and packets sent so.
+    pub viewers_started_from_cache: u64,
+    pub cache_packets_sent: u64,
+    /// Times a source ran past the cache's bounds since its last keyframe.
+    pub cache_overflows: u64,
+    /// Packets viewers NACKed, and what became of them.
+    pub nacked: u64,
+    pub retransmitted: u64,
+    pub retransmitted_rtx: u64,
+    pub nack_not_yet_received: u64,
+    pub nack_unrepairable: u64,
+    /// Packets not sent to a viewer because its send backlog was over the bound.
+    pub rtp_dropped_slow_viewer: u64,
+    pub slow_viewer_skips: u64,
 }
 
 struct DownTrack {
+    kind: MediaKind,
     payload_type: u8,
     ssrc: u32,
+    /// RTX SSRC and payload type, if the viewer negotiated RTX.
+    rtx: Option<(u32, u8)>,
+    rtx_seq: u16,
     rewriter: HeaderRewriter,
-    /// Video waits for a keyframe start before its first packet.
+    /// Video waits for a keyframe start before its first packet, after a skip, and when the
+    /// source changes (a reconnected broadcaster).
     waiting_keyframe: bool,
+    /// The source epoch last forwarded.
+    epoch: Option<SourceEpoch>,
+}
+
+impl DownTrack {
+    /// The viewer misses packets on purpose: video restarts at a keyframe, audio at the next
+    /// packet; neither shows a sequence gap.
+    fn skip(&mut self) {
+        match self.kind {
+            MediaKind::Video => self.waiting_keyframe = true,
+            MediaKind::Audio => self.rewriter.resync(),
+        }
+    }
+}
+
+struct Viewer {
+    tracks: [Option<DownTrack>; 2],
+    /// Over the backlog bound (set and cleared by the shell's reports).
+    backlog_over: bool,
+    /// Failed sends in the current window, and when it started.
+    send_failures: u32,
+    failures_since: Option<Instant>,
+    backoff_until: Option<Instant>,
+    /// Packets were skipped for congestion; the next one sent is a restart.
+    skipping: bool,
+}
+
+impl Viewer {
+    fn congested(&self, now: Instant) -> bool {
+        self.backlog_over || self.backoff_until.is_some_and(|t| now < t)
+    }
 }
 
 struct Publisher {
@@ -119,7 +229,33 @@ struct Publisher {
 
 enum PeerRole {
     Publisher(Box<Publisher>),
-    Viewer([Option<DownTrack>; 2]),
+    Viewer(Box<Viewer>),
+}
+
+/// How much garbage a peer sent lately.
+#[derive(Default)]
+struct GarbageMeter {
+    since: Option<Instant>,
+    bad: u32,
+    good: u32,
+}
+
+impl GarbageMeter {
+    /// Returns true when the peer must be closed.
+    fn record(&mut self, now: Instant, bad: bool) -> bool {
+        if self.since.is_none_or(|s| now >= s + GARBAGE_WINDOW) {
+            *self = Self {
+                since: Some(now),
+                ..Self::default()
+            };
+        }
+        if bad {
+            self.bad += 1;
+        } else {
+            self.good = self.good.saturating_add(1);
+        }
+        self.bad >= GARBAGE_LIMIT && self.bad > self.good
+    }
 }
 
 struct PeerEntry {
@@ -128,22 +264,56 @@ struct PeerEntry {
     role: PeerRole,
     created_at: Instant,
     deadline: Option<Instant>,
+    garbage: GarbageMeter,
 }
 
-#[derive(Default)]
+/// What this worker knows of one stream: its local peers and what it remembers of the source,
+/// whether the broadcaster is here or on another worker.
 struct LocalStream {
     publisher: Option<PeerId>,
     viewers: Vec<PeerId>,
+    /// Video packets since the last keyframe, for viewers that join.
+    cache: KeyframeCache,
+    /// Recent packets per kind, for viewers' NACKs (allocated with the first packet).
+    history: [Option<History>; 2],
+    last_media_at: Option<Instant>,
+}
+
+impl LocalStream {
+    fn new() -> Self {
+        Self {
+            publisher: None,
+            viewers: Vec::new(),
+            cache: KeyframeCache::default(),
+            history: [None, None],
+            last_media_at: None,
+        }
+    }
+
+    fn is_unused(&self) -> bool {
+        self.publisher.is_none() && self.viewers.is_empty()
+    }
 }
 
 pub struct Sfu {
     config: SfuConfig,
+    options: MediaOptions,
     peers: HashMap<PeerId, PeerEntry>,
     streams: HashMap<StreamName, LocalStream>,
     demux: Demuxer<PeerId>,
     transmits: VecDeque<Transmit>,
     outputs: VecDeque<Output>,
     stats: SfuStats,
+    /// When to look for streams known only from other workers' media that went idle.
+    sweep_at: Option<Instant>,
+}
+
+/// Where a peer's datagrams go: the parts of the SFU a send touches, borrowed apart from the
+/// peer map and the stream map so the fan-out can hold all three.
+struct Sink<'a> {
+    demux: &'a mut Demuxer<PeerId>,
+    transmits: &'a mut VecDeque<Transmit>,
+    stats: &'a mut SfuStats,
 }
 
 /// Moves a peer's outgoing datagrams to the send queue. A destination the peer has not sent to
@@ -165,7 +335,7 @@ fn drain_transmits(
             peer.remote_addrs.push(to);
             demux.bind(to, id);
         }
-        transmits.push_back(Transmit { to, data });
+        transmits.push_back(Transmit { to, data, peer: id });
     }
 }
 
@@ -176,16 +346,95 @@ fn slot(kind: MediaKind) -> usize {
     }
 }
 
+/// What forwarding one packet to one viewer asks of the caller.
+#[derive(Debug, Default, Clone, Copy)]
+struct After {
+    /// The viewer restarts after a skip: ask the broadcaster for a keyframe.
+    wants_keyframe: bool,
+}
+
+/// Sends one source packet to one viewer: the viewer's sync point, skip and epoch rules, then
+/// its own header. The payload is shared, never copied.
+fn forward(
+    now: Instant,
+    id: PeerId,
+    e: &mut PeerEntry,
+    kind: MediaKind,
+    m: &Media,
+    sink: &mut Sink<'_>,
+) -> After {
+    let mut after = After::default();
+    if !e.peer.is_connected() {
+        return after;
+    }
+    let PeerRole::Viewer(v) = &mut e.role else {
+        return after;
+    };
+    if v.congested(now) {
+        if !v.skipping {
+            v.skipping = true;
+            sink.stats.slow_viewer_skips += 1;
+            v.tracks.iter_mut().flatten().for_each(DownTrack::skip);
+        }
+        sink.stats.rtp_dropped_slow_viewer += 1;
+        return after;
+    }
+    if v.skipping {
+        v.skipping = false;
+        after.wants_keyframe = true;
+    }
+    let Some(t) = v.tracks[slot(kind)].as_mut() else {
+        return after;
+    };
+    if t.epoch != Some(m.epoch) {
+        // A new source (the broadcaster reconnected): its video starts at its own keyframe.
+        t.epoch = Some(m.epoch);
+        if kind == MediaKind::Video {
+            t.waiting_keyframe = true;
+        }
+    }
+    if t.waiting_keyframe {
+        if !m.keyframe_start {
+            return after;
+        }
+        t.waiting_keyframe = false;
+        t.rewriter.resync();
+    }
+    let Some((seq, ts)) = t.rewriter.rewrite(now, m.epoch, m.seq, m.timestamp) else {
+        return after;
+    };
+    let header = rtc::rtp::Header {
+        version: 2,
+        marker: m.marker,
+        payload_type: t.payload_type,
+        sequence_number: seq,
+        timestamp: ts,
+        ssrc: t.ssrc,
+        ..Default::default()
+    };
+    e.peer.send_rtp(now, header, m.payload.clone());
+    sink.stats.rtp_forwarded += 1;
+    drain_transmits(id, &mut e.peer, sink.demux, sink.transmits);
+    e.deadline = e.peer.poll_timeout();
+    after
+}
+
 impl Sfu {
     pub fn new(config: SfuConfig) -> Self {
+        Self::with_options(config, MediaOptions::default())
+    }
+
+    pub fn with_options(config: SfuConfig, options: MediaOptions) -> Self {
         Self {
             config,
+            options,
             peers: HashMap::new(),
             streams: HashMap::new(),
             demux: Demuxer::default(),
             transmits: VecDeque::new(),
             outputs: VecDeque::new(),
             stats: SfuStats::default(),
+            sweep_at: None,
         }
     }
 
@@ -193,8 +442,29 @@ impl Sfu {
         &self.stats
     }
 
+    pub fn options(&self) -> &MediaOptions {
+        &self.options
+    }
+
     pub fn peer_count(&self) -> usize {
         self.peers.len()
+    }
+
+    /// Streams this worker knows (with local peers, or media from another worker).
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Packets and payload bytes in `stream`'s keyframe cache on this worker.
+    pub fn keyframe_cache_size(&self, stream: &StreamName) -> (usize, usize) {
+        self.streams
+            .get(stream)
+            .map_or((0, 0), |s| (s.cache.len(), s.cache.bytes()))
+    }
+
+    /// Entries in the demultiplexer: ufrags plus bound addresses.
+    pub fn demux_entries(&self) -> usize {
+        self.demux.ufrags() + self.demux.bound_addrs()
     }
 
     /// Reads what a broadcaster's offer would publish, without creating anything: the shell
@@ -204,7 +474,8 @@ impl Sfu {
     }
 
     /// Answers a broadcaster's offer for `stream`. The shell guarantees one broadcaster per
-    /// stream.
+    /// stream. A stream whose broadcaster left keeps its viewers: a new broadcaster of the same
+    /// name (here or on another worker) continues their streams.
     pub fn add_publisher(
         &mut self,
         now: Instant,
@@ -227,7 +498,10 @@ impl Sfu {
             audio: SourceTrack::default(),
             video: SourceTrack::default(),
         };
-        self.streams.entry(stream.clone()).or_default().publisher = Some(id);
+        self.streams
+            .entry(stream.clone())
+            .or_insert_with(LocalStream::new)
+            .publisher = Some(id);
         self.insert(
             now,
             id,
@@ -248,13 +522,21 @@ impl Sfu {
         media: &StreamMedia,
         offer_sdp: &str,
     ) -> Result<Answer, SfuError> {
-        let codecs = Offer::parse(offer_sdp)?.viewer_codecs(media)?;
+        let offer = Offer::parse(offer_sdp)?;
+        let codecs = offer.viewer_codecs(media)?;
+        let video_rtx_pt = codecs
+            .video
+            .as_ref()
+            .and_then(|v| offer.rtx_payload_type(MediaKind::Video, v.payload_type));
         let (peer, sdp) = Peer::new(
             now,
             self.config.advertised_addr,
             self.config.srtp,
             offer_sdp,
-            Role::Viewer { codecs: &codecs },
+            Role::Viewer {
+                codecs: &codecs,
+                video_rtx_pt,
+            },
         )?;
         let mut tracks: [Option<DownTrack>; 2] = [None, None];
         for c in [&codecs.audio, &codecs.video].into_iter().flatten() {
@@ -262,18 +544,30 @@ impl Sfu {
                 continue;
             };
             tracks[slot(c.kind)] = Some(DownTrack {
+                kind: c.kind,
                 payload_type: c.payload_type,
                 ssrc,
+                rtx: peer.rtx[slot(c.kind)],
+                rtx_seq: rand::random(),
                 rewriter: HeaderRewriter::new(c.clock_rate, rand::random(), rand::random()),
                 waiting_keyframe: c.kind == MediaKind::Video,
+                epoch: None,
             });
         }
         self.streams
             .entry(stream.clone())
-            .or_default()
+            .or_insert_with(LocalStream::new)
             .viewers
             .push(id);
-        self.insert(now, id, peer, stream, PeerRole::Viewer(tracks));
+        let viewer = Viewer {
+            tracks,
+            backlog_over: false,
+            send_failures: 0,
+            failures_since: None,
+            backoff_until: None,
+            skipping: false,
+        };
+        self.insert(now, id, peer, stream, PeerRole::Viewer(Box::new(viewer)));
         Ok(Answer { sdp, media: codecs })
     }
 
@@ -287,6 +581,7 @@ impl Sfu {
                 role,
                 created_at: now,
                 deadline: None,
+                garbage: GarbageMeter::default(),
             },
         );
         self.drain_peer(now, id);
@@ -311,6 +606,7 @@ impl Sfu {
     }
 
     /// Removes a peer at once (its session ended). Removing an unknown peer does nothing.
+    /// A broadcaster's viewers stay, waiting for a new broadcaster of the same stream.
     pub fn remove_peer(&mut self, id: PeerId) {
         let Some(mut entry) = self.peers.remove(&id) else {
             return;
@@ -319,17 +615,28 @@ impl Sfu {
             .remove(&entry.peer.ufrag, &entry.peer.remote_addrs, id);
         entry.peer.close();
         while let Some((to, data)) = entry.peer.poll_transmit() {
-            self.transmits.push_back(Transmit { to, data });
+            self.transmits.push_back(Transmit { to, data, peer: id });
         }
         if let Some(s) = self.streams.get_mut(&entry.stream) {
             if s.publisher == Some(id) {
                 s.publisher = None;
+                // Its packets must not start a viewer that joins before the next broadcaster.
+                s.cache.clear();
             }
             s.viewers.retain(|v| *v != id);
-            if s.publisher.is_none() && s.viewers.is_empty() {
+            if s.viewers.capacity() > 64 && s.viewers.len() * 4 < s.viewers.capacity() {
+                s.viewers.shrink_to(s.viewers.len() * 2);
+            }
+            if s.is_unused() {
                 self.streams.remove(&entry.stream);
             }
         }
+        // Maps keep their high-water capacity; give it back when most of it is empty, so a
+        // burst of peers does not hold memory for good.
+        if self.peers.capacity() > 64 && self.peers.len() * 4 < self.peers.capacity() {
+            self.peers.shrink_to(self.peers.len() * 2);
+        }
+        self.demux.shrink();
     }
 
     /// One datagram from the worker's socket.
@@ -342,13 +649,38 @@ impl Sfu {
         let Some(entry) = self.peers.get_mut(&id) else {
             return;
         };
-        entry.peer.handle_datagram(now, from, data);
+        let verdict = entry.peer.handle_datagram(now, from, data);
+        // Only a proven (bound) address counts against its peer: anyone can send STUN that
+        // names a peer's ufrag.
+        if entry.peer.remote_addrs.contains(&from) {
+            let bad = verdict == DatagramVerdict::Garbage;
+            if bad {
+                self.stats.datagrams_garbage += 1;
+            }
+            if entry.garbage.record(now, bad) {
+                tracing::info!(peer = %id, "closed: it keeps sending garbage");
+                self.stats.peers_closed_for_garbage += 1;
+                self.remove_peer(id);
+                self.outputs.push_back(Output::Failed(id));
+                return;
+            }
+        } else if verdict == DatagramVerdict::Garbage {
+            self.stats.datagrams_garbage += 1;
+        }
         self.drain_peer(now, id);
     }
 
-    /// A packet of a broadcaster on another worker.
+    /// A packet of a broadcaster on another worker. The worker remembers it (keyframe cache,
+    /// NACK history) whether or not it has viewers of the stream yet, so its first viewer joins
+    /// at once too; the payload is the one the broadcaster's worker shares, so that costs an
+    /// entry, not a copy.
     pub fn handle_media(&mut self, now: Instant, packet: &SourcePacket) {
-        self.fan_out(now, packet);
+        if !self.streams.contains_key(&packet.stream) {
+            self.streams
+                .insert(packet.stream.clone(), LocalStream::new());
+            self.sweep_at.get_or_insert(now + REMOTE_STREAM_IDLE);
+        }
+        self.on_source_packet(now, &packet.stream, packet.kind, &packet.media(), false);
     }
 
     /// A keyframe request from a viewer on another worker. Only the worker that has the
@@ -360,6 +692,53 @@ impl Sfu {
             .is_some_and(|s| s.publisher.is_some())
         {
             self.request_keyframe(now, stream);
+        }
+    }
+
+    /// The shell holds `queued_bytes` for viewer `peer` that it has not sent yet (a shell with
+    /// a queue or pacer per viewer reports after each flush). Over
+    /// [`MediaOptions::max_viewer_backlog_bytes`], the viewer is sent nothing more and restarts
+    /// at a keyframe once the backlog is under half the bound. Nobody else is affected.
+    pub fn handle_send_backlog(&mut self, now: Instant, peer: PeerId, queued_bytes: usize) {
+        let max = self.options.max_viewer_backlog_bytes;
+        let Some(e) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let PeerRole::Viewer(v) = &mut e.role else {
+            return;
+        };
+        if queued_bytes > max {
+            v.backlog_over = true;
+        } else if v.backlog_over && queued_bytes <= max / 2 {
+            v.backlog_over = false;
+            if v.skipping && !v.congested(now) {
+                // Ask now, so the keyframe is on its way when the viewer can take it.
+                let stream = e.stream.clone();
+                self.request_keyframe(now, &stream);
+            }
+        }
+    }
+
+    /// The shell could not send a datagram for `peer` (for a shell that drops instead of
+    /// queueing: `try_send_to` failed). One failure is loss, which NACKs repair; a run of
+    /// [`SEND_FAILURES_BEFORE_SKIP`] within [`SEND_FAILURE_WINDOW`] makes the viewer skip for
+    /// [`SEND_FAILURE_BACKOFF`] and restart at a keyframe.
+    pub fn handle_send_failed(&mut self, now: Instant, peer: PeerId) {
+        let Some(e) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let PeerRole::Viewer(v) = &mut e.role else {
+            return;
+        };
+        if v.failures_since
+            .is_none_or(|s| now >= s + SEND_FAILURE_WINDOW)
+        {
+            v.failures_since = Some(now);
+            v.send_failures = 0;
+        }
+        v.send_failures += 1;
+        if v.send_failures >= SEND_FAILURES_BEFORE_SKIP {
+            v.backoff_until = Some(now + SEND_FAILURE_BACKOFF);
         }
     }
 
@@ -384,10 +763,14 @@ impl Sfu {
                 [e.deadline, connect, pli]
             })
             .flatten()
+            .chain(self.sweep_at)
             .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.sweep_at.is_some_and(|t| t <= now) {
+            self.sweep_idle_streams(now);
+        }
         let due: Vec<PeerId> = self
             .peers
             .iter()
@@ -420,6 +803,20 @@ impl Sfu {
         }
     }
 
+    /// Forgets streams known only from other workers' media once they went quiet.
+    fn sweep_idle_streams(&mut self, now: Instant) {
+        self.streams.retain(|_, s| {
+            !(s.is_unused()
+                && s.last_media_at
+                    .is_none_or(|t| now >= t + REMOTE_STREAM_IDLE))
+        });
+        self.sweep_at = self
+            .streams
+            .values()
+            .any(LocalStream::is_unused)
+            .then_some(now + REMOTE_STREAM_IDLE);
+    }
+
     /// Drains everything a peer produced after an input.
     fn drain_peer(&mut self, now: Instant, id: PeerId) {
         let Some(e) = self.peers.get_mut(&id) else {
@@ -448,6 +845,11 @@ impl Sfu {
                         self.request_keyframe(now, &stream);
                     }
                 }
+                Inbound::Nack { media_ssrc, seqs } => {
+                    if !is_publisher {
+                        self.on_nack(now, id, media_ssrc, &seqs);
+                    }
+                }
             }
         }
         for ev in events {
@@ -456,8 +858,7 @@ impl Sfu {
                     tracing::debug!(peer = %id, %stream, "connected");
                     self.outputs.push_back(Output::Connected(id));
                     if !is_publisher {
-                        // The viewer's picture starts at a keyframe: ask for one now.
-                        self.request_keyframe(now, &stream);
+                        self.start_viewer(now, id);
                     }
                 }
                 PeerEvent::Failed => {
@@ -467,6 +868,136 @@ impl Sfu {
                     return;
                 }
             }
+        }
+    }
+
+    /// A viewer just connected: its video starts from the cached keyframe when there is one
+    /// (its first picture after one round trip), otherwise at the keyframe it asks for.
+    fn start_viewer(&mut self, now: Instant, id: PeerId) {
+        let Some(e) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let stream = e.stream.clone();
+        let Some(ls) = self.streams.get(&stream) else {
+            return;
+        };
+        let state = if self.options.keyframe_cache {
+            ls.cache.state()
+        } else {
+            CacheState::Empty
+        };
+        if state != CacheState::Empty {
+            let mut sink = Sink {
+                demux: &mut self.demux,
+                transmits: &mut self.transmits,
+                stats: &mut self.stats,
+            };
+            let mut sent = 0;
+            for m in ls.cache.packets() {
+                forward(now, id, e, MediaKind::Video, m, &mut sink);
+                sent += 1;
+            }
+            sink.stats.viewers_started_from_cache += 1;
+            sink.stats.cache_packets_sent += sent;
+            if state == CacheState::Complete {
+                return;
+            }
+            // Only the keyframe was kept: show it, then wait for the next one.
+            if let PeerRole::Viewer(v) = &mut e.role
+                && let Some(t) = v.tracks[slot(MediaKind::Video)].as_mut()
+            {
+                t.waiting_keyframe = true;
+            }
+        }
+        self.request_keyframe(now, &stream);
+    }
+
+    /// A viewer lost packets: resend them from the stream's history (as RTX where the viewer
+    /// negotiated it). What the SFU never got is the broadcaster leg's to repair; what is too
+    /// old to resend takes a keyframe.
+    fn on_nack(&mut self, now: Instant, id: PeerId, media_ssrc: u32, seqs: &[u16]) {
+        let Some(e) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let PeerRole::Viewer(v) = &mut e.role else {
+            return;
+        };
+        let Some(t) = v.tracks.iter_mut().flatten().find(|t| t.ssrc == media_ssrc) else {
+            return;
+        };
+        let history = self
+            .streams
+            .get(&e.stream)
+            .and_then(|s| s.history[slot(t.kind)].as_ref());
+        let mut unrepairable = false;
+        for &seq in seqs {
+            self.stats.nacked += 1;
+            let Some((epoch, source_seq)) = t.rewriter.source_of(seq) else {
+                // Before the viewer's sync point: not part of its stream.
+                continue;
+            };
+            let found = match history.map(|h| h.get(epoch, source_seq)) {
+                Some(Lookup::Found(m)) => m,
+                Some(Lookup::NotYetReceived) => {
+                    self.stats.nack_not_yet_received += 1;
+                    continue;
+                }
+                Some(Lookup::Gone) | None => {
+                    self.stats.nack_unrepairable += 1;
+                    unrepairable = true;
+                    continue;
+                }
+            };
+            let Some((out_seq, out_ts)) =
+                t.rewriter
+                    .rewrite(now, found.epoch, found.seq, found.timestamp)
+            else {
+                continue;
+            };
+            let (header, payload) = match t.rtx {
+                Some((rtx_ssrc, rtx_pt)) => {
+                    // RFC 4588: the original sequence number, then the original payload. The
+                    // one copy of the payload on the whole path, and only for a loss.
+                    let mut p = BytesMut::with_capacity(2 + found.payload.len());
+                    p.put_u16(out_seq);
+                    p.put_slice(&found.payload);
+                    let rtx_seq = t.rtx_seq;
+                    t.rtx_seq = t.rtx_seq.wrapping_add(1);
+                    self.stats.retransmitted_rtx += 1;
+                    (
+                        rtc::rtp::Header {
+                            version: 2,
+                            marker: found.marker,
+                            payload_type: rtx_pt,
+                            sequence_number: rtx_seq,
+                            timestamp: out_ts,
+                            ssrc: rtx_ssrc,
+                            ..Default::default()
+                        },
+                        p.freeze(),
+                    )
+                }
+                None => (
+                    rtc::rtp::Header {
+                        version: 2,
+                        marker: found.marker,
+                        payload_type: t.payload_type,
+                        sequence_number: out_seq,
+                        timestamp: out_ts,
+                        ssrc: t.ssrc,
+                        ..Default::default()
+                    },
+                    found.payload.clone(),
+                ),
+            };
+            e.peer.send_rtp(now, header, payload);
+            self.stats.retransmitted += 1;
+        }
+        drain_transmits(id, &mut e.peer, &mut self.demux, &mut self.transmits);
+        e.deadline = e.peer.poll_timeout();
+        if unrepairable {
+            let stream = e.stream.clone();
+            self.request_keyframe(now, &stream);
         }
     }
 
@@ -501,72 +1032,83 @@ impl Sfu {
         let video_codec: Option<VideoCodec> = p.media.video.as_ref().and_then(|c| c.video);
         let keyframe_start = kind == MediaKind::Video
             && video_codec.is_some_and(|c| is_keyframe_start(c, &packet.payload));
+        let mut ask_keyframe = false;
         if kind == MediaKind::Video {
+            // A source whose first video is no keyframe (it started before we listened, or
+            // reconnected mid-GOP) is asked for one at once: viewers wait for it.
+            ask_keyframe = p.video_ssrc.is_none() && !keyframe_start;
             p.video_ssrc = Some(packet.header.ssrc);
             if keyframe_start {
                 p.keyframes.keyframe_received(now);
             }
         }
-        let source = SourcePacket {
-            stream: e.stream.clone(),
+        let stream = e.stream.clone();
+        let media = Media {
             epoch: id.0,
-            kind,
             keyframe_start,
             seq,
             timestamp: packet.header.timestamp,
             marker: packet.header.marker,
             payload: packet.payload,
         };
-        self.fan_out(now, &source);
         if self.config.share_media {
-            self.outputs.push_back(Output::Media(Arc::new(source)));
+            self.outputs.push_back(Output::Media(Arc::new(SourcePacket {
+                stream: stream.clone(),
+                epoch: media.epoch,
+                kind,
+                keyframe_start,
+                seq,
+                timestamp: media.timestamp,
+                marker: media.marker,
+                payload: media.payload.clone(),
+            })));
+        }
+        self.on_source_packet(now, &stream, kind, &media, true);
+        if ask_keyframe {
+            self.request_keyframe(now, &stream);
         }
     }
 
-    /// Sends one source packet to every local viewer of its stream.
-    fn fan_out(&mut self, now: Instant, packet: &SourcePacket) {
-        let Some(stream) = self.streams.get(&packet.stream) else {
+    /// One source packet, local or from another worker: remembered (history, keyframe cache),
+    /// then sent to every local viewer of its stream.
+    fn on_source_packet(
+        &mut self,
+        now: Instant,
+        stream: &StreamName,
+        kind: MediaKind,
+        m: &Media,
+        local: bool,
+    ) {
+        let Some(ls) = self.streams.get_mut(stream) else {
             return;
         };
-        for id in &stream.viewers {
+        ls.last_media_at = Some(now);
+        let capacity = match kind {
+            MediaKind::Audio => AUDIO_HISTORY_PACKETS,
+            MediaKind::Video => VIDEO_HISTORY_PACKETS,
+        };
+        ls.history[slot(kind)]
+            .get_or_insert_with(|| History::new(capacity))
+            .push(m);
+        let mut wants_keyframe = false;
+        if kind == MediaKind::Video && self.options.keyframe_cache && ls.cache.push(m) {
+            self.stats.cache_overflows += 1;
+            // Every worker's cache overflows at the same packet; the broadcaster's asks.
+            wants_keyframe = local;
+        }
+        let mut sink = Sink {
+            demux: &mut self.demux,
+            transmits: &mut self.transmits,
+            stats: &mut self.stats,
+        };
+        for id in &ls.viewers {
             let Some(e) = self.peers.get_mut(id) else {
                 continue;
             };
-            if !e.peer.is_connected() {
-                continue;
-            }
-            let PeerRole::Viewer(tracks) = &mut e.role else {
-                continue;
-            };
-            let Some(t) = tracks[slot(packet.kind)].as_mut() else {
-                continue;
-            };
-            if t.waiting_keyframe {
-                if !packet.keyframe_start {
-                    continue;
-                }
-                t.waiting_keyframe = false;
-                t.rewriter.resync();
-            }
-            let Some((seq, ts)) =
-                t.rewriter
-                    .rewrite(now, packet.epoch, packet.seq, packet.timestamp)
-            else {
-                continue;
-            };
-            let header = rtc::rtp::Header {
-                version: 2,
-                marker: packet.marker,
-                payload_type: t.payload_type,
-                sequence_number: seq,
-                timestamp: ts,
-                ssrc: t.ssrc,
-                ..Default::default()
-            };
-            e.peer.send_rtp(now, header, packet.payload.clone());
-            self.stats.rtp_forwarded += 1;
-            drain_transmits(*id, &mut e.peer, &mut self.demux, &mut self.transmits);
-            e.deadline = e.peer.poll_timeout();
+            wants_keyframe |= forward(now, *id, e, kind, m, &mut sink).wants_keyframe;
+        }
+        if wants_keyframe {
+            self.request_keyframe(now, stream);
         }
     }
 

@@ -3,9 +3,9 @@
 
 mod sim;
 
-use golive_sfu::PeerId;
 use golive_sfu::pli::KEYFRAME_REQUEST_INTERVAL;
-use sim::{Kind, Sim, check_track, ms};
+use golive_sfu::{MediaOptions, PeerId};
+use sim::{Kind, Link, Sim, check_track, ms};
 use std::time::{Duration, Instant};
 
 /// Natural keyframes so rare that, within a test, every keyframe after the first is one the
@@ -16,9 +16,101 @@ fn gaps(times: &[Instant]) -> Vec<Duration> {
     times.windows(2).map(|w| w[1] - w[0]).collect()
 }
 
+fn no_cache() -> MediaOptions {
+    MediaOptions {
+        keyframe_cache: false,
+        ..MediaOptions::default()
+    }
+}
+
 #[test]
-fn late_viewer_starts_at_a_keyframe_and_triggers_a_pli() {
+fn late_viewer_first_video_packet_is_a_cached_keyframe() {
     let mut s = Sim::new();
+    let publisher = s.add_publisher(PeerId(1), "live", LONG_GOP_FRAMES);
+    let early = s.add_viewer(PeerId(2), "live");
+    s.run_until_connected(&[publisher, early], ms(5_000));
+    s.run_for(ms(1_500));
+    let plis_before = s.client(publisher).plis.len();
+
+    let late = s.add_viewer(PeerId(3), "live");
+    s.run_until_connected(&[late], ms(5_000));
+    let connected = s.sfu_connected[&late];
+    s.run_for(ms(1_000));
+
+    let p = s.client(publisher);
+    assert_eq!(
+        p.plis.len(),
+        plis_before,
+        "a join served from the cache asks the broadcaster for nothing"
+    );
+    let v = s.client(late);
+    let video = v.received_of(Kind::Video);
+    assert!(
+        video[0].keyframe_start,
+        "first video packet: {:?}",
+        video[0]
+    );
+    assert_eq!(
+        video[0].at, connected,
+        "the cached keyframe goes out the moment the viewer connects"
+    );
+    // It is the broadcaster's first keyframe, sent long before the viewer came, and from there
+    // on the viewer has every packet, in order, gap-free.
+    let k = check_track(p, v, Kind::Video, None);
+    assert_eq!(k, 0, "starts at the only keyframe the broadcaster sent");
+    check_track(p, v, Kind::Audio, None);
+    assert_eq!(check_track(p, s.client(early), Kind::Video, None), 0);
+    let st = s.sfu.stats();
+    // The early viewer connected before any media, so it started at the first keyframe live.
+    assert_eq!(st.viewers_started_from_cache, 1, "{st:?}");
+    assert!(st.cache_packets_sent > 40, "{st:?}");
+}
+
+#[test]
+fn cache_overflow_shows_the_keyframe_then_waits_for_the_next() {
+    let mut s = Sim::new();
+    // 30 fps, one packet a frame: 512 packets are past after about 17 s.
+    let publisher = s.add_publisher(PeerId(1), "live", LONG_GOP_FRAMES);
+    s.run_until_connected(&[publisher], ms(5_000));
+    s.client_mut(publisher).plan_mut().answer_pli = false;
+    s.run_for(ms(18_000));
+    assert_eq!(s.sfu.stats().cache_overflows, 1);
+    assert!(
+        !s.client(publisher).plis.is_empty(),
+        "the overflow asked for a new keyframe"
+    );
+    let (packets, _) = s.sfu.keyframe_cache_size(&sim::stream("live"));
+    assert_eq!(packets, sim::KEYFRAME_PACKETS, "only the keyframe is kept");
+    s.client_mut(publisher).plan_mut().answer_pli = true;
+    let late = s.add_viewer(PeerId(3), "live");
+    s.run_until_connected(&[late], ms(5_000));
+    s.run_for(ms(1_000));
+    let v = s.client(late);
+    let video = v.received_of(Kind::Video);
+    assert!(video[0].keyframe_start);
+    assert_eq!(
+        video[0].counter,
+        s.client(publisher)
+            .plan()
+            .sent
+            .iter()
+            .find(|x| x.kind == Kind::Video)
+            .map(|x| x.counter)
+    );
+    // The picture, then a gap-free jump to the next keyframe.
+    let second = &video[sim::KEYFRAME_PACKETS];
+    assert!(
+        second.keyframe_start,
+        "after the cached keyframe comes a new one"
+    );
+    for w in video.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "no sequence gap");
+    }
+}
+
+#[test]
+fn late_viewer_without_cache_starts_at_a_requested_keyframe() {
+    let mut s = Sim::with_options(no_cache());
     let publisher = s.add_publisher(PeerId(1), "live", LONG_GOP_FRAMES);
     let early = s.add_viewer(PeerId(2), "live");
     s.run_until_connected(&[publisher, early], ms(5_000));
@@ -104,7 +196,7 @@ fn assert_coalesced(s: &Sim, publisher: PeerId) {
 
 #[test]
 fn keyframe_requests_of_many_joining_viewers_are_coalesced() {
-    let mut s = Sim::new();
+    let mut s = Sim::with_options(no_cache());
     let publisher = s.add_publisher(PeerId(1), "live", LONG_GOP_FRAMES);
     let viewers = fifty_viewers_joining_at_once(&mut s, publisher, 50);
     let first_connect = viewers
@@ -141,6 +233,78 @@ fn keyframe_requests_of_many_joining_viewers_are_coalesced() {
         check_track(s.client(publisher), s.client(v), Kind::Video, None);
         check_track(s.client(publisher), s.client(v), Kind::Audio, None);
     }
+}
+
+#[test]
+fn many_viewers_joining_from_the_cache_send_no_pli() {
+    let mut s = Sim::new();
+    let publisher = s.add_publisher(PeerId(1), "live", LONG_GOP_FRAMES);
+    let viewers = fifty_viewers_joining_at_once(&mut s, publisher, 50);
+    s.run_for(ms(1_500));
+    assert_eq!(s.client(publisher).plis.len(), 0);
+    for &v in &viewers {
+        assert!(s.client(v).received_of(Kind::Video)[0].keyframe_start);
+        check_track(s.client(publisher), s.client(v), Kind::Video, None);
+    }
+}
+
+/// Time to first frame: from the viewer's offer to the last packet of its first keyframe,
+/// with 50 ms one way to the broadcaster and 20 ms to the viewer, with and without the cache.
+/// Prints the figures: `cargo test -p golive-sfu --release --test keyframes time_to_first
+/// -- --nocapture`.
+#[test]
+fn time_to_first_frame_with_and_without_the_cache() {
+    let mut figures = Vec::new();
+    for cache in [true, false] {
+        let options = MediaOptions {
+            keyframe_cache: cache,
+            ..MediaOptions::default()
+        };
+        let mut s = Sim::with_options(options);
+        let publisher = s.add_publisher(PeerId(1), "live", 60);
+        s.set_link(
+            publisher,
+            Link {
+                delay: ms(50),
+                ..Link::default()
+            },
+        );
+        s.run_until_connected(&[publisher], ms(5_000));
+        s.run_for(ms(1_000));
+        let mut ttff = Vec::new();
+        for i in 0..20u64 {
+            // Joins spread over the GOP, 1 s apart.
+            let joined = s.now;
+            let v = s.add_viewer(PeerId(100 + i), "live");
+            s.set_link(
+                v,
+                Link {
+                    delay: ms(20),
+                    ..Link::default()
+                },
+            );
+            s.run_until_connected(&[v], ms(5_000));
+            s.run_for(ms(1_000) + ms(37 * i % 500));
+            let c = s.client(v);
+            let video = c.received_of(Kind::Video);
+            assert!(video[0].keyframe_start);
+            let frame_done = video.iter().find(|r| r.marker).expect("a whole frame").at;
+            ttff.push(frame_done - joined);
+        }
+        ttff.sort();
+        let mean = ttff.iter().sum::<Duration>() / ttff.len() as u32;
+        eprintln!(
+            "TTFF cache={cache}: mean {mean:?}, median {:?}, max {:?} (20 joins; PLIs {})",
+            ttff[ttff.len() / 2],
+            ttff[ttff.len() - 1],
+            s.client(publisher).plis.len()
+        );
+        figures.push(mean);
+    }
+    assert!(
+        figures[0] < figures[1],
+        "the cache makes the first frame come sooner: {figures:?}"
+    );
 }
 
 /// Pins a core bug (see the report): rtc 0.21 stops inbound RTCP at its interceptor chain's

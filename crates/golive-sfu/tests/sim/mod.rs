@@ -7,6 +7,10 @@
 //! datagram between the SFU and the clients in memory, with no latency and no loss, until
 //! nobody has anything left to send.
 //!
+//! Each client's link can be made lossy (per direction, SRTP only: the handshake is left alone),
+//! delayed, or stalled (the "shell" then queues what the SFU sends that client, bounded, and
+//! reports the backlog to the SFU as a real shell would); see [`Link`].
+//!
 //! Publishers send synthetic VP8 (RFC 7741 descriptor and frame tag) and Opus; every payload
 //! carries a unique counter at bytes 4..12, and the simulation keeps every payload it sent, so a
 //! viewer checks each packet it receives byte for byte without keeping the bytes itself.
@@ -14,9 +18,12 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use golive_proto::StreamName;
-use golive_sfu::{Output, PeerId, Sfu, SfuConfig, SrtpPolicy, StreamMedia};
+use golive_sfu::{MediaOptions, Output, PeerId, Sfu, SfuConfig, SrtpPolicy, StreamMedia};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use rtc::interceptor::{
-    Attribute, Interceptor, Packet as InterceptorPacket, Registry, Slot, StreamInfo, TaggedPacket,
+    Attribute, Interceptor, NackGeneratorBuilder, NackResponderBuilder,
+    Packet as InterceptorPacket, Registry, Slot, StreamInfo, TaggedPacket,
 };
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -41,7 +48,7 @@ use rtc::rtp_transceiver::{
 };
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -65,6 +72,8 @@ pub const AUDIO_PACKETS_PER_S: u64 = 50;
 pub const KEYFRAME_PACKETS: usize = 3;
 const VIDEO_PACKET_BYTES: usize = 900;
 const AUDIO_PACKET_BYTES: usize = 120;
+/// How often a viewer client NACKs one lost packet (browsers go on for longer).
+const VIEWER_MAX_NACKS: u16 = 10;
 /// Where a payload's unique counter sits.
 const COUNTER_AT: usize = 4;
 
@@ -316,7 +325,13 @@ impl Client {
     }
 
     /// Emits the media that is due by `now`; returns the payloads it sent, by counter.
-    fn produce(&mut self, now: Instant, counter: &mut u64, payloads: &mut HashMap<u64, Bytes>) {
+    fn produce(
+        &mut self,
+        now: Instant,
+        counter: &mut u64,
+        payloads: &mut HashMap<u64, Bytes>,
+        keep: bool,
+    ) {
         let Role::Publisher(plan) = &mut self.role else {
             return;
         };
@@ -344,7 +359,9 @@ impl Client {
                 counter: *counter,
                 keyframe_start: false,
             });
-            payloads.insert(*counter, payload.clone());
+            if keep {
+                payloads.insert(*counter, payload.clone());
+            }
             packets.push((
                 plan.audio_sender,
                 rtp(PUB_OPUS_PT, plan.audio_ssrc, seq, ts, false, payload),
@@ -372,7 +389,9 @@ impl Client {
                     counter: *counter,
                     keyframe_start: i == 0 && keyframe,
                 });
-                payloads.insert(*counter, payload.clone());
+                if keep {
+                    payloads.insert(*counter, payload.clone());
+                }
                 packets.push((
                     plan.video_sender,
                     rtp(PUB_VP8_PT, plan.video_ssrc, seq, ts, marker, payload),
@@ -543,9 +562,22 @@ fn new_pc(
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(SettingEngineBuilder::new().build())
         .with_media_engine(me)
-        .with_interceptor_registry(
-            Registry::new().with(Slot::JitterBuffer, KeyframeRequestsToApp::default()),
-        )
+        .with_interceptor_registry(if publisher.is_some() {
+            // Answers the SFU's NACKs for the broadcaster's lost packets.
+            Registry::new()
+                .with(Slot::JitterBuffer, KeyframeRequestsToApp::default())
+                .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        } else {
+            // NACKs what the viewer lost, as a browser does.
+            Registry::new()
+                .with(Slot::JitterBuffer, KeyframeRequestsToApp::default())
+                .with(
+                    Slot::NackGenerator,
+                    NackGeneratorBuilder::new()
+                        .with_max_nacks_per_packet(VIEWER_MAX_NACKS)
+                        .build(),
+                )
+        })
         .build(now)
         .expect("client peer connection");
     let senders = match publisher {
@@ -621,6 +653,34 @@ fn new_pc(
     (pc, senders)
 }
 
+/// One client's link to the SFU.
+#[derive(Debug, Clone, Default)]
+pub struct Link {
+    /// Probability that an SRTP/SRTCP datagram to the client is lost.
+    pub down_loss: f64,
+    /// Probability that an SRTP/SRTCP datagram from the client is lost.
+    pub up_loss: f64,
+    /// One-way delay, each direction.
+    pub delay: Duration,
+    /// The client reads nothing: the shell queues what the SFU sends it (up to
+    /// [`STALL_QUEUE_BYTES`], dropping the rest) and reports the backlog to the SFU.
+    pub stalled: bool,
+}
+
+/// What the simulated shell queues for one stalled client at most.
+pub const STALL_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+
+fn is_srtp(data: &[u8]) -> bool {
+    data.first().is_some_and(|b| (128..192).contains(b))
+}
+
+/// A datagram on its way: to the SFU (from a client's address) or to a client.
+#[derive(Debug)]
+enum Flight {
+    ToSfu(SocketAddr, BytesMut),
+    ToClient(usize, BytesMut),
+}
+
 /// The world: one SFU, its clients, the clock and the wire between them.
 pub struct Sim {
     pub t0: Instant,
@@ -645,6 +705,20 @@ pub struct Sim {
     pub transmits_to_nowhere: u64,
     /// Datagrams the SFU sent, by destination client, after `remove` (tests look at these).
     pub removed: HashMap<PeerId, Instant>,
+    /// Links that are not perfect, by client.
+    pub links: HashMap<PeerId, Link>,
+    /// Datagrams in flight on delayed links, by arrival time.
+    in_flight: BTreeMap<(Instant, u64), Flight>,
+    flight_seq: u64,
+    /// What the shell holds for stalled clients, and how much it dropped.
+    stalled_queue: HashMap<usize, (VecDeque<BytesMut>, usize)>,
+    pub stall_dropped: u64,
+    /// Datagrams the links lost, per direction.
+    pub lost_down: u64,
+    pub lost_up: u64,
+    rng: StdRng,
+    /// Keep every payload (for byte-for-byte checks); off for long runs.
+    pub keep_payloads: bool,
 }
 
 pub fn stream(name: &str) -> StreamName {
@@ -653,15 +727,22 @@ pub fn stream(name: &str) -> StreamName {
 
 impl Sim {
     pub fn new() -> Self {
+        Self::with_options(MediaOptions::default())
+    }
+
+    pub fn with_options(options: MediaOptions) -> Self {
         let t0 = Instant::now();
         Self {
             t0,
             now: t0,
-            sfu: Sfu::new(SfuConfig {
-                advertised_addr: SFU_ADDR,
-                srtp: SrtpPolicy::default(),
-                share_media: false,
-            }),
+            sfu: Sfu::with_options(
+                SfuConfig {
+                    advertised_addr: SFU_ADDR,
+                    srtp: SrtpPolicy::default(),
+                    share_media: false,
+                },
+                options,
+            ),
             clients: Vec::new(),
             index: HashMap::new(),
             by_addr: HashMap::new(),
@@ -676,6 +757,163 @@ impl Sim {
             rtcp_to_sfu: 0,
             transmits_to_nowhere: 0,
             removed: HashMap::new(),
+            links: HashMap::new(),
+            in_flight: BTreeMap::new(),
+            flight_seq: 0,
+            stalled_queue: HashMap::new(),
+            stall_dropped: 0,
+            lost_down: 0,
+            lost_up: 0,
+            rng: StdRng::seed_from_u64(0x5eed),
+            keep_payloads: true,
+        }
+    }
+
+    pub fn set_link(&mut self, id: PeerId, link: Link) {
+        let was_stalled = self.links.get(&id).is_some_and(|l| l.stalled);
+        let i = self.index[&id];
+        if was_stalled && !link.stalled {
+            // The client reads again: the shell's queue drains to it.
+            if let Some((q, _)) = self.stalled_queue.remove(&i) {
+                let now = self.now;
+                for data in q {
+                    self.clients[i].read(now, data);
+                }
+                self.drain_client(i);
+            }
+            self.sfu.handle_send_backlog(self.now, id, 0);
+        }
+        self.links.insert(id, link);
+        self.pump();
+    }
+
+    /// Forgets a client entirely (after `remove`), as a departed browser is gone.
+    pub fn drop_client(&mut self, id: PeerId) {
+        let Some(i) = self.index.remove(&id) else {
+            return;
+        };
+        let addr = self.clients[i].addr;
+        self.by_addr.remove(&addr);
+        self.links.remove(&id);
+        self.stalled_queue.remove(&i);
+        // Keep indices stable: swap in an inert placeholder is not possible for an rtc pc, so
+        // move the last client into the hole and fix its index.
+        let last = self.clients.len() - 1;
+        self.clients.swap_remove(i);
+        if i != last {
+            let moved = &self.clients[i];
+            self.index.insert(moved.id, i);
+            self.by_addr.insert(moved.addr, i);
+            if let Some(q) = self.stalled_queue.remove(&last) {
+                self.stalled_queue.insert(i, q);
+            }
+        }
+        let stale: Vec<(Instant, u64)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| matches!(f, Flight::ToClient(c, _) if *c == i || *c == last))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            if let Some(Flight::ToClient(c, d)) = self.in_flight.remove(&k)
+                && c == last
+                && i != last
+            {
+                self.in_flight.insert(k, Flight::ToClient(i, d));
+            }
+        }
+    }
+
+    /// Forgets every payload and sent record (long runs that check no bytes).
+    pub fn forget_history(&mut self) {
+        self.payloads = HashMap::new();
+        for c in &mut self.clients {
+            c.received = Vec::new();
+            if let Role::Publisher(p) = &mut c.role {
+                p.sent = Vec::new();
+            }
+        }
+    }
+
+    /// A datagram from client `i` onto the wire towards the SFU.
+    fn send_up(&mut self, i: usize, from: SocketAddr, data: BytesMut) {
+        let link = self
+            .links
+            .get(&self.clients[i].id)
+            .cloned()
+            .unwrap_or_default();
+        if is_srtp(&data) && link.up_loss > 0.0 && self.rng.random_bool(link.up_loss) {
+            self.lost_up += 1;
+            return;
+        }
+        if link.delay > Duration::ZERO {
+            self.flight_seq += 1;
+            self.in_flight.insert(
+                (self.now + link.delay, self.flight_seq),
+                Flight::ToSfu(from, data),
+            );
+        } else {
+            self.deliver_to_sfu(from, data);
+        }
+    }
+
+    fn deliver_to_sfu(&mut self, from: SocketAddr, data: BytesMut) {
+        if data.len() >= 2 && (128..192).contains(&data[0]) && (200..=206).contains(&data[1]) {
+            self.rtcp_to_sfu += 1;
+        }
+        self.sfu.handle_datagram(self.now, from, &data);
+    }
+
+    /// A datagram from the SFU onto the wire towards client `i`.
+    fn send_down(&mut self, i: usize, peer: PeerId, data: BytesMut) {
+        let link = self
+            .links
+            .get(&self.clients[i].id)
+            .cloned()
+            .unwrap_or_default();
+        if link.stalled {
+            let q = self.stalled_queue.entry(i).or_default();
+            if q.1 + data.len() > STALL_QUEUE_BYTES {
+                self.stall_dropped += 1;
+            } else {
+                q.1 += data.len();
+                q.0.push_back(data);
+            }
+            let backlog = q.1;
+            self.sfu.handle_send_backlog(self.now, peer, backlog);
+            return;
+        }
+        if is_srtp(&data) && link.down_loss > 0.0 && self.rng.random_bool(link.down_loss) {
+            self.lost_down += 1;
+            return;
+        }
+        if link.delay > Duration::ZERO {
+            self.flight_seq += 1;
+            self.in_flight.insert(
+                (self.now + link.delay, self.flight_seq),
+                Flight::ToClient(i, data),
+            );
+        } else {
+            let now = self.now;
+            self.clients[i].read(now, data);
+            self.drain_client(i);
+        }
+    }
+
+    /// Delivers what is due on delayed links.
+    fn land(&mut self) {
+        while let Some(entry) = self.in_flight.first_entry() {
+            if entry.key().0 > self.now {
+                break;
+            }
+            match entry.remove() {
+                Flight::ToSfu(from, data) => self.deliver_to_sfu(from, data),
+                Flight::ToClient(i, data) => {
+                    let now = self.now;
+                    self.clients[i].read(now, data);
+                    self.drain_client(i);
+                }
+            }
         }
     }
 
@@ -832,21 +1070,15 @@ impl Sim {
             let mut moved = false;
             while let Some((from, data)) = self.to_sfu.pop_front() {
                 moved = true;
-                if data.len() >= 2
-                    && (128..192).contains(&data[0])
-                    && (200..=206).contains(&data[1])
-                {
-                    self.rtcp_to_sfu += 1;
+                match self.by_addr.get(&from) {
+                    Some(&i) => self.send_up(i, from, data),
+                    None => self.deliver_to_sfu(from, data),
                 }
-                self.sfu.handle_datagram(now, from, &data);
             }
             while let Some(t) = self.sfu.poll_transmit() {
                 moved = true;
                 match self.by_addr.get(&t.to) {
-                    Some(&i) => {
-                        self.clients[i].read(now, t.data);
-                        self.drain_client(i);
-                    }
+                    Some(&i) => self.send_down(i, t.peer, t.data),
                     None => self.transmits_to_nowhere += 1,
                 }
             }
@@ -870,9 +1102,11 @@ impl Sim {
     pub fn step(&mut self) {
         self.now += STEP;
         let now = self.now;
+        self.land();
         for i in 0..self.clients.len() {
             if self.clients[i].is_publisher() {
-                self.clients[i].produce(now, &mut self.counter, &mut self.payloads);
+                let keep = self.keep_payloads;
+                self.clients[i].produce(now, &mut self.counter, &mut self.payloads, keep);
                 self.drain_client(i);
             }
         }
@@ -1022,6 +1256,63 @@ pub fn check_track(
         }
     }
     k
+}
+
+/// Checks, for a lossy link, that `viewer` got every packet of `kind` that `publisher` sent
+/// from the viewer's first packet up to `sent_until` (in any order, duplicates allowed), each
+/// intact, all under one sequence-number mapping. Returns how many it got more than once.
+pub fn check_complete(
+    publisher: &Client,
+    viewer: &Client,
+    kind: Kind,
+    sent_until: Instant,
+) -> usize {
+    let who = format!("{} {kind:?}", viewer.id);
+    let got = viewer.received_of(kind);
+    assert!(!got.is_empty(), "{who}: received nothing");
+    let sent: Vec<&Sent> = publisher
+        .plan()
+        .sent
+        .iter()
+        .filter(|s| s.kind == kind && s.at <= sent_until)
+        .collect();
+    let by_counter: HashMap<u64, &Sent> = sent.iter().map(|s| (s.counter, *s)).collect();
+    let first = got[0].counter.expect("known payload");
+    let k = sent
+        .iter()
+        .position(|s| s.counter == first)
+        .unwrap_or_else(|| panic!("{who}: first packet is not from this publisher"));
+    let offset = got[0].seq.wrapping_sub(sent[k].seq);
+    let mut seen = std::collections::HashSet::new();
+    let mut duplicates = 0;
+    for r in &got {
+        assert!(r.exact, "{who}: payload differs from what was sent: {r:?}");
+        let c = r.counter.expect("known");
+        let Some(s) = by_counter.get(&c) else {
+            continue; // sent after `sent_until`
+        };
+        assert_eq!(
+            r.seq.wrapping_sub(s.seq),
+            offset,
+            "{who}: packet {c} has a sequence number off the mapping"
+        );
+        if !seen.insert(c) {
+            duplicates += 1;
+        }
+    }
+    let missing: Vec<u64> = sent[k..]
+        .iter()
+        .map(|s| s.counter)
+        .filter(|c| !seen.contains(c))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{who}: {} of {} packets never arrived (first missing: {:?})",
+        missing.len(),
+        sent.len() - k,
+        missing.first()
+    );
+    duplicates
 }
 
 /// The process's peak resident set (VmHWM), in kB.
