@@ -239,6 +239,7 @@ async function main() {
         assert(s.length >= PROBE_SECONDS * 5, `viewer ${i + 1} read stamps from at least 5 frames a second (got ${s.length})`);
       });
       samples = per.flat();
+      log(`player stats line in probe mode: ${await text(third, '#stats')}`);
       const shown = await text(third, '#probe');
       assert(shown.startsWith('Glass-to-glass'), `probe line "${shown}"`);
     });

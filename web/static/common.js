@@ -153,9 +153,11 @@ export function percentile(values, p) {
  * Returns { bitrateKbps, width, height, fps, framesDecoded, latencyMs, rttMs, codec, ... };
  * `prev` is the previous result (for rates).
  *
- * Estimated latency = half the round trip (network) + the jitter buffer's average delay over
- * the interval + the average decode time: what the receiver can see without a clock shared
- * with the sender. Probe mode measures the real glass-to-glass figure.
+ * Estimated latency = half the round trip (network) + the average time from a frame's first
+ * packet to its decoded picture over the interval (jitter buffer, assembly, decode; the
+ * `totalProcessingDelay` of the stats, or jitter buffer + decode time where that is missing):
+ * what the receiver can see without a clock shared with the sender. It leaves out capture,
+ * encode and display; probe mode measures the real glass-to-glass figure.
  */
 export async function receiveStats(pc, prev) {
   const report = await pc.getStats();
@@ -191,6 +193,7 @@ export async function receiveStats(pc, prev) {
     jitterBufferDelay: video?.jitterBufferDelay ?? 0,
     jitterBufferEmittedCount: video?.jitterBufferEmittedCount ?? 0,
     totalDecodeTime: video?.totalDecodeTime ?? 0,
+    totalProcessingDelay: video?.totalProcessingDelay ?? 0,
     packetsLost: video?.packetsLost ?? 0,
     rttMs: pair?.currentRoundTripTime != null ? pair.currentRoundTripTime * 1000 : null,
     codec: video?.codecId ? (codecs.get(video.codecId) || '').replace(/^video\//, '') : '',
@@ -201,13 +204,15 @@ export async function receiveStats(pc, prev) {
     out.bitrateKbps = ((out.bytes - prev.bytes) * 8) / (now - prev.at);
     const emitted = out.jitterBufferEmittedCount - prev.jitterBufferEmittedCount;
     const decoded = out.framesDecoded - prev.framesDecoded;
-    if (emitted > 0) {
+    let receiverMs = null;
+    if (decoded > 0 && out.totalProcessingDelay > 0) {
+      receiverMs = ((out.totalProcessingDelay - prev.totalProcessingDelay) / decoded) * 1000;
+    } else if (emitted > 0) {
       const jitterMs = ((out.jitterBufferDelay - prev.jitterBufferDelay) / emitted) * 1000;
       const decodeMs = decoded > 0 ? ((out.totalDecodeTime - prev.totalDecodeTime) / decoded) * 1000 : 0;
-      out.latencyMs = jitterMs + decodeMs + (out.rttMs ?? 0) / 2;
-    } else {
-      out.latencyMs = prev.latencyMs;
+      receiverMs = jitterMs + decodeMs;
     }
+    out.latencyMs = receiverMs === null ? prev.latencyMs : receiverMs + (out.rttMs ?? 0) / 2;
   }
   return out;
 }

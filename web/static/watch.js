@@ -55,6 +55,8 @@ function setState(s, text) {
   badge.className = showVideo ? 'badge live' : 'badge';
   badge.textContent = showVideo ? 'Live' : s === 'ended' ? 'Ended' : 'Offline';
   unmute.hidden = !(showVideo && video.muted);
+  $('ended-more').hidden = s !== 'ended';
+  if (!showVideo) $('stats').textContent = '';
   renderInfo();
 }
 
