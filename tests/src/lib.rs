@@ -11,6 +11,7 @@
 //!
 //! [`Session`] ties a signalling socket to its peer for the common flows (publish, watch).
 
+pub mod http;
 pub mod media;
 pub mod peer;
 pub mod server;

@@ -34,6 +34,20 @@ pub struct Config {
     /// which costs a quarter as much per packet.
     #[arg(long, env = "GOLIVE_SRTP_LEGACY", default_value_t = false)]
     pub srtp_legacy: bool,
+
+    /// STUN/TURN servers offered to WHIP/WHEP clients in `Link` headers (comma-separated URLs
+    /// such as `stun:stun.example.net:3478` or `turn:turn.example.net:3478?transport=udp`). The
+    /// server itself is ICE-lite and needs none.
+    #[arg(long = "ice-server", env = "GOLIVE_ICE_SERVERS", value_delimiter = ',')]
+    pub ice_servers: Vec<String>,
+
+    /// Username for the `turn:`/`turns:` servers of --ice-server.
+    #[arg(long, env = "GOLIVE_ICE_USERNAME")]
+    pub ice_username: Option<String>,
+
+    /// Credential (password) for the `turn:`/`turns:` servers of --ice-server.
+    #[arg(long, env = "GOLIVE_ICE_CREDENTIAL", hide_env_values = true)]
+    pub ice_credential: Option<String>,
 }
 
 impl Config {
@@ -41,6 +55,25 @@ impl Config {
         self.workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1)
+    }
+
+    /// The `Link` header values (RFC 9725 §4.6) for the configured ICE servers.
+    pub fn ice_server_links(&self) -> Vec<String> {
+        self.ice_servers
+            .iter()
+            .map(|url| url.trim())
+            .filter(|url| !url.is_empty())
+            .map(|url| {
+                let mut link = format!("<{url}>; rel=\"ice-server\"");
+                let turn = url.starts_with("turn:") || url.starts_with("turns:");
+                if turn && let (Some(u), Some(c)) = (&self.ice_username, &self.ice_credential) {
+                    link += &format!(
+                        "; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""
+                    );
+                }
+                link
+            })
+            .collect()
     }
 
     pub fn udp_bind_ip(&self) -> IpAddr {

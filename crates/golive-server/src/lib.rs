@@ -11,6 +11,7 @@ pub mod config;
 pub mod directory;
 pub mod session;
 pub mod web;
+pub mod whip;
 pub mod worker;
 
 use axum::Router;
@@ -40,16 +41,22 @@ const PROTOCOL_MD: &str = include_str!("../../../docs/protocol.md");
 /// What every handler shares.
 pub struct AppState {
     pub directory: Directory,
+    /// Live WHIP and WHEP session resources.
+    pub whip: whip::Resources,
+    /// `Link: <…>; rel="ice-server"` values for WHIP/WHEP responses.
+    pub ice_server_links: Vec<String>,
     pub workers: Vec<WorkerHandle>,
     next_worker: AtomicUsize,
     pub shutdown: watch::Sender<bool>,
 }
 
 impl AppState {
-    pub fn new(workers: Vec<WorkerHandle>) -> Self {
+    pub fn new(workers: Vec<WorkerHandle>, ice_server_links: Vec<String>) -> Self {
         assert!(!workers.is_empty(), "at least one media worker");
         Self {
             directory: Directory::default(),
+            whip: whip::Resources::default(),
+            ice_server_links,
             workers,
             next_worker: AtomicUsize::new(0),
             shutdown: watch::Sender::new(false),
@@ -73,6 +80,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/streams", get(streams))
         .route("/ws", get(ws))
         .merge(web::routes())
+        .merge(whip::routes())
         .with_state(state)
 }
 
@@ -119,7 +127,7 @@ pub fn start_media(config: &Config) -> anyhow::Result<Arc<AppState>> {
     for w in &workers {
         tracing::info!(worker = w.index, "media on udp {}", w.addr);
     }
-    Ok(Arc::new(AppState::new(workers)))
+    Ok(Arc::new(AppState::new(workers, config.ice_server_links())))
 }
 
 /// Serves HTTP and signalling until `shutdown` resolves and every session has closed.

@@ -80,8 +80,9 @@ fn stream_name(name: &str) -> Result<StreamName, ProtocolError> {
 /// What a front-end (WebSocket or WHIP/WHEP) asks of a session.
 pub type Reply = Result<Option<ServerMessage>, ProtocolError>;
 
-/// The handle a front-end holds. Dropping it ends the session: its broadcast or viewing stops
-/// and its media peer is freed at once.
+/// The handle a front-end holds. Dropping it (every clone of it) ends the session: its broadcast
+/// or viewing stops and its media peer is freed at once.
+#[derive(Clone)]
 pub struct SessionHandle {
     pub id: SessionId,
     inputs: mpsc::Sender<(ClientMessage, oneshot::Sender<Reply>)>,

@@ -1,0 +1,278 @@
+//! WHIP (RFC 9725) and WHEP (draft-ietf-wish-whep) against the real `golive` binary, with a
+//! WebRTC implementation that is not webrtc-rs: aiortc (Python) as WHIP broadcaster and WHEP
+//! player, mixed with the `rtc`-based WebSocket peers, plus every status code provoked on purpose.
+//!
+//! Needs `python3` with `aiortc` (`pip install aiortc==1.16.0`; `.ci/run` installs it).
+
+use anyhow::{Context, Result, bail, ensure};
+use golive_e2e::http::{HttpResponse, request};
+use golive_e2e::media::MediaKind;
+use golive_e2e::verify::{first_video_starts_keyframe, forwarded_faithfully};
+use golive_e2e::{CONNECT_TIMEOUT, GoliveServer, Session, TestPeer, VideoCodec, run_test};
+use golive_proto::{EndReason, ServerMessage};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+const SDP: &str = "application/sdp";
+const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
+
+fn aiortc_client() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("whip/aiortc_client.py")
+}
+
+fn require_aiortc() {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import aiortc"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "these tests need python3 with aiortc: run `python3 -m pip install aiortc==1.16.0`"
+    );
+}
+
+/// Runs the aiortc client (`publish` or `watch`) and returns its JSON report and exit status.
+fn spawn_aiortc(mode: &str, url: &str, seconds: f32) -> tokio::process::Child {
+    tokio::process::Command::new("python3")
+        .arg(aiortc_client())
+        .args([mode, url, &seconds.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs")
+}
+
+async fn finish(child: tokio::process::Child, what: &str) -> Result<serde_json::Value> {
+    let out = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output())
+        .await
+        .with_context(|| format!("{what} did not finish"))??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .with_context(|| {
+            format!(
+                "{what}: no JSON report; stdout {stdout:?}, stderr {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    ensure!(out.status.success(), "{what} failed: {report}");
+    Ok(report)
+}
+
+async fn wait_live(server: &GoliveServer, stream: &str) -> Result<()> {
+    for _ in 0..100 {
+        let r = request(server.http_addr(), "GET", "/api/streams", &[], b"").await?;
+        if r.body.contains(&format!("\"stream\":\"{stream}\"")) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{stream} never went live")
+}
+
+async fn post_offer(
+    server: &GoliveServer,
+    path: &str,
+    sdp: &str,
+    extra: &[(&str, &str)],
+) -> Result<HttpResponse> {
+    let mut headers = vec![("Content-Type", SDP)];
+    headers.extend_from_slice(extra);
+    request(server.http_addr(), "POST", path, &headers, sdp.as_bytes()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aiortc_whip_broadcast_plays_in_aiortc_whep_and_websocket_viewers() {
+    require_aiortc();
+    let server = GoliveServer::start().expect("starting golive");
+    run_test("aiortc_whip_broadcast", async {
+        let base = format!("http://{}", server.http_addr());
+        let publisher = spawn_aiortc("publish", &format!("{base}/whip/obs"), 9.0);
+        wait_live(&server, "obs").await?;
+        // Join late, so both viewers start from a keyframe the server asked aiortc for.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let whep_player = spawn_aiortc("watch", &format!("{base}/whep/obs"), 4.0);
+        let mut ws_viewer = Session::watch(&server, "obs").await?;
+        ws_viewer
+            .peer
+            .wait_packets(MediaKind::Video, 30, Duration::from_secs(8))
+            .await?;
+        let got = ws_viewer.peer.snapshot();
+        ensure!(
+            got.received_of(MediaKind::Audio).len() > 10,
+            "the WebSocket viewer got no audio from the WHIP broadcaster"
+        );
+        let played = finish(whep_player, "the WHEP player").await?;
+        eprintln!("aiortc WHEP player: {played}");
+        ensure!(played["video_frames"].as_u64() > Some(30), "{played}");
+        ensure!(
+            played["width"] == 320 && played["height"] == 240,
+            "{played}"
+        );
+        ensure!(played["delete_status"] == 200, "{played}");
+
+        // The broadcaster stops (DELETE): the WebSocket viewer is told it ended.
+        let published = finish(publisher, "the WHIP broadcaster").await?;
+        eprintln!("aiortc WHIP broadcaster: {published}");
+        let ended = ws_viewer
+            .signal
+            .recv_until(Duration::from_secs(10), |m| {
+                matches!(m, ServerMessage::Ended { .. })
+            })
+            .await?;
+        ensure!(
+            ended
+                == ServerMessage::Ended {
+                    reason: EndReason::BroadcasterLeft
+                },
+            "{ended:?}"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn websocket_broadcast_reaches_whep_viewers_byte_for_byte() {
+    let server = GoliveServer::start().expect("starting golive");
+    run_test("websocket_broadcast_reaches_whep_viewers", async {
+        let publisher = Session::publish(&server, "mixed").await?;
+        let offered = TestPeer::viewer(VideoCodec::Vp8).await?;
+        let r = post_offer(&server, "/whep/mixed", offered.sdp(), &[]).await?;
+        ensure!(r.status == 201, "{} {}", r.status, r.body);
+        let viewer = offered.connect(&r.body)?;
+        viewer.wait_connected(CONNECT_TIMEOUT).await?;
+        viewer
+            .wait_packets(MediaKind::Video, 30, Duration::from_secs(8))
+            .await?;
+        let got = viewer.snapshot();
+        let sent = publisher.peer.snapshot();
+        for kind in [MediaKind::Video, MediaKind::Audio] {
+            let run = forwarded_faithfully(&sent, &got, kind, 10);
+            ensure!(run.is_ok(), "WHEP viewer {kind:?}: {:#}", run.unwrap_err());
+        }
+        first_video_starts_keyframe(&got)?;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn whip_and_whep_answer_every_case_with_the_right_status() {
+    let server = GoliveServer::start_with_args(&[
+        "--ice-server",
+        "stun:stun.example.net:3478,turn:turn.example.net:3478?transport=udp",
+        "--ice-username",
+        "golive",
+        "--ice-credential",
+        "s3cret",
+    ])
+    .expect("starting golive");
+    run_test("whip_and_whep_status_codes", async {
+        let addr = server.http_addr();
+        let offer = TestPeer::publisher().await?;
+        let offer_sdp = offer.sdp().to_owned();
+
+        // Content type, SDP and name are checked before anything is created.
+        let r = request(addr, "POST", "/whip/codes", &[("Content-Type", "text/plain")], offer_sdp.as_bytes()).await?;
+        ensure!(r.status == 415, "wrong content type: {r:?}");
+        let r = post_offer(&server, "/whip/codes", "this is not sdp", &[]).await?;
+        ensure!(r.status == 400 && r.body.contains("bad_sdp"), "garbage SDP: {r:?}");
+        let no_bundle = offer_sdp
+            .lines()
+            .filter(|l| !l.starts_with("a=group:BUNDLE"))
+            .collect::<Vec<_>>()
+            .join("\r\n");
+        let r = post_offer(&server, "/whip/codes", &no_bundle, &[]).await?;
+        ensure!(r.status == 400 && r.body.contains("BUNDLE"), "no BUNDLE: {r:?}");
+        let r = post_offer(&server, "/whip/bad%20name", &offer_sdp, &[]).await?;
+        ensure!(r.status == 400 && r.body.contains("bad_stream_name"), "bad name: {r:?}");
+        let big = "a".repeat(70 * 1024);
+        let r = post_offer(&server, "/whip/codes", &big, &[]).await?;
+        ensure!(r.status == 413, "oversized offer: {r:?}");
+        let r = request(addr, "PUT", "/whip/codes", &[], b"").await?;
+        ensure!(r.status == 405, "PUT: {r:?}");
+        let r = request(addr, "GET", "/whip/codes", &[], b"").await?;
+        ensure!(r.status == 200 && r.body.is_empty(), "GET endpoint: {r:?}");
+
+        // WHEP of a stream that is not live: 409 with Retry-After.
+        let viewer_offer = TestPeer::viewer(VideoCodec::Vp8).await?;
+        let r = post_offer(&server, "/whep/codes", viewer_offer.sdp(), &[]).await?;
+        ensure!(r.status == 409 && r.header("retry-after").is_some(), "not live: {r:?}");
+
+        // OPTIONS: Accept-Post and CORS, so a page on another origin can publish.
+        let r = request(addr, "OPTIONS", "/whip/codes", &[("Origin", "http://elsewhere.example"), ("Access-Control-Request-Method", "POST")], b"").await?;
+        ensure!(r.status == 200, "OPTIONS: {r:?}");
+        ensure!(r.header("accept-post") == Some(SDP), "{r:?}");
+        ensure!(r.header("access-control-allow-origin") == Some("*"), "{r:?}");
+        ensure!(r.header("access-control-allow-methods").is_some_and(|m| m.contains("POST") && m.contains("PATCH") && m.contains("DELETE")), "{r:?}");
+        ensure!(r.header("access-control-allow-headers").is_some_and(|h| h.contains("Authorization") && h.contains("If-Match")), "{r:?}");
+
+        // A good offer: 201, the answer, an absolute-path Location, an ETag, ICE servers.
+        let r = post_offer(&server, "/whip/codes", &offer_sdp, &[("Authorization", "Bearer anything")]).await?;
+        ensure!(r.status == 201, "publish: {r:?}");
+        ensure!(r.header("content-type") == Some(SDP), "{r:?}");
+        ensure!(r.body.contains("a=ice-lite") && r.body.contains("a=candidate:"), "{}", r.body);
+        let location = r.header("location").context("Location")?.to_owned();
+        ensure!(location.starts_with("/whip/codes/") && location.len() > "/whip/codes/".len() + 16, "{location}");
+        let etag = r.header("etag").context("ETag")?.to_owned();
+        ensure!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+        ensure!(r.header("access-control-expose-headers").is_some_and(|h| h.contains("Location") && h.contains("ETag")), "{r:?}");
+        let links = r.all("link");
+        ensure!(links.len() == 2, "one Link per ICE server: {links:?}");
+        ensure!(links.contains(&"<stun:stun.example.net:3478>; rel=\"ice-server\""), "{links:?}");
+        ensure!(links.iter().any(|l| l.starts_with("<turn:turn.example.net:3478?transport=udp>; rel=\"ice-server\"") && l.contains("username=\"golive\"") && l.contains("credential=\"s3cret\"") && l.contains("credential-type=\"password\"")), "{links:?}");
+        let publisher = offer.connect(&r.body)?;
+        publisher.wait_connected(CONNECT_TIMEOUT).await?;
+
+        // The name is taken now.
+        let again = TestPeer::publisher().await?;
+        let r = post_offer(&server, "/whip/codes", again.sdp(), &[]).await?;
+        ensure!(r.status == 409 && r.body.contains("stream_busy"), "busy: {r:?}");
+        // A player that cannot take the broadcast's codec.
+        let h264 = TestPeer::viewer(VideoCodec::H264).await?;
+        let r = post_offer(&server, "/whep/codes", h264.sdp(), &[]).await?;
+        ensure!(r.status == 422 && r.body.contains("codec_unsupported"), "codec: {r:?}");
+
+        // PATCH: trickle with conditional requests.
+        let frag = "a=ice-ufrag:{U}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=candidate:1467250027123456789 1 udp 2122260223 127.0.0.1 46154 typ host generation 0\r\na=end-of-candidates\r\n";
+        let ufrag = offer_sdp.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:")).context("offer ufrag")?.trim().to_owned();
+        let trickle = frag.replace("{U}", &ufrag);
+        let patch = |headers: Vec<(&'static str, String)>, body: String, path: String| async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            request(addr, "PATCH", &path, &h, body.as_bytes()).await
+        };
+        let r = patch(vec![("Content-Type", "text/plain".into()), ("If-Match", etag.clone())], trickle.clone(), location.clone()).await?;
+        ensure!(r.status == 415, "PATCH content type: {r:?}");
+        let r = patch(vec![("Content-Type", SDPFRAG.into())], trickle.clone(), location.clone()).await?;
+        ensure!(r.status == 428, "PATCH without If-Match: {r:?}");
+        let r = patch(vec![("Content-Type", SDPFRAG.into()), ("If-Match", "\"stale\"".into())], trickle.clone(), location.clone()).await?;
+        ensure!(r.status == 412, "PATCH stale ETag: {r:?}");
+        let r = patch(vec![("Content-Type", SDPFRAG.into()), ("If-Match", etag.clone())], trickle.clone(), location.clone()).await?;
+        ensure!(r.status == 204 && r.header("etag").is_none() && r.body.is_empty(), "trickle: {r:?}");
+        let r = patch(vec![("Content-Type", SDPFRAG.into()), ("If-Match", etag.clone())], "garbage\r\n".into(), location.clone()).await?;
+        ensure!(r.status == 400, "PATCH garbage: {r:?}");
+        let restart = frag.replace("{U}", "brandnew").replace("a=ice-ufrag", "a=ice-options:trickle ice2\r\na=ice-ufrag") + "a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n";
+        let r = patch(vec![("Content-Type", SDPFRAG.into()), ("If-Match", "*".into())], restart, location.clone()).await?;
+        ensure!(r.status == 422 && r.body.contains("ICE restart"), "ICE restart: {r:?}");
+        let r = patch(vec![("Content-Type", SDPFRAG.into()), ("If-Match", etag.clone())], trickle.clone(), "/whip/codes/nosuchsession".into()).await?;
+        ensure!(r.status == 404, "PATCH unknown: {r:?}");
+        let r = request(addr, "GET", &location, &[], b"").await?;
+        ensure!(r.status == 204, "GET session: {r:?}");
+        ensure!(publisher.state() == rtc::peer_connection::state::RTCPeerConnectionState::Connected, "the failed requests left the broadcast alone");
+
+        // DELETE ends the broadcast; a second DELETE finds nothing.
+        let r = request(addr, "DELETE", &location, &[], b"").await?;
+        ensure!(r.status == 200, "DELETE: {r:?}");
+        let r = request(addr, "DELETE", &location, &[], b"").await?;
+        ensure!(r.status == 404, "second DELETE: {r:?}");
+        let r = request(addr, "GET", "/api/streams", &[], b"").await?;
+        ensure!(r.body.trim() == "[]", "the broadcast is gone: {}", r.body);
+        Ok(())
+    })
+    .await;
+}
