@@ -127,7 +127,7 @@ pub async fn run(options: Options) -> Result<Outcome> {
                 tokio::select! {
                     _ = &mut rx => break,
                     later = signal.later() => match later {
-                        Later::Viewers => {}
+                        Later::Other => {}
                         ended => {
                             eprintln!("golive-load: the publisher's session ended: {ended:?}");
                             return;
@@ -264,12 +264,12 @@ async fn start_publisher(
     let offer = engine.offer(PUBLISHER_KEY, Some(plan)).await?;
     let sent = Instant::now();
     signal
-        .send(&ClientMessage::Publish {
-            stream: options.stream.clone(),
-            sdp: offer.sdp,
-            key: None,
-            title: Some("golive-load".to_owned()),
-        })
+        .send(&client_message(serde_json::json!({
+            "type": "publish",
+            "stream": options.stream,
+            "sdp": offer.sdp,
+            "title": "golive-load",
+        }))?)
         .await?;
     let answer = signal.answer(CONNECT_TIMEOUT).await.context("publish")?;
     note_server_ports(shared, &answer);
@@ -283,6 +283,13 @@ async fn start_publisher(
     }
     tokio::time::sleep(PUBLISHER_HEAD_START).await;
     Ok(signal)
+}
+
+/// A protocol message from its JSON shape, checked by `golive-proto`. Written as JSON rather
+/// than as a struct literal so that optional fields the protocol grows (names, keys) need no
+/// change here: the load tester sends only what it needs.
+fn client_message(json: serde_json::Value) -> Result<ClientMessage> {
+    ClientMessage::parse(&json.to_string()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn note_server_ports(shared: &Shared, answer: &str) {
@@ -310,10 +317,11 @@ async fn viewer(
         .insert(offer.local_addr.port());
     let watch_sent = Instant::now();
     signal
-        .send(&ClientMessage::Watch {
-            stream: options.stream.clone(),
-            sdp: offer.sdp,
-        })
+        .send(&client_message(serde_json::json!({
+            "type": "watch",
+            "stream": options.stream,
+            "sdp": offer.sdp,
+        }))?)
         .await?;
     let answer = signal.answer(CONNECT_TIMEOUT).await?;
     note_server_ports(shared, &answer);
@@ -326,7 +334,7 @@ async fn viewer(
         tokio::select! {
             _ = &mut stay => break,
             later = signal.later() => match later {
-                Later::Viewers => {}
+                Later::Other => {}
                 Later::Ended(reason) => {
                     ended = Some(format!("{reason:?}"));
                     break;

@@ -15,7 +15,8 @@ pub struct Signal {
 /// What the server said after the answer.
 #[derive(Debug)]
 pub enum Later {
-    Viewers,
+    /// Anything else: viewer counts, chat, hearts.
+    Other,
     Ended(EndReason),
     Closed,
 }
@@ -48,7 +49,8 @@ impl Signal {
                     Some(ServerMessage::Ended { reason }) => {
                         bail!("ended before answer: {reason:?}")
                     }
-                    Some(ServerMessage::Viewers { .. }) => {}
+                    // Viewer counts, chat, hearts: not what we wait for.
+                    Some(_) => {}
                     None => bail!("the server closed the WebSocket before answering"),
                 }
             }
@@ -62,7 +64,7 @@ impl Signal {
     pub async fn later(&mut self) -> Later {
         match self.next().await {
             Ok(Some(ServerMessage::Ended { reason })) => Later::Ended(reason),
-            Ok(Some(_)) => Later::Viewers,
+            Ok(Some(_)) => Later::Other,
             Ok(None) | Err(_) => Later::Closed,
         }
     }
