@@ -201,6 +201,30 @@ async function main() {
       assert(rows.length === 1 && rows[0].stream === STREAM && rows[0].viewers === 3, `/api/streams ${JSON.stringify(rows)}`);
     });
 
+    await step("the broadcaster's signalling socket drops: it reconnects and the players come back", async () => {
+      const peerBefore = await live.evaluate(() => window.golive.peer);
+      await live.evaluate(() => window.golive.signal.drop());
+      await live.waitForFunction((p) => window.golive.state === 'live' && window.golive.peer !== p, peerBefore, { timeout: WAIT_MS });
+      // Viewers were told the broadcast ended; they watch again once it is back.
+      for (const v of viewers) await waitState(v, 'live', 30_000);
+      const before = await Promise.all(viewers.map(framesDecoded));
+      await sleep(1500);
+      const after = await Promise.all(viewers.map(framesDecoded));
+      log(`after the reconnect: framesDecoded ${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
+      viewers.forEach((_, i) => assert(after[i] > before[i], `viewer ${i + 1} decodes again`));
+      await live.waitForFunction(() => window.golive.viewers === 3, null, { timeout: WAIT_MS });
+    });
+
+    await step("a player's signalling socket drops: it reconnects and plays again", async () => {
+      const v = viewers[2];
+      const pcBefore = await v.evaluateHandle(() => window.golive.pc);
+      await v.evaluate(() => window.golive.signal.drop());
+      await v.waitForFunction((old) => window.golive.state === 'live' && window.golive.pc !== old, pcBefore, { timeout: WAIT_MS });
+      const before = await framesDecoded(v);
+      await sleep(1000);
+      assert((await framesDecoded(v)) > before, 'the player decodes again');
+    });
+
     await step('a second broadcaster on the same name is told the name is taken', async () => {
       const busy = await newPage(ctx, 'busy');
       await goLive(busy, { name: STREAM, title: 'impostor' });

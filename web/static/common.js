@@ -92,6 +92,12 @@ export class Signal {
     return true;
   }
 
+  /** Drops the current socket as a lost connection would, then reconnects as usual (for tests
+   * and for trying the reconnect path by hand: `golive.signal.drop()` in the console). */
+  drop() {
+    if (this.ws) this.ws.close(4000, 'dropped by the page');
+  }
+
   /** Closes for good: no more reconnects. */
   close() {
     this.stopped = true;

@@ -8,9 +8,10 @@ import { probeSource } from './probe.js';
 
 const params = new URLSearchParams(location.search);
 const PROBE = params.has('probe') && params.get('probe') !== '0';
-/** After a lost connection the server may still hold our old session for a moment, so a
- * `stream_busy` on the way back is retried for this long before it is believed. */
-const RECONNECT_BUSY_GRACE_MS = 20_000;
+/** After a lost connection the server may still hold our old session (until it sees the socket
+ * close, or at worst until its 30 s media-silence timeout), so a `stream_busy` on the way back
+ * is retried for this long before it is believed. */
+const RECONNECT_BUSY_GRACE_MS = 45_000;
 const REPUBLISH_DELAY_MS = 1000;
 const NAME_KEY = 'golive.stream';
 const TITLE_KEY = 'golive.title';
@@ -417,6 +418,7 @@ window.golive = {
   probe: PROBE,
   get state() { return state; },
   get pc() { return pc; },
+  get signal() { return signal; },
   get viewers() { return viewers; },
   get peer() { return peer; },
 };

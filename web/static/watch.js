@@ -11,7 +11,11 @@ import { probeReader } from './probe.js';
 const params = new URLSearchParams(location.search);
 const PROBE = params.has('probe') && params.get('probe') !== '0';
 const WAITING_RETRY_MS = 2000;
-const ENDED_POLL_MS = 3000;
+/** After `ended`, how often the directory is asked whether the stream is back: often at first
+ * (a broadcaster whose connection dropped is usually back within seconds), then less. */
+const ENDED_POLL_FAST_MS = 1000;
+const ENDED_POLL_FAST_FOR_MS = 20_000;
+const ENDED_POLL_MS = 5000;
 const STATS_INTERVAL_MS = 1000;
 const INFO_INTERVAL_MS = 10_000;
 const PROBE_WINDOW = 300; // samples in the shown p50/p95 (10 s at 30 fps)
@@ -125,9 +129,12 @@ function mediaLost() {
   retryWatch(1000);
 }
 
+let endedAt = 0;
+
 /** After `ended`: poll the directory, and watch again if the stream comes back. */
-function pollForReturn(first = ENDED_POLL_MS) {
+function pollForReturn(first) {
   clearTimeout(pollTimer);
+  const every = Date.now() - endedAt < ENDED_POLL_FAST_FOR_MS ? ENDED_POLL_FAST_MS : ENDED_POLL_MS;
   pollTimer = setTimeout(async () => {
     if (state !== 'ended' && state !== 'reconnecting') return;
     if (await refreshInfo()) {
@@ -139,7 +146,7 @@ function pollForReturn(first = ENDED_POLL_MS) {
     } else {
       pollForReturn();
     }
-  }, first);
+  }, first ?? every);
 }
 
 /** Updates `info` from /api/streams; true when the stream is live. */
@@ -180,6 +187,7 @@ async function onMessage(msg) {
     case 'ended':
       closePc();
       viewers = null;
+      endedAt = Date.now();
       if (msg.reason === 'connection_lost') {
         // Either the broadcaster's connection or our own: the directory tells which.
         setState('reconnecting');
@@ -282,6 +290,7 @@ window.golive = {
   probeSamples,
   get state() { return state; },
   get pc() { return pc; },
+  get signal() { return signal; },
   get viewers() { return viewers; },
   get stats() { return stats; },
 };
