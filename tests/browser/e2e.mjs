@@ -3,10 +3,12 @@
 //   node tests/browser/e2e.mjs http://127.0.0.1:8080
 //
 // Goes live from /live with Chromium's fake camera, finds the broadcast on /, watches it from three
-// /watch pages (each must decode a growing number of frames), checks a second broadcaster on the
-// same name is told the name is taken, ends the broadcast and checks every player says so; then
-// measures glass-to-glass latency in probe mode (/live?probe=1 → /watch/…?probe=1) and prints
-// its p50 and p95; last, the camera failures a person can meet (permission denied, no camera).
+// /watch pages (one phone-sized; each must decode a growing number of frames), drops the
+// broadcaster's and a player's signalling socket and checks both come back, checks a second
+// broadcaster on the same name is told the name is taken, ends the broadcast and checks every
+// player says so; then measures glass-to-glass latency in probe mode (/live?probe=1 →
+// /watch/…?probe=1) and prints its p50 and p95; last, the failures a person can meet: server
+// unreachable, camera permission denied, no camera, camera busy.
 //
 // Exit status 0 when every check passed. Environment: CHROMIUM_PATH (default /usr/bin/chromium),
 // PROBE_SECONDS (default 10), HEADFUL=1 to watch it run.
@@ -168,7 +170,11 @@ async function main() {
       await directory.waitForURL(`${base}/watch/${STREAM}`);
     });
     const viewers = [early, directory];
-    const third = await newPage(ctx, 'viewer-3');
+    // The third player is a phone.
+    const phone = await browser.newContext({
+      viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true,
+    });
+    const third = await newPage(phone, 'viewer-3-phone');
     await third.goto(`${base}/watch/${STREAM}`);
     viewers.push(third);
 
@@ -186,6 +192,12 @@ async function main() {
         const size = await v.evaluate(() => [document.getElementById('video').videoWidth, document.getElementById('video').videoHeight]);
         assert(size[0] > 0 && size[1] > 0, `picture size ${size}`);
       }
+      const fit = await third.evaluate(() => {
+        const r = document.getElementById('video').getBoundingClientRect();
+        return { scroll: document.documentElement.scrollWidth, width: innerWidth, left: r.left, right: r.right, unmute: !document.getElementById('unmute').hidden };
+      });
+      assert(fit.scroll <= fit.width && fit.left >= 0 && fit.right <= fit.width, `the player fits a phone screen ${JSON.stringify(fit)}`);
+      assert(fit.unmute, 'muted autoplay shows the unmute button');
     });
 
     await step('viewer counts reach the broadcaster and the players', async () => {
@@ -276,6 +288,41 @@ async function main() {
       for (const v of viewers) await waitState(v, 'ended');
     });
     await ctx.close();
+    await phone.close();
+
+    await step("an unreachable server is explained on every page", async () => {
+      const c = await browser.newContext({ permissions: ['camera', 'microphone'] });
+      // A WebSocket that never connects, as when the server is down.
+      await c.addInitScript(() => {
+        window.WebSocket = class extends EventTarget {
+          static OPEN = 1;
+          constructor() {
+            super();
+            this.readyState = 3;
+            setTimeout(() => {
+              if (this.onerror) this.onerror(new Event('error'));
+              if (this.onclose) this.onclose(new CloseEvent('close', { code: 1006 }));
+            }, 20);
+          }
+          send() { throw new Error('not connected'); }
+          close() {}
+        };
+      });
+      await c.route('**/api/streams', (route) => route.abort('connectionrefused'));
+      const p = await newPage(c, 'offline');
+      await goLive(p, { name: 'offline-test', title: 'nobody hears' });
+      await p.waitForFunction(() => document.getElementById('message').textContent.includes("Can't reach the golive server"), null, { timeout: WAIT_MS });
+      assert((await text(p, '#end')) === 'Cancel', 'going live can be cancelled');
+      await p.click('#end');
+      await waitState(p, 'preview');
+      await p.goto(`${base}/watch/anything`);
+      await waitState(p, 'offline');
+      assert((await text(p, '#status')).includes("Can't reach the golive server"), 'player says so');
+      await p.goto(`${base}/`);
+      await waitState(p, 'offline');
+      assert((await text(p, '#message')).includes("Can't reach the golive server"), 'directory says so');
+      await c.close();
+    });
 
     // The camera failures a person can meet, forced by replacing getUserMedia.
     for (const [errorName, expected] of [

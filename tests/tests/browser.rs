@@ -2,10 +2,13 @@
 //! Debian's `/usr/bin/chromium`) against the real `golive` binary.
 //!
 //! The script goes live from `/live` with Chromium's fake camera, finds the broadcast on `/`,
-//! watches it from three `/watch` pages that must each decode a growing number of frames, ends it
-//! and checks every player says so, measures glass-to-glass latency in probe mode and prints its
-//! p50/p95, and checks the camera failures a person can meet. This test starts the server, runs
-//! the script, and asserts on its exit status and output.
+//! watches it from three `/watch` pages (one phone-sized) that must each decode a growing number
+//! of frames, drops signalling sockets and checks they come back, ends the broadcast and checks
+//! every player says so, measures glass-to-glass latency in probe mode and prints its p50/p95,
+//! and checks the failures a person can meet (server unreachable, camera denied, missing or
+//! busy, name taken). This test starts the server, runs the script, and asserts on its exit
+//! status and output. Run it alone, with the script's log:
+//! `cargo test -p golive-e2e --test browser -- --nocapture`.
 //!
 //! Prerequisites are checked first; when one is missing the test fails and says how to install
 //! it (it never skips: CI must run the browser).
