@@ -49,6 +49,11 @@ const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_NACKS_PER_PACKET: u16 = 2;
 /// The SSRC our own RTCP feedback (PLI) is sent from.
 const FEEDBACK_SSRC: u32 = 1;
+/// `rtc`'s SRTP context makes a state for every SSRC it is shown, before it checks the
+/// authentication tag: unauthenticated datagrams with ever new SSRCs would grow it without
+/// bound. A peer may use this many distinct SSRCs (browsers use 2 to 6); datagrams naming more are
+/// dropped before `rtc` sees them.
+const MAX_SSRCS_PER_PEER: usize = 16;
 /// A hostile NACK can name thousands of packets; more than this in one feedback is not loss a
 /// retransmission repairs.
 const MAX_NACKED_PER_FEEDBACK: usize = 256;
@@ -116,6 +121,8 @@ pub(crate) struct Peer {
     pub(crate) rtx: [Option<(u32, u8)>; 2],
     /// RTP and RTCP packets that came through SRTP intact (counted by [`FeedbackToApp`]).
     decrypted: Arc<AtomicU64>,
+    /// The SSRCs this peer's SRTP/SRTCP named so far (bounded, see [`MAX_SSRCS_PER_PEER`]).
+    ssrcs: Vec<u32>,
     /// Feedback read from one compound RTCP packet, not yet handed out.
     pending: std::collections::VecDeque<Inbound>,
     connected: bool,
@@ -439,6 +446,7 @@ impl Peer {
                 send_ssrc,
                 rtx,
                 decrypted,
+                ssrcs: Vec::new(),
                 pending: std::collections::VecDeque::new(),
                 connected: false,
                 failed: false,
@@ -482,6 +490,21 @@ impl Peer {
         if srtp && !self.connected {
             // Media before the session is up cannot be decrypted; `rtc` would only log it.
             return DatagramVerdict::Garbage;
+        }
+        if srtp {
+            // RTP carries its SSRC at 8..12, RTCP (payload types 192..=223) at 4..8.
+            let rtcp = data.get(1).is_some_and(|pt| (192..=223).contains(pt));
+            let at = if rtcp { 4 } else { 8 };
+            let Some(b) = data.get(at..at + 4) else {
+                return DatagramVerdict::Garbage;
+            };
+            let ssrc = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+            if !self.ssrcs.contains(&ssrc) {
+                if self.ssrcs.len() >= MAX_SSRCS_PER_PEER {
+                    return DatagramVerdict::Garbage;
+                }
+                self.ssrcs.push(ssrc);
+            }
         }
         let before = self.decrypted.load(Ordering::Relaxed);
         let r = self.pc.handle_read(TaggedBytesMut {

@@ -195,3 +195,67 @@ fn garbage_datagrams_are_dropped_without_harm() {
         }
     }
 }
+
+#[test]
+fn garbage_from_one_peer_leaves_the_others_untouched() {
+    let mut rng = StdRng::seed_from_u64(0xbad);
+    let mut s = Sim::new();
+    let publisher = s.add_publisher(PeerId(1), "live", 30);
+    let viewers: Vec<PeerId> = (0..3)
+        .map(|i| s.add_viewer(PeerId(100 + i), "live"))
+        .collect();
+    let mut all = viewers.clone();
+    all.push(publisher);
+    s.run_until_connected(&all, ms(5_000));
+    s.run_for(ms(500));
+
+    // One viewer's address sends a storm of garbage: SRTP-looking, DTLS-looking, random bytes,
+    // truncated and oversized datagrams, a few every millisecond.
+    let bad = viewers[0];
+    let from = s.client(bad).addr;
+    let start = s.now;
+    let mut sent = 0u32;
+    while !s.sfu_failed.iter().any(|(_, id)| *id == bad) {
+        assert!(
+            s.now - start < golive_sfu::GARBAGE_WINDOW * 3,
+            "a peer sending {sent} garbage datagrams was never closed"
+        );
+        for _ in 0..3 {
+            let data = match rng.random_range(0..5) {
+                0 => rtp_like(&mut rng, false),
+                1 => rtp_like(&mut rng, true),
+                2 => random_bytes(&mut rng),
+                3 => vec![0xff; 65_535],
+                _ => {
+                    let mut d = rtp_like(&mut rng, false);
+                    d.truncate(rng.random_range(0..12));
+                    d
+                }
+            };
+            s.inject(from, &data);
+            sent += 1;
+        }
+        s.step();
+    }
+    let closed_after = s.now - start;
+    s.run_for(ms(1_000));
+    let st = s.sfu.stats();
+    eprintln!(
+        "garbage peer closed after {sent} datagrams ({closed_after:?}); stats {:?}",
+        st
+    );
+    assert_eq!(st.peers_closed_for_garbage, 1);
+    assert_eq!(
+        s.sfu_failed.len(),
+        1,
+        "only the garbage peer: {:?}",
+        s.sfu_failed
+    );
+    assert_eq!(s.sfu.peer_count(), all.len() - 1);
+    let p = s.client(publisher);
+    for &v in &viewers[1..] {
+        for kind in [Kind::Audio, Kind::Video] {
+            assert_eq!(check_track(p, s.client(v), kind, None), 0, "{v} {kind:?}");
+        }
+    }
+}

@@ -1003,6 +1003,16 @@ impl Sim {
         id
     }
 
+    /// The offer a viewer client would make (for tests that mutate it).
+    pub fn viewer_offer(&mut self) -> String {
+        let addr = self.next_addr();
+        let (mut pc, _) = new_pc(self.now, addr, None);
+        let offer = pc.create_offer(None).expect("offer");
+        pc.set_local_description(self.now, offer)
+            .expect("set offer");
+        pc.local_description().expect("local description").sdp
+    }
+
     /// A viewer client of `stream` (whose publisher must have been added).
     pub fn add_viewer(&mut self, id: PeerId, name: &str) -> PeerId {
         let now = self.now;
@@ -1055,6 +1065,19 @@ impl Sim {
         self.drain_client(i);
         self.pump();
         sent
+    }
+
+    /// Sends one RTP packet from client `id` through its own SRTP, bypassing the sender's
+    /// checks (any payload type, SSRC, extensions, payload), as a hostile or broken peer would.
+    pub fn send_rtp_raw(&mut self, id: PeerId, packet: rtc::rtp::Packet) {
+        let i = self.index[&id];
+        let now = self.now;
+        let _ = self.clients[i].pc.handle_write(TaggedRTCMessage {
+            now,
+            message: RTCMessage::RtpPacket(String::new(), packet),
+        });
+        self.drain_client(i);
+        self.pump();
     }
 
     /// A datagram from anywhere, straight into the SFU.
