@@ -76,6 +76,7 @@ impl Session {
                 sdp: offered.sdp().to_owned(),
                 key: None,
                 title: Some("golive e2e".to_owned()),
+                name: None,
             })
             .await?;
         let answer = signal
@@ -111,6 +112,7 @@ pub fn watch_message(stream: &str, sdp: &str) -> ClientMessage {
     ClientMessage::Watch {
         stream: stream.to_owned(),
         sdp: sdp.to_owned(),
+        name: None,
     }
 }
 
@@ -121,5 +123,6 @@ pub fn publish_message(stream: &str, sdp: &str) -> ClientMessage {
         sdp: sdp.to_owned(),
         key: None,
         title: None,
+        name: None,
     }
 }

@@ -91,9 +91,18 @@ pub enum ClientMessage {
         key: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         title: Option<String>,
+        /// The broadcaster's name in chat (a label, not an account).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
     },
     /// Watch `stream` with the SDP offer `sdp`.
-    Watch { stream: String, sdp: String },
+    Watch {
+        stream: String,
+        sdp: String,
+        /// The viewer's name in chat; a default such as `viewer-7f3a` otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
     /// A trickled ICE candidate; an empty `candidate` ends trickling.
     Candidate {
         candidate: String,
@@ -115,10 +124,61 @@ pub enum ClientMessage {
     },
     /// End this session (the socket stays open for another publish or watch).
     Leave,
+    /// A chat message to everyone on the stream (1 to [`MAX_CHAT_CHARS`] characters).
+    Chat { text: String },
+    /// A heart for the stream.
+    Heart,
+    /// The broadcaster removes chat message `id`.
+    Remove { id: u64 },
+    /// The broadcaster mutes the viewer(s) named `name` for the rest of the broadcast.
+    Mute { name: String },
 }
 
 /// The `type` values a client may send.
-pub const CLIENT_TYPES: &[&str] = &["publish", "watch", "candidate", "leave"];
+pub const CLIENT_TYPES: &[&str] = &[
+    "publish",
+    "watch",
+    "candidate",
+    "leave",
+    "chat",
+    "heart",
+    "remove",
+    "mute",
+];
+
+/// Longest chat message, in characters.
+pub const MAX_CHAT_CHARS: usize = 280;
+/// Longest name, in characters (after trimming).
+pub const MAX_NAME_CHARS: usize = 32;
+/// Chat messages a stream keeps for viewers who join.
+pub const CHAT_HISTORY: usize = 50;
+
+/// Checks a chat name: 1 to [`MAX_NAME_CHARS`] printable characters after trimming.
+pub fn display_name(raw: &str) -> Result<String, ProtocolError> {
+    let name = raw.trim();
+    let count = name.chars().count();
+    if count == 0 || count > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ProtocolError::bad_request(format!(
+            "a name is 1 to {MAX_NAME_CHARS} printable characters"
+        )));
+    }
+    Ok(name.to_owned())
+}
+
+/// Checks a chat text: 1 to [`MAX_CHAT_CHARS`] characters, not blank, no control characters
+/// other than line breaks.
+pub fn chat_text(raw: &str) -> Result<String, ProtocolError> {
+    let count = raw.chars().count();
+    if raw.trim().is_empty()
+        || count > MAX_CHAT_CHARS
+        || raw.chars().any(|c| c.is_control() && c != '\n')
+    {
+        return Err(ProtocolError::bad_request(format!(
+            "a chat message is 1 to {MAX_CHAT_CHARS} characters of text"
+        )));
+    }
+    Ok(raw.to_owned())
+}
 
 impl ClientMessage {
     /// Parses one text frame. Every failure is a [`ErrorCode::BadRequest`] with a message
@@ -176,6 +236,22 @@ pub enum ServerMessage {
         code: ErrorCode,
         message: String,
     },
+    /// A chat message; `at` is RFC 3339.
+    Chat {
+        id: u64,
+        from: String,
+        text: String,
+        at: String,
+    },
+    /// The broadcaster removed chat message `id`.
+    Removed {
+        id: u64,
+    },
+    /// Hearts since the last batch, and since the broadcast went live.
+    Hearts {
+        count: u64,
+        total: u64,
+    },
 }
 
 /// The error codes of the protocol.
@@ -189,6 +265,14 @@ pub enum ErrorCode {
     StreamNotFound,
     StreamBusy,
     CodecUnsupported,
+    /// A broadcaster's stream key is missing or wrong.
+    Unauthorized,
+    /// Chat messages sent faster than the per-sender limit.
+    RateLimited,
+    /// Moderation (`remove`, `mute`) by someone who is not the stream's broadcaster.
+    Forbidden,
+    /// Chat from a sender the broadcaster muted.
+    Muted,
     Internal,
 }
 
@@ -201,6 +285,10 @@ impl ErrorCode {
             ErrorCode::StreamNotFound => "stream_not_found",
             ErrorCode::StreamBusy => "stream_busy",
             ErrorCode::CodecUnsupported => "codec_unsupported",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Muted => "muted",
             ErrorCode::Internal => "internal",
         }
     }
@@ -273,6 +361,66 @@ mod tests {
     use super::*;
 
     #[test]
+    fn names_and_chat_texts_are_checked() {
+        assert_eq!(display_name("  Ann  ").unwrap(), "Ann");
+        assert!(display_name("   ").is_err());
+        assert!(display_name(&"é".repeat(33)).is_err());
+        assert_eq!(display_name(&"é".repeat(32)).unwrap().chars().count(), 32);
+        assert!(display_name("a\u{7}b").is_err());
+        assert!(chat_text("hello <b>world</b>").is_ok());
+        assert!(chat_text("two\nlines").is_ok());
+        assert!(chat_text(" ").is_err());
+        assert!(chat_text(&"x".repeat(281)).is_err());
+        assert!(chat_text(&"😀".repeat(280)).is_ok());
+        assert!(chat_text("bell\u{7}").is_err());
+    }
+
+    #[test]
+    fn interaction_messages_have_the_documented_shape() {
+        for (text, msg) in [
+            (
+                r#"{"type":"chat","text":"hi"}"#,
+                ClientMessage::Chat { text: "hi".into() },
+            ),
+            (r#"{"type":"heart"}"#, ClientMessage::Heart),
+            (
+                r#"{"type":"remove","id":7}"#,
+                ClientMessage::Remove { id: 7 },
+            ),
+            (
+                r#"{"type":"mute","name":"troll"}"#,
+                ClientMessage::Mute {
+                    name: "troll".into(),
+                },
+            ),
+        ] {
+            assert_eq!(ClientMessage::parse(text).unwrap(), msg);
+        }
+        let chat = ServerMessage::Chat {
+            id: 3,
+            from: "Ann".into(),
+            text: "hi".into(),
+            at: "2026-11-22T03:00:00Z".into(),
+        };
+        assert_eq!(
+            chat.to_json(),
+            r#"{"type":"chat","id":3,"from":"Ann","text":"hi","at":"2026-11-22T03:00:00Z"}"#
+        );
+        assert_eq!(
+            ServerMessage::Hearts {
+                count: 4,
+                total: 10
+            }
+            .to_json(),
+            r#"{"type":"hearts","count":4,"total":10}"#
+        );
+        assert_eq!(
+            ServerMessage::Removed { id: 3 }.to_json(),
+            r#"{"type":"removed","id":3}"#
+        );
+    }
+
+    #[test]
     fn stream_names_follow_the_rule() {
         assert!(StreamName::new("demo").is_ok());
         assert!(StreamName::new("A-z_09").is_ok());
@@ -293,7 +441,8 @@ mod tests {
                 stream: "demo".into(),
                 sdp: "v=0".into(),
                 key: None,
-                title: None
+                title: None,
+                name: None,
             }
         );
         let m = ClientMessage::parse(
@@ -380,6 +529,10 @@ mod tests {
             ErrorCode::StreamNotFound,
             ErrorCode::StreamBusy,
             ErrorCode::CodecUnsupported,
+            ErrorCode::Unauthorized,
+            ErrorCode::RateLimited,
+            ErrorCode::Forbidden,
+            ErrorCode::Muted,
             ErrorCode::Internal,
         ] {
             assert_eq!(

@@ -41,6 +41,16 @@ pub struct Config {
     #[arg(long = "ice-server", env = "GOLIVE_ICE_SERVERS", value_delimiter = ',')]
     pub ice_servers: Vec<String>,
 
+    /// File of `stream=key` lines: publishing a stream then needs its key (re-read on SIGHUP).
+    /// Without it anyone may publish any free stream name (development mode).
+    #[arg(long, env = "GOLIVE_KEYS_FILE")]
+    pub keys_file: Option<std::path::PathBuf>,
+
+    /// Hearts are gathered per stream and sent this often (milliseconds); 0 sends each heart
+    /// at once (for comparison only: it costs one message per heart per member).
+    #[arg(long, env = "GOLIVE_HEARTS_BATCH_MS", default_value_t = 250)]
+    pub hearts_batch_ms: u64,
+
     /// Username for the `turn:`/`turns:` servers of --ice-server.
     #[arg(long, env = "GOLIVE_ICE_USERNAME")]
     pub ice_username: Option<String>,

@@ -1,10 +1,15 @@
 //! The directory of live streams, shared by every signalling session: who broadcasts each
-//! stream, its media (which viewers on any worker need), and who watches it.
+//! stream, its media (which viewers on any worker need), who watches it, and its audience
+//! life: chat (with history and moderation), hearts (batched) and viewer counts (coalesced).
+//!
+//! Messages that go to a whole audience (chat, hearts, counts) are serialized once and shared
+//! by every session as one reference-counted frame.
 
-use golive_proto::{EndReason, ErrorCode, ProtocolError, ServerMessage, StreamName};
+use axum::extract::ws::Utf8Bytes;
+use golive_proto::{CHAT_HISTORY, EndReason, ErrorCode, ProtocolError, ServerMessage, StreamName};
 use golive_sfu::StreamMedia;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
@@ -16,14 +21,41 @@ pub const VIEWER_COUNT_INTERVAL: Duration = Duration::from_secs(1);
 
 type EventTx = mpsc::UnboundedSender<SessionEvent>;
 
+struct Member {
+    tx: EventTx,
+    name: String,
+}
+
 struct StreamEntry {
     publisher: SessionId,
-    publisher_tx: EventTx,
+    publisher_member: Member,
     media: Arc<StreamMedia>,
     title: Option<String>,
     live_since: SystemTime,
-    viewers: HashMap<SessionId, EventTx>,
+    viewers: HashMap<SessionId, Member>,
     last_count_sent: Option<(usize, Instant)>,
+    chat: VecDeque<(u64, Utf8Bytes)>,
+    next_chat_id: u64,
+    /// Lower-cased names the broadcaster muted.
+    muted: HashSet<String>,
+    hearts_pending: u64,
+    hearts_total: u64,
+}
+
+impl StreamEntry {
+    fn members(&self) -> impl Iterator<Item = &Member> {
+        std::iter::once(&self.publisher_member).chain(self.viewers.values())
+    }
+
+    fn send_all(&self, frame: &Utf8Bytes) {
+        for m in self.members() {
+            let _ = m.tx.send(SessionEvent::Frame(frame.clone()));
+        }
+    }
+}
+
+fn frame(msg: &ServerMessage) -> Utf8Bytes {
+    Utf8Bytes::from(msg.to_json())
 }
 
 /// One row of `GET /api/streams`.
@@ -35,9 +67,23 @@ pub struct StreamSummary {
     pub live_since: String,
 }
 
+/// What a viewer gets when it joins.
+pub struct Joined {
+    pub media: Arc<StreamMedia>,
+    /// The stream's recent chat, oldest first.
+    pub chat_history: Vec<Utf8Bytes>,
+}
+
 #[derive(Default)]
 pub struct Directory {
     streams: Mutex<HashMap<StreamName, StreamEntry>>,
+}
+
+fn not_live(stream: &StreamName) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::StreamNotFound,
+        format!("stream \"{stream}\" is not live"),
+    )
 }
 
 impl Directory {
@@ -53,6 +99,7 @@ impl Directory {
         stream: &StreamName,
         publisher: SessionId,
         publisher_tx: EventTx,
+        name: String,
         media: StreamMedia,
         title: Option<String>,
     ) -> Result<(), ProtocolError> {
@@ -67,12 +114,20 @@ impl Directory {
             stream.clone(),
             StreamEntry {
                 publisher,
-                publisher_tx,
+                publisher_member: Member {
+                    tx: publisher_tx,
+                    name,
+                },
                 media: Arc::new(media),
                 title,
                 live_since: SystemTime::now(),
                 viewers: HashMap::new(),
                 last_count_sent: None,
+                chat: VecDeque::new(),
+                next_chat_id: 1,
+                muted: HashSet::new(),
+                hearts_pending: 0,
+                hearts_total: 0,
             },
         );
         Ok(())
@@ -88,33 +143,153 @@ impl Directory {
             }
         };
         if let Some(e) = entry {
-            for tx in e.viewers.values() {
-                let _ = tx.send(SessionEvent::Ended(reason));
+            for m in e.viewers.values() {
+                let _ = m.tx.send(SessionEvent::Ended(reason));
             }
         }
     }
 
-    /// Adds a viewer; returns the stream's media, or `stream_not_found`.
+    /// Adds a viewer; `stream_not_found` when the stream is not live.
     pub fn watch(
         &self,
         stream: &StreamName,
         viewer: SessionId,
         tx: EventTx,
-    ) -> Result<Arc<StreamMedia>, ProtocolError> {
+        name: String,
+    ) -> Result<Joined, ProtocolError> {
         let mut streams = self.lock();
-        let Some(e) = streams.get_mut(stream) else {
-            return Err(ProtocolError::new(
-                ErrorCode::StreamNotFound,
-                format!("stream \"{stream}\" is not live"),
-            ));
-        };
-        e.viewers.insert(viewer, tx);
-        Ok(e.media.clone())
+        let e = streams.get_mut(stream).ok_or_else(|| not_live(stream))?;
+        e.viewers.insert(viewer, Member { tx, name });
+        Ok(Joined {
+            media: e.media.clone(),
+            chat_history: e.chat.iter().map(|(_, f)| f.clone()).collect(),
+        })
     }
 
     pub fn unwatch(&self, stream: &StreamName, viewer: SessionId) {
         if let Some(e) = self.lock().get_mut(stream) {
             e.viewers.remove(&viewer);
+        }
+    }
+
+    /// Posts a chat message from `from` (the broadcaster or a viewer of the stream).
+    pub fn chat(
+        &self,
+        stream: &StreamName,
+        session: SessionId,
+        text: String,
+    ) -> Result<(), ProtocolError> {
+        let mut streams = self.lock();
+        let e = streams.get_mut(stream).ok_or_else(|| not_live(stream))?;
+        let from = if e.publisher == session {
+            e.publisher_member.name.clone()
+        } else {
+            let m = e
+                .viewers
+                .get(&session)
+                .ok_or_else(|| ProtocolError::bad_request("not on this stream"))?;
+            if e.muted.contains(&m.name.to_lowercase()) {
+                return Err(ProtocolError::new(
+                    ErrorCode::Muted,
+                    "the broadcaster muted you for this broadcast",
+                ));
+            }
+            m.name.clone()
+        };
+        let id = e.next_chat_id;
+        e.next_chat_id += 1;
+        let f = frame(&ServerMessage::Chat {
+            id,
+            from,
+            text,
+            at: rfc3339(SystemTime::now()),
+        });
+        e.chat.push_back((id, f.clone()));
+        while e.chat.len() > CHAT_HISTORY {
+            e.chat.pop_front();
+        }
+        e.send_all(&f);
+        Ok(())
+    }
+
+    fn moderated(
+        &self,
+        stream: &StreamName,
+        session: SessionId,
+        act: impl FnOnce(&mut StreamEntry) -> Result<(), ProtocolError>,
+    ) -> Result<(), ProtocolError> {
+        let mut streams = self.lock();
+        let e = streams.get_mut(stream).ok_or_else(|| not_live(stream))?;
+        if e.publisher != session {
+            return Err(ProtocolError::new(
+                ErrorCode::Forbidden,
+                "only the broadcaster can moderate the chat",
+            ));
+        }
+        act(e)
+    }
+
+    /// The broadcaster removes chat message `id`: from the history and from every screen.
+    pub fn remove_chat(
+        &self,
+        stream: &StreamName,
+        session: SessionId,
+        id: u64,
+    ) -> Result<(), ProtocolError> {
+        self.moderated(stream, session, |e| {
+            let before = e.chat.len();
+            e.chat.retain(|(i, _)| *i != id);
+            if e.chat.len() == before && id >= e.next_chat_id {
+                return Err(ProtocolError::bad_request(format!("no chat message {id}")));
+            }
+            e.send_all(&frame(&ServerMessage::Removed { id }));
+            Ok(())
+        })
+    }
+
+    /// The broadcaster mutes everyone called `name` for the rest of the broadcast.
+    pub fn mute(
+        &self,
+        stream: &StreamName,
+        session: SessionId,
+        name: &str,
+    ) -> Result<(), ProtocolError> {
+        self.moderated(stream, session, |e| {
+            e.muted.insert(name.trim().to_lowercase());
+            Ok(())
+        })
+    }
+
+    /// Counts a heart; `immediate` sends it on at once instead of in the next batch.
+    pub fn heart(&self, stream: &StreamName, immediate: bool) {
+        let mut streams = self.lock();
+        let Some(e) = streams.get_mut(stream) else {
+            return;
+        };
+        e.hearts_total += 1;
+        if immediate {
+            e.send_all(&frame(&ServerMessage::Hearts {
+                count: 1,
+                total: e.hearts_total,
+            }));
+        } else {
+            e.hearts_pending += 1;
+        }
+    }
+
+    /// Sends each stream's hearts gathered since the last batch.
+    pub fn send_heart_batches(&self) {
+        let mut streams = self.lock();
+        for e in streams.values_mut() {
+            if e.hearts_pending == 0 {
+                continue;
+            }
+            let f = frame(&ServerMessage::Hearts {
+                count: e.hearts_pending,
+                total: e.hearts_total,
+            });
+            e.hearts_pending = 0;
+            e.send_all(&f);
         }
     }
 
@@ -151,13 +326,9 @@ impl Directory {
                 continue;
             }
             e.last_count_sent = Some((count, now));
-            let msg = ServerMessage::Viewers {
+            e.send_all(&frame(&ServerMessage::Viewers {
                 count: count as u64,
-            };
-            let _ = e.publisher_tx.send(SessionEvent::Message(msg.clone()));
-            for tx in e.viewers.values() {
-                let _ = tx.send(SessionEvent::Message(msg.clone()));
-            }
+            }));
         }
     }
 }

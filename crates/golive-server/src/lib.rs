@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod directory;
+pub mod keys;
 pub mod session;
 pub mod web;
 pub mod whip;
@@ -45,22 +46,41 @@ pub struct AppState {
     pub whip: whip::Resources,
     /// `Link: <…>; rel="ice-server"` values for WHIP/WHEP responses.
     pub ice_server_links: Vec<String>,
+    /// Who may publish which stream.
+    pub keys: keys::StreamKeys,
+    /// Hearts are gathered and sent this often; zero sends each at once.
+    pub hearts_batch: Duration,
     pub workers: Vec<WorkerHandle>,
     next_worker: AtomicUsize,
     pub shutdown: watch::Sender<bool>,
 }
 
 impl AppState {
-    pub fn new(workers: Vec<WorkerHandle>, ice_server_links: Vec<String>) -> Self {
+    pub fn new(workers: Vec<WorkerHandle>, config: &Config) -> anyhow::Result<Self> {
         assert!(!workers.is_empty(), "at least one media worker");
-        Self {
+        let keys = match &config.keys_file {
+            Some(path) => {
+                let keys = keys::StreamKeys::load(path)?;
+                tracing::info!(streams = keys.len(), "stream keys from {}", path.display());
+                keys
+            }
+            None => {
+                tracing::warn!(
+                    "no --keys-file: development mode, anyone may publish any free stream name"
+                );
+                keys::StreamKeys::open()
+            }
+        };
+        Ok(Self {
             directory: Directory::default(),
             whip: whip::Resources::default(),
-            ice_server_links,
+            ice_server_links: config.ice_server_links(),
+            keys,
+            hearts_batch: Duration::from_millis(config.hearts_batch_ms),
             workers,
             next_worker: AtomicUsize::new(0),
             shutdown: watch::Sender::new(false),
-        }
+        })
     }
 
     /// Spreads peers over workers in turn.
@@ -127,7 +147,7 @@ pub fn start_media(config: &Config) -> anyhow::Result<Arc<AppState>> {
     for w in &workers {
         tracing::info!(worker = w.index, "media on udp {}", w.addr);
     }
-    Ok(Arc::new(AppState::new(workers, config.ice_server_links())))
+    Ok(Arc::new(AppState::new(workers, config)?))
 }
 
 /// Serves HTTP and signalling until `shutdown` resolves and every session has closed.
@@ -144,6 +164,17 @@ pub async fn serve(
             ticker_state.directory.send_viewer_counts(Instant::now());
         }
     });
+    if !state.hearts_batch.is_zero() {
+        let hearts_state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(hearts_state.hearts_batch);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                hearts_state.directory.send_heart_batches();
+            }
+        });
+    }
 
     let shutdown_state = state.clone();
     axum::serve(listener, app(state))

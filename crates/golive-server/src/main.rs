@@ -40,6 +40,20 @@ async fn main() -> anyhow::Result<()> {
         let _ = signalled_rx.await;
     };
     let state = golive_server::start_media(&config)?;
+    #[cfg(unix)]
+    {
+        // SIGHUP re-reads the stream keys.
+        let reload_state = state.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match reload_state.keys.reload() {
+                    Ok(n) => tracing::info!(streams = n, "stream keys reloaded"),
+                    Err(e) => tracing::error!("stream keys not reloaded, the old ones stay: {e}"),
+                }
+            }
+        });
+    }
     let mut server = tokio::spawn(golive_server::serve(state, listener, shutdown));
     // Scripts and tests wait for this line on stdout.
     println!("listening on http://{addr}");

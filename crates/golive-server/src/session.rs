@@ -7,11 +7,12 @@
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use golive_proto::{
     CLOSE_MESSAGE_TOO_BIG, ClientMessage, EndReason, ErrorCode, MAX_FRAME_BYTES, ProtocolError,
-    ServerMessage, StreamName,
+    ServerMessage, StreamName, chat_text, display_name,
 };
 use golive_sfu::{PeerId, SfuError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::AppState;
@@ -21,11 +22,61 @@ use crate::worker::{Command, WorkerHandle};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionId(pub u64);
 
+/// Chat: a burst of this many messages, then one per [`CHAT_REFILL_PER_SEC`].
+const CHAT_BURST: f64 = 5.0;
+const CHAT_REFILL_PER_SEC: f64 = 1.0;
+/// Hearts past this many a second from one sender are dropped silently.
+const HEARTS_PER_SEC: f64 = 10.0;
+/// Name of a broadcaster who gave none.
+const DEFAULT_BROADCASTER_NAME: &str = "broadcaster";
+
+/// A token bucket: `capacity` at once, refilled at `per_sec`.
+#[derive(Debug)]
+struct RateLimit {
+    tokens: f64,
+    capacity: f64,
+    per_sec: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(capacity: f64, per_sec: f64) -> Self {
+        Self {
+            tokens: capacity,
+            capacity,
+            per_sec,
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.per_sec;
+        self.tokens = (self.tokens + refill).min(self.capacity);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What a session sends on its own: its own messages, and frames shared with a whole audience
+/// (serialized once).
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Message(ServerMessage),
+    Frame(Utf8Bytes),
+}
+
 /// What reaches a session besides its socket.
 #[derive(Debug)]
 pub enum SessionEvent {
-    /// A message to pass on as is (viewer counts).
+    /// A message to pass on as is.
     Message(ServerMessage),
+    /// A frame for the whole audience (chat, hearts, viewer counts).
+    Frame(Utf8Bytes),
     /// The broadcast this viewer watches is over.
     Ended(EndReason),
     PeerConnected(PeerId),
@@ -58,6 +109,8 @@ struct Session {
     state: Arc<AppState>,
     role: Role,
     events_tx: mpsc::UnboundedSender<SessionEvent>,
+    chat_limit: RateLimit,
+    heart_limit: RateLimit,
 }
 
 fn sfu_error(e: SfuError) -> ProtocolError {
@@ -109,7 +162,7 @@ impl SessionHandle {
 
 /// Starts a session. Messages the server sends on its own (viewer counts, `ended`) come out of
 /// the returned receiver; it closes when the session is over (for instance at shutdown).
-pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<ServerMessage>) {
+pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<Outgoing>) {
     let (inputs_tx, mut inputs) = mpsc::channel::<(ClientMessage, oneshot::Sender<Reply>)>(8);
     let (outbox, outbox_rx) = mpsc::unbounded_channel();
     let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -120,6 +173,8 @@ pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<Se
         state,
         role: Role::Idle,
         events_tx,
+        chat_limit: RateLimit::new(CHAT_BURST, CHAT_REFILL_PER_SEC),
+        heart_limit: RateLimit::new(HEARTS_PER_SEC, HEARTS_PER_SEC),
     };
     tokio::spawn(async move {
         tracing::debug!(session = id.0, "session opened");
@@ -139,7 +194,7 @@ pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<Se
                     }
                 }
                 _ = shutdown.changed() => {
-                    let _ = outbox.send(ServerMessage::Ended { reason: EndReason::ServerShutdown });
+                    let _ = outbox.send(Outgoing::Message(ServerMessage::Ended { reason: EndReason::ServerShutdown }));
                     break;
                 }
             }
@@ -160,6 +215,13 @@ async fn send(ws: &mut WebSocket, msg: &ServerMessage) -> bool {
     ws.send(Message::Text(Utf8Bytes::from(msg.to_json())))
         .await
         .is_ok()
+}
+
+async fn send_out(ws: &mut WebSocket, out: Outgoing) -> bool {
+    match out {
+        Outgoing::Message(m) => send(ws, &m).await,
+        Outgoing::Frame(f) => ws.send(Message::Text(f)).await.is_ok(),
+    }
 }
 
 /// The WebSocket front-end: one socket, one session, until either closes.
@@ -207,7 +269,7 @@ pub async fn run(mut ws: WebSocket, state: Arc<AppState>) {
                 if !send(&mut ws, &out).await { break; }
             }
             m = outbox.recv() => match m {
-                Some(m) => if !send(&mut ws, &m).await { break },
+                Some(m) => if !send_out(&mut ws, m).await { break },
                 None => {
                     let _ = ws.send(Message::Close(None)).await;
                     break;
@@ -230,10 +292,44 @@ impl Session {
             ClientMessage::Publish {
                 stream,
                 sdp,
-                key: _,
+                key,
                 title,
-            } => self.publish(&stream, sdp, title).await.map(Some),
-            ClientMessage::Watch { stream, sdp } => self.watch(&stream, sdp).await.map(Some),
+                name,
+            } => self.publish(&stream, sdp, key, title, name).await.map(Some),
+            ClientMessage::Watch { stream, sdp, name } => {
+                self.watch(&stream, sdp, name).await.map(Some)
+            }
+            ClientMessage::Chat { text } => {
+                let stream = self.stream()?.clone();
+                let text = chat_text(&text)?;
+                if !self.chat_limit.take(Instant::now()) {
+                    return Err(ProtocolError::new(
+                        ErrorCode::RateLimited,
+                        "too many chat messages; wait a moment",
+                    ));
+                }
+                self.state.directory.chat(&stream, self.id, text)?;
+                Ok(None)
+            }
+            ClientMessage::Heart => {
+                let stream = self.stream()?.clone();
+                if self.heart_limit.take(Instant::now()) {
+                    let immediate = self.state.hearts_batch.is_zero();
+                    self.state.directory.heart(&stream, immediate);
+                }
+                Ok(None)
+            }
+            ClientMessage::Remove { id } => {
+                let stream = self.stream()?.clone();
+                self.state.directory.remove_chat(&stream, self.id, id)?;
+                Ok(None)
+            }
+            ClientMessage::Mute { name } => {
+                let stream = self.stream()?.clone();
+                let name = display_name(&name)?;
+                self.state.directory.mute(&stream, self.id, &name)?;
+                Ok(None)
+            }
             ClientMessage::Candidate {
                 candidate,
                 sdp_mid,
@@ -273,6 +369,16 @@ impl Session {
         }
     }
 
+    /// The stream this session broadcasts or watches.
+    fn stream(&self) -> Result<&StreamName, ProtocolError> {
+        match &self.role {
+            Role::Publishing { stream, .. } | Role::Watching { stream, .. } => Ok(stream),
+            Role::Idle => Err(ProtocolError::bad_request(
+                "publish or watch a stream first",
+            )),
+        }
+    }
+
     fn ensure_idle(&self) -> Result<(), ProtocolError> {
         match self.role {
             Role::Idle => Ok(()),
@@ -286,16 +392,24 @@ impl Session {
         &mut self,
         stream: &str,
         sdp: String,
+        key: Option<String>,
         title: Option<String>,
+        name: Option<String>,
     ) -> Result<ServerMessage, ProtocolError> {
         let stream = stream_name(stream)?;
         self.ensure_idle()?;
+        let name = match name {
+            Some(n) => display_name(&n)?,
+            None => DEFAULT_BROADCASTER_NAME.to_owned(),
+        };
+        self.state.keys.check(&stream, key.as_deref())?;
         // Checked before the name is claimed, so a bad offer never makes a stream appear.
         let media = golive_sfu::Sfu::publisher_media(&sdp).map_err(sfu_error)?;
         self.state.directory.claim(
             &stream,
             self.id,
             self.events_tx.clone(),
+            name,
             media,
             title.map(|t| t.chars().take(crate::MAX_TITLE_CHARS).collect()),
         )?;
@@ -339,13 +453,23 @@ impl Session {
         }
     }
 
-    async fn watch(&mut self, stream: &str, sdp: String) -> Result<ServerMessage, ProtocolError> {
+    async fn watch(
+        &mut self,
+        stream: &str,
+        sdp: String,
+        name: Option<String>,
+    ) -> Result<ServerMessage, ProtocolError> {
         let stream = stream_name(stream)?;
         self.ensure_idle()?;
-        let media = self
+        let name = match name {
+            Some(n) => display_name(&n)?,
+            None => format!("viewer-{:04x}", rand::random::<u16>()),
+        };
+        let joined = self
             .state
             .directory
-            .watch(&stream, self.id, self.events_tx.clone())?;
+            .watch(&stream, self.id, self.events_tx.clone(), name)?;
+        let media = joined.media;
         let worker = self.state.pick_worker();
         let peer = PeerId(next_id());
         let (reply, rx) = oneshot::channel();
@@ -368,6 +492,10 @@ impl Session {
         match answer {
             Ok(a) => {
                 tracing::debug!(session = self.id.0, %stream, %peer, worker = worker.index, "watching");
+                // The recent chat follows the answer (the events are handled after the reply).
+                for f in joined.chat_history {
+                    let _ = self.events_tx.send(SessionEvent::Frame(f));
+                }
                 self.role = Role::Watching {
                     stream,
                     peer,
@@ -385,18 +513,22 @@ impl Session {
         }
     }
 
-    async fn on_event(&mut self, ev: SessionEvent) -> Option<ServerMessage> {
+    async fn on_event(&mut self, ev: SessionEvent) -> Option<Outgoing> {
         match ev {
             SessionEvent::Message(m) => match self.role {
                 Role::Idle => None,
-                _ => Some(m),
+                _ => Some(Outgoing::Message(m)),
+            },
+            SessionEvent::Frame(f) => match self.role {
+                Role::Idle => None,
+                _ => Some(Outgoing::Frame(f)),
             },
             SessionEvent::Ended(reason) => {
                 if !matches!(self.role, Role::Watching { .. }) {
                     return None;
                 }
                 self.end(reason).await;
-                Some(ServerMessage::Ended { reason })
+                Some(Outgoing::Message(ServerMessage::Ended { reason }))
             }
             SessionEvent::PeerConnected(id) => {
                 tracing::debug!(session = self.id.0, peer = %id, "media connected");
@@ -409,9 +541,9 @@ impl Session {
                     return None;
                 }
                 self.end(EndReason::BroadcasterLeft).await;
-                Some(ServerMessage::Ended {
+                Some(Outgoing::Message(ServerMessage::Ended {
                     reason: EndReason::ConnectionLost,
-                })
+                }))
             }
         }
     }

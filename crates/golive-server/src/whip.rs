@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::AppState;
-use crate::session::{self, SessionHandle};
+use crate::session::{self, Outgoing, SessionHandle};
 
 const SDP: &str = "application/sdp";
 const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
@@ -167,12 +167,19 @@ fn error_response(kind: Kind, e: &ProtocolError) -> Response {
         }
         // Well-formed, but the media cannot be served: no transcoding here.
         ErrorCode::CodecUnsupported => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Forbidden | ErrorCode::Muted => StatusCode::FORBIDDEN,
         ErrorCode::StreamBusy => StatusCode::CONFLICT,
         // The WHEP draft (§4.3.8): a stream that is not live yet is a 409 with Retry-After.
         ErrorCode::StreamNotFound => StatusCode::CONFLICT,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let mut r = plain(status, format!("{}: {}", e.code, e.message));
+    if e.code == ErrorCode::Unauthorized {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
     if kind == Kind::Whep && e.code == ErrorCode::StreamNotFound {
         r.headers_mut().insert(
             header::RETRY_AFTER,
@@ -249,10 +256,12 @@ async fn create(
             sdp: offer,
             key: bearer_token(&headers),
             title: None,
+            name: None,
         },
         Kind::Whep => ClientMessage::Watch {
             stream: stream.clone(),
             sdp: offer,
+            name: None,
         },
     };
     let (session, mut outbox) = session::spawn(state.clone());
@@ -284,7 +293,7 @@ async fn create(
     let reaper_state = state.clone();
     tokio::spawn(async move {
         while let Some(m) = outbox.recv().await {
-            if matches!(m, ServerMessage::Ended { .. }) {
+            if matches!(m, Outgoing::Message(ServerMessage::Ended { .. })) {
                 break;
             }
         }
