@@ -322,6 +322,8 @@ function onDown({ everOpened, retryInMs }) {
     showMessage(message, 'The connection to the server was lost. Reconnecting… (your viewers '
       + 'will see you again as soon as it is back)', 'warn');
   } else if (state === 'starting') {
+    // A `publish` may have been accepted just before the drop: our own session may hold the name.
+    if (everOpened) lostAt = lostAt || Date.now();
     showMessage(message, everOpened
       ? `The connection to the server was lost. Retrying in ${secs} s…`
       : `Can't reach the golive server. Check your connection; retrying in ${secs} s…`, 'error');

@@ -84,9 +84,11 @@ export function probeSource(frameRate = 30) {
 
 /**
  * Reads stamps from `video`'s frames as they are displayed. Calls onSample(latencyMs) for every
- * frame whose stamp reads back valid. Returns a stop function.
+ * frame whose stamp reads back valid, and counts in `counts` the frames looked at (`frames`) and
+ * those without a valid stamp (`unreadable`: not a probe broadcast, or a picture too degraded).
+ * Returns a stop function.
  */
-export function probeReader(video, onSample) {
+export function probeReader(video, onSample, counts = { frames: 0, unreadable: 0 }) {
   const canvas = document.createElement('canvas');
   canvas.width = PROBE_WIDTH;
   canvas.height = ROW_H;
@@ -104,6 +106,7 @@ export function probeReader(video, onSample) {
     const vw = video.videoWidth;
     const vh = video.videoHeight;
     if (!vw || !vh) return;
+    counts.frames += 1;
     // The top ROW_H/PROBE_HEIGHT of the picture, whatever size it arrived in.
     ctx.drawImage(video, 0, 0, vw, (vh * ROW_H) / PROBE_HEIGHT, 0, 0, PROBE_WIDTH, ROW_H);
     const px = ctx.getImageData(0, 0, PROBE_WIDTH, ROW_H).data;
@@ -124,7 +127,10 @@ export function probeReader(video, onSample) {
       if (i < 32) t = t * 2 + bit;
       else check = check * 2 + bit;
     }
-    if (check !== checkByte(t >>> 0)) return;
+    if (check !== checkByte(t >>> 0)) {
+      counts.unreadable += 1;
+      return;
+    }
     const shownAt = performance.timeOrigin + meta.expectedDisplayTime;
     const latency = (((Math.floor(shownAt) - t) % TWO_POW_32) + TWO_POW_32) % TWO_POW_32;
     // A stamp from the far past or the future is a misread, not a latency.

@@ -26,7 +26,14 @@ const video = $('video');
 const statusText = $('status');
 const unmute = $('unmute');
 
-const stream = decodeURIComponent(location.pathname.replace(/^\/watch\//, '').replace(/\/$/, ''));
+const stream = (() => {
+  const raw = location.pathname.replace(/^\/watch\//, '').replace(/\/$/, '');
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return raw; // a malformed %-escape: shown as typed, and refused as a name
+  }
+})();
 
 /** connecting | waiting | live | reconnecting | offline | ended | error */
 let state = 'connecting';
@@ -39,6 +46,7 @@ let stats = null;
 let retryTimer = null;
 let pollTimer = null;
 const probeSamples = [];
+const probeCounts = { frames: 0, unreadable: 0 };
 
 const STATUS = {
   connecting: 'Connecting…',
@@ -288,6 +296,7 @@ window.golive = {
   stream,
   probe: PROBE,
   probeSamples,
+  probeCounts,
   get state() { return state; },
   get pc() { return pc; },
   get signal() { return signal; },
@@ -310,7 +319,7 @@ if (!validStreamName(stream)) {
     probeReader(video, (ms) => {
       probeSamples.push(ms);
       if (probeSamples.length > PROBE_KEEP) probeSamples.splice(0, probeSamples.length - PROBE_KEEP);
-    });
+    }, probeCounts);
     setInterval(renderProbe, 500);
     renderProbe();
   }
