@@ -153,7 +153,15 @@ async function main() {
     });
 
     const live = await newPage(ctx, 'broadcaster');
-    await step('/live goes live with the fake camera', async () => {
+    await step('/live previews the camera and the microphone, and goes live', async () => {
+      await live.goto(`${base}/live`);
+      await waitState(live, 'preview');
+      await live.waitForFunction(() => {
+        const v = document.getElementById('preview');
+        return v.videoWidth > 0 && !v.paused;
+      }, null, { timeout: WAIT_MS });
+      // Chromium's fake microphone beeps: the level meter must move.
+      await live.waitForFunction(() => Number(document.getElementById('level').getAttribute('aria-valuenow')) > 0, null, { timeout: WAIT_MS });
       await goLive(live, { name: STREAM, title: TITLE });
       await waitState(live, 'live');
       assert((await text(live, '#badge')) === 'Live', 'LIVE badge');

@@ -110,7 +110,45 @@ function silentAudio() {
   }
 }
 
+/** The microphone's level under the preview, so a person sees it works (the preview is muted). */
+let meter = null;
+const METER_INTERVAL_MS = 100;
+
+function startMeter() {
+  stopMeter();
+  const track = media && media.getAudioTracks()[0];
+  if (!track || PROBE) return;
+  try {
+    const ac = new AudioContext();
+    const analyser = ac.createAnalyser();
+    analyser.fftSize = 512;
+    ac.createMediaStreamSource(new MediaStream([track])).connect(analyser);
+    const samples = new Float32Array(analyser.fftSize);
+    const el = $('level');
+    el.hidden = false;
+    const timer = setInterval(() => {
+      analyser.getFloatTimeDomainData(samples);
+      let peak = 0;
+      for (const v of samples) peak = Math.max(peak, Math.abs(v));
+      const level = Math.min(1, peak * 1.5);
+      el.style.setProperty('--level', level.toFixed(2));
+      el.setAttribute('aria-valuenow', String(Math.round(level * 100)));
+    }, METER_INTERVAL_MS);
+    // Browsers start audio only after a gesture; the first tap or click wakes it.
+    if (ac.state === 'suspended') document.addEventListener('pointerdown', () => ac.resume(), { once: true });
+    meter = { stop() { clearInterval(timer); ac.close().catch(() => {}); el.hidden = true; } };
+  } catch {
+    /* no Web Audio: no meter */
+  }
+}
+
+function stopMeter() {
+  if (meter) meter.stop();
+  meter = null;
+}
+
 function stopMedia() {
+  stopMeter();
   if (probe) probe.stop();
   probe = null;
   if (media) media.getTracks().forEach((t) => t.stop());
@@ -152,6 +190,7 @@ async function startMedia() {
     });
   }
   if (noMic) showMessage(message, 'No microphone was found: your broadcast will have no sound.', 'warn');
+  startMeter();
   await listDevices();
 }
 
