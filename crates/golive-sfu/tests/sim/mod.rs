@@ -795,6 +795,9 @@ impl Sim {
         let addr = self.clients[i].addr;
         self.by_addr.remove(&addr);
         self.links.remove(&id);
+        self.sfu_connected.remove(&id);
+        self.removed.remove(&id);
+        self.sfu_failed.retain(|(_, f)| *f != id);
         self.stalled_queue.remove(&i);
         // Keep indices stable: swap in an inert placeholder is not possible for an rtc pc, so
         // move the last client into the hole and fix its index.
@@ -827,6 +830,13 @@ impl Sim {
     /// Forgets every payload and sent record (long runs that check no bytes).
     pub fn forget_history(&mut self) {
         self.payloads = HashMap::new();
+        self.index.shrink_to_fit();
+        self.by_addr.shrink_to_fit();
+        self.sfu_connected.shrink_to_fit();
+        self.removed.shrink_to_fit();
+        self.clients.shrink_to_fit();
+        self.to_sfu.shrink_to_fit();
+        self.sfu_failed.shrink_to_fit();
         for c in &mut self.clients {
             c.received = Vec::new();
             if let Role::Publisher(p) = &mut c.role {
