@@ -273,6 +273,14 @@ pub enum ErrorCode {
     Forbidden,
     /// Chat from a sender the broadcaster muted.
     Muted,
+    /// The server is at its limit of streams or viewers.
+    ServerFull,
+    /// The stream is at its limit of viewers.
+    StreamFull,
+    /// Too many sessions open from one address.
+    TooManySessions,
+    /// The server is shutting down and takes no new sessions.
+    Draining,
     Internal,
 }
 
@@ -289,6 +297,10 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Muted => "muted",
+            ErrorCode::ServerFull => "server_full",
+            ErrorCode::StreamFull => "stream_full",
+            ErrorCode::TooManySessions => "too_many_sessions",
+            ErrorCode::Draining => "draining",
             ErrorCode::Internal => "internal",
         }
     }
@@ -351,6 +363,20 @@ impl ServerMessage {
 }
 
 impl ClientMessage {
+    /// The message's `type` on the wire.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientMessage::Publish { .. } => "publish",
+            ClientMessage::Watch { .. } => "watch",
+            ClientMessage::Candidate { .. } => "candidate",
+            ClientMessage::Leave => "leave",
+            ClientMessage::Chat { .. } => "chat",
+            ClientMessage::Heart => "heart",
+            ClientMessage::Remove { .. } => "remove",
+            ClientMessage::Mute { .. } => "mute",
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("client messages always serialize")
     }
@@ -533,6 +559,10 @@ mod tests {
             ErrorCode::RateLimited,
             ErrorCode::Forbidden,
             ErrorCode::Muted,
+            ErrorCode::ServerFull,
+            ErrorCode::StreamFull,
+            ErrorCode::TooManySessions,
+            ErrorCode::Draining,
             ErrorCode::Internal,
         ] {
             assert_eq!(

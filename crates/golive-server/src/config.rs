@@ -1,7 +1,14 @@
-//! The server's configuration: command-line flags, each with an environment twin.
+//! The server's configuration: command-line flags, each with an environment twin, and an
+//! optional TOML file (`--config`). Precedence: flag, then environment, then file, then the
+//! built-in default. The defaults run a development server on 127.0.0.1 with nothing to set.
+//! `docs/config.md` lists every setting.
 
-use clap::Parser;
+use anyhow::Context;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -51,6 +58,64 @@ pub struct Config {
     #[arg(long, env = "GOLIVE_HEARTS_BATCH_MS", default_value_t = 250)]
     pub hearts_batch_ms: u64,
 
+    /// Most streams live at once; more publishes are refused with `server_full`.
+    #[arg(long, env = "GOLIVE_MAX_STREAMS", default_value_t = 100)]
+    pub max_streams: usize,
+
+    /// Most viewers of one stream; more are refused with `stream_full`.
+    #[arg(long, env = "GOLIVE_MAX_VIEWERS_PER_STREAM", default_value_t = 5_000)]
+    pub max_viewers_per_stream: usize,
+
+    /// Most viewers in all; more are refused with `server_full`.
+    #[arg(long, env = "GOLIVE_MAX_VIEWERS", default_value_t = 20_000)]
+    pub max_viewers: usize,
+
+    /// Largest WebSocket frame, in bytes; a larger one closes the socket with 1009.
+    #[arg(long, env = "GOLIVE_MAX_FRAME_BYTES", default_value_t = golive_proto::MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+
+    /// Signalling messages a connection may send per second (bursts of twice that); more are
+    /// refused with `rate_limited`.
+    #[arg(long, env = "GOLIVE_MAX_MESSAGES_PER_SEC", default_value_t = 20)]
+    pub max_messages_per_sec: u32,
+
+    /// New sessions (WebSocket connections, WHIP/WHEP POSTs) per second from one IP address;
+    /// more are refused with `rate_limited` (HTTP 429).
+    #[arg(
+        long,
+        env = "GOLIVE_MAX_NEW_SESSIONS_PER_SEC_PER_IP",
+        default_value_t = 20
+    )]
+    pub max_new_sessions_per_sec_per_ip: u32,
+
+    /// Sessions open at once from one IP address; more are refused with `too_many_sessions`.
+    #[arg(long, env = "GOLIVE_MAX_SESSIONS_PER_IP", default_value_t = 100)]
+    pub max_sessions_per_ip: usize,
+
+    /// A WebSocket that sends nothing (not even a pong to our pings) this long, or does not
+    /// read what it is sent, is closed.
+    #[arg(long, env = "GOLIVE_WS_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub ws_idle_timeout_secs: u64,
+
+    /// On SIGTERM, how long sessions get to close before the process exits.
+    #[arg(long, env = "GOLIVE_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
+    pub drain_timeout_secs: u64,
+
+    /// Per-stream metric labels for at most this many streams (0: none), to keep the number of
+    /// time series bounded.
+    #[arg(long, env = "GOLIVE_METRICS_MAX_STREAM_LABELS", default_value_t = 20)]
+    pub metrics_max_stream_labels: usize,
+
+    /// Start joining viewers at the broadcaster's next keyframe instead of the cached one (for
+    /// measuring what the keyframe cache gains; never needed in production).
+    #[arg(long, env = "GOLIVE_NO_KEYFRAME_CACHE", default_value_t = false)]
+    pub no_keyframe_cache: bool,
+
+    /// A TOML file with any of these settings (snake_case keys: `listen`, `max_streams`, ...).
+    /// Flags and environment variables override it.
+    #[arg(long, env = "GOLIVE_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Username for the `turn:`/`turns:` servers of --ice-server.
     #[arg(long, env = "GOLIVE_ICE_USERNAME")]
     pub ice_username: Option<String>,
@@ -60,7 +125,75 @@ pub struct Config {
     pub ice_credential: Option<String>,
 }
 
+/// The settings a `--config` file may hold: the same names as the flags, in snake_case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    udp_bind: Option<IpAddr>,
+    udp_port: Option<u16>,
+    public_ip: Option<IpAddr>,
+    workers: Option<usize>,
+    srtp_legacy: Option<bool>,
+    ice_servers: Option<Vec<String>>,
+    ice_username: Option<String>,
+    ice_credential: Option<String>,
+    keys_file: Option<PathBuf>,
+    hearts_batch_ms: Option<u64>,
+    max_streams: Option<usize>,
+    max_viewers_per_stream: Option<usize>,
+    max_viewers: Option<usize>,
+    max_frame_bytes: Option<usize>,
+    max_messages_per_sec: Option<u32>,
+    max_new_sessions_per_sec_per_ip: Option<u32>,
+    max_sessions_per_ip: Option<usize>,
+    ws_idle_timeout_secs: Option<u64>,
+    drain_timeout_secs: Option<u64>,
+    metrics_max_stream_labels: Option<usize>,
+    no_keyframe_cache: Option<bool>,
+}
+
 impl Config {
+    /// Reads flags and environment, then fills what neither set from the `--config` file.
+    pub fn load() -> anyhow::Result<Self> {
+        Self::load_from(std::env::args_os())
+    }
+
+    pub fn load_from<I, T>(args: I) -> anyhow::Result<Self>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command().get_matches_from(args);
+        let mut config = Self::from_arg_matches(&matches)?;
+        if let Some(path) = config.config.clone() {
+            let file = read_file(&path)?;
+            config.merge_file(file, |id| {
+                !matches!(
+                    matches.value_source(id),
+                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                )
+            });
+        }
+        Ok(config)
+    }
+
+    /// Takes each setting of `file` that `unset(name)` says neither a flag nor the environment
+    /// gave.
+    fn merge_file(&mut self, file: FileConfig, unset: impl Fn(&str) -> bool) {
+        macro_rules! take {
+            ($($field:ident),* ; $($opt:ident),*) => {
+                $(if let Some(v) = file.$field && unset(stringify!($field)) { self.$field = v; })*
+                $(if let Some(v) = file.$opt && unset(stringify!($opt)) { self.$opt = Some(v); })*
+            };
+        }
+        take!(listen, udp_port, srtp_legacy, ice_servers, hearts_batch_ms, max_streams,
+            max_viewers_per_stream, max_viewers, max_frame_bytes, max_messages_per_sec,
+            max_new_sessions_per_sec_per_ip, max_sessions_per_ip, ws_idle_timeout_secs,
+            drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache;
+            udp_bind, public_ip, workers, ice_username, ice_credential, keys_file);
+    }
+
     pub fn worker_count(&self) -> usize {
         self.workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -98,5 +231,72 @@ impl Config {
             "media binds to {ip}, which cannot be advertised to clients: set --public-ip"
         );
         Ok(ip)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("in the config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> Config {
+        let mut all = vec!["golive"];
+        all.extend_from_slice(args);
+        Config::load_from(all).unwrap()
+    }
+
+    #[test]
+    fn defaults_run_a_local_development_server() {
+        let c = load(&[]);
+        assert_eq!(c.listen, "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
+        assert_eq!(c.udp_port, 0);
+        assert_eq!(
+            c.advertised_ip().unwrap(),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert!(c.keys_file.is_none());
+        assert_eq!(c.max_frame_bytes, 64 * 1024);
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("golive-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("golive.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nmax_streams = 7\nudp_port = 41000\npublic_ip = \"198.51.100.7\"\nice_servers = [\"stun:stun.example.net\"]\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = load(&["--config", p]);
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.max_streams, 7);
+        assert_eq!(c.udp_port, 41000);
+        assert_eq!(c.public_ip, Some("198.51.100.7".parse().unwrap()));
+        assert_eq!(c.ice_servers, vec!["stun:stun.example.net".to_owned()]);
+        let c = load(&[
+            "--config",
+            p,
+            "--max-streams",
+            "3",
+            "--listen",
+            "127.0.0.1:9100",
+        ]);
+        assert_eq!(c.max_streams, 3);
+        assert_eq!(c.listen.port(), 9100);
+        assert_eq!(
+            c.udp_port, 41000,
+            "what the flags leave is still read from the file"
+        );
+        std::fs::write(&path, "max_streamz = 1\n").unwrap();
+        let e = Config::load_from(["golive", "--config", p]).unwrap_err();
+        assert!(format!("{e:#}").contains("max_streamz"), "{e:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

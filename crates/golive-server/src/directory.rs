@@ -74,9 +74,38 @@ pub struct Joined {
     pub chat_history: Vec<Utf8Bytes>,
 }
 
+/// How much the directory admits.
+#[derive(Debug, Clone, Copy)]
+pub struct DirectoryLimits {
+    pub max_streams: usize,
+    pub max_viewers_per_stream: usize,
+    pub max_viewers: usize,
+}
+
+impl Default for DirectoryLimits {
+    fn default() -> Self {
+        Self {
+            max_streams: usize::MAX,
+            max_viewers_per_stream: usize::MAX,
+            max_viewers: usize::MAX,
+        }
+    }
+}
+
+/// Which limit refused a publish or a watch (the metric label).
+pub fn limit_label(code: ErrorCode, publishing: bool) -> Option<&'static str> {
+    match code {
+        ErrorCode::ServerFull if publishing => Some("max_streams"),
+        ErrorCode::ServerFull => Some("max_viewers"),
+        ErrorCode::StreamFull => Some("max_viewers_per_stream"),
+        _ => None,
+    }
+}
+
 #[derive(Default)]
 pub struct Directory {
     streams: Mutex<HashMap<StreamName, StreamEntry>>,
+    limits: DirectoryLimits,
 }
 
 fn not_live(stream: &StreamName) -> ProtocolError {
@@ -87,6 +116,13 @@ fn not_live(stream: &StreamName) -> ProtocolError {
 }
 
 impl Directory {
+    pub fn new(limits: DirectoryLimits) -> Self {
+        Self {
+            streams: Mutex::default(),
+            limits,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamName, StreamEntry>> {
         // A panic while holding the lock is a bug elsewhere; the map itself stays consistent
         // (every update is a single insert or remove), so keep serving.
@@ -108,6 +144,12 @@ impl Directory {
             return Err(ProtocolError::new(
                 ErrorCode::StreamBusy,
                 format!("stream \"{stream}\" is already live"),
+            ));
+        }
+        if streams.len() >= self.limits.max_streams {
+            return Err(ProtocolError::new(
+                ErrorCode::ServerFull,
+                "the server carries as many streams as it may; try again later",
             ));
         }
         streams.insert(
@@ -158,7 +200,20 @@ impl Directory {
         name: String,
     ) -> Result<Joined, ProtocolError> {
         let mut streams = self.lock();
+        let total: usize = streams.values().map(|e| e.viewers.len()).sum();
         let e = streams.get_mut(stream).ok_or_else(|| not_live(stream))?;
+        if e.viewers.len() >= self.limits.max_viewers_per_stream {
+            return Err(ProtocolError::new(
+                ErrorCode::StreamFull,
+                format!("stream \"{stream}\" has as many viewers as it may"),
+            ));
+        }
+        if total >= self.limits.max_viewers {
+            return Err(ProtocolError::new(
+                ErrorCode::ServerFull,
+                "the server carries as many viewers as it may; try again later",
+            ));
+        }
         e.viewers.insert(viewer, Member { tx, name });
         Ok(Joined {
             media: e.media.clone(),
@@ -310,6 +365,22 @@ impl Directory {
 
     pub fn stream_count(&self) -> usize {
         self.lock().len()
+    }
+
+    pub fn viewer_count(&self) -> usize {
+        self.lock().values().map(|e| e.viewers.len()).sum()
+    }
+
+    /// Viewers per stream for the first `n` streams by name (bounded metric labels).
+    pub fn viewers_per_stream(&self, n: usize) -> Vec<(String, usize)> {
+        let streams = self.lock();
+        let mut v: Vec<(String, usize)> = streams
+            .iter()
+            .map(|(name, e)| (name.to_string(), e.viewers.len()))
+            .collect();
+        v.sort();
+        v.truncate(n);
+        v
     }
 
     /// Sends each stream's viewer count to its broadcaster and viewers, when it changed and

@@ -10,28 +10,34 @@
 pub mod config;
 pub mod directory;
 pub mod keys;
+pub mod limits;
+pub mod metrics;
 pub mod session;
 pub mod web;
 pub mod whip;
 pub mod worker;
 
 use axum::Router;
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::directory::Directory;
-use crate::worker::WorkerHandle;
+use crate::directory::{Directory, DirectoryLimits};
+use crate::limits::IpLimiter;
+use crate::metrics::Metrics;
+use crate::worker::{WorkerHandle, WorkerStats};
 
 /// Titles are cut to this many characters.
 pub const MAX_TITLE_CHARS: usize = 200;
-/// Frames above the protocol limit are read (up to this) so they can be refused with 1009.
+/// Frames above the frame limit are read (up to this, or twice the limit) so they can be
+/// refused with 1009 rather than by a dropped connection.
 const WS_READ_LIMIT_BYTES: usize = 1024 * 1024;
 /// How often viewer counts are considered for sending.
 const VIEWER_COUNT_TICK: Duration = Duration::from_millis(200);
@@ -52,7 +58,18 @@ pub struct AppState {
     pub hearts_batch: Duration,
     pub workers: Vec<WorkerHandle>,
     next_worker: AtomicUsize,
+    /// Set on SIGTERM: every session is told to end, new ones are refused.
     pub shutdown: watch::Sender<bool>,
+    pub draining: AtomicBool,
+    /// Sessions alive (WebSocket and WHIP/WHEP).
+    pub sessions: AtomicUsize,
+    pub metrics: Metrics,
+    pub ip_limiter: Arc<IpLimiter>,
+    pub max_frame_bytes: usize,
+    pub max_messages_per_sec: u32,
+    pub ws_idle_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub metrics_max_stream_labels: usize,
 }
 
 impl AppState {
@@ -72,7 +89,11 @@ impl AppState {
             }
         };
         Ok(Self {
-            directory: Directory::default(),
+            directory: Directory::new(DirectoryLimits {
+                max_streams: config.max_streams,
+                max_viewers_per_stream: config.max_viewers_per_stream,
+                max_viewers: config.max_viewers,
+            }),
             whip: whip::Resources::default(),
             ice_server_links: config.ice_server_links(),
             keys,
@@ -80,7 +101,32 @@ impl AppState {
             workers,
             next_worker: AtomicUsize::new(0),
             shutdown: watch::Sender::new(false),
+            draining: AtomicBool::new(false),
+            sessions: AtomicUsize::new(0),
+            metrics: Metrics::new(),
+            ip_limiter: IpLimiter::new(
+                config.max_new_sessions_per_sec_per_ip,
+                config.max_sessions_per_ip,
+            ),
+            max_frame_bytes: config.max_frame_bytes,
+            max_messages_per_sec: config.max_messages_per_sec.max(1),
+            ws_idle_timeout: Duration::from_secs(config.ws_idle_timeout_secs.max(1)),
+            drain_timeout: Duration::from_secs(config.drain_timeout_secs),
+            metrics_max_stream_labels: config.metrics_max_stream_labels,
         })
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Every worker's totals, summed where a scrape needs them.
+    async fn worker_stats(&self) -> Vec<WorkerStats> {
+        let mut all = Vec::with_capacity(self.workers.len());
+        for w in &self.workers {
+            all.push(w.stats().await.unwrap_or_default());
+        }
+        all
     }
 
     /// Spreads peers over workers in turn.
@@ -97,6 +143,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/docs/protocol", get(protocol_doc))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/api/streams", get(streams))
         .route("/ws", get(ws))
         .merge(web::routes())
@@ -112,24 +159,60 @@ async fn protocol_doc() -> Response {
         .into_response()
 }
 
+/// 200 while serving; 503 with `"status":"draining"` once a shutdown began, so a load balancer
+/// moves people away.
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let draining = state.is_draining();
     let body = serde_json::json!({
-        "status": "ok",
+        "status": if draining { "draining" } else { "ok" },
         "streams": state.directory.stream_count(),
+        "sessions": state.sessions.load(Ordering::Relaxed),
         "workers": state.workers.len(),
     });
-    (StatusCode::OK, axum::Json(body)).into_response()
+    let status = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let workers = state.worker_stats().await;
+    let text = state.metrics.render(
+        &workers,
+        state.directory.stream_count(),
+        state.directory.viewer_count(),
+        &state
+            .directory
+            .viewers_per_stream(state.metrics_max_stream_labels),
+    );
+    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response()
 }
 
 async fn streams(State(state): State<Arc<AppState>>) -> Response {
     axum::Json(state.directory.list()).into_response()
 }
 
-async fn ws(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {
+async fn ws(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let limit = WS_READ_LIMIT_BYTES.max(state.max_frame_bytes.saturating_mul(2));
+    // Refusals are sent over the socket: a browser cannot read the status of a failed upgrade.
+    let admitted = if state.is_draining() {
+        Err(session::Refused::Draining)
+    } else {
+        state
+            .ip_limiter
+            .acquire(peer.ip(), Instant::now())
+            .map_err(session::Refused::Limit)
+    };
     upgrade
-        .max_message_size(WS_READ_LIMIT_BYTES)
-        .max_frame_size(WS_READ_LIMIT_BYTES)
-        .on_upgrade(move |socket| session::run(socket, state))
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| session::run(socket, state, admitted))
 }
 
 /// Binds the media sockets and starts the workers.
@@ -143,6 +226,10 @@ pub fn start_media(config: &Config) -> anyhow::Result<Arc<AppState>> {
         config.udp_port,
         config.advertised_ip()?,
         srtp,
+        golive_sfu::MediaOptions {
+            keyframe_cache: !config.no_keyframe_cache,
+            ..Default::default()
+        },
     )?;
     for w in &workers {
         tracing::info!(worker = w.index, "media on udp {}", w.addr);
@@ -177,14 +264,33 @@ pub async fn serve(
     }
 
     let shutdown_state = state.clone();
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: telling every session");
-            // Sessions end their broadcasts and close their sockets, which lets the graceful
-            // shutdown finish.
-            shutdown_state.shutdown.send_replace(true);
-        })
-        .await?;
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        drain(&shutdown_state).await;
+    })
+    .await?;
     Ok(())
+}
+
+/// Graceful drain: refuse new sessions (health says draining), tell every session to end, and
+/// wait until they have closed or the drain timeout passed. HTTP keeps serving meanwhile.
+async fn drain(state: &AppState) {
+    state.draining.store(true, Ordering::Relaxed);
+    let open = state.sessions.load(Ordering::Relaxed);
+    tracing::info!(sessions = open, timeout = ?state.drain_timeout, "draining: telling every session");
+    state.shutdown.send_replace(true);
+    let deadline = Instant::now() + state.drain_timeout;
+    while state.sessions.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = state.sessions.load(Ordering::Relaxed);
+    if left > 0 {
+        tracing::warn!(sessions = left, "drain timeout passed; closing anyway");
+    } else {
+        tracing::info!("every session closed");
+    }
 }

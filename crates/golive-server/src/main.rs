@@ -1,5 +1,4 @@
 use anyhow::Context;
-use clap::Parser;
 use golive_server::config::Config;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -10,12 +9,12 @@ use tracing_subscriber::EnvFilter;
 /// (RTC-NOTES pitfall 9), so those stay quieter.
 const DEFAULT_LOG_FILTER: &str =
     "warn,golive=info,golive_server=info,golive_sfu=info,rtc_dtls=error";
-/// After a shutdown signal, sessions get this long to close before the process exits anyway.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// After the drain timeout, HTTP connections get this long to finish before the process exits.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let config = Config::load()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
@@ -40,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = signalled_rx.await;
     };
     let state = golive_server::start_media(&config)?;
+    let drain_timeout = state.drain_timeout;
     #[cfg(unix)]
     {
         // SIGHUP re-reads the stream keys.
@@ -64,10 +64,11 @@ async fn main() -> anyhow::Result<()> {
         _ = shutdown_signal() => {}
     }
     let _ = signalled_tx.send(());
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+    let limit = drain_timeout + SHUTDOWN_GRACE;
+    match tokio::time::timeout(limit, server).await {
         Ok(r) => r.context("server task")?,
         Err(_) => {
-            tracing::warn!("sessions did not close in {SHUTDOWN_GRACE:?}; exiting");
+            tracing::warn!("connections did not close in {limit:?}; exiting");
             Ok(())
         }
     }

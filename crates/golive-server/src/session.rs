@@ -6,8 +6,8 @@
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use golive_proto::{
-    CLOSE_MESSAGE_TOO_BIG, ClientMessage, EndReason, ErrorCode, MAX_FRAME_BYTES, ProtocolError,
-    ServerMessage, StreamName, chat_text, display_name,
+    CLOSE_MESSAGE_TOO_BIG, ClientMessage, EndReason, ErrorCode, ProtocolError, ServerMessage,
+    StreamName, chat_text, display_name,
 };
 use golive_sfu::{PeerId, SfuError};
 use std::sync::Arc;
@@ -16,7 +16,23 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::AppState;
+use crate::directory::limit_label;
+use crate::limits::{IpSlot, Refusal};
 use crate::worker::{Command, WorkerHandle};
+
+/// A WebSocket whose outgoing queue holds more than this many messages is not reading: cut.
+const MAX_OUTBOX_BACKLOG: usize = 4096;
+/// WebSocket close codes (RFC 6455).
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TRY_LATER: u16 = 1013;
+
+/// Why a WebSocket was not admitted.
+#[derive(Debug)]
+pub enum Refused {
+    Draining,
+    Limit(Refusal),
+}
 
 /// Identifies a signalling session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,6 +84,8 @@ impl RateLimit {
 pub enum Outgoing {
     Message(ServerMessage),
     Frame(Utf8Bytes),
+    /// A keepalive (WebSocket only).
+    Ping,
 }
 
 /// What reaches a session besides its socket.
@@ -176,15 +194,22 @@ pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<Ou
         chat_limit: RateLimit::new(CHAT_BURST, CHAT_REFILL_PER_SEC),
         heart_limit: RateLimit::new(HEARTS_PER_SEC, HEARTS_PER_SEC),
     };
+    s.state.sessions.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
         tracing::debug!(session = id.0, "session opened");
         loop {
             tokio::select! {
                 input = inputs.recv() => {
                     let Some((msg, reply)) = input else { break };
+                    let ty = msg.type_name();
+                    s.state.metrics.signalling_message(ty);
                     let r = s.handle(msg).await;
                     if let Err(e) = &r {
                         tracing::debug!(session = id.0, code = %e.code, "refused: {}", e.message);
+                        s.state.metrics.signalling_error(e.code.as_str());
+                        if let Some(limit) = limit_label(e.code, ty == "publish") {
+                            s.state.metrics.limit_refused(limit);
+                        }
                     }
                     let _ = reply.send(r);
                 }
@@ -200,6 +225,7 @@ pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<Ou
             }
         }
         s.end(EndReason::BroadcasterLeft).await;
+        s.state.sessions.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(session = id.0, "session closed");
     });
     (
@@ -221,12 +247,51 @@ async fn send_out(ws: &mut WebSocket, out: Outgoing) -> bool {
     match out {
         Outgoing::Message(m) => send(ws, &m).await,
         Outgoing::Frame(f) => ws.send(Message::Text(f)).await.is_ok(),
+        Outgoing::Ping => ws.send(Message::Ping(Default::default())).await.is_ok(),
     }
 }
 
-/// The WebSocket front-end: one socket, one session, until either closes.
-pub async fn run(mut ws: WebSocket, state: Arc<AppState>) {
-    let (session, mut outbox) = spawn(state);
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason.to_owned()),
+    }))
+}
+
+/// The WebSocket front-end: one socket, one session, until either closes. `admitted` carries
+/// the client address's place (or why it has none).
+pub async fn run(mut ws: WebSocket, state: Arc<AppState>, admitted: Result<IpSlot, Refused>) {
+    let _slot = match admitted {
+        Ok(slot) => slot,
+        Err(refused) => {
+            let (error, code) = match refused {
+                Refused::Draining => (
+                    ProtocolError::new(ErrorCode::Draining, "the server is shutting down"),
+                    CLOSE_GOING_AWAY,
+                ),
+                Refused::Limit(r) => {
+                    state.metrics.limit_refused(r.label());
+                    let code = match r {
+                        Refusal::NewSessionsPerSecond => CLOSE_TRY_LATER,
+                        Refusal::SessionsPerIp => CLOSE_POLICY,
+                    };
+                    (r.error(), code)
+                }
+            };
+            state.metrics.signalling_error(error.code.as_str());
+            let _ = send(&mut ws, &error.into()).await;
+            let _ = ws.send(close(code, "refused")).await;
+            return;
+        }
+    };
+    let idle = state.ws_idle_timeout;
+    let max_frame = state.max_frame_bytes;
+    let per_sec = f64::from(state.max_messages_per_sec);
+    let mut message_limit = RateLimit::new(per_sec * 2.0, per_sec);
+    let mut ping = tokio::time::interval(idle / 3);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let (session, mut outbox) = spawn(state.clone());
     loop {
         tokio::select! {
             frame = ws.recv() => {
@@ -237,12 +302,13 @@ pub async fn run(mut ws: WebSocket, state: Arc<AppState>) {
                         // we see them ("Space limit exceeded: Message too long").
                         tracing::debug!(session = session.id.0, "socket error: {e}");
                         if e.to_string().contains("too long") {
-                            let _ = ws.send(close_too_big()).await;
+                            let _ = ws.send(close_too_big(max_frame)).await;
                         }
                         break;
                     }
                     None => break,
                 };
+                last_heard = Instant::now();
                 let text = match frame {
                     Message::Text(t) => t,
                     Message::Binary(_) => {
@@ -253,37 +319,74 @@ pub async fn run(mut ws: WebSocket, state: Arc<AppState>) {
                     Message::Close(_) => break,
                     Message::Ping(_) | Message::Pong(_) => continue,
                 };
-                if text.len() > MAX_FRAME_BYTES {
-                    let _ = ws.send(close_too_big()).await;
+                if text.len() > max_frame {
+                    let _ = ws.send(close_too_big(max_frame)).await;
                     break;
                 }
-                let reply = match ClientMessage::parse(&text) {
-                    Ok(msg) => session.call(msg).await,
-                    Err(e) => Err(e),
+                let reply = if !message_limit.take(Instant::now()) {
+                    state.metrics.limit_refused("messages_per_sec");
+                    state.metrics.signalling_error(ErrorCode::RateLimited.as_str());
+                    Err(ProtocolError::new(
+                        ErrorCode::RateLimited,
+                        "too many messages; slow down",
+                    ))
+                } else {
+                    match ClientMessage::parse(&text) {
+                        Ok(msg) => session.call(msg).await,
+                        Err(e) => {
+                            state.metrics.signalling_error(e.code.as_str());
+                            Err(e)
+                        }
+                    }
                 };
                 let out = match reply {
                     Ok(Some(m)) => m,
                     Ok(None) => continue,
                     Err(e) => e.into(),
                 };
-                if !send(&mut ws, &out).await { break; }
+                if !send_timed(&mut ws, Outgoing::Message(out), idle).await { break; }
             }
             m = outbox.recv() => match m {
-                Some(m) => if !send_out(&mut ws, m).await { break },
+                Some(m) => {
+                    if outbox.len() > MAX_OUTBOX_BACKLOG {
+                        state.metrics.limit_refused("ws_slow_reader");
+                        let _ = ws.send(close(CLOSE_POLICY, "not reading")).await;
+                        break;
+                    }
+                    if !send_timed(&mut ws, m, idle).await {
+                        state.metrics.limit_refused("ws_slow_reader");
+                        break;
+                    }
+                }
                 None => {
                     let _ = ws.send(Message::Close(None)).await;
                     break;
                 }
             },
+            _ = ping.tick() => {
+                if last_heard.elapsed() > idle {
+                    state.metrics.limit_refused("ws_idle");
+                    let _ = ws.send(close(CLOSE_GOING_AWAY, "idle")).await;
+                    break;
+                }
+                if !send_timed(&mut ws, Outgoing::Ping, idle).await { break; }
+            }
         }
     }
 }
 
-fn close_too_big() -> Message {
-    Message::Close(Some(CloseFrame {
-        code: CLOSE_MESSAGE_TOO_BIG,
-        reason: Utf8Bytes::from(format!("a frame is at most {MAX_FRAME_BYTES} bytes")),
-    }))
+/// Sends within `limit`: a client that does not read is not waited for.
+async fn send_timed(ws: &mut WebSocket, out: Outgoing, limit: std::time::Duration) -> bool {
+    tokio::time::timeout(limit, send_out(ws, out))
+        .await
+        .unwrap_or(false)
+}
+
+fn close_too_big(max: usize) -> Message {
+    close(
+        CLOSE_MESSAGE_TOO_BIG,
+        &format!("a frame is at most {max} bytes"),
+    )
 }
 
 impl Session {
@@ -379,6 +482,16 @@ impl Session {
         }
     }
 
+    fn ensure_accepting(&self) -> Result<(), ProtocolError> {
+        if self.state.is_draining() {
+            return Err(ProtocolError::new(
+                ErrorCode::Draining,
+                "the server is shutting down",
+            ));
+        }
+        Ok(())
+    }
+
     fn ensure_idle(&self) -> Result<(), ProtocolError> {
         match self.role {
             Role::Idle => Ok(()),
@@ -398,6 +511,7 @@ impl Session {
     ) -> Result<ServerMessage, ProtocolError> {
         let stream = stream_name(stream)?;
         self.ensure_idle()?;
+        self.ensure_accepting()?;
         let name = match name {
             Some(n) => display_name(&n)?,
             None => DEFAULT_BROADCASTER_NAME.to_owned(),
@@ -461,6 +575,7 @@ impl Session {
     ) -> Result<ServerMessage, ProtocolError> {
         let stream = stream_name(stream)?;
         self.ensure_idle()?;
+        self.ensure_accepting()?;
         let name = match name {
             Some(n) => display_name(&n)?,
             None => format!("viewer-{:04x}", rand::random::<u16>()),

@@ -8,15 +8,18 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use golive_proto::{ClientMessage, ErrorCode, ProtocolError, ServerMessage};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::AppState;
+use crate::limits::IpSlot;
 use crate::session::{self, Outgoing, SessionHandle};
 
 const SDP: &str = "application/sdp";
@@ -47,6 +50,8 @@ struct Resource {
     etag: String,
     /// The client's ICE ufrag from its offer: a fragment with another one is an ICE restart.
     remote_ufrag: Option<String>,
+    /// The client address's place among its sessions, freed with the resource.
+    _slot: IpSlot,
 }
 
 /// The live WHIP and WHEP session resources.
@@ -73,13 +78,13 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route(
             "/whip/{stream}",
-            post(|s, p, h, b| create(Kind::Whip, s, p, h, b))
+            post(|s, c, p, h, b| create(Kind::Whip, s, c, p, h, b))
                 .options(options_endpoint)
                 .get(get_endpoint),
         )
         .route(
             "/whep/{stream}",
-            post(|s, p, h, b| create(Kind::Whep, s, p, h, b))
+            post(|s, c, p, h, b| create(Kind::Whep, s, c, p, h, b))
                 .options(options_endpoint)
                 .get(get_endpoint),
         )
@@ -170,6 +175,10 @@ fn error_response(kind: Kind, e: &ProtocolError) -> Response {
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Forbidden | ErrorCode::Muted => StatusCode::FORBIDDEN,
+        ErrorCode::TooManySessions => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::ServerFull | ErrorCode::StreamFull | ErrorCode::Draining => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         ErrorCode::StreamBusy => StatusCode::CONFLICT,
         // The WHEP draft (§4.3.8): a stream that is not live yet is a 409 with Retry-After.
         ErrorCode::StreamNotFound => StatusCode::CONFLICT,
@@ -180,7 +189,11 @@ fn error_response(kind: Kind, e: &ProtocolError) -> Response {
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
-    if kind == Kind::Whep && e.code == ErrorCode::StreamNotFound {
+    let retry = matches!(
+        e.code,
+        ErrorCode::RateLimited | ErrorCode::ServerFull | ErrorCode::StreamFull
+    );
+    if retry || (kind == Kind::Whep && e.code == ErrorCode::StreamNotFound) {
         r.headers_mut().insert(
             header::RETRY_AFTER,
             HeaderValue::from_static(RETRY_AFTER_SECS),
@@ -233,10 +246,24 @@ fn ice_ufrag(sdp: &str) -> Option<String> {
 async fn create(
     kind: Kind,
     State(state): State<Arc<AppState>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if state.is_draining() {
+        return error_response(
+            kind,
+            &ProtocolError::new(ErrorCode::Draining, "the server is shutting down"),
+        );
+    }
+    let slot = match state.ip_limiter.acquire(client.ip(), Instant::now()) {
+        Ok(slot) => slot,
+        Err(r) => {
+            state.metrics.limit_refused(r.label());
+            return error_response(kind, &r.error());
+        }
+    };
     if !content_type_is(&headers, SDP) {
         return plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -286,6 +313,7 @@ async fn create(
             session,
             etag: etag.clone(),
             remote_ufrag,
+            _slot: slot,
         },
     );
     // The resource lives as long as its session: when the media connection fails or the

@@ -8,13 +8,13 @@
 
 use golive_proto::StreamName;
 use golive_sfu::{
-    Answer, Output, PeerId, Sfu, SfuConfig, SfuError, SourcePacket, SrtpPolicy, StreamMedia,
+    Answer, MediaOptions, Output, PeerId, Sfu, SfuConfig, SfuError, SfuStats, SourcePacket,
+    SrtpPolicy, StreamMedia,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -58,6 +58,24 @@ pub enum Command {
     Remove {
         id: PeerId,
     },
+    /// The worker's totals, for `/metrics`.
+    Stats {
+        reply: oneshot::Sender<WorkerStats>,
+    },
+}
+
+/// A worker's totals since it started.
+#[derive(Debug, Default, Clone)]
+pub struct WorkerStats {
+    pub sfu: SfuStats,
+    pub datagrams_in: u64,
+    pub bytes_in: u64,
+    pub datagrams_out: u64,
+    pub bytes_out: u64,
+    pub datagrams_send_failed: u64,
+    pub media_queue_dropped: u64,
+    pub peers_connected: usize,
+    pub peers_connecting: usize,
 }
 
 /// Messages between workers.
@@ -66,22 +84,12 @@ enum Peer2Peer {
     KeyframeRequest(StreamName),
 }
 
-/// Counters a worker shares with the rest of the server.
-#[derive(Debug, Default)]
-pub struct WorkerCounters {
-    pub peers: AtomicU64,
-    pub datagrams_sent: AtomicU64,
-    pub datagrams_send_failed: AtomicU64,
-    pub media_queue_dropped: AtomicU64,
-}
-
 /// The handle signalling uses to reach a worker.
 #[derive(Clone)]
 pub struct WorkerHandle {
     pub index: usize,
     pub addr: SocketAddr,
     commands: mpsc::Sender<Command>,
-    pub counters: Arc<WorkerCounters>,
 }
 
 impl WorkerHandle {
@@ -90,6 +98,12 @@ impl WorkerHandle {
             .send(cmd)
             .await
             .map_err(|_| SfuError::Internal("media worker stopped".into()))
+    }
+
+    pub async fn stats(&self) -> Option<WorkerStats> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Stats { reply }).await.ok()?;
+        rx.await.ok()
     }
 }
 
@@ -100,6 +114,7 @@ pub fn start_workers(
     first_port: u16,
     advertised_ip: std::net::IpAddr,
     srtp: SrtpPolicy,
+    media: MediaOptions,
 ) -> io::Result<Vec<WorkerHandle>> {
     let mut sockets = Vec::with_capacity(count);
     for i in 0..count {
@@ -129,7 +144,6 @@ pub fn start_workers(
             index: i,
             addr: SocketAddr::new(advertised_ip, port),
             commands: ctx,
-            counters: Arc::new(WorkerCounters::default()),
         });
         media_txs.push(mtx);
         media_rxs.push(mrx);
@@ -147,7 +161,7 @@ pub fn start_workers(
             srtp,
             share_media: count > 1,
         };
-        let counters = handles[i].counters.clone();
+        let media = media.clone();
         std::thread::Builder::new()
             .name(format!("golive-worker-{i}"))
             .spawn(move || {
@@ -165,11 +179,12 @@ pub fn start_workers(
                     };
                     Worker {
                         index: i,
-                        sfu: Sfu::new(config),
+                        sfu: Sfu::with_options(config, media),
                         socket,
                         sessions: HashMap::new(),
+                        connected: HashSet::new(),
                         others,
-                        counters,
+                        stats: WorkerStats::default(),
                     }
                     .run(crx, mrx)
                     .await;
@@ -185,8 +200,11 @@ struct Worker {
     socket: UdpSocket,
     /// Where to tell each peer's session about it.
     sessions: HashMap<PeerId, mpsc::UnboundedSender<SessionEvent>>,
+    /// Peers whose ICE and DTLS are up.
+    connected: HashSet<PeerId>,
     others: Vec<mpsc::Sender<Peer2Peer>>,
-    counters: Arc<WorkerCounters>,
+    /// Socket-level totals (the SFU keeps the rest).
+    stats: WorkerStats,
 }
 
 impl Worker {
@@ -207,9 +225,13 @@ impl Worker {
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, from)) => {
+                        self.stats.datagrams_in += 1;
+                        self.stats.bytes_in += n as u64;
                         self.sfu.handle_datagram(Instant::now(), from, &buf[..n]);
                         // Drain whatever else is already queued before the next timeout scan.
                         while let Ok((n, from)) = self.socket.try_recv_from(&mut buf) {
+                            self.stats.datagrams_in += 1;
+                            self.stats.bytes_in += n as u64;
                             self.sfu.handle_datagram(Instant::now(), from, &buf[..n]);
                         }
                     }
@@ -285,26 +307,32 @@ impl Worker {
             Command::Remove { id } => {
                 self.sfu.remove_peer(id);
                 self.sessions.remove(&id);
+                self.connected.remove(&id);
+            }
+            Command::Stats { reply } => {
+                let mut stats = self.stats.clone();
+                stats.sfu = self.sfu.stats().clone();
+                stats.peers_connected = self.connected.len();
+                stats.peers_connecting = self.sfu.peer_count().saturating_sub(self.connected.len());
+                let _ = reply.send(stats);
             }
         }
-        self.counters
-            .peers
-            .store(self.sfu.peer_count() as u64, Ordering::Relaxed);
     }
 
     /// Sends what the SFU produced and acts on its outputs.
     fn flush(&mut self) {
         while let Some(t) = self.sfu.poll_transmit() {
             match self.socket.try_send_to(&t.data, t.to) {
-                Ok(_) => {
-                    self.counters.datagrams_sent.fetch_add(1, Ordering::Relaxed);
+                Ok(n) => {
+                    self.stats.datagrams_out += 1;
+                    self.stats.bytes_out += n as u64;
                 }
                 Err(e) => {
                     // A full socket buffer is loss, like any on the network; never block the
-                    // worker (and every other peer on it) for one destination.
-                    self.counters
-                        .datagrams_send_failed
-                        .fetch_add(1, Ordering::Relaxed);
+                    // worker (and every other peer on it) for one destination. The SFU makes a
+                    // viewer that keeps failing skip to a keyframe.
+                    self.stats.datagrams_send_failed += 1;
+                    self.sfu.handle_send_failed(Instant::now(), t.peer);
                     tracing::trace!(worker = self.index, to = %t.to, "send_to: {e}");
                 }
             }
@@ -312,32 +340,29 @@ impl Worker {
         while let Some(out) = self.sfu.poll_output() {
             match out {
                 Output::Connected(id) => {
+                    self.connected.insert(id);
                     if let Some(tx) = self.sessions.get(&id) {
                         let _ = tx.send(SessionEvent::PeerConnected(id));
                     }
                 }
                 Output::Failed(id) => {
+                    self.connected.remove(&id);
                     if let Some(tx) = self.sessions.remove(&id) {
                         let _ = tx.send(SessionEvent::PeerFailed(id));
                     }
                 }
-                Output::Media(p) => self.to_others(|| Peer2Peer::Media(p.clone())),
+                Output::Media(p) => self.share_with_others(|| Peer2Peer::Media(p.clone())),
                 Output::KeyframeRequest(s) => {
-                    self.to_others(|| Peer2Peer::KeyframeRequest(s.clone()))
+                    self.share_with_others(|| Peer2Peer::KeyframeRequest(s.clone()))
                 }
             }
         }
-        self.counters
-            .peers
-            .store(self.sfu.peer_count() as u64, Ordering::Relaxed);
     }
 
-    fn to_others(&self, msg: impl Fn() -> Peer2Peer) {
+    fn share_with_others(&mut self, msg: impl Fn() -> Peer2Peer) {
         for tx in &self.others {
             if tx.try_send(msg()).is_err() {
-                self.counters
-                    .media_queue_dropped
-                    .fetch_add(1, Ordering::Relaxed);
+                self.stats.media_queue_dropped += 1;
             }
         }
     }

@@ -1,0 +1,144 @@
+//! Per-client-address limits: new sessions per second and sessions open at once. A refused
+//! client gets a clear error code; nobody else notices.
+
+use golive_proto::{ErrorCode, ProtocolError};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Entries of addresses with no open session are forgotten after this long (their new-session
+/// budget has refilled by then anyway).
+const FORGET_AFTER: Duration = Duration::from_secs(60);
+
+struct PerIp {
+    open: usize,
+    tokens: f64,
+    last: Instant,
+}
+
+/// Counts sessions per client IP address.
+pub struct IpLimiter {
+    per_sec: f64,
+    max_open: usize,
+    map: Mutex<HashMap<IpAddr, PerIp>>,
+}
+
+/// Holds one session's place; dropping it frees the place.
+pub struct IpSlot {
+    limiter: Arc<IpLimiter>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.limiter.lock();
+        if let Some(e) = map.get_mut(&self.ip) {
+            e.open = e.open.saturating_sub(1);
+        }
+    }
+}
+
+/// Which limit refused, for the error and the metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NewSessionsPerSecond,
+    SessionsPerIp,
+}
+
+impl Refusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::NewSessionsPerSecond => "new_sessions_per_sec_per_ip",
+            Refusal::SessionsPerIp => "sessions_per_ip",
+        }
+    }
+
+    pub fn error(self) -> ProtocolError {
+        match self {
+            Refusal::NewSessionsPerSecond => ProtocolError::new(
+                ErrorCode::RateLimited,
+                "too many new sessions from your address; try again in a moment",
+            ),
+            Refusal::SessionsPerIp => ProtocolError::new(
+                ErrorCode::TooManySessions,
+                "too many sessions open from your address",
+            ),
+        }
+    }
+}
+
+impl IpLimiter {
+    pub fn new(new_per_sec: u32, max_open: usize) -> Arc<Self> {
+        Arc::new(Self {
+            per_sec: f64::from(new_per_sec.max(1)),
+            max_open,
+            map: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, PerIp>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a place for a new session from `ip`, or says which limit refuses it.
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<IpSlot, Refusal> {
+        let mut map = self.lock();
+        if map.len() > 4096 {
+            map.retain(|_, e| e.open > 0 || now.saturating_duration_since(e.last) < FORGET_AFTER);
+        }
+        let burst = self.per_sec;
+        let e = map.entry(ip).or_insert(PerIp {
+            open: 0,
+            tokens: burst,
+            last: now,
+        });
+        e.tokens = (e.tokens + now.saturating_duration_since(e.last).as_secs_f64() * self.per_sec)
+            .min(burst);
+        e.last = now;
+        if e.open >= self.max_open {
+            return Err(Refusal::SessionsPerIp);
+        }
+        if e.tokens < 1.0 {
+            return Err(Refusal::NewSessionsPerSecond);
+        }
+        e.tokens -= 1.0;
+        e.open += 1;
+        Ok(IpSlot {
+            limiter: self.clone(),
+            ip,
+        })
+    }
+
+    pub fn open_sessions(&self, ip: IpAddr) -> usize {
+        self.lock().get(&ip).map_or(0, |e| e.open)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_sessions_are_rate_limited_and_open_ones_capped_per_address() {
+        let l = IpLimiter::new(3, 4);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        let slots: Vec<_> = (0..3).map(|_| l.acquire(a, t0).unwrap()).collect();
+        assert_eq!(l.acquire(a, t0).err(), Some(Refusal::NewSessionsPerSecond));
+        // Another address is not affected.
+        let _b = l.acquire(b, t0).unwrap();
+        // A second later one more fits, then the cap of 4 open sessions holds.
+        let t1 = t0 + Duration::from_secs(1);
+        let fourth = l.acquire(a, t1).unwrap();
+        assert_eq!(
+            l.acquire(a, t1 + Duration::from_secs(5)).err(),
+            Some(Refusal::SessionsPerIp)
+        );
+        drop(fourth);
+        assert_eq!(l.open_sessions(a), 3);
+        assert!(l.acquire(a, t1 + Duration::from_secs(5)).is_ok());
+        drop(slots);
+    }
+}

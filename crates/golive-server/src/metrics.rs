@@ -1,0 +1,347 @@
+//! Prometheus metrics at `GET /metrics`, in the text exposition format of the `prometheus`
+//! crate. Labels stay bounded: no per-viewer label, per-stream labels only for the first
+//! `--metrics-max-stream-labels` streams (by name).
+//!
+//! Media counters live in the workers (no shared state on the packet path); a scrape asks every
+//! worker for its totals and adds what changed since the last scrape.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::sync::Mutex;
+
+use crate::worker::WorkerStats;
+
+pub struct Metrics {
+    registry: Registry,
+    streams: IntGauge,
+    viewers: IntGauge,
+    stream_viewers: IntGaugeVec,
+    peers: IntGaugeVec,
+    packets_in: IntCounter,
+    packets_out: IntCounter,
+    datagrams_in: IntCounter,
+    datagrams_out: IntCounter,
+    bytes_in: IntCounter,
+    bytes_out: IntCounter,
+    dropped: IntCounterVec,
+    nacks: IntCounter,
+    retransmissions: IntCounter,
+    rtx_sent: IntCounter,
+    keyframe_requests_sent: IntCounter,
+    keyframe_requests_received: IntCounter,
+    keyframe_cache_hits: IntCounter,
+    pub ttff: Histogram,
+    signalling_messages: IntCounterVec,
+    signalling_errors: IntCounterVec,
+    limit_refusals: IntCounterVec,
+    cpu_seconds: prometheus::Gauge,
+    resident_bytes: IntGauge,
+    /// Each worker's totals at the previous scrape.
+    last: Mutex<Vec<WorkerStats>>,
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let stream_viewers = IntGaugeVec::new(
+            Opts::new(
+                "golive_stream_viewers",
+                "Viewers of a stream (the first streams by name only)",
+            ),
+            &["stream"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(stream_viewers.clone()))
+            .expect("unique metric");
+        let peers = IntGaugeVec::new(
+            Opts::new("golive_peers", "Media peers by state"),
+            &["state"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(peers.clone())).expect("unique metric");
+        let ttff = Histogram::with_opts(
+            HistogramOpts::new(
+                "golive_ttff_seconds",
+                "From a viewer's watch to the first video packet sent to it",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
+            ]),
+        )
+        .expect("valid metric");
+        r.register(Box::new(ttff.clone())).expect("unique metric");
+        let cpu_seconds = prometheus::Gauge::new(
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds",
+        )
+        .expect("valid metric");
+        r.register(Box::new(cpu_seconds.clone()))
+            .expect("unique metric");
+        Self {
+            streams: gauge(&r, "golive_streams", "Live streams"),
+            viewers: gauge(&r, "golive_viewers", "Viewers of all streams"),
+            stream_viewers,
+            peers,
+            packets_in: counter(
+                &r,
+                "golive_packets_in_total",
+                "RTP packets received from broadcasters",
+            ),
+            packets_out: counter(
+                &r,
+                "golive_packets_out_total",
+                "RTP packets forwarded to viewers",
+            ),
+            datagrams_in: counter(&r, "golive_datagrams_in_total", "UDP datagrams received"),
+            datagrams_out: counter(&r, "golive_datagrams_out_total", "UDP datagrams sent"),
+            bytes_in: counter(&r, "golive_bytes_in_total", "UDP payload bytes received"),
+            bytes_out: counter(&r, "golive_bytes_out_total", "UDP payload bytes sent"),
+            dropped: counter_vec(
+                &r,
+                "golive_packets_dropped_total",
+                "Packets dropped, by reason",
+                "reason",
+            ),
+            nacks: counter(
+                &r,
+                "golive_nacks_total",
+                "Packets viewers asked for again (NACK)",
+            ),
+            retransmissions: counter(
+                &r,
+                "golive_retransmissions_total",
+                "Packets resent to viewers from the history",
+            ),
+            rtx_sent: counter(&r, "golive_rtx_sent_total", "Retransmissions sent as RTX"),
+            keyframe_requests_sent: counter(
+                &r,
+                "golive_keyframe_requests_sent_total",
+                "PLIs sent to broadcasters",
+            ),
+            keyframe_requests_received: counter(
+                &r,
+                "golive_keyframe_requests_received_total",
+                "PLI/FIR received from viewers",
+            ),
+            keyframe_cache_hits: counter(
+                &r,
+                "golive_keyframe_cache_hits_total",
+                "Viewers started from the keyframe cache",
+            ),
+            ttff,
+            signalling_messages: counter_vec(
+                &r,
+                "golive_signalling_messages_total",
+                "Signalling messages received, by type",
+                "type",
+            ),
+            signalling_errors: counter_vec(
+                &r,
+                "golive_signalling_errors_total",
+                "Signalling errors sent, by code",
+                "code",
+            ),
+            limit_refusals: counter_vec(
+                &r,
+                "golive_limit_refusals_total",
+                "Requests refused by a limit, by limit",
+                "limit",
+            ),
+            cpu_seconds,
+            resident_bytes: gauge(
+                &r,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+            ),
+            last: Mutex::new(Vec::new()),
+            registry: r,
+        }
+    }
+
+    pub fn signalling_message(&self, ty: &str) {
+        self.signalling_messages.with_label_values(&[ty]).inc();
+    }
+
+    pub fn signalling_error(&self, code: &str) {
+        self.signalling_errors.with_label_values(&[code]).inc();
+    }
+
+    pub fn limit_refused(&self, limit: &str) {
+        self.limit_refusals.with_label_values(&[limit]).inc();
+    }
+
+    /// Renders everything, after folding in the workers' totals and the directory's gauges.
+    pub fn render(
+        &self,
+        workers: &[WorkerStats],
+        streams: usize,
+        viewers: usize,
+        per_stream: &[(String, usize)],
+    ) -> String {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.resize_with(workers.len(), WorkerStats::default);
+        for (w, l) in workers.iter().zip(last.iter()) {
+            let d = |now: u64, before: u64| now.saturating_sub(before);
+            self.packets_in.inc_by(d(w.sfu.rtp_in, l.sfu.rtp_in));
+            self.packets_out.inc_by(d(
+                w.sfu.rtp_forwarded + w.sfu.cache_packets_sent,
+                l.sfu.rtp_forwarded + l.sfu.cache_packets_sent,
+            ));
+            self.datagrams_in.inc_by(d(w.datagrams_in, l.datagrams_in));
+            self.datagrams_out
+                .inc_by(d(w.datagrams_out, l.datagrams_out));
+            self.bytes_in.inc_by(d(w.bytes_in, l.bytes_in));
+            self.bytes_out.inc_by(d(w.bytes_out, l.bytes_out));
+            for (reason, now, before) in [
+                (
+                    "unroutable",
+                    w.sfu.datagrams_unroutable,
+                    l.sfu.datagrams_unroutable,
+                ),
+                ("garbage", w.sfu.datagrams_garbage, l.sfu.datagrams_garbage),
+                (
+                    "duplicate_or_padding",
+                    w.sfu.rtp_dropped_duplicate_or_padding,
+                    l.sfu.rtp_dropped_duplicate_or_padding,
+                ),
+                (
+                    "unknown_payload_type",
+                    w.sfu.rtp_dropped_unknown_payload_type,
+                    l.sfu.rtp_dropped_unknown_payload_type,
+                ),
+                (
+                    "slow_viewer",
+                    w.sfu.rtp_dropped_slow_viewer,
+                    l.sfu.rtp_dropped_slow_viewer,
+                ),
+                (
+                    "send_failed",
+                    w.datagrams_send_failed,
+                    l.datagrams_send_failed,
+                ),
+                (
+                    "worker_queue_full",
+                    w.media_queue_dropped,
+                    l.media_queue_dropped,
+                ),
+            ] {
+                self.dropped
+                    .with_label_values(&[reason])
+                    .inc_by(d(now, before));
+            }
+            self.nacks.inc_by(d(w.sfu.nacked, l.sfu.nacked));
+            self.retransmissions
+                .inc_by(d(w.sfu.retransmitted, l.sfu.retransmitted));
+            self.rtx_sent
+                .inc_by(d(w.sfu.retransmitted_rtx, l.sfu.retransmitted_rtx));
+            self.keyframe_requests_sent
+                .inc_by(d(w.sfu.pli_sent, l.sfu.pli_sent));
+            self.keyframe_requests_received
+                .inc_by(d(w.sfu.keyframe_requests_in, l.sfu.keyframe_requests_in));
+            self.keyframe_cache_hits.inc_by(d(
+                w.sfu.viewers_started_from_cache,
+                l.sfu.viewers_started_from_cache,
+            ));
+        }
+        *last = workers.to_vec();
+        drop(last);
+        let connecting: usize = workers.iter().map(|w| w.peers_connecting).sum();
+        let connected: usize = workers.iter().map(|w| w.peers_connected).sum();
+        self.peers
+            .with_label_values(&["connecting"])
+            .set(connecting as i64);
+        self.peers
+            .with_label_values(&["connected"])
+            .set(connected as i64);
+        self.streams.set(streams as i64);
+        self.viewers.set(viewers as i64);
+        self.stream_viewers.reset();
+        for (stream, n) in per_stream {
+            self.stream_viewers
+                .with_label_values(&[stream])
+                .set(*n as i64);
+        }
+        if let Some((cpu, rss)) = process_usage() {
+            self.cpu_seconds.set(cpu);
+            self.resident_bytes.set(rss as i64);
+        }
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!("metrics encoding failed: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// CPU seconds (user + system) and resident bytes of this process, from /proc.
+fn process_usage() -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // Linux reports in USER_HZ (100 on every mainstream configuration) and 4 KiB pages.
+    const USER_HZ: f64 = 100.0;
+    const PAGE_BYTES: u64 = 4096;
+    Some((ticks as f64 / USER_HZ, pages * PAGE_BYTES))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_text_format_with_deltas_and_process_figures() {
+        let m = Metrics::new();
+        let mut w = WorkerStats::default();
+        w.sfu.rtp_in = 10;
+        w.bytes_out = 5000;
+        m.signalling_message("watch");
+        m.signalling_error("stream_not_found");
+        m.limit_refused("max_streams");
+        let text = m.render(std::slice::from_ref(&w), 1, 3, &[("show".into(), 3)]);
+        assert!(text.contains("golive_packets_in_total 10"), "{text}");
+        assert!(text.contains("golive_bytes_out_total 5000"));
+        assert!(text.contains("golive_signalling_messages_total{type=\"watch\"} 1"));
+        assert!(text.contains("golive_signalling_errors_total{code=\"stream_not_found\"} 1"));
+        assert!(text.contains("golive_limit_refusals_total{limit=\"max_streams\"} 1"));
+        assert!(text.contains("golive_stream_viewers{stream=\"show\"} 3"));
+        assert!(text.contains("golive_viewers 3"));
+        assert!(text.contains("process_resident_memory_bytes "));
+        assert!(text.contains("# TYPE golive_ttff_seconds histogram"));
+        w.sfu.rtp_in = 25;
+        let text = m.render(std::slice::from_ref(&w), 0, 0, &[]);
+        assert!(text.contains("golive_packets_in_total 25"), "{text}");
+        assert!(
+            !text.contains("golive_stream_viewers{"),
+            "labels of ended streams go"
+        );
+    }
+}
