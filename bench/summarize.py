@@ -48,6 +48,7 @@ COLUMNS = [
     ("viewers", None),
     ("connected", ("viewers_connected",), 0),
     ("server CPU %", ("server_cpu_pct",), 1),
+    ("µs/pkt", ("server_us_per_packet",), 2),
     ("RSS MB", ("server_rss_mb",), 1),
     ("MB/viewer", ("server_mb_per_viewer",), 3),
     ("TTFF p50 ms", ("ttff_ms", "p50"), 1),
@@ -58,6 +59,7 @@ COLUMNS = [
     ("live loss %", ("live_loss_pct",), 3),
     ("rx Mbit/s", ("rx_mbps",), 0),
     ("load tester CPU %", ("load_cpu_pct",), 1),
+    ("load µs/pkt", ("load_us_per_packet",), 2),
     ("runs", None),
 ]
 

@@ -9,6 +9,9 @@
 //! and measure time to first frame, one-way latency, loss and bitrate. The control side
 //! (signalling, the ramp, the once-a-second sampler) is a single-threaded tokio runtime.
 
+// The report's `json!` literal is deeper than the default macro recursion limit.
+#![recursion_limit = "256"]
+
 mod engine;
 mod media;
 mod peer;

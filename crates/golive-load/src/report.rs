@@ -6,6 +6,12 @@ use std::fmt::Write;
 use crate::run::Outcome;
 use crate::stats::{Summary, round3};
 
+/// CPU microseconds per packet from a CPU % and a packet rate.
+fn per_packet(cpu_pct: Option<f64>, pps: Option<f64>) -> Option<f64> {
+    let (cpu, pps) = (cpu_pct?, pps?);
+    (pps > 0.0).then(|| cpu / 100.0 / pps * 1e6)
+}
+
 /// The report of one run.
 #[derive(Debug)]
 pub struct Report {
@@ -30,6 +36,7 @@ pub struct Report {
     pub replayed_packets: u64,
     pub foreign_packets: u64,
     pub rx_mbps: Option<f64>,
+    pub rates: crate::run::WindowRates,
     pub server_cpu_pct: Option<f64>,
     pub server_rss_mb: Option<f64>,
     pub server_rss_base_mb: Option<f64>,
@@ -75,7 +82,7 @@ impl Report {
                 0.0
             }
         };
-        let (server_cpu_pct, load_cpu_pct, rx_mbps) = outcome.window_rates();
+        let window = outcome.window_rates();
         let mb = |kb: u64| kb as f64 / 1024.0;
         Self {
             viewers_requested: requested,
@@ -95,11 +102,12 @@ impl Report {
             corrupt_packets: v.iter().map(|r| r.corrupt).sum(),
             replayed_packets: v.iter().map(|r| r.replayed).sum(),
             foreign_packets: v.iter().map(|r| r.foreign).sum(),
-            rx_mbps,
-            server_cpu_pct,
+            rx_mbps: window.rx_mbps,
+            rates: window,
+            server_cpu_pct: window.server_cpu_pct,
             server_rss_mb: outcome.server_rss_max_kb().map(mb),
             server_rss_base_mb: outcome.server_rss_base_kb.map(mb),
-            load_cpu_pct,
+            load_cpu_pct: window.load_cpu_pct,
             outcome,
         }
     }
@@ -142,6 +150,12 @@ impl Report {
             "server_rss_base_mb": opt(self.server_rss_base_mb),
             "server_mb_per_viewer": opt(per_viewer_mb),
             "load_cpu_pct": opt(self.load_cpu_pct),
+            // Over the steady window (every viewer in), which these CPU figures also cover.
+            "steady_window_s": round3(self.rates.seconds),
+            "rx_pps": opt(self.rates.rx_pps),
+            // Server CPU time per packet a viewer received: the cost of one forwarded packet.
+            "server_us_per_packet": opt(per_packet(self.server_cpu_pct, self.rates.rx_pps)),
+            "load_us_per_packet": opt(per_packet(self.load_cpu_pct, self.rates.rx_pps)),
             "viewer_socket_drops": o.viewer_socket_drops,
             "server_socket_drops": o.server_socket_drops,
             "join_errors": o.join_errors,
@@ -218,8 +232,9 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "server cpu {}, rss {} (before viewers {}); load tester cpu {}",
+            "server cpu {} ({} µs per forwarded packet), rss {} (before viewers {}); load tester cpu {}",
             f(self.server_cpu_pct, "%"),
+            f(per_packet(self.server_cpu_pct, self.rates.rx_pps), ""),
             f(self.server_rss_mb, " MB"),
             f(self.server_rss_base_mb, " MB"),
             f(self.load_cpu_pct, "%")

@@ -63,6 +63,17 @@ pub struct Sample {
     pub own_cpu_ticks: Option<u64>,
 }
 
+/// What the steady window averaged.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WindowRates {
+    pub server_cpu_pct: Option<f64>,
+    pub load_cpu_pct: Option<f64>,
+    pub rx_mbps: Option<f64>,
+    /// RTP packets all viewers received per second.
+    pub rx_pps: Option<f64>,
+    pub seconds: f64,
+}
+
 /// Everything a run produced, for the report.
 #[derive(Debug)]
 pub struct Outcome {
@@ -479,20 +490,22 @@ pub fn steady_window(samples: &[Sample], viewers: usize) -> Option<(Sample, Samp
 }
 
 impl Outcome {
-    /// Server CPU %, own CPU % and received Mbit/s over the steady window.
-    pub fn window_rates(&self) -> (Option<f64>, Option<f64>, Option<f64>) {
+    /// Rates over the steady window.
+    pub fn window_rates(&self) -> WindowRates {
         let Some((a, b)) = steady_window(&self.samples, self.options.viewers) else {
-            return (None, None, None);
+            return WindowRates::default();
         };
         let dt = b.at.duration_since(a.at).as_secs_f64();
         if dt <= 0.0 {
-            return (None, None, None);
+            return WindowRates::default();
         }
-        (
-            cpu_pct((a.server_cpu_ticks, b.server_cpu_ticks), dt),
-            cpu_pct((a.own_cpu_ticks, b.own_cpu_ticks), dt),
-            Some((b.rx_bytes - a.rx_bytes) as f64 * 8.0 / dt / 1e6),
-        )
+        WindowRates {
+            server_cpu_pct: cpu_pct((a.server_cpu_ticks, b.server_cpu_ticks), dt),
+            load_cpu_pct: cpu_pct((a.own_cpu_ticks, b.own_cpu_ticks), dt),
+            rx_mbps: Some((b.rx_bytes - a.rx_bytes) as f64 * 8.0 / dt / 1e6),
+            rx_pps: Some((b.rx_packets - a.rx_packets) as f64 / dt),
+            seconds: dt,
+        }
     }
 
     pub fn server_rss_max_kb(&self) -> Option<u64> {
