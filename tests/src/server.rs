@@ -55,7 +55,12 @@ impl GoliveServer {
     /// Starts the server on ephemeral loopback ports with two media workers, so that a
     /// publisher and its viewers may well land on different workers.
     pub fn start() -> Result<Self> {
-        Self::start_with_args(&[
+        Self::start_with_args(&[])
+    }
+
+    /// Starts the server as [`GoliveServer::start`] does, with `extra` arguments after those.
+    pub fn start_with_args(extra: &[&str]) -> Result<Self> {
+        let mut args = vec![
             "--listen",
             "127.0.0.1:0",
             "--udp-port",
@@ -64,11 +69,13 @@ impl GoliveServer {
             "2",
             "--public-ip",
             "127.0.0.1",
-        ])
+        ];
+        args.extend_from_slice(extra);
+        Self::start_exactly(&args)
     }
 
     /// Starts the server with exactly these command-line arguments.
-    pub fn start_with_args(args: &[&str]) -> Result<Self> {
+    pub fn start_exactly(args: &[&str]) -> Result<Self> {
         let bin = golive_binary();
         if !bin.exists() {
             panic!(

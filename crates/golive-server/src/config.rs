@@ -106,6 +106,12 @@ pub struct Config {
     #[arg(long, env = "GOLIVE_METRICS_MAX_STREAM_LABELS", default_value_t = 20)]
     pub metrics_max_stream_labels: usize,
 
+    /// When a broadcaster's connection is lost (not ended with `leave` or DELETE), its viewers
+    /// wait this long for it to publish the stream again and then continue seamlessly; 0 ends
+    /// the broadcast at once.
+    #[arg(long, env = "GOLIVE_RECONNECT_GRACE_SECS", default_value_t = 15)]
+    pub reconnect_grace_secs: u64,
+
     /// Start joining viewers at the broadcaster's next keyframe instead of the cached one (for
     /// measuring what the keyframe cache gains; never needed in production).
     #[arg(long, env = "GOLIVE_NO_KEYFRAME_CACHE", default_value_t = false)]
@@ -151,6 +157,7 @@ struct FileConfig {
     drain_timeout_secs: Option<u64>,
     metrics_max_stream_labels: Option<usize>,
     no_keyframe_cache: Option<bool>,
+    reconnect_grace_secs: Option<u64>,
 }
 
 impl Config {
@@ -190,7 +197,7 @@ impl Config {
         take!(listen, udp_port, srtp_legacy, ice_servers, hearts_batch_ms, max_streams,
             max_viewers_per_stream, max_viewers, max_frame_bytes, max_messages_per_sec,
             max_new_sessions_per_sec_per_ip, max_sessions_per_ip, ws_idle_timeout_secs,
-            drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache;
+            drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache, reconnect_grace_secs;
             udp_bind, public_ip, workers, ice_username, ice_credential, keys_file);
     }
 

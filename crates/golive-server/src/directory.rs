@@ -40,6 +40,10 @@ struct StreamEntry {
     muted: HashSet<String>,
     hearts_pending: u64,
     hearts_total: u64,
+    /// Set while the broadcaster's connection is lost and its grace period runs: the number of
+    /// that loss, so a late expiry of an earlier one does nothing.
+    orphaned: Option<u64>,
+    losses: u64,
 }
 
 impl StreamEntry {
@@ -140,11 +144,44 @@ impl Directory {
         title: Option<String>,
     ) -> Result<(), ProtocolError> {
         let mut streams = self.lock();
-        if streams.contains_key(stream) {
-            return Err(ProtocolError::new(
-                ErrorCode::StreamBusy,
-                format!("stream \"{stream}\" is already live"),
-            ));
+        if let Some(e) = streams.get_mut(stream) {
+            if e.orphaned.is_none() {
+                return Err(ProtocolError::new(
+                    ErrorCode::StreamBusy,
+                    format!("stream \"{stream}\" is already live"),
+                ));
+            }
+            // The broadcaster is back within its grace period: its viewers stay, and their
+            // media continues from the new source, if they can decode it.
+            let same_media = [
+                (&media.video, &e.media.video),
+                (&media.audio, &e.media.audio),
+            ]
+            .iter()
+            .all(|(new, old)| match (new, old) {
+                (Some(n), Some(o)) => n.receivable_as(o),
+                (None, None) => true,
+                _ => false,
+            });
+            if same_media {
+                e.orphaned = None;
+                e.publisher = publisher;
+                e.publisher_member = Member {
+                    tx: publisher_tx,
+                    name,
+                };
+                if title.is_some() {
+                    e.title = title;
+                }
+                tracing::info!(%stream, "broadcaster reconnected within the grace period");
+                return Ok(());
+            }
+            tracing::info!(%stream, "broadcaster came back with other codecs; viewers start over");
+            if let Some(old) = streams.remove(stream) {
+                for m in old.viewers.values() {
+                    let _ = m.tx.send(SessionEvent::Ended(EndReason::BroadcasterLeft));
+                }
+            }
         }
         if streams.len() >= self.limits.max_streams {
             return Err(ProtocolError::new(
@@ -170,9 +207,45 @@ impl Directory {
                 muted: HashSet::new(),
                 hearts_pending: 0,
                 hearts_total: 0,
+                orphaned: None,
+                losses: 0,
             },
         );
         Ok(())
+    }
+
+    /// The broadcaster's connection is lost (not ended on purpose). With viewers, the stream
+    /// waits for it: returns the loss number to pass to [`Directory::expire`] when the grace
+    /// period is over. Without viewers it simply ends.
+    pub fn orphan(&self, stream: &StreamName, publisher: SessionId) -> Option<u64> {
+        let mut streams = self.lock();
+        let e = streams
+            .get_mut(stream)
+            .filter(|e| e.publisher == publisher)?;
+        if e.viewers.is_empty() {
+            streams.remove(stream);
+            return None;
+        }
+        e.losses += 1;
+        e.orphaned = Some(e.losses);
+        Some(e.losses)
+    }
+
+    /// Ends a stream whose broadcaster did not come back after loss number `loss`.
+    pub fn expire(&self, stream: &StreamName, loss: u64) {
+        let entry = {
+            let mut streams = self.lock();
+            match streams.get(stream) {
+                Some(e) if e.orphaned == Some(loss) => streams.remove(stream),
+                _ => None,
+            }
+        };
+        if let Some(e) = entry {
+            tracing::info!(%stream, "broadcaster did not come back; broadcast ended");
+            for m in e.viewers.values() {
+                let _ = m.tx.send(SessionEvent::Ended(EndReason::BroadcasterLeft));
+            }
+        }
     }
 
     /// Ends a broadcast: every viewer is told and dropped from the stream.
@@ -180,7 +253,9 @@ impl Directory {
         let entry = {
             let mut streams = self.lock();
             match streams.get(stream) {
-                Some(e) if e.publisher == publisher => streams.remove(stream),
+                Some(e) if e.publisher == publisher && e.orphaned.is_none() => {
+                    streams.remove(stream)
+                }
                 _ => None,
             }
         };

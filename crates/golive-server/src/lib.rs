@@ -69,6 +69,8 @@ pub struct AppState {
     pub max_messages_per_sec: u32,
     pub ws_idle_timeout: Duration,
     pub drain_timeout: Duration,
+    /// How long viewers wait for a broadcaster whose connection was lost.
+    pub reconnect_grace: Duration,
     pub metrics_max_stream_labels: usize,
 }
 
@@ -112,6 +114,7 @@ impl AppState {
             max_messages_per_sec: config.max_messages_per_sec.max(1),
             ws_idle_timeout: Duration::from_secs(config.ws_idle_timeout_secs.max(1)),
             drain_timeout: Duration::from_secs(config.drain_timeout_secs),
+            reconnect_grace: Duration::from_secs(config.reconnect_grace_secs),
             metrics_max_stream_labels: config.metrics_max_stream_labels,
         })
     }

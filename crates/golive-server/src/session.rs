@@ -98,6 +98,8 @@ pub enum SessionEvent {
     /// The broadcast this viewer watches is over.
     Ended(EndReason),
     PeerConnected(PeerId),
+    /// The viewer's first video went out: its time to first frame ends.
+    VideoStarted(PeerId),
     /// The media connection failed, went silent or never came up.
     PeerFailed(PeerId),
 }
@@ -119,6 +121,8 @@ enum Role {
         stream: StreamName,
         peer: PeerId,
         worker: WorkerHandle,
+        /// When the watch arrived, for the time-to-first-frame histogram.
+        since: Instant,
     },
 }
 
@@ -224,7 +228,15 @@ pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<Ou
                 }
             }
         }
-        s.end(EndReason::BroadcasterLeft).await;
+        // The socket closed (or the HTTP session was dropped) without a leave: a broadcaster
+        // may come back, unless the server itself is going away.
+        let lost = !*shutdown.borrow();
+        let reason = if lost {
+            EndReason::BroadcasterLeft
+        } else {
+            EndReason::ServerShutdown
+        };
+        s.end(reason, lost).await;
         s.state.sessions.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(session = id.0, "session closed");
     });
@@ -466,7 +478,7 @@ impl Session {
                 Ok(None)
             }
             ClientMessage::Leave => {
-                self.end(EndReason::BroadcasterLeft).await;
+                self.end(EndReason::BroadcasterLeft, false).await;
                 Ok(None)
             }
         }
@@ -573,6 +585,7 @@ impl Session {
         sdp: String,
         name: Option<String>,
     ) -> Result<ServerMessage, ProtocolError> {
+        let since = Instant::now();
         let stream = stream_name(stream)?;
         self.ensure_idle()?;
         self.ensure_accepting()?;
@@ -615,6 +628,7 @@ impl Session {
                     stream,
                     peer,
                     worker,
+                    since,
                 };
                 Ok(ServerMessage::Answer {
                     sdp: a.sdp,
@@ -642,8 +656,19 @@ impl Session {
                 if !matches!(self.role, Role::Watching { .. }) {
                     return None;
                 }
-                self.end(reason).await;
+                self.end(reason, false).await;
                 Some(Outgoing::Message(ServerMessage::Ended { reason }))
+            }
+            SessionEvent::VideoStarted(id) => {
+                if let Role::Watching { peer, since, .. } = &self.role
+                    && *peer == id
+                {
+                    self.state
+                        .metrics
+                        .ttff
+                        .observe(since.elapsed().as_secs_f64());
+                }
+                None
             }
             SessionEvent::PeerConnected(id) => {
                 tracing::debug!(session = self.id.0, peer = %id, "media connected");
@@ -655,7 +680,7 @@ impl Session {
                 if !ours {
                     return None;
                 }
-                self.end(EndReason::BroadcasterLeft).await;
+                self.end(EndReason::BroadcasterLeft, true).await;
                 Some(Outgoing::Message(ServerMessage::Ended {
                     reason: EndReason::ConnectionLost,
                 }))
@@ -663,8 +688,10 @@ impl Session {
         }
     }
 
-    /// Ends whatever the session does; a broadcaster's viewers are told with `reason`.
-    async fn end(&mut self, reason: EndReason) {
+    /// Ends whatever the session does; a broadcaster's viewers are told with `reason`, or, when
+    /// the connection was `lost` rather than ended on purpose, wait for the broadcaster to come
+    /// back for the grace period.
+    async fn end(&mut self, reason: EndReason, lost: bool) {
         match std::mem::replace(&mut self.role, Role::Idle) {
             Role::Idle => {}
             Role::Publishing {
@@ -672,14 +699,34 @@ impl Session {
                 peer,
                 worker,
             } => {
-                tracing::info!(session = self.id.0, %stream, "broadcast ended");
-                self.state.directory.release(&stream, self.id, reason);
+                let grace = self.state.reconnect_grace;
+                let waiting = if lost && !grace.is_zero() {
+                    self.state.directory.orphan(&stream, self.id)
+                } else {
+                    None
+                };
+                match waiting {
+                    Some(loss) => {
+                        tracing::info!(session = self.id.0, %stream, ?grace, "broadcaster lost; viewers wait");
+                        let state = self.state.clone();
+                        let stream = stream.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(grace).await;
+                            state.directory.expire(&stream, loss);
+                        });
+                    }
+                    None => {
+                        tracing::info!(session = self.id.0, %stream, "broadcast ended");
+                        self.state.directory.release(&stream, self.id, reason);
+                    }
+                }
                 let _ = worker.send(Command::Remove { id: peer }).await;
             }
             Role::Watching {
                 stream,
                 peer,
                 worker,
+                ..
             } => {
                 self.state.directory.unwatch(&stream, self.id);
                 let _ = worker.send(Command::Remove { id: peer }).await;

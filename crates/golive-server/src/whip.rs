@@ -467,7 +467,8 @@ async fn delete(
     };
     match removed {
         Some(r) => {
-            // Dropping the handle ends the session: the broadcast stops or the player leaves.
+            // A DELETE ends the broadcast on purpose (no grace period for a reconnect).
+            let _ = r.session.call(ClientMessage::Leave).await;
             drop(r.session);
             tracing::info!(%stream, "{} session deleted", kind.path());
             plain(StatusCode::OK, "session ended")

@@ -352,6 +352,11 @@ impl Worker {
                     }
                 }
                 Output::Media(p) => self.share_with_others(|| Peer2Peer::Media(p.clone())),
+                Output::VideoStarted(id) => {
+                    if let Some(tx) = self.sessions.get(&id) {
+                        let _ = tx.send(SessionEvent::VideoStarted(id));
+                    }
+                }
                 Output::KeyframeRequest(s) => {
                     self.share_with_others(|| Peer2Peer::KeyframeRequest(s.clone()))
                 }

@@ -193,7 +193,7 @@ async fn every_signalling_error_is_answered_and_the_socket_stays_usable() {
 
 #[tokio::test]
 async fn viewer_counts_reach_everyone_and_ended_reaches_viewers() {
-    let s = start();
+    let s = start_with(&["--reconnect-grace-secs", "1"]);
     let mut publisher = connect(&s).await;
     send(
         &mut publisher,
@@ -236,7 +236,8 @@ async fn viewer_counts_reach_everyone_and_ended_reaches_viewers() {
             last = Some(count);
         }
     }
-    // The broadcaster's socket closes: the viewer is told, and the stream is gone.
+    // The broadcaster's socket closes: after the reconnect grace period (1 s here) the viewer is
+    // told, and the stream is gone.
     drop(publisher);
     assert!(matches!(
         recv_reply(&mut v1).await,

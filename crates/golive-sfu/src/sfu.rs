@@ -124,6 +124,8 @@ pub enum Output {
     Media(Arc<SourcePacket>),
     /// A local viewer wants a keyframe of a stream whose broadcaster is on another worker.
     KeyframeRequest(StreamName),
+    /// A viewer was sent its first video packet (a keyframe start): its time to first frame.
+    VideoStarted(PeerId),
 }
 
 /// A datagram to send.
@@ -186,6 +188,8 @@ struct DownTrack {
     /// Video waits for a keyframe start before its first packet, after a skip, and when the
     /// source changes (a reconnected broadcaster).
     waiting_keyframe: bool,
+    /// Its first keyframe went out (reported once, as [`Output::VideoStarted`]).
+    started: bool,
     /// The source epoch last forwarded.
     epoch: Option<SourceEpoch>,
 }
@@ -314,6 +318,7 @@ struct Sink<'a> {
     demux: &'a mut Demuxer<PeerId>,
     transmits: &'a mut VecDeque<Transmit>,
     stats: &'a mut SfuStats,
+    outputs: &'a mut VecDeque<Output>,
 }
 
 /// Moves a peer's outgoing datagrams to the send queue. A destination the peer has not sent to
@@ -399,6 +404,10 @@ fn forward(
         }
         t.waiting_keyframe = false;
         t.rewriter.resync();
+        if !t.started {
+            t.started = true;
+            sink.outputs.push_back(Output::VideoStarted(id));
+        }
     }
     let Some((seq, ts)) = t.rewriter.rewrite(now, m.epoch, m.seq, m.timestamp) else {
         return after;
@@ -551,6 +560,7 @@ impl Sfu {
                 rtx_seq: rand::random(),
                 rewriter: HeaderRewriter::new(c.clock_rate, rand::random(), rand::random()),
                 waiting_keyframe: c.kind == MediaKind::Video,
+                started: false,
                 epoch: None,
             });
         }
@@ -891,6 +901,7 @@ impl Sfu {
                 demux: &mut self.demux,
                 transmits: &mut self.transmits,
                 stats: &mut self.stats,
+                outputs: &mut self.outputs,
             };
             let mut sent = 0;
             for m in ls.cache.packets() {
@@ -1100,6 +1111,7 @@ impl Sfu {
             demux: &mut self.demux,
             transmits: &mut self.transmits,
             stats: &mut self.stats,
+            outputs: &mut self.outputs,
         };
         for id in &ls.viewers {
             let Some(e) = self.peers.get_mut(id) else {
