@@ -45,6 +45,9 @@ for bin in "$GOLIVE" "$LOAD"; do
   [[ -x $bin ]] || { echo "missing $bin: cargo build --release -p golive-server -p golive-load" >&2; exit 1; }
 done
 mkdir -p "$OUT"
+# Every viewer comes from 127.0.0.1: lift the server's per-address session limits.
+export GOLIVE_MAX_NEW_SESSIONS_PER_SEC_PER_IP=${GOLIVE_MAX_NEW_SESSIONS_PER_SEC_PER_IP:-100000}
+export GOLIVE_MAX_SESSIONS_PER_IP=${GOLIVE_MAX_SESSIONS_PER_IP:-1000000}
 {
   echo "date: $(date -Is)"
   echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"

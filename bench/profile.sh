@@ -22,6 +22,9 @@ if [[ -z ${PRIO+x} ]]; then
 fi
 OUT=${OUT:-$ROOT/bench/results/profile-$VIEWERS}
 mkdir -p "$OUT"
+# Every viewer comes from 127.0.0.1: lift the server's per-address session limits.
+export GOLIVE_MAX_NEW_SESSIONS_PER_SEC_PER_IP=${GOLIVE_MAX_NEW_SESSIONS_PER_SEC_PER_IP:-100000}
+export GOLIVE_MAX_SESSIONS_PER_IP=${GOLIVE_MAX_SESSIONS_PER_IP:-1000000}
 
 # shellcheck disable=SC2086
 $PRIO taskset -c 0 "$GOLIVE" --listen 127.0.0.1:0 --udp-port 0 --workers 1 $SERVER_ARGS \

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::media::{
-    AUDIO_CLOCK_RATE, AUDIO_PACKET_INTERVAL, AUDIO_PAYLOAD_BYTES, PayloadKind, Stamp,
+    AUDIO_CLOCK_RATE, AUDIO_PACKET_INTERVAL, AUDIO_PAYLOAD_BYTES, Clock, PayloadKind, Stamp,
     VIDEO_CLOCK_RATE, VIDEO_FPS, VideoPlan, filler_intact, payload, vp8_keyframe_start,
 };
 use crate::peer::{
@@ -166,7 +166,7 @@ impl EngineHandle {
     /// `recv_buffer`: the SO_RCVBUF each viewer socket asks for (`None`: the system default).
     pub fn spawn(
         name: String,
-        epoch: Instant,
+        clock: Clock,
         srtp: SrtpOffer,
         recv_buffer: Option<usize>,
     ) -> Result<Self> {
@@ -182,7 +182,7 @@ impl EngineHandle {
             cert,
             srtp,
             recv_buffer,
-            epoch,
+            clock,
             slots: Vec::new(),
             free: Vec::new(),
             by_key: HashMap::new(),
@@ -287,7 +287,7 @@ struct Engine {
     cert: RTCCertificate,
     srtp: SrtpOffer,
     recv_buffer: Option<usize>,
-    epoch: Instant,
+    clock: Clock,
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     by_key: HashMap<PeerKey, usize>,
@@ -537,7 +537,7 @@ impl Engine {
             while let Some(TaggedRTCMessage { message, .. }) = slot.pc.poll_read() {
                 match (&mut slot.role, message) {
                     (Role::Viewer(v), RTCMessage::RtpPacket(_, packet)) => {
-                        v.on_rtp(now, self.epoch, &packet, &self.counters, &mut self.latency)
+                        v.on_rtp(now, &self.clock, &packet, &self.counters, &mut self.latency)
                     }
                     (Role::Publisher(p), RTCMessage::RtcpPacket(_, packets))
                         if packets.iter().any(|p| is_keyframe_request(p.as_any())) =>
@@ -659,7 +659,7 @@ impl Engine {
         let Some(i) = self.publisher_slot() else {
             return;
         };
-        let epoch = self.epoch;
+        let clock = self.clock;
         let Some(slot) = self.slots[i].as_mut() else {
             return;
         };
@@ -667,7 +667,7 @@ impl Engine {
             return;
         };
         let start = *p.started.get_or_insert(now);
-        let sent_ns = now.duration_since(epoch).as_nanos() as u64;
+        let sent_ns = clock.stamp_ns(now);
         let mut packets = Vec::new();
         while p.next_audio(start) <= now {
             let ts = (p.audio_packets * u64::from(AUDIO_CLOCK_RATE)
@@ -761,7 +761,7 @@ impl Viewer {
     fn on_rtp(
         &mut self,
         now: Instant,
-        epoch: Instant,
+        clock: &Clock,
         packet: &rtc::rtp::Packet,
         counters: &Counters,
         latency: &mut Histogram,
@@ -771,7 +771,7 @@ impl Viewer {
         r.last_rx = Some(now);
         let h = &packet.header;
         let stamp = Stamp::read(&packet.payload);
-        let sent = stamp.map(|s| epoch + Duration::from_nanos(s.sent_ns));
+        let sent = stamp.and_then(|s| clock.instant_of(s.sent_ns));
         // Packets sent before we were connected waited in the server (its keyframe cache gives
         // a new viewer the current picture at once); their age is not forwarding latency.
         let live = sent.is_some_and(|t| r.connected_at.is_some_and(|c| t >= c));
@@ -828,7 +828,9 @@ impl Viewer {
                     r.replayed += 1;
                 }
             }
-            _ => r.foreign += 1,
+            // Ours, but from before this process's clock can tell: old.
+            (Some(_), None) => r.replayed += 1,
+            (None, _) => r.foreign += 1,
         }
     }
 }

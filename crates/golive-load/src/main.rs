@@ -51,7 +51,8 @@ struct Cli {
     /// Seconds between the publisher's natural keyframes (it also answers PLI and FIR).
     #[arg(long, default_value_t = 2.0)]
     gop: f64,
-    /// Watch a stream someone else publishes (latency is measured only on our own payloads).
+    /// Watch a stream someone else publishes. Latency is measured on golive-load's own
+    /// payloads (another instance on this host, e.g. one run with `--viewers 0`).
     #[arg(long)]
     no_publish: bool,
     /// The server's process id: report its CPU and memory from /proc.

@@ -3,12 +3,13 @@
 //!
 //! Every payload starts like the real codec (a VP8 payload descriptor and, on a frame's first
 //! packet, the VP8 frame tag; an Opus TOC byte), so the server's keyframe detection sees real
-//! keyframes. Every payload ends with a [`Stamp`]: a magic number, the send time in nanoseconds
-//! since the load tester's epoch (publisher and viewers share one process and one clock, so
-//! receive time minus send time is the one-way latency), and the packet's index in its track.
+//! keyframes. Every payload ends with a [`Stamp`]: a magic number, the send time ([`Clock`]:
+//! the wall clock at start plus the monotonic clock since, so publisher and viewers agree within
+//! one process and across processes on one host, and receive time minus send time is the
+//! one-way latency), and the packet's index in its track.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 pub const VIDEO_CLOCK_RATE: u32 = 90_000;
 pub const AUDIO_CLOCK_RATE: u32 = 48_000;
@@ -29,10 +30,53 @@ pub const STAMP_MAGIC: u32 = 0x474c_5631; // "GLV1"
 /// magic (4) + send time (8) + packet index (4).
 pub const STAMP_BYTES: usize = 16;
 
+/// Send times on the wire: nanoseconds since the Unix epoch, read once from the wall clock and
+/// advanced by the monotonic clock, so a wall-clock step during a run changes nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    epoch: Instant,
+    epoch_wall_ns: u64,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let wall = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            epoch: Instant::now(),
+            epoch_wall_ns: wall.as_nanos() as u64,
+        }
+    }
+
+    /// The stamp for a packet sent at `at`.
+    pub fn stamp_ns(&self, at: Instant) -> u64 {
+        self.epoch_wall_ns + at.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    /// When a stamp says its packet was sent, on this process's clock; `None` when that is
+    /// before this process could tell.
+    pub fn instant_of(&self, stamp_ns: u64) -> Option<Instant> {
+        if stamp_ns >= self.epoch_wall_ns {
+            self.epoch
+                .checked_add(Duration::from_nanos(stamp_ns - self.epoch_wall_ns))
+        } else {
+            self.epoch
+                .checked_sub(Duration::from_nanos(self.epoch_wall_ns - stamp_ns))
+        }
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// What ends every synthetic payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
-    /// Nanoseconds since the load tester's epoch.
+    /// The send time ([`Clock::stamp_ns`]).
     pub sent_ns: u64,
     /// The packet's index in its track (for a reader of a packet capture).
     pub index: u32,
@@ -214,6 +258,22 @@ mod tests {
         }
         assert_eq!(Stamp::read(b"too short"), None);
         assert_eq!(Stamp::read(&[0u8; 40]), None);
+    }
+
+    #[test]
+    fn the_clock_maps_stamps_back_to_instants() {
+        let clock = Clock::new();
+        let later = Instant::now() + Duration::from_millis(5);
+        let ns = clock.stamp_ns(later);
+        let back = clock.instant_of(ns).unwrap();
+        let diff = if back > later {
+            back - later
+        } else {
+            later - back
+        };
+        assert!(diff < Duration::from_micros(1), "{diff:?}");
+        // A stamp from another process that started earlier is before our epoch.
+        assert!(clock.instant_of(ns - 3_000_000).is_some_and(|t| t < later));
     }
 
     #[test]

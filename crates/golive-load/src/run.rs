@@ -112,13 +112,13 @@ impl Shared {
 }
 
 pub async fn run(options: Options) -> Result<Outcome> {
-    let epoch = Instant::now();
+    let clock = crate::media::Clock::new();
     let shared = Arc::new(Shared::default());
     let engines: Vec<EngineHandle> = (0..options.threads.max(1))
         .map(|i| {
             EngineHandle::spawn(
                 format!("viewers-{i}"),
-                epoch,
+                clock,
                 options.srtp,
                 options.recv_buffer,
             )
@@ -127,7 +127,7 @@ pub async fn run(options: Options) -> Result<Outcome> {
 
     // The publisher, on an engine of its own so its pacing never waits behind viewers.
     let (stop_publisher, publisher_task, publisher_engine) = if options.publish {
-        let engine = EngineHandle::spawn("publisher".to_owned(), epoch, options.srtp, None)?;
+        let engine = EngineHandle::spawn("publisher".to_owned(), clock, options.srtp, None)?;
         let plan = VideoPlan::new(options.bitrate_bps, options.gop);
         let signal = start_publisher(&options, &engine, plan, &shared).await?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -200,6 +200,10 @@ pub async fn run(options: Options) -> Result<Outcome> {
             }
             engine.remove(key);
         }));
+    }
+    if options.viewers == 0 {
+        // Publish only (for another load tester's `--no-publish` viewers): stay on air.
+        tokio::time::sleep(options.duration).await;
     }
     for t in tasks {
         let _ = t.await;

@@ -44,7 +44,13 @@ impl Signal {
                 match self.next().await? {
                     Some(ServerMessage::Answer { sdp, .. }) => return Ok(sdp),
                     Some(ServerMessage::Error { code, message }) => {
-                        bail!("server refused: {code}: {message}")
+                        let hint = if code.as_str() == "rate_limited" {
+                            " (a load test comes from one address: raise the server's \
+                             --max-new-sessions-per-sec-per-ip and --max-sessions-per-ip)"
+                        } else {
+                            ""
+                        };
+                        bail!("server refused: {code}: {message}{hint}")
                     }
                     Some(ServerMessage::Ended { reason }) => {
                         bail!("ended before answer: {reason:?}")

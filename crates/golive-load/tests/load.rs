@@ -52,6 +52,11 @@ impl Server {
                 "--workers",
                 "2",
             ])
+            // Every viewer of a load test comes from 127.0.0.1: lift the per-address limits
+            // on new and open sessions (environment, not flags, so an older binary without
+            // them still starts).
+            .env("GOLIVE_MAX_NEW_SESSIONS_PER_SEC_PER_IP", "10000")
+            .env("GOLIVE_MAX_SESSIONS_PER_IP", "100000")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
