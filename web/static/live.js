@@ -452,6 +452,8 @@ $('copy').addEventListener('click', async () => {
 });
 navigator.mediaDevices?.addEventListener?.('devicechange', () => listDevices().catch(() => {}));
 window.addEventListener('pagehide', () => signal && signal.close());
+// Back from the back/forward cache with a closed socket: start afresh.
+window.addEventListener('pageshow', (ev) => ev.persisted && location.reload());
 setInterval(() => state === 'live' && render(), 1000);
 
 // For people debugging, and for the browser tests.

@@ -314,6 +314,8 @@ if (!validStreamName(stream)) {
   setInterval(updateStats, STATS_INTERVAL_MS);
   setInterval(() => state === 'live' && refreshInfo(), INFO_INTERVAL_MS);
   window.addEventListener('pagehide', () => signal && signal.close());
+  // Back from the back/forward cache with a closed socket: start afresh.
+  window.addEventListener('pageshow', (ev) => ev.persisted && location.reload());
   if (PROBE) {
     $('probe').hidden = false;
     probeReader(video, (ms) => {
