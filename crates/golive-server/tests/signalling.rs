@@ -19,21 +19,6 @@ async fn health_and_stream_list_answer() {
     assert!(reqwest_get(&s, "/docs/protocol").await.contains("publish"));
 }
 
-/// A minimal HTTP/1.1 GET over a raw socket, to avoid an HTTP client dependency.
-async fn reqwest_get(s: &Server, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
-    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{path}: {out:.200}");
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn every_signalling_error_is_answered_and_the_socket_stays_usable() {
     let s = start();

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 pub const STEP: Duration = Duration::from_secs(10);
 
 pub struct Server {
-    child: Child,
+    pub child: Child,
     pub addr: String,
 }
 
@@ -28,9 +28,15 @@ pub fn start() -> Server {
 }
 
 pub fn start_with(extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_golive"))
-        .args(["--listen", "127.0.0.1:0", "--workers", "2"])
-        .args(extra)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_golive"));
+    cmd.args(["--listen", "127.0.0.1:0", "--workers", "2"])
+        .args(extra);
+    start_command(cmd)
+}
+
+/// Starts a prepared `golive` command and waits for its `listening on` line.
+pub fn start_command(mut cmd: Command) -> Server {
+    let mut child = cmd
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -173,4 +179,19 @@ pub async fn http(
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (code, out)
+}
+
+/// A minimal HTTP/1.1 GET over a raw socket, to avoid an HTTP client dependency.
+pub async fn reqwest_get(s: &Server, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{path}: {out:.200}");
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
 }
