@@ -274,14 +274,15 @@ function republishSoon() {
   }, REPUBLISH_DELAY_MS);
 }
 
-/** The media connection failed while the signalling socket is fine: start again. */
+/** The media connection failed while the signalling socket is fine: start again. Dropping the
+ * socket, rather than sending `leave`, tells the server the connection was lost, so it keeps
+ * the viewers through its reconnect grace period while we publish again on a new socket. */
 function mediaLost() {
-  if (signal) signal.send({ type: 'leave' });
   closePc();
   lostAt = lostAt || Date.now();
   setState('reconnecting');
   showMessage(message, 'The connection to the server was lost. Reconnecting…', 'warn');
-  republishSoon();
+  if (signal) signal.drop();
 }
 
 async function onMessage(msg) {
