@@ -57,7 +57,8 @@ async fn still_serving(s: &Server) {
             .contains("\"status\":\"ok\"")
     );
     let mut ws = connect(s).await;
-    expect_error(&mut ws, &watch("nothing-here"), ErrorCode::StreamNotFound).await;
+    // A small frame, so it fits every frame limit the tests set.
+    expect_error(&mut ws, &msg("watch", "nothing-here", "v=0"), ErrorCode::StreamNotFound).await;
 }
 
 #[tokio::test]
