@@ -21,6 +21,7 @@ const preview = $('preview');
 const form = $('form');
 const nameInput = $('name');
 const titleInput = $('title');
+const keyInput = $('key');
 const cameraSelect = $('camera');
 const micSelect = $('mic');
 const goButton = $('go');
@@ -55,6 +56,7 @@ function render() {
   endButton.textContent = state === 'live' || state === 'reconnecting' ? 'End' : 'Cancel';
   nameInput.disabled = onAir;
   titleInput.disabled = onAir;
+  keyInput.disabled = onAir;
 
   const badge = $('badge');
   badge.hidden = !onAir;
@@ -264,6 +266,7 @@ async function publish() {
   if (pc !== mine) return; // ended or restarted meanwhile
   const msg = { type: 'publish', stream, sdp: mine.localDescription.sdp };
   if (title) msg.title = title;
+  if (keyInput.value) msg.key = keyInput.value;
   signal.send(msg);
 }
 
@@ -327,9 +330,13 @@ async function onMessage(msg) {
   }
 }
 
+/** Refusals that pass: while reconnecting they are retried rather than shown as final. */
+const PASSING_ERRORS = new Set(['server_full', 'too_many_sessions', 'rate_limited', 'draining']);
+
 function onError({ code, message: text }) {
-  if (code === 'stream_busy' && lostAt && Date.now() - lostAt < RECONNECT_BUSY_GRACE_MS) {
-    republishSoon(); // most likely our own previous session, not yet gone
+  const reconnecting = lostAt && Date.now() - lostAt < RECONNECT_BUSY_GRACE_MS;
+  if (reconnecting && (code === 'stream_busy' || PASSING_ERRORS.has(code))) {
+    republishSoon(); // stream_busy: most likely our own previous session, not yet gone
     return;
   }
   const wasStarting = state === 'starting';
@@ -344,6 +351,23 @@ function onError({ code, message: text }) {
     case 'bad_stream_name':
       showMessage(message, 'That stream name is not allowed: use 1 to 64 letters, digits, - and _.', 'error');
       nameInput.focus();
+      break;
+    case 'unauthorized':
+      $('key-field').hidden = false;
+      showMessage(message, keyInput.value
+        ? `That stream key is not the key of “${stream}”. Check it and go live again.`
+        : `Going live on “${stream}” needs its stream key: enter it below and go live again.`, 'error');
+      keyInput.focus();
+      break;
+    case 'server_full':
+      showMessage(message, 'The server is full right now. Try again in a few minutes.', 'error');
+      break;
+    case 'too_many_sessions':
+    case 'rate_limited':
+      showMessage(message, 'Too many connections from your network right now. Try again in a moment.', 'error');
+      break;
+    case 'draining':
+      showMessage(message, 'The server is restarting. Try again in a moment.', 'error');
       break;
     case 'bad_sdp':
       showMessage(message, `The server could not use this browser's camera or microphone: ${text}`, 'error');

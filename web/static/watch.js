@@ -17,6 +17,8 @@ const ENDED_POLL_FAST_MS = 1000;
 const ENDED_POLL_FAST_FOR_MS = 20_000;
 const ENDED_POLL_MS = 5000;
 const STATS_INTERVAL_MS = 1000;
+/** Retry delay after a refusal that passes (full, rate limited, restarting). */
+const BUSY_RETRY_MS = 5000;
 const INFO_INTERVAL_MS = 10_000;
 const PROBE_WINDOW = 300; // samples in the shown p50/p95 (10 s at 30 fps)
 const PROBE_KEEP = 5000;
@@ -221,10 +223,25 @@ async function onMessage(msg) {
           closePc();
           setState('error', `“${stream}” is not a valid stream name.`);
           break;
+        case 'stream_full':
+        case 'server_full':
+          closePc();
+          setState('waiting', 'This broadcast has as many viewers as it can take right now. Retrying…');
+          retryWatch(BUSY_RETRY_MS);
+          break;
+        case 'too_many_sessions':
+        case 'rate_limited':
+        case 'draining':
+          closePc();
+          setState('waiting', msg.code === 'draining'
+            ? 'The server is restarting. Retrying…'
+            : 'Too many connections from your network right now. Retrying…');
+          retryWatch(BUSY_RETRY_MS);
+          break;
         default:
           closePc();
           setState('error', `Could not play the broadcast (${msg.code}): ${msg.message}. Retrying…`);
-          retryWatch(5000);
+          retryWatch(BUSY_RETRY_MS);
       }
       break;
     default:
