@@ -14,7 +14,8 @@
 //! it (it never skips: CI must run the browser).
 
 use golive_e2e::GoliveServer;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -160,4 +161,75 @@ fn browser_goes_live_three_players_decode_and_see_the_end() {
         .find(|l| l.starts_with(LATENCY_LINE))
         .unwrap_or_else(|| panic!("no `{LATENCY_LINE}` line:\n{output}"));
     eprintln!("{latency}");
+}
+
+/// Status line and lower-cased headers of `GET path` (HTTP/1.1, `Connection: close`).
+fn http_head(addr: SocketAddr, path: &str, extra: &str) -> (u16, Vec<(String, String)>) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n"
+    )
+    .expect("write request");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read response");
+    let text = String::from_utf8_lossy(&response);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("GET {path}: not an HTTP response: {head:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+#[test]
+fn pages_and_assets_are_served_with_their_types_and_revalidated_by_etag() {
+    let server = GoliveServer::start().expect("golive starts");
+    let addr = server.http_addr();
+    for (path, content_type) in [
+        ("/", "text/html"),
+        ("/live", "text/html"),
+        ("/watch/demo", "text/html"),
+        ("/watch/no%20such%20name", "text/html"),
+        ("/static/style.css", "text/css"),
+        ("/static/common.js", "text/javascript"),
+        ("/static/directory.js", "text/javascript"),
+        ("/static/live.js", "text/javascript"),
+        ("/static/watch.js", "text/javascript"),
+        ("/static/probe.js", "text/javascript"),
+        ("/static/icon.svg", "image/svg+xml"),
+    ] {
+        let (status, headers) = http_head(addr, path, "");
+        assert_eq!(status, 200, "GET {path}");
+        let ct = header(&headers, "content-type");
+        assert!(
+            ct.starts_with(content_type),
+            "GET {path}: content-type {ct}"
+        );
+        if path == "/" {
+            continue; // routed by lib.rs
+        }
+        assert_eq!(header(&headers, "cache-control"), "no-cache", "GET {path}");
+        assert_eq!(header(&headers, "x-content-type-options"), "nosniff");
+        let etag = header(&headers, "etag").to_owned();
+        assert!(etag.starts_with('"'), "GET {path}: etag {etag:?}");
+        let (status, headers) = http_head(addr, path, &format!("If-None-Match: {etag}\r\n"));
+        assert_eq!(status, 304, "GET {path} with its ETag");
+        assert_eq!(header(&headers, "etag"), etag);
+    }
+    assert_eq!(http_head(addr, "/static/nope.js", "").0, 404);
+    assert_eq!(http_head(addr, "/static/../Cargo.toml", "").0, 404);
 }
