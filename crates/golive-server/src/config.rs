@@ -117,6 +117,11 @@ pub struct Config {
     #[arg(long, env = "GOLIVE_NO_KEYFRAME_CACHE", default_value_t = false)]
     pub no_keyframe_cache: bool,
 
+    /// Reverse proxies whose `X-Forwarded-For` is believed (comma-separated IPs). Behind a proxy
+    /// every client otherwise shares the proxy's address for the per-IP limits.
+    #[arg(long, env = "GOLIVE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpAddr>,
+
     /// A TOML file with any of these settings (snake_case keys: `listen`, `max_streams`, ...).
     /// Flags and environment variables override it.
     #[arg(long, env = "GOLIVE_CONFIG")]
@@ -158,6 +163,7 @@ struct FileConfig {
     metrics_max_stream_labels: Option<usize>,
     no_keyframe_cache: Option<bool>,
     reconnect_grace_secs: Option<u64>,
+    trusted_proxies: Option<Vec<IpAddr>>,
 }
 
 impl Config {
@@ -197,7 +203,7 @@ impl Config {
         take!(listen, udp_port, srtp_legacy, ice_servers, hearts_batch_ms, max_streams,
             max_viewers_per_stream, max_viewers, max_frame_bytes, max_messages_per_sec,
             max_new_sessions_per_sec_per_ip, max_sessions_per_ip, ws_idle_timeout_secs,
-            drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache, reconnect_grace_secs;
+            drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache, reconnect_grace_secs, trusted_proxies;
             udp_bind, public_ip, workers, ice_username, ice_credential, keys_file);
     }
 

@@ -72,6 +72,8 @@ pub struct AppState {
     /// How long viewers wait for a broadcaster whose connection was lost.
     pub reconnect_grace: Duration,
     pub metrics_max_stream_labels: usize,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl AppState {
@@ -116,7 +118,26 @@ impl AppState {
             drain_timeout: Duration::from_secs(config.drain_timeout_secs),
             reconnect_grace: Duration::from_secs(config.reconnect_grace_secs),
             metrics_max_stream_labels: config.metrics_max_stream_labels,
+            trusted_proxies: config.trusted_proxies.clone(),
         })
+    }
+
+    /// The client's address for per-IP limits: the connection's, or, when that is a trusted
+    /// proxy, the nearest untrusted address of `X-Forwarded-For` (read from the right, since
+    /// the left part is whatever the client claimed).
+    pub fn client_ip(&self, peer: SocketAddr, headers: &axum::http::HeaderMap) -> std::net::IpAddr {
+        if !self.trusted_proxies.contains(&peer.ip()) {
+            return peer.ip();
+        }
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+            .rev()
+            .find(|ip| !self.trusted_proxies.contains(ip))
+            .unwrap_or(peer.ip())
     }
 
     pub fn is_draining(&self) -> bool {
@@ -200,6 +221,7 @@ async fn streams(State(state): State<Arc<AppState>>) -> Response {
 async fn ws(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let limit = WS_READ_LIMIT_BYTES.max(state.max_frame_bytes.saturating_mul(2));
@@ -209,7 +231,7 @@ async fn ws(
     } else {
         state
             .ip_limiter
-            .acquire(peer.ip(), Instant::now())
+            .acquire(state.client_ip(peer, &headers), Instant::now())
             .map_err(session::Refused::Limit)
     };
     upgrade

@@ -257,7 +257,10 @@ async fn create(
             &ProtocolError::new(ErrorCode::Draining, "the server is shutting down"),
         );
     }
-    let slot = match state.ip_limiter.acquire(client.ip(), Instant::now()) {
+    let slot = match state
+        .ip_limiter
+        .acquire(state.client_ip(client, &headers), Instant::now())
+    {
         Ok(slot) => slot,
         Err(r) => {
             state.metrics.limit_refused(r.label());

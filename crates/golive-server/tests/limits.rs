@@ -58,7 +58,12 @@ async fn still_serving(s: &Server) {
     );
     let mut ws = connect(s).await;
     // A small frame, so it fits every frame limit the tests set.
-    expect_error(&mut ws, &msg("watch", "nothing-here", "v=0"), ErrorCode::StreamNotFound).await;
+    expect_error(
+        &mut ws,
+        &msg("watch", "nothing-here", "v=0"),
+        ErrorCode::StreamNotFound,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -316,4 +321,35 @@ async fn environment_overrides_the_config_file_and_flags_override_both() {
     }
     expect_error(&mut c, &watch("one"), ErrorCode::StreamFull).await;
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_limits_apply_per_forwarded_client() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let s = start_with(&[
+        "--trusted-proxies",
+        "127.0.0.1",
+        "--max-sessions-per-ip",
+        "1",
+    ]);
+    let open = |xff: &'static str| {
+        let url = format!("ws://{}/ws", s.addr);
+        async move {
+            let mut req = url.into_client_request().unwrap();
+            req.headers_mut()
+                .insert("x-forwarded-for", xff.parse().unwrap());
+            tokio_tungstenite::connect_async(req).await.unwrap().0
+        }
+    };
+    // Two clients behind the same proxy each get their own place...
+    let mut a = open("198.51.100.1").await;
+    let mut b = open("203.0.113.9, 198.51.100.2").await;
+    expect_error(&mut a, &msg("watch", "x", "v=0"), ErrorCode::StreamNotFound).await;
+    expect_error(&mut b, &msg("watch", "x", "v=0"), ErrorCode::StreamNotFound).await;
+    // ...and the same client twice is held to its limit.
+    let mut again = open("198.51.100.1").await;
+    match recv(&mut again).await {
+        ServerMessage::Error { code, .. } => assert_eq!(code, ErrorCode::TooManySessions),
+        other => panic!("{other:?}"),
+    }
 }
