@@ -461,9 +461,8 @@ impl Session {
                         ));
                     }
                 };
-                let (reply, rx) = oneshot::channel();
                 worker
-                    .send(Command::Candidate {
+                    .call(|reply| Command::Candidate {
                         id: peer,
                         candidate,
                         sdp_mid,
@@ -471,9 +470,6 @@ impl Session {
                         reply,
                     })
                     .await
-                    .map_err(sfu_error)?;
-                rx.await
-                    .map_err(|_| sfu_error(SfuError::Internal("worker dropped a reply".into())))?
                     .map_err(sfu_error)?;
                 Ok(None)
             }
@@ -541,9 +537,8 @@ impl Session {
         )?;
         let worker = self.state.pick_worker();
         let peer = PeerId(next_id());
-        let (reply, rx) = oneshot::channel();
-        let sent = worker
-            .send(Command::Publish {
+        let answer = worker
+            .call(|reply| Command::Publish {
                 id: peer,
                 stream: stream.clone(),
                 offer: sdp,
@@ -551,12 +546,6 @@ impl Session {
                 reply,
             })
             .await;
-        let answer = match sent {
-            Ok(()) => rx
-                .await
-                .unwrap_or_else(|_| Err(SfuError::Internal("worker dropped a reply".into()))),
-            Err(e) => Err(e),
-        };
         match answer {
             Ok(a) => {
                 tracing::info!(session = self.id.0, %stream, %peer, worker = worker.index, "live");
@@ -600,9 +589,8 @@ impl Session {
         let media = joined.media;
         let worker = self.state.pick_worker();
         let peer = PeerId(next_id());
-        let (reply, rx) = oneshot::channel();
-        let sent = worker
-            .send(Command::Watch {
+        let answer = worker
+            .call(|reply| Command::Watch {
                 id: peer,
                 stream: stream.clone(),
                 media,
@@ -611,12 +599,6 @@ impl Session {
                 reply,
             })
             .await;
-        let answer = match sent {
-            Ok(()) => rx
-                .await
-                .unwrap_or_else(|_| Err(SfuError::Internal("worker dropped a reply".into()))),
-            Err(e) => Err(e),
-        };
         match answer {
             Ok(a) => {
                 tracing::debug!(session = self.id.0, %stream, %peer, worker = worker.index, "watching");

@@ -100,6 +100,14 @@ impl WorkerHandle {
             .map_err(|_| SfuError::Internal("media worker stopped".into()))
     }
 
+    /// Sends the command `make` builds around a reply channel, and waits for the reply.
+    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(make(reply)).await?;
+        rx.await
+            .unwrap_or_else(|_| Err(SfuError::Internal("worker dropped a reply".into())))
+    }
+
     pub async fn stats(&self) -> Option<WorkerStats> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Stats { reply }).await.ok()?;
