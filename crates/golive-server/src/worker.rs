@@ -27,6 +27,13 @@ const MEDIA_QUEUE_PACKETS: usize = 4096;
 const COMMAND_QUEUE: usize = 1024;
 /// Largest datagram read from the socket.
 const MAX_DATAGRAM: usize = 2048;
+/// Datagrams read in one wake before commands and timers get their turn.
+const MAX_READS_PER_WAKE: usize = 256;
+/// Socket buffers asked for (the kernel caps them at net.core.rmem_max / wmem_max). The default
+/// ~208 KiB overflowed while one broadcaster packet was being fanned out to hundreds of viewers,
+/// and every viewer then lost the packets dropped (BENCHMARKS.md).
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
 /// The worker wakes at least this often even when nothing is due.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 
@@ -136,8 +143,7 @@ pub fn start_workers(
                 )
             })?
         };
-        let socket = std::net::UdpSocket::bind((bind_ip, port))?;
-        socket.set_nonblocking(true)?;
+        let socket = bind_media_socket(SocketAddr::new(bind_ip, port))?;
         sockets.push(socket);
     }
     let mut handles = Vec::with_capacity(count);
@@ -233,14 +239,16 @@ impl Worker {
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, from)) => {
-                        self.stats.datagrams_in += 1;
-                        self.stats.bytes_in += n as u64;
-                        self.sfu.handle_datagram(Instant::now(), from, &buf[..n]);
-                        // Drain whatever else is already queued before the next timeout scan.
-                        while let Ok((n, from)) = self.socket.try_recv_from(&mut buf) {
-                            self.stats.datagrams_in += 1;
-                            self.stats.bytes_in += n as u64;
-                            self.sfu.handle_datagram(Instant::now(), from, &buf[..n]);
+                        self.on_datagram(from, &buf[..n]);
+                        // Take what else is queued before the next timeout scan, sending what
+                        // each datagram produced at once: a broadcaster's packet fans out to
+                        // every viewer before the next is read, which keeps latency flat.
+                        for _ in 0..MAX_READS_PER_WAKE {
+                            let Ok((n, from)) = self.socket.try_recv_from(&mut buf) else {
+                                break;
+                            };
+                            self.flush();
+                            self.on_datagram(from, &buf[..n]);
                         }
                     }
                     Err(e) => {
@@ -266,6 +274,12 @@ impl Worker {
             self.flush();
         }
         tracing::debug!(worker = self.index, "worker stopped");
+    }
+
+    fn on_datagram(&mut self, from: SocketAddr, data: &[u8]) {
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += data.len() as u64;
+        self.sfu.handle_datagram(Instant::now(), from, data);
     }
 
     fn handle_command(&mut self, cmd: Command) {
@@ -379,4 +393,28 @@ impl Worker {
             }
         }
     }
+}
+
+/// Binds a worker's UDP socket, non-blocking, with large buffers.
+fn bind_media_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    for (what, r) in [
+        ("receive", socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES)),
+        ("send", socket.set_send_buffer_size(SOCKET_BUFFER_BYTES)),
+    ] {
+        if let Err(e) = r {
+            tracing::warn!("cannot enlarge the UDP {what} buffer: {e}");
+        }
+    }
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    let got = socket.recv_buffer_size().unwrap_or(0);
+    if got < SOCKET_BUFFER_BYTES {
+        tracing::info!(
+            bytes = got,
+            "UDP receive buffer smaller than asked; raise net.core.rmem_max for many viewers"
+        );
+    }
+    Ok(socket.into())
 }
