@@ -266,7 +266,10 @@ async fn frames_far_over_the_limit_close_with_1009_too() {
             // Past the 1 MiB read limit the frame is refused unread: the server sends 1009 and
             // closes while the client may still be writing, so the client may see a reset
             // before it reads the close frame. Either way the socket is closed.
-            assert!(matches!(close, Some(1009) | None), "frame of {size} bytes: {close:?}");
+            assert!(
+                matches!(close, Some(1009) | None),
+                "frame of {size} bytes: {close:?}"
+            );
         }
     }
     // The server is still serving.
