@@ -110,12 +110,44 @@ function framesDecoded(page) {
   });
 }
 
-async function goLive(page, { name, title, probe = false }) {
+async function goLive(page, { name, title, probe = false, chatName = null }) {
   await page.goto(`${base}/live${probe ? '?probe=1' : ''}`);
   await waitState(page, 'preview');
   await page.fill('#name', name);
   await page.fill('#title', title);
+  if (chatName !== null) await page.fill('#chat-name', chatName);
   await page.click('#go');
+}
+
+/** Types `text` into the page's chat and sends it with Enter. */
+async function sendChat(page, text) {
+  await page.fill('#chat-input', text);
+  await page.press('#chat-input', 'Enter');
+}
+
+/** Waits until a chat message with exactly this text shows; returns what the page shows of it. */
+async function waitChat(page, text, timeout = WAIT_MS) {
+  try {
+    const handle = await page.waitForFunction((t) => {
+      const li = [...document.querySelectorAll('#chat-list li.chat-msg')]
+        .find((m) => m.querySelector('.text').textContent === t);
+      return li && {
+        id: Number(li.dataset.id),
+        from: li.querySelector('.from').textContent,
+        text: li.querySelector('.text').textContent,
+        elements: li.querySelector('.text').children.length,
+        visible: li.getBoundingClientRect().height > 0,
+      };
+    }, text, { timeout });
+    return handle.jsonValue();
+  } catch {
+    throw new Error(`${page.url()}: no chat message ${JSON.stringify(text)} within ${timeout} ms`);
+  }
+}
+
+/** Waits until no chat message with id `id` is on the page. */
+async function waitChatGone(page, id) {
+  await page.waitForFunction((i) => !document.querySelector(`#chat-list li[data-id="${i}"]`), id, { timeout: WAIT_MS });
 }
 
 function pct(values, p) {
@@ -136,6 +168,8 @@ async function main() {
     });
     const STREAM = 'e2e-cam';
     const TITLE = 'Browser e2e broadcast';
+    // Markup in a chat message must show as these characters and make no element.
+    const MARKUP = '<b>x</b><img src=x onerror="window.pwned=1">';
 
     const directory = await newPage(ctx, 'directory');
     await step('/ shows the empty state when nobody is live', async () => {
@@ -162,7 +196,7 @@ async function main() {
       }, null, { timeout: WAIT_MS });
       // Chromium's fake microphone beeps: the level meter must move.
       await live.waitForFunction(() => Number(document.getElementById('level').getAttribute('aria-valuenow')) > 0, null, { timeout: WAIT_MS });
-      await goLive(live, { name: STREAM, title: TITLE });
+      await goLive(live, { name: STREAM, title: TITLE, chatName: 'Host' });
       await waitState(live, 'live');
       assert((await text(live, '#badge')) === 'Live', 'LIVE badge');
       const share = await live.inputValue('#share');
@@ -219,6 +253,87 @@ async function main() {
       assert(/kbps/.test(stats) && /\d+×\d+/.test(stats) && /fps/.test(stats) && /latency/.test(stats), `stats line "${stats}"`);
       const rows = await (await fetch(`${base}/api/streams`)).json();
       assert(rows.length === 1 && rows[0].stream === STREAM && rows[0].viewers === 3, `/api/streams ${JSON.stringify(rows)}`);
+    });
+
+    await step('chat: a named player\'s message reaches the broadcaster and the other players, as text', async () => {
+      // A new name takes effect by joining again; it is remembered for the next visit.
+      await early.fill('#chat-name', 'Ann');
+      await early.press('#chat-name', 'Enter');
+      await early.waitForFunction(() => window.golive.name === 'Ann' && window.golive.answered, null, { timeout: WAIT_MS });
+      await waitState(early, 'live');
+      assert(await early.evaluate(() => localStorage.getItem('golive.chatName')) === 'Ann', 'the name is remembered');
+      await sendChat(early, 'hello from Ann');
+      for (const p of [live, third, directory, early]) {
+        const m = await waitChat(p, 'hello from Ann');
+        assert(m.from === 'Ann' && m.visible, `${p.url()}: shown as ${JSON.stringify(m)}`);
+      }
+      await sendChat(early, MARKUP);
+      for (const p of [live, third]) {
+        const m = await waitChat(p, MARKUP);
+        assert(m.text === MARKUP && m.elements === 0, `${p.url()}: markup shown as text ${JSON.stringify(m)}`);
+        const made = await p.evaluate(() => ({
+          b: document.querySelectorAll('#chat b, #chat img').length, pwned: Boolean(window.pwned),
+        }));
+        assert(made.b === 0 && !made.pwned, `${p.url()}: no element was made from a message ${JSON.stringify(made)}`);
+      }
+      await sendChat(live, 'welcome, everyone');
+      const fromHost = await waitChat(third, 'welcome, everyone');
+      assert(fromHost.from === 'Host', `the broadcaster chats under its name (${fromHost.from})`);
+      const phoneFit = await third.evaluate(() => ({ scroll: document.documentElement.scrollWidth, width: innerWidth }));
+      assert(phoneFit.scroll <= phoneFit.width, `the chat fits a phone screen ${JSON.stringify(phoneFit)}`);
+    });
+
+    await step('chat: the broadcaster removes a message and it disappears everywhere', async () => {
+      const { id } = await waitChat(live, 'hello from Ann');
+      await live.click(`#chat-list li[data-id="${id}"] button.remove`);
+      for (const p of [live, early, directory, third]) await waitChatGone(p, id);
+      await waitChat(third, 'welcome, everyone'); // the others stay
+    });
+
+    await step("hearts: a heart tapped on a phone reaches the broadcaster's total and floats", async () => {
+      const before = await live.evaluate(() => window.golive.heartsTotal);
+      // Count the floating hearts the broadcaster's page makes.
+      await live.evaluate(() => {
+        window.floated = 0;
+        new MutationObserver((ms) => ms.forEach((m) => m.addedNodes.forEach((n) => {
+          if (n.classList && n.classList.contains('float-heart')) window.floated += 1;
+        }))).observe(document.getElementById('hearts-layer'), { childList: true });
+      });
+      await third.tap('#heart');
+      await live.waitForFunction((b) => window.golive.heartsTotal === b + 1, before, { timeout: WAIT_MS });
+      await live.waitForFunction(() => window.floated >= 1, null, { timeout: WAIT_MS });
+      const badge = await text(live, '#hearts-badge');
+      assert(badge === `♥ ${before + 1}`, `hearts badge "${badge}"`);
+      for (const p of [third, early]) {
+        await p.waitForFunction((n) => document.getElementById('hearts-total').textContent === String(n), before + 1, { timeout: WAIT_MS });
+      }
+    });
+
+    await step('chat: sending too fast is refused with a clear note', async () => {
+      // A burst of 5, then one a second: the seventh in a row is refused.
+      for (let i = 1; i <= 7; i++) await sendChat(third, `quick ${i}`);
+      await third.waitForFunction(() => document.getElementById('chat').dataset.refused === 'rate_limited', null, { timeout: WAIT_MS });
+      const note = await text(third, '#chat .chat-note');
+      assert(note.includes('too fast'), `rate limit note "${note}"`);
+      assert(await third.locator('#chat .chat-note').isVisible(), 'the note shows');
+      assert(await third.evaluate(() => window.golive.state) === 'live', 'the player keeps playing');
+      await waitChat(live, 'quick 5');
+    });
+
+    await step('chat: a muted player is told so, and its messages reach nobody', async () => {
+      const { id } = await waitChat(live, MARKUP);
+      await live.click(`#chat-list li[data-id="${id}"] button.mute`);
+      await live.waitForFunction((i) => document.querySelector(`#chat-list li[data-id="${i}"]`).classList.contains('muted'), id, { timeout: WAIT_MS });
+      await sleep(300); // the mute is on the server before Ann speaks
+      await sendChat(early, 'can anyone hear me');
+      await early.waitForFunction(() => document.getElementById('chat').dataset.refused === 'muted', null, { timeout: WAIT_MS });
+      const note = await text(early, '#chat .chat-note');
+      assert(note.includes('muted you'), `muted note "${note}"`);
+      assert(await early.locator('#chat-input').isDisabled(), 'the input is closed for a muted player');
+      assert(await early.evaluate(() => window.golive.state) === 'live', 'a muted player keeps watching');
+      await sleep(500);
+      const heard = await live.evaluate(() => [...document.querySelectorAll('#chat-list .text')].some((t) => t.textContent === 'can anyone hear me'));
+      assert(!heard, 'the muted message did not reach the broadcaster');
     });
 
     await step("the broadcaster's signalling socket drops: it reconnects and the players come back", async () => {

@@ -209,6 +209,7 @@ fn pages_and_assets_are_served_with_their_types_and_revalidated_by_etag() {
         ("/static/directory.js", "text/javascript"),
         ("/static/live.js", "text/javascript"),
         ("/static/watch.js", "text/javascript"),
+        ("/static/chat.js", "text/javascript"),
         ("/static/probe.js", "text/javascript"),
         ("/static/icon.svg", "image/svg+xml"),
     ] {
@@ -219,9 +220,6 @@ fn pages_and_assets_are_served_with_their_types_and_revalidated_by_etag() {
             ct.starts_with(content_type),
             "GET {path}: content-type {ct}"
         );
-        if path == "/" {
-            continue; // routed by lib.rs
-        }
         assert_eq!(header(&headers, "cache-control"), "no-cache", "GET {path}");
         assert_eq!(header(&headers, "x-content-type-options"), "nosniff");
         let etag = header(&headers, "etag").to_owned();

@@ -1,10 +1,14 @@
 // `/live`: camera and microphone preview, then Go Live (protocol `publish`), LIVE badge, elapsed
 // time, viewer count and End. `/live?probe=1` sends a clock-stamped canvas instead of the
-// camera (see probe.js).
+// camera (see probe.js). While live: the chat with Remove and Mute on every message, the
+// broadcaster's own messages, and the viewers' hearts (chat.js).
 import {
   Signal, formatDuration, formatViewers, iceGathered, showMessage, validStreamName,
 } from './common.js';
 import { probeSource } from './probe.js';
+import {
+  Chat, Hearts, cleanName, formatHearts, saveName, savedName,
+} from './chat.js';
 
 const params = new URLSearchParams(location.search);
 const PROBE = params.has('probe') && params.get('probe') !== '0';
@@ -27,6 +31,7 @@ const micSelect = $('mic');
 const goButton = $('go');
 const endButton = $('end');
 const message = $('message');
+const chatNameInput = $('chat-name');
 
 /** loading | preview | starting | live | reconnecting | nomedia */
 let state = 'loading';
@@ -41,6 +46,9 @@ let liveSince = null;
 let lostAt = null;
 let peer = null;
 let republishTimer = null;
+/** The name sent with `publish` ('' for the server's default). */
+let chatName = '';
+let heartsTotal = 0;
 
 function setState(s) {
   state = s;
@@ -57,6 +65,7 @@ function render() {
   nameInput.disabled = onAir;
   titleInput.disabled = onAir;
   keyInput.disabled = onAir;
+  chatNameInput.disabled = onAir;
 
   const badge = $('badge');
   badge.hidden = !onAir;
@@ -69,6 +78,13 @@ function render() {
   $('viewers').hidden = state !== 'live';
   $('viewers').textContent = formatViewers(viewers);
   $('fact-viewers').textContent = String(viewers);
+  $('hearts-badge').hidden = state !== 'live';
+  $('hearts-badge').textContent = `♥ ${heartsTotal.toLocaleString('en-US')}`;
+  $('hearts-badge').title = formatHearts(heartsTotal);
+  $('fact-hearts').textContent = heartsTotal.toLocaleString('en-US');
+  $('chat').hidden = !(onAir || chat.items.size > 0);
+  chat.setEnabled(state === 'live', state === 'reconnecting' ? 'Reconnecting…'
+    : onAir ? 'Chat opens when you are live' : 'The broadcast has ended');
 
   $('share-box').hidden = !(state === 'live' || state === 'reconnecting');
   const name = nameInput.value.trim();
@@ -266,6 +282,7 @@ async function publish() {
   if (pc !== mine) return; // ended or restarted meanwhile
   const msg = { type: 'publish', stream, sdp: mine.localDescription.sdp };
   if (title) msg.title = title;
+  if (chatName) msg.name = chatName;
   if (keyInput.value) msg.key = keyInput.value;
   signal.send(msg);
 }
@@ -289,6 +306,10 @@ function mediaLost() {
 }
 
 async function onMessage(msg) {
+  if (chat.handle(msg) || hearts.handle(msg)) {
+    render();
+    return;
+  }
   switch (msg.type) {
     case 'answer': {
       if (!pc) return;
@@ -302,6 +323,8 @@ async function onMessage(msg) {
       }
       if (pc !== mine) return;
       peer = msg.peer;
+      // Back after a lost connection: the stream went on (same chat) unless the grace ran out.
+      if (lostAt) chat.expectRestart();
       lostAt = null;
       if (!liveSince) liveSince = Date.now();
       showMessage(message, '');
@@ -334,6 +357,11 @@ async function onMessage(msg) {
 const PASSING_ERRORS = new Set(['server_full', 'too_many_sessions', 'rate_limited', 'draining']);
 
 function onError({ code, message: text }) {
+  if (state === 'live') {
+    // The broadcast is up: this answers a chat message, a remove or a mute.
+    chat.refused(code, text);
+    return;
+  }
   const reconnecting = lostAt && Date.now() - lostAt < RECONNECT_BUSY_GRACE_MS;
   if (reconnecting && (code === 'stream_busy' || PASSING_ERRORS.has(code))) {
     republishSoon(); // stream_busy: most likely our own previous session, not yet gone
@@ -413,6 +441,15 @@ function goLive(ev) {
     nameInput.focus();
     return;
   }
+  const rawName = chatNameInput.value.trim();
+  chatName = cleanName(rawName);
+  if (rawName && !chatName) {
+    showMessage(message, 'Your name in chat is 1 to 32 characters, without control characters.', 'error');
+    chatNameInput.focus();
+    return;
+  }
+  chatNameInput.value = chatName;
+  saveName(chatName);
   stream = name;
   title = titleInput.value.trim();
   try {
@@ -420,6 +457,9 @@ function goLive(ev) {
     localStorage.setItem(TITLE_KEY, title);
   } catch { /* private mode */ }
   showMessage(message, '');
+  chat.reset();
+  chat.showNote('');
+  heartsTotal = 0;
   setState('starting');
   signal = new Signal({
     open: () => {
@@ -443,6 +483,17 @@ function end() {
   }
 }
 
+// ---- chat and hearts ----
+
+const chat = new Chat($('chat'), {
+  send: (msg) => Boolean(signal && state === 'live' && signal.send(msg)),
+  moderator: true,
+  myName: () => chatName || 'broadcaster',
+});
+const hearts = new Hearts($('hearts-layer'), (total) => {
+  heartsTotal = total;
+});
+
 // ---- wiring ----
 
 function defaultName() {
@@ -453,6 +504,7 @@ function defaultName() {
 try {
   nameInput.value = params.get('stream') || localStorage.getItem(NAME_KEY) || defaultName();
   titleInput.value = params.get('title') ?? localStorage.getItem(TITLE_KEY) ?? '';
+  chatNameInput.value = savedName();
 } catch {
   nameInput.value = defaultName();
 }
@@ -489,6 +541,9 @@ window.golive = {
   get signal() { return signal; },
   get viewers() { return viewers; },
   get peer() { return peer; },
+  get heartsTotal() { return heartsTotal; },
+  chat,
+  hearts,
 };
 
 render();

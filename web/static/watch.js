@@ -1,12 +1,16 @@
 // `/watch/<stream>`: the player. Starts on its own (muted autoplay, with an unmute button), waits
 // and retries while the stream is not live, says when the broadcast has ended (and picks it up
-// again if it comes back), and shows viewers, a live indicator and receive statistics.
+// again if it comes back), and shows viewers, a live indicator and receive statistics. Beside the
+// picture: the chat (with a name remembered in localStorage) and a heart button (chat.js).
 // `?probe=1` reads the broadcaster's clock stamps for the real glass-to-glass latency.
 import {
   Signal, formatDuration, formatViewers, iceGathered, percentile, receiveStats, statsLine,
   validStreamName,
 } from './common.js';
 import { probeReader } from './probe.js';
+import {
+  Chat, Hearts, cleanName, formatHearts, saveName, savedName,
+} from './chat.js';
 
 const params = new URLSearchParams(location.search);
 const PROBE = params.has('probe') && params.get('probe') !== '0';
@@ -22,11 +26,15 @@ const BUSY_RETRY_MS = 5000;
 const INFO_INTERVAL_MS = 10_000;
 const PROBE_WINDOW = 300; // samples in the shown p50/p95 (10 s at 30 fps)
 const PROBE_KEEP = 5000;
+/** Hearts faster than this are not sent (the server drops those over 10 a second anyway). */
+const HEART_MIN_GAP_MS = 100;
 
 const $ = (id) => document.getElementById(id);
 const video = $('video');
 const statusText = $('status');
 const unmute = $('unmute');
+const heartButton = $('heart');
+const nameInput = $('chat-name');
 
 const stream = (() => {
   const raw = location.pathname.replace(/^\/watch\//, '').replace(/\/$/, '');
@@ -47,6 +55,11 @@ let info = null; // this stream's row of /api/streams, when live
 let stats = null;
 let retryTimer = null;
 let pollTimer = null;
+/** A session is up on the socket (the `watch` was answered): errors now answer chat or hearts. */
+let answered = false;
+/** The name sent with the last `watch` ('' for the server's default). */
+let joinedName = '';
+let lastHeartAt = 0;
 const probeSamples = [];
 const probeCounts = { frames: 0, unreadable: 0 };
 
@@ -69,6 +82,9 @@ function setState(s, text) {
   badge.className = showVideo ? 'badge live' : 'badge';
   badge.textContent = showVideo ? 'Live' : s === 'ended' ? 'Ended' : 'Offline';
   unmute.hidden = !(showVideo && video.muted);
+  heartButton.disabled = !answered;
+  chat.setEnabled(answered, s === 'ended' ? 'The broadcast has ended'
+    : s === 'error' ? 'Chat is closed' : 'Chat opens when the broadcast is on');
   $('ended-more').hidden = s !== 'ended';
   if (!showVideo) $('stats').textContent = '';
   renderInfo();
@@ -124,7 +140,11 @@ async function watch() {
   let offerPc = pc;
   if (!offerPc || offerPc.signalingState !== 'have-local-offer') offerPc = await newOffer();
   if (mine !== attempt || pc !== offerPc) return; // superseded meanwhile
-  signal.send({ type: 'watch', stream, sdp: offerPc.localDescription.sdp });
+  const msg = { type: 'watch', stream, sdp: offerPc.localDescription.sdp };
+  joinedName = cleanName(nameInput.value);
+  if (joinedName) msg.name = joinedName;
+  answered = false;
+  signal.send(msg);
 }
 
 function retryWatch(ms) {
@@ -134,6 +154,7 @@ function retryWatch(ms) {
 
 function mediaLost() {
   if (signal) signal.send({ type: 'leave' });
+  answered = false;
   closePc();
   setState('reconnecting');
   retryWatch(1000);
@@ -176,13 +197,20 @@ async function refreshInfo() {
 // ---- signalling ----
 
 async function onMessage(msg) {
+  if (chat.handle(msg) || hearts.handle(msg)) return;
   switch (msg.type) {
     case 'answer': {
       const mine = pc;
       if (!mine) return;
+      // The stream's recent chat follows the answer.
+      answered = true;
+      chat.reset();
+      chat.setEnabled(true);
+      heartButton.disabled = false;
       try {
         await mine.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
       } catch (e) {
+        answered = false;
         setState('error', `The server's answer could not be used: ${e.message}`);
         return;
       }
@@ -195,6 +223,7 @@ async function onMessage(msg) {
       renderInfo();
       break;
     case 'ended':
+      answered = false;
       closePc();
       viewers = null;
       endedAt = Date.now();
@@ -209,6 +238,11 @@ async function onMessage(msg) {
       }
       break;
     case 'error':
+      if (answered) {
+        // Watching already: this refuses a chat message (or hearts sent too fast).
+        chat.refused(msg.code, msg.message);
+        break;
+      }
       switch (msg.code) {
         case 'stream_not_found':
           info = null;
@@ -259,6 +293,7 @@ function connect() {
     },
     message: onMessage,
     down: ({ everOpened }) => {
+      answered = false;
       closePc();
       viewers = null;
       if (state === 'ended' || state === 'error') return;
@@ -307,6 +342,60 @@ function renderProbe() {
     + ` · p95 ${Math.round(percentile(recent, 95))} ms (${recent.length} frames)`;
 }
 
+// ---- chat and hearts ----
+
+const chat = new Chat($('chat'), {
+  send: (msg) => Boolean(signal && answered && signal.send(msg)),
+  myName: () => joinedName,
+});
+const hearts = new Hearts($('hearts-layer'), (total) => {
+  const el = $('hearts-total');
+  el.hidden = false;
+  el.textContent = Number(total).toLocaleString('en-US');
+  el.title = formatHearts(total);
+  heartButton.setAttribute('aria-label', `Send a heart (${formatHearts(total)} so far)`);
+});
+
+heartButton.addEventListener('click', (ev) => {
+  ev.stopPropagation();
+  const now = performance.now();
+  if (!answered || now - lastHeartAt < HEART_MIN_GAP_MS) return;
+  lastHeartAt = now;
+  if (!signal.send({ type: 'heart' })) return;
+  // The heart floats when the server's batch comes back; the button answers the tap at once.
+  heartButton.classList.remove('tapped');
+  void heartButton.offsetWidth; // restart the animation
+  heartButton.classList.add('tapped');
+});
+
+/** A new name takes effect by joining again (the server fixes a viewer's name at `watch`). */
+function applyName() {
+  const raw = nameInput.value.trim();
+  const name = cleanName(raw);
+  if (raw && !name) {
+    chat.showNote('A name is 1 to 32 characters, without control characters.', 'warn');
+    return;
+  }
+  nameInput.value = name;
+  saveName(name);
+  if (answered && name !== joinedName && signal) {
+    signal.send({ type: 'leave' });
+    answered = false;
+    closePc();
+    setState('connecting');
+    watch();
+    chat.showNote(name ? `You chat as ${name} now.` : 'You chat with a guest name now.', 'ok');
+  }
+}
+nameInput.value = savedName();
+nameInput.addEventListener('change', applyName);
+nameInput.addEventListener('keydown', (ev) => {
+  if (ev.key === 'Enter') {
+    ev.preventDefault();
+    nameInput.blur();
+  }
+});
+
 // ---- start ----
 
 window.golive = {
@@ -319,6 +408,10 @@ window.golive = {
   get signal() { return signal; },
   get viewers() { return viewers; },
   get stats() { return stats; },
+  get answered() { return answered; },
+  get name() { return joinedName; },
+  chat,
+  hearts,
 };
 
 renderInfo();

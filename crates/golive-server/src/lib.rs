@@ -20,7 +20,7 @@ pub mod worker;
 use axum::Router;
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,7 +42,6 @@ const WS_READ_LIMIT_BYTES: usize = 1024 * 1024;
 /// How often viewer counts are considered for sending.
 const VIEWER_COUNT_TICK: Duration = Duration::from_millis(200);
 
-const INDEX_HTML: &str = include_str!("../../../web/index.html");
 const PROTOCOL_MD: &str = include_str!("../../../docs/protocol.md");
 
 /// What every handler shares.
@@ -163,7 +162,6 @@ impl AppState {
 /// The HTTP routes.
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", get(|| async { Html(INDEX_HTML) }))
         .route("/docs/protocol", get(protocol_doc))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(healthz))

@@ -1,7 +1,7 @@
 //! The browser pages, embedded in the binary so it serves them from any directory.
 //!
-//! `/` (the live directory, `web/index.html`) is routed in `lib.rs`; this module serves the Go
-//! Live page (`/live`), the player (`/watch/{stream}`) and their assets under `/static/`.
+//! This module serves the live directory (`/`), the Go Live page (`/live`), the player
+//! (`/watch/{stream}`) and their assets under `/static/`.
 //!
 //! Caching: the asset names carry no version, so a browser that kept an old `live.js` next to a
 //! new `live.html` would break after an upgrade. Every response is therefore `no-cache` with a
@@ -49,9 +49,16 @@ const STATIC_ASSETS: &[Asset] = &[
     asset!("directory.js", JS),
     asset!("live.js", JS),
     asset!("watch.js", JS),
+    asset!("chat.js", JS),
     asset!("probe.js", JS),
     asset!("icon.svg", SVG),
 ];
+
+const INDEX_PAGE: Asset = Asset {
+    name: "index.html",
+    content_type: HTML,
+    body: include_bytes!("../../../web/index.html"),
+};
 
 const LIVE_PAGE: Asset = Asset {
     name: "live.html",
@@ -69,7 +76,7 @@ const WATCH_PAGE: Asset = Asset {
 static ETAGS: LazyLock<Vec<(&'static str, HeaderValue)>> = LazyLock::new(|| {
     STATIC_ASSETS
         .iter()
-        .chain([&LIVE_PAGE, &WATCH_PAGE])
+        .chain([&INDEX_PAGE, &LIVE_PAGE, &WATCH_PAGE])
         .map(|a| {
             let tag = format!("\"{:016x}\"", fnv1a(a.body));
             (
@@ -91,6 +98,10 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// Routes of the pages and their assets.
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route(
+            "/",
+            get(|h: HeaderMap| async move { serve(&INDEX_PAGE, &h) }),
+        )
         .route(
             "/live",
             get(|h: HeaderMap| async move { serve(&LIVE_PAGE, &h) }),
