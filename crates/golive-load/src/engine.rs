@@ -302,7 +302,7 @@ struct Engine {
 }
 
 /// A random-enough SSRC without a `rand` dependency.
-fn random_u32() -> u32 {
+pub fn random_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(Instant::now().elapsed().as_nanos());

@@ -13,6 +13,7 @@
 #![recursion_limit = "256"]
 
 mod engine;
+mod http;
 mod media;
 mod peer;
 mod procfs;
@@ -69,6 +70,20 @@ struct Cli {
     /// Chromium's WebRTC asks for its media socket (256 KiB; Linux doubles it).
     #[arg(long, default_value_t = 262_144)]
     recv_buffer: usize,
+    /// How viewers signal: `ws` (golive's WebSocket protocol) or `whep` (HTTP POST of the
+    /// offer to /whep/<stream>, DELETE at the end; time to first frame counts from the POST).
+    #[arg(long, value_enum, default_value_t = ViewerProtocol::Ws)]
+    protocol: ViewerProtocol,
+    /// How the publisher signals: `ws` or `whip` (POST /whip/<stream>, DELETE at the end).
+    #[arg(long, value_enum, default_value_t = PublisherProtocol::Ws)]
+    publish_protocol: PublisherProtocol,
+    /// Hearts each viewer sends per second on its WebSocket (fractions allowed: 0.1 is one
+    /// every ten seconds), jittered so viewers do not send together.
+    #[arg(long, default_value_t = 0.0)]
+    heart_rate: f64,
+    /// Chat messages each viewer sends per second (the server allows a burst of 5, then 1/s).
+    #[arg(long, default_value_t = 0.0)]
+    chat_rate: f64,
     /// Write the figures as JSON to this file (`-` for stdout).
     #[arg(long)]
     json: Option<String>,
@@ -77,8 +92,31 @@ struct Cli {
     quiet: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ViewerProtocol {
+    Ws,
+    Whep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PublisherProtocol {
+    Ws,
+    Whip,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if [cli.heart_rate, cli.chat_rate]
+        .iter()
+        .any(|v| !v.is_finite() || *v < 0.0)
+    {
+        bail!("--heart-rate and --chat-rate are zero or positive");
+    }
+    if cli.protocol == ViewerProtocol::Whep && (cli.heart_rate > 0.0 || cli.chat_rate > 0.0) {
+        bail!(
+            "WHEP viewers have no signalling socket: --heart-rate and --chat-rate need --protocol ws"
+        );
+    }
     if cli.viewers == 0 && cli.no_publish {
         bail!("nothing to do: no viewers and --no-publish");
     }
@@ -96,6 +134,17 @@ fn main() -> Result<()> {
     });
     let options = run::Options {
         ws_url: signal::ws_url(&cli.server),
+        http: http::HttpBase::parse(&cli.server).context("--server")?,
+        viewer_protocol: match cli.protocol {
+            ViewerProtocol::Ws => run::Protocol::Ws,
+            ViewerProtocol::Whep => run::Protocol::Http,
+        },
+        publisher_protocol: match cli.publish_protocol {
+            PublisherProtocol::Ws => run::Protocol::Ws,
+            PublisherProtocol::Whip => run::Protocol::Http,
+        },
+        heart_rate: cli.heart_rate,
+        chat_rate: cli.chat_rate,
         stream: cli.stream,
         viewers: cli.viewers,
         ramp: cli.ramp,

@@ -3,8 +3,9 @@
 use serde_json::{Value, json};
 use std::fmt::Write;
 
-use crate::run::Outcome;
+use crate::run::{Outcome, Protocol};
 use crate::stats::{Summary, round3};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// CPU microseconds per packet from a CPU % and a packet rate.
 fn per_packet(cpu_pct: Option<f64>, pps: Option<f64>) -> Option<f64> {
@@ -123,6 +124,7 @@ impl Report {
             _ => None,
         };
         let p = o.publisher.clone().unwrap_or_default();
+        let ws = &o.ws;
         json!({
             "viewers_requested": self.viewers_requested,
             "viewers_connected": self.viewers_connected,
@@ -159,6 +161,22 @@ impl Report {
             "viewer_socket_drops": o.viewer_socket_drops,
             "server_socket_drops": o.server_socket_drops,
             "join_errors": o.join_errors,
+            // Signalling: every frame our WebSockets received (viewers and publisher), over
+            // the run, and per second over the steady window.
+            "ws_messages_in": ws.messages_in.load(Relaxed),
+            "ws_bytes_in": ws.bytes_in.load(Relaxed),
+            "ws_messages_in_per_s": opt(self.rates.ws_messages_per_s),
+            "ws_bytes_in_per_s": opt(self.rates.ws_bytes_per_s),
+            "hearts_batches_in": ws.hearts_batches_in.load(Relaxed),
+            "hearts_in": ws.hearts_in.load(Relaxed),
+            "hearts_total_seen": ws.hearts_total_seen.load(Relaxed),
+            "chat_in": ws.chat_in.load(Relaxed),
+            "viewers_messages_in": ws.viewers_in.load(Relaxed),
+            "rate_limited_errors": ws.rate_limited_errors.load(Relaxed),
+            "other_errors_in": ws.other_errors.load(Relaxed),
+            "hearts_sent": ws.hearts_sent.load(Relaxed),
+            "chat_sent": ws.chat_sent.load(Relaxed),
+            "delete_failures": o.delete_failures,
             "publisher": if o.options.publish { json!({
                 "connected": p.connected,
                 "packets_sent": p.packets_sent,
@@ -178,6 +196,16 @@ impl Report {
                 "threads": o.options.threads,
                 "srtp": format!("{:?}", o.options.srtp).to_lowercase(),
                 "recv_buffer_bytes": o.options.recv_buffer,
+                "protocol": match o.options.viewer_protocol {
+                    Protocol::Ws => "ws",
+                    Protocol::Http => "whep",
+                },
+                "publish_protocol": match o.options.publisher_protocol {
+                    Protocol::Ws => "ws",
+                    Protocol::Http => "whip",
+                },
+                "heart_rate": o.options.heart_rate,
+                "chat_rate": o.options.chat_rate,
                 "wall_s": round3(o.wall.as_secs_f64()),
             },
         })
@@ -245,6 +273,32 @@ impl Report {
             "socket buffer drops: viewers {}, server {}",
             o.viewer_socket_drops, o.server_socket_drops
         );
+        let ws = &o.ws;
+        let _ = writeln!(
+            t,
+            "signalling in: {} messages ({} per s), {} bytes ({} per s); hearts batches {} \
+             carrying {} hearts (total seen {}), chat {}, viewer counts {}, rate limited {}, \
+             other errors {}; sent hearts {}, chat {}",
+            ws.messages_in.load(Relaxed),
+            f(self.rates.ws_messages_per_s, ""),
+            ws.bytes_in.load(Relaxed),
+            f(self.rates.ws_bytes_per_s, ""),
+            ws.hearts_batches_in.load(Relaxed),
+            ws.hearts_in.load(Relaxed),
+            ws.hearts_total_seen.load(Relaxed),
+            ws.chat_in.load(Relaxed),
+            ws.viewers_in.load(Relaxed),
+            ws.rate_limited_errors.load(Relaxed),
+            ws.other_errors.load(Relaxed),
+            ws.hearts_sent.load(Relaxed),
+            ws.chat_sent.load(Relaxed),
+        );
+        for (reason, n) in &o.ended_early {
+            let _ = writeln!(t, "ended early ×{n}: {reason}");
+        }
+        if o.delete_failures > 0 {
+            let _ = writeln!(t, "WHIP/WHEP DELETEs refused: {}", o.delete_failures);
+        }
         for (e, n) in &o.join_errors {
             let _ = writeln!(t, "join error ×{n}: {e}");
         }

@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::engine::{EngineHandle, EngineReport, PeerKey, PublisherReport, ViewerReport};
+use crate::http::HttpBase;
 use crate::media::VideoPlan;
 use crate::peer::SrtpOffer;
 use crate::procfs;
-use crate::signal::{Later, Signal, candidate_ports};
+use crate::signal::{Later, Signal, WsCounters, candidate_ports};
 use crate::stats::Histogram;
 
 /// The publisher's key; viewers are numbered from 0.
@@ -27,9 +28,27 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const PUBLISHER_HEAD_START: Duration = Duration::from_millis(500);
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How a peer signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// golive's WebSocket protocol (`/ws`): answer, chat, hearts, viewer counts, `ended`.
+    Ws,
+    /// HTTP: WHEP for viewers (`POST /whep/<stream>`), WHIP for the publisher
+    /// (`POST /whip/<stream>`); `DELETE` of the session's Location ends it.
+    Http,
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub ws_url: String,
+    /// The server's address for WHIP and WHEP.
+    pub http: HttpBase,
+    /// How viewers, and how the publisher, signal.
+    pub viewer_protocol: Protocol,
+    pub publisher_protocol: Protocol,
+    /// Hearts and chat messages each viewer sends per second on its WebSocket (0: none).
+    pub heart_rate: f64,
+    pub chat_rate: f64,
     pub stream: String,
     pub viewers: usize,
     /// Viewers joining per second.
@@ -61,6 +80,9 @@ pub struct Sample {
     pub server_cpu_ticks: Option<u64>,
     pub server_rss_kb: Option<u64>,
     pub own_cpu_ticks: Option<u64>,
+    /// Frames and bytes all our signalling sockets received so far.
+    pub ws_messages_in: u64,
+    pub ws_bytes_in: u64,
 }
 
 /// What the steady window averaged.
@@ -71,6 +93,9 @@ pub struct WindowRates {
     pub rx_mbps: Option<f64>,
     /// RTP packets all viewers received per second.
     pub rx_pps: Option<f64>,
+    /// Signalling frames and bytes all our sockets received per second.
+    pub ws_messages_per_s: Option<f64>,
+    pub ws_bytes_per_s: Option<f64>,
     pub seconds: f64,
 }
 
@@ -91,6 +116,9 @@ pub struct Outcome {
     /// Receive-buffer drops on our viewer sockets and on the server's media sockets.
     pub viewer_socket_drops: u64,
     pub server_socket_drops: u64,
+    pub ws: Arc<WsCounters>,
+    /// WHEP/WHIP DELETEs that did not get a 2xx.
+    pub delete_failures: usize,
     pub wall: Duration,
 }
 
@@ -102,6 +130,8 @@ struct Shared {
     our_ports: Mutex<HashSet<u16>>,
     server_ports: Mutex<HashSet<u16>>,
     join_errors: Mutex<HashMap<String, usize>>,
+    ws: Arc<WsCounters>,
+    delete_failures: AtomicUsize,
 }
 
 impl Shared {
@@ -129,25 +159,40 @@ pub async fn run(options: Options) -> Result<Outcome> {
     let (stop_publisher, publisher_task, publisher_engine) = if options.publish {
         let engine = EngineHandle::spawn("publisher".to_owned(), clock, options.srtp, None)?;
         let plan = VideoPlan::new(options.bitrate_bps, options.gop);
-        let signal = start_publisher(&options, &engine, plan, &shared).await?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let mut signal = signal;
-            tokio::pin!(rx);
-            loop {
-                tokio::select! {
-                    _ = &mut rx => break,
-                    later = signal.later() => match later {
-                        Later::Other => {}
-                        ended => {
-                            eprintln!("golive-load: the publisher's session ended: {ended:?}");
-                            return;
+        let task = match options.publisher_protocol {
+            Protocol::Ws => {
+                let signal = start_publisher(&options, &engine, plan, &shared).await?;
+                tokio::spawn(async move {
+                    let mut signal = signal;
+                    tokio::pin!(rx);
+                    loop {
+                        tokio::select! {
+                            _ = &mut rx => break,
+                            later = signal.later() => match later {
+                                Later::Other => {}
+                                ended => {
+                                    eprintln!("golive-load: the publisher's session ended: {ended:?}");
+                                    return;
+                                }
+                            }
                         }
                     }
-                }
+                    signal.leave().await;
+                })
             }
-            signal.leave().await;
-        });
+            Protocol::Http => {
+                let location = start_whip_publisher(&options, &engine, plan, &shared).await?;
+                let http = options.http.clone();
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let _ = rx.await;
+                    if !http.delete(&location, CONNECT_TIMEOUT).await {
+                        shared.delete_failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            }
+        };
         (Some(tx), Some(task), Some(engine))
     } else {
         (None, None, None)
@@ -195,7 +240,11 @@ pub async fn run(options: Options) -> Result<Outcome> {
         tasks.push(tokio::spawn(async move {
             let key = i as PeerKey;
             let leave_at = join_at + options.duration;
-            if let Err(e) = viewer(&options, key, &engine, &shared, leave_at).await {
+            let r = match options.viewer_protocol {
+                Protocol::Ws => viewer(&options, key, &engine, &shared, leave_at).await,
+                Protocol::Http => whep_viewer(&options, key, &engine, &shared, leave_at).await,
+            };
+            if let Err(e) = r {
                 shared.join_error(&e);
             }
             engine.remove(key);
@@ -264,6 +313,8 @@ pub async fn run(options: Options) -> Result<Outcome> {
             .clone(),
         viewer_socket_drops: ours,
         server_socket_drops: server,
+        ws: Arc::clone(&shared.ws),
+        delete_failures: shared.delete_failures.load(Ordering::Relaxed),
         wall,
     })
 }
@@ -275,7 +326,8 @@ async fn start_publisher(
     plan: VideoPlan,
     shared: &Shared,
 ) -> Result<Signal> {
-    let mut signal = Signal::connect(&options.ws_url, CONNECT_TIMEOUT).await?;
+    let mut signal =
+        Signal::connect(&options.ws_url, CONNECT_TIMEOUT, Arc::clone(&shared.ws)).await?;
     let offer = engine.offer(PUBLISHER_KEY, Some(plan)).await?;
     let sent = Instant::now();
     signal
@@ -289,6 +341,36 @@ async fn start_publisher(
     let answer = signal.answer(CONNECT_TIMEOUT).await.context("publish")?;
     note_server_ports(shared, &answer);
     engine.answer(PUBLISHER_KEY, answer, sent).await?;
+    publisher_connected(engine).await?;
+    Ok(signal)
+}
+
+/// Publishes the stream over WHIP; returns the session's Location.
+async fn start_whip_publisher(
+    options: &Options,
+    engine: &EngineHandle,
+    plan: VideoPlan,
+    shared: &Shared,
+) -> Result<String> {
+    let offer = engine.offer(PUBLISHER_KEY, Some(plan)).await?;
+    let sent = Instant::now();
+    let path = format!("/whip/{}", options.stream);
+    let (answer, location) = options
+        .http
+        .post_offer(&path, &offer.sdp, CONNECT_TIMEOUT)
+        .await
+        .context("WHIP publish")?;
+    note_server_ports(shared, &answer);
+    if let Err(e) = engine.answer(PUBLISHER_KEY, answer, sent).await {
+        options.http.delete(&location, CONNECT_TIMEOUT).await;
+        return Err(e);
+    }
+    publisher_connected(engine).await?;
+    Ok(location)
+}
+
+/// Waits until the publisher's media connection is up, and then its head start.
+async fn publisher_connected(engine: &EngineHandle) -> Result<()> {
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     while engine.counters.ever_connected.load(Ordering::Relaxed) == 0 {
         if Instant::now() > deadline {
@@ -297,7 +379,7 @@ async fn start_publisher(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(PUBLISHER_HEAD_START).await;
-    Ok(signal)
+    Ok(())
 }
 
 /// A protocol message from its JSON shape, checked by `golive-proto`. Written as JSON rather
@@ -323,7 +405,8 @@ async fn viewer(
     shared: &Shared,
     leave_at: Instant,
 ) -> Result<()> {
-    let mut signal = Signal::connect(&options.ws_url, CONNECT_TIMEOUT).await?;
+    let mut signal =
+        Signal::connect(&options.ws_url, CONNECT_TIMEOUT, Arc::clone(&shared.ws)).await?;
     let offer = engine.offer(key, None).await?;
     shared
         .our_ports
@@ -344,18 +427,40 @@ async fn viewer(
     shared.active.fetch_add(1, Ordering::Relaxed);
     let stay = tokio::time::sleep_until(leave_at.into());
     tokio::pin!(stay);
+    let mut jitter = Jitter::new(key);
+    let mut next_heart = jitter.first(options.heart_rate);
+    let mut next_chat = jitter.first(options.chat_rate);
+    let mut chats = 0u64;
     let mut ended = None;
     loop {
         tokio::select! {
             _ = &mut stay => break,
+            _ = sleep_until_opt(next_heart) => {
+                next_heart = jitter.next(next_heart, options.heart_rate);
+                if let Err(e) = signal.heart().await {
+                    ended = Some(format!("sending a heart: {e:#}"));
+                    break;
+                }
+            }
+            _ = sleep_until_opt(next_chat) => {
+                next_chat = jitter.next(next_chat, options.chat_rate);
+                chats += 1;
+                if let Err(e) = signal.chat(format!("golive-load viewer {key} says hello #{chats}")).await {
+                    ended = Some(format!("sending chat: {e:#}"));
+                    break;
+                }
+            }
             later = signal.later() => match later {
                 Later::Other => {}
                 Later::Ended(reason) => {
                     ended = Some(format!("{reason:?}"));
                     break;
                 }
-                Later::Closed => {
-                    ended = Some("WebSocket closed".to_owned());
+                Later::Closed(reason) => {
+                    ended = Some(match reason {
+                        Some(r) => format!("WebSocket {r}"),
+                        None => "WebSocket closed".to_owned(),
+                    });
                     break;
                 }
             }
@@ -374,6 +479,78 @@ async fn viewer(
     Ok(())
 }
 
+/// One viewer's session over WHEP: POST the offer, apply the 201's answer, stay until
+/// `leave_at`, DELETE the session's Location. Time to first frame counts from the POST.
+async fn whep_viewer(
+    options: &Options,
+    key: PeerKey,
+    engine: &EngineHandle,
+    shared: &Shared,
+    leave_at: Instant,
+) -> Result<()> {
+    let offer = engine.offer(key, None).await?;
+    shared
+        .our_ports
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(offer.local_addr.port());
+    let sent = Instant::now();
+    let path = format!("/whep/{}", options.stream);
+    let (answer, location) = options
+        .http
+        .post_offer(&path, &offer.sdp, CONNECT_TIMEOUT)
+        .await?;
+    note_server_ports(shared, &answer);
+    let applied = engine.answer(key, answer, sent).await;
+    if applied.is_ok() {
+        shared.active.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep_until(leave_at.into()).await;
+        shared.active.fetch_sub(1, Ordering::Relaxed);
+    }
+    if !options.http.delete(&location, CONNECT_TIMEOUT).await {
+        shared.delete_failures.fetch_add(1, Ordering::Relaxed);
+    }
+    applied
+}
+
+/// Sleeps until `t`, or forever for `None`.
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// When a viewer's next heart or chat message goes out: the first at a random point of the
+/// first period, then every period stretched or shrunk by up to half at random, so the mean
+/// rate is as asked and a thousand viewers who joined together do not fire together.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new(key: PeerKey) -> Self {
+        let seed = u64::from(crate::engine::random_u32()) << 32 ^ key.wrapping_mul(0x9E37_79B9);
+        Self(seed | 1)
+    }
+
+    /// Uniform in [0, 1) (xorshift64*).
+    fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn first(&mut self, rate: f64) -> Option<Instant> {
+        (rate > 0.0).then(|| Instant::now() + Duration::from_secs_f64(self.unit() / rate))
+    }
+
+    fn next(&mut self, prev: Option<Instant>, rate: f64) -> Option<Instant> {
+        let period = (0.5 + self.unit()) / rate;
+        // From the planned time, not from now: a late send does not lower the rate.
+        prev.map(|t| t + Duration::from_secs_f64(period))
+    }
+}
+
 fn sample(engines: &[EngineHandle], shared: &Shared, server_pid: Option<u32>) -> Sample {
     let sum = |f: &dyn Fn(&EngineHandle) -> u64| engines.iter().map(f).sum::<u64>();
     Sample {
@@ -390,6 +567,8 @@ fn sample(engines: &[EngineHandle], shared: &Shared, server_pid: Option<u32>) ->
         server_cpu_ticks: server_pid.and_then(|p| procfs::cpu_ticks(Some(p))),
         server_rss_kb: server_pid.and_then(|p| procfs::rss_kb(Some(p))),
         own_cpu_ticks: procfs::cpu_ticks(None),
+        ws_messages_in: shared.ws.messages_in.load(Ordering::Relaxed),
+        ws_bytes_in: shared.ws.bytes_in.load(Ordering::Relaxed),
     }
 }
 
@@ -460,6 +639,12 @@ fn progress_line(
                 s.lost - s.join_lost,
                 s.join_lost
             );
+            if s.ws_messages_in > p.ws_messages_in {
+                line += &format!(
+                    " | ws in {:.1} kmsg/s",
+                    (s.ws_messages_in - p.ws_messages_in) as f64 / dt / 1e3
+                );
+            }
             if let Some(cpu) = cpu_pct((p.server_cpu_ticks, s.server_cpu_ticks), dt) {
                 line += &format!(
                     " | server cpu {cpu:.0}% rss {:.0} MB",
@@ -508,6 +693,8 @@ impl Outcome {
             load_cpu_pct: cpu_pct((a.own_cpu_ticks, b.own_cpu_ticks), dt),
             rx_mbps: Some((b.rx_bytes - a.rx_bytes) as f64 * 8.0 / dt / 1e6),
             rx_pps: Some((b.rx_packets - a.rx_packets) as f64 / dt),
+            ws_messages_per_s: Some((b.ws_messages_in - a.ws_messages_in) as f64 / dt),
+            ws_bytes_per_s: Some((b.ws_bytes_in - a.ws_bytes_in) as f64 / dt),
             seconds: dt,
         }
     }
