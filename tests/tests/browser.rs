@@ -3,7 +3,8 @@
 //!
 //! The script goes live from `/live` with Chromium's fake camera, finds the broadcast on `/`,
 //! watches it from three `/watch` pages (one phone-sized) that must each decode a growing number
-//! of frames, drops signalling sockets and checks they come back, ends the broadcast and checks
+//! of frames, chats between them (text only, remove, mute, rate limit) and sends hearts, drops
+//! signalling sockets and checks they come back, ends the broadcast and checks
 //! every player says so, measures glass-to-glass latency in probe mode and prints its p50/p95,
 //! and checks the failures a person can meet (server unreachable, camera denied, missing or
 //! busy, name taken). This test starts the server, runs the script, and asserts on its exit

@@ -121,6 +121,8 @@ export class Chat {
   /** Chat is possible (a session on the stream) or not; `why` is the placeholder when not. */
   setEnabled(on, why = 'Chat opens when the broadcast is on') {
     this.enabled = on;
+    // Moderation needs the session too: the controls go while chat is closed.
+    this.root.classList.toggle('closed', !on);
     const usable = on && !this.mutedMe;
     this.input.disabled = !usable;
     this.button.disabled = !usable;
@@ -150,7 +152,9 @@ export class Chat {
         this.showNote('You are sending messages too fast. Wait a few seconds, then send again.', 'warn');
         break;
       case 'muted':
-        this.#restoreDraft();
+        // Clear the box, so its placeholder says why it is closed.
+        this.input.value = '';
+        this.lastSent = '';
         this.mutedMe = true;
         this.setEnabled(this.enabled);
         this.showNote('The broadcaster muted you: your messages are not shown to anyone for the rest of this broadcast.', 'error', 0);
@@ -221,15 +225,12 @@ export class Chat {
     const mine = Boolean(from) && from === this.myName();
     if (mine) li.classList.add('mine');
     if (this.mutedNames.has(String(from).toLowerCase())) li.classList.add('muted');
-    const time = el('time', 'at', clockTime(at));
-    time.dateTime = at || '';
-    const line = el('div', 'line');
-    line.append(el('span', 'from', from), el('span', 'text', text));
-    li.append(line);
-    const meta = el('div', 'meta');
-    meta.append(time);
-    if (this.moderator) meta.append(this.#controls(id, from, mine));
-    li.append(meta);
+    // The time stays out of the way: a tooltip, not a column taken from the text on a phone.
+    const time = clockTime(at);
+    if (time) li.title = time;
+    // The controls float right, so the text flows beside and under them.
+    if (this.moderator) li.append(this.#controls(id, from, mine));
+    li.append(el('span', 'from', from), el('span', 'text', text));
 
     const old = this.items.get(id);
     if (old) {

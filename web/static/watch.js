@@ -83,6 +83,7 @@ function setState(s, text) {
   badge.textContent = showVideo ? 'Live' : s === 'ended' ? 'Ended' : 'Offline';
   unmute.hidden = !(showVideo && video.muted);
   heartButton.disabled = !answered;
+  $('heart-box').hidden = !showVideo;
   chat.setEnabled(answered, s === 'ended' ? 'The broadcast has ended'
     : s === 'error' ? 'Chat is closed' : 'Chat opens when the broadcast is on');
   $('ended-more').hidden = s !== 'ended';
