@@ -332,7 +332,7 @@ async function main() {
       const { id } = await waitChat(live, MARKUP);
       await live.click(`#chat-list li[data-id="${id}"] button.mute`);
       await live.waitForFunction((i) => document.querySelector(`#chat-list li[data-id="${i}"]`).classList.contains('muted'), id, { timeout: WAIT_MS });
-      await sleep(300); // the mute is on the server before Ann speaks
+      await sleep(500); // the mute (no acknowledgement on the wire) is on the server before Ann speaks
       await sendChat(early, 'can anyone hear me');
       await early.waitForFunction(() => document.getElementById('chat').dataset.refused === 'muted', null, { timeout: WAIT_MS });
       const note = await text(early, '#chat .chat-note');
