@@ -1,0 +1,48 @@
+//! `golive-load` with WHEP viewers and a WHIP publisher against the real `golive` binary: 20
+//! viewers for 5 seconds on loopback, each signalling with one HTTP POST of its offer (201 with
+//! the answer and a Location) and a DELETE at the end. Behaviour only, as in `load.rs`.
+
+mod common;
+
+use common::{Server, assert_every_viewer_served, run_load};
+
+const VIEWERS: usize = 20;
+
+#[test]
+fn twenty_whep_viewers_all_connect_receive_and_lose_nothing() {
+    let server = Server::start();
+    let r = run_load(
+        &server,
+        &[
+            "--stream",
+            "ci-whep",
+            "--protocol",
+            "whep",
+            "--publish-protocol",
+            "whip",
+            "--viewers",
+            &VIEWERS.to_string(),
+            "--ramp",
+            "20",
+            "--duration",
+            "5",
+            "--bitrate",
+            "500k",
+            "--gop",
+            "1",
+            "--threads",
+            "1",
+        ],
+    );
+    assert_every_viewer_served(&r, VIEWERS as u64);
+    assert_eq!(
+        r["delete_failures"].as_u64(),
+        Some(0),
+        "every DELETE is accepted"
+    );
+    assert_eq!(
+        r["ws_messages_in"].as_u64(),
+        Some(0),
+        "no WebSocket is used"
+    );
+}
