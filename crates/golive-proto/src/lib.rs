@@ -166,12 +166,14 @@ pub fn display_name(raw: &str) -> Result<String, ProtocolError> {
 }
 
 /// Checks a chat text: 1 to [`MAX_CHAT_CHARS`] characters, not blank, no control characters
-/// other than line breaks.
+/// other than line breaks and tabs.
 pub fn chat_text(raw: &str) -> Result<String, ProtocolError> {
     let count = raw.chars().count();
     if raw.trim().is_empty()
         || count > MAX_CHAT_CHARS
-        || raw.chars().any(|c| c.is_control() && c != '\n')
+        || raw
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
     {
         return Err(ProtocolError::bad_request(format!(
             "a chat message is 1 to {MAX_CHAT_CHARS} characters of text"
@@ -399,6 +401,7 @@ mod tests {
         assert!(chat_text(&"x".repeat(281)).is_err());
         assert!(chat_text(&"😀".repeat(280)).is_ok());
         assert!(chat_text("bell\u{7}").is_err());
+        assert!(chat_text("crlf\r\nand\ttab").is_ok());
     }
 
     #[test]

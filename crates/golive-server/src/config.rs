@@ -98,7 +98,7 @@ pub struct Config {
     pub ws_idle_timeout_secs: u64,
 
     /// On SIGTERM, how long sessions get to close before the process exits.
-    #[arg(long, env = "GOLIVE_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(long, env = "GOLIVE_DRAIN_TIMEOUT_SECS", default_value_t = 5)]
     pub drain_timeout_secs: u64,
 
     /// Per-stream metric labels for at most this many streams (0: none), to keep the number of

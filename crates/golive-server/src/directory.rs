@@ -74,7 +74,7 @@ pub struct StreamSummary {
 /// What a viewer gets when it joins.
 pub struct Joined {
     pub media: Arc<StreamMedia>,
-    /// The stream's recent chat, oldest first.
+    /// The stream's recent chat, oldest first, then its hearts so far (when it has any).
     pub chat_history: Vec<Utf8Bytes>,
 }
 
@@ -173,6 +173,8 @@ impl Directory {
                 if title.is_some() {
                     e.title = title;
                 }
+                // The new connection has seen no count yet.
+                e.last_count_sent = None;
                 tracing::info!(%stream, "broadcaster reconnected within the grace period");
                 return Ok(());
             }
@@ -290,9 +292,16 @@ impl Directory {
             ));
         }
         e.viewers.insert(viewer, Member { tx, name });
+        let mut chat_history: Vec<Utf8Bytes> = e.chat.iter().map(|(_, f)| f.clone()).collect();
+        if e.hearts_total > 0 {
+            chat_history.push(frame(&ServerMessage::Hearts {
+                count: 0,
+                total: e.hearts_total,
+            }));
+        }
         Ok(Joined {
             media: e.media.clone(),
-            chat_history: e.chat.iter().map(|(_, f)| f.clone()).collect(),
+            chat_history,
         })
     }
 

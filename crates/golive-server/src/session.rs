@@ -371,7 +371,8 @@ pub async fn run(mut ws: WebSocket, state: Arc<AppState>, admitted: Result<IpSlo
                     }
                 }
                 None => {
-                    let _ = ws.send(Message::Close(None)).await;
+                    // The session ended on its own: the server is shutting down.
+                    let _ = ws.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
                     break;
                 }
             },

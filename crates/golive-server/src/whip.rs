@@ -191,7 +191,11 @@ fn error_response(kind: Kind, e: &ProtocolError) -> Response {
     }
     let retry = matches!(
         e.code,
-        ErrorCode::RateLimited | ErrorCode::ServerFull | ErrorCode::StreamFull
+        ErrorCode::RateLimited
+            | ErrorCode::ServerFull
+            | ErrorCode::StreamFull
+            | ErrorCode::TooManySessions
+            | ErrorCode::Draining
     );
     if retry || (kind == Kind::Whep && e.code == ErrorCode::StreamNotFound) {
         r.headers_mut().insert(
@@ -251,6 +255,12 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !content_type_is(&headers, SDP) {
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("the offer must be sent as Content-Type: {SDP}"),
+        );
+    }
     if state.is_draining() {
         return error_response(
             kind,
@@ -267,12 +277,6 @@ async fn create(
             return error_response(kind, &r.error());
         }
     };
-    if !content_type_is(&headers, SDP) {
-        return plain(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("the offer must be sent as Content-Type: {SDP}"),
-        );
-    }
     let Ok(offer) = String::from_utf8(body.to_vec()) else {
         return plain(
             StatusCode::BAD_REQUEST,

@@ -162,6 +162,25 @@ impl Offer {
                 "video" => Some(MediaKind::Video),
                 _ => None,
             };
+            let rejected = m.media_name.port.value == 0 && !m.has_attribute("bundle-only");
+            if kind.is_some() && !rejected {
+                let setup = m
+                    .attribute("setup")
+                    .flatten()
+                    .or(desc.attribute("setup").map(String::as_str));
+                if setup == Some("passive") {
+                    return Err(SfuError::BadSdp(
+                        "the offer says a=setup:passive; golive is the DTLS server, so offer \
+                         actpass or active"
+                            .into(),
+                    ));
+                }
+                if !m.has_attribute("rtcp-mux") {
+                    return Err(SfuError::BadSdp(
+                        "an audio or video section lacks a=rtcp-mux, which golive requires".into(),
+                    ));
+                }
+            }
             let mut codecs = Vec::new();
             if let Some(kind) = kind {
                 let by_pt: HashMap<u8, _> = m.codecs();
@@ -283,11 +302,11 @@ pub(crate) mod tests {
         let pts: Vec<String> = video_codecs.iter().map(|c| c.0.to_string()).collect();
         let mut s = String::from(
             "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
-             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
+             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=rtcp-mux\r\n\
              a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n",
         );
         s += &format!(
-            "m=video 9 UDP/TLS/RTP/SAVPF {}\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n",
+            "m=video 9 UDP/TLS/RTP/SAVPF {}\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=rtcp-mux\r\n",
             pts.join(" ")
         );
         for (pt, name, fmtp) in video_codecs {
@@ -318,6 +337,20 @@ pub(crate) mod tests {
             (a.name.as_str(), a.payload_type, a.channels),
             ("opus", 111, 2)
         );
+    }
+
+    #[test]
+    fn offers_golive_cannot_answer_are_bad_sdp() {
+        let good = offer(&[(96, "VP8", "")]);
+        let passive = good.replace("a=mid:1\r\n", "a=mid:1\r\na=setup:passive\r\n");
+        assert!(
+            matches!(Offer::parse(&passive), Err(SfuError::BadSdp(m)) if m.contains("passive"))
+        );
+        let no_mux = good.replace("a=rtcp-mux\r\n", "");
+        assert!(
+            matches!(Offer::parse(&no_mux), Err(SfuError::BadSdp(m)) if m.contains("rtcp-mux"))
+        );
+        assert!(Offer::parse(&good).is_ok());
     }
 
     #[test]
