@@ -1,5 +1,6 @@
 //! The browser pages in a real Chromium: `tests/browser/e2e.mjs` (node + npm `playwright-core`,
-//! Debian's `/usr/bin/chromium`) against the real `golive` binary.
+//! Debian's `/usr/bin/chromium`) against the real `golive` binary; and `tests/browser/whip.mjs`,
+//! WHIP and WHEP from a plain page with `fetch`.
 //!
 //! The script goes live from `/live` with Chromium's fake camera, finds the broadcast on `/`,
 //! watches it from three `/watch` pages (one phone-sized) that must each decode a growing number
@@ -86,11 +87,11 @@ fn missing_prerequisites() -> Vec<String> {
     missing
 }
 
-/// Runs `node e2e.mjs <url>`; returns (success, combined output).
-fn run_script(url: &str) -> (bool, String) {
+/// Runs `node <script> <url>`; returns (success, combined output).
+fn run_script(script: &str, url: &str) -> (bool, String) {
     let dir = browser_dir();
     let mut child = Command::new("node")
-        .arg(dir.join("e2e.mjs"))
+        .arg(dir.join(script))
         .arg(url)
         .current_dir(&dir)
         .env("CHROMIUM_PATH", chromium_path())
@@ -149,7 +150,7 @@ fn browser_goes_live_three_players_decode_and_see_the_end() {
 
     let server = GoliveServer::start().expect("golive starts");
     let url = format!("http://{}", server.http_addr());
-    let (ok, output) = run_script(&url);
+    let (ok, output) = run_script("e2e.mjs", &url);
     // Shown with `--nocapture`, and in full when the test fails.
     println!("{output}");
     assert!(ok, "tests/browser/e2e.mjs failed against {url}:\n{output}");
@@ -162,6 +163,27 @@ fn browser_goes_live_three_players_decode_and_see_the_end() {
         .find(|l| l.starts_with(LATENCY_LINE))
         .unwrap_or_else(|| panic!("no `{LATENCY_LINE}` line:\n{output}"));
     eprintln!("{latency}");
+}
+
+/// Issue 6: a plain page publishes with WHIP and plays with WHEP through `fetch`, from another
+/// origin than the server's (CORS preflight, `Location` and `ETag` exposed).
+#[test]
+fn a_page_on_another_origin_publishes_with_whip_and_plays_with_whep() {
+    let missing = missing_prerequisites();
+    assert!(
+        missing.is_empty(),
+        "the browser tests cannot run; install what is missing:\n  - {}",
+        missing.join("\n  - ")
+    );
+    let server = GoliveServer::start().expect("golive starts");
+    let url = format!("http://{}", server.http_addr());
+    let (ok, output) = run_script("whip.mjs", &url);
+    println!("{output}");
+    assert!(ok, "tests/browser/whip.mjs failed against {url}:\n{output}");
+    assert!(
+        output.contains("PASS: WHIP publish and WHEP play"),
+        "{output}"
+    );
 }
 
 /// Status line and lower-cased headers of `GET path` (HTTP/1.1, `Connection: close`).
