@@ -87,6 +87,17 @@ fn missing_prerequisites() -> Vec<String> {
     missing
 }
 
+/// Fails (never skips: CI must run the browser) when a prerequisite is missing, saying how to
+/// install it.
+fn require_prerequisites() {
+    let missing = missing_prerequisites();
+    assert!(
+        missing.is_empty(),
+        "the browser tests cannot run; install what is missing:\n  - {}",
+        missing.join("\n  - ")
+    );
+}
+
 /// Runs `node <script> <url>`; returns (success, combined output).
 fn run_script(script: &str, url: &str) -> (bool, String) {
     let dir = browser_dir();
@@ -141,12 +152,7 @@ fn run_script(script: &str, url: &str) -> (bool, String) {
 
 #[test]
 fn browser_goes_live_three_players_decode_and_see_the_end() {
-    let missing = missing_prerequisites();
-    assert!(
-        missing.is_empty(),
-        "the browser tests cannot run; install what is missing:\n  - {}",
-        missing.join("\n  - ")
-    );
+    require_prerequisites();
 
     let server = GoliveServer::start().expect("golive starts");
     let url = format!("http://{}", server.http_addr());
@@ -169,12 +175,7 @@ fn browser_goes_live_three_players_decode_and_see_the_end() {
 /// origin than the server's (CORS preflight, `Location` and `ETag` exposed).
 #[test]
 fn a_page_on_another_origin_publishes_with_whip_and_plays_with_whep() {
-    let missing = missing_prerequisites();
-    assert!(
-        missing.is_empty(),
-        "the browser tests cannot run; install what is missing:\n  - {}",
-        missing.join("\n  - ")
-    );
+    require_prerequisites();
     let server = GoliveServer::start().expect("golive starts");
     let url = format!("http://{}", server.http_addr());
     let (ok, output) = run_script("whip.mjs", &url);
