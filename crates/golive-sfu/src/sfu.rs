@@ -24,6 +24,13 @@ use crate::source::{SourceTrack, Verdict};
 
 /// A peer that has not connected (ICE and DTLS) this long after its answer is given up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A joining viewer gets this many packets of the keyframe cache at once, then as many again
+/// every [`REPLAY_INTERVAL`] until it has caught up with the live stream. A whole cache (up to
+/// 512 packets) sent at once overflowed receivers' socket buffers (a browser's holds about 220
+/// such packets): paced this way a full cache takes about 80 ms, about 7,700 packets a second.
+pub const REPLAY_BURST: usize = 64;
+pub const REPLAY_INTERVAL: Duration = Duration::from_millis(8);
+
 /// A peer may send from this many remote addresses (NAT rebinding, several candidates).
 const MAX_ADDRS_PER_PEER: usize = 8;
 /// Garbage is judged over windows of this length...
@@ -215,6 +222,18 @@ struct Viewer {
     backoff_until: Option<Instant>,
     /// Packets were skipped for congestion; the next one sent is a restart.
     skipping: bool,
+    /// The keyframe cache is being replayed to this viewer: its live video waits until the
+    /// replay has caught up (the cache holds the live packets too, in order).
+    replay: Option<Replay>,
+}
+
+/// Where a viewer's paced replay of the keyframe cache stands.
+#[derive(Debug, Clone, Copy)]
+struct Replay {
+    epoch: SourceEpoch,
+    /// Source sequence number of the last packet replayed.
+    last_seq: u16,
+    due: Instant,
 }
 
 impl Viewer {
@@ -576,6 +595,7 @@ impl Sfu {
             failures_since: None,
             backoff_until: None,
             skipping: false,
+            replay: None,
         };
         self.insert(now, id, peer, stream, PeerRole::Viewer(Box::new(viewer)));
         Ok(Answer { sdp, media: codecs })
@@ -768,7 +788,7 @@ impl Sfu {
                 let connect = (!e.peer.is_connected()).then_some(e.created_at + CONNECT_TIMEOUT);
                 let pli = match &e.role {
                     PeerRole::Publisher(p) => p.keyframes.poll_timeout(),
-                    PeerRole::Viewer(_) => None,
+                    PeerRole::Viewer(v) => v.replay.map(|r| r.due),
                 };
                 [e.deadline, connect, pli]
             })
@@ -788,10 +808,12 @@ impl Sfu {
                 e.deadline.is_some_and(|d| d <= now)
                     || (!e.peer.is_connected() && e.created_at + CONNECT_TIMEOUT <= now)
                     || matches!(&e.role, PeerRole::Publisher(p) if p.keyframes.poll_timeout().is_some_and(|d| d <= now))
+                    || matches!(&e.role, PeerRole::Viewer(v) if v.replay.is_some_and(|r| r.due <= now))
             })
             .map(|(id, _)| *id)
             .collect();
         for id in due {
+            self.continue_replay(now, id);
             let Some(e) = self.peers.get_mut(&id) else {
                 continue;
             };
@@ -903,14 +925,30 @@ impl Sfu {
                 stats: &mut self.stats,
                 outputs: &mut self.outputs,
             };
+            // A keyframe-only cache is one picture: it goes at once.
+            let burst = match state {
+                CacheState::Complete => REPLAY_BURST,
+                _ => usize::MAX,
+            };
             let mut sent = 0;
-            for m in ls.cache.packets() {
+            let mut last = None;
+            for m in ls.cache.packets().take(burst) {
                 forward(now, id, e, MediaKind::Video, m, &mut sink);
                 sent += 1;
+                last = Some((m.epoch, m.seq));
             }
             sink.stats.viewers_started_from_cache += 1;
-            sink.stats.cache_packets_sent += sent;
+            sink.stats.cache_packets_sent += sent as u64;
             if state == CacheState::Complete {
+                if let (Some((epoch, last_seq)), PeerRole::Viewer(v)) = (last, &mut e.role)
+                    && ls.cache.len() > sent
+                {
+                    v.replay = Some(Replay {
+                        epoch,
+                        last_seq,
+                        due: now + REPLAY_INTERVAL,
+                    });
+                }
                 return;
             }
             // Only the keyframe was kept: show it, then wait for the next one.
@@ -921,6 +959,73 @@ impl Sfu {
             }
         }
         self.request_keyframe(now, &stream);
+    }
+
+    /// The next step of a viewer's paced replay of the keyframe cache, when it is due: the next
+    /// [`REPLAY_BURST`] packets after the last one replayed, until the replay has caught up with
+    /// the cache (and so with the live stream). If the cache started over at a newer keyframe
+    /// meanwhile, the replay goes on from that keyframe without a gap; if it lost its packets
+    /// (overflow, a new source without a keyframe yet), the viewer waits for the next keyframe.
+    fn continue_replay(&mut self, now: Instant, id: PeerId) {
+        let Some(e) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let PeerRole::Viewer(v) = &mut e.role else {
+            return;
+        };
+        let Some(r) = v.replay.filter(|r| r.due <= now) else {
+            return;
+        };
+        let Some(ls) = self.streams.get(&e.stream) else {
+            v.replay = None;
+            return;
+        };
+        if ls.cache.state() != CacheState::Complete {
+            v.replay = None;
+            if let Some(t) = v.tracks[slot(MediaKind::Video)].as_mut() {
+                t.waiting_keyframe = true;
+            }
+            let stream = e.stream.clone();
+            self.request_keyframe(now, &stream);
+            return;
+        }
+        let same_run =
+            ls.cache.packets().next().is_some_and(|m| {
+                m.epoch == r.epoch && (m.seq.wrapping_sub(r.last_seq) as i16) <= 0
+            });
+        let next: Vec<Media> = ls
+            .cache
+            .packets()
+            .filter(|m| !same_run || (m.seq.wrapping_sub(r.last_seq) as i16) > 0)
+            .take(REPLAY_BURST)
+            .cloned()
+            .collect();
+        if !same_run
+            && next.first().is_some_and(|m| m.keyframe_start)
+            && let Some(t) = v.tracks[slot(MediaKind::Video)].as_mut()
+        {
+            // The cache started over at a newer keyframe: skip ahead to it without a gap.
+            t.waiting_keyframe = true;
+        }
+        v.replay = match next.last() {
+            Some(m) if next.len() == REPLAY_BURST => Some(Replay {
+                epoch: m.epoch,
+                last_seq: m.seq,
+                due: now + REPLAY_INTERVAL,
+            }),
+            // Caught up: live packets from here on.
+            _ => None,
+        };
+        let mut sink = Sink {
+            demux: &mut self.demux,
+            transmits: &mut self.transmits,
+            stats: &mut self.stats,
+            outputs: &mut self.outputs,
+        };
+        for m in &next {
+            forward(now, id, e, MediaKind::Video, m, &mut sink);
+        }
+        sink.stats.cache_packets_sent += next.len() as u64;
     }
 
     /// A viewer lost packets: resend them from the stream's history (as RTX where the viewer
@@ -1117,6 +1222,11 @@ impl Sfu {
             let Some(e) = self.peers.get_mut(id) else {
                 continue;
             };
+            let replaying = matches!(&e.role, PeerRole::Viewer(v) if v.replay.is_some());
+            if replaying && kind == MediaKind::Video {
+                // In the cache already: the replay sends it, in order.
+                continue;
+            }
             wants_keyframe |= forward(now, *id, e, kind, m, &mut sink).wants_keyframe;
         }
         if wants_keyframe {

@@ -370,3 +370,50 @@ fn pli_from_many_viewers_is_coalesced() {
         check_track(s.client(publisher), s.client(v), Kind::Audio, None);
     }
 }
+
+#[test]
+fn a_long_cache_is_replayed_in_paced_bursts_then_live_without_a_gap() {
+    use golive_sfu::{REPLAY_BURST, REPLAY_INTERVAL};
+    let mut s = Sim::new();
+    let publisher = s.add_publisher(PeerId(1), "live", LONG_GOP_FRAMES);
+    s.run_until_connected(&[publisher], ms(5_000));
+    // About 10 s at 30 video packets a second: some 300 packets since the only keyframe.
+    s.run_for(ms(10_000));
+    let late = s.add_viewer(PeerId(2), "live");
+    s.run_until_connected(&[late], ms(5_000));
+    let connected = s.sfu_connected[&late];
+    s.run_for(ms(2_000));
+
+    let v = s.client(late);
+    let video = v.received_of(Kind::Video);
+    assert!(
+        video[0].keyframe_start && video[0].at == connected,
+        "{:?}",
+        video[0]
+    );
+    assert!(
+        video.len() > 300,
+        "the whole cache and the live stream: {}",
+        video.len()
+    );
+    // No moment saw more than one burst (plus a live packet or two) arrive.
+    let mut per_instant: std::collections::BTreeMap<Instant, usize> = Default::default();
+    for p in &video {
+        *per_instant.entry(p.at).or_default() += 1;
+    }
+    let worst = per_instant.values().copied().max().unwrap_or(0);
+    assert!(worst <= REPLAY_BURST + 2, "{worst} packets at one instant");
+    // The replay took several intervals, then caught up with the live stream.
+    let bursts = per_instant.values().filter(|n| **n >= REPLAY_BURST).count();
+    assert!(bursts >= 4, "{bursts} full bursts");
+    let replay_end = video[REPLAY_BURST * 4].at;
+    assert!(
+        replay_end >= connected + REPLAY_INTERVAL * 3,
+        "paced, not all at once"
+    );
+    // Every packet from the keyframe on, in order, gap-free: the replay hands over to the live
+    // stream without a hole or a duplicate.
+    let p = s.client(publisher);
+    assert_eq!(check_track(p, v, Kind::Video, None), 0);
+    check_track(p, v, Kind::Audio, None);
+}
