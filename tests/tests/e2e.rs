@@ -502,7 +502,11 @@ fn frame_of_len(len: usize) -> String {
 async fn expect_ended(signal: &mut SignalClient) -> Result<()> {
     let msg = signal
         .recv_until(NOTICE_TIMEOUT, |m| {
-            !matches!(m, ServerMessage::Viewers { .. })
+            // Counts, and the notice that a lost broadcaster is being waited for, come first.
+            !matches!(
+                m,
+                ServerMessage::Viewers { .. } | ServerMessage::Reconnecting { .. }
+            )
         })
         .await?;
     ensure!(
@@ -604,11 +608,20 @@ async fn broadcaster_reconnect_within_grace_keeps_viewers_streams_continuous() {
             parse_vp8(&first_new.payload).is_some_and(|v| v.starts_keyframe()),
             "the new source's first packet to the viewer starts a keyframe"
         );
-        // The viewer was never told the broadcast ended.
-        let notice = viewer.signal.recv_timeout(Duration::from_millis(300)).await;
+        // The viewer was told the broadcaster was reconnecting, then that it resumed, and never
+        // that the broadcast ended.
+        let mut notices = Vec::new();
+        while !notices.contains(&ServerMessage::Resumed) {
+            let m = viewer.signal.recv_timeout(Duration::from_secs(5)).await?;
+            ensure!(
+                !matches!(m, ServerMessage::Ended { .. }),
+                "the viewer got {m:?}"
+            );
+            notices.push(m);
+        }
         ensure!(
-            !matches!(notice, Ok(ServerMessage::Ended { .. })),
-            "the viewer got {notice:?}"
+            notices.contains(&ServerMessage::Reconnecting { grace_secs: 10 }),
+            "{notices:?}"
         );
         Ok(())
     })

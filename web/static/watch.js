@@ -67,6 +67,7 @@ const STATUS = {
   connecting: 'Connecting…',
   waiting: 'Waiting for the broadcast to start…',
   reconnecting: 'Connection lost. Reconnecting…',
+  paused: 'The broadcaster lost their connection. Waiting for them to come back…',
   offline: "Can't reach the golive server. Retrying…",
   ended: 'The broadcast has ended.',
 };
@@ -77,7 +78,7 @@ function setState(s, text) {
   const showVideo = s === 'live';
   $('overlay').hidden = showVideo;
   statusText.textContent = text || STATUS[s] || '';
-  $('spinner').hidden = !['connecting', 'waiting', 'reconnecting', 'offline'].includes(s);
+  $('spinner').hidden = !['connecting', 'waiting', 'reconnecting', 'paused', 'offline'].includes(s);
   const badge = $('badge');
   badge.className = showVideo ? 'badge live' : 'badge';
   badge.textContent = showVideo ? 'Live' : s === 'ended' ? 'Ended' : 'Offline';
@@ -222,6 +223,13 @@ async function onMessage(msg) {
     case 'viewers':
       viewers = msg.count;
       renderInfo();
+      break;
+    case 'reconnecting':
+      // Our connection stays; the picture resumes when the broadcaster is back.
+      setState('paused');
+      break;
+    case 'resumed':
+      if (state === 'paused') setState(pc ? 'live' : 'connecting');
       break;
     case 'ended':
       answered = false;

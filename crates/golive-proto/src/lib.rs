@@ -259,6 +259,13 @@ pub enum ServerMessage {
         count: u64,
         total: u64,
     },
+    /// To viewers: the broadcaster's connection was lost; the broadcast waits up to
+    /// `grace_secs` for it to come back (their video pauses, their connection stays).
+    Reconnecting {
+        grace_secs: u64,
+    },
+    /// To viewers: the broadcaster is back; video resumes at its next keyframe.
+    Resumed,
 }
 
 /// The error codes of the protocol.

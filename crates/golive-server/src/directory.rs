@@ -175,6 +175,10 @@ impl Directory {
                 }
                 // The new connection has seen no count yet.
                 e.last_count_sent = None;
+                let resumed = frame(&ServerMessage::Resumed);
+                for m in e.viewers.values() {
+                    let _ = m.tx.send(SessionEvent::Frame(resumed.clone()));
+                }
                 tracing::info!(%stream, "broadcaster reconnected within the grace period");
                 return Ok(());
             }
@@ -219,7 +223,12 @@ impl Directory {
     /// The broadcaster's connection is lost (not ended on purpose). With viewers, the stream
     /// waits for it: returns the loss number to pass to [`Directory::expire`] when the grace
     /// period is over. Without viewers it simply ends.
-    pub fn orphan(&self, stream: &StreamName, publisher: SessionId) -> Option<u64> {
+    pub fn orphan(
+        &self,
+        stream: &StreamName,
+        publisher: SessionId,
+        grace: Duration,
+    ) -> Option<u64> {
         let mut streams = self.lock();
         let e = streams
             .get_mut(stream)
@@ -230,6 +239,12 @@ impl Directory {
         }
         e.losses += 1;
         e.orphaned = Some(e.losses);
+        let notice = frame(&ServerMessage::Reconnecting {
+            grace_secs: grace.as_secs(),
+        });
+        for m in e.viewers.values() {
+            let _ = m.tx.send(SessionEvent::Frame(notice.clone()));
+        }
         Some(e.losses)
     }
 

@@ -684,7 +684,7 @@ impl Session {
             } => {
                 let grace = self.state.reconnect_grace;
                 let waiting = if lost && !grace.is_zero() {
-                    self.state.directory.orphan(&stream, self.id)
+                    self.state.directory.orphan(&stream, self.id, grace)
                 } else {
                     None
                 };

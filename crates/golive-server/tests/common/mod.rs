@@ -88,7 +88,9 @@ pub async fn recv_reply(ws: &mut Ws) -> ServerMessage {
             ServerMessage::Viewers { .. }
             | ServerMessage::Chat { .. }
             | ServerMessage::Hearts { .. }
-            | ServerMessage::Removed { .. } => continue,
+            | ServerMessage::Removed { .. }
+            | ServerMessage::Reconnecting { .. }
+            | ServerMessage::Resumed => continue,
             m => return m,
         }
     }
