@@ -133,19 +133,6 @@ struct Session {
     events_tx: mpsc::UnboundedSender<SessionEvent>,
     chat_limit: RateLimit,
     heart_limit: RateLimit,
-    stream_tx: watch::Sender<Option<StreamName>>,
-}
-
-fn not_on_a_stream() -> ProtocolError {
-    ProtocolError::bad_request("publish or watch a stream first")
-}
-
-/// Counts one heart for `stream`, unless its sender is past its rate (then it is dropped
-/// silently, as the protocol says).
-fn tap_heart(state: &AppState, stream: &StreamName, limit: &mut RateLimit) {
-    if limit.take(Instant::now()) {
-        state.directory.heart(stream, state.hearts_batch.is_zero());
-    }
 }
 
 fn sfu_error(e: SfuError) -> ProtocolError {
@@ -174,9 +161,6 @@ pub type Reply = Result<Option<ServerMessage>, ProtocolError>;
 pub struct SessionHandle {
     pub id: SessionId,
     inputs: mpsc::Sender<(ClientMessage, oneshot::Sender<Reply>)>,
-    /// The stream the session broadcasts or watches, kept current by the session, so that a
-    /// front-end can take hearts (thousands a second) without a round trip to the session.
-    stream: watch::Receiver<Option<StreamName>>,
 }
 
 impl SessionHandle {
@@ -206,7 +190,6 @@ pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<Ou
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut shutdown: watch::Receiver<bool> = state.shutdown.subscribe();
     let id = SessionId(next_id());
-    let (stream_tx, stream_rx) = watch::channel(None);
     let mut s = Session {
         id,
         state,
@@ -214,7 +197,6 @@ pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<Ou
         events_tx,
         chat_limit: RateLimit::new(CHAT_BURST, CHAT_REFILL_PER_SEC),
         heart_limit: RateLimit::new(HEARTS_PER_SEC, HEARTS_PER_SEC),
-        stream_tx,
     };
     s.state.sessions.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
@@ -262,7 +244,6 @@ pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<Ou
         SessionHandle {
             id,
             inputs: inputs_tx,
-            stream: stream_rx,
         },
         outbox_rx,
     )
@@ -319,7 +300,6 @@ pub async fn run(mut ws: WebSocket, state: Arc<AppState>, admitted: Result<IpSlo
     let max_frame = state.max_frame_bytes;
     let per_sec = f64::from(state.max_messages_per_sec);
     let mut message_limit = RateLimit::new(per_sec * 2.0, per_sec);
-    let mut heart_limit = RateLimit::new(HEARTS_PER_SEC, HEARTS_PER_SEC);
     let mut ping = tokio::time::interval(idle / 3);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
@@ -364,22 +344,6 @@ pub async fn run(mut ws: WebSocket, state: Arc<AppState>, admitted: Result<IpSlo
                     ))
                 } else {
                     match ClientMessage::parse(&text) {
-                        // Hearts come by the thousand: counted here, without a round trip to
-                        // the session.
-                        Ok(ClientMessage::Heart) => {
-                            state.metrics.signalling_message("heart");
-                            let stream = session.stream.borrow().clone();
-                            match stream {
-                                Some(stream) => {
-                                    tap_heart(&state, &stream, &mut heart_limit);
-                                    Ok(None)
-                                }
-                                None => {
-                                    state.metrics.signalling_error(ErrorCode::BadRequest.as_str());
-                                    Err(not_on_a_stream())
-                                }
-                            }
-                        }
                         Ok(msg) => session.call(msg).await,
                         Err(e) => {
                             state.metrics.signalling_error(e.code.as_str());
@@ -465,7 +429,10 @@ impl Session {
             }
             ClientMessage::Heart => {
                 let stream = self.stream()?.clone();
-                tap_heart(&self.state, &stream, &mut self.heart_limit);
+                if self.heart_limit.take(Instant::now()) {
+                    let immediate = self.state.hearts_batch.is_zero();
+                    self.state.directory.heart(&stream, immediate);
+                }
                 Ok(None)
             }
             ClientMessage::Remove { id } => {
@@ -518,7 +485,9 @@ impl Session {
     fn stream(&self) -> Result<&StreamName, ProtocolError> {
         match &self.role {
             Role::Publishing { stream, .. } | Role::Watching { stream, .. } => Ok(stream),
-            Role::Idle => Err(not_on_a_stream()),
+            Role::Idle => Err(ProtocolError::bad_request(
+                "publish or watch a stream first",
+            )),
         }
     }
 
@@ -581,7 +550,6 @@ impl Session {
         match answer {
             Ok(a) => {
                 tracing::info!(session = self.id.0, %stream, %peer, worker = worker.index, "live");
-                self.stream_tx.send_replace(Some(stream.clone()));
                 self.role = Role::Publishing {
                     stream,
                     peer,
@@ -639,7 +607,6 @@ impl Session {
                 for f in joined.chat_history {
                     let _ = self.events_tx.send(SessionEvent::Frame(f));
                 }
-                self.stream_tx.send_replace(Some(stream.clone()));
                 self.role = Role::Watching {
                     stream,
                     peer,
@@ -708,7 +675,6 @@ impl Session {
     /// the connection was `lost` rather than ended on purpose, wait for the broadcaster to come
     /// back for the grace period.
     async fn end(&mut self, reason: EndReason, lost: bool) {
-        self.stream_tx.send_replace(None);
         match std::mem::replace(&mut self.role, Role::Idle) {
             Role::Idle => {}
             Role::Publishing {
