@@ -48,26 +48,16 @@ mkdir -p "$OUT"
 # Every viewer comes from 127.0.0.1: lift the server's per-address session limits.
 export GOLIVE_MAX_NEW_SESSIONS_PER_SEC_PER_IP=${GOLIVE_MAX_NEW_SESSIONS_PER_SEC_PER_IP:-100000}
 export GOLIVE_MAX_SESSIONS_PER_IP=${GOLIVE_MAX_SESSIONS_PER_IP:-1000000}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 {
-  echo "date: $(date -Is)"
-  echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-  echo "cpu: $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) vCPU)"
-  echo "kernel: $(uname -r)"
+  describe_machine
   echo "server: taskset -c $SERVER_CORE $GOLIVE --workers $WORKERS $SERVER_ARGS"
   echo "load: taskset -c $LOAD_CORE $LOAD --bitrate $BITRATE --ramp $RAMP --duration $DURATION $LOAD_ARGS"
   echo "priority: ${PRIO:-default}"
   echo "runs per step: $RUNS"
 } | tee "$OUT/machine.txt"
 
-SERVER_PID=
-stop_server() {
-  if [[ -n $SERVER_PID ]]; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-  fi
-}
-trap stop_server EXIT
 
 one_run() { # viewers run
   local n=$1 r=$2 log="$OUT/server-$1-$2.log" ready="$OUT/.ready"

@@ -41,26 +41,16 @@ done
 mkdir -p "$OUT"
 export GOLIVE_MAX_NEW_SESSIONS_PER_SEC_PER_IP=${GOLIVE_MAX_NEW_SESSIONS_PER_SEC_PER_IP:-100000}
 export GOLIVE_MAX_SESSIONS_PER_IP=${GOLIVE_MAX_SESSIONS_PER_IP:-100000}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 {
-  echo "date: $(date -Is)"
-  echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-  echo "cpu: $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) vCPU)"
-  echo "kernel: $(uname -r)"
+  describe_machine
   echo "server: taskset -c $SERVER_CORE $GOLIVE --workers $WORKERS --hearts-batch-ms <mode>"
   echo "load: taskset -c $LOAD_CORE $LOAD --viewers $VIEWERS --ramp $RAMP --duration $DURATION --bitrate $BITRATE --heart-rate $HEART_RATE $LOAD_ARGS"
   echo "priority: ${PRIO:-default}"
   echo "modes: $MODES; runs per mode: $RUNS"
 } | tee "$OUT/machine.txt"
 
-SERVER_PID=
-stop_server() {
-  if [[ -n $SERVER_PID ]]; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-  fi
-}
-trap stop_server EXIT
 
 for mode in $MODES; do
   for r in $(seq "$RUNS"); do
