@@ -76,34 +76,28 @@ impl Resources {
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route(
-            "/whip/{stream}",
-            post(|s, c, p, h, b| create(Kind::Whip, s, c, p, h, b))
-                .options(options_endpoint)
-                .get(get_endpoint),
-        )
-        .route(
-            "/whep/{stream}",
-            post(|s, c, p, h, b| create(Kind::Whep, s, c, p, h, b))
-                .options(options_endpoint)
-                .get(get_endpoint),
-        )
-        .route(
-            "/whip/{stream}/{id}",
-            axum::routing::patch(|s, p, h, b| patch(Kind::Whip, s, p, h, b))
-                .delete(|s, p| delete(Kind::Whip, s, p))
-                .options(options_resource)
-                .get(get_resource),
-        )
-        .route(
-            "/whep/{stream}/{id}",
-            axum::routing::patch(|s, p, h, b| patch(Kind::Whep, s, p, h, b))
-                .delete(|s, p| delete(Kind::Whep, s, p))
-                .options(options_resource)
-                .get(get_resource),
-        )
+        .merge(kind_routes(Kind::Whip))
+        .merge(kind_routes(Kind::Whep))
         .layer(DefaultBodyLimit::max(MAX_SDP_BYTES))
         .layer(axum::middleware::map_response(cors))
+}
+
+/// The endpoint (`/whip/{stream}` or `/whep/{stream}`) and its session resources.
+fn kind_routes(kind: Kind) -> Router<Arc<AppState>> {
+    Router::new()
+        .route(
+            &format!("/{}/{{stream}}", kind.path()),
+            post(move |s, c, p, h, b| create(kind, s, c, p, h, b))
+                .options(options_endpoint)
+                .get(get_endpoint),
+        )
+        .route(
+            &format!("/{}/{{stream}}/{{id}}", kind.path()),
+            axum::routing::patch(move |s, p, h, b| patch(kind, s, p, h, b))
+                .delete(move |s, p| delete(kind, s, p))
+                .options(options_resource)
+                .get(get_resource),
+        )
 }
 
 /// Lets a page on another origin publish and play (and read `Location`).
