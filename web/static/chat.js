@@ -9,9 +9,9 @@
 // shows when the server sends it back to everyone; a refusal comes back as an `error`
 // (`rate_limited`, `muted`, ...), which the page hands to `Chat.refused`.
 
-/** Protocol limits (golive-proto: MAX_CHAT_CHARS, MAX_NAME_CHARS). */
-export const MAX_CHAT_CHARS = 280;
-export const MAX_NAME_CHARS = 32;
+import { MAX_CHAT_CHARS, cleanName } from '/sdk/golive.js';
+
+export { cleanName };
 /** Messages kept on screen; the oldest go first. */
 const MAX_SHOWN = 200;
 /** A batch of hearts animates at most this many (the total says the rest). */
@@ -24,14 +24,6 @@ const STICKY_PX = 48;
 const NOTE_MS = 6000;
 
 const NAME_KEY = 'golive.chatName';
-
-/** The name a person gave, checked as the server checks it; '' when unusable or empty. */
-export function cleanName(raw) {
-  const name = String(raw || '').trim();
-  const chars = [...name];
-  if (chars.length === 0 || chars.length > MAX_NAME_CHARS || /[\u0000-\u001f\u007f-\u009f]/.test(name)) return '';
-  return name;
-}
 
 export function savedName() {
   try {

@@ -1,10 +1,10 @@
-// `/live`: camera and microphone preview, then Go Live (protocol `publish`), LIVE badge, elapsed
-// time, viewer count and End. `/live?probe=1` sends a clock-stamped canvas instead of the
-// camera (see probe.js). While live: the chat with Remove and Mute on every message, the
+// `/live`: camera and microphone preview, then Go Live (the SDK's goLive, /sdk/golive.js), LIVE
+// badge, elapsed time, viewer count and End. The SDK also sends the directory a snapshot of the
+// preview every 20 s. `/live?probe=1` sends a clock-stamped canvas instead of the camera (see
+// probe.js). While live: the chat with Remove and Mute on every message, the
 // broadcaster's own messages, and the viewers' hearts (chat.js).
-import {
-  Signal, formatDuration, formatViewers, iceGathered, showMessage, validStreamName,
-} from './common.js';
+import { goLive, validStreamName } from '/sdk/golive.js';
+import { formatDuration, formatViewers, showMessage } from './common.js';
 import { probeSource } from './probe.js';
 import {
   Chat, Hearts, cleanName, formatHearts, saveName, savedName,
@@ -12,11 +12,6 @@ import {
 
 const params = new URLSearchParams(location.search);
 const PROBE = params.has('probe') && params.get('probe') !== '0';
-/** After a lost connection the server may still hold our old session (until it sees the socket
- * close, or at worst until its 30 s media-silence timeout), so a `stream_busy` on the way back
- * is retried for this long before it is believed. */
-const RECONNECT_BUSY_GRACE_MS = 45_000;
-const REPUBLISH_DELAY_MS = 1000;
 const NAME_KEY = 'golive.stream';
 const TITLE_KEY = 'golive.title';
 
@@ -37,15 +32,11 @@ const chatNameInput = $('chat-name');
 let state = 'loading';
 let media = null;
 let probe = null;
-let signal = null;
-let pc = null;
 let stream = '';
 let title = '';
 let viewers = 0;
 let liveSince = null;
-let lostAt = null;
 let peer = null;
-let republishTimer = null;
 /** The name sent with `publish` ('' for the server's default). */
 let chatName = '';
 let heartsTotal = 0;
@@ -237,13 +228,7 @@ async function listDevices() {
 async function switchDevice() {
   try {
     await startMedia();
-    if (pc) {
-      for (const sender of pc.getSenders()) {
-        const kind = sender.track?.kind;
-        const track = media.getTracks().find((t) => t.kind === kind);
-        if (track) await sender.replaceTrack(track);
-      }
-    }
+    if (broadcast) await broadcast.replaceMedia(media);
   } catch (e) {
     showMessage(message, mediaErrorText(e), 'error');
   }
@@ -251,124 +236,19 @@ async function switchDevice() {
 
 // ---- going live ----
 
-function closePc() {
-  clearTimeout(republishTimer);
-  if (pc) pc.close();
-  pc = null;
+/** The broadcast (the SDK's Broadcast) while one runs. */
+let broadcast = null;
+
+function stopLive() {
+  if (broadcast) broadcast.end();
+  broadcast = null;
+  liveSince = null;
+  viewers = 0;
+  setState(media ? 'preview' : 'nomedia');
 }
 
-async function publish() {
-  closePc();
-  if (!signal || !signal.isOpen || !media) return;
-  const mine = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
-  pc = mine;
-  for (const track of media.getTracks()) {
-    const { sender } = mine.addTransceiver(track, { direction: 'sendonly', streams: [media] });
-    if (PROBE && track.kind === 'video') {
-      // The stamp must stay readable: never scale the picture down under pressure.
-      try {
-        const p = sender.getParameters();
-        p.degradationPreference = 'maintain-resolution';
-        await sender.setParameters(p);
-      } catch { /* optional */ }
-    }
-  }
-  mine.addEventListener('connectionstatechange', () => {
-    if (pc !== mine) return;
-    if (mine.connectionState === 'failed') mediaLost();
-  });
-  await mine.setLocalDescription(await mine.createOffer());
-  await iceGathered(mine);
-  if (pc !== mine) return; // ended or restarted meanwhile
-  const msg = { type: 'publish', stream, sdp: mine.localDescription.sdp };
-  if (title) msg.title = title;
-  if (chatName) msg.name = chatName;
-  if (keyInput.value) msg.key = keyInput.value;
-  signal.send(msg);
-}
-
-function republishSoon() {
-  clearTimeout(republishTimer);
-  republishTimer = setTimeout(() => {
-    if (state === 'reconnecting' || state === 'starting') publish();
-  }, REPUBLISH_DELAY_MS);
-}
-
-/** The media connection failed while the signalling socket is fine: start again. Dropping the
- * socket, rather than sending `leave`, tells the server the connection was lost, so it keeps
- * the viewers through its reconnect grace period while we publish again on a new socket. */
-function mediaLost() {
-  closePc();
-  lostAt = lostAt || Date.now();
-  setState('reconnecting');
-  showMessage(message, 'The connection to the server was lost. Reconnecting…', 'warn');
-  if (signal) signal.drop();
-}
-
-async function onMessage(msg) {
-  if (chat.handle(msg) || hearts.handle(msg)) {
-    render();
-    return;
-  }
-  switch (msg.type) {
-    case 'answer': {
-      if (!pc) return;
-      const mine = pc;
-      try {
-        await mine.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
-      } catch (e) {
-        stopLive();
-        showMessage(message, `The server's answer could not be used: ${e.message}`, 'error');
-        return;
-      }
-      if (pc !== mine) return;
-      peer = msg.peer;
-      // Back after a lost connection: the stream went on (same chat) unless the grace ran out.
-      if (lostAt) chat.expectRestart();
-      lostAt = null;
-      if (!liveSince) liveSince = Date.now();
-      showMessage(message, '');
-      setState('live');
-      break;
-    }
-    case 'viewers':
-      viewers = msg.count;
-      render();
-      break;
-    case 'ended':
-      // Our own session's media connection died, or the server is going down.
-      closePc();
-      lostAt = lostAt || Date.now();
-      setState('reconnecting');
-      showMessage(message, msg.reason === 'server_shutdown'
-        ? 'The server is restarting. Reconnecting…'
-        : 'The connection to the server was lost. Reconnecting…', 'warn');
-      republishSoon();
-      break;
-    case 'error':
-      onError(msg);
-      break;
-    default:
-      break;
-  }
-}
-
-/** Refusals that pass: while reconnecting they are retried rather than shown as final. */
-const PASSING_ERRORS = new Set(['server_full', 'too_many_sessions', 'rate_limited', 'draining']);
-
-function onError({ code, message: text }) {
-  if (state === 'live') {
-    // The broadcast is up: this answers a chat message, a remove or a mute.
-    chat.refused(code, text);
-    return;
-  }
-  const reconnecting = lostAt && Date.now() - lostAt < RECONNECT_BUSY_GRACE_MS;
-  if (reconnecting && (code === 'stream_busy' || PASSING_ERRORS.has(code))) {
-    republishSoon(); // stream_busy: most likely our own previous session, not yet gone
-    return;
-  }
-  const wasStarting = state === 'starting';
-  stopLive();
+/** A refusal that ended the attempt, in words, and where to look next. */
+function refused(code, text, wasStarting) {
   switch (code) {
     case 'stream_busy':
       showMessage(message, `The name “${stream}” is taken: someone is already live on it. `
@@ -400,39 +280,92 @@ function onError({ code, message: text }) {
     case 'bad_sdp':
       showMessage(message, `The server could not use this browser's camera or microphone: ${text}`, 'error');
       break;
+    case 'bad_answer':
+      showMessage(message, `The server's answer could not be used: ${text}`, 'error');
+      break;
     default:
       showMessage(message, `${wasStarting ? 'Could not go live' : 'The broadcast stopped'} (${code}): ${text}`, 'error');
   }
 }
 
-function onDown({ everOpened, retryInMs }) {
-  closePc();
-  const secs = Math.max(1, Math.round(retryInMs / 1000));
-  if (state === 'live' || state === 'reconnecting') {
-    lostAt = lostAt || Date.now();
-    setState('reconnecting');
-    showMessage(message, 'The connection to the server was lost. Reconnecting… (your viewers '
-      + 'will see you again as soon as it is back)', 'warn');
-  } else if (state === 'starting') {
-    // A `publish` may have been accepted just before the drop: our own session may hold the name.
-    if (everOpened) lostAt = lostAt || Date.now();
-    showMessage(message, everOpened
-      ? `The connection to the server was lost. Retrying in ${secs} s…`
-      : `Can't reach the golive server. Check your connection; retrying in ${secs} s…`, 'error');
-  }
+function startBroadcast() {
+  const mine = goLive({
+    stream,
+    title,
+    name: chatName,
+    key: keyInput.value,
+    video: media.getVideoTracks()[0] || false,
+    audio: media.getAudioTracks()[0] || false,
+    preview,
+    // The probe's stamp must stay readable: never scale the picture down under pressure.
+    degradationPreference: PROBE ? 'maintain-resolution' : null,
+  });
+  broadcast = mine;
+  let wasStarting = true;
+  mine
+    .on('state', ({ state: s }) => {
+      if (broadcast !== mine) return;
+      if (s === 'reconnecting') {
+        setState('reconnecting');
+      } else if (s === 'live') {
+        setState('live');
+      }
+    })
+    .on('live', ({ peer: p }) => {
+      if (broadcast !== mine) return;
+      // Back after a lost connection: the stream went on (same chat) unless the grace ran out.
+      if (!wasStarting) chat.expectRestart();
+      wasStarting = false;
+      peer = p;
+      if (!liveSince) liveSince = Date.now();
+      showMessage(message, '');
+      render();
+    })
+    .on('ended', ({ reason }) => {
+      if (broadcast !== mine) return;
+      // Our own session's media connection died, or the server is going down.
+      showMessage(message, reason === 'server_shutdown'
+        ? 'The server is restarting. Reconnecting…'
+        : 'The connection to the server was lost. Reconnecting…', 'warn');
+    })
+    .on('connection', ({ everOpened, retryInMs }) => {
+      if (broadcast !== mine) return;
+      const secs = Math.max(1, Math.round(retryInMs / 1000));
+      if (state === 'live' || state === 'reconnecting') {
+        showMessage(message, 'The connection to the server was lost. Reconnecting… (your viewers '
+          + 'will see you again as soon as it is back)', 'warn');
+      } else if (state === 'starting') {
+        showMessage(message, everOpened
+          ? `The connection to the server was lost. Retrying in ${secs} s…`
+          : `Can't reach the golive server. Check your connection; retrying in ${secs} s…`, 'error');
+      }
+    })
+    .on('error', ({ code, message: text, fatal }) => {
+      if (broadcast !== mine) return;
+      if (!fatal) {
+        // The broadcast is up: this answers a chat message, a remove or a mute.
+        chat.refused(code, text);
+        return;
+      }
+      broadcast = null;
+      liveSince = null;
+      viewers = 0;
+      setState(media ? 'preview' : 'nomedia');
+      refused(code, text, wasStarting);
+    })
+    .on('viewers', ({ count }) => {
+      viewers = count;
+      render();
+    })
+    .on('chat', (m) => chat.handle({ type: 'chat', ...m }))
+    .on('removed', (m) => chat.handle({ type: 'removed', ...m }))
+    .on('hearts', (m) => {
+      hearts.handle({ type: 'hearts', ...m });
+      render();
+    });
 }
 
-function stopLive() {
-  if (signal) signal.close();
-  signal = null;
-  closePc();
-  liveSince = null;
-  lostAt = null;
-  viewers = 0;
-  setState(media ? 'preview' : 'nomedia');
-}
-
-function goLive(ev) {
+function goLiveClicked(ev) {
   ev.preventDefault();
   if (state !== 'preview') return;
   const name = nameInput.value.trim();
@@ -461,20 +394,12 @@ function goLive(ev) {
   chat.showNote('');
   heartsTotal = 0;
   setState('starting');
-  signal = new Signal({
-    open: () => {
-      if (state === 'starting' || state === 'reconnecting') publish();
-    },
-    message: onMessage,
-    down: onDown,
-  });
-  signal.connect();
+  startBroadcast();
 }
 
 function end() {
   const was = state;
   const since = liveSince;
-  if (signal) signal.send({ type: 'leave' });
   stopLive();
   if (was === 'live' || was === 'reconnecting') {
     showMessage(message, `You ended the broadcast${since ? ` after ${formatDuration(Date.now() - since)}` : ''}.`, 'ok');
@@ -486,7 +411,7 @@ function end() {
 // ---- chat and hearts ----
 
 const chat = new Chat($('chat'), {
-  send: (msg) => Boolean(signal && state === 'live' && signal.send(msg)),
+  send: (msg) => Boolean(broadcast && state === 'live' && broadcast.signal.send(msg)),
   moderator: true,
   myName: () => chatName || 'broadcaster',
 });
@@ -510,7 +435,7 @@ try {
 }
 if (PROBE) titleInput.value = titleInput.value || 'Latency probe';
 
-form.addEventListener('submit', goLive);
+form.addEventListener('submit', goLiveClicked);
 endButton.addEventListener('click', end);
 nameInput.addEventListener('input', render);
 cameraSelect.addEventListener('change', switchDevice);
@@ -528,7 +453,7 @@ $('copy').addEventListener('click', async () => {
   setTimeout(() => { $('copy').textContent = 'Copy'; }, 1500);
 });
 navigator.mediaDevices?.addEventListener?.('devicechange', () => listDevices().catch(() => {}));
-window.addEventListener('pagehide', () => signal && signal.close());
+window.addEventListener('pagehide', () => broadcast && broadcast.signal && broadcast.signal.close());
 // Back from the back/forward cache with a closed socket: start afresh.
 window.addEventListener('pageshow', (ev) => ev.persisted && location.reload());
 setInterval(() => state === 'live' && render(), 1000);
@@ -537,8 +462,9 @@ setInterval(() => state === 'live' && render(), 1000);
 window.golive = {
   probe: PROBE,
   get state() { return state; },
-  get pc() { return pc; },
-  get signal() { return signal; },
+  get broadcast() { return broadcast; },
+  get pc() { return broadcast && broadcast.pc; },
+  get signal() { return broadcast && broadcast.signal; },
   get viewers() { return viewers; },
   get peer() { return peer; },
   get heartsTotal() { return heartsTotal; },

@@ -1,11 +1,12 @@
-// `/watch/<stream>`: the player. Starts on its own (muted autoplay, with an unmute button), waits
-// and retries while the stream is not live, says when the broadcast has ended (and picks it up
-// again if it comes back), and shows viewers, a live indicator and receive statistics. Beside the
-// picture: the chat (with a name remembered in localStorage) and a heart button (chat.js).
+// `/watch/<stream>`: the player page. The SDK's Player (/sdk/golive.js) does the watching: it
+// starts on its own (muted autoplay, with an unmute button), waits and retries while the stream
+// is not live, says when the broadcast has ended (and picks it up again if it comes back). This
+// page shows it: the state, viewers, a live indicator and receive statistics, and beside the
+// picture the chat (with a name remembered in localStorage) and a heart button (chat.js).
 // `?probe=1` reads the broadcaster's clock stamps for the real glass-to-glass latency.
+import { watch, validStreamName } from '/sdk/golive.js';
 import {
-  Signal, formatDuration, formatViewers, iceGathered, percentile, receiveStats, statsLine,
-  validStreamName,
+  formatDuration, formatViewers, percentile, statsLine,
 } from './common.js';
 import { probeReader } from './probe.js';
 import {
@@ -14,16 +15,6 @@ import {
 
 const params = new URLSearchParams(location.search);
 const PROBE = params.has('probe') && params.get('probe') !== '0';
-const WAITING_RETRY_MS = 2000;
-/** After `ended`, how often the directory is asked whether the stream is back: often at first
- * (a broadcaster whose connection dropped is usually back within seconds), then less. */
-const ENDED_POLL_FAST_MS = 1000;
-const ENDED_POLL_FAST_FOR_MS = 20_000;
-const ENDED_POLL_MS = 5000;
-const STATS_INTERVAL_MS = 1000;
-/** Retry delay after a refusal that passes (full, rate limited, restarting). */
-const BUSY_RETRY_MS = 5000;
-const INFO_INTERVAL_MS = 10_000;
 const PROBE_WINDOW = 300; // samples in the shown p50/p95 (10 s at 30 fps)
 const PROBE_KEEP = 5000;
 /** Hearts faster than this are not sent (the server drops those over 10 a second anyway). */
@@ -45,24 +36,6 @@ const stream = (() => {
   }
 })();
 
-/** connecting | waiting | live | reconnecting | offline | ended | error */
-let state = 'connecting';
-let signal = null;
-let pc = null;
-let attempt = 0;
-let viewers = null;
-let info = null; // this stream's row of /api/streams, when live
-let stats = null;
-let retryTimer = null;
-let pollTimer = null;
-/** A session is up on the socket (the `watch` was answered): errors now answer chat or hearts. */
-let answered = false;
-/** The name sent with the last `watch` ('' for the server's default). */
-let joinedName = '';
-let lastHeartAt = 0;
-const probeSamples = [];
-const probeCounts = { frames: 0, unreadable: 0 };
-
 const STATUS = {
   connecting: 'Connecting…',
   waiting: 'Waiting for the broadcast to start…',
@@ -72,20 +45,53 @@ const STATUS = {
   ended: 'The broadcast has ended.',
 };
 
-function setState(s, text) {
-  state = s;
+/** What a refusal means to a person (the state follows from the Player). */
+function refusalText(code, message) {
+  switch (code) {
+    case 'stream_not_found': return STATUS.waiting;
+    case 'codec_unsupported': return "This browser can't play the video format of this broadcast.";
+    case 'bad_stream_name': return `“${stream}” is not a valid stream name.`;
+    case 'stream_full':
+    case 'server_full': return 'This broadcast has as many viewers as it can take right now. Retrying…';
+    case 'draining': return 'The server is restarting. Retrying…';
+    case 'too_many_sessions':
+    case 'rate_limited': return 'Too many connections from your network right now. Retrying…';
+    case 'bad_answer': return `The server's answer could not be used: ${message}`;
+    default: return `Could not play the broadcast (${code}): ${message}. Retrying…`;
+  }
+}
+
+// Nothing waits for the rest of the page: the socket and the offer start first.
+const player = validStreamName(stream)
+  ? watch(video, { stream, name: cleanName(savedName()) })
+  : null;
+let lastRefusal = null;
+let lastHeartAt = 0;
+const probeSamples = [];
+const probeCounts = { frames: 0, unreadable: 0 };
+
+function state() {
+  return player ? player.state : 'error';
+}
+
+function render() {
+  const s = state();
   document.body.dataset.state = s;
   const showVideo = s === 'live';
+  const joined = Boolean(player && player.joined);
   $('overlay').hidden = showVideo;
-  statusText.textContent = text || STATUS[s] || '';
+  statusText.textContent = !player ? `“${stream}” is not a valid stream name.`
+    : (s === 'error' || (s === 'waiting' && lastRefusal && lastRefusal.code !== 'stream_not_found'))
+      && lastRefusal ? refusalText(lastRefusal.code, lastRefusal.message)
+      : STATUS[s] || '';
   $('spinner').hidden = !['connecting', 'waiting', 'reconnecting', 'paused', 'offline'].includes(s);
   const badge = $('badge');
   badge.className = showVideo ? 'badge live' : 'badge';
   badge.textContent = showVideo ? 'Live' : s === 'ended' ? 'Ended' : 'Offline';
   unmute.hidden = !(showVideo && video.muted);
-  heartButton.disabled = !answered;
+  heartButton.disabled = !joined;
   $('heart-box').hidden = !showVideo;
-  chat.setEnabled(answered, s === 'ended' ? 'The broadcast has ended'
+  chat.setEnabled(joined, s === 'ended' ? 'The broadcast has ended'
     : s === 'error' ? 'Chat is closed' : 'Chat opens when the broadcast is on');
   $('ended-more').hidden = s !== 'ended';
   if (!showVideo) $('stats').textContent = '';
@@ -93,250 +99,19 @@ function setState(s, text) {
 }
 
 function renderInfo() {
+  const s = state();
+  const info = player && player.info;
+  const viewers = player ? player.viewers : null;
   const v = $('viewers');
-  v.hidden = viewers === null || state !== 'live';
+  v.hidden = viewers === null || s !== 'live';
   v.textContent = formatViewers(viewers ?? 0);
   const title = info && info.title ? info.title : stream;
   $('title').textContent = title;
-  document.title = `${state === 'live' ? '● ' : ''}${title} · golive`;
+  document.title = `${s === 'live' ? '● ' : ''}${title} · golive`;
   $('stream-name').textContent = stream;
   const since = info ? Date.parse(info.live_since) : NaN;
-  $('since').textContent = state === 'live' && !Number.isNaN(since)
+  $('since').textContent = s === 'live' && !Number.isNaN(since)
     ? `live for ${formatDuration(Date.now() - since)}` : '';
-}
-
-// ---- media ----
-
-function closePc() {
-  if (pc) pc.close();
-  pc = null;
-  video.srcObject = null;
-  stats = null;
-}
-
-async function newOffer() {
-  closePc();
-  const mine = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
-  pc = mine;
-  mine.addTransceiver('audio', { direction: 'recvonly' });
-  mine.addTransceiver('video', { direction: 'recvonly' });
-  const media = new MediaStream();
-  mine.addEventListener('track', ({ track }) => {
-    media.addTrack(track);
-    video.srcObject = media;
-    video.play().catch(() => {});
-  });
-  mine.addEventListener('connectionstatechange', () => {
-    if (pc === mine && mine.connectionState === 'failed') mediaLost();
-  });
-  await mine.setLocalDescription(await mine.createOffer());
-  await iceGathered(mine);
-  return mine;
-}
-
-/** Sends `watch`; while waiting for the stream, the same offer is sent again. */
-async function watch() {
-  clearTimeout(retryTimer);
-  if (!signal || !signal.isOpen) return;
-  const mine = ++attempt;
-  let offerPc = pc;
-  if (!offerPc || offerPc.signalingState !== 'have-local-offer') offerPc = await newOffer();
-  if (mine !== attempt || pc !== offerPc) return; // superseded meanwhile
-  const msg = { type: 'watch', stream, sdp: offerPc.localDescription.sdp };
-  joinedName = cleanName(nameInput.value);
-  if (joinedName) msg.name = joinedName;
-  answered = false;
-  signal.send(msg);
-}
-
-function retryWatch(ms) {
-  clearTimeout(retryTimer);
-  retryTimer = setTimeout(watch, ms);
-}
-
-function mediaLost() {
-  if (signal) signal.send({ type: 'leave' });
-  answered = false;
-  closePc();
-  setState('reconnecting');
-  retryWatch(1000);
-}
-
-let endedAt = 0;
-
-/** After `ended`: poll the directory, and watch again if the stream comes back. */
-function pollForReturn(first) {
-  clearTimeout(pollTimer);
-  const every = Date.now() - endedAt < ENDED_POLL_FAST_FOR_MS ? ENDED_POLL_FAST_MS : ENDED_POLL_MS;
-  pollTimer = setTimeout(async () => {
-    if (state !== 'ended' && state !== 'reconnecting') return;
-    if (await refreshInfo()) {
-      setState('connecting');
-      watch();
-    } else if (state === 'reconnecting') {
-      setState('ended');
-      pollForReturn();
-    } else {
-      pollForReturn();
-    }
-  }, first ?? every);
-}
-
-/** Updates `info` from /api/streams; true when the stream is live. */
-async function refreshInfo() {
-  try {
-    const res = await fetch('/api/streams', { cache: 'no-store' });
-    if (!res.ok) return false;
-    const rows = await res.json();
-    info = rows.find((r) => r.stream === stream) || null;
-    renderInfo();
-    return info !== null;
-  } catch {
-    return false;
-  }
-}
-
-// ---- signalling ----
-
-async function onMessage(msg) {
-  if (chat.handle(msg) || hearts.handle(msg)) return;
-  switch (msg.type) {
-    case 'answer': {
-      const mine = pc;
-      if (!mine) return;
-      // The stream's recent chat follows the answer.
-      answered = true;
-      chat.reset();
-      chat.setEnabled(true);
-      heartButton.disabled = false;
-      try {
-        await mine.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
-      } catch (e) {
-        answered = false;
-        setState('error', `The server's answer could not be used: ${e.message}`);
-        return;
-      }
-      if (state !== 'live') setState('connecting');
-      refreshInfo();
-      break;
-    }
-    case 'viewers':
-      viewers = msg.count;
-      renderInfo();
-      break;
-    case 'reconnecting':
-      // Our connection stays; the picture resumes when the broadcaster is back.
-      setState('paused');
-      break;
-    case 'resumed':
-      if (state === 'paused') setState(pc ? 'live' : 'connecting');
-      break;
-    case 'ended':
-      answered = false;
-      closePc();
-      viewers = null;
-      endedAt = Date.now();
-      if (msg.reason === 'connection_lost') {
-        // Either the broadcaster's connection or our own: the directory tells which.
-        setState('reconnecting');
-        pollForReturn(0);
-      } else {
-        info = null;
-        setState('ended');
-        pollForReturn();
-      }
-      break;
-    case 'error':
-      if (answered) {
-        // Watching already: this refuses a chat message (or hearts sent too fast).
-        chat.refused(msg.code, msg.message);
-        break;
-      }
-      switch (msg.code) {
-        case 'stream_not_found':
-          info = null;
-          if (state !== 'ended') setState('waiting');
-          retryWatch(WAITING_RETRY_MS);
-          break;
-        case 'codec_unsupported':
-          closePc();
-          setState('error', "This browser can't play the video format of this broadcast.");
-          break;
-        case 'bad_stream_name':
-          closePc();
-          setState('error', `“${stream}” is not a valid stream name.`);
-          break;
-        case 'stream_full':
-        case 'server_full':
-          closePc();
-          setState('waiting', 'This broadcast has as many viewers as it can take right now. Retrying…');
-          retryWatch(BUSY_RETRY_MS);
-          break;
-        case 'too_many_sessions':
-        case 'rate_limited':
-        case 'draining':
-          closePc();
-          setState('waiting', msg.code === 'draining'
-            ? 'The server is restarting. Retrying…'
-            : 'Too many connections from your network right now. Retrying…');
-          retryWatch(BUSY_RETRY_MS);
-          break;
-        default:
-          closePc();
-          setState('error', `Could not play the broadcast (${msg.code}): ${msg.message}. Retrying…`);
-          retryWatch(BUSY_RETRY_MS);
-      }
-      break;
-    default:
-      break;
-  }
-}
-
-function connect() {
-  signal = new Signal({
-    open: () => {
-      if (state !== 'ended') {
-        if (state !== 'waiting') setState('connecting');
-        watch();
-      }
-    },
-    message: onMessage,
-    down: ({ everOpened }) => {
-      answered = false;
-      closePc();
-      viewers = null;
-      if (state === 'ended' || state === 'error') return;
-      setState(everOpened ? 'reconnecting' : 'offline');
-    },
-  });
-  signal.connect();
-}
-
-// ---- the picture ----
-
-video.addEventListener('playing', () => {
-  if (pc && (state === 'connecting' || state === 'reconnecting' || state === 'waiting')) setState('live');
-});
-video.addEventListener('volumechange', () => { unmute.hidden = !(state === 'live' && video.muted); });
-unmute.addEventListener('click', () => {
-  video.muted = false;
-  video.play().catch(() => {});
-});
-// Autoplay is allowed muted; a browser that still refuses starts on the first tap.
-$('stage').addEventListener('click', (ev) => {
-  if (ev.target !== unmute && video.paused && video.srcObject) video.play().catch(() => {});
-});
-
-async function updateStats() {
-  if (pc && state === 'live') {
-    try {
-      stats = await receiveStats(pc, stats);
-      $('stats').textContent = statsLine(stats);
-    } catch { /* closed meanwhile */ }
-  } else {
-    $('stats').textContent = '';
-  }
-  renderInfo();
 }
 
 function renderProbe() {
@@ -354,8 +129,8 @@ function renderProbe() {
 // ---- chat and hearts ----
 
 const chat = new Chat($('chat'), {
-  send: (msg) => Boolean(signal && answered && signal.send(msg)),
-  myName: () => joinedName,
+  send: (msg) => Boolean(player && player.joined && player.signal.send(msg)),
+  myName: () => (player ? player.name : ''),
 });
 const hearts = new Hearts($('hearts-layer'), (total) => {
   const el = $('hearts-total');
@@ -368,9 +143,9 @@ const hearts = new Hearts($('hearts-layer'), (total) => {
 heartButton.addEventListener('click', (ev) => {
   ev.stopPropagation();
   const now = performance.now();
-  if (!answered || now - lastHeartAt < HEART_MIN_GAP_MS) return;
+  if (!player || !player.joined || now - lastHeartAt < HEART_MIN_GAP_MS) return;
   lastHeartAt = now;
-  if (!signal.send({ type: 'heart' })) return;
+  if (!player.heart()) return;
   // The heart floats when the server's batch comes back; the button answers the tap at once.
   heartButton.classList.remove('tapped');
   void heartButton.offsetWidth; // restart the animation
@@ -387,14 +162,10 @@ function applyName() {
   }
   nameInput.value = name;
   saveName(name);
-  if (answered && name !== joinedName && signal) {
-    signal.send({ type: 'leave' });
-    answered = false;
-    closePc();
-    setState('connecting');
-    watch();
-    chat.showNote(name ? `You chat as ${name} now.` : 'You chat with a guest name now.', 'ok');
-  }
+  if (!player || name === player.name) return;
+  const wasJoined = player.joined;
+  player.rejoin({ name });
+  if (wasJoined) chat.showNote(name ? `You chat as ${name} now.` : 'You chat with a guest name now.', 'ok');
 }
 nameInput.value = savedName();
 nameInput.addEventListener('change', applyName);
@@ -405,6 +176,15 @@ nameInput.addEventListener('keydown', (ev) => {
   }
 });
 
+// ---- the picture ----
+
+video.addEventListener('volumechange', () => { unmute.hidden = !(state() === 'live' && video.muted); });
+unmute.addEventListener('click', () => player && player.unmute());
+// Autoplay is allowed muted; a browser that still refuses starts on the first tap.
+$('stage').addEventListener('click', (ev) => {
+  if (ev.target !== unmute && video.paused && video.srcObject) video.play().catch(() => {});
+});
+
 // ---- start ----
 
 window.golive = {
@@ -412,27 +192,45 @@ window.golive = {
   probe: PROBE,
   probeSamples,
   probeCounts,
-  get state() { return state; },
-  get pc() { return pc; },
-  get signal() { return signal; },
-  get viewers() { return viewers; },
-  get stats() { return stats; },
-  get answered() { return answered; },
-  get name() { return joinedName; },
+  player,
+  get state() { return state(); },
+  get pc() { return player && player.pc; },
+  get signal() { return player && player.signal; },
+  get viewers() { return player && player.viewers; },
+  get stats() { return player && player.stats; },
+  get answered() { return Boolean(player && player.joined); },
+  get name() { return player ? player.name : ''; },
   chat,
   hearts,
 };
 
-renderInfo();
-if (!validStreamName(stream)) {
-  setState('error', `“${stream}” is not a valid stream name.`);
-} else {
-  setState('connecting');
-  refreshInfo();
-  connect();
-  setInterval(updateStats, STATS_INTERVAL_MS);
-  setInterval(() => state === 'live' && refreshInfo(), INFO_INTERVAL_MS);
-  window.addEventListener('pagehide', () => signal && signal.close());
+if (player) {
+  player
+    .on('state', ({ state: s }) => {
+      if (s === 'live' || s === 'connecting') lastRefusal = null;
+      render();
+    })
+    .on('joined', () => {
+      // The stream's recent chat follows.
+      chat.reset();
+      render();
+    })
+    .on('error', (e) => {
+      if (e.fatal || !player.joined) {
+        lastRefusal = e;
+        render();
+      } else {
+        chat.refused(e.code, e.message); // a chat message or hearts refused
+      }
+    })
+    .on('chat', (m) => chat.handle({ type: 'chat', ...m }))
+    .on('removed', (m) => chat.handle({ type: 'removed', ...m }))
+    .on('hearts', (m) => hearts.handle({ type: 'hearts', ...m }))
+    .on('viewers', renderInfo)
+    .on('info', renderInfo)
+    .on('quality', (s) => { $('stats').textContent = statsLine(s); });
+  setInterval(renderInfo, 1000);
+  window.addEventListener('pagehide', () => player.close());
   // Back from the back/forward cache with a closed socket: start afresh.
   window.addEventListener('pageshow', (ev) => ev.persisted && location.reload());
   if (PROBE) {
@@ -445,3 +243,4 @@ if (!validStreamName(stream)) {
     renderProbe();
   }
 }
+render();

@@ -132,6 +132,9 @@ pub enum ClientMessage {
     Remove { id: u64 },
     /// The broadcaster mutes the viewer(s) named `name` for the rest of the broadcast.
     Mute { name: String },
+    /// The broadcaster's snapshot of its picture for the directory: a JPEG of at most
+    /// [`MAX_THUMBNAIL_BYTES`], in standard base64 (RFC 4648, with padding).
+    Thumbnail { jpeg: String },
 }
 
 /// The `type` values a client may send.
@@ -144,7 +147,12 @@ pub const CLIENT_TYPES: &[&str] = &[
     "heart",
     "remove",
     "mute",
+    "thumbnail",
 ];
+
+/// Largest thumbnail JPEG, in bytes (before base64): its base64 (43,692 characters) and the
+/// message around it fit in the default frame limit, [`MAX_FRAME_BYTES`].
+pub const MAX_THUMBNAIL_BYTES: usize = 32 * 1024;
 
 /// Longest chat message, in characters.
 pub const MAX_CHAT_CHARS: usize = 280;
@@ -296,6 +304,10 @@ pub enum ErrorCode {
     /// The server is shutting down and takes no new sessions.
     Draining,
     Internal,
+    /// A `thumbnail` that is not base64, or not a JPEG (no start-of-image or end-of-image marker).
+    BadThumbnail,
+    /// A `thumbnail` over [`MAX_THUMBNAIL_BYTES`].
+    ThumbnailTooLarge,
 }
 
 impl ErrorCode {
@@ -316,6 +328,8 @@ impl ErrorCode {
             ErrorCode::TooManySessions => "too_many_sessions",
             ErrorCode::Draining => "draining",
             ErrorCode::Internal => "internal",
+            ErrorCode::BadThumbnail => "bad_thumbnail",
+            ErrorCode::ThumbnailTooLarge => "thumbnail_too_large",
         }
     }
 }
@@ -388,6 +402,7 @@ impl ClientMessage {
             ClientMessage::Heart => "heart",
             ClientMessage::Remove { .. } => "remove",
             ClientMessage::Mute { .. } => "mute",
+            ClientMessage::Thumbnail { .. } => "thumbnail",
         }
     }
 
@@ -459,6 +474,22 @@ mod tests {
             ServerMessage::Removed { id: 3 }.to_json(),
             r#"{"type":"removed","id":3}"#
         );
+    }
+
+    #[test]
+    fn thumbnail_has_the_documented_shape() {
+        let m = ClientMessage::parse(r#"{"type":"thumbnail","jpeg":"/9j/2Q=="}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Thumbnail {
+                jpeg: "/9j/2Q==".into()
+            }
+        );
+        assert_eq!(m.type_name(), "thumbnail");
+        assert!(CLIENT_TYPES.contains(&"thumbnail"));
+        // The largest thumbnail, in base64 inside its message, fits in the default frame limit.
+        let base64_len = MAX_THUMBNAIL_BYTES.div_ceil(3) * 4;
+        assert!(base64_len + r#"{"type":"thumbnail","jpeg":""}"#.len() <= MAX_FRAME_BYTES);
     }
 
     #[test]
@@ -579,6 +610,8 @@ mod tests {
             ErrorCode::TooManySessions,
             ErrorCode::Draining,
             ErrorCode::Internal,
+            ErrorCode::BadThumbnail,
+            ErrorCode::ThumbnailTooLarge,
         ] {
             assert_eq!(
                 serde_json::to_string(&code).unwrap(),

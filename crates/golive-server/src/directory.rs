@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
+use crate::ranking::{self, HeartRate};
 use crate::session::{SessionEvent, SessionId};
+use crate::thumbnails::{THUMBNAIL_MIN_INTERVAL, Thumbnail};
 
 /// Viewer counts go out at most this often per stream.
 pub const VIEWER_COUNT_INTERVAL: Duration = Duration::from_secs(1);
@@ -44,6 +46,10 @@ struct StreamEntry {
     /// that loss, so a late expiry of an earlier one does nothing.
     orphaned: Option<u64>,
     losses: u64,
+    /// The broadcaster's latest snapshot of its picture.
+    thumbnail: Option<Arc<Thumbnail>>,
+    /// Hearts over the last minute, for the ranking.
+    heart_rate: HeartRate,
 }
 
 impl StreamEntry {
@@ -69,6 +75,13 @@ pub struct StreamSummary {
     pub title: Option<String>,
     pub viewers: usize,
     pub live_since: String,
+    /// The rank's inputs (see `ranking`): hearts over the last minute, the score they make with
+    /// the viewers, and the place (1 = top of the directory).
+    pub hearts_per_minute: u64,
+    pub score: f64,
+    pub rank: usize,
+    /// The path of the latest thumbnail (with its version), when the broadcaster sent one.
+    pub thumbnail: Option<String>,
 }
 
 /// What a viewer gets when it joins.
@@ -215,6 +228,8 @@ impl Directory {
                 hearts_total: 0,
                 orphaned: None,
                 losses: 0,
+                thumbnail: None,
+                heart_rate: HeartRate::default(),
             },
         );
         Ok(())
@@ -421,6 +436,7 @@ impl Directory {
             return;
         };
         e.hearts_total += 1;
+        e.heart_rate.record(Instant::now());
         if immediate {
             e.send_all(&frame(&ServerMessage::Hearts {
                 count: 1,
@@ -448,18 +464,81 @@ impl Directory {
     }
 
     pub fn list(&self) -> Vec<StreamSummary> {
+        self.list_at(Instant::now())
+    }
+
+    /// The rows of `GET /api/streams` at `now`, sorted by name, each with its rank.
+    pub fn list_at(&self, now: Instant) -> Vec<StreamSummary> {
         let streams = self.lock();
         let mut out: Vec<StreamSummary> = streams
             .iter()
-            .map(|(name, e)| StreamSummary {
-                stream: name.to_string(),
-                title: e.title.clone(),
-                viewers: e.viewers.len(),
-                live_since: rfc3339(e.live_since),
+            .map(|(name, e)| {
+                let viewers = e.viewers.len();
+                let hearts_per_minute = e.heart_rate.per_minute(now);
+                StreamSummary {
+                    stream: name.to_string(),
+                    title: e.title.clone(),
+                    viewers,
+                    live_since: rfc3339(e.live_since),
+                    hearts_per_minute,
+                    score: ranking::score(viewers, hearts_per_minute),
+                    rank: 0,
+                    thumbnail: e
+                        .thumbnail
+                        .as_ref()
+                        .map(|t| crate::thumbnails::url_path(name.as_str(), t)),
+                }
             })
             .collect();
         out.sort_by(|a, b| a.stream.cmp(&b.stream));
+        let inputs: Vec<ranking::Inputs<'_>> = out
+            .iter()
+            .map(|r| ranking::Inputs {
+                stream: &r.stream,
+                viewers: r.viewers,
+                hearts_per_minute: r.hearts_per_minute,
+            })
+            .collect();
+        let ranks = ranking::ranks(&inputs);
+        for (row, rank) in out.iter_mut().zip(ranks) {
+            row.rank = rank;
+        }
         out
+    }
+
+    /// Keeps `thumbnail` as the stream's latest; only its broadcaster may send one. Returns
+    /// false when it was dropped for coming within [`THUMBNAIL_MIN_INTERVAL`] of the last.
+    pub fn set_thumbnail(
+        &self,
+        stream: &StreamName,
+        session: SessionId,
+        thumbnail: Thumbnail,
+    ) -> Result<bool, ProtocolError> {
+        let mut streams = self.lock();
+        let e = streams.get_mut(stream).ok_or_else(|| not_live(stream))?;
+        if e.publisher != session {
+            return Err(ProtocolError::new(
+                ErrorCode::Forbidden,
+                "only the broadcaster sends the stream's thumbnail",
+            ));
+        }
+        if let Some(last) = &e.thumbnail
+            && thumbnail.received.saturating_duration_since(last.received) < THUMBNAIL_MIN_INTERVAL
+        {
+            return Ok(false);
+        }
+        e.thumbnail = Some(Arc::new(thumbnail));
+        Ok(true)
+    }
+
+    /// The stream's latest thumbnail, while it is live.
+    pub fn thumbnail(&self, stream: &StreamName) -> Option<Arc<Thumbnail>> {
+        self.lock().get(stream)?.thumbnail.clone()
+    }
+
+    /// The stream's title (`Some(None)` when it has none) while it is live.
+    pub fn title(&self, stream: &StreamName) -> Option<Option<String>> {
+        self.lock().get(stream).map(|e| e.title.clone())
     }
 
     pub fn stream_count(&self) -> usize {

@@ -9,10 +9,13 @@
 
 pub mod config;
 pub mod directory;
+pub mod embed;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod ranking;
 pub mod session;
+pub mod thumbnails;
 pub mod web;
 pub mod whip;
 pub mod worker;
@@ -213,7 +216,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn streams(State(state): State<Arc<AppState>>) -> Response {
-    axum::Json(state.directory.list()).into_response()
+    // Readable from any origin: the SDK on other sites follows a stream through it.
+    (
+        [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
+        axum::Json(state.directory.list()),
+    )
+        .into_response()
 }
 
 async fn ws(

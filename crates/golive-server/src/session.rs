@@ -478,6 +478,14 @@ impl Session {
                 self.end(EndReason::BroadcasterLeft, false).await;
                 Ok(None)
             }
+            ClientMessage::Thumbnail { jpeg } => {
+                let stream = self.stream()?.clone();
+                let thumbnail = crate::thumbnails::Thumbnail::from_base64(&jpeg, Instant::now())?;
+                self.state
+                    .directory
+                    .set_thumbnail(&stream, self.id, thumbnail)?;
+                Ok(None)
+            }
         }
     }
 

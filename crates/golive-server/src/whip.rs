@@ -177,6 +177,8 @@ fn error_response(kind: Kind, e: &ProtocolError) -> Response {
         // The WHEP draft (§4.3.8): a stream that is not live yet is a 409 with Retry-After.
         ErrorCode::StreamNotFound => StatusCode::CONFLICT,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        // Never a WHIP/WHEP answer (thumbnails come over the WebSocket only).
+        ErrorCode::BadThumbnail | ErrorCode::ThumbnailTooLarge => StatusCode::BAD_REQUEST,
     };
     let mut r = plain(status, format!("{}: {}", e.code, e.message));
     if e.code == ErrorCode::Unauthorized {
