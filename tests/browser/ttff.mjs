@@ -102,17 +102,25 @@ function hooks() {
       return r;
     }
   };
+  // Every <video> that gets a stream, wherever it is (a player's shadow DOM included).
+  const srcObject = Object.getOwnPropertyDescriptor(HTMLMediaElement.prototype, 'srcObject');
   const seen = new WeakSet();
-  const watchVideo = (v) => {
-    if (seen.has(v)) return;
-    seen.add(v);
-    v.requestVideoFrameCallback((_now, meta) => {
-      mark('first frame', meta.presentationTime);
-      T.firstFrame = meta.presentationTime;
-    });
-  };
-  new MutationObserver(() => document.querySelectorAll('video').forEach(watchVideo))
-    .observe(document, { childList: true, subtree: true });
+  Object.defineProperty(HTMLMediaElement.prototype, 'srcObject', {
+    configurable: true,
+    get() {
+      return srcObject.get.call(this);
+    },
+    set(v) {
+      srcObject.set.call(this, v);
+      if (v && this instanceof HTMLVideoElement && !seen.has(this)) {
+        seen.add(this);
+        this.requestVideoFrameCallback((_now, meta) => {
+          mark('first frame', meta.presentationTime);
+          if (T.firstFrame === undefined) T.firstFrame = meta.presentationTime;
+        });
+      }
+    },
+  });
   document.addEventListener('DOMContentLoaded', () => mark('DOMContentLoaded'));
   document.addEventListener('click', (e) => {
     if (e.target && e.target.closest && e.target.closest('#go')) {

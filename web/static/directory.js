@@ -1,4 +1,7 @@
-// `/`: what is live now, from GET /api/streams, refreshed while the page is open.
+// `/`: what is live now, from GET /api/streams, refreshed while the page is open: a grid of
+// live thumbnails (the broadcasters' pages send one every 20 s), ranked as the server ranks
+// them (viewers and hearts per minute; the row's `rank`).
+import { streams } from '/sdk/golive.js';
 import { formatDuration, formatViewers, showMessage } from './common.js';
 
 const REFRESH_MS = 2000;
@@ -8,7 +11,7 @@ const list = document.getElementById('streams');
 const empty = document.getElementById('empty');
 const message = document.getElementById('message');
 
-/** The latest rows: { stream, title, viewers, live_since }. */
+/** The latest rows: { stream, title, viewers, live_since, hearts_per_minute, rank, thumbnail }. */
 let rows = [];
 let failures = 0;
 
@@ -24,8 +27,10 @@ function card(row) {
   a.href = `/watch/${encodeURIComponent(row.stream)}`;
   a.dataset.stream = row.stream;
   a.innerHTML = `
-    <div class="thumb"><span class="badge live">Live</span>
-      <span class="badge viewers"></span><span class="initial" aria-hidden="true"></span></div>
+    <div class="thumb"><span class="initial" aria-hidden="true"></span>
+      <img class="picture" alt="" decoding="async" hidden>
+      <span class="badge live">Live</span><span class="badge viewers"></span>
+      <span class="badge hearts-rate" hidden></span></div>
     <div class="meta"><div class="title"></div>
       <div class="sub"><span class="name mono"></span><span class="since"></span></div></div>`;
   a.querySelector('.thumb').style.setProperty('--hue', hue(row.stream));
@@ -37,7 +42,8 @@ function card(row) {
 function render() {
   const now = Date.now();
   const byName = new Map([...list.children].map((li) => [li.firstElementChild.dataset.stream, li]));
-  const order = [...rows].sort((a, b) => b.viewers - a.viewers || a.stream.localeCompare(b.stream));
+  const order = [...rows].sort((a, b) => (a.rank ?? 0) - (b.rank ?? 0)
+    || b.viewers - a.viewers || a.stream.localeCompare(b.stream));
   order.forEach((row, i) => {
     let li = byName.get(row.stream);
     byName.delete(row.stream);
@@ -47,6 +53,22 @@ function render() {
     li.querySelector('.initial').textContent = title.trim().charAt(0).toUpperCase();
     li.querySelector('.name').textContent = row.stream;
     li.querySelector('.viewers').textContent = formatViewers(row.viewers);
+    const rate = li.querySelector('.hearts-rate');
+    rate.hidden = !(row.hearts_per_minute > 0);
+    rate.textContent = `♥ ${row.hearts_per_minute}/min`;
+    li.firstElementChild.dataset.rank = String(row.rank ?? i + 1);
+    const img = li.querySelector('.picture');
+    if (row.thumbnail && img.dataset.src !== row.thumbnail) {
+      // The new picture replaces the old one once it has loaded, never a blank in between.
+      const next = new Image();
+      next.onload = () => {
+        img.src = next.src;
+        img.hidden = false;
+        li.firstElementChild.classList.add('has-picture');
+      };
+      next.src = row.thumbnail;
+      img.dataset.src = row.thumbnail;
+    }
     const since = Date.parse(row.live_since);
     li.querySelector('.since').textContent = Number.isNaN(since) ? 'live' : `live ${formatDuration(now - since)}`;
     li.firstElementChild.setAttribute('aria-label', `${title}, ${formatViewers(row.viewers)}`);
@@ -60,9 +82,7 @@ function render() {
 
 async function refresh() {
   try {
-    const res = await fetch('/api/streams', { cache: 'no-store' });
-    if (!res.ok) throw new Error(`HTTP ${res.status}`);
-    rows = await res.json();
+    rows = await streams();
     failures = 0;
     showMessage(message, '');
     render();
