@@ -42,11 +42,13 @@ const FLAGS = [
 /** Runs in every page before its own scripts: marks (ms since navigation start) of the socket,
  * the peer connection and the first presented frame, whatever the page's code looks like. */
 function hooks() {
-  const T = { marks: {}, goAt: null, onAirAt: null };
+  const T = { marks: {}, goAt: null, onAirAt: null, goMarks: {} };
   window.__ttff = T;
   const now = () => Math.round(performance.now());
   const mark = (k, at = now()) => {
     if (!(k in T.marks)) T.marks[k] = Math.round(at);
+    // Since the last click on Go Live, for its own timeline.
+    if (T.goAt !== null && !(k in T.goMarks)) T.goMarks[k] = Math.round(at - T.goAt);
   };
   const label = (data) => {
     try {
@@ -126,6 +128,7 @@ function hooks() {
     if (e.target && e.target.closest && e.target.closest('#go')) {
       T.goAt = performance.now();
       T.onAirAt = null;
+      T.goMarks = {};
     }
   }, true);
 }
@@ -169,7 +172,9 @@ try {
       await sleep(300);
     }
   }
-  console.log(`go live → on air: ${onAir.map((v) => Math.round(v)).join(', ')} ms`);
+  console.log(`go live → on air: ${onAir.map((v) => Math.round(v)).join(', ')} ms; the last one (ms from the click):`);
+  const goMarks = await live.evaluate(() => window.__ttff.goMarks);
+  for (const [k, v] of Object.entries(goMarks).sort((a, b) => a[1] - b[1])) console.log(`  ${String(v).padStart(5)} ${k}`);
   await sleep(RUN_MS);
 
   const results = [];

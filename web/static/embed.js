@@ -32,6 +32,8 @@ link.rel = 'noopener';
 link.textContent = 'golive ↗';
 link.title = 'Watch on golive';
 player.append(link);
+// The socket and the offer the page's inline script started (see embed.html).
+player.early = window.goliveEarly;
 grid.prepend(player);
 
 const chatPanel = document.getElementById('chat');

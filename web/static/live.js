@@ -3,7 +3,7 @@
 // preview every 20 s. `/live?probe=1` sends a clock-stamped canvas instead of the camera (see
 // probe.js). While live: the chat with Remove and Mute on every message, the
 // broadcaster's own messages, and the viewers' hearts (chat.js).
-import { goLive, validStreamName } from '/sdk/golive.js';
+import { goLive, prepareLive, validStreamName } from '/sdk/golive.js';
 import { formatDuration, formatViewers, showMessage } from './common.js';
 import { probeSource } from './probe.js';
 import {
@@ -229,6 +229,7 @@ async function switchDevice() {
   try {
     await startMedia();
     if (broadcast) await broadcast.replaceMedia(media);
+    else prepare();
   } catch (e) {
     showMessage(message, mediaErrorText(e), 'error');
   }
@@ -244,6 +245,7 @@ function stopLive() {
   broadcast = null;
   liveSince = null;
   viewers = 0;
+  prepare();
   setState(media ? 'preview' : 'nomedia');
 }
 
@@ -288,18 +290,31 @@ function refused(code, text, wasStarting) {
   }
 }
 
+/** The peer connection and offer of the next broadcast, made while the preview shows, so that
+ * Go Live sends its offer at once. Made again when the camera or microphone changes. */
+let prepared = null;
+
+function prepare() {
+  if (prepared) prepared.close();
+  prepared = media ? prepareLive({
+    video: media.getVideoTracks()[0] || null,
+    audio: media.getAudioTracks()[0] || null,
+    // The probe's stamp must stay readable: never scale the picture down under pressure.
+    degradationPreference: PROBE ? 'maintain-resolution' : null,
+  }) : null;
+}
+
 function startBroadcast() {
   const mine = goLive({
     stream,
     title,
     name: chatName,
     key: keyInput.value,
-    video: media.getVideoTracks()[0] || false,
-    audio: media.getAudioTracks()[0] || false,
+    early: prepared,
     preview,
-    // The probe's stamp must stay readable: never scale the picture down under pressure.
     degradationPreference: PROBE ? 'maintain-resolution' : null,
   });
+  prepared = null;
   broadcast = mine;
   let wasStarting = true;
   mine
@@ -350,6 +365,7 @@ function startBroadcast() {
       broadcast = null;
       liveSince = null;
       viewers = 0;
+      prepare();
       setState(media ? 'preview' : 'nomedia');
       refused(code, text, wasStarting);
     })
@@ -474,6 +490,7 @@ window.golive = {
 
 render();
 startMedia().then(() => {
+  prepare();
   $('overlay').hidden = true;
   setState('preview');
 }, (e) => {

@@ -63,7 +63,7 @@ function refusalText(code, message) {
 
 // Nothing waits for the rest of the page: the socket and the offer start first.
 const player = validStreamName(stream)
-  ? watch(video, { stream, name: cleanName(savedName()) })
+  ? watch(video, { stream, name: cleanName(savedName()), early: window.goliveEarly })
   : null;
 let lastRefusal = null;
 let lastHeartAt = 0;
