@@ -346,13 +346,16 @@ async function sendStats(pc, prev) {
  * server picks `viewer-…` otherwise), muted (default true: browsers autoplay only muted video),
  * rtcConfiguration (extra RTCPeerConnection settings, e.g. iceServers), early (see below).
  *
- * Early start: a page can open the socket and make the offer before this module has even
- * arrived, in a classic inline script, and hand them over as `early`:
- *   { stream, ws: new WebSocket(…/ws), messages: [] (the text of any message it received),
- *     pc: a new RTCPeerConnection({ bundlePolicy: 'max-bundle' }) with a recvonly audio and a
- *     recvonly video transceiver, offer: pc.createOffer() (the promise) }
- * golive's own player pages do (their first picture comes about 100 ms sooner on a busy phone).
- * What does not fit (another stream or server, a used connection) is closed and ignored.
+ * Early start: a page can open the socket, make the offer and even send `watch` before this
+ * module has arrived, in a classic inline script, and hand it all over as `early`:
+ *   { stream, name, ws: new WebSocket(…/ws), messages: [] (the text of every message received
+ *     so far), pc: a new RTCPeerConnection({ bundlePolicy: 'max-bundle' }) with a recvonly audio
+ *     and a recvonly video transceiver, offer: pc.createOffer() (the promise), sent: true once
+ *     it sent `watch` with that offer (and `name`), cancel: false }
+ * The player sets `cancel` when it takes over a start that has not sent its `watch` yet (the
+ * script must then not send it), and answers the one that has. golive's own player pages do this
+ * (see /watch/…): their first picture no longer waits for the modules to load. What does not fit
+ * (another stream or server, a used connection) is closed and ignored.
  */
 export function watch(video, options) {
   return new Player(video, options);
@@ -422,6 +425,13 @@ export class Player extends Emitter {
     }
     // The socket and the offer, in parallel (or already under way: `early`).
     this.#newOffer(head);
+    if (head && head.sent) {
+      // Its `watch` is out: the answer (or refusal) that comes is ours.
+      this.#pending = true;
+      this.name = cleanName(head.name);
+    } else if (head) {
+      head.cancel = true;
+    }
     this.signal = new Signal(url, {
       open: () => this.#onOpen(),
       message: (m) => this.#onMessage(m),
@@ -524,7 +534,7 @@ export class Player extends Emitter {
   /** Sends `watch`; while waiting for the stream, the same offer is sent again. */
   async #watch() {
     clearTimeout(this.#timers.retry);
-    if (this.#closed || this.#fatal || !this.signal || !this.signal.isOpen) return;
+    if (this.#closed || this.#fatal || this.#pending || !this.signal || !this.signal.isOpen) return;
     const mine = ++this.#attempt;
     const offer = this.#offer && !this.#offer.answered ? this.#offer : this.#newOffer();
     let sdp;
@@ -550,6 +560,7 @@ export class Player extends Emitter {
   #mediaLost() {
     if (this.signal) this.signal.send({ type: 'leave' });
     this.joined = false;
+    this.#pending = false;
     this.#closePc();
     this.#setState('reconnecting');
     this.#retry(MEDIA_RETRY_MS);
@@ -638,6 +649,7 @@ export class Player extends Emitter {
         break;
       case 'ended':
         this.joined = false;
+        this.#pending = false;
         this.#closePc();
         this.viewers = null;
         this.#endedAt = Date.now();
