@@ -218,13 +218,13 @@ export class Signal {
  * them to), then sent as `candidate` messages.
  */
 class Offer {
-  constructor(pc, made = pc.createOffer()) {
+  constructor(pc, made = pc.createOffer(), local = null) {
     this.pc = pc;
     this.answered = false;
     this.held = [];
     this.send = null;
     this.sdp = made.then((o) => o.sdp);
-    this.local = made.then((o) => pc.setLocalDescription(o));
+    this.local = local || made.then((o) => pc.setLocalDescription(o));
     // An offer that fails is reported by whoever awaits it.
     this.local.catch(() => {});
     pc.addEventListener('icecandidate', ({ candidate: c }) => {
@@ -350,8 +350,9 @@ async function sendStats(pc, prev) {
  * module has arrived, in a classic inline script, and hand it all over as `early`:
  *   { stream, name, ws: new WebSocket(…/ws), messages: [] (the text of every message received
  *     so far), pc: a new RTCPeerConnection({ bundlePolicy: 'max-bundle' }) with a recvonly audio
- *     and a recvonly video transceiver, offer: pc.createOffer() (the promise), sent: true once
- *     it sent `watch` with that offer (and `name`), cancel: false }
+ *     and a recvonly video transceiver, offer: pc.createOffer() (the promise), local (optional:
+ *     the promise of setLocalDescription with that offer), sent: true once it sent `watch` with
+ *     that offer (and `name`), cancel: false }
  * The player sets `cancel` when it takes over a start that has not sent its `watch` yet (the
  * script must then not send it), and answers the one that has. golive's own player pages do this
  * (see /watch/…): their first picture no longer waits for the modules to load. What does not fit
@@ -527,7 +528,7 @@ export class Player extends Emitter {
     pc.addEventListener('connectionstatechange', () => {
       if (this.#pc === pc && pc.connectionState === 'failed') this.#mediaLost();
     });
-    this.#offer = new Offer(pc, early ? early.offer : undefined);
+    this.#offer = early ? new Offer(pc, early.offer, early.local) : new Offer(pc);
     return this.#offer;
   }
 
@@ -727,7 +728,7 @@ function adoptable(early, stream, url) {
   if (!early || early.taken) return null;
   early.taken = true;
   const fits = early.stream === stream && early.ws && early.ws.url === url && early.pc
-    && early.offer && early.pc.signalingState === 'stable' && !early.pc.remoteDescription
+    && early.offer && !early.pc.remoteDescription && early.pc.signalingState !== 'closed'
     && early.ws.readyState <= WebSocket.OPEN;
   if (fits) return early;
   try {
