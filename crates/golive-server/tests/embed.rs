@@ -455,3 +455,42 @@ async fn hearts_per_minute_and_viewers_rank_the_directory() {
     assert_eq!(row("quiet")["score"], 1.0);
     assert_eq!(row("quiet")["rank"], 2);
 }
+
+/// What the fast start relies on: an offer without a single candidate is answered (with the
+/// server's own candidate), and candidates trickled after the answer are taken without a word.
+#[tokio::test]
+async fn an_offer_without_candidates_is_answered_and_candidates_trickled_after_are_taken() {
+    let s = start();
+    let offer = vp8_offer();
+    assert!(
+        !offer.contains("a=candidate"),
+        "the offer holds no candidate"
+    );
+    let mut broadcaster = publish(&s, "fast", "Fast").await;
+    let mut viewer = connect(&s).await;
+    send(&mut viewer, &msg("watch", "fast", &offer)).await;
+    let ServerMessage::Answer { sdp, .. } = recv_reply(&mut viewer).await else {
+        panic!("watch answered");
+    };
+    assert!(
+        sdp.contains("a=ice-lite") && sdp.contains("a=candidate:"),
+        "{sdp}"
+    );
+    for ws in [&mut broadcaster, &mut viewer] {
+        for c in [
+            r#"{"type":"candidate","candidate":"candidate:1467250027 1 udp 2122260223 127.0.0.1 46154 typ host generation 0","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"abcd"}"#,
+            r#"{"type":"candidate","candidate":"candidate:1467250028 1 udp 2122262783 ::1 46155 typ host generation 0","sdpMid":"0","sdpMLineIndex":0}"#,
+            r#"{"type":"candidate","candidate":""}"#,
+        ] {
+            send(ws, c).await;
+        }
+        // The next reply answers this message, so none came for the candidates.
+        let m = expect_error(
+            ws,
+            r#"{"type":"thumbnail","jpeg":"?"}"#,
+            ErrorCode::BadThumbnail,
+        )
+        .await;
+        assert!(m.contains("base64"), "{m}");
+    }
+}
