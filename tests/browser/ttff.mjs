@@ -1,6 +1,6 @@
 // Time to first frame, measured in a real Chromium: how long a person waits for the picture.
 //
-//   node tests/browser/ttff.mjs http://127.0.0.1:8080 [path-prefix]
+//   node tests/browser/ttff.mjs http://127.0.0.1:8080 [http://127.0.0.1:8081]
 //
 // Goes live from /live with the fake camera (several times, for "Go Live to on air": the click
 // on Go Live to the broadcaster's peer connection `connected`), lets the broadcast run 4 s, then
@@ -13,12 +13,14 @@
 // The player is `/watch/<stream>` by default; `TTFF_PAGE=embed` measures `/embed/<stream>`.
 // Environment: CHROMIUM_PATH, TTFF_JOINERS (8), TTFF_GOLIVES (5), TTFF_RUN_MS (4000),
 // TTFF_PHONE=1 (the joiners get a phone-sized viewport).
+// With a second server (A/B: say an old build and a new one), both broadcast and the go-lives
+// and joiners alternate between them, so both see the same load on a shared machine.
 // A benchmark, not a test: it asserts only that every joiner saw a frame.
 import { chromium } from 'playwright-core';
 
-const base = (process.argv[2] || '').replace(/\/$/, '');
-if (!/^https?:\/\//.test(base)) {
-  console.error('usage: node tests/browser/ttff.mjs <server-url>');
+const bases = process.argv.slice(2, 4).map((u) => u.replace(/\/$/, ''));
+if (bases.length === 0 || !bases.every((u) => /^https?:\/\//.test(u))) {
+  console.error('usage: node tests/browser/ttff.mjs <server-url> [<second-server-url>]');
   process.exit(2);
 }
 const JOINERS = Number(process.env.TTFF_JOINERS || 8);
@@ -154,38 +156,47 @@ let failed = false;
 try {
   const ctx = await browser.newContext({ permissions: ['camera', 'microphone'] });
   await ctx.addInitScript(hooks);
-  const live = await ctx.newPage();
-  await live.goto(`${base}/live`);
-  await waitState(live, 'preview');
-  await live.fill('#name', STREAM);
-  await live.fill('#title', 'TTFF');
-  // The first go-live warms the camera's encoder; every one is measured the same way.
-  const onAir = [];
+  const lives = [];
+  for (const base of bases) {
+    const live = await ctx.newPage();
+    await live.goto(`${base}/live`);
+    await waitState(live, 'preview');
+    await live.fill('#name', STREAM);
+    await live.fill('#title', 'TTFF');
+    lives.push(live);
+  }
+  // Every go-live is measured the same way; the last one stays on the air.
+  const onAir = bases.map(() => []);
   for (let i = 0; i < GOLIVES; i++) {
-    await live.click('#go');
-    await waitState(live, 'live');
-    await live.waitForFunction(() => window.__ttff.onAirAt !== null, null, { timeout: WAIT_MS });
-    onAir.push(await live.evaluate(() => window.__ttff.onAirAt - window.__ttff.goAt));
-    if (i < GOLIVES - 1) {
-      await live.click('#end');
-      await waitState(live, 'preview');
-      await sleep(300);
+    for (const [k, live] of lives.entries()) {
+      await live.click('#go');
+      await waitState(live, 'live');
+      await live.waitForFunction(() => window.__ttff.onAirAt !== null, null, { timeout: WAIT_MS });
+      onAir[k].push(await live.evaluate(() => window.__ttff.onAirAt - window.__ttff.goAt));
+      if (i < GOLIVES - 1) {
+        await live.click('#end');
+        await waitState(live, 'preview');
+        await sleep(300);
+      }
     }
   }
-  console.log(`go live → on air: ${onAir.map((v) => Math.round(v)).join(', ')} ms; the last one (ms from the click):`);
-  const goMarks = await live.evaluate(() => window.__ttff.goMarks);
-  for (const [k, v] of Object.entries(goMarks).sort((a, b) => a[1] - b[1])) console.log(`  ${String(v).padStart(5)} ${k}`);
+  for (const [k, live] of lives.entries()) {
+    console.log(`${bases[k]}: go live → on air: ${onAir[k].map((v) => Math.round(v)).join(', ')} ms; the last one (ms from the click):`);
+    const goMarks = await live.evaluate(() => window.__ttff.goMarks);
+    for (const [m, v] of Object.entries(goMarks).sort((x, y) => x[1] - y[1])) console.log(`  ${String(v).padStart(5)} ${m}`);
+  }
   await sleep(RUN_MS);
 
-  const results = [];
-  for (let i = 0; i < JOINERS; i++) {
+  const results = bases.map(() => []);
+  for (let i = 0; i < JOINERS * bases.length; i++) {
+    const k = i % bases.length;
     const c = await browser.newContext(PHONE
       ? { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true }
       : { viewport: { width: 1280, height: 800 } });
     await c.addInitScript(hooks);
     const p = await c.newPage();
     p.on('pageerror', (e) => console.log(`joiner ${i + 1} page error: ${e.message}`));
-    await p.goto(`${base}/${PAGE}/${STREAM}`);
+    await p.goto(`${bases[k]}/${PAGE}/${STREAM}`);
     try {
       await p.waitForFunction(() => window.__ttff.firstFrame !== undefined, null, { timeout: WAIT_MS });
     } catch {
@@ -201,25 +212,29 @@ try {
         .map((e) => [new URL(e.name).pathname, Math.round(e.startTime), Math.round(e.responseEnd)]),
       html: Math.round(performance.getEntriesByType('navigation')[0]?.responseEnd || 0),
     }));
-    results.push(r);
-    console.log(`joiner ${i + 1}: first frame at ${Math.round(r.ttff)} ms`);
+    results[k].push(r);
+    console.log(`joiner ${i + 1} (${bases[k]}): first frame at ${Math.round(r.ttff)} ms`);
     await c.close();
   }
-  if (results.length) {
-    const t = results.map((r) => r.ttff);
-    const median = [...results].sort((a, b) => a.ttff - b.ttff)[Math.floor((results.length - 1) / 2)];
-    console.log(`timeline of the median joiner (ms from navigation start): HTML in ${median.html}`);
-    for (const [path, start, end] of median.resources) console.log(`  ${String(start).padStart(5)}–${end} ${path}`);
-    for (const [k, v] of Object.entries(median.marks).sort((a, b) => a[1] - b[1])) {
-      console.log(`  ${String(v).padStart(5)} ${k}`);
+  for (const [k, base] of bases.entries()) {
+    const mine = results[k];
+    const who = bases.length > 1 ? ` ${base}` : '';
+    if (mine.length) {
+      const t = mine.map((r) => r.ttff);
+      const median = [...mine].sort((a, b) => a.ttff - b.ttff)[Math.floor((mine.length - 1) / 2)];
+      console.log(`timeline of the median joiner${who} (ms from navigation start): HTML in ${median.html}`);
+      for (const [path, start, end] of median.resources) console.log(`  ${String(start).padStart(5)}–${end} ${path}`);
+      for (const [m, v] of Object.entries(median.marks).sort((a, b) => a[1] - b[1])) {
+        console.log(`  ${String(v).padStart(5)} ${m}`);
+      }
+      console.log(`TTFF /${PAGE}:${who} p50 ${Math.round(pct(t, 50))} ms, p95 ${Math.round(pct(t, 95))} ms `
+        + `(${mine.length} late joiners${PHONE ? ' on a phone viewport' : ''}, broadcast running ${RUN_MS / 1000} s, `
+        + 'navigation start → first frame presented, Chromium on 127.0.0.1)');
     }
-    console.log(`TTFF /${PAGE}: p50 ${Math.round(pct(t, 50))} ms, p95 ${Math.round(pct(t, 95))} ms `
-      + `(${results.length} late joiners${PHONE ? ' on a phone viewport' : ''}, broadcast running ${RUN_MS / 1000} s, `
-      + 'navigation start → first frame presented, Chromium on 127.0.0.1)');
+    console.log(`TTFF go live → on air:${who} p50 ${Math.round(pct(onAir[k], 50))} ms, p95 ${Math.round(pct(onAir[k], 95))} ms `
+      + `(${onAir[k].length} go-lives, click on Go Live → broadcaster connected)`);
+    if (mine.length < JOINERS) failed = true;
   }
-  console.log(`TTFF go live → on air: p50 ${Math.round(pct(onAir, 50))} ms, p95 ${Math.round(pct(onAir, 95))} ms `
-    + `(${onAir.length} go-lives, click on Go Live → broadcaster connected)`);
-  if (results.length < JOINERS) failed = true;
 } finally {
   clearTimeout(watchdog);
   await browser.close();
