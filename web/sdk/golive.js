@@ -932,6 +932,7 @@ export class Broadcast extends Emitter {
   async #openMedia(video, audio) {
     if (this.#early) {
       this.media = this.#early.media;
+      this.#showPreview();
       return;
     }
     const tracks = [];
@@ -957,6 +958,10 @@ export class Broadcast extends Emitter {
       return;
     }
     this.media = new MediaStream(tracks);
+    this.#showPreview();
+  }
+
+  #showPreview() {
     if (this.preview && !this.preview.srcObject) {
       this.preview.muted = true;
       this.preview.srcObject = this.media;
