@@ -92,6 +92,13 @@ pub struct Config {
     #[arg(long, env = "GOLIVE_MAX_SESSIONS_PER_IP", default_value_t = 100)]
     pub max_sessions_per_ip: usize,
 
+    /// Whether the per-address limits count loopback clients (127.0.0.0/8, ::1). `auto`: exempt
+    /// while --listen is a loopback address (every client is then on this machine, so one
+    /// address stands for many people), counted otherwise (there, a loopback client is a local
+    /// proxy: set --trusted-proxies). `exempt` or `enforce` decide it outright.
+    #[arg(long, env = "GOLIVE_IP_LIMITS_LOOPBACK", value_enum, default_value_t = LoopbackLimits::Auto)]
+    pub ip_limits_loopback: LoopbackLimits,
+
     /// A WebSocket that sends nothing (not even a pong to our pings) this long, or does not
     /// read what it is sent, is closed.
     #[arg(long, env = "GOLIVE_WS_IDLE_TIMEOUT_SECS", default_value_t = 60)]
@@ -136,6 +143,15 @@ pub struct Config {
     pub ice_credential: Option<String>,
 }
 
+/// How the per-address limits treat loopback clients (`--ip-limits-loopback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoopbackLimits {
+    Auto,
+    Exempt,
+    Enforce,
+}
+
 /// The settings a `--config` file may hold: the same names as the flags, in snake_case.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,6 +174,7 @@ struct FileConfig {
     max_messages_per_sec: Option<u32>,
     max_new_sessions_per_sec_per_ip: Option<u32>,
     max_sessions_per_ip: Option<usize>,
+    ip_limits_loopback: Option<LoopbackLimits>,
     ws_idle_timeout_secs: Option<u64>,
     drain_timeout_secs: Option<u64>,
     metrics_max_stream_labels: Option<usize>,
@@ -202,7 +219,7 @@ impl Config {
         }
         take!(listen, udp_port, srtp_legacy, ice_servers, hearts_batch_ms, max_streams,
             max_viewers_per_stream, max_viewers, max_frame_bytes, max_messages_per_sec,
-            max_new_sessions_per_sec_per_ip, max_sessions_per_ip, ws_idle_timeout_secs,
+            max_new_sessions_per_sec_per_ip, max_sessions_per_ip, ip_limits_loopback, ws_idle_timeout_secs,
             drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache, reconnect_grace_secs, trusted_proxies;
             udp_bind, public_ip, workers, ice_username, ice_credential, keys_file);
     }
@@ -230,6 +247,15 @@ impl Config {
                 link
             })
             .collect()
+    }
+
+    /// Whether loopback clients skip the per-address limits (see `ip_limits_loopback`).
+    pub fn exempt_loopback(&self) -> bool {
+        match self.ip_limits_loopback {
+            LoopbackLimits::Auto => self.listen.ip().is_loopback(),
+            LoopbackLimits::Exempt => true,
+            LoopbackLimits::Enforce => false,
+        }
     }
 
     pub fn udp_bind_ip(&self) -> IpAddr {
@@ -274,6 +300,16 @@ mod tests {
         );
         assert!(c.keys_file.is_none());
         assert_eq!(c.max_frame_bytes, 64 * 1024);
+    }
+
+    #[test]
+    fn loopback_clients_skip_per_address_limits_only_on_a_loopback_server() {
+        assert!(load(&[]).exempt_loopback());
+        assert!(!load(&["--listen", "0.0.0.0:8080"]).exempt_loopback());
+        assert!(!load(&["--ip-limits-loopback", "enforce"]).exempt_loopback());
+        assert!(
+            load(&["--listen", "[::]:8080", "--ip-limits-loopback", "exempt"]).exempt_loopback()
+        );
     }
 
     #[test]

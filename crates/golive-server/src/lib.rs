@@ -110,6 +110,7 @@ impl AppState {
             ip_limiter: IpLimiter::new(
                 config.max_new_sessions_per_sec_per_ip,
                 config.max_sessions_per_ip,
+                config.exempt_loopback(),
             ),
             max_frame_bytes: config.max_frame_bytes,
             max_messages_per_sec: config.max_messages_per_sec.max(1),

@@ -1,5 +1,10 @@
 //! Per-client-address limits: new sessions per second and sessions open at once. A refused
 //! client gets a clear error code; nobody else notices.
+//!
+//! Loopback clients can be exempt ([`IpLimiter::new`]'s `exempt_loopback`): on a server bound to
+//! loopback, every client is on the same machine (a developer's browser tabs, the load tester's
+//! hundreds of viewers), so one address stands for many people and a per-address limit would only
+//! refuse the documented local load test. The global limits (streams, viewers) still hold.
 
 use golive_proto::{ErrorCode, ProtocolError};
 use std::collections::HashMap;
@@ -21,19 +26,22 @@ struct PerIp {
 pub struct IpLimiter {
     per_sec: f64,
     max_open: usize,
+    exempt_loopback: bool,
     map: Mutex<HashMap<IpAddr, PerIp>>,
 }
 
 /// Holds one session's place; dropping it frees the place.
 pub struct IpSlot {
     limiter: Arc<IpLimiter>,
-    ip: IpAddr,
+    /// `None` for an exempt client: nothing was counted, nothing to free.
+    ip: Option<IpAddr>,
 }
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
+        let Some(ip) = self.ip else { return };
         let mut map = self.limiter.lock();
-        if let Some(e) = map.get_mut(&self.ip) {
+        if let Some(e) = map.get_mut(&ip) {
             e.open = e.open.saturating_sub(1);
         }
     }
@@ -69,10 +77,13 @@ impl Refusal {
 }
 
 impl IpLimiter {
-    pub fn new(new_per_sec: u32, max_open: usize) -> Arc<Self> {
+    /// `exempt_loopback`: loopback clients are admitted without being counted (see the module
+    /// docs for when that is right).
+    pub fn new(new_per_sec: u32, max_open: usize, exempt_loopback: bool) -> Arc<Self> {
         Arc::new(Self {
             per_sec: f64::from(new_per_sec.max(1)),
             max_open,
+            exempt_loopback,
             map: Mutex::new(HashMap::new()),
         })
     }
@@ -83,6 +94,12 @@ impl IpLimiter {
 
     /// Takes a place for a new session from `ip`, or says which limit refuses it.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<IpSlot, Refusal> {
+        if self.is_exempt(ip) {
+            return Ok(IpSlot {
+                limiter: self.clone(),
+                ip: None,
+            });
+        }
         let mut map = self.lock();
         if map.len() > 4096 {
             map.retain(|_, e| e.open > 0 || now.saturating_duration_since(e.last) < FORGET_AFTER);
@@ -106,8 +123,13 @@ impl IpLimiter {
         e.open += 1;
         Ok(IpSlot {
             limiter: self.clone(),
-            ip,
+            ip: Some(ip),
         })
+    }
+
+    /// Whether `ip` is admitted without counting.
+    pub fn is_exempt(&self, ip: IpAddr) -> bool {
+        self.exempt_loopback && ip.is_loopback()
     }
 
     pub fn open_sessions(&self, ip: IpAddr) -> usize {
@@ -121,7 +143,7 @@ mod tests {
 
     #[test]
     fn new_sessions_are_rate_limited_and_open_ones_capped_per_address() {
-        let l = IpLimiter::new(3, 4);
+        let l = IpLimiter::new(3, 4, true);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let t0 = Instant::now();
@@ -140,5 +162,22 @@ mod tests {
         assert_eq!(l.open_sessions(a), 3);
         assert!(l.acquire(a, t1 + Duration::from_secs(5)).is_ok());
         drop(slots);
+    }
+
+    #[test]
+    fn loopback_is_exempt_only_when_asked() {
+        let t0 = Instant::now();
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let exempt = IpLimiter::new(1, 1, true);
+        let held: Vec<_> = (0..500)
+            .map(|_| exempt.acquire(local, t0).unwrap())
+            .collect();
+        assert_eq!(exempt.open_sessions(local), 0);
+        drop(held);
+
+        let enforced = IpLimiter::new(1, 1, false);
+        let _one = enforced.acquire(local, t0).unwrap();
+        assert!(enforced.acquire(local, t0).is_err());
+        assert!(enforced.acquire("::1".parse().unwrap(), t0).is_ok());
     }
 }
