@@ -77,6 +77,7 @@ impl Session {
                 key: None,
                 title: Some("golive e2e".to_owned()),
                 name: None,
+                record: None,
             })
             .await?;
         let answer = signal
@@ -124,5 +125,6 @@ pub fn publish_message(stream: &str, sdp: &str) -> ClientMessage {
         key: None,
         title: None,
         name: None,
+        record: None,
     }
 }

@@ -94,6 +94,10 @@ pub enum ClientMessage {
         /// The broadcaster's name in chat (a label, not an account).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// `false`: do not record this broadcast (on a server that records, every broadcast is
+        /// recorded unless it says so).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        record: Option<bool>,
     },
     /// Watch `stream` with the SDP offer `sdp`.
     Watch {
@@ -266,6 +270,45 @@ pub enum ServerMessage {
     },
     /// To viewers: the broadcaster is back; video resumes at its next keyframe.
     Resumed,
+    /// To a broadcaster, after its answer: the broadcast is being recorded as replay `replay`
+    /// (watchable at `/replay/<replay>`).
+    Recording {
+        replay: String,
+    },
+    /// To a broadcaster: its broadcast is not recorded (any more), for `reason`; the broadcast
+    /// itself goes on.
+    RecordingStopped {
+        reason: RecordingStopReason,
+        message: String,
+    },
+}
+
+/// Why a broadcast is not recorded (any more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingStopReason {
+    /// The free disk space is under the server's floor.
+    DiskFull,
+    /// The disk refused a write.
+    WriteError,
+    /// The server does not record this codec (yet).
+    CodecUnsupported,
+}
+
+impl RecordingStopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordingStopReason::DiskFull => "disk_full",
+            RecordingStopReason::WriteError => "write_error",
+            RecordingStopReason::CodecUnsupported => "codec_unsupported",
+        }
+    }
+}
+
+impl fmt::Display for RecordingStopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The error codes of the protocol.
@@ -484,8 +527,20 @@ mod tests {
                 key: None,
                 title: None,
                 name: None,
+                record: None,
             }
         );
+        let m = ClientMessage::parse(
+            r#"{"type":"publish","stream":"demo","sdp":"v=0","record":false}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            m,
+            ClientMessage::Publish {
+                record: Some(false),
+                ..
+            }
+        ));
         let m = ClientMessage::parse(
             r#"{"type":"publish","stream":"demo","sdp":"v=0","key":"k","title":"Hi"}"#,
         )
@@ -553,6 +608,19 @@ mod tests {
             (
                 ProtocolError::new(ErrorCode::StreamNotFound, "no").into(),
                 r#"{"type":"error","code":"stream_not_found","message":"no"}"#,
+            ),
+            (
+                ServerMessage::Recording {
+                    replay: "demo-1".into(),
+                },
+                r#"{"type":"recording","replay":"demo-1"}"#,
+            ),
+            (
+                ServerMessage::RecordingStopped {
+                    reason: RecordingStopReason::DiskFull,
+                    message: "low".into(),
+                },
+                r#"{"type":"recording_stopped","reason":"disk_full","message":"low"}"#,
             ),
         ];
         for (msg, json) in cases {

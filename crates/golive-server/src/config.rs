@@ -129,6 +129,20 @@ pub struct Config {
     #[arg(long, env = "GOLIVE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpAddr>,
 
+    /// Record every broadcast into this directory (replays at `/replay/<id>`), unless its
+    /// `publish` says `"record": false` (WHIP: `?record=false`). Unset: nothing is recorded.
+    #[arg(long, env = "GOLIVE_RECORD_DIR")]
+    pub record_dir: Option<PathBuf>,
+
+    /// Replays are deleted this many hours after their broadcast ended.
+    #[arg(long, env = "GOLIVE_RECORD_RETENTION_HOURS", default_value_t = 24.0)]
+    pub record_retention_hours: f64,
+
+    /// Recording stops (the broadcast goes on, its broadcaster is told) when the record
+    /// directory's file system has less than this many megabytes free.
+    #[arg(long, env = "GOLIVE_RECORD_MIN_FREE_MB", default_value_t = 1024)]
+    pub record_min_free_mb: u64,
+
     /// A TOML file with any of these settings (snake_case keys: `listen`, `max_streams`, ...).
     /// Flags and environment variables override it.
     #[arg(long, env = "GOLIVE_CONFIG")]
@@ -181,6 +195,9 @@ struct FileConfig {
     no_keyframe_cache: Option<bool>,
     reconnect_grace_secs: Option<u64>,
     trusted_proxies: Option<Vec<IpAddr>>,
+    record_dir: Option<PathBuf>,
+    record_retention_hours: Option<f64>,
+    record_min_free_mb: Option<u64>,
 }
 
 impl Config {
@@ -220,8 +237,9 @@ impl Config {
         take!(listen, udp_port, srtp_legacy, ice_servers, hearts_batch_ms, max_streams,
             max_viewers_per_stream, max_viewers, max_frame_bytes, max_messages_per_sec,
             max_new_sessions_per_sec_per_ip, max_sessions_per_ip, ip_limits_loopback, ws_idle_timeout_secs,
-            drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache, reconnect_grace_secs, trusted_proxies;
-            udp_bind, public_ip, workers, ice_username, ice_credential, keys_file);
+            drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache, reconnect_grace_secs, trusted_proxies,
+            record_retention_hours, record_min_free_mb;
+            udp_bind, public_ip, workers, ice_username, ice_credential, keys_file, record_dir);
     }
 
     pub fn worker_count(&self) -> usize {
@@ -256,6 +274,18 @@ impl Config {
             LoopbackLimits::Exempt => true,
             LoopbackLimits::Enforce => false,
         }
+    }
+
+    /// The recording settings, when recording is on.
+    pub fn recording(&self) -> Option<crate::recording::RecordingConfig> {
+        let dir = self.record_dir.clone()?;
+        Some(crate::recording::RecordingConfig {
+            dir,
+            retention: std::time::Duration::from_secs_f64(
+                (self.record_retention_hours.max(0.0) * 3600.0).min(1e12),
+            ),
+            min_free_bytes: self.record_min_free_mb.saturating_mul(1_000_000),
+        })
     }
 
     pub fn udp_bind_ip(&self) -> IpAddr {

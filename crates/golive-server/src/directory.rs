@@ -106,10 +106,14 @@ pub fn limit_label(code: ErrorCode, publishing: bool) -> Option<&'static str> {
     }
 }
 
+/// Told of every chat message, removal and heart batch (the recordings' timelines).
+pub type AudienceObserver = Box<dyn Fn(&StreamName, &ServerMessage) + Send + Sync>;
+
 #[derive(Default)]
 pub struct Directory {
     streams: Mutex<HashMap<StreamName, StreamEntry>>,
     limits: DirectoryLimits,
+    observer: std::sync::OnceLock<AudienceObserver>,
 }
 
 fn not_live(stream: &StreamName) -> ProtocolError {
@@ -124,6 +128,18 @@ impl Directory {
         Self {
             streams: Mutex::default(),
             limits,
+            observer: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets the one observer of chat, removals and hearts (once; later calls are ignored).
+    pub fn set_observer(&self, observer: AudienceObserver) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn observe(&self, stream: &StreamName, msg: &ServerMessage) {
+        if let Some(o) = self.observer.get() {
+            o(stream, msg);
         }
     }
 
@@ -352,12 +368,14 @@ impl Directory {
         };
         let id = e.next_chat_id;
         e.next_chat_id += 1;
-        let f = frame(&ServerMessage::Chat {
+        let msg = ServerMessage::Chat {
             id,
             from,
             text,
             at: rfc3339(SystemTime::now()),
-        });
+        };
+        self.observe(stream, &msg);
+        let f = frame(&msg);
         e.chat.push_back((id, f.clone()));
         while e.chat.len() > CHAT_HISTORY {
             e.chat.pop_front();
@@ -396,7 +414,9 @@ impl Directory {
             if e.chat.len() == before && id >= e.next_chat_id {
                 return Err(ProtocolError::bad_request(format!("no chat message {id}")));
             }
-            e.send_all(&frame(&ServerMessage::Removed { id }));
+            let msg = ServerMessage::Removed { id };
+            self.observe(stream, &msg);
+            e.send_all(&frame(&msg));
             Ok(())
         })
     }
@@ -422,10 +442,12 @@ impl Directory {
         };
         e.hearts_total += 1;
         if immediate {
-            e.send_all(&frame(&ServerMessage::Hearts {
+            let msg = ServerMessage::Hearts {
                 count: 1,
                 total: e.hearts_total,
-            }));
+            };
+            self.observe(stream, &msg);
+            e.send_all(&frame(&msg));
         } else {
             e.hearts_pending += 1;
         }
@@ -434,14 +456,16 @@ impl Directory {
     /// Sends each stream's hearts gathered since the last batch.
     pub fn send_heart_batches(&self) {
         let mut streams = self.lock();
-        for e in streams.values_mut() {
+        for (stream, e) in streams.iter_mut() {
             if e.hearts_pending == 0 {
                 continue;
             }
-            let f = frame(&ServerMessage::Hearts {
+            let msg = ServerMessage::Hearts {
                 count: e.hearts_pending,
                 total: e.hearts_total,
-            });
+            };
+            self.observe(stream, &msg);
+            let f = frame(&msg);
             e.hearts_pending = 0;
             e.send_all(&f);
         }
@@ -460,6 +484,16 @@ impl Directory {
             .collect();
         out.sort_by(|a, b| a.stream.cmp(&b.stream));
         out
+    }
+
+    /// A live stream's title and media, for its recording.
+    pub fn recording_info(
+        &self,
+        stream: &StreamName,
+    ) -> Option<(Option<String>, Arc<StreamMedia>)> {
+        let streams = self.lock();
+        let e = streams.get(stream)?;
+        Some((e.title.clone(), e.media.clone()))
     }
 
     pub fn stream_count(&self) -> usize {

@@ -12,6 +12,8 @@ pub mod directory;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod recording;
+pub mod replay;
 pub mod session;
 pub mod web;
 pub mod whip;
@@ -73,6 +75,8 @@ pub struct AppState {
     pub metrics_max_stream_labels: usize,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Recordings and replays (off without `--record-dir`).
+    pub recordings: Arc<recording::Recordings>,
 }
 
 impl AppState {
@@ -119,6 +123,7 @@ impl AppState {
             reconnect_grace: Duration::from_secs(config.reconnect_grace_secs),
             metrics_max_stream_labels: config.metrics_max_stream_labels,
             trusted_proxies: config.trusted_proxies.clone(),
+            recordings: Arc::new(recording::Recordings::disabled()),
         })
     }
 
@@ -171,6 +176,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/ws", get(ws))
         .merge(web::routes())
         .merge(whip::routes())
+        .merge(replay::routes())
         .with_state(state)
 }
 
@@ -202,7 +208,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let workers = state.worker_stats().await;
-    let text = state.metrics.render(
+    let mut text = state.metrics.render(
         &workers,
         state.directory.stream_count(),
         state.directory.viewer_count(),
@@ -210,6 +216,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             .directory
             .viewers_per_stream(state.metrics_max_stream_labels),
     );
+    text.push_str(&state.recordings.render_metrics());
     ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response()
 }
 
@@ -244,6 +251,10 @@ pub fn start_media(config: &Config) -> anyhow::Result<Arc<AppState>> {
     let srtp = golive_sfu::SrtpPolicy {
         allow_legacy_cm: config.srtp_legacy,
     };
+    let recording = config.recording();
+    let taps = recording
+        .as_ref()
+        .map(|_| Arc::new(recording::RecordingTaps::default()));
     let workers = worker::start_workers(
         config.worker_count(),
         config.udp_bind_ip(),
@@ -254,11 +265,22 @@ pub fn start_media(config: &Config) -> anyhow::Result<Arc<AppState>> {
             keyframe_cache: !config.no_keyframe_cache,
             ..Default::default()
         },
+        taps.clone(),
     )?;
     for w in &workers {
         tracing::info!(worker = w.index, "media on udp {}", w.addr);
     }
-    Ok(Arc::new(AppState::new(workers, config)?))
+    let mut state = AppState::new(workers, config)?;
+    if let (Some(rc), Some(taps)) = (recording, taps) {
+        tracing::info!(dir = %rc.dir.display(), "recording every broadcast");
+        state.recordings = Arc::new(recording::Recordings::new(Some(rc), taps));
+        state.recordings.set_workers(state.workers.clone());
+        let recordings = state.recordings.clone();
+        state.directory.set_observer(Box::new(move |stream, msg| {
+            recordings.timeline(stream, msg)
+        }));
+    }
+    Ok(Arc::new(state))
 }
 
 /// Serves HTTP and signalling until `shutdown` resolves and every session has closed.
@@ -283,6 +305,21 @@ pub async fn serve(
             loop {
                 tick.tick().await;
                 hearts_state.directory.send_heart_batches();
+            }
+        });
+    }
+
+    if let Some(retention) = state.recordings.retention() {
+        let recordings = state.recordings.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(
+                recording::RETENTION_SWEEP_INTERVAL.min(retention.max(Duration::from_secs(1))),
+            );
+            loop {
+                tick.tick().await;
+                let r = recordings.clone();
+                let _ = tokio::task::spawn_blocking(move || r.sweep(std::time::SystemTime::now()))
+                    .await;
             }
         });
     }
@@ -316,5 +353,11 @@ async fn drain(state: &AppState) {
         tracing::warn!(sessions = left, "drain timeout passed; closing anyway");
     } else {
         tracing::info!("every session closed");
+    }
+    // Recordings end with their broadcasts; their files are completed before the process exits.
+    state.recordings.end_all();
+    let deadline = Instant::now() + recording::FINISH_TIMEOUT;
+    while state.recordings.active() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -411,7 +411,14 @@ impl Session {
                 key,
                 title,
                 name,
-            } => self.publish(&stream, sdp, key, title, name).await.map(Some),
+                record,
+            } => {
+                let r = self.publish(&stream, sdp, key, title, name).await;
+                if r.is_ok() {
+                    self.start_recording(record.unwrap_or(true));
+                }
+                r.map(Some)
+            }
             ClientMessage::Watch { stream, sdp, name } => {
                 self.watch(&stream, sdp, name).await.map(Some)
             }
@@ -569,6 +576,33 @@ impl Session {
         }
     }
 
+    /// Records the broadcast just started (or continues its recording after a reconnection);
+    /// the broadcaster hears which replay it is, or why it is not recorded, after its answer.
+    fn start_recording(&mut self, wanted: bool) {
+        let Role::Publishing { stream, .. } = &self.role else {
+            return;
+        };
+        let Some((title, media)) = self.state.directory.recording_info(stream) else {
+            return;
+        };
+        let notice = match self.state.recordings.publish(
+            stream,
+            wanted,
+            title,
+            &media,
+            self.events_tx.clone(),
+        ) {
+            crate::recording::Started::Recording(id) => ServerMessage::Recording {
+                replay: id.to_string(),
+            },
+            crate::recording::Started::Off => return,
+            crate::recording::Started::Refused(reason, message) => {
+                ServerMessage::RecordingStopped { reason, message }
+            }
+        };
+        let _ = self.events_tx.send(SessionEvent::Message(notice));
+    }
+
     async fn watch(
         &mut self,
         stream: &str,
@@ -703,6 +737,9 @@ impl Session {
                         self.state.directory.release(&stream, self.id, reason);
                     }
                 }
+                self.state
+                    .recordings
+                    .end(&stream, lost, self.state.reconnect_grace);
                 let _ = worker.send(Command::Remove { id: peer }).await;
             }
             Role::Watching {

@@ -51,6 +51,7 @@ const STATIC_ASSETS: &[Asset] = &[
     asset!("watch.js", JS),
     asset!("chat.js", JS),
     asset!("probe.js", JS),
+    asset!("replay.js", JS),
     asset!("icon.svg", SVG),
 ];
 

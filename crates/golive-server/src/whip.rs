@@ -87,7 +87,7 @@ fn kind_routes(kind: Kind) -> Router<Arc<AppState>> {
     Router::new()
         .route(
             &format!("/{}/{{stream}}", kind.path()),
-            post(move |s, c, p, h, b| create(kind, s, c, p, h, b))
+            post(move |s, c, p, u, h, b| create(kind, s, c, p, u, h, b))
                 .options(options_endpoint)
                 .get(get_endpoint),
         )
@@ -246,6 +246,7 @@ async fn create(
     State(state): State<Arc<AppState>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(stream): Path<String>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -285,6 +286,11 @@ async fn create(
             key: bearer_token(&headers),
             title: None,
             name: None,
+            // `?record=false` keeps this broadcast out of the replays.
+            record: uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv == "record=false"))
+                .then_some(false),
         },
         Kind::Whep => ClientMessage::Watch {
             stream: stream.clone(),

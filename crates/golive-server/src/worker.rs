@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::recording::RecordingTaps;
 use crate::session::SessionEvent;
 
 /// Packets from other workers waiting for this one; beyond this they are dropped.
@@ -64,6 +65,10 @@ pub enum Command {
     },
     Remove {
         id: PeerId,
+    },
+    /// A recording lost packets: ask the stream's broadcaster (if here) for a keyframe.
+    KeyframeRequest {
+        stream: StreamName,
     },
     /// The worker's totals, for `/metrics`.
     Stats {
@@ -115,6 +120,11 @@ impl WorkerHandle {
             .unwrap_or_else(|_| Err(SfuError::Internal("worker dropped a reply".into())))
     }
 
+    /// Sends without waiting (from outside the runtime); a full queue drops the command.
+    pub fn try_send(&self, cmd: Command) -> bool {
+        self.commands.try_send(cmd).is_ok()
+    }
+
     pub async fn stats(&self) -> Option<WorkerStats> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Stats { reply }).await.ok()?;
@@ -130,6 +140,7 @@ pub fn start_workers(
     advertised_ip: std::net::IpAddr,
     srtp: SrtpPolicy,
     media: MediaOptions,
+    taps: Option<Arc<RecordingTaps>>,
 ) -> io::Result<Vec<WorkerHandle>> {
     let mut sockets = Vec::with_capacity(count);
     for i in 0..count {
@@ -173,9 +184,11 @@ pub fn start_workers(
         let config = SfuConfig {
             advertised_addr: handles[i].addr,
             srtp,
-            share_media: count > 1,
+            // Recording taps the shared packets too, on the broadcaster's worker.
+            share_media: count > 1 || taps.is_some(),
         };
         let media = media.clone();
+        let taps = taps.clone();
         std::thread::Builder::new()
             .name(format!("golive-worker-{i}"))
             .spawn(move || {
@@ -199,6 +212,7 @@ pub fn start_workers(
                         connected: HashSet::new(),
                         others,
                         stats: WorkerStats::default(),
+                        taps,
                     }
                     .run(crx, mrx)
                     .await;
@@ -219,6 +233,8 @@ struct Worker {
     others: Vec<mpsc::Sender<Peer2Peer>>,
     /// Socket-level totals (the SFU keeps the rest).
     stats: WorkerStats,
+    /// Where local broadcasters' packets go to be recorded.
+    taps: Option<Arc<RecordingTaps>>,
 }
 
 impl Worker {
@@ -331,6 +347,7 @@ impl Worker {
                 self.sessions.remove(&id);
                 self.connected.remove(&id);
             }
+            Command::KeyframeRequest { stream } => self.sfu.handle_keyframe_request(now, &stream),
             Command::Stats { reply } => {
                 let mut stats = self.stats.clone();
                 stats.sfu = self.sfu.stats().clone();
@@ -373,7 +390,12 @@ impl Worker {
                         let _ = tx.send(SessionEvent::PeerFailed(id));
                     }
                 }
-                Output::Media(p) => self.share_with_others(|| Peer2Peer::Media(p.clone())),
+                Output::Media(p) => {
+                    if let Some(taps) = &self.taps {
+                        taps.tap(&p);
+                    }
+                    self.share_with_others(|| Peer2Peer::Media(p.clone()))
+                }
                 Output::VideoStarted(id) => {
                     if let Some(tx) = self.sessions.get(&id) {
                         let _ = tx.send(SessionEvent::VideoStarted(id));
