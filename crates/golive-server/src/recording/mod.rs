@@ -126,7 +126,7 @@ pub struct RecordingConfig {
 #[derive(Default)]
 pub struct RecordingTaps {
     /// Per stream: the replay it records into, and that recording's queue.
-    queues: RwLock<HashMap<StreamName, (ReplayId, SyncSender<Arc<SourcePacket>>)>>,
+    queues: RwLock<HashMap<StreamName, (ReplayId, SyncSender<Tapped>)>>,
     dropped: AtomicU64,
 }
 
@@ -137,12 +137,13 @@ impl RecordingTaps {
         let Some((_, q)) = queues.get(&p.stream) else {
             return;
         };
-        if let Err(TrySendError::Full(_)) = q.try_send(p.clone()) {
+        // Stamped here: the recorder times frames by their arrival, not by when it got to them.
+        if let Err(TrySendError::Full(_)) = q.try_send((p.clone(), Instant::now())) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    fn set(&self, stream: &StreamName, id: &ReplayId, q: SyncSender<Arc<SourcePacket>>) {
+    fn set(&self, stream: &StreamName, id: &ReplayId, q: SyncSender<Tapped>) {
         let mut queues = self.queues.write().unwrap_or_else(|e| e.into_inner());
         queues.insert(stream.clone(), (id.clone(), q));
     }
@@ -155,6 +156,9 @@ impl RecordingTaps {
         }
     }
 }
+
+/// A broadcaster's packet and when its worker got it.
+type Tapped = (Arc<SourcePacket>, Instant);
 
 /// What a recording thread is told besides packets.
 enum Control {
@@ -434,7 +438,7 @@ impl Recordings {
             .into_iter()
             .filter(|m| stream.is_none_or(|s| m.stream == s))
             .collect();
-        all.sort_by(|a, b| b.started_unix_ms.cmp(&a.started_unix_ms));
+        all.sort_by_key(|m| std::cmp::Reverse(m.started_unix_ms));
         all.truncate(MAX_LISTED);
         all
     }
@@ -546,7 +550,7 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
 struct Job {
     stream: StreamName,
     recorder: Recorder,
-    packets: Receiver<Arc<SourcePacket>>,
+    packets: Receiver<Tapped>,
     control: Receiver<Control>,
     events: UnboundedSender<SessionEvent>,
     workers: Vec<WorkerHandle>,
@@ -579,21 +583,34 @@ impl Job {
                 }
             }
             if end {
-                break None;
+                // What was tapped before the end is part of the broadcast.
+                let mut r = Ok(());
+                while r.is_ok()
+                    && let Ok((p, at)) = self.packets.try_recv()
+                {
+                    r = self.recorder.handle_packet(&p, at);
+                }
+                match r {
+                    Ok(()) => break None,
+                    Err(e) => {
+                        break_on_error(&self.stream, &e);
+                        self.counters.write_errors.inc();
+                        break Some((RecordingStopReason::WriteError, e.to_string()));
+                    }
+                }
             }
             let now = Instant::now();
             if lost_until.is_some_and(|t| now >= t) {
                 break None;
             }
             let r = match self.packets.recv_timeout(RECORDER_WAKE) {
-                Ok(p) => {
-                    let now = Instant::now();
-                    let mut r = self.recorder.handle_packet(&p, now);
+                Ok((p, at)) => {
+                    let mut r = self.recorder.handle_packet(&p, at);
                     // Whatever else is queued, before looking at control messages again.
                     while r.is_ok()
-                        && let Ok(p) = self.packets.try_recv()
+                        && let Ok((p, at)) = self.packets.try_recv()
                     {
-                        r = self.recorder.handle_packet(&p, now);
+                        r = self.recorder.handle_packet(&p, at);
                     }
                     r
                 }

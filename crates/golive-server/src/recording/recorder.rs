@@ -25,6 +25,11 @@ use super::{ReplayId, ReplayMeta, unix_ms};
 /// the decoder takes mono packets in a stereo stream.
 const OPUS_CHANNELS: u8 = 2;
 const OPUS_RATE: u32 = 48_000;
+/// When a track's RTP time falls this far behind the arrival times, it is anchored again at the
+/// arrival: a sender that paused, or whose timestamps run slow, would otherwise drift out of step
+/// with the other track and with the wall clock the timeline uses. Network jitter stays well
+/// under it.
+pub const RESYNC_MS: i64 = 250;
 
 /// Why a broadcast cannot be recorded.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,11 +50,18 @@ struct TrackClock {
 }
 
 impl TrackClock {
-    fn ms(&mut self, ts: u32) -> i64 {
+    /// The time of RTP timestamp `ts` that arrived at `arrival_ms`.
+    fn ms(&mut self, ts: u32, arrival_ms: i64) -> i64 {
         let ext = self.last_ext + i64::from(ts.wrapping_sub(self.last_ts) as i32);
         self.last_ts = ts;
         self.last_ext = ext;
-        self.base_ms + (ext - self.base_ext) * 1000 / i64::from(self.clock_rate)
+        let ms = self.base_ms + (ext - self.base_ext) * 1000 / i64::from(self.clock_rate);
+        if arrival_ms - ms > RESYNC_MS {
+            self.base_ms = arrival_ms;
+            self.base_ext = ext;
+            return arrival_ms;
+        }
+        ms
     }
 }
 
@@ -155,7 +167,7 @@ impl Recorder {
 
     /// Bytes of media written so far.
     pub fn bytes(&self) -> u64 {
-        self.writer.as_ref().map_or(0, WebmWriter::len)
+        self.writer.as_ref().map_or(0, WebmWriter::bytes_written)
     }
 
     /// Whether a keyframe should be asked of the broadcaster (after a loss or at the start).
@@ -205,7 +217,7 @@ impl Recorder {
         self.finish_epoch(now)?;
         if let Some(w) = self.writer.take() {
             self.meta.duration_ms = w.duration_ms().max(0) as u64;
-            self.meta.bytes = w.len();
+            self.meta.bytes = w.bytes_written();
             w.finish()?.sync_all()?;
         }
         self.meta.ended_unix_ms = Some(unix_ms(SystemTime::now()));
@@ -256,10 +268,10 @@ impl Recorder {
             MediaKind::Audio => OPUS_RATE,
         };
         let last = self.last_ms[slot(kind)];
+        let arrival = now.saturating_duration_since(t0).as_millis() as i64;
         let clock = match &mut self.clocks[slot(kind)] {
             Some(c) if c.epoch == epoch => c,
             c => {
-                let arrival = now.saturating_duration_since(t0).as_millis() as i64;
                 let ext = i64::from(frame.timestamp);
                 c.insert(TrackClock {
                     epoch,
@@ -272,7 +284,7 @@ impl Recorder {
             }
         };
         // Never backwards within a track (a sender's timestamp jump, a reconnect).
-        let ms = clock.ms(frame.timestamp).max(last);
+        let ms = clock.ms(frame.timestamp, arrival).max(last);
         self.last_ms[slot(kind)] = ms;
         let track = match kind {
             MediaKind::Video => Track::Video,

@@ -300,7 +300,7 @@ impl<W: Write + Seek> WebmWriter<W> {
     }
 
     /// Bytes in the file so far.
-    pub fn len(&self) -> u64 {
+    pub fn bytes_written(&self) -> u64 {
         self.len
     }
 
@@ -528,18 +528,22 @@ mod tests {
             sample_rate: 48_000,
         };
         let mut w = WebmWriter::new(Cursor::new(Vec::new()), Some(video), Some(audio)).unwrap();
-        let header = w.len();
+        let header = w.bytes_written();
         w.write_frame(Track::Video, 0, true, b"key").unwrap();
         w.write_frame(Track::Audio, 5, true, b"opus").unwrap();
-        assert_eq!(w.len(), header, "an open cluster is not written yet");
+        assert_eq!(
+            w.bytes_written(),
+            header,
+            "an open cluster is not written yet"
+        );
         w.write_frame(Track::Video, 66, false, b"delta").unwrap();
         w.write_frame(Track::Video, 1000, true, b"key2").unwrap();
-        let after_first = w.len();
+        let after_first = w.bytes_written();
         assert!(after_first > header, "a keyframe closed the first cluster");
         // No keyframe for a while: the cluster still closes after MAX_CLUSTER_MS.
         w.write_frame(Track::Video, 1000 + MAX_CLUSTER_MS, false, b"d")
             .unwrap();
-        assert!(w.len() > after_first);
+        assert!(w.bytes_written() > after_first);
         assert_eq!(
             w.cues.len(),
             2,
