@@ -16,9 +16,9 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::AppState;
-use crate::directory::limit_label;
+use crate::directory::{AudienceEvent, AudienceSink, MemberId, Sink, limit_label};
 use crate::limits::{IpSlot, Refusal};
-use crate::worker::{Command, WorkerHandle};
+use crate::worker::{Command, PeerEvent, PeerEvents, WorkerHandle};
 
 /// A WebSocket whose outgoing queue holds more than this many messages is not reading: cut.
 const MAX_OUTBOX_BACKLOG: usize = 4096;
@@ -37,6 +37,12 @@ pub enum Refused {
 /// Identifies a signalling session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionId(pub u64);
+
+impl From<SessionId> for MemberId {
+    fn from(id: SessionId) -> Self {
+        MemberId(id.0)
+    }
+}
 
 /// Chat: a burst of this many messages, then one per [`CHAT_REFILL_PER_SEC`].
 const CHAT_BURST: f64 = 5.0;
@@ -88,20 +94,14 @@ pub enum Outgoing {
     Ping,
 }
 
-/// What reaches a session besides its socket.
-#[derive(Debug)]
-pub enum SessionEvent {
-    /// A message to pass on as is.
-    Message(ServerMessage),
-    /// A frame for the whole audience (chat, hearts, viewer counts).
-    Frame(Utf8Bytes),
-    /// The broadcast this viewer watches is over.
-    Ended(EndReason),
-    PeerConnected(PeerId),
-    /// The viewer's first video went out: its time to first frame ends.
-    VideoStarted(PeerId),
-    /// The media connection failed, went silent or never came up.
-    PeerFailed(PeerId),
+/// The session's place in the directory: what it delivers is handled by the session's task,
+/// in order, after the reply the task is busy with.
+struct Mailbox(mpsc::UnboundedSender<AudienceEvent>);
+
+impl AudienceSink for Mailbox {
+    fn deliver(&self, event: AudienceEvent) {
+        let _ = self.0.send(event);
+    }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -130,7 +130,10 @@ struct Session {
     id: SessionId,
     state: Arc<AppState>,
     role: Role,
-    events_tx: mpsc::UnboundedSender<SessionEvent>,
+    /// Where the directory tells this session about its stream.
+    audience: Sink,
+    /// Where workers tell this session about its media peer.
+    peer_events: PeerEvents,
     chat_limit: RateLimit,
     heart_limit: RateLimit,
 }
@@ -187,14 +190,16 @@ impl SessionHandle {
 pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<Outgoing>) {
     let (inputs_tx, mut inputs) = mpsc::channel::<(ClientMessage, oneshot::Sender<Reply>)>(8);
     let (outbox, outbox_rx) = mpsc::unbounded_channel();
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (audience_tx, mut audience) = mpsc::unbounded_channel();
+    let (peer_events, mut peer_events_rx) = mpsc::unbounded_channel();
     let mut shutdown: watch::Receiver<bool> = state.shutdown.subscribe();
     let id = SessionId(next_id());
     let mut s = Session {
         id,
         state,
         role: Role::Idle,
-        events_tx,
+        audience: Arc::new(Mailbox(audience_tx)),
+        peer_events,
         chat_limit: RateLimit::new(CHAT_BURST, CHAT_REFILL_PER_SEC),
         heart_limit: RateLimit::new(HEARTS_PER_SEC, HEARTS_PER_SEC),
     };
@@ -217,8 +222,13 @@ pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<Ou
                     }
                     let _ = reply.send(r);
                 }
-                Some(ev) = events.recv() => {
-                    if let Some(m) = s.on_event(ev).await {
+                Some(ev) = audience.recv() => {
+                    if let Some(m) = s.on_audience(ev).await {
+                        let _ = outbox.send(m);
+                    }
+                }
+                Some(ev) = peer_events_rx.recv() => {
+                    if let Some(m) = s.on_peer(ev).await {
                         let _ = outbox.send(m);
                     }
                 }
@@ -424,7 +434,7 @@ impl Session {
                         "too many chat messages; wait a moment",
                     ));
                 }
-                self.state.directory.chat(&stream, self.id, text)?;
+                self.state.directory.chat(&stream, self.id.into(), text)?;
                 Ok(None)
             }
             ClientMessage::Heart => {
@@ -437,13 +447,15 @@ impl Session {
             }
             ClientMessage::Remove { id } => {
                 let stream = self.stream()?.clone();
-                self.state.directory.remove_chat(&stream, self.id, id)?;
+                self.state
+                    .directory
+                    .remove_chat(&stream, self.id.into(), id)?;
                 Ok(None)
             }
             ClientMessage::Mute { name } => {
                 let stream = self.stream()?.clone();
                 let name = display_name(&name)?;
-                self.state.directory.mute(&stream, self.id, &name)?;
+                self.state.directory.mute(&stream, self.id.into(), &name)?;
                 Ok(None)
             }
             ClientMessage::Candidate {
@@ -530,8 +542,8 @@ impl Session {
         let media = golive_sfu::Sfu::publisher_media(&sdp).map_err(sfu_error)?;
         self.state.directory.claim(
             &stream,
-            self.id,
-            self.events_tx.clone(),
+            self.id.into(),
+            self.audience.clone(),
             name,
             media,
             title.map(|t| t.chars().take(crate::MAX_TITLE_CHARS).collect()),
@@ -543,7 +555,7 @@ impl Session {
                 id: peer,
                 stream: stream.clone(),
                 offer: sdp,
-                events: self.events_tx.clone(),
+                events: self.peer_events.clone(),
                 reply,
             })
             .await;
@@ -563,7 +575,7 @@ impl Session {
             Err(e) => {
                 self.state
                     .directory
-                    .release(&stream, self.id, EndReason::BroadcasterLeft);
+                    .release(&stream, self.id.into(), EndReason::BroadcasterLeft);
                 Err(sfu_error(e))
             }
         }
@@ -583,10 +595,10 @@ impl Session {
             Some(n) => display_name(&n)?,
             None => format!("viewer-{:04x}", rand::random::<u16>()),
         };
-        let joined = self
-            .state
-            .directory
-            .watch(&stream, self.id, self.events_tx.clone(), name)?;
+        let joined =
+            self.state
+                .directory
+                .watch(&stream, self.id.into(), self.audience.clone(), name)?;
         let media = joined.media;
         let worker = self.state.pick_worker();
         let peer = PeerId(next_id());
@@ -596,7 +608,7 @@ impl Session {
                 stream: stream.clone(),
                 media,
                 offer: sdp,
-                events: self.events_tx.clone(),
+                events: self.peer_events.clone(),
                 reply,
             })
             .await;
@@ -605,7 +617,7 @@ impl Session {
                 tracing::debug!(session = self.id.0, %stream, %peer, worker = worker.index, "watching");
                 // The recent chat follows the answer (the events are handled after the reply).
                 for f in joined.chat_history {
-                    let _ = self.events_tx.send(SessionEvent::Frame(f));
+                    self.audience.deliver(AudienceEvent::Frame(f));
                 }
                 self.role = Role::Watching {
                     stream,
@@ -619,30 +631,31 @@ impl Session {
                 })
             }
             Err(e) => {
-                self.state.directory.unwatch(&stream, self.id);
+                self.state.directory.unwatch(&stream, self.id.into());
                 Err(sfu_error(e))
             }
         }
     }
 
-    async fn on_event(&mut self, ev: SessionEvent) -> Option<Outgoing> {
+    async fn on_audience(&mut self, ev: AudienceEvent) -> Option<Outgoing> {
         match ev {
-            SessionEvent::Message(m) => match self.role {
-                Role::Idle => None,
-                _ => Some(Outgoing::Message(m)),
-            },
-            SessionEvent::Frame(f) => match self.role {
+            AudienceEvent::Frame(f) => match self.role {
                 Role::Idle => None,
                 _ => Some(Outgoing::Frame(f)),
             },
-            SessionEvent::Ended(reason) => {
+            AudienceEvent::Ended(reason) => {
                 if !matches!(self.role, Role::Watching { .. }) {
                     return None;
                 }
                 self.end(reason, false).await;
                 Some(Outgoing::Message(ServerMessage::Ended { reason }))
             }
-            SessionEvent::VideoStarted(id) => {
+        }
+    }
+
+    async fn on_peer(&mut self, ev: PeerEvent) -> Option<Outgoing> {
+        match ev {
+            PeerEvent::VideoStarted(id) => {
                 if let Role::Watching { peer, since, .. } = &self.role
                     && *peer == id
                 {
@@ -653,11 +666,11 @@ impl Session {
                 }
                 None
             }
-            SessionEvent::PeerConnected(id) => {
+            PeerEvent::Connected(id) => {
                 tracing::debug!(session = self.id.0, peer = %id, "media connected");
                 None
             }
-            SessionEvent::PeerFailed(id) => {
+            PeerEvent::Failed(id) => {
                 let ours = matches!(&self.role,
                     Role::Publishing { peer, .. } | Role::Watching { peer, .. } if *peer == id);
                 if !ours {
@@ -684,7 +697,7 @@ impl Session {
             } => {
                 let grace = self.state.reconnect_grace;
                 let waiting = if lost && !grace.is_zero() {
-                    self.state.directory.orphan(&stream, self.id, grace)
+                    self.state.directory.orphan(&stream, self.id.into(), grace)
                 } else {
                     None
                 };
@@ -700,7 +713,9 @@ impl Session {
                     }
                     None => {
                         tracing::info!(session = self.id.0, %stream, "broadcast ended");
-                        self.state.directory.release(&stream, self.id, reason);
+                        self.state
+                            .directory
+                            .release(&stream, self.id.into(), reason);
                     }
                 }
                 let _ = worker.send(Command::Remove { id: peer }).await;
@@ -711,7 +726,7 @@ impl Session {
                 worker,
                 ..
             } => {
-                self.state.directory.unwatch(&stream, self.id);
+                self.state.directory.unwatch(&stream, self.id.into());
                 let _ = worker.send(Command::Remove { id: peer }).await;
             }
         }

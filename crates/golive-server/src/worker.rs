@@ -1,7 +1,8 @@
 //! Media workers: one OS thread each, owning one UDP socket and one sans-IO [`Sfu`].
 //!
-//! Signalling sessions talk to a worker through its command channel; the worker tells a
-//! session about its peer (connected, failed) through the session's event channel. A
+//! Signalling sessions talk to a worker through its command channel; the worker tells a peer's
+//! owner what became of the peer ([`PeerEvent`]: connected, failed) through the [`PeerEvents`]
+//! channel the owner gave it with the peer. A
 //! broadcaster's packets reach viewers on other workers as `Arc<SourcePacket>` through a
 //! bounded channel per worker: shared, never copied, and dropped (counted) rather than
 //! queued without bound when a worker falls behind.
@@ -18,8 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-
-use crate::session::SessionEvent;
 
 /// Packets from other workers waiting for this one; beyond this they are dropped.
 const MEDIA_QUEUE_PACKETS: usize = 4096;
@@ -39,12 +38,35 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 
 pub type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
 
+/// What became of a peer, for whoever added it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// ICE and DTLS are up: media flows.
+    Connected(PeerId),
+    /// The viewer's first video went out: its time to first frame ends.
+    VideoStarted(PeerId),
+    /// The media connection failed, went silent or never came up; the peer is gone.
+    Failed(PeerId),
+}
+
+impl PeerEvent {
+    pub fn peer(self) -> PeerId {
+        match self {
+            PeerEvent::Connected(id) | PeerEvent::VideoStarted(id) | PeerEvent::Failed(id) => id,
+        }
+    }
+}
+
+/// Where a worker delivers one peer's events. Unbounded, yet bounded in practice: the core
+/// reports each of them once per peer, and a peer's sender is dropped with its `Failed`.
+pub type PeerEvents = mpsc::UnboundedSender<PeerEvent>;
+
 pub enum Command {
     Publish {
         id: PeerId,
         stream: StreamName,
         offer: String,
-        events: mpsc::UnboundedSender<SessionEvent>,
+        events: PeerEvents,
         reply: Reply<Answer>,
     },
     Watch {
@@ -52,7 +74,7 @@ pub enum Command {
         stream: StreamName,
         media: Arc<StreamMedia>,
         offer: String,
-        events: mpsc::UnboundedSender<SessionEvent>,
+        events: PeerEvents,
         reply: Reply<Answer>,
     },
     Candidate {
@@ -195,7 +217,7 @@ pub fn start_workers(
                         index: i,
                         sfu: Sfu::with_options(config, media),
                         socket,
-                        sessions: HashMap::new(),
+                        owners: HashMap::new(),
                         connected: HashSet::new(),
                         others,
                         stats: WorkerStats::default(),
@@ -212,8 +234,8 @@ struct Worker {
     index: usize,
     sfu: Sfu,
     socket: UdpSocket,
-    /// Where to tell each peer's session about it.
-    sessions: HashMap<PeerId, mpsc::UnboundedSender<SessionEvent>>,
+    /// Where to tell each peer's owner about it.
+    owners: HashMap<PeerId, PeerEvents>,
     /// Peers whose ICE and DTLS are up.
     connected: HashSet<PeerId>,
     others: Vec<mpsc::Sender<Peer2Peer>>,
@@ -294,7 +316,7 @@ impl Worker {
             } => {
                 let r = self.sfu.add_publisher(now, id, stream, &offer);
                 if r.is_ok() {
-                    self.sessions.insert(id, events);
+                    self.owners.insert(id, events);
                 }
                 let _ = reply.send(r);
             }
@@ -308,7 +330,7 @@ impl Worker {
             } => {
                 let r = self.sfu.add_viewer(now, id, stream, &media, &offer);
                 if r.is_ok() {
-                    self.sessions.insert(id, events);
+                    self.owners.insert(id, events);
                 }
                 let _ = reply.send(r);
             }
@@ -328,7 +350,7 @@ impl Worker {
             }
             Command::Remove { id } => {
                 self.sfu.remove_peer(id);
-                self.sessions.remove(&id);
+                self.owners.remove(&id);
                 self.connected.remove(&id);
             }
             Command::Stats { reply } => {
@@ -363,26 +385,26 @@ impl Worker {
             match out {
                 Output::Connected(id) => {
                     self.connected.insert(id);
-                    if let Some(tx) = self.sessions.get(&id) {
-                        let _ = tx.send(SessionEvent::PeerConnected(id));
-                    }
+                    self.tell(PeerEvent::Connected(id));
                 }
                 Output::Failed(id) => {
                     self.connected.remove(&id);
-                    if let Some(tx) = self.sessions.remove(&id) {
-                        let _ = tx.send(SessionEvent::PeerFailed(id));
-                    }
+                    self.tell(PeerEvent::Failed(id));
+                    self.owners.remove(&id);
                 }
                 Output::Media(p) => self.share_with_others(|| Peer2Peer::Media(p.clone())),
-                Output::VideoStarted(id) => {
-                    if let Some(tx) = self.sessions.get(&id) {
-                        let _ = tx.send(SessionEvent::VideoStarted(id));
-                    }
-                }
+                Output::VideoStarted(id) => self.tell(PeerEvent::VideoStarted(id)),
                 Output::KeyframeRequest(s) => {
                     self.share_with_others(|| Peer2Peer::KeyframeRequest(s.clone()))
                 }
             }
+        }
+    }
+
+    /// Tells the peer's owner; one that has gone away (its session ended) is no concern here.
+    fn tell(&self, event: PeerEvent) {
+        if let Some(tx) = self.owners.get(&event.peer()) {
+            let _ = tx.send(event);
         }
     }
 
