@@ -16,9 +16,10 @@ pub mod session;
 pub mod web;
 pub mod whip;
 pub mod worker;
+pub mod ws;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -36,9 +37,6 @@ use crate::worker::{WorkerHandle, WorkerStats};
 
 /// Titles are cut to this many characters.
 pub const MAX_TITLE_CHARS: usize = 200;
-/// Frames above the frame limit are read (up to this, or twice the limit) so they can be
-/// refused with 1009 rather than by a dropped connection.
-const WS_READ_LIMIT_BYTES: usize = 1024 * 1024;
 /// How often viewer counts are considered for sending.
 const VIEWER_COUNT_TICK: Duration = Duration::from_millis(200);
 
@@ -167,7 +165,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/streams", get(streams))
-        .route("/ws", get(ws))
+        .route("/ws", get(ws::upgrade))
         .merge(web::routes())
         .merge(whip::routes())
         .with_state(state)
@@ -214,28 +212,6 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 async fn streams(State(state): State<Arc<AppState>>) -> Response {
     axum::Json(state.directory.list()).into_response()
-}
-
-async fn ws(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: axum::http::HeaderMap,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    let limit = WS_READ_LIMIT_BYTES.max(state.max_frame_bytes.saturating_mul(2));
-    // Refusals are sent over the socket: a browser cannot read the status of a failed upgrade.
-    let admitted = if state.is_draining() {
-        Err(session::Refused::Draining)
-    } else {
-        state
-            .ip_limiter
-            .acquire(state.client_ip(peer, &headers), Instant::now())
-            .map_err(session::Refused::Limit)
-    };
-    upgrade
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| session::run(socket, state, admitted))
 }
 
 /// Binds the media sockets and starts the workers.

@@ -1,13 +1,16 @@
-//! One WebSocket is one signalling session: a broadcaster or a viewer.
+//! A signalling session: one broadcaster or one viewer, behind either front-end (the
+//! WebSocket protocol in `ws`, WHIP/WHEP in `whip`).
 //!
-//! The session parses each frame, calls the directory and a media worker, and maps every
-//! failure to an `error` message; the socket stays open after an error about a message. Closing
-//! the socket (or `leave`) ends the session's broadcast or viewing at once.
+//! A session takes parsed client messages one at a time, calls the directory and a media
+//! worker, and maps every failure to a [`ProtocolError`]; it stays usable after an error about
+//! a message. What it says on its own (audience frames, `ended`) comes out of its outbox.
+//! Dropping its handle (the socket closed, the WHIP resource was deleted) ends the session's
+//! broadcast or viewing at once.
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::Utf8Bytes;
 use golive_proto::{
-    CLOSE_MESSAGE_TOO_BIG, ClientMessage, EndReason, ErrorCode, ProtocolError, ServerMessage,
-    StreamName, chat_text, display_name,
+    ClientMessage, EndReason, ErrorCode, ProtocolError, ServerMessage, StreamName, chat_text,
+    display_name,
 };
 use golive_sfu::{PeerId, SfuError};
 use std::sync::Arc;
@@ -17,17 +20,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::AppState;
 use crate::directory::{AudienceEvent, AudienceSink, MemberId, Sink, limit_label};
-use crate::limits::{IpSlot, Refusal};
+use crate::limits::Refusal;
 use crate::worker::{Command, PeerEvent, PeerEvents, WorkerHandle};
 
-/// A WebSocket whose outgoing queue holds more than this many messages is not reading: cut.
-const MAX_OUTBOX_BACKLOG: usize = 4096;
-/// WebSocket close codes (RFC 6455).
-const CLOSE_GOING_AWAY: u16 = 1001;
-const CLOSE_POLICY: u16 = 1008;
-const CLOSE_TRY_LATER: u16 = 1013;
-
-/// Why a WebSocket was not admitted.
+/// Why a session was not admitted.
 #[derive(Debug)]
 pub enum Refused {
     Draining,
@@ -54,7 +50,7 @@ const DEFAULT_BROADCASTER_NAME: &str = "broadcaster";
 
 /// A token bucket: `capacity` at once, refilled at `per_sec`.
 #[derive(Debug)]
-struct RateLimit {
+pub(crate) struct RateLimit {
     tokens: f64,
     capacity: f64,
     per_sec: f64,
@@ -62,7 +58,7 @@ struct RateLimit {
 }
 
 impl RateLimit {
-    fn new(capacity: f64, per_sec: f64) -> Self {
+    pub(crate) fn new(capacity: f64, per_sec: f64) -> Self {
         Self {
             tokens: capacity,
             capacity,
@@ -71,7 +67,7 @@ impl RateLimit {
         }
     }
 
-    fn take(&mut self, now: Instant) -> bool {
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
         let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.per_sec;
         self.tokens = (self.tokens + refill).min(self.capacity);
         self.last = now;
@@ -90,8 +86,6 @@ impl RateLimit {
 pub enum Outgoing {
     Message(ServerMessage),
     Frame(Utf8Bytes),
-    /// A keepalive (WebSocket only).
-    Ping,
 }
 
 /// The session's place in the directory: what it delivers is handled by the session's task,
@@ -256,159 +250,6 @@ pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<Ou
             inputs: inputs_tx,
         },
         outbox_rx,
-    )
-}
-
-async fn send(ws: &mut WebSocket, msg: &ServerMessage) -> bool {
-    ws.send(Message::Text(Utf8Bytes::from(msg.to_json())))
-        .await
-        .is_ok()
-}
-
-async fn send_out(ws: &mut WebSocket, out: Outgoing) -> bool {
-    match out {
-        Outgoing::Message(m) => send(ws, &m).await,
-        Outgoing::Frame(f) => ws.send(Message::Text(f)).await.is_ok(),
-        Outgoing::Ping => ws.send(Message::Ping(Default::default())).await.is_ok(),
-    }
-}
-
-fn close(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from(reason.to_owned()),
-    }))
-}
-
-/// The WebSocket front-end: one socket, one session, until either closes. `admitted` carries
-/// the client address's place (or why it has none).
-pub async fn run(mut ws: WebSocket, state: Arc<AppState>, admitted: Result<IpSlot, Refused>) {
-    let _slot = match admitted {
-        Ok(slot) => slot,
-        Err(refused) => {
-            let (error, code) = match refused {
-                Refused::Draining => (
-                    ProtocolError::new(ErrorCode::Draining, "the server is shutting down"),
-                    CLOSE_GOING_AWAY,
-                ),
-                Refused::Limit(r) => {
-                    state.metrics.limit_refused(r.label());
-                    let code = match r {
-                        Refusal::NewSessionsPerSecond => CLOSE_TRY_LATER,
-                        Refusal::SessionsPerIp => CLOSE_POLICY,
-                    };
-                    (r.error(), code)
-                }
-            };
-            state.metrics.signalling_error(error.code.as_str());
-            let _ = send(&mut ws, &error.into()).await;
-            let _ = ws.send(close(code, "refused")).await;
-            return;
-        }
-    };
-    let idle = state.ws_idle_timeout;
-    let max_frame = state.max_frame_bytes;
-    let per_sec = f64::from(state.max_messages_per_sec);
-    let mut message_limit = RateLimit::new(per_sec * 2.0, per_sec);
-    let mut ping = tokio::time::interval(idle / 3);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
-    let (session, mut outbox) = spawn(state.clone());
-    loop {
-        tokio::select! {
-            frame = ws.recv() => {
-                let frame = match frame {
-                    Some(Ok(f)) => f,
-                    Some(Err(e)) => {
-                        // Frames past the read limit are refused by the WebSocket layer before
-                        // we see them ("Space limit exceeded: Message too long").
-                        tracing::debug!(session = session.id.0, "socket error: {e}");
-                        if e.to_string().contains("too long") {
-                            let _ = ws.send(close_too_big(max_frame)).await;
-                        }
-                        break;
-                    }
-                    None => break,
-                };
-                last_heard = Instant::now();
-                let text = match frame {
-                    Message::Text(t) => t,
-                    Message::Binary(_) => {
-                        let e = ProtocolError::bad_request("frames are JSON text, not binary");
-                        if !send(&mut ws, &e.into()).await { break; }
-                        continue;
-                    }
-                    Message::Close(_) => break,
-                    Message::Ping(_) | Message::Pong(_) => continue,
-                };
-                if text.len() > max_frame {
-                    let _ = ws.send(close_too_big(max_frame)).await;
-                    break;
-                }
-                let reply = if !message_limit.take(Instant::now()) {
-                    state.metrics.limit_refused("messages_per_sec");
-                    state.metrics.signalling_error(ErrorCode::RateLimited.as_str());
-                    Err(ProtocolError::new(
-                        ErrorCode::RateLimited,
-                        "too many messages; slow down",
-                    ))
-                } else {
-                    match ClientMessage::parse(&text) {
-                        Ok(msg) => session.call(msg).await,
-                        Err(e) => {
-                            state.metrics.signalling_error(e.code.as_str());
-                            Err(e)
-                        }
-                    }
-                };
-                let out = match reply {
-                    Ok(Some(m)) => m,
-                    Ok(None) => continue,
-                    Err(e) => e.into(),
-                };
-                if !send_timed(&mut ws, Outgoing::Message(out), idle).await { break; }
-            }
-            m = outbox.recv() => match m {
-                Some(m) => {
-                    if outbox.len() > MAX_OUTBOX_BACKLOG {
-                        state.metrics.limit_refused("ws_slow_reader");
-                        let _ = ws.send(close(CLOSE_POLICY, "not reading")).await;
-                        break;
-                    }
-                    if !send_timed(&mut ws, m, idle).await {
-                        state.metrics.limit_refused("ws_slow_reader");
-                        break;
-                    }
-                }
-                None => {
-                    // The session ended on its own: the server is shutting down.
-                    let _ = ws.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
-                    break;
-                }
-            },
-            _ = ping.tick() => {
-                if last_heard.elapsed() > idle {
-                    state.metrics.limit_refused("ws_idle");
-                    let _ = ws.send(close(CLOSE_GOING_AWAY, "idle")).await;
-                    break;
-                }
-                if !send_timed(&mut ws, Outgoing::Ping, idle).await { break; }
-            }
-        }
-    }
-}
-
-/// Sends within `limit`: a client that does not read is not waited for.
-async fn send_timed(ws: &mut WebSocket, out: Outgoing, limit: std::time::Duration) -> bool {
-    tokio::time::timeout(limit, send_out(ws, out))
-        .await
-        .unwrap_or(false)
-}
-
-fn close_too_big(max: usize) -> Message {
-    close(
-        CLOSE_MESSAGE_TOO_BIG,
-        &format!("a frame is at most {max} bytes"),
     )
 }
 

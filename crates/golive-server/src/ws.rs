@@ -1,0 +1,203 @@
+//! The WebSocket front-end of the signalling protocol (`docs/protocol.md`): one socket, one
+//! session. This module owns what is about the socket (admission before the upgrade, frame
+//! size, message rate, pings and the idle timeout, a client that does not read, close codes);
+//! the session behind it owns what the messages mean.
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::response::Response;
+use golive_proto::{CLOSE_MESSAGE_TOO_BIG, ClientMessage, ErrorCode, ProtocolError, ServerMessage};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::AppState;
+use crate::limits::{IpSlot, Refusal};
+use crate::session::{self, Outgoing, RateLimit, Refused};
+
+/// Frames above the frame limit are read (up to this, or twice the limit) so they can be
+/// refused with 1009 rather than by a dropped connection.
+const READ_LIMIT_BYTES: usize = 1024 * 1024;
+/// A WebSocket whose outgoing queue holds more than this many messages is not reading: cut.
+const MAX_OUTBOX_BACKLOG: usize = 4096;
+/// WebSocket close codes (RFC 6455).
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TRY_LATER: u16 = 1013;
+
+/// `GET /ws`: admits the client (or says why not, over the socket), then runs the session.
+pub async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let limit = READ_LIMIT_BYTES.max(state.max_frame_bytes.saturating_mul(2));
+    // Refusals are sent over the socket: a browser cannot read the status of a failed upgrade.
+    let admitted = if state.is_draining() {
+        Err(Refused::Draining)
+    } else {
+        state
+            .ip_limiter
+            .acquire(state.client_ip(peer, &headers), Instant::now())
+            .map_err(Refused::Limit)
+    };
+    upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| run(socket, state, admitted))
+}
+
+async fn send(ws: &mut WebSocket, msg: &ServerMessage) -> bool {
+    ws.send(text_of(msg)).await.is_ok()
+}
+
+fn text_of(msg: &ServerMessage) -> Message {
+    Message::Text(Utf8Bytes::from(msg.to_json()))
+}
+
+fn message_of(out: Outgoing) -> Message {
+    match out {
+        Outgoing::Message(m) => text_of(&m),
+        Outgoing::Frame(f) => Message::Text(f),
+    }
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason.to_owned()),
+    }))
+}
+
+/// The WebSocket front-end: one socket, one session, until either closes. `admitted` carries
+/// the client address's place (or why it has none).
+async fn run(mut ws: WebSocket, state: Arc<AppState>, admitted: Result<IpSlot, Refused>) {
+    let _slot = match admitted {
+        Ok(slot) => slot,
+        Err(refused) => {
+            let (error, code) = match refused {
+                Refused::Draining => (
+                    ProtocolError::new(ErrorCode::Draining, "the server is shutting down"),
+                    CLOSE_GOING_AWAY,
+                ),
+                Refused::Limit(r) => {
+                    state.metrics.limit_refused(r.label());
+                    let code = match r {
+                        Refusal::NewSessionsPerSecond => CLOSE_TRY_LATER,
+                        Refusal::SessionsPerIp => CLOSE_POLICY,
+                    };
+                    (r.error(), code)
+                }
+            };
+            state.metrics.signalling_error(error.code.as_str());
+            let _ = send(&mut ws, &error.into()).await;
+            let _ = ws.send(close(code, "refused")).await;
+            return;
+        }
+    };
+    let idle = state.ws_idle_timeout;
+    let max_frame = state.max_frame_bytes;
+    let per_sec = f64::from(state.max_messages_per_sec);
+    let mut message_limit = RateLimit::new(per_sec * 2.0, per_sec);
+    let mut ping = tokio::time::interval(idle / 3);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let (session, mut outbox) = session::spawn(state.clone());
+    loop {
+        tokio::select! {
+            frame = ws.recv() => {
+                let frame = match frame {
+                    Some(Ok(f)) => f,
+                    Some(Err(e)) => {
+                        // Frames past the read limit are refused by the WebSocket layer before
+                        // we see them ("Space limit exceeded: Message too long").
+                        tracing::debug!(session = session.id.0, "socket error: {e}");
+                        if e.to_string().contains("too long") {
+                            let _ = ws.send(close_too_big(max_frame)).await;
+                        }
+                        break;
+                    }
+                    None => break,
+                };
+                last_heard = Instant::now();
+                let text = match frame {
+                    Message::Text(t) => t,
+                    Message::Binary(_) => {
+                        let e = ProtocolError::bad_request("frames are JSON text, not binary");
+                        if !send(&mut ws, &e.into()).await { break; }
+                        continue;
+                    }
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                };
+                if text.len() > max_frame {
+                    let _ = ws.send(close_too_big(max_frame)).await;
+                    break;
+                }
+                let reply = if !message_limit.take(Instant::now()) {
+                    state.metrics.limit_refused("messages_per_sec");
+                    state.metrics.signalling_error(ErrorCode::RateLimited.as_str());
+                    Err(ProtocolError::new(
+                        ErrorCode::RateLimited,
+                        "too many messages; slow down",
+                    ))
+                } else {
+                    match ClientMessage::parse(&text) {
+                        Ok(msg) => session.call(msg).await,
+                        Err(e) => {
+                            state.metrics.signalling_error(e.code.as_str());
+                            Err(e)
+                        }
+                    }
+                };
+                let out = match reply {
+                    Ok(Some(m)) => m,
+                    Ok(None) => continue,
+                    Err(e) => e.into(),
+                };
+                if !send_timed(&mut ws, text_of(&out), idle).await { break; }
+            }
+            m = outbox.recv() => match m {
+                Some(m) => {
+                    if outbox.len() > MAX_OUTBOX_BACKLOG {
+                        state.metrics.limit_refused("ws_slow_reader");
+                        let _ = ws.send(close(CLOSE_POLICY, "not reading")).await;
+                        break;
+                    }
+                    if !send_timed(&mut ws, message_of(m), idle).await {
+                        state.metrics.limit_refused("ws_slow_reader");
+                        break;
+                    }
+                }
+                None => {
+                    // The session ended on its own: the server is shutting down.
+                    let _ = ws.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
+                    break;
+                }
+            },
+            _ = ping.tick() => {
+                if last_heard.elapsed() > idle {
+                    state.metrics.limit_refused("ws_idle");
+                    let _ = ws.send(close(CLOSE_GOING_AWAY, "idle")).await;
+                    break;
+                }
+                if !send_timed(&mut ws, Message::Ping(Default::default()), idle).await { break; }
+            }
+        }
+    }
+}
+
+/// Sends within `limit`: a client that does not read is not waited for.
+async fn send_timed(ws: &mut WebSocket, m: Message, limit: Duration) -> bool {
+    tokio::time::timeout(limit, ws.send(m))
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
+fn close_too_big(max: usize) -> Message {
+    close(
+        CLOSE_MESSAGE_TOO_BIG,
+        &format!("a frame is at most {max} bytes"),
+    )
+}
