@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = signalled_rx.await;
     };
     let state = golive_server::start_media(&config)?;
-    let drain_timeout = state.drain_timeout;
+    let drain_timeout = state.lifecycle.drain_timeout();
     #[cfg(unix)]
     {
         // SIGHUP re-reads the stream keys.

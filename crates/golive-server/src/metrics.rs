@@ -40,6 +40,8 @@ pub struct Metrics {
     resident_bytes: IntGauge,
     /// Each worker's totals at the previous scrape.
     last: Mutex<Vec<WorkerStats>>,
+    /// Per-stream labels for at most this many streams.
+    max_stream_labels: usize,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
@@ -181,7 +183,18 @@ impl Metrics {
             ),
             last: Mutex::new(Vec::new()),
             registry: r,
+            max_stream_labels: usize::MAX,
         }
+    }
+
+    /// Per-stream labels for at most `n` streams (the first by name).
+    pub fn with_max_stream_labels(mut self, n: usize) -> Self {
+        self.max_stream_labels = n;
+        self
+    }
+
+    pub fn max_stream_labels(&self) -> usize {
+        self.max_stream_labels
     }
 
     pub fn signalling_message(&self, ty: &str) {

@@ -8,26 +8,176 @@
 //! broadcast or viewing at once.
 
 use axum::extract::ws::Utf8Bytes;
+use axum::http::HeaderMap;
 use golive_proto::{
     ClientMessage, EndReason, ErrorCode, ProtocolError, ServerMessage, StreamName, chat_text,
     display_name,
 };
 use golive_sfu::{PeerId, SfuError};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::AppState;
-use crate::directory::{AudienceEvent, AudienceSink, MemberId, Sink, limit_label};
-use crate::limits::Refusal;
-use crate::worker::{Command, PeerEvent, PeerEvents, WorkerHandle};
+use crate::directory::{AudienceEvent, AudienceSink, Directory, MemberId, Sink, limit_label};
+use crate::keys::StreamKeys;
+use crate::limits::{IpLimiter, IpSlot, Refusal};
+use crate::metrics::Metrics;
+use crate::worker::{Command, PeerEvent, PeerEvents, WorkerHandle, WorkerStats};
+
+/// What every session shares, whichever front-end it is behind.
+#[derive(Clone)]
+pub struct Context {
+    pub directory: Arc<Directory>,
+    pub workers: Arc<Workers>,
+    pub keys: Arc<StreamKeys>,
+    pub metrics: Arc<Metrics>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub settings: Settings,
+}
+
+/// How sessions behave, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Hearts are gathered and sent this often; zero sends each at once.
+    pub hearts_batch: Duration,
+    /// How long viewers wait for a broadcaster whose connection was lost.
+    pub reconnect_grace: Duration,
+}
+
+/// The media workers: new peers are spread over them in turn.
+pub struct Workers {
+    handles: Vec<WorkerHandle>,
+    next: AtomicUsize,
+}
+
+impl Workers {
+    pub fn new(handles: Vec<WorkerHandle>) -> Self {
+        assert!(!handles.is_empty(), "at least one media worker");
+        Self {
+            handles,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The worker that takes the next peer.
+    pub fn pick(&self) -> WorkerHandle {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        self.handles[i].clone()
+    }
+
+    pub fn handles(&self) -> &[WorkerHandle] {
+        &self.handles
+    }
+
+    /// Every worker's totals (a worker that does not answer counts as zeros).
+    pub async fn stats(&self) -> Vec<WorkerStats> {
+        let mut all = Vec::with_capacity(self.handles.len());
+        for w in &self.handles {
+            all.push(w.stats().await.unwrap_or_default());
+        }
+        all
+    }
+}
+
+/// The sessions alive, and the server's drain: once it begins (on SIGTERM) every session is
+/// told to end and new ones are refused.
+pub struct Lifecycle {
+    shutdown: watch::Sender<bool>,
+    draining: AtomicBool,
+    open: AtomicUsize,
+    drain_timeout: Duration,
+}
+
+impl Lifecycle {
+    pub fn new(drain_timeout: Duration) -> Self {
+        Self {
+            shutdown: watch::Sender::new(false),
+            draining: AtomicBool::new(false),
+            open: AtomicUsize::new(0),
+            drain_timeout,
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Sessions alive (WebSocket and WHIP/WHEP).
+    pub fn open_sessions(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// How long a drain waits for sessions to close.
+    pub fn drain_timeout(&self) -> Duration {
+        self.drain_timeout
+    }
+
+    /// Refuses new sessions from now on and tells every open one to end.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.shutdown.send_replace(true);
+    }
+}
 
 /// Why a session was not admitted.
 #[derive(Debug)]
 pub enum Refused {
     Draining,
     Limit(Refusal),
+}
+
+/// Who may open a session: nobody while the server drains, and each client address within
+/// its limits.
+pub struct Admission {
+    lifecycle: Arc<Lifecycle>,
+    limiter: Arc<IpLimiter>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    trusted_proxies: Vec<IpAddr>,
+}
+
+impl Admission {
+    pub fn new(
+        lifecycle: Arc<Lifecycle>,
+        limiter: Arc<IpLimiter>,
+        trusted_proxies: Vec<IpAddr>,
+    ) -> Self {
+        Self {
+            lifecycle,
+            limiter,
+            trusted_proxies,
+        }
+    }
+
+    /// A place for a new session of the client at `peer` (the connection's address), held
+    /// until the returned slot is dropped.
+    pub fn admit(&self, peer: SocketAddr, headers: &HeaderMap) -> Result<IpSlot, Refused> {
+        if self.lifecycle.is_draining() {
+            return Err(Refused::Draining);
+        }
+        self.limiter
+            .acquire(self.client_ip(peer, headers), Instant::now())
+            .map_err(Refused::Limit)
+    }
+
+    /// The client's address for per-IP limits: the connection's, or, when that is a trusted
+    /// proxy, the nearest untrusted address of `X-Forwarded-For` (read from the right, since
+    /// the left part is whatever the client claimed).
+    fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.trusted_proxies.contains(&peer.ip()) {
+            return peer.ip();
+        }
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            .rev()
+            .find(|ip| !self.trusted_proxies.contains(ip))
+            .unwrap_or(peer.ip())
+    }
 }
 
 /// Identifies a signalling session.
@@ -45,6 +195,8 @@ const CHAT_BURST: f64 = 5.0;
 const CHAT_REFILL_PER_SEC: f64 = 1.0;
 /// Hearts past this many a second from one sender are dropped silently.
 const HEARTS_PER_SEC: f64 = 10.0;
+/// Titles are cut to this many characters.
+pub const MAX_TITLE_CHARS: usize = 200;
 /// Name of a broadcaster who gave none.
 const DEFAULT_BROADCASTER_NAME: &str = "broadcaster";
 
@@ -122,7 +274,7 @@ enum Role {
 
 struct Session {
     id: SessionId,
-    state: Arc<AppState>,
+    ctx: Context,
     role: Role,
     /// Where the directory tells this session about its stream.
     audience: Sink,
@@ -181,23 +333,23 @@ impl SessionHandle {
 
 /// Starts a session. Messages the server sends on its own (viewer counts, `ended`) come out of
 /// the returned receiver; it closes when the session is over (for instance at shutdown).
-pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<Outgoing>) {
+pub fn spawn(ctx: Context) -> (SessionHandle, mpsc::UnboundedReceiver<Outgoing>) {
     let (inputs_tx, mut inputs) = mpsc::channel::<(ClientMessage, oneshot::Sender<Reply>)>(8);
     let (outbox, outbox_rx) = mpsc::unbounded_channel();
     let (audience_tx, mut audience) = mpsc::unbounded_channel();
     let (peer_events, mut peer_events_rx) = mpsc::unbounded_channel();
-    let mut shutdown: watch::Receiver<bool> = state.shutdown.subscribe();
+    let mut shutdown: watch::Receiver<bool> = ctx.lifecycle.shutdown.subscribe();
     let id = SessionId(next_id());
     let mut s = Session {
         id,
-        state,
+        ctx,
         role: Role::Idle,
         audience: Arc::new(Mailbox(audience_tx)),
         peer_events,
         chat_limit: RateLimit::new(CHAT_BURST, CHAT_REFILL_PER_SEC),
         heart_limit: RateLimit::new(HEARTS_PER_SEC, HEARTS_PER_SEC),
     };
-    s.state.sessions.fetch_add(1, Ordering::Relaxed);
+    s.ctx.lifecycle.open.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
         tracing::debug!(session = id.0, "session opened");
         loop {
@@ -205,13 +357,13 @@ pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<Ou
                 input = inputs.recv() => {
                     let Some((msg, reply)) = input else { break };
                     let ty = msg.type_name();
-                    s.state.metrics.signalling_message(ty);
+                    s.ctx.metrics.signalling_message(ty);
                     let r = s.handle(msg).await;
                     if let Err(e) = &r {
                         tracing::debug!(session = id.0, code = %e.code, "refused: {}", e.message);
-                        s.state.metrics.signalling_error(e.code.as_str());
+                        s.ctx.metrics.signalling_error(e.code.as_str());
                         if let Some(limit) = limit_label(e.code, ty == "publish") {
-                            s.state.metrics.limit_refused(limit);
+                            s.ctx.metrics.limit_refused(limit);
                         }
                     }
                     let _ = reply.send(r);
@@ -241,7 +393,7 @@ pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<Ou
             EndReason::ServerShutdown
         };
         s.end(reason, lost).await;
-        s.state.sessions.fetch_sub(1, Ordering::Relaxed);
+        s.ctx.lifecycle.open.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(session = id.0, "session closed");
     });
     (
@@ -275,20 +427,20 @@ impl Session {
                         "too many chat messages; wait a moment",
                     ));
                 }
-                self.state.directory.chat(&stream, self.id.into(), text)?;
+                self.ctx.directory.chat(&stream, self.id.into(), text)?;
                 Ok(None)
             }
             ClientMessage::Heart => {
                 let stream = self.stream()?.clone();
                 if self.heart_limit.take(Instant::now()) {
-                    let immediate = self.state.hearts_batch.is_zero();
-                    self.state.directory.heart(&stream, immediate);
+                    let immediate = self.ctx.settings.hearts_batch.is_zero();
+                    self.ctx.directory.heart(&stream, immediate);
                 }
                 Ok(None)
             }
             ClientMessage::Remove { id } => {
                 let stream = self.stream()?.clone();
-                self.state
+                self.ctx
                     .directory
                     .remove_chat(&stream, self.id.into(), id)?;
                 Ok(None)
@@ -296,7 +448,7 @@ impl Session {
             ClientMessage::Mute { name } => {
                 let stream = self.stream()?.clone();
                 let name = display_name(&name)?;
-                self.state.directory.mute(&stream, self.id.into(), &name)?;
+                self.ctx.directory.mute(&stream, self.id.into(), &name)?;
                 Ok(None)
             }
             ClientMessage::Candidate {
@@ -345,7 +497,7 @@ impl Session {
     }
 
     fn ensure_accepting(&self) -> Result<(), ProtocolError> {
-        if self.state.is_draining() {
+        if self.ctx.lifecycle.is_draining() {
             return Err(ProtocolError::new(
                 ErrorCode::Draining,
                 "the server is shutting down",
@@ -378,18 +530,18 @@ impl Session {
             Some(n) => display_name(&n)?,
             None => DEFAULT_BROADCASTER_NAME.to_owned(),
         };
-        self.state.keys.check(&stream, key.as_deref())?;
+        self.ctx.keys.check(&stream, key.as_deref())?;
         // Checked before the name is claimed, so a bad offer never makes a stream appear.
         let media = golive_sfu::Sfu::publisher_media(&sdp).map_err(sfu_error)?;
-        self.state.directory.claim(
+        self.ctx.directory.claim(
             &stream,
             self.id.into(),
             self.audience.clone(),
             name,
             media,
-            title.map(|t| t.chars().take(crate::MAX_TITLE_CHARS).collect()),
+            title.map(|t| t.chars().take(MAX_TITLE_CHARS).collect()),
         )?;
-        let worker = self.state.pick_worker();
+        let worker = self.ctx.workers.pick();
         let peer = PeerId(next_id());
         let answer = worker
             .call(|reply| Command::Publish {
@@ -414,7 +566,7 @@ impl Session {
                 })
             }
             Err(e) => {
-                self.state
+                self.ctx
                     .directory
                     .release(&stream, self.id.into(), EndReason::BroadcasterLeft);
                 Err(sfu_error(e))
@@ -437,11 +589,11 @@ impl Session {
             None => format!("viewer-{:04x}", rand::random::<u16>()),
         };
         let joined =
-            self.state
+            self.ctx
                 .directory
                 .watch(&stream, self.id.into(), self.audience.clone(), name)?;
         let media = joined.media;
-        let worker = self.state.pick_worker();
+        let worker = self.ctx.workers.pick();
         let peer = PeerId(next_id());
         let answer = worker
             .call(|reply| Command::Watch {
@@ -472,7 +624,7 @@ impl Session {
                 })
             }
             Err(e) => {
-                self.state.directory.unwatch(&stream, self.id.into());
+                self.ctx.directory.unwatch(&stream, self.id.into());
                 Err(sfu_error(e))
             }
         }
@@ -500,10 +652,7 @@ impl Session {
                 if let Role::Watching { peer, since, .. } = &self.role
                     && *peer == id
                 {
-                    self.state
-                        .metrics
-                        .ttff
-                        .observe(since.elapsed().as_secs_f64());
+                    self.ctx.metrics.ttff.observe(since.elapsed().as_secs_f64());
                 }
                 None
             }
@@ -536,27 +685,25 @@ impl Session {
                 peer,
                 worker,
             } => {
-                let grace = self.state.reconnect_grace;
+                let grace = self.ctx.settings.reconnect_grace;
                 let waiting = if lost && !grace.is_zero() {
-                    self.state.directory.orphan(&stream, self.id.into(), grace)
+                    self.ctx.directory.orphan(&stream, self.id.into(), grace)
                 } else {
                     None
                 };
                 match waiting {
                     Some(loss) => {
                         tracing::info!(session = self.id.0, %stream, ?grace, "broadcaster lost; viewers wait");
-                        let state = self.state.clone();
+                        let directory = self.ctx.directory.clone();
                         let stream = stream.clone();
                         tokio::spawn(async move {
                             tokio::time::sleep(grace).await;
-                            state.directory.expire(&stream, loss);
+                            directory.expire(&stream, loss);
                         });
                     }
                     None => {
                         tracing::info!(session = self.id.0, %stream, "broadcast ended");
-                        self.state
-                            .directory
-                            .release(&stream, self.id.into(), reason);
+                        self.ctx.directory.release(&stream, self.id.into(), reason);
                     }
                 }
                 let _ = worker.send(Command::Remove { id: peer }).await;
@@ -567,7 +714,7 @@ impl Session {
                 worker,
                 ..
             } => {
-                self.state.directory.unwatch(&stream, self.id.into());
+                self.ctx.directory.unwatch(&stream, self.id.into());
                 let _ = worker.send(Command::Remove { id: peer }).await;
             }
         }

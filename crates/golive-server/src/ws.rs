@@ -11,9 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::AppState;
 use crate::limits::{IpSlot, Refusal};
-use crate::session::{self, Outgoing, RateLimit, Refused};
+use crate::session::{self, Admission, Outgoing, RateLimit, Refused};
 
 /// Frames above the frame limit are read (up to this, or twice the limit) so they can be
 /// refused with 1009 rather than by a dropped connection.
@@ -25,27 +24,33 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TRY_LATER: u16 = 1013;
 
+/// What the WebSocket front-end allows one socket.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest frame; a larger one closes the socket with 1009.
+    pub max_frame_bytes: usize,
+    /// Messages a second (bursts of twice that); more are answered `rate_limited`.
+    pub max_messages_per_sec: u32,
+    /// A socket that sends nothing (not even a pong) this long, or does not read, is closed.
+    pub idle_timeout: Duration,
+}
+
 /// `GET /ws`: admits the client (or says why not, over the socket), then runs the session.
 pub async fn upgrade(
-    State(state): State<Arc<AppState>>,
+    State(admission): State<Arc<Admission>>,
+    State(limits): State<Limits>,
+    State(ctx): State<session::Context>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let limit = READ_LIMIT_BYTES.max(state.max_frame_bytes.saturating_mul(2));
+    let read_limit = READ_LIMIT_BYTES.max(limits.max_frame_bytes.saturating_mul(2));
     // Refusals are sent over the socket: a browser cannot read the status of a failed upgrade.
-    let admitted = if state.is_draining() {
-        Err(Refused::Draining)
-    } else {
-        state
-            .ip_limiter
-            .acquire(state.client_ip(peer, &headers), Instant::now())
-            .map_err(Refused::Limit)
-    };
+    let admitted = admission.admit(peer, &headers);
     upgrade
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| run(socket, state, admitted))
+        .max_message_size(read_limit)
+        .max_frame_size(read_limit)
+        .on_upgrade(move |socket| run(socket, ctx, limits, admitted))
 }
 
 async fn send(ws: &mut WebSocket, msg: &ServerMessage) -> bool {
@@ -72,7 +77,13 @@ fn close(code: u16, reason: &str) -> Message {
 
 /// The WebSocket front-end: one socket, one session, until either closes. `admitted` carries
 /// the client address's place (or why it has none).
-async fn run(mut ws: WebSocket, state: Arc<AppState>, admitted: Result<IpSlot, Refused>) {
+async fn run(
+    mut ws: WebSocket,
+    ctx: session::Context,
+    limits: Limits,
+    admitted: Result<IpSlot, Refused>,
+) {
+    let metrics = ctx.metrics.clone();
     let _slot = match admitted {
         Ok(slot) => slot,
         Err(refused) => {
@@ -82,7 +93,7 @@ async fn run(mut ws: WebSocket, state: Arc<AppState>, admitted: Result<IpSlot, R
                     CLOSE_GOING_AWAY,
                 ),
                 Refused::Limit(r) => {
-                    state.metrics.limit_refused(r.label());
+                    metrics.limit_refused(r.label());
                     let code = match r {
                         Refusal::NewSessionsPerSecond => CLOSE_TRY_LATER,
                         Refusal::SessionsPerIp => CLOSE_POLICY,
@@ -90,20 +101,20 @@ async fn run(mut ws: WebSocket, state: Arc<AppState>, admitted: Result<IpSlot, R
                     (r.error(), code)
                 }
             };
-            state.metrics.signalling_error(error.code.as_str());
+            metrics.signalling_error(error.code.as_str());
             let _ = send(&mut ws, &error.into()).await;
             let _ = ws.send(close(code, "refused")).await;
             return;
         }
     };
-    let idle = state.ws_idle_timeout;
-    let max_frame = state.max_frame_bytes;
-    let per_sec = f64::from(state.max_messages_per_sec);
+    let idle = limits.idle_timeout;
+    let max_frame = limits.max_frame_bytes;
+    let per_sec = f64::from(limits.max_messages_per_sec.max(1));
     let mut message_limit = RateLimit::new(per_sec * 2.0, per_sec);
     let mut ping = tokio::time::interval(idle / 3);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
-    let (session, mut outbox) = session::spawn(state.clone());
+    let (session, mut outbox) = session::spawn(ctx);
     loop {
         tokio::select! {
             frame = ws.recv() => {
@@ -136,8 +147,8 @@ async fn run(mut ws: WebSocket, state: Arc<AppState>, admitted: Result<IpSlot, R
                     break;
                 }
                 let reply = if !message_limit.take(Instant::now()) {
-                    state.metrics.limit_refused("messages_per_sec");
-                    state.metrics.signalling_error(ErrorCode::RateLimited.as_str());
+                    metrics.limit_refused("messages_per_sec");
+                    metrics.signalling_error(ErrorCode::RateLimited.as_str());
                     Err(ProtocolError::new(
                         ErrorCode::RateLimited,
                         "too many messages; slow down",
@@ -146,7 +157,7 @@ async fn run(mut ws: WebSocket, state: Arc<AppState>, admitted: Result<IpSlot, R
                     match ClientMessage::parse(&text) {
                         Ok(msg) => session.call(msg).await,
                         Err(e) => {
-                            state.metrics.signalling_error(e.code.as_str());
+                            metrics.signalling_error(e.code.as_str());
                             Err(e)
                         }
                     }
@@ -161,12 +172,12 @@ async fn run(mut ws: WebSocket, state: Arc<AppState>, admitted: Result<IpSlot, R
             m = outbox.recv() => match m {
                 Some(m) => {
                     if outbox.len() > MAX_OUTBOX_BACKLOG {
-                        state.metrics.limit_refused("ws_slow_reader");
+                        metrics.limit_refused("ws_slow_reader");
                         let _ = ws.send(close(CLOSE_POLICY, "not reading")).await;
                         break;
                     }
                     if !send_timed(&mut ws, message_of(m), idle).await {
-                        state.metrics.limit_refused("ws_slow_reader");
+                        metrics.limit_refused("ws_slow_reader");
                         break;
                     }
                 }
@@ -178,7 +189,7 @@ async fn run(mut ws: WebSocket, state: Arc<AppState>, admitted: Result<IpSlot, R
             },
             _ = ping.tick() => {
                 if last_heard.elapsed() > idle {
-                    state.metrics.limit_refused("ws_idle");
+                    metrics.limit_refused("ws_idle");
                     let _ = ws.send(close(CLOSE_GOING_AWAY, "idle")).await;
                     break;
                 }
