@@ -1,20 +1,64 @@
 //! Per-client-address limits: new sessions per second and sessions open at once. A refused
-//! client gets a clear error code; nobody else notices.
+//! client gets a clear error code; nobody else notices. And the one [`TokenBucket`] every rate
+//! limit of the server is made of.
 
 use golive_proto::{ErrorCode, ProtocolError};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// Entries of addresses with no open session are forgotten after this long (their new-session
-/// budget has refilled by then anyway).
-const FORGET_AFTER: Duration = Duration::from_secs(60);
+/// Past this many addresses, those with no open session and a full budget (which are as good
+/// as new) are forgotten.
+const FORGET_ABOVE_ADDRESSES: usize = 4096;
+
+/// A token bucket: up to `capacity` takes at once, refilled at `per_sec`. The caller passes the
+/// time, so a test drives it with a clock of its own.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    tokens: f64,
+    capacity: f64,
+    per_sec: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(capacity: f64, per_sec: f64, now: Instant) -> Self {
+        Self {
+            tokens: capacity,
+            capacity,
+            per_sec,
+            last: now,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        self.tokens = self.tokens_at(now);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the bucket has refilled completely by `now`.
+    pub fn is_full(&self, now: Instant) -> bool {
+        self.tokens_at(now) >= self.capacity
+    }
+
+    fn tokens_at(&self, now: Instant) -> f64 {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.per_sec;
+        (self.tokens + refill).min(self.capacity)
+    }
+}
 
 struct PerIp {
     open: usize,
-    tokens: f64,
-    last: Instant,
+    new_sessions: TokenBucket,
 }
 
 /// Counts sessions per client IP address.
@@ -84,25 +128,20 @@ impl IpLimiter {
     /// Takes a place for a new session from `ip`, or says which limit refuses it.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<IpSlot, Refusal> {
         let mut map = self.lock();
-        if map.len() > 4096 {
-            map.retain(|_, e| e.open > 0 || now.saturating_duration_since(e.last) < FORGET_AFTER);
+        if map.len() > FORGET_ABOVE_ADDRESSES {
+            map.retain(|_, e| e.open > 0 || !e.new_sessions.is_full(now));
         }
-        let burst = self.per_sec;
-        let e = map.entry(ip).or_insert(PerIp {
+        let e = map.entry(ip).or_insert_with(|| PerIp {
             open: 0,
-            tokens: burst,
-            last: now,
+            // A burst of one second's worth.
+            new_sessions: TokenBucket::new(self.per_sec, self.per_sec, now),
         });
-        e.tokens = (e.tokens + now.saturating_duration_since(e.last).as_secs_f64() * self.per_sec)
-            .min(burst);
-        e.last = now;
         if e.open >= self.max_open {
             return Err(Refusal::SessionsPerIp);
         }
-        if e.tokens < 1.0 {
+        if !e.new_sessions.take(now) {
             return Err(Refusal::NewSessionsPerSecond);
         }
-        e.tokens -= 1.0;
         e.open += 1;
         Ok(IpSlot {
             limiter: self.clone(),
@@ -118,6 +157,23 @@ impl IpLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn token_bucket_gives_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(3.0, 2.0, t0);
+        assert!(b.is_full(t0));
+        assert_eq!((0..5).filter(|_| b.take(t0)).count(), 3);
+        assert!(!b.is_full(t0));
+        // Half a second at 2 a second refills one token, never more than the capacity.
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(b.take(t1));
+        assert!(!b.take(t1));
+        let later = t1 + Duration::from_secs(60);
+        assert!(b.is_full(later));
+        assert_eq!((0..5).filter(|_| b.take(later)).count(), 3);
+    }
 
     #[test]
     fn new_sessions_are_rate_limited_and_open_ones_capped_per_address() {

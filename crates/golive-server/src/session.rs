@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::directory::{AudienceEvent, AudienceSink, Directory, MemberId, Sink, limit_label};
 use crate::keys::StreamKeys;
-use crate::limits::{IpLimiter, IpSlot, Refusal};
+use crate::limits::{IpLimiter, IpSlot, Refusal, TokenBucket};
 use crate::metrics::Metrics;
 use crate::worker::{Command, PeerEvent, PeerEvents, WorkerHandle, WorkerStats};
 
@@ -200,38 +200,6 @@ pub const MAX_TITLE_CHARS: usize = 200;
 /// Name of a broadcaster who gave none.
 const DEFAULT_BROADCASTER_NAME: &str = "broadcaster";
 
-/// A token bucket: `capacity` at once, refilled at `per_sec`.
-#[derive(Debug)]
-pub(crate) struct RateLimit {
-    tokens: f64,
-    capacity: f64,
-    per_sec: f64,
-    last: Instant,
-}
-
-impl RateLimit {
-    pub(crate) fn new(capacity: f64, per_sec: f64) -> Self {
-        Self {
-            tokens: capacity,
-            capacity,
-            per_sec,
-            last: Instant::now(),
-        }
-    }
-
-    pub(crate) fn take(&mut self, now: Instant) -> bool {
-        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.per_sec;
-        self.tokens = (self.tokens + refill).min(self.capacity);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// What a session sends on its own: its own messages, and frames shared with a whole audience
 /// (serialized once).
 #[derive(Debug, Clone)]
@@ -280,8 +248,8 @@ struct Session {
     audience: Sink,
     /// Where workers tell this session about its media peer.
     peer_events: PeerEvents,
-    chat_limit: RateLimit,
-    heart_limit: RateLimit,
+    chat_limit: TokenBucket,
+    heart_limit: TokenBucket,
 }
 
 fn sfu_error(e: SfuError) -> ProtocolError {
@@ -346,8 +314,8 @@ pub fn spawn(ctx: Context) -> (SessionHandle, mpsc::UnboundedReceiver<Outgoing>)
         role: Role::Idle,
         audience: Arc::new(Mailbox(audience_tx)),
         peer_events,
-        chat_limit: RateLimit::new(CHAT_BURST, CHAT_REFILL_PER_SEC),
-        heart_limit: RateLimit::new(HEARTS_PER_SEC, HEARTS_PER_SEC),
+        chat_limit: TokenBucket::new(CHAT_BURST, CHAT_REFILL_PER_SEC, Instant::now()),
+        heart_limit: TokenBucket::new(HEARTS_PER_SEC, HEARTS_PER_SEC, Instant::now()),
     };
     s.ctx.lifecycle.open.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {

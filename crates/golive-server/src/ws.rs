@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::limits::{IpSlot, Refusal};
-use crate::session::{self, Admission, Outgoing, RateLimit, Refused};
+use crate::limits::{IpSlot, Refusal, TokenBucket};
+use crate::session::{self, Admission, Outgoing, Refused};
 
 /// Frames above the frame limit are read (up to this, or twice the limit) so they can be
 /// refused with 1009 rather than by a dropped connection.
@@ -110,7 +110,7 @@ async fn run(
     let idle = limits.idle_timeout;
     let max_frame = limits.max_frame_bytes;
     let per_sec = f64::from(limits.max_messages_per_sec.max(1));
-    let mut message_limit = RateLimit::new(per_sec * 2.0, per_sec);
+    let mut message_limit = TokenBucket::new(per_sec * 2.0, per_sec, Instant::now());
     let mut ping = tokio::time::interval(idle / 3);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
