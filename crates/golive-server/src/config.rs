@@ -97,6 +97,11 @@ pub struct Config {
     #[arg(long, env = "GOLIVE_WS_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub ws_idle_timeout_secs: u64,
 
+    /// Messages waiting to be sent to one client (audience frames, mostly); a client whose
+    /// queue is full does not read, and its connection is closed (WebSocket close 1008).
+    #[arg(long, env = "GOLIVE_MAX_QUEUED_MESSAGES", default_value_t = 4096)]
+    pub max_queued_messages: usize,
+
     /// On SIGTERM, how long sessions get to close before the process exits.
     #[arg(long, env = "GOLIVE_DRAIN_TIMEOUT_SECS", default_value_t = 5)]
     pub drain_timeout_secs: u64,
@@ -159,6 +164,7 @@ struct FileConfig {
     max_new_sessions_per_sec_per_ip: Option<u32>,
     max_sessions_per_ip: Option<usize>,
     ws_idle_timeout_secs: Option<u64>,
+    max_queued_messages: Option<usize>,
     drain_timeout_secs: Option<u64>,
     metrics_max_stream_labels: Option<usize>,
     no_keyframe_cache: Option<bool>,
@@ -203,7 +209,7 @@ impl Config {
         take!(listen, udp_port, srtp_legacy, ice_servers, hearts_batch_ms, max_streams,
             max_viewers_per_stream, max_viewers, max_frame_bytes, max_messages_per_sec,
             max_new_sessions_per_sec_per_ip, max_sessions_per_ip, ws_idle_timeout_secs,
-            drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache, reconnect_grace_secs, trusted_proxies;
+            max_queued_messages, drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache, reconnect_grace_secs, trusted_proxies;
             udp_bind, public_ip, workers, ice_username, ice_credential, keys_file);
     }
 

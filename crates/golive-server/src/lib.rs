@@ -138,6 +138,7 @@ impl AppState {
             sessions: session::Settings {
                 hearts_batch: Duration::from_millis(config.hearts_batch_ms),
                 reconnect_grace: Duration::from_secs(config.reconnect_grace_secs),
+                max_queued_messages: config.max_queued_messages.max(1),
             },
             ws: ws::Limits {
                 max_frame_bytes: config.max_frame_bytes,

@@ -44,6 +44,8 @@ pub struct Settings {
     pub hearts_batch: Duration,
     /// How long viewers wait for a broadcaster whose connection was lost.
     pub reconnect_grace: Duration,
+    /// Messages waiting for one client (see [`Outbox`]).
+    pub max_queued_messages: usize,
 }
 
 /// The media workers: new peers are spread over them in turn.
@@ -208,13 +210,96 @@ pub enum Outgoing {
     Frame(Utf8Bytes),
 }
 
-/// The session's place in the directory: what it delivers is handled by the session's task,
-/// in order, after the reply the task is busy with.
-struct Mailbox(mpsc::UnboundedSender<AudienceEvent>);
+/// A client's outbound queue: what its session sends on its own (audience frames, `ended`),
+/// on its way to the front-end that writes it to the client. Bounded, and a push never waits,
+/// whoever pushes (the directory pushes with its lock held): a push that finds the queue full
+/// cuts the client instead. That is the one slow-client rule, whatever the front-end: a client
+/// that reads keeps its queue near empty (the socket's buffers take what it has not read yet),
+/// so a full queue means it stopped reading, or cannot keep up with its audience.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Outgoing>,
+    cut: Arc<watch::Sender<bool>>,
+}
 
-impl AudienceSink for Mailbox {
+impl Outbox {
+    fn push(&self, m: Outgoing) {
+        // A closed queue is a front-end that is already gone: nobody to tell.
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(m) {
+            self.cut.send_replace(true);
+        }
+    }
+}
+
+/// The front-end's end of a client's [`Outbox`].
+pub struct OutboxRx {
+    rx: mpsc::Receiver<Outgoing>,
+    cut: watch::Receiver<bool>,
+}
+
+/// What a front-end takes from a client's queue.
+#[derive(Debug)]
+pub enum Next {
+    /// Send this to the client.
+    Send(Outgoing),
+    /// The queue filled up: the client does not read; close its connection.
+    Cut,
+    /// The session ended on its own (the server is shutting down).
+    Closed,
+}
+
+impl OutboxRx {
+    /// The next thing to do; a cut comes before anything still queued.
+    pub async fn next(&mut self) -> Next {
+        tokio::select! {
+            biased;
+            () = cut(&mut self.cut) => Next::Cut,
+            m = self.rx.recv() => m.map_or(Next::Closed, Next::Send),
+        }
+    }
+
+    /// Resolves once the queue is cut, so a front-end stops waiting on a socket that does not
+    /// take what it writes.
+    pub async fn cut(&mut self) {
+        cut(&mut self.cut).await;
+    }
+}
+
+async fn cut(flag: &mut watch::Receiver<bool>) {
+    if flag.wait_for(|cut| *cut).await.is_err() {
+        // Every sender is gone: the queue ends (the receiver says so); it was not cut.
+        std::future::pending::<()>().await;
+    }
+}
+
+fn outbox(capacity: usize) -> (Outbox, OutboxRx) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let (cut_tx, cut_rx) = watch::channel(false);
+    (
+        Outbox {
+            tx,
+            cut: Arc::new(cut_tx),
+        },
+        OutboxRx { rx, cut: cut_rx },
+    )
+}
+
+/// The session's place in the directory. Audience frames go straight into the client's outbox
+/// (in the order the directory sends them, never waiting); the end of a broadcast goes to the
+/// session's task, which ends the viewing before it says `ended`.
+struct Member {
+    outbox: Outbox,
+    ended: mpsc::UnboundedSender<EndReason>,
+}
+
+impl AudienceSink for Member {
     fn deliver(&self, event: AudienceEvent) {
-        let _ = self.0.send(event);
+        match event {
+            AudienceEvent::Frame(f) => self.outbox.push(Outgoing::Frame(f)),
+            AudienceEvent::Ended(reason) => {
+                let _ = self.ended.send(reason);
+            }
+        }
     }
 }
 
@@ -246,6 +331,8 @@ struct Session {
     role: Role,
     /// Where the directory tells this session about its stream.
     audience: Sink,
+    /// What the session says on its own, to its client.
+    outbox: Outbox,
     /// Where workers tell this session about its media peer.
     peer_events: PeerEvents,
     chat_limit: TokenBucket,
@@ -300,11 +387,11 @@ impl SessionHandle {
 }
 
 /// Starts a session. Messages the server sends on its own (viewer counts, `ended`) come out of
-/// the returned receiver; it closes when the session is over (for instance at shutdown).
-pub fn spawn(ctx: Context) -> (SessionHandle, mpsc::UnboundedReceiver<Outgoing>) {
+/// the returned queue; it closes when the session is over (for instance at shutdown).
+pub fn spawn(ctx: Context) -> (SessionHandle, OutboxRx) {
     let (inputs_tx, mut inputs) = mpsc::channel::<(ClientMessage, oneshot::Sender<Reply>)>(8);
-    let (outbox, outbox_rx) = mpsc::unbounded_channel();
-    let (audience_tx, mut audience) = mpsc::unbounded_channel();
+    let (outbox, outbox_rx) = outbox(ctx.settings.max_queued_messages);
+    let (ended_tx, mut ended) = mpsc::unbounded_channel();
     let (peer_events, mut peer_events_rx) = mpsc::unbounded_channel();
     let mut shutdown: watch::Receiver<bool> = ctx.lifecycle.shutdown.subscribe();
     let id = SessionId(next_id());
@@ -312,7 +399,11 @@ pub fn spawn(ctx: Context) -> (SessionHandle, mpsc::UnboundedReceiver<Outgoing>)
         id,
         ctx,
         role: Role::Idle,
-        audience: Arc::new(Mailbox(audience_tx)),
+        audience: Arc::new(Member {
+            outbox: outbox.clone(),
+            ended: ended_tx,
+        }),
+        outbox,
         peer_events,
         chat_limit: TokenBucket::new(CHAT_BURST, CHAT_REFILL_PER_SEC, Instant::now()),
         heart_limit: TokenBucket::new(HEARTS_PER_SEC, HEARTS_PER_SEC, Instant::now()),
@@ -336,18 +427,10 @@ pub fn spawn(ctx: Context) -> (SessionHandle, mpsc::UnboundedReceiver<Outgoing>)
                     }
                     let _ = reply.send(r);
                 }
-                Some(ev) = audience.recv() => {
-                    if let Some(m) = s.on_audience(ev).await {
-                        let _ = outbox.send(m);
-                    }
-                }
-                Some(ev) = peer_events_rx.recv() => {
-                    if let Some(m) = s.on_peer(ev).await {
-                        let _ = outbox.send(m);
-                    }
-                }
+                Some(reason) = ended.recv() => s.on_ended(reason).await,
+                Some(ev) = peer_events_rx.recv() => s.on_peer(ev).await,
                 _ = shutdown.changed() => {
-                    let _ = outbox.send(Outgoing::Message(ServerMessage::Ended { reason: EndReason::ServerShutdown }));
+                    s.say(ServerMessage::Ended { reason: EndReason::ServerShutdown });
                     break;
                 }
             }
@@ -598,23 +681,19 @@ impl Session {
         }
     }
 
-    async fn on_audience(&mut self, ev: AudienceEvent) -> Option<Outgoing> {
-        match ev {
-            AudienceEvent::Frame(f) => match self.role {
-                Role::Idle => None,
-                _ => Some(Outgoing::Frame(f)),
-            },
-            AudienceEvent::Ended(reason) => {
-                if !matches!(self.role, Role::Watching { .. }) {
-                    return None;
-                }
-                self.end(reason, false).await;
-                Some(Outgoing::Message(ServerMessage::Ended { reason }))
-            }
+    fn say(&self, m: ServerMessage) {
+        self.outbox.push(Outgoing::Message(m));
+    }
+
+    /// The broadcast this session watches is over.
+    async fn on_ended(&mut self, reason: EndReason) {
+        if matches!(self.role, Role::Watching { .. }) {
+            self.end(reason, false).await;
+            self.say(ServerMessage::Ended { reason });
         }
     }
 
-    async fn on_peer(&mut self, ev: PeerEvent) -> Option<Outgoing> {
+    async fn on_peer(&mut self, ev: PeerEvent) {
         match ev {
             PeerEvent::VideoStarted(id) => {
                 if let Role::Watching { peer, since, .. } = &self.role
@@ -622,22 +701,19 @@ impl Session {
                 {
                     self.ctx.metrics.ttff.observe(since.elapsed().as_secs_f64());
                 }
-                None
             }
             PeerEvent::Connected(id) => {
                 tracing::debug!(session = self.id.0, peer = %id, "media connected");
-                None
             }
             PeerEvent::Failed(id) => {
                 let ours = matches!(&self.role,
                     Role::Publishing { peer, .. } | Role::Watching { peer, .. } if *peer == id);
-                if !ours {
-                    return None;
+                if ours {
+                    self.end(EndReason::BroadcasterLeft, true).await;
+                    self.say(ServerMessage::Ended {
+                        reason: EndReason::ConnectionLost,
+                    });
                 }
-                self.end(EndReason::BroadcasterLeft, true).await;
-                Some(Outgoing::Message(ServerMessage::Ended {
-                    reason: EndReason::ConnectionLost,
-                }))
             }
         }
     }

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use crate::limits::IpSlot;
-use crate::session::{self, Admission, Outgoing, Refused, SessionHandle};
+use crate::session::{self, Admission, Next, Outgoing, Refused, SessionHandle};
 
 const SDP: &str = "application/sdp";
 const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
@@ -341,9 +341,12 @@ async fn create(
     // broadcast a player watches ends, the session says so, and the resource goes.
     let reaper = whip.clone();
     tokio::spawn(async move {
-        while let Some(m) = outbox.recv().await {
-            if matches!(m, Outgoing::Message(ServerMessage::Ended { .. })) {
-                break;
+        loop {
+            match outbox.next().await {
+                Next::Send(Outgoing::Message(ServerMessage::Ended { .. })) => break,
+                // An HTTP client reads nothing of it: the queue only carries the end.
+                Next::Send(_) => {}
+                Next::Cut | Next::Closed => break,
             }
         }
         reaper.resources.lock().remove(&(kind, id));

@@ -12,13 +12,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::limits::{IpSlot, Refusal, TokenBucket};
-use crate::session::{self, Admission, Outgoing, Refused};
+use crate::metrics::Metrics;
+use crate::session::{self, Admission, Next, OutboxRx, Outgoing, Refused};
 
 /// Frames above the frame limit are read (up to this, or twice the limit) so they can be
 /// refused with 1009 rather than by a dropped connection.
 const READ_LIMIT_BYTES: usize = 1024 * 1024;
-/// A WebSocket whose outgoing queue holds more than this many messages is not reading: cut.
-const MAX_OUTBOX_BACKLOG: usize = 4096;
+/// A client that keeps flooding after it was told `rate_limited` is cut: the refusals it can
+/// collect are themselves a bucket, of this many...
+const FLOOD_STRIKES: f64 = 100.0;
+/// ...refilled over this long.
+const FLOOD_WINDOW: Duration = Duration::from_secs(10);
+/// How long a close frame may take to go out before the connection is simply dropped.
+const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// WebSocket close codes (RFC 6455).
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
@@ -51,10 +57,6 @@ pub async fn upgrade(
         .max_message_size(read_limit)
         .max_frame_size(read_limit)
         .on_upgrade(move |socket| run(socket, ctx, limits, admitted))
-}
-
-async fn send(ws: &mut WebSocket, msg: &ServerMessage) -> bool {
-    ws.send(text_of(msg)).await.is_ok()
 }
 
 fn text_of(msg: &ServerMessage) -> Message {
@@ -102,7 +104,7 @@ async fn run(
                 }
             };
             metrics.signalling_error(error.code.as_str());
-            let _ = send(&mut ws, &error.into()).await;
+            let _ = ws.send(text_of(&error.into())).await;
             let _ = ws.send(close(code, "refused")).await;
             return;
         }
@@ -111,11 +113,16 @@ async fn run(
     let max_frame = limits.max_frame_bytes;
     let per_sec = f64::from(limits.max_messages_per_sec.max(1));
     let mut message_limit = TokenBucket::new(per_sec * 2.0, per_sec, Instant::now());
+    let mut strikes = TokenBucket::new(
+        FLOOD_STRIKES,
+        FLOOD_STRIKES / FLOOD_WINDOW.as_secs_f64(),
+        Instant::now(),
+    );
     let mut ping = tokio::time::interval(idle / 3);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let (session, mut outbox) = session::spawn(ctx);
-    loop {
+    let why = loop {
         tokio::select! {
             frame = ws.recv() => {
                 let frame = match frame {
@@ -125,26 +132,28 @@ async fn run(
                         // we see them ("Space limit exceeded: Message too long").
                         tracing::debug!(session = session.id.0, "socket error: {e}");
                         if e.to_string().contains("too long") {
-                            let _ = ws.send(close_too_big(max_frame)).await;
+                            break Some(close_too_big(max_frame));
                         }
-                        break;
+                        break None;
                     }
-                    None => break,
+                    None => break None,
                 };
                 last_heard = Instant::now();
                 let text = match frame {
                     Message::Text(t) => t,
                     Message::Binary(_) => {
                         let e = ProtocolError::bad_request("frames are JSON text, not binary");
-                        if !send(&mut ws, &e.into()).await { break; }
-                        continue;
+                        match send(&mut ws, text_of(&e.into()), idle, &mut outbox).await {
+                            Sent::Done => continue,
+                            Sent::Failed => break None,
+                            Sent::Cut => break Some(slow_reader(&metrics)),
+                        }
                     }
-                    Message::Close(_) => break,
+                    Message::Close(_) => break None,
                     Message::Ping(_) | Message::Pong(_) => continue,
                 };
                 if text.len() > max_frame {
-                    let _ = ws.send(close_too_big(max_frame)).await;
-                    break;
+                    break Some(close_too_big(max_frame));
                 }
                 let reply = if !message_limit.take(Instant::now()) {
                     metrics.limit_refused("messages_per_sec");
@@ -165,45 +174,80 @@ async fn run(
                 let out = match reply {
                     Ok(Some(m)) => m,
                     Ok(None) => continue,
+                    Err(e) if e.code == ErrorCode::RateLimited && !strikes.take(Instant::now()) => {
+                        // It keeps sending what it is told it may not: every refusal still
+                        // costs a parse and a reply, so stop serving it.
+                        metrics.limit_refused("ws_flood");
+                        break Some(close(CLOSE_POLICY, "too many messages"));
+                    }
                     Err(e) => e.into(),
                 };
-                if !send_timed(&mut ws, text_of(&out), idle).await { break; }
+                match send(&mut ws, text_of(&out), idle, &mut outbox).await {
+                    Sent::Done => {}
+                    Sent::Failed => break None,
+                    Sent::Cut => break Some(slow_reader(&metrics)),
+                }
             }
-            m = outbox.recv() => match m {
-                Some(m) => {
-                    if outbox.len() > MAX_OUTBOX_BACKLOG {
+            next = outbox.next() => match next {
+                Next::Send(m) => match send(&mut ws, message_of(m), idle, &mut outbox).await {
+                    Sent::Done => {}
+                    Sent::Failed => {
                         metrics.limit_refused("ws_slow_reader");
-                        let _ = ws.send(close(CLOSE_POLICY, "not reading")).await;
-                        break;
+                        break None;
                     }
-                    if !send_timed(&mut ws, message_of(m), idle).await {
-                        metrics.limit_refused("ws_slow_reader");
-                        break;
-                    }
-                }
-                None => {
-                    // The session ended on its own: the server is shutting down.
-                    let _ = ws.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
-                    break;
-                }
+                    Sent::Cut => break Some(slow_reader(&metrics)),
+                },
+                Next::Cut => break Some(slow_reader(&metrics)),
+                // The session ended on its own: the server is shutting down.
+                Next::Closed => break Some(close(CLOSE_GOING_AWAY, "server shutting down")),
             },
             _ = ping.tick() => {
                 if last_heard.elapsed() > idle {
                     metrics.limit_refused("ws_idle");
-                    let _ = ws.send(close(CLOSE_GOING_AWAY, "idle")).await;
-                    break;
+                    break Some(close(CLOSE_GOING_AWAY, "idle"));
                 }
-                if !send_timed(&mut ws, Message::Ping(Default::default()), idle).await { break; }
+                match send(&mut ws, Message::Ping(Default::default()), idle, &mut outbox).await {
+                    Sent::Done => {}
+                    Sent::Failed => break None,
+                    Sent::Cut => break Some(slow_reader(&metrics)),
+                }
             }
         }
+    };
+    if let Some(close) = why {
+        // A client that does not read may not take the close frame either.
+        let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, ws.send(close)).await;
     }
 }
 
-/// Sends within `limit`: a client that does not read is not waited for.
-async fn send_timed(ws: &mut WebSocket, m: Message, limit: Duration) -> bool {
-    tokio::time::timeout(limit, ws.send(m))
-        .await
-        .is_ok_and(|r| r.is_ok())
+/// How a send went.
+enum Sent {
+    Done,
+    /// The socket is closed, or did not take the message within the idle timeout.
+    Failed,
+    /// The client's queue filled up meanwhile.
+    Cut,
+}
+
+/// Sends within `limit`, and gives up at once when the client's queue is cut meanwhile: a
+/// client that does not read is not waited for.
+async fn send(ws: &mut WebSocket, m: Message, limit: Duration, outbox: &mut OutboxRx) -> Sent {
+    tokio::select! {
+        biased;
+        () = outbox.cut() => Sent::Cut,
+        r = tokio::time::timeout(limit, ws.send(m)) => match r {
+            Ok(Ok(())) => Sent::Done,
+            _ => Sent::Failed,
+        },
+    }
+}
+
+/// A client whose queue filled up: counted, and closed with 1008 (policy violation). Not 1013
+/// (try again later), which says the server is overloaded and invites an immediate retry: here
+/// the server is fine and the client is the one that does not keep up.
+fn slow_reader(metrics: &Metrics) -> Message {
+    metrics.limit_refused("ws_slow_reader");
+    close(CLOSE_POLICY, "not reading")
 }
 
 fn close_too_big(max: usize) -> Message {
