@@ -215,7 +215,10 @@ pub enum Outgoing {
 /// whoever pushes (the directory pushes with its lock held): a push that finds the queue full
 /// cuts the client instead. That is the one slow-client rule, whatever the front-end: a client
 /// that reads keeps its queue near empty (the socket's buffers take what it has not read yet),
-/// so a full queue means it stopped reading, or cannot keep up with its audience.
+/// so a full queue means it stopped reading, or cannot keep up with its audience. A front-end
+/// drains it between the client's requests, not while the session answers one (a publish or a
+/// watch waits milliseconds for a media worker): what arrives meanwhile waits here, and the
+/// capacity must allow for it.
 #[derive(Clone)]
 pub struct Outbox {
     tx: mpsc::Sender<Outgoing>,
