@@ -16,6 +16,7 @@ pub mod directory;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod outbox;
 pub mod session;
 pub mod web;
 pub mod whip;

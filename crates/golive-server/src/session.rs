@@ -7,7 +7,6 @@
 //! Dropping its handle (the socket closed, the WHIP resource was deleted) ends the session's
 //! broadcast or viewing at once.
 
-use axum::extract::ws::Utf8Bytes;
 use axum::http::HeaderMap;
 use golive_proto::{
     ClientMessage, EndReason, ErrorCode, ProtocolError, ServerMessage, StreamName, chat_text,
@@ -24,6 +23,7 @@ use crate::directory::{AudienceEvent, AudienceSink, Directory, MemberId, Sink, l
 use crate::keys::StreamKeys;
 use crate::limits::{IpLimiter, IpSlot, Refusal, TokenBucket};
 use crate::metrics::Metrics;
+use crate::outbox::{Outbox, OutboxRx, Outgoing, outbox};
 use crate::worker::{Command, PeerEvent, PeerEvents, WorkerHandle, WorkerStats};
 
 /// What every session shares, whichever front-end it is behind.
@@ -202,96 +202,12 @@ pub const MAX_TITLE_CHARS: usize = 200;
 /// Name of a broadcaster who gave none.
 const DEFAULT_BROADCASTER_NAME: &str = "broadcaster";
 
-/// What a session sends on its own: its own messages, and frames shared with a whole audience
-/// (serialized once).
-#[derive(Debug, Clone)]
-pub enum Outgoing {
-    Message(ServerMessage),
-    Frame(Utf8Bytes),
-}
-
-/// A client's outbound queue: what its session sends on its own (audience frames, `ended`),
-/// on its way to the front-end that writes it to the client. Bounded, and a push never waits,
-/// whoever pushes (the directory pushes with its lock held): a push that finds the queue full
-/// cuts the client instead. That is the one slow-client rule, whatever the front-end: a client
-/// that reads keeps its queue near empty (the socket's buffers take what it has not read yet),
-/// so a full queue means it stopped reading, or cannot keep up with its audience. A front-end
-/// drains it between the client's requests, not while the session answers one (a publish or a
-/// watch waits milliseconds for a media worker): what arrives meanwhile waits here, and the
-/// capacity must allow for it.
-#[derive(Clone)]
-pub struct Outbox {
-    tx: mpsc::Sender<Outgoing>,
-    cut: Arc<watch::Sender<bool>>,
-}
-
-impl Outbox {
-    fn push(&self, m: Outgoing) {
-        // A closed queue is a front-end that is already gone: nobody to tell.
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(m) {
-            self.cut.send_replace(true);
-        }
-    }
-}
-
-/// The front-end's end of a client's [`Outbox`].
-pub struct OutboxRx {
-    rx: mpsc::Receiver<Outgoing>,
-    cut: watch::Receiver<bool>,
-}
-
-/// What a front-end takes from a client's queue.
-#[derive(Debug)]
-pub enum Next {
-    /// Send this to the client.
-    Send(Outgoing),
-    /// The queue filled up: the client does not read; close its connection.
-    Cut,
-    /// The session ended on its own (the server is shutting down).
-    Closed,
-}
-
-impl OutboxRx {
-    /// The next thing to do; a cut comes before anything still queued.
-    pub async fn next(&mut self) -> Next {
-        tokio::select! {
-            biased;
-            () = cut(&mut self.cut) => Next::Cut,
-            m = self.rx.recv() => m.map_or(Next::Closed, Next::Send),
-        }
-    }
-
-    /// Resolves once the queue is cut, so a front-end stops waiting on a socket that does not
-    /// take what it writes.
-    pub async fn cut(&mut self) {
-        cut(&mut self.cut).await;
-    }
-}
-
-async fn cut(flag: &mut watch::Receiver<bool>) {
-    if flag.wait_for(|cut| *cut).await.is_err() {
-        // Every sender is gone: the queue ends (the receiver says so); it was not cut.
-        std::future::pending::<()>().await;
-    }
-}
-
-fn outbox(capacity: usize) -> (Outbox, OutboxRx) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
-    let (cut_tx, cut_rx) = watch::channel(false);
-    (
-        Outbox {
-            tx,
-            cut: Arc::new(cut_tx),
-        },
-        OutboxRx { rx, cut: cut_rx },
-    )
-}
-
 /// The session's place in the directory. Audience frames go straight into the client's outbox
 /// (in the order the directory sends them, never waiting); the end of a broadcast goes to the
 /// session's task, which ends the viewing before it says `ended`.
 struct Member {
     outbox: Outbox,
+    /// Unbounded, yet at most one: the directory drops a viewer as it tells it the end.
     ended: mpsc::UnboundedSender<EndReason>,
 }
 

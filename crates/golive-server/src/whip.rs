@@ -18,7 +18,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use crate::limits::IpSlot;
-use crate::session::{self, Admission, Next, Outgoing, Refused, SessionHandle};
+use crate::outbox::{Next, Outgoing};
+use crate::session::{self, Admission, Refused, SessionHandle};
 
 const SDP: &str = "application/sdp";
 const SDPFRAG: &str = "application/trickle-ice-sdpfrag";

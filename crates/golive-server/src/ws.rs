@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use crate::limits::{IpSlot, Refusal, TokenBucket};
 use crate::metrics::Metrics;
-use crate::session::{self, Admission, Next, OutboxRx, Outgoing, Refused};
+use crate::outbox::{Next, OutboxRx, Outgoing};
+use crate::session::{self, Admission, Refused};
 
 /// Frames above the frame limit are read (up to this, or twice the limit) so they can be
 /// refused with 1009 rather than by a dropped connection.
