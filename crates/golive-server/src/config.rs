@@ -141,6 +141,14 @@ pub struct Config {
     /// Credential (password) for the `turn:`/`turns:` servers of --ice-server.
     #[arg(long, env = "GOLIVE_ICE_CREDENTIAL", hide_env_values = true)]
     pub ice_credential: Option<String>,
+
+    /// Tests only, and only in debug builds (release builds do not have this flag): a UDP
+    /// datagram whose payload is exactly this token (16 bytes or more) makes the media worker
+    /// that reads it panic, to test that workers are supervised. Neither an environment
+    /// variable nor a file can set it.
+    #[cfg(debug_assertions)]
+    #[arg(long, hide = true)]
+    pub test_worker_panic: Option<String>,
 }
 
 /// How the per-address limits treat loopback clients (`--ip-limits-loopback`).

@@ -144,19 +144,25 @@ impl AppState {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// Every worker's totals, summed where a scrape needs them.
-    async fn worker_stats(&self) -> Vec<WorkerStats> {
+    /// Every worker's totals (`None` for one that is down or did not answer).
+    async fn worker_stats(&self) -> Vec<Option<WorkerStats>> {
         let mut all = Vec::with_capacity(self.workers.len());
         for w in &self.workers {
-            all.push(w.stats().await.unwrap_or_default());
+            all.push(w.stats().await);
         }
         all
     }
 
-    /// Spreads peers over workers in turn.
+    /// Spreads peers over the live workers in turn. A worker that is restarting after a panic
+    /// is skipped; only when every worker is, the next in turn is taken anyway: its commands
+    /// wait in its queue and are answered as soon as it is back, a moment later.
     pub fn pick_worker(&self) -> WorkerHandle {
-        let i = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
-        self.workers[i].clone()
+        let n = self.workers.len();
+        let first = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        let alive = (0..n)
+            .map(|k| &self.workers[(first + k) % n])
+            .find(|w| w.is_alive());
+        alive.unwrap_or(&self.workers[first % n]).clone()
     }
 }
 
@@ -182,28 +188,62 @@ async fn protocol_doc() -> Response {
         .into_response()
 }
 
-/// 200 while serving; 503 with `"status":"draining"` once a shutdown began, so a load balancer
-/// moves people away.
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    let draining = state.is_draining();
-    let body = serde_json::json!({
-        "status": if draining { "draining" } else { "ok" },
-        "streams": state.directory.stream_count(),
-        "sessions": state.sessions.load(Ordering::Relaxed),
-        "workers": state.workers.len(),
-    });
-    let status = if draining {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
+    let workers: Vec<_> = state.workers.iter().map(|w| w.health()).collect();
+    let (status, body) = health(
+        state.is_draining(),
+        &workers,
+        state.directory.stream_count(),
+        state.sessions.load(Ordering::Relaxed),
+    );
     (status, axum::Json(body)).into_response()
+}
+
+/// 200 `ok` while serving. 503 with `draining` once a shutdown began, and with `degraded` while
+/// a media worker is restarting after a panic, so a load balancer moves new people away (the
+/// workers that are up keep serving everyone they hold). Each worker is listed with its state,
+/// its media peers and how often it was restarted.
+fn health(
+    draining: bool,
+    workers: &[worker::WorkerHealth],
+    streams: usize,
+    sessions: usize,
+) -> (StatusCode, serde_json::Value) {
+    let down = workers
+        .iter()
+        .any(|w| w.state != worker::WorkerState::Alive);
+    let status = if draining {
+        "draining"
+    } else if down {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let body = serde_json::json!({
+        "status": status,
+        "streams": streams,
+        "sessions": sessions,
+        "workers": workers.iter().map(|w| serde_json::json!({
+            "index": w.index,
+            "state": w.state.as_str(),
+            "peers": w.peers,
+            "restarts": w.restarts,
+        })).collect::<Vec<_>>(),
+    });
+    let code = if status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body)
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let workers = state.worker_stats().await;
+    let health: Vec<_> = state.workers.iter().map(|w| w.health()).collect();
     let text = state.metrics.render(
         &workers,
+        &health,
         state.directory.stream_count(),
         state.directory.viewer_count(),
         &state
@@ -244,6 +284,17 @@ pub fn start_media(config: &Config) -> anyhow::Result<Arc<AppState>> {
     let srtp = golive_sfu::SrtpPolicy {
         allow_legacy_cm: config.srtp_legacy,
     };
+    #[cfg(debug_assertions)]
+    if let Some(token) = &config.test_worker_panic {
+        anyhow::ensure!(
+            token.len() >= 16,
+            "--test-worker-panic needs a token of at least 16 bytes"
+        );
+        tracing::warn!(
+            "test hook armed: a datagram carrying the --test-worker-panic token makes a media worker panic"
+        );
+        let _ = worker::TEST_PANIC_TOKEN.set(token.as_bytes().to_vec());
+    }
     let workers = worker::start_workers(
         config.worker_count(),
         config.udp_bind_ip(),
@@ -316,5 +367,44 @@ async fn drain(state: &AppState) {
         tracing::warn!(sessions = left, "drain timeout passed; closing anyway");
     } else {
         tracing::info!("every session closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::{WorkerHealth, WorkerState};
+
+    fn worker(index: usize, state: WorkerState) -> WorkerHealth {
+        WorkerHealth {
+            index,
+            state,
+            peers: 3,
+            restarts: 1,
+        }
+    }
+
+    #[test]
+    fn health_is_503_while_a_worker_restarts_or_the_server_drains() {
+        let up = [worker(0, WorkerState::Alive), worker(1, WorkerState::Alive)];
+        let (code, body) = health(false, &up, 2, 5);
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(body["status"], "ok");
+        assert_eq!(body["workers"][1]["state"], "alive");
+        assert_eq!(body["workers"][1]["peers"], 3);
+        assert_eq!(body["workers"][1]["restarts"], 1);
+
+        let one_down = [
+            worker(0, WorkerState::Alive),
+            worker(1, WorkerState::Restarting),
+        ];
+        let (code, body) = health(false, &one_down, 2, 5);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "degraded");
+        assert_eq!(body["workers"][1]["state"], "restarting");
+
+        let (code, body) = health(true, &up, 0, 0);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "draining");
     }
 }
