@@ -99,6 +99,22 @@ pub struct Config {
     #[arg(long, env = "GOLIVE_IP_LIMITS_LOOPBACK", value_enum, default_value_t = LoopbackLimits::Auto)]
     pub ip_limits_loopback: LoopbackLimits,
 
+    /// Each HTTP request head must arrive within this many seconds of the server starting to
+    /// wait for it (an idle keep-alive connection is closed after as long); a slower client's
+    /// connection is closed.
+    #[arg(long, env = "GOLIVE_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub http_header_timeout_secs: u64,
+
+    /// TCP connections open at once (pages, WebSockets, WHIP/WHEP); more are closed at once.
+    /// Lowered at start to three quarters of the process's open-files limit.
+    #[arg(long, env = "GOLIVE_MAX_CONNECTIONS", default_value_t = 25_000)]
+    pub max_connections: usize,
+
+    /// TCP connections open at once from one client address (an IPv6 /64 counts as one); more
+    /// are closed at once. Exempt like the other per-address limits, and for trusted proxies.
+    #[arg(long, env = "GOLIVE_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+
     /// A WebSocket that sends nothing (not even a pong to our pings) this long, or does not
     /// read what it is sent, is closed.
     #[arg(long, env = "GOLIVE_WS_IDLE_TIMEOUT_SECS", default_value_t = 60)]
@@ -183,6 +199,9 @@ struct FileConfig {
     max_new_sessions_per_sec_per_ip: Option<u32>,
     max_sessions_per_ip: Option<usize>,
     ip_limits_loopback: Option<LoopbackLimits>,
+    http_header_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     ws_idle_timeout_secs: Option<u64>,
     drain_timeout_secs: Option<u64>,
     metrics_max_stream_labels: Option<usize>,
@@ -227,7 +246,8 @@ impl Config {
         }
         take!(listen, udp_port, srtp_legacy, ice_servers, hearts_batch_ms, max_streams,
             max_viewers_per_stream, max_viewers, max_frame_bytes, max_messages_per_sec,
-            max_new_sessions_per_sec_per_ip, max_sessions_per_ip, ip_limits_loopback, ws_idle_timeout_secs,
+            max_new_sessions_per_sec_per_ip, max_sessions_per_ip, ip_limits_loopback, http_header_timeout_secs, max_connections,
+            max_connections_per_ip, ws_idle_timeout_secs,
             drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache, reconnect_grace_secs, trusted_proxies;
             udp_bind, public_ip, workers, ice_username, ice_credential, keys_file);
     }
@@ -308,6 +328,9 @@ mod tests {
         );
         assert!(c.keys_file.is_none());
         assert_eq!(c.max_frame_bytes, 64 * 1024);
+        assert_eq!(c.http_header_timeout_secs, 10);
+        assert!(c.max_connections_per_ip > c.max_sessions_per_ip);
+        assert!(c.max_connections > c.max_viewers);
     }
 
     #[test]
@@ -327,7 +350,7 @@ mod tests {
         let path = dir.join("golive.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9000\"\nmax_streams = 7\nudp_port = 41000\npublic_ip = \"198.51.100.7\"\nice_servers = [\"stun:stun.example.net\"]\n",
+            "listen = \"127.0.0.1:9000\"\nmax_streams = 7\nudp_port = 41000\npublic_ip = \"198.51.100.7\"\nice_servers = [\"stun:stun.example.net\"]\nmax_connections_per_ip = 9\n",
         )
         .unwrap();
         let p = path.to_str().unwrap();
@@ -337,6 +360,7 @@ mod tests {
         assert_eq!(c.udp_port, 41000);
         assert_eq!(c.public_ip, Some("198.51.100.7".parse().unwrap()));
         assert_eq!(c.ice_servers, vec!["stun:stun.example.net".to_owned()]);
+        assert_eq!(c.max_connections_per_ip, 9);
         let c = load(&[
             "--config",
             p,

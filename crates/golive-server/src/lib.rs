@@ -7,6 +7,7 @@
 //! → socket, and a broadcaster's packets reach viewers on other workers as shared
 //! `Arc<SourcePacket>`s.
 
+pub mod accept;
 pub mod config;
 pub mod directory;
 pub mod keys;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub metrics_max_stream_labels: usize,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Open HTTP connections and their caps.
+    pub connections: Arc<accept::Connections>,
 }
 
 impl AppState {
@@ -91,6 +94,28 @@ impl AppState {
                 keys::StreamKeys::open()
             }
         };
+        let max_connections =
+            accept::effective_max_connections(config.max_connections, accept::open_files_limit());
+        if max_connections < config.max_connections {
+            tracing::warn!(
+                max_connections,
+                "--max-connections lowered to three quarters of the open-files limit \
+                 (raise it with `ulimit -n` or LimitNOFILE=)"
+            );
+        }
+        if config.max_connections_per_ip < config.max_sessions_per_ip {
+            tracing::warn!(
+                "--max-connections-per-ip is below --max-sessions-per-ip: clients will be \
+                 refused connections before they reach their session limit"
+            );
+        }
+        let connections = accept::Connections::new(accept::HttpLimits {
+            header_timeout: Duration::from_secs(config.http_header_timeout_secs.max(1)),
+            max_connections,
+            max_connections_per_ip: config.max_connections_per_ip.max(1),
+            exempt_ips: config.trusted_proxies.clone(),
+            exempt_loopback: config.exempt_loopback(),
+        });
         Ok(Self {
             directory: Directory::new(DirectoryLimits {
                 max_streams: config.max_streams,
@@ -119,6 +144,7 @@ impl AppState {
             reconnect_grace: Duration::from_secs(config.reconnect_grace_secs),
             metrics_max_stream_labels: config.metrics_max_stream_labels,
             trusted_proxies: config.trusted_proxies.clone(),
+            connections,
         })
     }
 
@@ -244,6 +270,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let text = state.metrics.render(
         &workers,
         &health,
+        &state.connections.stats(),
         state.directory.stream_count(),
         state.directory.viewer_count(),
         &state
@@ -339,11 +366,8 @@ pub async fn serve(
     }
 
     let shutdown_state = state.clone();
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let connections = state.connections.clone();
+    accept::serve(listener, app(state), connections, async move {
         shutdown.await;
         drain(&shutdown_state).await;
     })

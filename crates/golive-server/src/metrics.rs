@@ -13,6 +13,7 @@ use prometheus::{
 };
 use std::sync::Mutex;
 
+use crate::accept::ConnStats;
 use crate::worker::{WorkerHealth, WorkerState, WorkerStats};
 
 pub struct Metrics {
@@ -42,8 +43,17 @@ pub struct Metrics {
     resident_bytes: IntGauge,
     workers: IntGaugeVec,
     worker_restarts: IntCounter,
-    /// Each worker's totals at the previous scrape, and all restarts then.
-    last: Mutex<(Vec<WorkerStats>, u64)>,
+    http_connections: IntGauge,
+    accept_errors: IntCounter,
+    /// At the previous scrape: each worker's totals, all restarts, the connection counters.
+    last: Mutex<Last>,
+}
+
+#[derive(Default)]
+struct Last {
+    workers: Vec<WorkerStats>,
+    restarts: u64,
+    connections: ConnStats,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
@@ -199,7 +209,17 @@ impl Metrics {
                 "golive_worker_restarts_total",
                 "Media workers started again after a panic",
             ),
-            last: Mutex::new((Vec::new(), 0)),
+            http_connections: gauge(
+                &r,
+                "golive_http_connections",
+                "HTTP connections open (WebSockets included)",
+            ),
+            accept_errors: counter(
+                &r,
+                "golive_http_accept_errors_total",
+                "Failed accepts of HTTP connections (out of descriptors, say)",
+            ),
+            last: Mutex::new(Last::default()),
             registry: r,
         }
     }
@@ -217,17 +237,22 @@ impl Metrics {
     }
 
     /// Renders everything, after folding in the workers' totals (`None` for a worker that is
-    /// down), their health and the directory's gauges.
+    /// down), their health, the HTTP connections and the directory's gauges.
     pub fn render(
         &self,
         workers: &[Option<WorkerStats>],
         health: &[WorkerHealth],
+        connections: &ConnStats,
         streams: usize,
         viewers: usize,
         per_stream: &[(String, usize)],
     ) -> String {
         let mut guard = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let (last, last_restarts) = &mut *guard;
+        let Last {
+            workers: last,
+            restarts: last_restarts,
+            connections: last_connections,
+        } = &mut *guard;
         last.resize_with(workers.len(), WorkerStats::default);
         let fresh = WorkerStats::default();
         for (w, l) in workers.iter().zip(last.iter_mut()) {
@@ -245,6 +270,34 @@ impl Metrics {
         self.worker_restarts
             .inc_by(restarts.saturating_sub(*last_restarts));
         *last_restarts = restarts;
+        let c = connections;
+        let l = &*last_connections;
+        for (limit, now, before) in [
+            (
+                "max_connections",
+                c.refused_max_connections,
+                l.refused_max_connections,
+            ),
+            (
+                "max_connections_per_ip",
+                c.refused_max_connections_per_ip,
+                l.refused_max_connections_per_ip,
+            ),
+            ("http_header_timeout", c.header_timeouts, l.header_timeouts),
+            (
+                "http_request_timeout",
+                c.request_timeouts,
+                l.request_timeouts,
+            ),
+        ] {
+            self.limit_refusals
+                .with_label_values(&[limit])
+                .inc_by(now.saturating_sub(before));
+        }
+        self.accept_errors
+            .inc_by(c.accept_errors.saturating_sub(l.accept_errors));
+        self.http_connections.set(c.open as i64);
+        *last_connections = c.clone();
         drop(guard);
         let live = workers.iter().flatten();
         let connecting: usize = live.clone().map(|w| w.peers_connecting).sum();
@@ -380,7 +433,14 @@ mod tests {
             restarts: 0,
         };
         let health = std::slice::from_ref(&alive);
-        let text = m.render(&[Some(w.clone())], health, 1, 3, &[("show".into(), 3)]);
+        let text = m.render(
+            &[Some(w.clone())],
+            health,
+            &ConnStats::default(),
+            1,
+            3,
+            &[("show".into(), 3)],
+        );
         assert!(text.contains("golive_packets_in_total 10"), "{text}");
         assert!(text.contains("golive_bytes_out_total 5000"));
         assert!(text.contains("golive_signalling_messages_total{type=\"watch\"} 1"));
@@ -391,7 +451,7 @@ mod tests {
         assert!(text.contains("process_resident_memory_bytes "));
         assert!(text.contains("# TYPE golive_ttff_seconds histogram"));
         w.sfu.rtp_in = 25;
-        let text = m.render(&[Some(w.clone())], health, 0, 0, &[]);
+        let text = m.render(&[Some(w.clone())], health, &ConnStats::default(), 0, 0, &[]);
         assert!(text.contains("golive_packets_in_total 25"), "{text}");
         assert!(
             !text.contains("golive_stream_viewers{"),
@@ -412,11 +472,25 @@ mod tests {
             peers: 2,
             restarts: 0,
         };
-        m.render(&[Some(w.clone())], std::slice::from_ref(&h), 0, 0, &[]);
+        m.render(
+            &[Some(w.clone())],
+            std::slice::from_ref(&h),
+            &ConnStats::default(),
+            0,
+            0,
+            &[],
+        );
         // Down: no totals, nothing lost or counted twice.
         h.state = WorkerState::Restarting;
         h.restarts = 1;
-        let text = m.render(&[None], std::slice::from_ref(&h), 0, 0, &[]);
+        let text = m.render(
+            &[None],
+            std::slice::from_ref(&h),
+            &ConnStats::default(),
+            0,
+            0,
+            &[],
+        );
         assert!(text.contains("golive_packets_in_total 100"), "{text}");
         assert!(text.contains("golive_worker_restarts_total 1"), "{text}");
         assert!(
@@ -427,7 +501,14 @@ mod tests {
         h.state = WorkerState::Alive;
         w.incarnation = 1;
         w.sfu.rtp_in = 30;
-        let text = m.render(&[Some(w)], std::slice::from_ref(&h), 0, 0, &[]);
+        let text = m.render(
+            &[Some(w)],
+            std::slice::from_ref(&h),
+            &ConnStats::default(),
+            0,
+            0,
+            &[],
+        );
         assert!(text.contains("golive_packets_in_total 130"), "{text}");
         assert!(text.contains("golive_worker_restarts_total 1"), "{text}");
         assert!(
