@@ -183,13 +183,18 @@ impl AppState {
     /// is skipped; only when every worker is, the next in turn is taken anyway: its commands
     /// wait in its queue and are answered as soon as it is back, a moment later.
     pub fn pick_worker(&self) -> WorkerHandle {
-        let n = self.workers.len();
-        let first = self.next_worker.fetch_add(1, Ordering::Relaxed);
-        let alive = (0..n)
-            .map(|k| &self.workers[(first + k) % n])
-            .find(|w| w.is_alive());
-        alive.unwrap_or(&self.workers[first % n]).clone()
+        let turn = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        pick_alive(&self.workers, turn).clone()
     }
+}
+
+/// The first live worker from `turn` on, or the one whose turn it is when none is alive.
+fn pick_alive(workers: &[WorkerHandle], turn: usize) -> &WorkerHandle {
+    let n = workers.len();
+    (0..n)
+        .map(|k| &workers[(turn + k) % n])
+        .find(|w| w.is_alive())
+        .unwrap_or(&workers[turn % n])
 }
 
 /// The HTTP routes.
@@ -406,6 +411,26 @@ mod tests {
             peers: 3,
             restarts: 1,
         }
+    }
+
+    #[test]
+    fn new_peers_skip_a_worker_that_is_restarting() {
+        let workers = [
+            WorkerHandle::detached(0, true),
+            WorkerHandle::detached(1, false),
+            WorkerHandle::detached(2, true),
+        ];
+        let picked: Vec<usize> = (0..6).map(|t| pick_alive(&workers, t).index).collect();
+        assert_eq!(picked, [0, 2, 2, 0, 2, 2]);
+        let all_down = [
+            WorkerHandle::detached(0, false),
+            WorkerHandle::detached(1, false),
+        ];
+        assert_eq!(
+            pick_alive(&all_down, 3).index,
+            1,
+            "the one whose turn it is"
+        );
     }
 
     #[test]

@@ -516,4 +516,30 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn http_connections_and_their_refusals_are_exported() {
+        let m = Metrics::new();
+        let mut c = ConnStats {
+            open: 7,
+            refused_max_connections_per_ip: 250,
+            header_timeouts: 3,
+            ..ConnStats::default()
+        };
+        let text = m.render(&[], &[], &c, 0, 0, &[]);
+        assert!(text.contains("golive_http_connections 7"), "{text}");
+        assert!(
+            text.contains("golive_limit_refusals_total{limit=\"max_connections_per_ip\"} 250"),
+            "{text}"
+        );
+        assert!(text.contains("golive_limit_refusals_total{limit=\"http_header_timeout\"} 3"));
+        c.open = 1;
+        c.accept_errors = 2;
+        c.refused_max_connections = 1;
+        let text = m.render(&[], &[], &c, 0, 0, &[]);
+        assert!(text.contains("golive_http_connections 1"), "{text}");
+        assert!(text.contains("golive_http_accept_errors_total 2"), "{text}");
+        assert!(text.contains("golive_limit_refusals_total{limit=\"max_connections\"} 1"));
+        assert!(text.contains("golive_limit_refusals_total{limit=\"max_connections_per_ip\"} 250"));
+    }
 }

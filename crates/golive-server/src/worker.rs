@@ -187,6 +187,20 @@ impl WorkerHandle {
             .map_err(|_| SfuError::Internal("media worker stopped".into()))
     }
 
+    /// A handle to no worker thread, alive or down, for tests of how workers are chosen.
+    #[cfg(test)]
+    pub(crate) fn detached(index: usize, alive: bool) -> Self {
+        let (commands, _) = mpsc::channel(1);
+        let status = Status::default();
+        status.down.store(!alive, Ordering::Relaxed);
+        Self {
+            index,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            commands,
+            status: Arc::new(status),
+        }
+    }
+
     /// Sends the command `make` builds around a reply channel, and waits for the reply.
     pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, SfuError> {
         let (reply, rx) = oneshot::channel();
