@@ -13,8 +13,7 @@
 //! the other workers' queues to it stay connected. While it is down, [`WorkerHandle::is_alive`]
 //! says so: new peers go to the other workers and `/healthz` answers 503.
 
-use golive_proto::StreamName;
-use golive_proto::{ErrorCode, ProtocolError};
+use golive_proto::{ErrorCode, ProtocolError, ServerMessage, StreamName};
 use golive_sfu::{
     Answer, MediaOptions, Output, PeerId, Sfu, SfuConfig, SfuError, SfuStats, SourcePacket,
     SrtpPolicy, StreamMedia,
@@ -497,7 +496,7 @@ impl Worker {
     /// media connection is lost, which ends it as any lost connection does (a viewer's WHEP
     /// resource goes, a broadcaster's viewers wait for it for the grace period).
     fn tell_sessions_it_failed(&mut self) {
-        let error: golive_proto::ServerMessage = ProtocolError::new(
+        let error: ServerMessage = ProtocolError::new(
             ErrorCode::Internal,
             "the media worker serving this session failed and was restarted; publish or watch \
              again",
