@@ -92,6 +92,29 @@ pub struct Config {
     #[arg(long, env = "GOLIVE_MAX_SESSIONS_PER_IP", default_value_t = 100)]
     pub max_sessions_per_ip: usize,
 
+    /// Whether the per-address limits count loopback clients (127.0.0.0/8, ::1). `auto`: exempt
+    /// while --listen is a loopback address (every client is then on this machine, so one
+    /// address stands for many people), counted otherwise (there, a loopback client is a local
+    /// proxy: set --trusted-proxies). `exempt` or `enforce` decide it outright.
+    #[arg(long, env = "GOLIVE_IP_LIMITS_LOOPBACK", value_enum, default_value_t = LoopbackLimits::Auto)]
+    pub ip_limits_loopback: LoopbackLimits,
+
+    /// Each HTTP request head must arrive within this many seconds of the server starting to
+    /// wait for it (an idle keep-alive connection is closed after as long); a slower client's
+    /// connection is closed.
+    #[arg(long, env = "GOLIVE_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub http_header_timeout_secs: u64,
+
+    /// TCP connections open at once (pages, WebSockets, WHIP/WHEP); more are closed at once.
+    /// Lowered at start to three quarters of the process's open-files limit.
+    #[arg(long, env = "GOLIVE_MAX_CONNECTIONS", default_value_t = 25_000)]
+    pub max_connections: usize,
+
+    /// TCP connections open at once from one client address (an IPv6 /64 counts as one); more
+    /// are closed at once. Exempt like the other per-address limits, and for trusted proxies.
+    #[arg(long, env = "GOLIVE_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+
     /// A WebSocket that sends nothing (not even a pong to our pings) this long, or does not
     /// read what it is sent, is closed.
     #[arg(long, env = "GOLIVE_WS_IDLE_TIMEOUT_SECS", default_value_t = 60)]
@@ -139,6 +162,23 @@ pub struct Config {
     /// Credential (password) for the `turn:`/`turns:` servers of --ice-server.
     #[arg(long, env = "GOLIVE_ICE_CREDENTIAL", hide_env_values = true)]
     pub ice_credential: Option<String>,
+
+    /// Tests only, and only in debug builds (release builds do not have this flag): a UDP
+    /// datagram whose payload is exactly this token (16 bytes or more) makes the media worker
+    /// that reads it panic, to test that workers are supervised. Neither an environment
+    /// variable nor a file can set it.
+    #[cfg(debug_assertions)]
+    #[arg(long, hide = true)]
+    pub test_worker_panic: Option<String>,
+}
+
+/// How the per-address limits treat loopback clients (`--ip-limits-loopback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoopbackLimits {
+    Auto,
+    Exempt,
+    Enforce,
 }
 
 /// The settings a `--config` file may hold: the same names as the flags, in snake_case.
@@ -163,6 +203,10 @@ struct FileConfig {
     max_messages_per_sec: Option<u32>,
     max_new_sessions_per_sec_per_ip: Option<u32>,
     max_sessions_per_ip: Option<usize>,
+    ip_limits_loopback: Option<LoopbackLimits>,
+    http_header_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     ws_idle_timeout_secs: Option<u64>,
     max_queued_messages: Option<usize>,
     drain_timeout_secs: Option<u64>,
@@ -208,8 +252,9 @@ impl Config {
         }
         take!(listen, udp_port, srtp_legacy, ice_servers, hearts_batch_ms, max_streams,
             max_viewers_per_stream, max_viewers, max_frame_bytes, max_messages_per_sec,
-            max_new_sessions_per_sec_per_ip, max_sessions_per_ip, ws_idle_timeout_secs,
-            max_queued_messages, drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache, reconnect_grace_secs, trusted_proxies;
+            max_new_sessions_per_sec_per_ip, max_sessions_per_ip, ip_limits_loopback, http_header_timeout_secs, max_connections,
+            max_connections_per_ip, ws_idle_timeout_secs, max_queued_messages,
+            drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache, reconnect_grace_secs, trusted_proxies;
             udp_bind, public_ip, workers, ice_username, ice_credential, keys_file);
     }
 
@@ -236,6 +281,15 @@ impl Config {
                 link
             })
             .collect()
+    }
+
+    /// Whether loopback clients skip the per-address limits (see `ip_limits_loopback`).
+    pub fn exempt_loopback(&self) -> bool {
+        match self.ip_limits_loopback {
+            LoopbackLimits::Auto => self.listen.ip().is_loopback(),
+            LoopbackLimits::Exempt => true,
+            LoopbackLimits::Enforce => false,
+        }
     }
 
     pub fn udp_bind_ip(&self) -> IpAddr {
@@ -280,6 +334,19 @@ mod tests {
         );
         assert!(c.keys_file.is_none());
         assert_eq!(c.max_frame_bytes, 64 * 1024);
+        assert_eq!(c.http_header_timeout_secs, 10);
+        assert!(c.max_connections_per_ip > c.max_sessions_per_ip);
+        assert!(c.max_connections > c.max_viewers);
+    }
+
+    #[test]
+    fn loopback_clients_skip_per_address_limits_only_on_a_loopback_server() {
+        assert!(load(&[]).exempt_loopback());
+        assert!(!load(&["--listen", "0.0.0.0:8080"]).exempt_loopback());
+        assert!(!load(&["--ip-limits-loopback", "enforce"]).exempt_loopback());
+        assert!(
+            load(&["--listen", "[::]:8080", "--ip-limits-loopback", "exempt"]).exempt_loopback()
+        );
     }
 
     #[test]
@@ -289,7 +356,7 @@ mod tests {
         let path = dir.join("golive.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9000\"\nmax_streams = 7\nudp_port = 41000\npublic_ip = \"198.51.100.7\"\nice_servers = [\"stun:stun.example.net\"]\n",
+            "listen = \"127.0.0.1:9000\"\nmax_streams = 7\nudp_port = 41000\npublic_ip = \"198.51.100.7\"\nice_servers = [\"stun:stun.example.net\"]\nmax_connections_per_ip = 9\n",
         )
         .unwrap();
         let p = path.to_str().unwrap();
@@ -299,6 +366,7 @@ mod tests {
         assert_eq!(c.udp_port, 41000);
         assert_eq!(c.public_ip, Some("198.51.100.7".parse().unwrap()));
         assert_eq!(c.ice_servers, vec!["stun:stun.example.net".to_owned()]);
+        assert_eq!(c.max_connections_per_ip, 9);
         let c = load(&[
             "--config",
             p,

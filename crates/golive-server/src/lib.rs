@@ -11,6 +11,7 @@
 //! → socket, and a broadcaster's packets reach viewers on other workers as shared
 //! `Arc<SourcePacket>`s.
 
+pub mod accept;
 pub mod config;
 pub mod directory;
 pub mod keys;
@@ -28,7 +29,6 @@ use axum::extract::{FromRef, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,8 @@ pub struct AppState {
     pub sessions: session::Settings,
     pub ws: ws::Limits,
     pub whip: Arc<WhipState>,
+    /// Open HTTP connections and their caps.
+    pub connections: Arc<accept::Connections>,
 }
 
 /// Each part of [`AppState`] is a state of its own for the handlers.
@@ -82,6 +84,7 @@ parts!(
     sessions: session::Settings,
     ws: ws::Limits,
     whip: Arc<WhipState>,
+    connections: Arc<accept::Connections>,
 );
 
 /// What a session needs, whichever front-end starts it.
@@ -113,6 +116,28 @@ impl AppState {
                 StreamKeys::open()
             }
         };
+        let max_connections =
+            accept::effective_max_connections(config.max_connections, accept::open_files_limit());
+        if max_connections < config.max_connections {
+            tracing::warn!(
+                max_connections,
+                "--max-connections lowered to three quarters of the open-files limit \
+                 (raise it with `ulimit -n` or LimitNOFILE=)"
+            );
+        }
+        if config.max_connections_per_ip < config.max_sessions_per_ip {
+            tracing::warn!(
+                "--max-connections-per-ip is below --max-sessions-per-ip: clients will be \
+                 refused connections before they reach their session limit"
+            );
+        }
+        let connections = accept::Connections::new(accept::HttpLimits {
+            header_timeout: Duration::from_secs(config.http_header_timeout_secs.max(1)),
+            max_connections,
+            max_connections_per_ip: config.max_connections_per_ip.max(1),
+            exempt_ips: config.trusted_proxies.clone(),
+            exempt_loopback: config.exempt_loopback(),
+        });
         let lifecycle = Arc::new(Lifecycle::new(Duration::from_secs(
             config.drain_timeout_secs,
         )));
@@ -132,6 +157,7 @@ impl AppState {
                 IpLimiter::new(
                     config.max_new_sessions_per_sec_per_ip,
                     config.max_sessions_per_ip,
+                    config.exempt_loopback(),
                 ),
                 config.trusted_proxies.clone(),
             )),
@@ -150,6 +176,7 @@ impl AppState {
                 resources: whip::Resources::default(),
                 ice_server_links: config.ice_server_links(),
             }),
+            connections,
         })
     }
 }
@@ -176,36 +203,69 @@ async fn protocol_doc() -> Response {
         .into_response()
 }
 
-/// 200 while serving; 503 with `"status":"draining"` once a shutdown began, so a load balancer
-/// moves people away.
 async fn healthz(
     State(lifecycle): State<Arc<Lifecycle>>,
     State(directory): State<Arc<Directory>>,
     State(workers): State<Arc<Workers>>,
 ) -> Response {
-    let draining = lifecycle.is_draining();
-    let body = serde_json::json!({
-        "status": if draining { "draining" } else { "ok" },
-        "streams": directory.stream_count(),
-        "sessions": lifecycle.open_sessions(),
-        "workers": workers.handles().len(),
-    });
-    let status = if draining {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
+    let (status, body) = health(
+        lifecycle.is_draining(),
+        &workers.health(),
+        directory.stream_count(),
+        lifecycle.open_sessions(),
+    );
     (status, axum::Json(body)).into_response()
+}
+
+/// 200 `ok` while serving. 503 with `draining` once a shutdown began, and with `degraded` while
+/// a media worker is restarting after a panic, so a load balancer moves new people away (the
+/// workers that are up keep serving everyone they hold). Each worker is listed with its state,
+/// its media peers and how often it was restarted.
+fn health(
+    draining: bool,
+    workers: &[worker::WorkerHealth],
+    streams: usize,
+    sessions: usize,
+) -> (StatusCode, serde_json::Value) {
+    let down = workers
+        .iter()
+        .any(|w| w.state != worker::WorkerState::Alive);
+    let status = if draining {
+        "draining"
+    } else if down {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let body = serde_json::json!({
+        "status": status,
+        "streams": streams,
+        "sessions": sessions,
+        "workers": workers.iter().map(|w| serde_json::json!({
+            "index": w.index,
+            "state": w.state.as_str(),
+            "peers": w.peers,
+            "restarts": w.restarts,
+        })).collect::<Vec<_>>(),
+    });
+    let code = if status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body)
 }
 
 async fn metrics(
     State(metrics): State<Arc<Metrics>>,
     State(directory): State<Arc<Directory>>,
     State(workers): State<Arc<Workers>>,
+    State(connections): State<Arc<accept::Connections>>,
 ) -> Response {
-    let workers = workers.stats().await;
     let text = metrics.render(
-        &workers,
+        &workers.stats().await,
+        &workers.health(),
+        &connections.stats(),
         directory.stream_count(),
         directory.viewer_count(),
         &directory.viewers_per_stream(metrics.max_stream_labels()),
@@ -222,6 +282,17 @@ pub fn start_media(config: &Config) -> anyhow::Result<AppState> {
     let srtp = golive_sfu::SrtpPolicy {
         allow_legacy_cm: config.srtp_legacy,
     };
+    #[cfg(debug_assertions)]
+    if let Some(token) = &config.test_worker_panic {
+        anyhow::ensure!(
+            token.len() >= 16,
+            "--test-worker-panic needs a token of at least 16 bytes"
+        );
+        tracing::warn!(
+            "test hook armed: a datagram carrying the --test-worker-panic token makes a media worker panic"
+        );
+        let _ = worker::TEST_PANIC_TOKEN.set(token.as_bytes().to_vec());
+    }
     let workers = worker::start_workers(
         config.worker_count(),
         config.udp_bind_ip(),
@@ -267,11 +338,8 @@ pub async fn serve(
     }
 
     let lifecycle = state.lifecycle.clone();
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let connections = state.connections.clone();
+    accept::serve(listener, app(state), connections, async move {
         shutdown.await;
         drain(&lifecycle).await;
     })
@@ -298,5 +366,44 @@ async fn drain(lifecycle: &Lifecycle) {
         tracing::warn!(sessions = left, "drain timeout passed; closing anyway");
     } else {
         tracing::info!("every session closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::{WorkerHealth, WorkerState};
+
+    fn worker(index: usize, state: WorkerState) -> WorkerHealth {
+        WorkerHealth {
+            index,
+            state,
+            peers: 3,
+            restarts: 1,
+        }
+    }
+
+    #[test]
+    fn health_is_503_while_a_worker_restarts_or_the_server_drains() {
+        let up = [worker(0, WorkerState::Alive), worker(1, WorkerState::Alive)];
+        let (code, body) = health(false, &up, 2, 5);
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(body["status"], "ok");
+        assert_eq!(body["workers"][1]["state"], "alive");
+        assert_eq!(body["workers"][1]["peers"], 3);
+        assert_eq!(body["workers"][1]["restarts"], 1);
+
+        let one_down = [
+            worker(0, WorkerState::Alive),
+            worker(1, WorkerState::Restarting),
+        ];
+        let (code, body) = health(false, &one_down, 2, 5);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "degraded");
+        assert_eq!(body["workers"][1]["state"], "restarting");
+
+        let (code, body) = health(true, &up, 0, 0);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "draining");
     }
 }

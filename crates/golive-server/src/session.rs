@@ -24,7 +24,7 @@ use crate::keys::StreamKeys;
 use crate::limits::{IpLimiter, IpSlot, Refusal, TokenBucket};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, OutboxRx, Outgoing, outbox};
-use crate::worker::{Command, PeerEvent, PeerEvents, WorkerHandle, WorkerStats};
+use crate::worker::{Command, PeerEvent, PeerEvents, WorkerHandle, WorkerHealth, WorkerStats};
 
 /// What every session shares, whichever front-end it is behind.
 #[derive(Clone)]
@@ -63,24 +63,41 @@ impl Workers {
         }
     }
 
-    /// The worker that takes the next peer.
+    /// The worker that takes the next peer: the live workers in turn. A worker that is
+    /// restarting after a panic is skipped; only when every worker is, the next in turn is taken
+    /// anyway: its commands wait in its queue and are answered as soon as it is back, a moment
+    /// later.
     pub fn pick(&self) -> WorkerHandle {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        self.handles[i].clone()
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        pick_alive(&self.handles, turn).clone()
     }
 
     pub fn handles(&self) -> &[WorkerHandle] {
         &self.handles
     }
 
-    /// Every worker's totals (a worker that does not answer counts as zeros).
-    pub async fn stats(&self) -> Vec<WorkerStats> {
+    /// Every worker's totals (`None` for one that is down or did not answer).
+    pub async fn stats(&self) -> Vec<Option<WorkerStats>> {
         let mut all = Vec::with_capacity(self.handles.len());
         for w in &self.handles {
-            all.push(w.stats().await.unwrap_or_default());
+            all.push(w.stats().await);
         }
         all
     }
+
+    /// Every worker's state, for `/healthz` and `/metrics`.
+    pub fn health(&self) -> Vec<WorkerHealth> {
+        self.handles.iter().map(|w| w.health()).collect()
+    }
+}
+
+/// The first live worker from `turn` on, or the one whose turn it is when none is alive.
+fn pick_alive(workers: &[WorkerHandle], turn: usize) -> &WorkerHandle {
+    let n = workers.len();
+    (0..n)
+        .map(|k| &workers[(turn + k) % n])
+        .find(|w| w.is_alive())
+        .unwrap_or(&workers[turn % n])
 }
 
 /// The sessions alive, and the server's drain: once it begins (on SIGTERM) every session is
@@ -625,9 +642,24 @@ impl Session {
                 tracing::debug!(session = self.id.0, peer = %id, "media connected");
             }
             PeerEvent::Failed(id) => {
-                let ours = matches!(&self.role,
-                    Role::Publishing { peer, .. } | Role::Watching { peer, .. } if *peer == id);
-                if ours {
+                if self.is_our_peer(id) {
+                    self.end(EndReason::BroadcasterLeft, true).await;
+                    self.say(ServerMessage::Ended {
+                        reason: EndReason::ConnectionLost,
+                    });
+                }
+            }
+            PeerEvent::WorkerFailed(id) => {
+                // The error says what happened, then the session ends as on a lost connection.
+                if self.is_our_peer(id) {
+                    self.say(
+                        ProtocolError::new(
+                            ErrorCode::Internal,
+                            "the media worker serving this session failed and was restarted; \
+                             publish or watch again",
+                        )
+                        .into(),
+                    );
                     self.end(EndReason::BroadcasterLeft, true).await;
                     self.say(ServerMessage::Ended {
                         reason: EndReason::ConnectionLost,
@@ -635,6 +667,11 @@ impl Session {
                 }
             }
         }
+    }
+
+    fn is_our_peer(&self, id: PeerId) -> bool {
+        matches!(&self.role,
+            Role::Publishing { peer, .. } | Role::Watching { peer, .. } if *peer == id)
     }
 
     /// Ends whatever the session does; a broadcaster's viewers are told with `reason`, or, when
@@ -681,5 +718,30 @@ impl Session {
                 let _ = worker.send(Command::Remove { id: peer }).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_peers_skip_a_worker_that_is_restarting() {
+        let workers = [
+            WorkerHandle::detached(0, true),
+            WorkerHandle::detached(1, false),
+            WorkerHandle::detached(2, true),
+        ];
+        let picked: Vec<usize> = (0..6).map(|t| pick_alive(&workers, t).index).collect();
+        assert_eq!(picked, [0, 2, 2, 0, 2, 2]);
+        let all_down = [
+            WorkerHandle::detached(0, false),
+            WorkerHandle::detached(1, false),
+        ];
+        assert_eq!(
+            pick_alive(&all_down, 3).index,
+            1,
+            "the one whose turn it is"
+        );
     }
 }

@@ -255,6 +255,16 @@ fn random_token(len: usize) -> String {
         .collect()
 }
 
+/// A short tag for a resource id in logs: the same id always gives the same tag, and the tag
+/// gives nothing usable back (32 bits of a hash of a 131-bit random id; guessing the id from it
+/// is as hard as guessing the id).
+fn log_tag(id: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    format!("{:08x}", h.finish() >> 32)
+}
+
 /// The first `a=ice-ufrag` of an SDP or fragment.
 fn ice_ufrag(sdp: &str) -> Option<String> {
     sdp.lines()
@@ -338,6 +348,9 @@ async fn create(
             _slot: slot,
         },
     );
+    // The resource URL is the capability to end the session (whoever holds it may DELETE): it
+    // is never logged, only a tag that lets a reader match this line with its DELETE.
+    tracing::info!(%stream, resource = %log_tag(&id), "{} session created", kind.path());
     // The resource lives as long as its session: when the media connection fails or the
     // broadcast a player watches ends, the session says so, and the resource goes.
     let reaper = whip.clone();
@@ -352,7 +365,6 @@ async fn create(
         }
         reaper.resources.lock().remove(&(kind, id));
     });
-    tracing::info!(%stream, %location, "{} session created", kind.path());
 
     let mut r = (StatusCode::CREATED, [(header::CONTENT_TYPE, SDP)], answer).into_response();
     let h = r.headers_mut();
@@ -486,7 +498,7 @@ async fn delete(
     let removed = {
         let mut map = whip.resources.lock();
         match map.get(&(kind, id.clone())) {
-            Some(r) if r.stream == stream => map.remove(&(kind, id)),
+            Some(r) if r.stream == stream => map.remove(&(kind, id.clone())),
             _ => None,
         }
     };
@@ -495,7 +507,7 @@ async fn delete(
             // A DELETE ends the broadcast on purpose (no grace period for a reconnect).
             let _ = r.session.call(ClientMessage::Leave).await;
             drop(r.session);
-            tracing::info!(%stream, "{} session deleted", kind.path());
+            tracing::info!(%stream, resource = %log_tag(&id), "{} session deleted", kind.path());
             plain(StatusCode::OK, "session ended")
         }
         None => plain(StatusCode::NOT_FOUND, "no such session"),
@@ -522,6 +534,16 @@ mod tests {
         assert!(parse_fragment("a=candidate:1 1 udp\r\n").is_err());
         assert!(parse_fragment("hello\r\n").is_err());
         assert_eq!(parse_fragment("").unwrap(), (None, vec![]));
+    }
+
+    #[test]
+    fn log_tags_are_stable_short_and_not_the_id() {
+        let id = random_token(22);
+        let tag = log_tag(&id);
+        assert_eq!(tag, log_tag(&id));
+        assert_eq!(tag.len(), 8);
+        assert!(!id.contains(&tag) && !tag.contains(&id));
+        assert_ne!(tag, log_tag(&random_token(22)));
     }
 
     #[test]

@@ -178,7 +178,10 @@ async fn message_rate_limit_refuses_then_recovers() {
 
 #[tokio::test]
 async fn per_address_session_limits_refuse_and_close() {
+    // The server listens on loopback, whose clients are exempt by default: count them here.
     let s = start_with(&[
+        "--ip-limits-loopback",
+        "enforce",
         "--max-sessions-per-ip",
         "3",
         "--max-new-sessions-per-sec-per-ip",
@@ -202,7 +205,12 @@ async fn per_address_session_limits_refuse_and_close() {
     drop(again);
     drop(open);
 
-    let s = start_with(&["--max-new-sessions-per-sec-per-ip", "2"]);
+    let s = start_with(&[
+        "--ip-limits-loopback",
+        "enforce",
+        "--max-new-sessions-per-sec-per-ip",
+        "2",
+    ]);
     let _a = connect(&s).await;
     let _b = connect(&s).await;
     let mut c = connect(&s).await;
@@ -327,6 +335,8 @@ async fn environment_overrides_the_config_file_and_flags_override_both() {
 async fn behind_a_trusted_proxy_limits_apply_per_forwarded_client() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let s = start_with(&[
+        "--ip-limits-loopback",
+        "enforce",
         "--trusted-proxies",
         "127.0.0.1",
         "--max-sessions-per-ip",
