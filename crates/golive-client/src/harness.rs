@@ -73,6 +73,12 @@ impl std::fmt::Debug for ServerProcess {
 impl ServerProcess {
     /// Starts [`golive_binary`] with exactly these arguments.
     pub fn start(args: &[&str]) -> Result<Self, HarnessError> {
+        Self::start_command(Self::command(args)?)
+    }
+
+    /// A command that runs [`golive_binary`] with these arguments, for a caller to add to
+    /// (its environment, say) before [`start_command`](Self::start_command).
+    pub fn command(args: &[&str]) -> Result<Command, HarnessError> {
         let bin = golive_binary();
         if !bin.exists() {
             return Err(HarnessError(format!(
@@ -83,7 +89,7 @@ impl ServerProcess {
         }
         let mut cmd = Command::new(bin);
         cmd.args(args);
-        Self::start_command(cmd)
+        Ok(cmd)
     }
 
     /// Starts a prepared `golive` command (its arguments and environment set) and waits for
