@@ -391,6 +391,9 @@ pub struct SyntheticSource {
     plan: MediaPlan,
     clock: Clock,
     numbering: Numbering,
+    /// Since when the source may send (its peer connected).
+    ready: Option<Instant>,
+    /// When the schedule began: the first time it was due while sending.
     started: Option<Instant>,
     sending: bool,
     answer_keyframe_requests: bool,
@@ -420,6 +423,7 @@ impl SyntheticSource {
             plan,
             clock,
             numbering,
+            ready: None,
             started: None,
             sending: true,
             answer_keyframe_requests: true,
@@ -441,12 +445,14 @@ impl SyntheticSource {
         &self.plan
     }
 
-    /// Starts the schedule at `now`, if it has not started.
+    /// The source may send from `now` on. Its schedule begins the first time it produces
+    /// while sending.
     pub fn start(&mut self, now: Instant) {
-        self.started.get_or_insert(now);
+        self.ready.get_or_insert(now);
     }
 
-    /// Pauses or resumes. A resumed source catches up on the schedule at once.
+    /// Pauses or resumes. A source paused before it ever sent begins its schedule when
+    /// resumed; one paused later catches up on its schedule at once.
     pub fn set_sending(&mut self, on: bool) {
         self.sending = on;
     }
@@ -480,8 +486,13 @@ impl SyntheticSource {
 
     /// When the next packet is due; `None` before [`start`](Self::start) and while paused.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let start = self.started.filter(|_| self.sending)?;
-        Some(self.next_audio(start).min(self.next_frame(start)))
+        if !self.sending {
+            return None;
+        }
+        match self.started {
+            Some(start) => Some(self.next_audio(start).min(self.next_frame(start))),
+            None => self.ready,
+        }
     }
 
     fn next_audio(&self, start: Instant) -> Instant {
@@ -495,9 +506,10 @@ impl SyntheticSource {
 
     /// Every packet due by `now`, audio first, appended to `out`.
     pub fn produce(&mut self, now: Instant, out: &mut Vec<SyntheticPacket>) {
-        let Some(start) = self.started.filter(|_| self.sending) else {
+        if !self.sending || self.ready.is_none_or(|t| t > now) {
             return;
-        };
+        }
+        let start = *self.started.get_or_insert(now);
         let sent_ns = self.clock.stamp_ns(now);
         while self.next_audio(start) <= now {
             let ts = self.numbering.audio_ts as u64 + self.audio_packets * AUDIO_TICKS_PER_PACKET;
@@ -683,6 +695,7 @@ mod tests {
         );
         src.start(t0);
         assert_eq!(src.poll_timeout(), Some(t0));
+        src.produce(t0, &mut out);
         src.produce(t0 + Duration::from_millis(999), &mut out);
         let audio: Vec<&SyntheticPacket> =
             out.iter().filter(|p| p.kind == MediaKind::Audio).collect();
@@ -734,8 +747,10 @@ mod tests {
     }
 
     #[test]
-    fn a_paused_source_sends_nothing_then_catches_up() {
+    fn a_source_paused_from_the_start_begins_when_resumed_and_later_catches_up() {
         let (t0, mut src) = source(5);
+        let audio =
+            |out: &[SyntheticPacket]| out.iter().filter(|p| p.kind == MediaKind::Audio).count();
         src.start(t0);
         src.set_sending(false);
         let mut out = Vec::new();
@@ -743,9 +758,12 @@ mod tests {
         assert!(out.is_empty() && src.poll_timeout().is_none());
         src.set_sending(true);
         src.produce(t0 + Duration::from_millis(200), &mut out);
-        assert_eq!(
-            out.iter().filter(|p| p.kind == MediaKind::Audio).count(),
-            11
-        );
+        assert_eq!(audio(&out), 1, "the schedule begins now, without a burst");
+        src.set_sending(false);
+        out.clear();
+        src.produce(t0 + Duration::from_millis(400), &mut out);
+        src.set_sending(true);
+        src.produce(t0 + Duration::from_millis(400), &mut out);
+        assert_eq!(audio(&out), 10, "the schedule catches up");
     }
 }

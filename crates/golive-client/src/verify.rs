@@ -189,6 +189,7 @@ mod tests {
         let mut source = SyntheticSource::new(9, plan, Clock::new(t0, 0));
         source.start(t0);
         let mut sent = Vec::new();
+        source.produce(t0, &mut sent);
         source.produce(t0 + Duration::from_secs(1), &mut sent);
         sent.retain(|p| p.kind == MediaKind::Video);
         let received = sent[from..]
