@@ -68,41 +68,40 @@ pub struct Session {
 impl Session {
     /// Connects a publisher to `stream` and waits until its media connection is up.
     pub async fn publish(server: &GoliveServer, stream: &str) -> Result<Self> {
-        let mut signal = SignalClient::connect(&server.ws_url()).await?;
         let offered = TestPeer::publisher().await?;
-        signal
-            .send(&ClientMessage::Publish {
-                stream: stream.to_owned(),
-                sdp: offered.sdp().to_owned(),
-                key: None,
-                title: Some("golive e2e".to_owned()),
-                name: None,
-            })
-            .await?;
-        let answer = signal
-            .expect_answer()
+        let publish = ClientMessage::Publish {
+            stream: stream.to_owned(),
+            sdp: offered.sdp().to_owned(),
+            key: None,
+            title: Some("golive e2e".to_owned()),
+            name: None,
+        };
+        Self::open(server, offered, publish)
             .await
-            .with_context(|| format!("publish {stream}"))?;
-        let peer = offered.connect(&answer)?;
-        peer.wait_connected(CONNECT_TIMEOUT)
-            .await
-            .with_context(|| format!("publisher of {stream}"))?;
-        Ok(Self { signal, peer })
+            .with_context(|| format!("publisher of {stream}"))
     }
 
     /// Connects a VP8 + Opus viewer to `stream` and waits until its media connection is up.
     pub async fn watch(server: &GoliveServer, stream: &str) -> Result<Self> {
-        let mut signal = SignalClient::connect(&server.ws_url()).await?;
         let offered = TestPeer::viewer(VideoCodec::Vp8).await?;
-        signal.send(&watch_message(stream, offered.sdp())).await?;
-        let answer = signal
-            .expect_answer()
+        let watch = watch_message(stream, offered.sdp());
+        Self::open(server, offered, watch)
             .await
-            .with_context(|| format!("watch {stream}"))?;
+            .with_context(|| format!("viewer of {stream}"))
+    }
+
+    /// Sends `request` (carrying `offered`'s offer) on a new socket, applies the answer and
+    /// waits for the media connection.
+    async fn open(
+        server: &GoliveServer,
+        offered: OfferedPeer,
+        request: ClientMessage,
+    ) -> Result<Self> {
+        let mut signal = SignalClient::connect(&server.ws_url()).await?;
+        signal.send(&request).await?;
+        let answer = signal.expect_answer().await?;
         let peer = offered.connect(&answer)?;
-        peer.wait_connected(CONNECT_TIMEOUT)
-            .await
-            .with_context(|| format!("viewer of {stream}"))?;
+        peer.wait_connected(CONNECT_TIMEOUT).await?;
         Ok(Self { signal, peer })
     }
 }

@@ -13,6 +13,8 @@
 //! that time to the send time written into stamps.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use rtc::rtp::codec::vp8::Vp8Packet;
+use rtc::rtp::packetizer::Depacketizer;
 use std::time::{Duration, Instant, SystemTime};
 
 /// VP8 RTP clock rate (RFC 7741).
@@ -263,32 +265,15 @@ pub fn payload(len: usize, stamp: Stamp) -> Bytes {
     b.freeze()
 }
 
-/// Whether a VP8 RTP payload (RFC 7741) begins a keyframe: the descriptor's S bit with
-/// partition 0, then a frame tag whose inverse keyframe bit is clear. Handles the extended
-/// descriptor browsers send (PictureID, TL0PICIDX, TID/KEYIDX).
-pub fn vp8_keyframe_start(p: &[u8]) -> bool {
-    let Some(&first) = p.first() else {
-        return false;
-    };
-    if first & 0x10 == 0 || first & 0x07 != 0 {
-        return false;
+/// Whether a VP8 RTP payload (RFC 7741) begins a keyframe: the descriptor (read by `rtc`'s
+/// depacketizer, extensions and all, as browsers send them) starts partition 0, and the frame
+/// tag's inverse keyframe bit is clear.
+pub fn vp8_keyframe_start(payload: &Bytes) -> bool {
+    let mut vp8 = Vp8Packet::default();
+    match vp8.depacketize(payload) {
+        Ok(frame) => vp8.s == 1 && vp8.pid == 0 && frame.first().is_some_and(|tag| tag & 0x01 == 0),
+        Err(_) => false,
     }
-    let mut at = 1;
-    if first & 0x80 != 0 {
-        let Some(&x) = p.get(at) else { return false };
-        at += 1;
-        if x & 0x80 != 0 {
-            let Some(&pid) = p.get(at) else { return false };
-            at += if pid & 0x80 != 0 { 2 } else { 1 };
-        }
-        if x & 0x40 != 0 {
-            at += 1;
-        }
-        if x & 0x30 != 0 {
-            at += 1;
-        }
-    }
-    p.get(at).is_some_and(|tag| tag & 0x01 == 0)
 }
 
 /// How a source paces and sizes its media.
@@ -652,9 +637,10 @@ mod tests {
             .collect();
         assert_eq!(starts, [false, true, false, false]);
         // A browser's extended descriptor: X, I with a 15-bit PictureID, then a key frame tag.
-        assert!(vp8_keyframe_start(&[0x90, 0x80, 0x81, 0x23, 0x50]));
-        assert!(!vp8_keyframe_start(&[0x90, 0x80, 0x81, 0x23, 0x51]));
-        assert!(!vp8_keyframe_start(&[0x90, 0x80]));
+        let vp8 = |p: &'static [u8]| vp8_keyframe_start(&Bytes::from_static(p));
+        assert!(vp8(&[0x90, 0x80, 0x81, 0x23, 0x50]));
+        assert!(!vp8(&[0x90, 0x80, 0x81, 0x23, 0x51]));
+        assert!(!vp8(&[0x90, 0x80]));
     }
 
     #[test]

@@ -689,7 +689,7 @@ fn next_keyframe_state(
     state: Option<(u32, u16)>,
     seq: u16,
     ts: u32,
-    payload: &[u8],
+    payload: &bytes::Bytes,
 ) -> Option<(u32, u16)> {
     if vp8_keyframe_start(payload) {
         return Some((ts, seq.wrapping_add(1)));

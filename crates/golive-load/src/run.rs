@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::engine::{EngineHandle, EngineReport, PeerKey, PublisherReport, ViewerReport};
+use crate::engine::{
+    EngineHandle, EngineReport, OfferInfo, PeerKey, PublisherReport, ViewerReport,
+};
 use crate::procfs;
 use crate::stats::Histogram;
 
@@ -447,6 +449,17 @@ fn note_server_ports(shared: &Shared, answer: &str) {
         .extend(candidate_ports(answer));
 }
 
+/// A viewer's offer; its socket's receive-buffer drops count into the run's.
+async fn viewer_offer(engine: &EngineHandle, key: PeerKey, shared: &Shared) -> Result<OfferInfo> {
+    let offer = engine.offer(key, None).await?;
+    shared
+        .our_ports
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(offer.local_addr.port());
+    Ok(offer)
+}
+
 /// One viewer's session: watch, stay until `leave_at` (or until the server ends it), leave.
 async fn viewer(
     options: &Options,
@@ -456,12 +469,7 @@ async fn viewer(
     leave_at: Instant,
 ) -> Result<()> {
     let mut signal = connect(options, shared).await?;
-    let offer = engine.offer(key, None).await?;
-    shared
-        .our_ports
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(offer.local_addr.port());
+    let offer = viewer_offer(engine, key, shared).await?;
     let watch_sent = Instant::now();
     signal
         .send(&client_message(serde_json::json!({
@@ -537,12 +545,7 @@ async fn whep_viewer(
     shared: &Shared,
     leave_at: Instant,
 ) -> Result<()> {
-    let offer = engine.offer(key, None).await?;
-    shared
-        .our_ports
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(offer.local_addr.port());
+    let offer = viewer_offer(engine, key, shared).await?;
     let sent = Instant::now();
     let path = format!("/whep/{}", options.stream);
     let (answer, location) =

@@ -2,6 +2,7 @@
 //! run of the `golive-load` binary against it that returns its JSON report.
 
 use golive_client::ServerProcess;
+use golive_client::harness::LOOPBACK_ARGS;
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -12,15 +13,7 @@ pub const HANG_GUARD: Duration = Duration::from_secs(300);
 
 /// The server on free loopback ports, with two media workers.
 pub fn start_server() -> ServerProcess {
-    let mut cmd = ServerProcess::command(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--udp-port",
-        "0",
-        "--workers",
-        "2",
-    ])
-    .unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = ServerProcess::command(&LOOPBACK_ARGS).unwrap_or_else(|e| panic!("{e}"));
     // Every viewer of a load test comes from 127.0.0.1: lift the per-address limits on new and
     // open sessions (environment, not flags, so an older binary without them still starts).
     cmd.env("GOLIVE_MAX_NEW_SESSIONS_PER_SEC_PER_IP", "10000")
