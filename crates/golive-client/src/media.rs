@@ -100,29 +100,30 @@ impl PayloadKind {
         })
     }
 
-    fn put_header(self, b: &mut BytesMut) {
-        match self {
-            PayloadKind::Audio => b.put_u8(OPUS_TOC),
-            PayloadKind::VideoContinuation => b.put_u8(VP8_DESCRIPTOR_CONTINUATION),
+    /// The codec header of a payload of this kind: its bytes, and how many of them count.
+    fn header(self) -> ([u8; MAX_HEADER_BYTES], usize) {
+        let mut h = [0u8; MAX_HEADER_BYTES];
+        let mut put = |at: usize, bytes: &[u8]| {
+            h[at..at + bytes.len()].copy_from_slice(bytes);
+            at + bytes.len()
+        };
+        let len = match self {
+            PayloadKind::Audio => put(0, &[OPUS_TOC]),
+            PayloadKind::VideoContinuation => put(0, &[VP8_DESCRIPTOR_CONTINUATION]),
             PayloadKind::VideoFrameStart { keyframe: false } => {
-                b.put_u8(VP8_DESCRIPTOR_START);
-                b.put_slice(&VP8_DELTA_TAG);
+                let at = put(0, &[VP8_DESCRIPTOR_START]);
+                put(at, &VP8_DELTA_TAG)
             }
             PayloadKind::VideoFrameStart { keyframe: true } => {
-                b.put_u8(VP8_DESCRIPTOR_START);
-                b.put_slice(&VP8_KEYFRAME_TAG);
-                b.put_slice(&VP8_START_CODE);
+                let at = put(0, &[VP8_DESCRIPTOR_START]);
+                let at = put(at, &VP8_KEYFRAME_TAG);
+                let at = put(at, &VP8_START_CODE);
                 // 14 bits of size, 2 bits of scale (0), little-endian.
-                b.put_u16_le(VIDEO_WIDTH);
-                b.put_u16_le(VIDEO_HEIGHT);
+                let at = put(at, &VIDEO_WIDTH.to_le_bytes());
+                put(at, &VIDEO_HEIGHT.to_le_bytes())
             }
-        }
-    }
-
-    fn header(self) -> BytesMut {
-        let mut b = BytesMut::with_capacity(MAX_HEADER_BYTES);
-        self.put_header(&mut b);
-        b
+        };
+        (h, len)
     }
 }
 
@@ -217,15 +218,15 @@ impl Stamp {
 
     /// Whether `payload` is, byte for byte, the payload of this stamp's packet.
     pub fn matches(&self, payload: &[u8]) -> bool {
-        let header = self.kind.header();
+        let (header, header_len) = self.kind.header();
         let Some(body_end) = payload.len().checked_sub(STAMP_BYTES) else {
             return false;
         };
-        if body_end < header.len() || payload[..header.len()] != header[..] {
+        if body_end < header_len || payload[..header_len] != header[..header_len] {
             return false;
         }
         let seed = self.filler_seed();
-        let filler_ok = (header.len()..body_end).all(|i| payload[i] == filler(seed, i));
+        let filler_ok = (header_len..body_end).all(|i| payload[i] == filler(seed, i));
         filler_ok && Stamp::read(payload) == Some(*self)
     }
 
@@ -236,11 +237,11 @@ impl Stamp {
         let Some(body_end) = payload.len().checked_sub(STAMP_BYTES) else {
             return false;
         };
-        let header = self.kind.header();
-        if body_end < header.len() || payload.first() != header.first() {
+        let (header, header_len) = self.kind.header();
+        if body_end < header_len || payload.first() != header.first() {
             return false;
         }
-        let filler_ok = body_end == header.len()
+        let filler_ok = body_end == header_len
             || payload[body_end - 1] == filler(self.filler_seed(), body_end - 1);
         filler_ok && Stamp::read(payload) == Some(*self)
     }
@@ -255,7 +256,8 @@ fn filler(seed: u32, i: usize) -> u8 {
 /// The payload of `stamp`'s packet, `len` bytes long (at least its header and the stamp).
 pub fn payload(len: usize, stamp: Stamp) -> Bytes {
     let mut b = BytesMut::with_capacity(len.max(MAX_HEADER_BYTES + STAMP_BYTES));
-    stamp.kind.put_header(&mut b);
+    let (header, header_len) = stamp.kind.header();
+    b.put_slice(&header[..header_len]);
     let body_end = len.max(b.len() + STAMP_BYTES) - STAMP_BYTES;
     let seed = stamp.filler_seed();
     for i in b.len()..body_end {
