@@ -57,7 +57,7 @@ fn worker_port(answer: &str) -> Result<u16> {
 }
 
 async fn join(server: &GoliveServer, offered: OfferedPeer, msg: ClientMessage) -> Result<Joined> {
-    let mut signal = SignalClient::connect(server.http_addr()).await?;
+    let mut signal = SignalClient::connect(&server.ws_url()).await?;
     signal.send(&msg).await?;
     let answer = signal.expect_answer().await?;
     let worker_port = worker_port(&answer)?;

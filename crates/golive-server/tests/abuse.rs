@@ -152,7 +152,7 @@ async fn chatter(
 /// loopback the server's send buffer grows with the segment size, 64 KiB there).
 async fn connect_small(s: &Server) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
     use socket2::{Domain, Socket, Type};
-    let addr: std::net::SocketAddr = s.addr.parse().unwrap();
+    let addr: std::net::SocketAddr = s.addr;
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     socket.set_tcp_mss(536).unwrap();

@@ -10,10 +10,8 @@ mod common;
 
 use common::*;
 use golive_proto::ErrorCode;
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
@@ -25,7 +23,7 @@ const DRIP: Duration = Duration::from_millis(300);
 
 /// A TCP connection to the server from `from` (a loopback address other than 127.0.0.1).
 async fn connect_from(from: IpAddr, server: &Server) -> TcpStream {
-    let server: SocketAddr = server.addr.parse().unwrap();
+    let server: SocketAddr = server.addr;
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::new(from, 0)).unwrap();
     socket.connect(server).await.expect("TCP connect")
@@ -259,31 +257,11 @@ async fn a_flood_over_the_global_cap_under_a_low_open_files_limit_is_refused_at_
 
 #[tokio::test]
 async fn capability_urls_are_never_logged() {
+    // At debug level, with everything else: whatever the server logs, the capability is not in it.
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_golive"));
     cmd.args(["--listen", "127.0.0.1:0", "--workers", "1"])
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("golive starts");
-    let log = Arc::new(Mutex::new(String::new()));
-    let sink = log.clone();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut l = sink.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().strip_prefix("listening on http://").unwrap();
-    let s = Server {
-        child,
-        addr: addr.to_owned(),
-    };
+        .env("RUST_LOG", "debug");
+    let s = Server::start_command(cmd).unwrap_or_else(|e| panic!("{e}"));
 
     let offer = vp8_offer();
     let (code, created) = http(
@@ -306,11 +284,11 @@ async fn capability_urls_are_never_logged() {
     assert_eq!(code, 200);
     // The session's end is logged (at debug, with everything else) after the DELETE returns.
     let deadline = std::time::Instant::now() + STEP;
-    while !log.lock().unwrap().contains("session deleted") {
+    while !s.logs().contains("session deleted") {
         assert!(std::time::Instant::now() < deadline, "no deletion logged");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let log = log.lock().unwrap().clone();
+    let log = s.logs();
     assert!(log.contains("whip session created"), "{log}");
     assert!(
         !log.contains(&id),
