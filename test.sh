@@ -3,8 +3,8 @@
 # suite: `./test.sh` on a fresh Debian machine with the Rust toolchain is all it takes.
 #
 # What it installs, and where:
-#   - Debian packages (apt-get, as root or through sudo): chromium for the browser tests, and
-#     nodejs/npm when node is missing;
+#   - Debian packages (apt-get, as root or through sudo): chromium for the browser tests,
+#     nodejs/npm when node is missing, and ffmpeg (ffprobe and ffmpeg read the recordings back);
 #   - the npm packages of tests/browser (playwright-core, never a browser download), with `npm ci`;
 #   - aiortc, an independent WebRTC stack in Python, into a virtual environment in
 #     target/test-deps/venv (the build folder git ignores), so the system Python stays untouched.
@@ -100,11 +100,17 @@ install_python_deps() {
     fi
 }
 
+# The recording tests check each replay with ffprobe and decode it with ffmpeg.
+install_media_tools() {
+    apt_install ffmpeg
+}
+
 if [[ ${GOLIVE_TEST_SKIP_INSTALL:-0} != 1 ]]; then
     started=$SECONDS
     install_browser_deps
     install_python_deps
-    say "test prerequisites ready ($((SECONDS - started)) s): $(chromium --version 2>/dev/null || echo chromium), node $(node --version), aiortc $("$VENV/bin/python3" -c 'import aiortc; print(aiortc.__version__)')"
+    install_media_tools
+    say "test prerequisites ready ($((SECONDS - started)) s): $(chromium --version 2>/dev/null || echo chromium), node $(node --version), aiortc $("$VENV/bin/python3" -c 'import aiortc; print(aiortc.__version__)'), $(ffmpeg -version 2>/dev/null | sed -n 1p || echo ffmpeg)"
 fi
 if [[ -x $VENV/bin/python3 ]]; then
     export GOLIVE_TEST_PYTHON="$VENV/bin/python3"

@@ -450,7 +450,7 @@ async fn a_broadcast_that_says_record_false_is_not_recorded() {
     run("record_false", async {
         let dir = record_dir("optout");
         let server = start(&dir, &[])?;
-        let mut signal = golive_e2e::SignalClient::connect(server.http_addr()).await?;
+        let mut signal = golive_e2e::SignalClient::connect(&server.ws_url()).await?;
         let offered = golive_e2e::TestPeer::publisher().await?;
         signal
             .send(&ClientMessage::Publish {

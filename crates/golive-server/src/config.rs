@@ -99,10 +99,31 @@ pub struct Config {
     #[arg(long, env = "GOLIVE_IP_LIMITS_LOOPBACK", value_enum, default_value_t = LoopbackLimits::Auto)]
     pub ip_limits_loopback: LoopbackLimits,
 
+    /// Each HTTP request head must arrive within this many seconds of the server starting to
+    /// wait for it (an idle keep-alive connection is closed after as long); a slower client's
+    /// connection is closed.
+    #[arg(long, env = "GOLIVE_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub http_header_timeout_secs: u64,
+
+    /// TCP connections open at once (pages, WebSockets, WHIP/WHEP); more are closed at once.
+    /// Lowered at start to three quarters of the process's open-files limit.
+    #[arg(long, env = "GOLIVE_MAX_CONNECTIONS", default_value_t = 25_000)]
+    pub max_connections: usize,
+
+    /// TCP connections open at once from one client address (an IPv6 /64 counts as one); more
+    /// are closed at once. Exempt like the other per-address limits, and for trusted proxies.
+    #[arg(long, env = "GOLIVE_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+
     /// A WebSocket that sends nothing (not even a pong to our pings) this long, or does not
     /// read what it is sent, is closed.
     #[arg(long, env = "GOLIVE_WS_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub ws_idle_timeout_secs: u64,
+
+    /// Messages waiting to be sent to one client (audience frames, mostly); a client whose
+    /// queue is full does not read, and its connection is closed (WebSocket close 1008).
+    #[arg(long, env = "GOLIVE_MAX_QUEUED_MESSAGES", default_value_t = 4096)]
+    pub max_queued_messages: usize,
 
     /// On SIGTERM, how long sessions get to close before the process exits.
     #[arg(long, env = "GOLIVE_DRAIN_TIMEOUT_SECS", default_value_t = 5)]
@@ -155,6 +176,14 @@ pub struct Config {
     /// Credential (password) for the `turn:`/`turns:` servers of --ice-server.
     #[arg(long, env = "GOLIVE_ICE_CREDENTIAL", hide_env_values = true)]
     pub ice_credential: Option<String>,
+
+    /// Tests only, and only in debug builds (release builds do not have this flag): a UDP
+    /// datagram whose payload is exactly this token (16 bytes or more) makes the media worker
+    /// that reads it panic, to test that workers are supervised. Neither an environment
+    /// variable nor a file can set it.
+    #[cfg(debug_assertions)]
+    #[arg(long, hide = true)]
+    pub test_worker_panic: Option<String>,
 }
 
 /// How the per-address limits treat loopback clients (`--ip-limits-loopback`).
@@ -189,7 +218,11 @@ struct FileConfig {
     max_new_sessions_per_sec_per_ip: Option<u32>,
     max_sessions_per_ip: Option<usize>,
     ip_limits_loopback: Option<LoopbackLimits>,
+    http_header_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     ws_idle_timeout_secs: Option<u64>,
+    max_queued_messages: Option<usize>,
     drain_timeout_secs: Option<u64>,
     metrics_max_stream_labels: Option<usize>,
     no_keyframe_cache: Option<bool>,
@@ -236,7 +269,8 @@ impl Config {
         }
         take!(listen, udp_port, srtp_legacy, ice_servers, hearts_batch_ms, max_streams,
             max_viewers_per_stream, max_viewers, max_frame_bytes, max_messages_per_sec,
-            max_new_sessions_per_sec_per_ip, max_sessions_per_ip, ip_limits_loopback, ws_idle_timeout_secs,
+            max_new_sessions_per_sec_per_ip, max_sessions_per_ip, ip_limits_loopback, http_header_timeout_secs, max_connections,
+            max_connections_per_ip, ws_idle_timeout_secs, max_queued_messages,
             drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache, reconnect_grace_secs, trusted_proxies,
             record_retention_hours, record_min_free_mb;
             udp_bind, public_ip, workers, ice_username, ice_credential, keys_file, record_dir);
@@ -330,6 +364,9 @@ mod tests {
         );
         assert!(c.keys_file.is_none());
         assert_eq!(c.max_frame_bytes, 64 * 1024);
+        assert_eq!(c.http_header_timeout_secs, 10);
+        assert!(c.max_connections_per_ip > c.max_sessions_per_ip);
+        assert!(c.max_connections > c.max_viewers);
     }
 
     #[test]
@@ -349,7 +386,7 @@ mod tests {
         let path = dir.join("golive.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9000\"\nmax_streams = 7\nudp_port = 41000\npublic_ip = \"198.51.100.7\"\nice_servers = [\"stun:stun.example.net\"]\n",
+            "listen = \"127.0.0.1:9000\"\nmax_streams = 7\nudp_port = 41000\npublic_ip = \"198.51.100.7\"\nice_servers = [\"stun:stun.example.net\"]\nmax_connections_per_ip = 9\n",
         )
         .unwrap();
         let p = path.to_str().unwrap();
@@ -359,6 +396,7 @@ mod tests {
         assert_eq!(c.udp_port, 41000);
         assert_eq!(c.public_ip, Some("198.51.100.7".parse().unwrap()));
         assert_eq!(c.ice_servers, vec!["stun:stun.example.net".to_owned()]);
+        assert_eq!(c.max_connections_per_ip, 9);
         let c = load(&[
             "--config",
             p,

@@ -4,7 +4,7 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -14,15 +14,18 @@ use std::io::SeekFrom;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::AppState;
-use crate::recording::{ReplayId, ReplayMeta};
+use crate::recording::{Recordings, ReplayId, ReplayMeta};
 
 const REPLAY_PAGE: &[u8] = include_bytes!("../../../web/replay.html");
 /// Media is sent in reads of this size.
 const CHUNK_BYTES: usize = 64 * 1024;
 const WEBM: &str = "video/webm";
 
-pub fn routes() -> Router<Arc<AppState>> {
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<Recordings>: FromRef<S>,
+{
     Router::new()
         .route("/replay/{id}", get(page))
         .route("/api/replays", get(list))
@@ -56,8 +59,7 @@ fn row(m: ReplayMeta) -> serde_json::Value {
     v
 }
 
-async fn list(State(state): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Response {
-    let recordings = state.recordings.clone();
+async fn list(State(recordings): State<Arc<Recordings>>, Query(q): Query<ListQuery>) -> Response {
     let rows = tokio::task::spawn_blocking(move || recordings.list(q.stream.as_deref()))
         .await
         .unwrap_or_default();
@@ -68,21 +70,20 @@ fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "no such replay\n").into_response()
 }
 
-async fn meta(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+async fn meta(State(recordings): State<Arc<Recordings>>, Path(id): Path<String>) -> Response {
     let Some(id) = ReplayId::parse(&id) else {
         return not_found();
     };
-    match state.recordings.get(&id) {
+    match recordings.get(&id) {
         Some(m) => axum::Json(row(m)).into_response(),
         None => not_found(),
     }
 }
 
-async fn timeline(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+async fn timeline(State(recordings): State<Arc<Recordings>>, Path(id): Path<String>) -> Response {
     let Some(id) = ReplayId::parse(&id) else {
         return not_found();
     };
-    let recordings = state.recordings.clone();
     match tokio::task::spawn_blocking(move || recordings.timeline_of(&id))
         .await
         .ok()
@@ -126,11 +127,11 @@ fn parse_range(h: Option<&str>, len: u64) -> Range {
 }
 
 async fn media(
-    State(state): State<Arc<AppState>>,
+    State(recordings): State<Arc<Recordings>>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(path) = ReplayId::parse(&id).and_then(|id| state.recordings.media_path(&id)) else {
+    let Some(path) = ReplayId::parse(&id).and_then(|id| recordings.media_path(&id)) else {
         return not_found();
     };
     let Ok(mut file) = tokio::fs::File::open(&path).await else {
@@ -139,7 +140,7 @@ async fn media(
     let Ok(len) = file.metadata().await.map(|m| m.len()) else {
         return not_found();
     };
-    state.recordings.count_served();
+    recordings.count_served();
     let range = parse_range(
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
         len,

@@ -40,9 +40,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::mpsc::UnboundedSender;
 
-use crate::session::SessionEvent;
+use crate::outbox::{Outbox, Outgoing};
 use crate::worker::{Command, WorkerHandle};
 use recorder::{Recorder, Unrecordable};
 
@@ -164,7 +163,7 @@ type Tapped = (Arc<SourcePacket>, Instant);
 enum Control {
     Timeline(ServerMessage, Instant),
     /// The broadcaster (back) on this session.
-    Publisher(UnboundedSender<SessionEvent>),
+    Publisher(Outbox),
     /// The broadcaster's connection was lost: end unless it is back within `grace`.
     Lost(Duration),
     End,
@@ -294,14 +293,14 @@ impl Recordings {
         self.active.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A broadcaster went live on `stream` (or came back to it). `events` reaches its session.
+    /// A broadcaster went live on `stream` (or came back to it). `events` is its client's outbox.
     pub fn publish(
         &self,
         stream: &StreamName,
         wanted: bool,
         title: Option<String>,
         media: &StreamMedia,
-        events: UnboundedSender<SessionEvent>,
+        events: Outbox,
     ) -> Started {
         let Some(config) = &self.config else {
             return Started::Off;
@@ -552,7 +551,7 @@ struct Job {
     recorder: Recorder,
     packets: Receiver<Tapped>,
     control: Receiver<Control>,
-    events: UnboundedSender<SessionEvent>,
+    events: Outbox,
     workers: Vec<WorkerHandle>,
     counters: Arc<Counters>,
     taps: Arc<RecordingTaps>,
@@ -654,9 +653,8 @@ impl Job {
         self.counters.active.dec();
         if let Some((reason, message)) = &stopped {
             tracing::warn!(stream = %self.stream, %reason, "recording stopped: {message}");
-            let _ = self
-                .events
-                .send(SessionEvent::Message(ServerMessage::RecordingStopped {
+            self.events
+                .push(Outgoing::Message(ServerMessage::RecordingStopped {
                     reason: *reason,
                     message: message.clone(),
                 }));
