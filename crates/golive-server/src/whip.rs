@@ -191,7 +191,10 @@ fn error_response(kind: Kind, e: &ProtocolError) -> Response {
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Forbidden | ErrorCode::Muted => StatusCode::FORBIDDEN,
         ErrorCode::TooManySessions => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::ServerFull | ErrorCode::StreamFull | ErrorCode::Draining => {
+        ErrorCode::ServerFull
+        | ErrorCode::StreamFull
+        | ErrorCode::Draining
+        | ErrorCode::ClusterUnavailable => {
             StatusCode::SERVICE_UNAVAILABLE
         }
         ErrorCode::StreamBusy => StatusCode::CONFLICT,
