@@ -514,7 +514,9 @@ impl Directory {
         let entry = self.lock().remove(stream);
         if let Some(e) = entry {
             e.send_viewers(&AudienceEvent::Ended(reason));
-            e.publisher_member.sink.deliver(AudienceEvent::Ended(reason));
+            e.publisher_member
+                .sink
+                .deliver(AudienceEvent::Ended(reason));
         }
     }
 

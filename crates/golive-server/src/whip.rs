@@ -194,9 +194,7 @@ fn error_response(kind: Kind, e: &ProtocolError) -> Response {
         ErrorCode::ServerFull
         | ErrorCode::StreamFull
         | ErrorCode::Draining
-        | ErrorCode::ClusterUnavailable => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        | ErrorCode::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::StreamBusy => StatusCode::CONFLICT,
         // The WHEP draft (§4.3.8): a stream that is not live yet is a 409 with Retry-After.
         ErrorCode::StreamNotFound => StatusCode::CONFLICT,

@@ -291,8 +291,7 @@ impl Cluster {
         workers: Arc<Workers>,
         listening: std::net::SocketAddr,
     ) {
-        let url = (self.settings.node_url.clone())
-            .unwrap_or_else(|| format!("http://{listening}"));
+        let url = (self.settings.node_url.clone()).unwrap_or_else(|| format!("http://{listening}"));
         let _ = self.url.set(url);
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -412,7 +411,13 @@ struct Egress {
 
 impl Egress {
     async fn sample(&mut self, workers: &Workers) -> u64 {
-        let bytes: u64 = workers.stats().await.iter().flatten().map(|s| s.bytes_out).sum();
+        let bytes: u64 = workers
+            .stats()
+            .await
+            .iter()
+            .flatten()
+            .map(|s| s.bytes_out)
+            .sum();
         let now = Instant::now();
         let bps = match self.last {
             Some((b, t)) if now > t => {
@@ -428,7 +433,9 @@ impl Egress {
 /// A Redis URL for the log, without its password.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
         _ => url.to_owned(),
     }
 }
@@ -439,7 +446,13 @@ mod tests {
 
     #[test]
     fn redis_passwords_stay_out_of_the_log() {
-        assert_eq!(redact("redis://:hunter2@redis:6379/0"), "redis://…@redis:6379/0");
-        assert_eq!(redact("redis://127.0.0.1:6379/2"), "redis://127.0.0.1:6379/2");
+        assert_eq!(
+            redact("redis://:hunter2@redis:6379/0"),
+            "redis://…@redis:6379/0"
+        );
+        assert_eq!(
+            redact("redis://127.0.0.1:6379/2"),
+            "redis://127.0.0.1:6379/2"
+        );
     }
 }

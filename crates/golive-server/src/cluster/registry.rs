@@ -64,7 +64,10 @@ impl NodeRecord {
             return Err(RecordError::Field("empty id".into()));
         }
         if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
-            return Err(RecordError::Field(format!("url {:?} is not http(s)", r.url)));
+            return Err(RecordError::Field(format!(
+                "url {:?} is not http(s)",
+                r.url
+            )));
         }
         for s in &r.streams {
             StreamName::new(&s.stream)

@@ -50,7 +50,10 @@ pub enum StoreError {
     Timeout,
     /// Redis answered with something this command never returns.
     #[error("unexpected reply to {command}: {reply:?}")]
-    Reply { command: &'static str, reply: String },
+    Reply {
+        command: &'static str,
+        reply: String,
+    },
 }
 
 fn unexpected(command: &'static str, v: &Value) -> StoreError {
@@ -111,8 +114,7 @@ impl Store {
     /// Runs one command; any failure drops the connection, so the next command opens a new one.
     async fn query(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
         let mut c = self.connection().await?;
-        let r = match tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<Value>(&mut c)).await
-        {
+        let r = match tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<Value>(&mut c)).await {
             Ok(Ok(Value::ServerError(e))) => Err(StoreError::Redis(e.into())),
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(StoreError::Redis(e)),
@@ -195,9 +197,9 @@ impl Store {
             };
             for k in found {
                 match k {
-                    Value::BulkString(b) => keys.push(
-                        String::from_utf8(b.clone()).map_err(|_| unexpected("SCAN", &v))?,
-                    ),
+                    Value::BulkString(b) => {
+                        keys.push(String::from_utf8(b.clone()).map_err(|_| unexpected("SCAN", &v))?)
+                    }
                     _ => return Err(unexpected("SCAN", &v)),
                 }
             }
