@@ -388,6 +388,39 @@ mod tests {
     }
 
     #[test]
+    fn cluster_mode_is_off_unless_redis_is_given_and_needs_a_node_url_on_a_wildcard_listener() {
+        assert!(load(&[]).cluster_settings().unwrap().is_none());
+        let c = load(&[
+            "--cluster-redis",
+            "redis://127.0.0.1:6379/0",
+            "--cluster-secret",
+            "s",
+        ]);
+        let s = c.cluster_settings().unwrap().unwrap();
+        assert_eq!(s.redis_url, "redis://127.0.0.1:6379/0");
+        assert_eq!(s.node_url, None, "the listening address, once known");
+        assert_eq!(s.max_relays_per_stream, 16);
+        let wild = load(&[
+            "--listen",
+            "0.0.0.0:8080",
+            "--cluster-redis",
+            "redis://r:6379/0",
+        ]);
+        let e = wild.cluster_settings().unwrap_err();
+        assert!(format!("{e}").contains("--node-url"), "{e}");
+        let named = load(&[
+            "--listen",
+            "0.0.0.0:8080",
+            "--cluster-redis",
+            "redis://r:6379/0",
+            "--node-url",
+            "http://node1.example:8080/",
+        ]);
+        let s = named.cluster_settings().unwrap().unwrap();
+        assert_eq!(s.node_url.as_deref(), Some("http://node1.example:8080"));
+    }
+
+    #[test]
     fn loopback_clients_skip_per_address_limits_only_on_a_loopback_server() {
         assert!(load(&[]).exempt_loopback());
         assert!(!load(&["--listen", "0.0.0.0:8080"]).exempt_loopback());
