@@ -4,7 +4,9 @@
 #
 # What it installs, and where:
 #   - Debian packages (apt-get, as root or through sudo): chromium for the browser tests,
-#     nodejs/npm when node is missing, and ffmpeg (ffprobe and ffmpeg read the recordings back);
+#     nodejs/npm when node is missing, redis-server for the cluster tests (each test starts
+#     its own on a free port; the package's system service is not needed), and ffmpeg for the
+#     recording tests (ffprobe and ffmpeg read the replays back);
 #   - the npm packages of tests/browser (playwright-core, never a browser download), with `npm ci`;
 #   - aiortc, an independent WebRTC stack in Python, into a virtual environment in
 #     target/test-deps/venv (the build folder git ignores), so the system Python stays untouched.
@@ -100,17 +102,13 @@ install_python_deps() {
     fi
 }
 
-# The recording tests check each replay with ffprobe and decode it with ffmpeg.
-install_media_tools() {
-    apt_install ffmpeg
-}
-
 if [[ ${GOLIVE_TEST_SKIP_INSTALL:-0} != 1 ]]; then
     started=$SECONDS
     install_browser_deps
     install_python_deps
-    install_media_tools
-    say "test prerequisites ready ($((SECONDS - started)) s): $(chromium --version 2>/dev/null || echo chromium), node $(node --version), aiortc $("$VENV/bin/python3" -c 'import aiortc; print(aiortc.__version__)'), $(ffmpeg -version 2>/dev/null | sed -n 1p || echo ffmpeg)"
+    apt_install redis-server
+    apt_install ffmpeg
+    say "test prerequisites ready ($((SECONDS - started)) s): $(chromium --version 2>/dev/null || echo chromium), node $(node --version), aiortc $("$VENV/bin/python3" -c 'import aiortc; print(aiortc.__version__)'), $(redis-server --version | cut -d' ' -f1-3), $(ffmpeg -version 2>/dev/null | sed -n 1p || echo ffmpeg)"
 fi
 if [[ -x $VENV/bin/python3 ]]; then
     export GOLIVE_TEST_PYTHON="$VENV/bin/python3"

@@ -169,6 +169,25 @@ pub struct Config {
     #[arg(long, env = "GOLIVE_CONFIG")]
     pub config: Option<PathBuf>,
 
+    /// Cluster mode: the Redis server (`redis://host:port/db`) through which nodes find each
+    /// other, hold stream leases and share counts and chat. Unset: this node runs alone.
+    #[arg(long, env = "GOLIVE_CLUSTER_REDIS", hide_env_values = true)]
+    pub cluster_redis: Option<String>,
+
+    /// Cluster mode: the base URL clients and other nodes use to reach this node
+    /// (`http://host:port`); by default the `--listen` address.
+    #[arg(long, env = "GOLIVE_NODE_URL")]
+    pub node_url: Option<String>,
+
+    /// Cluster mode: the secret nodes present to each other (the same on every node).
+    #[arg(long, env = "GOLIVE_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+
+    /// Cluster mode: relays the origin of a stream serves at most; further nodes pull from a
+    /// relay, so the nodes form a tree.
+    #[arg(long, env = "GOLIVE_MAX_RELAYS_PER_STREAM", default_value_t = 16)]
+    pub max_relays_per_stream: usize,
+
     /// Username for the `turn:`/`turns:` servers of --ice-server.
     #[arg(long, env = "GOLIVE_ICE_USERNAME")]
     pub ice_username: Option<String>,
@@ -231,6 +250,10 @@ struct FileConfig {
     record_dir: Option<PathBuf>,
     record_retention_hours: Option<f64>,
     record_min_free_mb: Option<u64>,
+    cluster_redis: Option<String>,
+    node_url: Option<String>,
+    cluster_secret: Option<String>,
+    max_relays_per_stream: Option<usize>,
 }
 
 impl Config {
@@ -271,9 +294,34 @@ impl Config {
             max_viewers_per_stream, max_viewers, max_frame_bytes, max_messages_per_sec,
             max_new_sessions_per_sec_per_ip, max_sessions_per_ip, ip_limits_loopback, http_header_timeout_secs, max_connections,
             max_connections_per_ip, ws_idle_timeout_secs, max_queued_messages,
-            drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache, reconnect_grace_secs, trusted_proxies,
+            drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache, reconnect_grace_secs, trusted_proxies, max_relays_per_stream,
             record_retention_hours, record_min_free_mb;
-            udp_bind, public_ip, workers, ice_username, ice_credential, keys_file, record_dir);
+            udp_bind, public_ip, workers, ice_username, ice_credential, keys_file,
+            cluster_redis, node_url, cluster_secret, record_dir);
+    }
+
+    /// The cluster settings when `--cluster-redis` is set; an error when they are incomplete.
+    pub fn cluster_settings(&self) -> anyhow::Result<Option<crate::cluster::Settings>> {
+        let Some(redis_url) = self.cluster_redis.clone() else {
+            return Ok(None);
+        };
+        let node_url = self
+            .node_url
+            .as_ref()
+            .map(|u| u.trim_end_matches('/').to_owned());
+        anyhow::ensure!(
+            node_url.is_some() || !self.listen.ip().is_unspecified(),
+            "cluster mode needs --node-url (the address clients reach this node at) when \
+             --listen is {}",
+            self.listen
+        );
+        Ok(Some(crate::cluster::Settings {
+            redis_url,
+            node_url,
+            secret: self.cluster_secret.clone().unwrap_or_default(),
+            max_relays_per_stream: self.max_relays_per_stream.max(1),
+            capacity: self.max_viewers,
+        }))
     }
 
     pub fn worker_count(&self) -> usize {
@@ -367,6 +415,39 @@ mod tests {
         assert_eq!(c.http_header_timeout_secs, 10);
         assert!(c.max_connections_per_ip > c.max_sessions_per_ip);
         assert!(c.max_connections > c.max_viewers);
+    }
+
+    #[test]
+    fn cluster_mode_is_off_unless_redis_is_given_and_needs_a_node_url_on_a_wildcard_listener() {
+        assert!(load(&[]).cluster_settings().unwrap().is_none());
+        let c = load(&[
+            "--cluster-redis",
+            "redis://127.0.0.1:6379/0",
+            "--cluster-secret",
+            "s",
+        ]);
+        let s = c.cluster_settings().unwrap().unwrap();
+        assert_eq!(s.redis_url, "redis://127.0.0.1:6379/0");
+        assert_eq!(s.node_url, None, "the listening address, once known");
+        assert_eq!(s.max_relays_per_stream, 16);
+        let wild = load(&[
+            "--listen",
+            "0.0.0.0:8080",
+            "--cluster-redis",
+            "redis://r:6379/0",
+        ]);
+        let e = wild.cluster_settings().unwrap_err();
+        assert!(format!("{e}").contains("--node-url"), "{e}");
+        let named = load(&[
+            "--listen",
+            "0.0.0.0:8080",
+            "--cluster-redis",
+            "redis://r:6379/0",
+            "--node-url",
+            "http://node1.example:8080/",
+        ]);
+        let s = named.cluster_settings().unwrap().unwrap();
+        assert_eq!(s.node_url.as_deref(), Some("http://node1.example:8080"));
     }
 
     #[test]

@@ -141,6 +141,8 @@ pub struct Directory {
     streams: Mutex<HashMap<StreamName, StreamEntry>>,
     limits: DirectoryLimits,
     observer: std::sync::OnceLock<AudienceObserver>,
+    /// Cluster mode: each stream's viewers on the other nodes, added to the counts it sends.
+    remote_viewers: Mutex<HashMap<StreamName, usize>>,
 }
 
 fn not_live(stream: &StreamName) -> ProtocolError {
@@ -156,6 +158,7 @@ impl Directory {
             streams: Mutex::default(),
             limits,
             observer: std::sync::OnceLock::new(),
+            remote_viewers: Mutex::default(),
         }
     }
 
@@ -526,12 +529,42 @@ impl Directory {
         v
     }
 
+    /// Whether this node holds `stream` (live, or waiting for its broadcaster).
+    pub fn holds(&self, stream: &StreamName) -> bool {
+        self.lock().contains_key(stream)
+    }
+
+    /// Cluster mode: each stream's viewers on the other nodes, for the counts sent from now on.
+    pub fn set_remote_viewers(&self, remote: HashMap<StreamName, usize>) {
+        *self
+            .remote_viewers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = remote;
+    }
+
+    /// Ends `stream` whoever broadcasts it (cluster mode: another node holds its lease). The
+    /// broadcaster is told as its viewers are.
+    pub fn end_stream(&self, stream: &StreamName, reason: EndReason) {
+        let entry = self.lock().remove(stream);
+        if let Some(e) = entry {
+            e.send_viewers(&AudienceEvent::Ended(reason));
+            e.publisher_member
+                .sink
+                .deliver(AudienceEvent::Ended(reason));
+        }
+    }
+
     /// Sends each stream's viewer count to its broadcaster and viewers, when it changed and
     /// the last count went out at least [`VIEWER_COUNT_INTERVAL`] ago.
     pub fn send_viewer_counts(&self, now: Instant) {
+        let remote = self
+            .remote_viewers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut streams = self.lock();
-        for e in streams.values_mut() {
-            let count = e.viewers.len();
+        for (name, e) in streams.iter_mut() {
+            let count = e.viewers.len() + remote.get(name).copied().unwrap_or(0);
             let due = match e.last_count_sent {
                 None => true,
                 Some((last, at)) => last != count && now >= at + VIEWER_COUNT_INTERVAL,

@@ -12,6 +12,7 @@
 //! `Arc<SourcePacket>`s.
 
 pub mod accept;
+pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod keys;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub whip: Arc<WhipState>,
     /// Open HTTP connections and their caps.
     pub connections: Arc<accept::Connections>,
+    /// Cluster mode (`--cluster-redis`); `None` on a node that runs alone.
+    pub cluster: Option<Arc<cluster::Cluster>>,
     /// Recordings and replays (off without `--record-dir`).
     pub recordings: Arc<Recordings>,
 }
@@ -90,6 +93,7 @@ parts!(
     ws: ws::Limits,
     whip: Arc<WhipState>,
     connections: Arc<accept::Connections>,
+    cluster: Option<Arc<cluster::Cluster>>,
     recordings: Arc<Recordings>,
 );
 
@@ -98,6 +102,7 @@ impl FromRef<AppState> for session::Context {
     fn from_ref(state: &AppState) -> Self {
         session::Context {
             directory: state.directory.clone(),
+            cluster: state.cluster.clone(),
             workers: state.workers.clone(),
             keys: state.keys.clone(),
             metrics: state.metrics.clone(),
@@ -148,6 +153,12 @@ impl AppState {
         let lifecycle = Arc::new(Lifecycle::new(Duration::from_secs(
             config.drain_timeout_secs,
         )));
+        let metrics =
+            Arc::new(Metrics::new().with_max_stream_labels(config.metrics_max_stream_labels));
+        let cluster = match config.cluster_settings()? {
+            Some(settings) => Some(Arc::new(cluster::Cluster::new(settings, &metrics)?)),
+            None => None,
+        };
         Ok(Self {
             directory: Arc::new(Directory::new(DirectoryLimits {
                 max_streams: config.max_streams,
@@ -156,9 +167,7 @@ impl AppState {
             })),
             workers: Arc::new(Workers::new(workers)),
             keys: Arc::new(keys),
-            metrics: Arc::new(
-                Metrics::new().with_max_stream_labels(config.metrics_max_stream_labels),
-            ),
+            metrics,
             admission: Arc::new(Admission::new(
                 lifecycle.clone(),
                 IpLimiter::new(
@@ -184,6 +193,7 @@ impl AppState {
                 ice_server_links: config.ice_server_links(),
             }),
             connections,
+            cluster,
             recordings: Arc::new(Recordings::disabled()),
         })
     }
@@ -284,8 +294,15 @@ async fn metrics(
     ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response()
 }
 
-async fn streams(State(directory): State<Arc<Directory>>) -> Response {
-    axum::Json(directory.list()).into_response()
+/// The live streams: in cluster mode, every node's.
+async fn streams(
+    State(directory): State<Arc<Directory>>,
+    State(cluster): State<Option<Arc<cluster::Cluster>>>,
+) -> Response {
+    match cluster {
+        Some(c) => axum::Json(c.streams(&directory)).into_response(),
+        None => axum::Json(directory.list()).into_response(),
+    }
 }
 
 /// Binds the media sockets and starts the workers.
@@ -363,6 +380,14 @@ pub async fn serve(
                 directory.send_heart_batches();
             }
         });
+    }
+
+    if let Some(cluster) = state.cluster.clone() {
+        tokio::spawn(cluster.run(
+            state.directory.clone(),
+            state.workers.clone(),
+            listener.local_addr()?,
+        ));
     }
 
     if let Some(retention) = state.recordings.retention() {

@@ -251,6 +251,11 @@ impl Metrics {
 
     /// Renders everything, after folding in the workers' totals (`None` for a worker that is
     /// down), their health, the HTTP connections and the directory's gauges.
+    /// The registry, for metrics that other parts of the server own (the cluster's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn render(
         &self,
         workers: &[Option<WorkerStats>],

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::cluster::Cluster;
 use crate::directory::{AudienceEvent, AudienceSink, Directory, MemberId, Sink, limit_label};
 use crate::keys::StreamKeys;
 use crate::limits::{IpLimiter, IpSlot, Refusal, TokenBucket};
@@ -31,6 +32,8 @@ use crate::worker::{Command, PeerEvent, PeerEvents, WorkerHandle, WorkerHealth, 
 #[derive(Clone)]
 pub struct Context {
     pub directory: Arc<Directory>,
+    /// Cluster mode (`--cluster-redis`); `None` on a node that runs alone.
+    pub cluster: Option<Arc<Cluster>>,
     pub workers: Arc<Workers>,
     pub keys: Arc<StreamKeys>,
     pub metrics: Arc<Metrics>,
@@ -530,14 +533,21 @@ impl Session {
         self.ctx.keys.check(&stream, key.as_deref())?;
         // Checked before the name is claimed, so a bad offer never makes a stream appear.
         let media = golive_sfu::Sfu::publisher_media(&sdp).map_err(sfu_error)?;
-        self.ctx.directory.claim(
+        if let Some(cluster) = &self.ctx.cluster {
+            cluster.acquire_origin(&stream).await?;
+        }
+        let claimed = self.ctx.directory.claim(
             &stream,
             self.id.into(),
             self.audience.clone(),
             name,
             media,
             title.map(|t| t.chars().take(MAX_TITLE_CHARS).collect()),
-        )?;
+        );
+        if let Err(e) = claimed {
+            self.release_lease(&stream);
+            return Err(e);
+        }
         let worker = self.ctx.workers.pick();
         let peer = PeerId(next_id());
         let answer = worker
@@ -566,6 +576,7 @@ impl Session {
                 self.ctx
                     .directory
                     .release(&stream, self.id.into(), EndReason::BroadcasterLeft);
+                self.release_lease(&stream);
                 Err(sfu_error(e))
             }
         }
@@ -611,10 +622,14 @@ impl Session {
             Some(n) => display_name(&n)?,
             None => format!("viewer-{:04x}", rand::random::<u16>()),
         };
-        let joined =
-            self.ctx
-                .directory
-                .watch(&stream, self.id.into(), self.audience.clone(), name)?;
+        let joined = self
+            .ctx
+            .directory
+            .watch(&stream, self.id.into(), self.audience.clone(), name)
+            .map_err(|e| match &self.ctx.cluster {
+                Some(c) if e.code == ErrorCode::StreamNotFound => c.not_here(&stream),
+                _ => e,
+            })?;
         let media = joined.media;
         let worker = self.ctx.workers.pick();
         let peer = PeerId(next_id());
@@ -657,9 +672,9 @@ impl Session {
         self.outbox.push(Outgoing::Message(m));
     }
 
-    /// The broadcast this session watches is over.
+    /// The broadcast this session watches (or, in cluster mode, broadcasts) is over.
     async fn on_ended(&mut self, reason: EndReason) {
-        if matches!(self.role, Role::Watching { .. }) {
+        if !matches!(self.role, Role::Idle) {
             self.end(reason, false).await;
             self.say(ServerMessage::Ended { reason });
         }
@@ -705,6 +720,13 @@ impl Session {
         }
     }
 
+    /// Cluster mode: gives up the stream's lease unless this node still holds the stream.
+    fn release_lease(&self, stream: &StreamName) {
+        if let Some(c) = &self.ctx.cluster {
+            c.release_if_unused(stream, &self.ctx.directory);
+        }
+    }
+
     fn is_our_peer(&self, id: PeerId) -> bool {
         matches!(&self.role,
             Role::Publishing { peer, .. } | Role::Watching { peer, .. } if *peer == id)
@@ -740,6 +762,7 @@ impl Session {
                     None => {
                         tracing::info!(session = self.id.0, %stream, "broadcast ended");
                         self.ctx.directory.release(&stream, self.id.into(), reason);
+                        self.release_lease(&stream);
                     }
                 }
                 self.ctx.recordings.end(&stream, lost, grace);

@@ -191,9 +191,10 @@ fn error_response(kind: Kind, e: &ProtocolError) -> Response {
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Forbidden | ErrorCode::Muted => StatusCode::FORBIDDEN,
         ErrorCode::TooManySessions => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::ServerFull | ErrorCode::StreamFull | ErrorCode::Draining => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ErrorCode::ServerFull
+        | ErrorCode::StreamFull
+        | ErrorCode::Draining
+        | ErrorCode::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::StreamBusy => StatusCode::CONFLICT,
         // The WHEP draft (§4.3.8): a stream that is not live yet is a 409 with Retry-After.
         ErrorCode::StreamNotFound => StatusCode::CONFLICT,

@@ -24,15 +24,6 @@ fn watch(stream: &str) -> String {
     msg("watch", stream, &vp8_offer())
 }
 
-async fn metric(s: &Server, line_start: &str) -> f64 {
-    let body = reqwest_get(s, "/metrics").await;
-    body.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 async fn answered(ws: &mut Ws, text: &str) {
     send(ws, text).await;
     match recv_reply(ws).await {

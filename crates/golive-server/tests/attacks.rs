@@ -66,15 +66,6 @@ async fn wait_closed(conns: &[TcpStream], want: usize) -> usize {
     }
 }
 
-async fn metric(s: &Server, line_start: &str) -> f64 {
-    let body = reqwest_get(s, "/metrics").await;
-    body.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Waits until `golive_http_connections` satisfies `ok` (a refused or reset request is retried).
 async fn wait_until(s: &Server, ok: impl Fn(f64) -> bool) {
     use tokio::io::AsyncReadExt;
@@ -100,22 +91,6 @@ async fn wait_until(s: &Server, ok: impl Fn(f64) -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// A healthy client is served: `/healthz` is ok, and a new WebSocket session answers.
-async fn healthy_client_is_served(s: &Server) {
-    assert!(
-        reqwest_get(s, "/healthz")
-            .await
-            .contains("\"status\":\"ok\"")
-    );
-    let mut ws = connect(s).await;
-    expect_error(
-        &mut ws,
-        &msg("watch", "nothing-here", "v=0"),
-        ErrorCode::StreamNotFound,
-    )
-    .await;
 }
 
 /// A session opened before the attack still answers.
@@ -158,7 +133,7 @@ async fn a_slowloris_from_one_address_is_held_to_its_cap_while_others_are_served
         .await,
         250.0
     );
-    healthy_client_is_served(&s).await;
+    still_serving(&s).await;
     session_still_answers(&mut session).await;
 
     // Its places come back when its connections close. Connections are judged in the order
@@ -195,7 +170,7 @@ async fn slow_request_heads_are_cut_by_the_header_timeout_while_others_are_serve
         }
         // The healthy client is served all along, and its WebSocket outlives the header
         // timeout: an upgraded connection is not a request head.
-        healthy_client_is_served(&s).await;
+        still_serving(&s).await;
         session_still_answers(&mut session).await;
         tokio::time::sleep(DRIP).await;
     }
@@ -212,7 +187,7 @@ async fn slow_request_heads_are_cut_by_the_header_timeout_while_others_are_serve
         .await
             >= 200.0
     );
-    healthy_client_is_served(&s).await;
+    still_serving(&s).await;
 }
 
 #[tokio::test]
@@ -247,7 +222,7 @@ async fn a_flood_over_the_global_cap_under_a_low_open_files_limit_is_refused_at_
     // When the flood goes, everyone is answered again.
     drop(conns);
     wait_until(&s, |open| open <= 3.0).await;
-    healthy_client_is_served(&s).await;
+    still_serving(&s).await;
     assert_eq!(
         metric(&s, "golive_limit_refusals_total{limit=\"max_connections\"}").await,
         209.0

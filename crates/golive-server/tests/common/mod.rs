@@ -158,3 +158,30 @@ async fn request(
         .await
         .unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// The value of the first `/metrics` line that starts with `line_start` (0 when absent).
+pub async fn metric(s: &Server, line_start: &str) -> f64 {
+    let body = reqwest_get(s, "/metrics").await;
+    body.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A healthy client is served: `/healthz` is ok, and a new WebSocket session answers.
+pub async fn still_serving(s: &Server) {
+    assert!(
+        reqwest_get(s, "/healthz")
+            .await
+            .contains("\"status\":\"ok\"")
+    );
+    let mut ws = connect(s).await;
+    // A small frame, so it fits every frame limit the tests set.
+    expect_error(
+        &mut ws,
+        &msg("watch", "nothing-here", "v=0"),
+        ErrorCode::StreamNotFound,
+    )
+    .await;
+}
