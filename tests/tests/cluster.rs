@@ -97,7 +97,7 @@ fn node(redis: &Redis) -> GoliveServer {
 }
 
 async fn signal(server: &GoliveServer) -> Result<SignalClient> {
-    SignalClient::connect(server.http_addr()).await
+    Ok(SignalClient::connect(&server.ws_url()).await?)
 }
 
 /// A metric's value on `server` (the first sample of that name).
