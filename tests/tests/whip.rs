@@ -2,7 +2,9 @@
 //! WebRTC implementation that is not webrtc-rs: aiortc (Python) as WHIP broadcaster and WHEP
 //! player, mixed with the `rtc`-based WebSocket peers, plus every status code provoked on purpose.
 //!
-//! Needs `python3` with `aiortc` (`pip install aiortc==1.16.0`; `.ci/run` installs it).
+//! Needs a Python with `aiortc`: `./test.sh` installs it into a virtual environment under
+//! `target/test-deps/venv`, which these tests use when it exists (else `$GOLIVE_TEST_PYTHON`, else
+//! `python3`).
 
 use anyhow::{Context, Result, bail, ensure};
 use golive_e2e::http::{HttpResponse, request};
@@ -21,27 +23,54 @@ fn aiortc_client() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("whip/aiortc_client.py")
 }
 
+/// The Python that has aiortc: `$GOLIVE_TEST_PYTHON`, else the virtual environment that
+/// `./test.sh` makes, else `python3` from the PATH.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("GOLIVE_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-deps/venv/bin/python3");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("python3")
+}
+
 fn require_aiortc() {
-    let ok = std::process::Command::new("python3")
+    let python = python();
+    let ok = std::process::Command::new(&python)
         .args(["-c", "import aiortc"])
         .status()
         .is_ok_and(|s| s.success());
     assert!(
         ok,
-        "these tests need python3 with aiortc: run `python3 -m pip install aiortc==1.16.0`"
+        "these tests need a Python with aiortc ({} has none): run `./test.sh`, which installs it \
+         into target/test-deps/venv, or `python3 -m pip install aiortc==1.16.0`",
+        python.display()
     );
 }
 
 /// Runs the aiortc client (`publish` or `watch`) and returns its JSON report and exit status.
 fn spawn_aiortc(mode: &str, url: &str, seconds: f32) -> tokio::process::Child {
-    tokio::process::Command::new("python3")
+    tokio::process::Command::new(python())
         .arg(aiortc_client())
         .args([mode, url, &seconds.to_string()])
+        // A publisher streams until its stdin gets a line (or `seconds` pass): see `stop`.
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("python3 runs")
+        .expect("the test Python runs")
+}
+
+/// Tells an aiortc publisher to end its broadcast now.
+async fn stop(child: &mut tokio::process::Child) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.stdin.take().context("the publisher's stdin")?;
+    stdin.write_all(b"stop\n").await?;
+    Ok(())
 }
 
 async fn finish(child: tokio::process::Child, what: &str) -> Result<serde_json::Value> {
@@ -91,7 +120,9 @@ async fn aiortc_whip_broadcast_plays_in_aiortc_whep_and_websocket_viewers() {
     let server = GoliveServer::start().expect("starting golive");
     run_test("aiortc_whip_broadcast", async {
         let base = format!("http://{}", server.http_addr());
-        let publisher = spawn_aiortc("publish", &format!("{base}/whip/obs"), 9.0);
+        // The broadcaster streams until told to stop, so a player that gets going late on a busy
+        // machine still ends its own session (DELETE 200) before the broadcast ends.
+        let mut publisher = spawn_aiortc("publish", &format!("{base}/whip/obs"), 60.0);
         wait_live(&server, "obs").await?;
         // Join late: both viewers start from the keyframe cache (or a keyframe the server asked
         // aiortc for).
@@ -118,6 +149,7 @@ async fn aiortc_whip_broadcast_plays_in_aiortc_whep_and_websocket_viewers() {
         ensure!(played["delete_status"] == 200, "{played}");
 
         // The broadcaster stops (DELETE): the WebSocket viewer is told it ended.
+        stop(&mut publisher).await?;
         let published = finish(publisher, "the WHIP broadcaster").await?;
         eprintln!("aiortc WHIP broadcaster: {published}");
         let ended = ws_viewer

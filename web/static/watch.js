@@ -96,6 +96,24 @@ function render() {
   $('ended-more').hidden = s !== 'ended';
   if (!showVideo) $('stats').textContent = '';
   renderInfo();
+  offerReplay(s);
+}
+
+/** Not live (ended, or not started): the stream's latest replay, if the server recorded one. */
+let replayAsked = '';
+async function offerReplay(s) {
+  const off = s === 'ended' || s === 'waiting';
+  if (!off) $('replay-more').hidden = true;
+  if (!off || replayAsked === s) return;
+  replayAsked = s;
+  try {
+    const res = await fetch(`/api/replays?stream=${encodeURIComponent(stream)}`);
+    const list = res.ok ? await res.json() : [];
+    const latest = list.find((r) => r.ended_unix_ms) || list[0];
+    if (!latest || state() !== s) return;
+    $('replay-link').href = latest.url;
+    $('replay-more').hidden = false;
+  } catch { /* no replays: nothing to offer */ }
 }
 
 function renderInfo() {

@@ -94,6 +94,10 @@ pub enum ClientMessage {
         /// The broadcaster's name in chat (a label, not an account).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// `false`: do not record this broadcast (on a server that records, every broadcast is
+        /// recorded unless it says so).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        record: Option<bool>,
     },
     /// Watch `stream` with the SDP offer `sdp`.
     Watch {
@@ -274,6 +278,45 @@ pub enum ServerMessage {
     },
     /// To viewers: the broadcaster is back; video resumes at its next keyframe.
     Resumed,
+    /// To a broadcaster, after its answer: the broadcast is being recorded as replay `replay`
+    /// (watchable at `/replay/<replay>`).
+    Recording {
+        replay: String,
+    },
+    /// To a broadcaster: its broadcast is not recorded (any more), for `reason`; the broadcast
+    /// itself goes on.
+    RecordingStopped {
+        reason: RecordingStopReason,
+        message: String,
+    },
+}
+
+/// Why a broadcast is not recorded (any more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingStopReason {
+    /// The free disk space is under the server's floor.
+    DiskFull,
+    /// The disk refused a write.
+    WriteError,
+    /// The server does not record this codec (yet).
+    CodecUnsupported,
+}
+
+impl RecordingStopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordingStopReason::DiskFull => "disk_full",
+            RecordingStopReason::WriteError => "write_error",
+            RecordingStopReason::CodecUnsupported => "codec_unsupported",
+        }
+    }
+}
+
+impl fmt::Display for RecordingStopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The error codes of the protocol.
@@ -303,6 +346,9 @@ pub enum ErrorCode {
     TooManySessions,
     /// The server is shutting down and takes no new sessions.
     Draining,
+    /// Cluster mode: the node cannot reach its cluster's coordination service, so it refuses
+    /// what needs the other nodes (a new broadcast, a stream held elsewhere); try again later.
+    ClusterUnavailable,
     Internal,
     /// A `thumbnail` that is not base64, or not a JPEG (no start-of-image or end-of-image marker).
     BadThumbnail,
@@ -327,6 +373,7 @@ impl ErrorCode {
             ErrorCode::StreamFull => "stream_full",
             ErrorCode::TooManySessions => "too_many_sessions",
             ErrorCode::Draining => "draining",
+            ErrorCode::ClusterUnavailable => "cluster_unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::BadThumbnail => "bad_thumbnail",
             ErrorCode::ThumbnailTooLarge => "thumbnail_too_large",
@@ -515,8 +562,20 @@ mod tests {
                 key: None,
                 title: None,
                 name: None,
+                record: None,
             }
         );
+        let m = ClientMessage::parse(
+            r#"{"type":"publish","stream":"demo","sdp":"v=0","record":false}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            m,
+            ClientMessage::Publish {
+                record: Some(false),
+                ..
+            }
+        ));
         let m = ClientMessage::parse(
             r#"{"type":"publish","stream":"demo","sdp":"v=0","key":"k","title":"Hi"}"#,
         )
@@ -585,6 +644,19 @@ mod tests {
                 ProtocolError::new(ErrorCode::StreamNotFound, "no").into(),
                 r#"{"type":"error","code":"stream_not_found","message":"no"}"#,
             ),
+            (
+                ServerMessage::Recording {
+                    replay: "demo-1".into(),
+                },
+                r#"{"type":"recording","replay":"demo-1"}"#,
+            ),
+            (
+                ServerMessage::RecordingStopped {
+                    reason: RecordingStopReason::DiskFull,
+                    message: "low".into(),
+                },
+                r#"{"type":"recording_stopped","reason":"disk_full","message":"low"}"#,
+            ),
         ];
         for (msg, json) in cases {
             assert_eq!(msg.to_json(), json);
@@ -609,6 +681,7 @@ mod tests {
             ErrorCode::StreamFull,
             ErrorCode::TooManySessions,
             ErrorCode::Draining,
+            ErrorCode::ClusterUnavailable,
             ErrorCode::Internal,
             ErrorCode::BadThumbnail,
             ErrorCode::ThumbnailTooLarge,

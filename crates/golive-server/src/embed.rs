@@ -15,10 +15,10 @@ use axum::response::{IntoResponse, Response};
 use golive_proto::StreamName;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::AppState;
+use crate::directory::Directory;
 use crate::thumbnails::{Thumbnail, url_path};
 
 /// The embed's size when the consumer gives no bounds: 16:9, as the player.
@@ -26,14 +26,28 @@ pub const DEFAULT_WIDTH: u32 = 640;
 pub const DEFAULT_HEIGHT: u32 = 360;
 const PROVIDER_NAME: &str = "golive";
 
+/// What tells this server's public URL: the proxies whose forwarded headers are believed.
+#[derive(Debug, Clone, Default)]
+pub struct PublicUrl {
+    trusted_proxies: Arc<[IpAddr]>,
+}
+
+impl PublicUrl {
+    pub fn new(trusted_proxies: Vec<IpAddr>) -> Self {
+        Self {
+            trusted_proxies: trusted_proxies.into(),
+        }
+    }
+}
+
 /// `scheme://host[:port]` of this server as the client reached it; `None` without a usable
 /// `Host` (an HTTP/1.0 client, or a value that is not a host name).
-pub fn public_base(state: &AppState, request: &Request) -> Option<String> {
+pub fn public_base(public: &PublicUrl, request: &Request) -> Option<String> {
     let headers = request.headers();
     let trusted = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .is_some_and(|ConnectInfo(peer)| state.trusted_proxies.contains(&peer.ip()));
+        .is_some_and(|ConnectInfo(peer)| public.trusted_proxies.contains(&peer.ip()));
     let forwarded = |name: &str| {
         trusted
             .then(|| first_value(headers, name))
@@ -98,8 +112,8 @@ fn encode_query_value(text: &str) -> String {
 }
 
 /// What a preview shows of a stream: its title when it is live and has one, else its name.
-fn display_title(state: &AppState, stream: &StreamName) -> (String, bool) {
-    match state.directory.title(stream) {
+fn display_title(directory: &Directory, stream: &StreamName) -> (String, bool) {
+    match directory.title(stream) {
         Some(Some(title)) if !title.trim().is_empty() => (title, true),
         Some(_) => (stream.to_string(), true),
         None => (stream.to_string(), false),
@@ -108,7 +122,7 @@ fn display_title(state: &AppState, stream: &StreamName) -> (String, bool) {
 
 /// The `<meta>` and `<link>` tags of `/watch/<raw>` (nothing stream-specific for a name that is
 /// not valid, or without a usable `Host`).
-pub fn watch_meta(state: &AppState, base: Option<&str>, raw: &str) -> String {
+pub fn watch_meta(directory: &Directory, base: Option<&str>, raw: &str) -> String {
     let mut tags = vec![
         format!(r#"<meta property="og:site_name" content="{PROVIDER_NAME}">"#),
         r#"<meta property="og:type" content="video.other">"#.to_owned(),
@@ -116,7 +130,7 @@ pub fn watch_meta(state: &AppState, base: Option<&str>, raw: &str) -> String {
     let (Some(base), Ok(stream)) = (base, StreamName::new(raw)) else {
         return tags.join("\n");
     };
-    let (title, live) = display_title(state, &stream);
+    let (title, live) = display_title(directory, &stream);
     let description = if live {
         format!("Live now on {PROVIDER_NAME}: tap to watch.")
     } else {
@@ -124,7 +138,7 @@ pub fn watch_meta(state: &AppState, base: Option<&str>, raw: &str) -> String {
     };
     let watch_url = format!("{base}/watch/{stream}");
     let embed_url = format!("{base}/embed/{stream}");
-    let thumbnail = state.directory.thumbnail(&stream);
+    let thumbnail = directory.thumbnail(&stream);
     let e = escape_html;
     tags.extend([
         format!(r#"<meta property="og:title" content="{}">"#, e(&title)),
@@ -330,11 +344,12 @@ pub fn iframe(base: &str, stream: &StreamName, title: &str, width: u32, height: 
 
 /// `GET /oembed?url=…[&format=json][&maxwidth=…][&maxheight=…]`.
 pub async fn oembed(
-    State(state): State<Arc<AppState>>,
+    State(directory): State<Arc<Directory>>,
+    State(public): State<PublicUrl>,
     Query(query): Query<HashMap<String, String>>,
     request: Request,
 ) -> Response {
-    let Some(base) = public_base(&state, &request) else {
+    let Some(base) = public_base(&public, &request) else {
         return OEmbedError::BadRequest("the request has no usable Host header".into())
             .into_response();
     };
@@ -342,8 +357,8 @@ pub async fn oembed(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let (title, _) = display_title(&state, &req.stream);
-    let thumbnail: Option<Arc<Thumbnail>> = state.directory.thumbnail(&req.stream);
+    let (title, _) = display_title(&directory, &req.stream);
+    let thumbnail: Option<Arc<Thumbnail>> = directory.thumbnail(&req.stream);
     let (thumbnail_url, size) = match &thumbnail {
         // oEmbed wants the thumbnail's width and height with its URL: both or none.
         Some(t) if t.size.is_some() => (

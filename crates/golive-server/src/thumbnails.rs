@@ -16,7 +16,7 @@ use golive_proto::{ErrorCode, MAX_THUMBNAIL_BYTES, ProtocolError, StreamName};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::AppState;
+use crate::directory::Directory;
 
 /// Thumbnails closer together than this from one broadcast are dropped silently (as hearts past
 /// their rate are): a page that sends one on every reconnect is not told off for it.
@@ -120,7 +120,7 @@ pub fn url_path(stream: &str, thumbnail: &Thumbnail) -> String {
 /// `GET /api/streams/{stream}/thumbnail.jpg`: the latest thumbnail, `404` when the stream is not
 /// live or has sent none yet. Readable from any origin (link previews, other sites' grids).
 pub async fn serve(
-    State(state): State<Arc<AppState>>,
+    State(directory): State<Arc<Directory>>,
     Path(stream): Path<String>,
     request: HeaderMap,
 ) -> Response {
@@ -140,7 +140,7 @@ pub async fn serve(
         )
             .into_response();
     };
-    let Some(thumb) = state.directory.thumbnail(&name) else {
+    let Some(thumb) = directory.thumbnail(&name) else {
         return (
             StatusCode::NOT_FOUND,
             cors,

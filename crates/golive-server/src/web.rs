@@ -15,13 +15,14 @@
 //! loadable from any origin (a module script from another origin needs CORS).
 
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRef, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::sync::{Arc, LazyLock};
 
-use crate::AppState;
+use crate::directory::Directory;
+use crate::embed::PublicUrl;
 
 const HTML: &str = "text/html; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
@@ -75,6 +76,7 @@ const STATIC_ASSETS: &[Asset] = &[
     asset!("embed.js", JS),
     asset!("chat.js", JS),
     asset!("probe.js", JS),
+    asset!("replay.js", JS),
     asset!("icon.svg", SVG),
 ];
 
@@ -125,7 +127,12 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// Routes of the pages, the SDK, the assets, oEmbed and the thumbnails.
-pub fn routes() -> Router<Arc<AppState>> {
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<Directory>: FromRef<S>,
+    PublicUrl: FromRef<S>,
+{
     Router::new()
         .route(
             "/",
@@ -163,12 +170,13 @@ async fn static_asset(Path(file): Path<String>, headers: HeaderMap) -> Response 
 
 /// The player page, with its stream's Open Graph and Twitter-card tags for link previews.
 async fn watch_page(
-    State(state): State<Arc<AppState>>,
+    State(directory): State<Arc<Directory>>,
+    State(public): State<PublicUrl>,
     Path(stream): Path<String>,
     request: Request,
 ) -> Response {
-    let base = crate::embed::public_base(&state, &request);
-    let meta = crate::embed::watch_meta(&state, base.as_deref(), &stream);
+    let base = crate::embed::public_base(&public, &request);
+    let meta = crate::embed::watch_meta(&directory, base.as_deref(), &stream);
     let template = std::str::from_utf8(WATCH_PAGE.body).expect("the page is UTF-8");
     let body = template.replacen(META_PLACEHOLDER, &meta, 1);
     let tag = etag(body.as_bytes());

@@ -25,15 +25,6 @@ async fn answered(ws: &mut Ws, text: &str) {
     }
 }
 
-async fn metric(s: &Server, line_start: &str) -> f64 {
-    let body = reqwest_get(s, "/metrics").await;
-    body.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Next close code (or None if the socket just ended).
 async fn closed_with(ws: &mut Ws) -> Option<u16> {
     tokio::time::timeout(STEP, async {
@@ -48,22 +39,6 @@ async fn closed_with(ws: &mut Ws) -> Option<u16> {
     })
     .await
     .expect("closed in time")
-}
-
-async fn still_serving(s: &Server) {
-    assert!(
-        reqwest_get(s, "/healthz")
-            .await
-            .contains("\"status\":\"ok\"")
-    );
-    let mut ws = connect(s).await;
-    // A small frame, so it fits every frame limit the tests set.
-    expect_error(
-        &mut ws,
-        &msg("watch", "nothing-here", "v=0"),
-        ErrorCode::StreamNotFound,
-    )
-    .await;
 }
 
 #[tokio::test]
@@ -178,7 +153,10 @@ async fn message_rate_limit_refuses_then_recovers() {
 
 #[tokio::test]
 async fn per_address_session_limits_refuse_and_close() {
+    // The server listens on loopback, whose clients are exempt by default: count them here.
     let s = start_with(&[
+        "--ip-limits-loopback",
+        "enforce",
         "--max-sessions-per-ip",
         "3",
         "--max-new-sessions-per-sec-per-ip",
@@ -202,7 +180,12 @@ async fn per_address_session_limits_refuse_and_close() {
     drop(again);
     drop(open);
 
-    let s = start_with(&["--max-new-sessions-per-sec-per-ip", "2"]);
+    let s = start_with(&[
+        "--ip-limits-loopback",
+        "enforce",
+        "--max-new-sessions-per-sec-per-ip",
+        "2",
+    ]);
     let _a = connect(&s).await;
     let _b = connect(&s).await;
     let mut c = connect(&s).await;
@@ -327,6 +310,8 @@ async fn environment_overrides_the_config_file_and_flags_override_both() {
 async fn behind_a_trusted_proxy_limits_apply_per_forwarded_client() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let s = start_with(&[
+        "--ip-limits-loopback",
+        "enforce",
         "--trusted-proxies",
         "127.0.0.1",
         "--max-sessions-per-ip",

@@ -26,6 +26,7 @@
 pub mod cache;
 pub mod codec;
 pub mod demux;
+pub mod depacketize;
 pub mod keyframe;
 mod peer;
 pub mod pli;

@@ -1,0 +1,341 @@
+//! One broadcast's recording: the broadcaster's packets in, a WebM file and a timeline out.
+//!
+//! Single-threaded and clock-free (every call takes the `Instant`), so a test drives it with
+//! synthetic or real packets and reads the file it wrote. The thread around it lives in the
+//! parent module.
+//!
+//! Timing: the file's time 0 is the arrival of the first frame written (the first video keyframe,
+//! or the first audio frame of a stream without video). Each track of each source epoch is
+//! anchored at the arrival of its first frame and runs on its RTP timestamps from there, so
+//! audio and video stay in step, and a broadcaster who reconnects (a new epoch, new random
+//! timestamps) continues the same file after the time it was away.
+
+use golive_proto::{ServerMessage, StreamName};
+use golive_sfu::depacketize::{Depacketizer, Frame, TrackFormat};
+use golive_sfu::{MediaKind, SourcePacket, StreamMedia, VideoCodec};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use super::webm::{self, AudioTrack, Track, VideoTrack, WebmWriter};
+use super::{ReplayId, ReplayMeta, unix_ms};
+
+/// Audio channels written in the Opus header: WebRTC's Opus is always negotiated as stereo and
+/// the decoder takes mono packets in a stereo stream.
+const OPUS_CHANNELS: u8 = 2;
+const OPUS_RATE: u32 = 48_000;
+/// When a track's RTP time falls this far behind the arrival times, it is anchored again at the
+/// arrival: a sender that paused, or whose timestamps run slow, would otherwise drift out of step
+/// with the other track and with the wall clock the timeline uses. Network jitter stays well
+/// under it.
+pub const RESYNC_MS: i64 = 250;
+
+/// Why a broadcast cannot be recorded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unrecordable {
+    /// H.264 and AV1 need another container (fragmented MP4), not written yet.
+    Codec(String),
+}
+
+/// A track's timing within one source epoch.
+#[derive(Debug, Clone, Copy)]
+struct TrackClock {
+    epoch: u64,
+    clock_rate: u32,
+    base_ms: i64,
+    base_ext: i64,
+    last_ts: u32,
+    last_ext: i64,
+}
+
+impl TrackClock {
+    /// The time of RTP timestamp `ts` that arrived at `arrival_ms`.
+    fn ms(&mut self, ts: u32, arrival_ms: i64) -> i64 {
+        let ext = self.last_ext + i64::from(ts.wrapping_sub(self.last_ts) as i32);
+        self.last_ts = ts;
+        self.last_ext = ext;
+        let ms = self.base_ms + (ext - self.base_ext) * 1000 / i64::from(self.clock_rate);
+        if arrival_ms - ms > RESYNC_MS {
+            self.base_ms = arrival_ms;
+            self.base_ext = ext;
+            return arrival_ms;
+        }
+        ms
+    }
+}
+
+pub struct Recorder {
+    pub meta: ReplayMeta,
+    media_path: PathBuf,
+    meta_path: PathBuf,
+    timeline: File,
+    video_codec: Option<VideoCodec>,
+    video_clock_rate: u32,
+    has_audio: bool,
+    writer: Option<WebmWriter<File>>,
+    /// Arrival of the file's time 0.
+    t0: Option<Instant>,
+    epoch: Option<u64>,
+    video: Option<Depacketizer>,
+    audio: Option<Depacketizer>,
+    clocks: [Option<TrackClock>; 2],
+    last_ms: [i64; 2],
+    keyframe_wanted: bool,
+    /// Frames dropped by the depacketizers of earlier epochs.
+    pub frames_dropped: u64,
+}
+
+fn slot(kind: MediaKind) -> usize {
+    match kind {
+        MediaKind::Audio => 0,
+        MediaKind::Video => 1,
+    }
+}
+
+impl Recorder {
+    /// Whether the stream's codecs can be recorded.
+    pub fn check(media: &StreamMedia) -> Result<(), Unrecordable> {
+        if let Some(c) = media.video.as_ref().and_then(|c| c.video)
+            && webm::codec_id(c).is_none()
+        {
+            return Err(Unrecordable::Codec(format!(
+                "{c:?} video is not recorded yet (WebM carries VP8 and VP9)"
+            )));
+        }
+        if let Some(a) = &media.audio
+            && !a.name.eq_ignore_ascii_case("opus")
+        {
+            return Err(Unrecordable::Codec(format!(
+                "{} audio is not recorded (WebM carries Opus)",
+                a.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Starts the recording `id` in `dir`: its metadata and an empty timeline at once, the media
+    /// file with its first frame.
+    pub fn create(
+        dir: &Path,
+        id: ReplayId,
+        stream: &StreamName,
+        title: Option<String>,
+        media: &StreamMedia,
+    ) -> io::Result<Self> {
+        Self::check(media).map_err(|Unrecordable::Codec(m)| io::Error::other(m))?;
+        let video_codec = media.video.as_ref().and_then(|c| c.video);
+        let meta = ReplayMeta {
+            id: id.as_str().to_owned(),
+            stream: stream.to_string(),
+            title,
+            started_unix_ms: unix_ms(SystemTime::now()),
+            ended_unix_ms: None,
+            duration_ms: 0,
+            bytes: 0,
+            video: media.video.as_ref().map(|c| c.name.clone()),
+            audio: media.audio.as_ref().map(|c| c.name.clone()),
+            complete: false,
+            stopped: None,
+        };
+        let meta_path = dir.join(format!("{id}.json"));
+        let timeline = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{id}.timeline.jsonl")))?;
+        let r = Self {
+            media_path: dir.join(format!("{id}.webm")),
+            meta_path,
+            meta,
+            timeline,
+            video_codec,
+            video_clock_rate: media.video.as_ref().map_or(90_000, |c| c.clock_rate.max(1)),
+            has_audio: media.audio.is_some(),
+            writer: None,
+            t0: None,
+            epoch: None,
+            video: None,
+            audio: None,
+            clocks: [None, None],
+            last_ms: [0, 0],
+            keyframe_wanted: false,
+            frames_dropped: 0,
+        };
+        r.write_meta()?;
+        Ok(r)
+    }
+
+    /// Bytes of media written so far.
+    pub fn bytes(&self) -> u64 {
+        self.writer.as_ref().map_or(0, WebmWriter::bytes_written)
+    }
+
+    /// Whether a keyframe should be asked of the broadcaster (after a loss or at the start).
+    pub fn poll_keyframe_request(&mut self) -> bool {
+        std::mem::take(&mut self.keyframe_wanted)
+    }
+
+    /// One packet of the broadcaster.
+    pub fn handle_packet(&mut self, p: &SourcePacket, now: Instant) -> io::Result<()> {
+        if self.epoch != Some(p.epoch) {
+            // The broadcaster reconnected: what the old source completed goes in, then the new
+            // source starts at its own keyframe.
+            self.finish_epoch(now)?;
+            self.epoch = Some(p.epoch);
+            self.video = self
+                .video_codec
+                .and_then(|c| Depacketizer::new(TrackFormat::Video(c)));
+            self.audio = self
+                .has_audio
+                .then(|| Depacketizer::new(TrackFormat::Audio))
+                .flatten();
+        }
+        let d = match p.kind {
+            MediaKind::Video => self.video.as_mut(),
+            MediaKind::Audio => self.audio.as_mut(),
+        };
+        let Some(d) = d else { return Ok(()) };
+        d.handle_packet(p.seq, p.timestamp, p.marker, p.payload.clone());
+        self.keyframe_wanted |= d.poll_keyframe_request();
+        self.drain(p.kind, now)
+    }
+
+    /// A timeline event (chat, removal, hearts) at `now`.
+    pub fn handle_timeline(&mut self, event: &ServerMessage, now: Instant) -> io::Result<()> {
+        let t_ms = self
+            .t0
+            .map_or(0, |t0| now.saturating_duration_since(t0).as_millis() as u64);
+        let line = serde_json::json!({ "t_ms": t_ms, "event": event });
+        // One write per line, straight to the file: a killed process loses no event it logged.
+        let mut text = line.to_string();
+        text.push('\n');
+        self.timeline.write_all(text.as_bytes())
+    }
+
+    /// Ends the recording: the file is completed (Cues, duration) and the metadata says so.
+    pub fn finish(mut self, now: Instant, stopped: Option<String>) -> io::Result<ReplayMeta> {
+        self.finish_epoch(now)?;
+        if let Some(w) = self.writer.take() {
+            self.meta.duration_ms = w.duration_ms().max(0) as u64;
+            self.meta.bytes = w.bytes_written();
+            w.finish()?.sync_all()?;
+        }
+        self.meta.ended_unix_ms = Some(unix_ms(SystemTime::now()));
+        self.meta.complete = true;
+        self.meta.stopped = stopped;
+        self.write_meta()?;
+        Ok(self.meta)
+    }
+
+    fn finish_epoch(&mut self, now: Instant) -> io::Result<()> {
+        for kind in [MediaKind::Video, MediaKind::Audio] {
+            let d = match kind {
+                MediaKind::Video => self.video.as_mut(),
+                MediaKind::Audio => self.audio.as_mut(),
+            };
+            if let Some(d) = d {
+                d.finish();
+                self.drain(kind, now)?;
+            }
+        }
+        for d in [self.video.take(), self.audio.take()].into_iter().flatten() {
+            self.frames_dropped += d.stats().frames_dropped;
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self, kind: MediaKind, now: Instant) -> io::Result<()> {
+        loop {
+            let d = match kind {
+                MediaKind::Video => self.video.as_mut(),
+                MediaKind::Audio => self.audio.as_mut(),
+            };
+            let Some(frame) = d.and_then(Depacketizer::poll_frame) else {
+                return Ok(());
+            };
+            self.write(kind, frame, now)?;
+        }
+    }
+
+    fn write(&mut self, kind: MediaKind, frame: Frame, now: Instant) -> io::Result<()> {
+        if self.writer.is_none() && !self.open(kind, &frame, now)? {
+            return Ok(());
+        }
+        let Some(t0) = self.t0 else { return Ok(()) };
+        let epoch = self.epoch.unwrap_or_default();
+        let clock_rate = match kind {
+            MediaKind::Video => self.video_clock_rate,
+            MediaKind::Audio => OPUS_RATE,
+        };
+        let last = self.last_ms[slot(kind)];
+        let arrival = now.saturating_duration_since(t0).as_millis() as i64;
+        let clock = match &mut self.clocks[slot(kind)] {
+            Some(c) if c.epoch == epoch => c,
+            c => {
+                let ext = i64::from(frame.timestamp);
+                c.insert(TrackClock {
+                    epoch,
+                    clock_rate,
+                    base_ms: arrival.max(last),
+                    base_ext: ext,
+                    last_ts: frame.timestamp,
+                    last_ext: ext,
+                })
+            }
+        };
+        // Never backwards within a track (a sender's timestamp jump, a reconnect).
+        let ms = clock.ms(frame.timestamp, arrival).max(last);
+        self.last_ms[slot(kind)] = ms;
+        let track = match kind {
+            MediaKind::Video => Track::Video,
+            MediaKind::Audio => Track::Audio,
+        };
+        if let Some(w) = self.writer.as_mut() {
+            w.write_frame(track, ms, frame.keyframe, &frame.data)?;
+        }
+        Ok(())
+    }
+
+    /// Creates the media file at the first frame that can start it; returns whether it exists.
+    fn open(&mut self, kind: MediaKind, frame: &Frame, now: Instant) -> io::Result<bool> {
+        let video = match (self.video_codec, kind) {
+            (Some(codec), MediaKind::Video) => {
+                let (width, height) = webm::keyframe_size(codec, &frame.data).unwrap_or((0, 0));
+                Some(VideoTrack {
+                    codec,
+                    width,
+                    height,
+                })
+            }
+            // A stream with video starts at its first keyframe; audio before it is dropped.
+            (Some(_), MediaKind::Audio) => return Ok(false),
+            (None, _) => None,
+        };
+        let audio = self.has_audio.then_some(AudioTrack {
+            channels: OPUS_CHANNELS,
+            sample_rate: OPUS_RATE,
+        });
+        let file = File::create(&self.media_path)?;
+        self.writer = Some(WebmWriter::new(file, video, audio)?);
+        self.t0 = Some(now);
+        Ok(true)
+    }
+
+    /// Rewrites the metadata (write to a temporary file, then rename: never half a file).
+    pub fn write_meta(&self) -> io::Result<()> {
+        let mut meta = self.meta.clone();
+        if !meta.complete {
+            meta.bytes = self.bytes();
+            meta.duration_ms = self
+                .writer
+                .as_ref()
+                .map_or(0, |w| w.duration_ms().max(0) as u64);
+        }
+        let tmp = self.meta_path.with_extension("json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(&meta).map_err(io::Error::other)?,
+        )?;
+        std::fs::rename(&tmp, &self.meta_path)
+    }
+}

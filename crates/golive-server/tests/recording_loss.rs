@@ -1,0 +1,218 @@
+//! A recording made from lossy RTP decodes without a single error: real VP8 (encoded by
+//! ffmpeg's libvpx), packetized as a browser does, 5 % of its packets lost for good, through the
+//! server's recorder (depacketizer and WebM writer), then decoded by ffmpeg.
+//!
+//! Needs `ffmpeg` with libvpx (Debian: `apt-get install -y ffmpeg`).
+
+use bytes::Bytes;
+use golive_proto::StreamName;
+use golive_server::recording::ReplayId;
+use golive_server::recording::recorder::Recorder;
+use golive_sfu::{Codec, MediaKind, SourcePacket, StreamMedia, VideoCodec};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const FPS: u64 = 15;
+const SECONDS: u64 = 10;
+/// Largest RTP payload, as browsers packetize (about 1,200 bytes).
+const MAX_PAYLOAD: usize = 1000;
+
+fn require_ffmpeg() {
+    if Command::new("ffmpeg").arg("-version").output().is_err() {
+        panic!(
+            "this test encodes and decodes with ffmpeg: install it with `apt-get install -y ffmpeg`"
+        );
+    }
+}
+
+fn dir(test: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("golive-loss-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Ten seconds of ffmpeg's test pattern in VP8, a keyframe every two seconds; the frames of
+/// its IVF file (RFC-less but simple: 32-byte header, then 12-byte frame headers).
+fn vp8_frames(dir: &Path) -> Vec<Vec<u8>> {
+    let ivf = dir.join("src.ivf");
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc=size=320x240:rate={FPS}"))
+        .args([
+            "-t",
+            &SECONDS.to_string(),
+            "-c:v",
+            "libvpx",
+            "-g",
+            "30",
+            "-b:v",
+            "400k",
+            "-y",
+        ])
+        .arg(&ivf)
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success(),
+        "ffmpeg could not encode VP8: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = std::fs::read(&ivf).unwrap();
+    let mut frames = Vec::new();
+    let mut at = 32;
+    while at + 12 <= data.len() {
+        let size = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        frames.push(data[at + 12..at + 12 + size].to_vec());
+        at += 12 + size;
+    }
+    frames
+}
+
+/// RFC 7741 packetization with the one-byte descriptor: S on the first packet of a frame.
+fn packetize(frames: &[Vec<u8>]) -> Vec<(u16, u32, bool, Bytes)> {
+    let mut out = Vec::new();
+    let mut seq: u16 = 65_000;
+    for (i, f) in frames.iter().enumerate() {
+        let ts = (i as u64 * 90_000 / FPS) as u32;
+        let chunks: Vec<&[u8]> = f.chunks(MAX_PAYLOAD).collect();
+        for (j, c) in chunks.iter().enumerate() {
+            let mut p = vec![if j == 0 { 0x10 } else { 0x00 }];
+            p.extend_from_slice(c);
+            out.push((seq, ts, j + 1 == chunks.len(), Bytes::from(p)));
+            seq = seq.wrapping_add(1);
+        }
+    }
+    out
+}
+
+/// Records the packets (those `keep` lets through) as replay `id`, video only, as the worker
+/// would hand them over; returns the file.
+fn record(
+    dir: &Path,
+    id: &str,
+    packets: &[(u16, u32, bool, Bytes)],
+    keep: impl Fn(usize) -> bool,
+) -> PathBuf {
+    let stream = StreamName::new("loss").unwrap();
+    let media = StreamMedia {
+        video: Some(Codec {
+            kind: MediaKind::Video,
+            name: "VP8".into(),
+            clock_rate: 90_000,
+            channels: 0,
+            fmtp: String::new(),
+            payload_type: 96,
+            video: Some(VideoCodec::Vp8),
+        }),
+        audio: None,
+    };
+    let mut r = Recorder::create(dir, ReplayId::parse(id).unwrap(), &stream, None, &media).unwrap();
+    let t0 = Instant::now();
+    for (i, (seq, ts, marker, payload)) in packets.iter().enumerate() {
+        if !keep(i) {
+            continue;
+        }
+        let p = SourcePacket {
+            stream: stream.clone(),
+            epoch: 1,
+            kind: MediaKind::Video,
+            keyframe_start: false,
+            seq: *seq,
+            timestamp: *ts,
+            marker: *marker,
+            payload: payload.clone(),
+        };
+        let at = t0 + Duration::from_micros(u64::from(*ts) * 1_000_000 / 90_000);
+        r.handle_packet(&p, at).unwrap();
+    }
+    r.finish(t0 + Duration::from_secs(SECONDS), None).unwrap();
+    dir.join(format!("{id}.webm"))
+}
+
+/// What `ffmpeg -v error -i f -f null -` says (empty: every frame decoded), and how many video
+/// frames the file holds.
+fn decode(file: &Path) -> (String, usize) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    let errors = String::from_utf8_lossy(&out.stderr).into_owned();
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "packet=pts_time",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file)
+        .output()
+        .unwrap();
+    let frames = String::from_utf8_lossy(&probe.stdout).lines().count();
+    (errors, frames)
+}
+
+#[test]
+fn five_percent_unrepaired_loss_leaves_no_undecodable_frame() {
+    require_ffmpeg();
+    let d = dir("five");
+    let frames = vp8_frames(&d);
+    assert_eq!(frames.len() as u64, FPS * SECONDS);
+    let packets = packetize(&frames);
+
+    // Without loss: every frame is there, and decodes.
+    let clean = record(&d, "clean-1", &packets, |_| true);
+    let (errors, n) = decode(&clean);
+    assert_eq!(errors, "", "the clean recording decodes");
+    assert_eq!(n, frames.len(), "every frame recorded");
+
+    // 5 % lost (a fixed pseudo-random pattern): frames go, but none that cannot decode.
+    let mut x: u32 = 0x9e37_79b9;
+    let lost: Vec<bool> = (0..packets.len())
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x % 100 < 5
+        })
+        .collect();
+    let lossy = record(&d, "lossy-1", &packets, |i| !lost[i]);
+    let (errors, n) = decode(&lossy);
+    assert_eq!(errors, "", "the lossy recording decodes without an error");
+    assert!(n < frames.len(), "frames after a loss are left out ({n})");
+    assert!(n > 0, "frames from each keyframe on are kept ({n})");
+
+    // The same packets with frames glued together regardless of loss do not decode: the test
+    // can tell a corrupt file from a clean one.
+    let naive = d.join("naive.ivf");
+    let mut ivf = std::fs::read(d.join("src.ivf")).unwrap()[..32].to_vec();
+    let mut frame: Vec<u8> = Vec::new();
+    let mut count = 0u32;
+    for (i, (_, ts, marker, p)) in packets.iter().enumerate() {
+        if !lost[i] {
+            frame.extend_from_slice(&p[1..]);
+        }
+        if *marker {
+            if !frame.is_empty() {
+                ivf.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+                ivf.extend_from_slice(&u64::from(*ts / 6000).to_le_bytes());
+                ivf.extend_from_slice(&frame);
+                count += 1;
+            }
+            frame.clear();
+        }
+    }
+    ivf[24..28].copy_from_slice(&count.to_le_bytes());
+    std::fs::write(&naive, ivf).unwrap();
+    let (errors, _) = decode(&naive);
+    assert!(
+        !errors.is_empty(),
+        "gluing lossy packets gives corrupt frames"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
