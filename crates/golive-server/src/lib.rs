@@ -252,6 +252,7 @@ pub fn start_media(config: &Config) -> anyhow::Result<Arc<AppState>> {
         srtp,
         golive_sfu::MediaOptions {
             keyframe_cache: !config.no_keyframe_cache,
+            viewer_leg: config.viewer_leg,
             ..Default::default()
         },
     )?;

@@ -27,13 +27,16 @@ pub mod cache;
 pub mod codec;
 pub mod demux;
 pub mod keyframe;
+mod leg;
 mod peer;
 pub mod pli;
 pub mod rewrite;
 mod sfu;
 mod source;
+mod viewer_leg;
 
 pub use codec::{Codec, MediaKind, StreamMedia, VideoCodec};
+pub use leg::ViewerLeg;
 pub use peer::SrtpPolicy;
 pub use sfu::{
     Answer, CONNECT_TIMEOUT, DEFAULT_MAX_VIEWER_BACKLOG_BYTES, GARBAGE_LIMIT, GARBAGE_WINDOW,

@@ -17,10 +17,12 @@ use crate::cache::{
 use crate::codec::{MediaKind, Offer, StreamMedia, VideoCodec};
 use crate::demux::{Demuxer, Route};
 use crate::keyframe::is_keyframe_start;
+use crate::leg::{Leg, ViewerLeg};
 use crate::peer::{DatagramVerdict, Inbound, Peer, PeerEvent, Role, SrtpPolicy};
 use crate::pli::KeyframeRequests;
 use crate::rewrite::{HeaderRewriter, SourceEpoch};
 use crate::source::{SourceTrack, Verdict};
+use crate::viewer_leg::{LeanViewer, Shared as LeanShared};
 
 /// A peer that has not connected (ICE and DTLS) this long after its answer is given up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -79,6 +81,8 @@ pub struct MediaOptions {
     /// A viewer whose backlog (as [`Sfu::handle_send_backlog`] reports it) goes over this skips
     /// to the next keyframe; it is sent to again once the backlog is under half of it.
     pub max_viewer_backlog_bytes: usize,
+    /// Which transport serves viewers: `rtc`'s peer connection or the lean viewer leg.
+    pub viewer_leg: ViewerLeg,
 }
 
 impl Default for MediaOptions {
@@ -86,6 +90,7 @@ impl Default for MediaOptions {
         Self {
             keyframe_cache: true,
             max_viewer_backlog_bytes: DEFAULT_MAX_VIEWER_BACKLOG_BYTES,
+            viewer_leg: ViewerLeg::default(),
         }
     }
 }
@@ -282,7 +287,7 @@ impl GarbageMeter {
 }
 
 struct PeerEntry {
-    peer: Peer,
+    peer: Leg,
     stream: StreamName,
     role: PeerRole,
     created_at: Instant,
@@ -329,6 +334,8 @@ pub struct Sfu {
     stats: SfuStats,
     /// When to look for streams known only from other workers' media that went idle.
     sweep_at: Option<Instant>,
+    /// The certificate and DTLS configuration of lean viewers (made with the first one).
+    lean: Option<std::sync::Arc<LeanShared>>,
 }
 
 /// Where a peer's datagrams go: the parts of the SFU a send touches, borrowed apart from the
@@ -345,18 +352,19 @@ struct Sink<'a> {
 /// so an address is bound once it is proven, never on a forged request.
 fn drain_transmits(
     id: PeerId,
-    peer: &mut Peer,
+    peer: &mut Leg,
     demux: &mut Demuxer<PeerId>,
     transmits: &mut VecDeque<Transmit>,
 ) {
     while let Some((to, data)) = peer.poll_transmit() {
-        if !peer.remote_addrs.contains(&to) {
-            if peer.remote_addrs.len() >= MAX_ADDRS_PER_PEER {
+        let addrs = peer.remote_addrs_mut();
+        if !addrs.contains(&to) {
+            if addrs.len() >= MAX_ADDRS_PER_PEER {
                 // Keep the newest: the oldest is the likeliest to be dead.
-                let old = peer.remote_addrs.remove(0);
+                let old = addrs.remove(0);
                 demux.remove("", &[old], id);
             }
-            peer.remote_addrs.push(to);
+            addrs.push(to);
             demux.bind(to, id);
         }
         transmits.push_back(Transmit { to, data, peer: id });
@@ -463,6 +471,7 @@ impl Sfu {
             outputs: VecDeque::new(),
             stats: SfuStats::default(),
             sweep_at: None,
+            lean: None,
         }
     }
 
@@ -533,7 +542,7 @@ impl Sfu {
         self.insert(
             now,
             id,
-            peer,
+            Leg::Rtc(Box::new(peer)),
             stream,
             PeerRole::Publisher(Box::new(publisher)),
         );
@@ -556,26 +565,49 @@ impl Sfu {
             .video
             .as_ref()
             .and_then(|v| offer.rtx_payload_type(MediaKind::Video, v.payload_type));
-        let (peer, sdp) = Peer::new(
-            now,
-            self.config.advertised_addr,
-            self.config.srtp,
-            offer_sdp,
-            Role::Viewer {
-                codecs: &codecs,
-                video_rtx_pt,
-            },
-        )?;
+        let (peer, sdp) = match self.options.viewer_leg {
+            ViewerLeg::Rtc => {
+                let (peer, sdp) = Peer::new(
+                    now,
+                    self.config.advertised_addr,
+                    self.config.srtp,
+                    offer_sdp,
+                    Role::Viewer {
+                        codecs: &codecs,
+                        video_rtx_pt,
+                    },
+                )?;
+                (Leg::Rtc(Box::new(peer)), sdp)
+            }
+            ViewerLeg::Lean => {
+                let shared = match &self.lean {
+                    Some(s) => s.clone(),
+                    None => self
+                        .lean
+                        .insert(LeanShared::new(now, self.config.srtp)?)
+                        .clone(),
+                };
+                let (viewer, sdp) = LeanViewer::new(
+                    now,
+                    shared,
+                    self.config.advertised_addr,
+                    offer_sdp,
+                    &codecs,
+                    video_rtx_pt,
+                )?;
+                (Leg::Lean(Box::new(viewer)), sdp)
+            }
+        };
         let mut tracks: [Option<DownTrack>; 2] = [None, None];
         for c in [&codecs.audio, &codecs.video].into_iter().flatten() {
-            let Some(ssrc) = peer.send_ssrc[slot(c.kind)] else {
+            let Some(ssrc) = peer.send_ssrc()[slot(c.kind)] else {
                 continue;
             };
             tracks[slot(c.kind)] = Some(DownTrack {
                 kind: c.kind,
                 payload_type: c.payload_type,
                 ssrc,
-                rtx: peer.rtx[slot(c.kind)],
+                rtx: peer.rtx()[slot(c.kind)],
                 rtx_seq: rand::random(),
                 rewriter: HeaderRewriter::new(c.clock_rate, rand::random(), rand::random()),
                 waiting_keyframe: c.kind == MediaKind::Video,
@@ -601,8 +633,8 @@ impl Sfu {
         Ok(Answer { sdp, media: codecs })
     }
 
-    fn insert(&mut self, now: Instant, id: PeerId, peer: Peer, stream: StreamName, role: PeerRole) {
-        self.demux.add_ufrag(peer.ufrag.clone(), id);
+    fn insert(&mut self, now: Instant, id: PeerId, peer: Leg, stream: StreamName, role: PeerRole) {
+        self.demux.add_ufrag(peer.ufrag().to_owned(), id);
         self.peers.insert(
             id,
             PeerEntry {
@@ -642,7 +674,7 @@ impl Sfu {
             return;
         };
         self.demux
-            .remove(&entry.peer.ufrag, &entry.peer.remote_addrs, id);
+            .remove(entry.peer.ufrag(), entry.peer.remote_addrs(), id);
         entry.peer.close();
         while let Some((to, data)) = entry.peer.poll_transmit() {
             self.transmits.push_back(Transmit { to, data, peer: id });
@@ -682,7 +714,7 @@ impl Sfu {
         let verdict = entry.peer.handle_datagram(now, from, data);
         // Only a proven (bound) address counts against its peer: anyone can send STUN that
         // names a peer's ufrag.
-        if entry.peer.remote_addrs.contains(&from) {
+        if entry.peer.remote_addrs().contains(&from) {
             let bad = verdict == DatagramVerdict::Garbage;
             if bad {
                 self.stats.datagrams_garbage += 1;

@@ -730,7 +730,11 @@ impl Sim {
         Self::with_options(MediaOptions::default())
     }
 
-    pub fn with_options(options: MediaOptions) -> Self {
+    pub fn with_options(mut options: MediaOptions) -> Self {
+        // The whole suite runs on either viewer leg: GOLIVE_VIEWER_LEG=lean|rtc.
+        if let Ok(leg) = std::env::var("GOLIVE_VIEWER_LEG") {
+            options.viewer_leg = leg.parse().expect("GOLIVE_VIEWER_LEG is rtc or lean");
+        }
         let t0 = Instant::now();
         Self {
             t0,
@@ -1163,8 +1167,22 @@ impl Sim {
     }
 
     /// Runs until the SFU reported every one of `ids` connected; panics after `limit`.
+    /// Publishers among `ids` that have not sent yet hold their media until all are connected,
+    /// so peers that connect together see the stream from its first packet whichever ICE
+    /// timing each leg has (the simulated clients nominate on their 200 ms check tick).
     pub fn run_until_connected(&mut self, ids: &[PeerId], limit: Duration) {
         let end = self.now + limit;
+        let held: Vec<PeerId> = ids
+            .iter()
+            .copied()
+            .filter(|id| {
+                let c = self.client(*id);
+                matches!(&c.role, Role::Publisher(plan) if plan.sending && plan.sent.is_empty())
+            })
+            .collect();
+        for id in &held {
+            self.set_sending(*id, false);
+        }
         while !ids.iter().all(|id| self.sfu_connected.contains_key(id)) {
             assert!(
                 self.now < end,
@@ -1176,6 +1194,9 @@ impl Sim {
                 self.sfu_failed
             );
             self.step();
+        }
+        for id in held {
+            self.set_sending(id, true);
         }
     }
 
