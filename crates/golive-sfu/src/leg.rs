@@ -146,9 +146,19 @@ impl Leg {
         }
     }
 
-    pub(crate) fn send_rtp(&mut self, now: Instant, header: rtc::rtp::Header, payload: Bytes) {
+    /// Sends one RTP packet. Returns true when a lean viewer's send buffer got its first
+    /// packet: the SFU then lists the viewer for [`crate::Sfu::poll_batch`].
+    pub(crate) fn send_rtp(
+        &mut self,
+        now: Instant,
+        header: rtc::rtp::Header,
+        payload: Bytes,
+    ) -> bool {
         match self {
-            Leg::Rtc(p) => p.send_rtp(now, header, payload),
+            Leg::Rtc(p) => {
+                p.send_rtp(now, header, payload);
+                false
+            }
             Leg::Lean(v) => v.send_rtp(now, &header, &payload),
         }
     }

@@ -150,6 +150,17 @@ pub struct Transmit {
     pub peer: PeerId,
 }
 
+/// Datagrams for one viewer, laid end to end: every one `segment_size` bytes long except
+/// perhaps the last, which is shorter. One UDP GSO send (`UDP_SEGMENT`) carries them all; a
+/// shell without GSO sends `data.chunks(segment_size)` one by one.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    pub to: SocketAddr,
+    pub peer: PeerId,
+    pub data: &'a [u8],
+    pub segment_size: usize,
+}
+
 /// The answer to a publish or a watch.
 #[derive(Debug)]
 pub struct Answer {
@@ -336,6 +347,9 @@ pub struct Sfu {
     sweep_at: Option<Instant>,
     /// The certificate and DTLS configuration of lean viewers (made with the first one).
     lean: Option<std::sync::Arc<LeanShared>>,
+    /// Lean viewers with encrypted datagrams waiting in their send buffers, for
+    /// [`Sfu::poll_batch`].
+    batches: VecDeque<PeerId>,
 }
 
 /// Where a peer's datagrams go: the parts of the SFU a send touches, borrowed apart from the
@@ -345,6 +359,7 @@ struct Sink<'a> {
     transmits: &'a mut VecDeque<Transmit>,
     stats: &'a mut SfuStats,
     outputs: &'a mut VecDeque<Output>,
+    batches: &'a mut VecDeque<PeerId>,
 }
 
 /// Moves a peer's outgoing datagrams to the send queue. A destination the peer has not sent to
@@ -448,7 +463,9 @@ fn forward(
         ssrc: t.ssrc,
         ..Default::default()
     };
-    e.peer.send_rtp(now, header, m.payload.clone());
+    if e.peer.send_rtp(now, header, m.payload.clone()) {
+        sink.batches.push_back(id);
+    }
     sink.stats.rtp_forwarded += 1;
     drain_transmits(id, &mut e.peer, sink.demux, sink.transmits);
     e.deadline = e.peer.poll_timeout();
@@ -472,6 +489,7 @@ impl Sfu {
             stats: SfuStats::default(),
             sweep_at: None,
             lean: None,
+            batches: VecDeque::new(),
         }
     }
 
@@ -808,6 +826,33 @@ impl Sfu {
         self.transmits.pop_front()
     }
 
+    /// The next batch of a lean viewer's media (see [`Batch`]). The shell sends it before it
+    /// polls again; what a viewer was sent since its last batch went out is one batch or a few
+    /// (a run of equal sizes per GSO send). Cheap to call: media of `rtc` viewers comes through
+    /// [`Sfu::poll_transmit`] instead.
+    pub fn poll_batch(&mut self) -> Option<Batch<'_>> {
+        loop {
+            let id = *self.batches.front()?;
+            let next = match self.peers.get_mut(&id).map(|e| &mut e.peer) {
+                Some(Leg::Lean(v)) => v.next_batch(),
+                _ => None,
+            };
+            let Some((to, range, segment_size)) = next else {
+                self.batches.pop_front();
+                continue;
+            };
+            let Some(Leg::Lean(v)) = self.peers.get(&id).map(|e| &e.peer) else {
+                unreachable!("the viewer just gave a batch");
+            };
+            return Some(Batch {
+                to,
+                peer: id,
+                data: &v.send_buffer()[range],
+                segment_size,
+            });
+        }
+    }
+
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
     }
@@ -956,6 +1001,7 @@ impl Sfu {
                 transmits: &mut self.transmits,
                 stats: &mut self.stats,
                 outputs: &mut self.outputs,
+                batches: &mut self.batches,
             };
             // A keyframe-only cache is one picture: it goes at once.
             let burst = match state {
@@ -1053,6 +1099,7 @@ impl Sfu {
             transmits: &mut self.transmits,
             stats: &mut self.stats,
             outputs: &mut self.outputs,
+            batches: &mut self.batches,
         };
         for m in &next {
             forward(now, id, e, MediaKind::Video, m, &mut sink);
@@ -1138,7 +1185,9 @@ impl Sfu {
                     found.payload.clone(),
                 ),
             };
-            e.peer.send_rtp(now, header, payload);
+            if e.peer.send_rtp(now, header, payload) {
+                self.batches.push_back(id);
+            }
             self.stats.retransmitted += 1;
         }
         drain_transmits(id, &mut e.peer, &mut self.demux, &mut self.transmits);
@@ -1249,6 +1298,7 @@ impl Sfu {
             transmits: &mut self.transmits,
             stats: &mut self.stats,
             outputs: &mut self.outputs,
+            batches: &mut self.batches,
         };
         for id in &ls.viewers {
             let Some(e) = self.peers.get_mut(id) else {

@@ -18,9 +18,10 @@
 //! `the_dtls_server_always_asks_for_a_cookie`.
 
 mod sdp;
+mod srtp_gcm;
 pub(crate) mod stun;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use rtc::crypto::RTCCryptoProvider;
 use rtc::dtls::config::{ClientAuthType, ConfigBuilder, ExtendedMasterSecretType, HandshakeConfig};
 use rtc::dtls::endpoint::{Endpoint, EndpointEvent};
@@ -56,6 +57,12 @@ const MAX_NACKED_PER_FEEDBACK: usize = 256;
 /// Replay windows for what the viewer sends (its RTCP).
 const SRTCP_REPLAY_WINDOW: usize = 64;
 const SRTP_REPLAY_WINDOW: usize = 64;
+/// The kernel sends at most 64 segments in one UDP GSO send (UDP_MAX_SEGMENTS), of at most
+/// 64 KiB together.
+const MAX_SEGMENTS_PER_BATCH: usize = 64;
+const MAX_BATCH_BYTES: usize = 65_000;
+/// A send buffer that grew past this (a keyframe replay burst) gives the memory back once sent.
+const MAX_RETAINED_SEND_BUFFER_BYTES: usize = 16 * 1024;
 /// NTP seconds at the worker's first viewer: sender reports need a wallclock only consistent
 /// within one viewer (the receiver relates audio and video by it), and the core reads no clock.
 const NTP_EPOCH_SECS: u64 = 3_900_000_000;
@@ -153,7 +160,9 @@ impl Shared {
 
 /// The SRTP state of a connected viewer.
 struct Srtp {
-    /// What we send.
+    /// What we send: sealed in place with AES-GCM, or (AES-CM, legacy clients) through
+    /// `rtc-srtp`'s context, which also protects our RTCP.
+    gcm: Option<srtp_gcm::GcmSender>,
     local: Context,
     /// What the viewer sends (its RTCP).
     remote: Context,
@@ -198,6 +207,12 @@ pub(crate) struct LeanViewer {
     failed: bool,
     /// The latest instant any call brought (closing stamps its alert with it).
     last_now: Instant,
+    /// Encrypted RTP not yet handed to the shell, end to end, and each datagram's length; the
+    /// first `sent` of them (`sent_bytes` bytes) are handed out already.
+    out: Vec<u8>,
+    segments: Vec<u16>,
+    sent: usize,
+    sent_bytes: usize,
 }
 
 fn slot(kind: MediaKind) -> usize {
@@ -295,6 +310,10 @@ impl LeanViewer {
                 connected: false,
                 failed: false,
                 last_now: now,
+                out: Vec::new(),
+                segments: Vec::new(),
+                sent: 0,
+                sent_bytes: 0,
             },
             sdp,
         ))
@@ -475,7 +494,13 @@ impl LeanViewer {
             crypto,
         )
         .map_err(internal)?;
-        Ok(Srtp { local, remote })
+        let gcm = match profile {
+            ProtectionProfile::AeadAes128Gcm | ProtectionProfile::AeadAes256Gcm => {
+                Some(srtp_gcm::GcmSender::new(crypto, server_key, server_salt)?)
+            }
+            _ => None,
+        };
+        Ok(Srtp { gcm, local, remote })
     }
 
     fn on_srtp(&mut self, _from: SocketAddr, data: &[u8]) -> DatagramVerdict {
@@ -580,26 +605,66 @@ impl LeanViewer {
         self.connected
     }
 
-    /// Encrypts and queues one RTP packet. The caller guarantees SSRC and payload type are
-    /// this viewer's; the packet carries no header extension.
-    pub(crate) fn send_rtp(&mut self, now: Instant, header: &rtc::rtp::Header, payload: &Bytes) {
-        let (Some(srtp), Some(to)) = (self.srtp.as_mut(), self.media_addr) else {
-            return;
+    /// Encrypts one RTP packet into the send buffer: the header is written there, the payload
+    /// copied after it (the one copy on the path) and sealed where it lies. Returns true when the
+    /// buffer was empty before, i.e. the shell has a new batch to collect. The caller guarantees
+    /// SSRC and payload type are this viewer's; the packet carries no header extension.
+    pub(crate) fn send_rtp(
+        &mut self,
+        now: Instant,
+        header: &rtc::rtp::Header,
+        payload: &Bytes,
+    ) -> bool {
+        let Some(srtp) = self.srtp.as_mut() else {
+            return false;
         };
+        if self.media_addr.is_none() {
+            return false;
+        }
+        let was_empty = self.segments.len() == self.sent;
+        let start = self.out.len();
         let header_len = header.marshal_size();
-        let mut plain = BytesMut::with_capacity(header_len + payload.len());
-        plain.resize(header_len, 0);
-        if header.marshal_to(&mut plain[..]).is_err() {
-            return;
-        }
-        plain.put_slice(payload);
-        match srtp.local.encrypt_rtp_with_header(&plain, header) {
-            Ok(out) => self.transmits.push_back((to, out)),
-            Err(e) => {
-                tracing::trace!(ufrag = %self.ufrag, "RTP not sent: {e}");
-                return;
+        let sealed = match srtp.gcm.as_mut() {
+            Some(gcm) => {
+                let end = start + header_len + payload.len();
+                self.out.resize(end, 0);
+                let packet = &mut self.out[start..end];
+                header.marshal_to(&mut packet[..header_len]).is_ok() && {
+                    packet[header_len..].copy_from_slice(payload);
+                    let mut tag = [0u8; srtp_gcm::TAG_LEN];
+                    let r = gcm.seal(
+                        header.ssrc,
+                        header.sequence_number,
+                        packet,
+                        header_len,
+                        &mut tag,
+                    );
+                    self.out.extend_from_slice(&tag);
+                    r.is_ok()
+                }
             }
+            None => {
+                // AES-CM (legacy clients): through `rtc-srtp`, which allocates per packet.
+                let mut plain = vec![0u8; header_len + payload.len()];
+                header.marshal_to(&mut plain[..header_len]).is_ok() && {
+                    plain[header_len..].copy_from_slice(payload);
+                    match srtp.local.encrypt_rtp_with_header(&plain, header) {
+                        Ok(out) => {
+                            self.out.extend_from_slice(&out);
+                            true
+                        }
+                        Err(_) => false,
+                    }
+                }
+            }
+        };
+        let len = self.out.len() - start;
+        if !sealed || len > usize::from(u16::MAX) {
+            tracing::trace!(ufrag = %self.ufrag, "RTP not sent");
+            self.out.truncate(start);
+            return false;
         }
+        self.segments.push(len as u16);
         if let Some(s) = self
             .senders
             .iter_mut()
@@ -610,6 +675,49 @@ impl LeanViewer {
             s.octets = s.octets.wrapping_add(payload.len() as u32);
             s.last = Some((header.timestamp, now));
         }
+        was_empty
+    }
+
+    /// The next run of queued datagrams that one UDP GSO send can carry: equal lengths, the
+    /// last one possibly shorter (what the kernel accepts). Returns its destination, its bytes'
+    /// range in [`Self::send_buffer`] and its segment length; `None` (and an empty buffer) once
+    /// everything was handed out.
+    pub(crate) fn next_batch(&mut self) -> Option<(SocketAddr, std::ops::Range<usize>, usize)> {
+        let first = self.segments.get(self.sent).copied();
+        let (Some(first), Some(to)) = (first, self.media_addr) else {
+            self.out.clear();
+            self.segments.clear();
+            self.sent = 0;
+            self.sent_bytes = 0;
+            if self.out.capacity() > MAX_RETAINED_SEND_BUFFER_BYTES {
+                self.out = Vec::new();
+                self.segments = Vec::new();
+            }
+            return None;
+        };
+        let seg = usize::from(first);
+        let mut n = 1;
+        let mut bytes = seg;
+        while let Some(&next) = self.segments.get(self.sent + n) {
+            let next = usize::from(next);
+            if n >= MAX_SEGMENTS_PER_BATCH || bytes + next > MAX_BATCH_BYTES || next > seg {
+                break;
+            }
+            n += 1;
+            bytes += next;
+            if next < seg {
+                // A shorter segment ends a GSO send.
+                break;
+            }
+        }
+        let range = self.sent_bytes..self.sent_bytes + bytes;
+        self.sent += n;
+        self.sent_bytes += bytes;
+        Some((to, range, seg))
+    }
+
+    pub(crate) fn send_buffer(&self) -> &[u8] {
+        &self.out
     }
 
     fn send_sender_reports(&mut self, now: Instant) {

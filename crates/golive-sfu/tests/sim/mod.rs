@@ -1119,6 +1119,20 @@ impl Sim {
                     None => self.transmits_to_nowhere += 1,
                 }
             }
+            // Lean viewers' media comes in batches (one GSO send each): split as the kernel would.
+            let mut batched = Vec::new();
+            while let Some(b) = self.sfu.poll_batch() {
+                for d in b.data.chunks(b.segment_size) {
+                    batched.push((b.to, b.peer, BytesMut::from(d)));
+                }
+            }
+            for (to, peer, data) in batched {
+                moved = true;
+                match self.by_addr.get(&to) {
+                    Some(&i) => self.send_down(i, peer, data),
+                    None => self.transmits_to_nowhere += 1,
+                }
+            }
             while let Some(o) = self.sfu.poll_output() {
                 moved = true;
                 match o {
