@@ -126,7 +126,7 @@ pub struct Config {
 
     /// Which transport serves viewers: `rtc` (a full `rtc` peer connection per viewer) or `lean`
     /// (golive's own ICE-lite, DTLS and SRTP leg: cheaper per packet and per viewer).
-    #[arg(long, env = "GOLIVE_VIEWER_LEG", default_value = "lean")]
+    #[arg(long, env = "GOLIVE_VIEWER_LEG", default_value = "rtc")]
     pub viewer_leg: golive_sfu::ViewerLeg,
 
     /// Reverse proxies whose `X-Forwarded-For` is believed (comma-separated IPs). Behind a proxy

@@ -12,10 +12,10 @@ use crate::viewer_leg::LeanViewer;
 /// Which transport serves viewers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ViewerLeg {
-    /// A full `rtc` peer connection per viewer (the former default, kept to measure against).
+    /// A full `rtc` peer connection per viewer.
+    #[default]
     Rtc,
     /// The lean viewer transport (ICE-lite STUN, DTLS, SRTP, RTCP of our own).
-    #[default]
     Lean,
 }
 

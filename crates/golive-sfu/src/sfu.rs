@@ -81,7 +81,7 @@ pub struct MediaOptions {
     /// A viewer whose backlog (as [`Sfu::handle_send_backlog`] reports it) goes over this skips
     /// to the next keyframe; it is sent to again once the backlog is under half of it.
     pub max_viewer_backlog_bytes: usize,
-    /// Which transport serves viewers: the lean viewer leg (default) or `rtc`'s peer connection.
+    /// Which transport serves viewers: `rtc`'s peer connection or the lean viewer leg.
     pub viewer_leg: ViewerLeg,
 }
 
