@@ -3,8 +3,9 @@
 # suite: `./test.sh` on a fresh Debian machine with the Rust toolchain is all it takes.
 #
 # What it installs, and where:
-#   - Debian packages (apt-get, as root or through sudo): chromium for the browser tests, and
-#     nodejs/npm when node is missing;
+#   - Debian packages (apt-get, as root or through sudo): chromium for the browser tests,
+#     nodejs/npm when node is missing, and redis-server for the cluster tests (each test starts
+#     its own on a free port; the package's system service is not needed);
 #   - the npm packages of tests/browser (playwright-core, never a browser download), with `npm ci`;
 #   - aiortc, an independent WebRTC stack in Python, into a virtual environment in
 #     target/test-deps/venv (the build folder git ignores), so the system Python stays untouched.
@@ -104,7 +105,8 @@ if [[ ${GOLIVE_TEST_SKIP_INSTALL:-0} != 1 ]]; then
     started=$SECONDS
     install_browser_deps
     install_python_deps
-    say "test prerequisites ready ($((SECONDS - started)) s): $(chromium --version 2>/dev/null || echo chromium), node $(node --version), aiortc $("$VENV/bin/python3" -c 'import aiortc; print(aiortc.__version__)')"
+    apt_install redis-server
+    say "test prerequisites ready ($((SECONDS - started)) s): $(chromium --version 2>/dev/null || echo chromium), node $(node --version), aiortc $("$VENV/bin/python3" -c 'import aiortc; print(aiortc.__version__)'), $(redis-server --version | cut -d' ' -f1-3)"
 fi
 if [[ -x $VENV/bin/python3 ]]; then
     export GOLIVE_TEST_PYTHON="$VENV/bin/python3"

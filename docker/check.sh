@@ -396,6 +396,53 @@ if keys_in:
         fail(f"GOLIVE_KEYS_FILE={keys_in} is not inside a mounted volume")
     ok(f"GOLIVE_KEYS_FILE={keys_in} lies in the mount {mounted[0]}")
 
+# --- compose.cluster.yaml: Redis and three nodes --------------------------------------------------
+try:
+    cl = yaml.safe_load(read("docker/compose.cluster.yaml"))
+except (OSError, yaml.YAMLError) as e:
+    fail(f"docker/compose.cluster.yaml does not parse: {e}")
+ok("docker/compose.cluster.yaml parses as YAML (anchors and merge keys resolved)")
+cl_services = cl.get("services") or {}
+redis_svc = cl_services.get("redis")
+if not redis_svc:
+    fail("compose.cluster.yaml has no service redis")
+rcmd = [str(x) for x in redis_svc.get("command") or []]
+rport = rcmd[rcmd.index("--port") + 1] if "--port" in rcmd else "6379"
+if "--bind" not in rcmd or rcmd[rcmd.index("--bind") + 1] != "127.0.0.1":
+    fail("compose.cluster.yaml: redis must bind 127.0.0.1 only (it is the nodes' coordination)")
+nodes = {n: s for n, s in cl_services.items() if n != "redis"}
+if len(nodes) < 3:
+    fail(f"compose.cluster.yaml has {len(nodes)} golive nodes, expected three")
+http_ports, udp_ranges = {}, []
+for n, s in sorted(nodes.items()):
+    e = s.get("environment") or {}
+    for k in e:
+        if k.startswith("GOLIVE_") and k not in env_twins:
+            fail(f"compose.cluster.yaml {n} sets {k}, which is not a setting of the server (config.rs)")
+    for k in ("GOLIVE_CLUSTER_REDIS", "GOLIVE_CLUSTER_SECRET", "GOLIVE_NODE_URL", "GOLIVE_PUBLIC_IP", "GOLIVE_LISTEN", "GOLIVE_UDP_PORT", "GOLIVE_WORKERS"):
+        if k not in e:
+            fail(f"compose.cluster.yaml {n} lacks {k}")
+    if s.get("network_mode") != "host":
+        fail(f"compose.cluster.yaml {n}: expected network_mode host (each node's own UDP ports)")
+    if not re.fullmatch(rf"redis://127\.0\.0\.1:{rport}/\d+", str(e["GOLIVE_CLUSTER_REDIS"])):
+        fail(f"compose.cluster.yaml {n}: GOLIVE_CLUSTER_REDIS {e['GOLIVE_CLUSTER_REDIS']} is not the redis service (port {rport})")
+    if ":?" not in str(e["GOLIVE_CLUSTER_SECRET"]):
+        fail(f"compose.cluster.yaml {n} must require GOLIVE_CLUSTER_SECRET (${{GOLIVE_CLUSTER_SECRET:?...}})")
+    port = int(str(e["GOLIVE_LISTEN"]).rsplit(":", 1)[1])
+    if not str(e["GOLIVE_NODE_URL"]).endswith(f":{port}"):
+        fail(f"compose.cluster.yaml {n}: GOLIVE_NODE_URL {e['GOLIVE_NODE_URL']} is not its HTTP port {port}")
+    if port in http_ports.values() or str(port) == rport:
+        fail(f"compose.cluster.yaml {n}: HTTP port {port} is taken by another service")
+    http_ports[n] = port
+    lo = int(e["GOLIVE_UDP_PORT"])
+    hi = lo + int(e["GOLIVE_WORKERS"]) - 1
+    for (m, a, b) in udp_ranges:
+        if lo <= b and a <= hi:
+            fail(f"compose.cluster.yaml {n}: UDP {lo}-{hi} overlaps {m}'s {a}-{b} on the host network")
+    udp_ranges.append((n, lo, hi))
+ok(f"compose.cluster.yaml: redis on 127.0.0.1:{rport}; nodes {', '.join(f'{n} http {http_ports[n]} udp {a}-{b}' for n, a, b in udp_ranges)}; "
+   "every setting is in config.rs, the secret is required, ports do not overlap")
+
 # --- prometheus.yml ------------------------------------------------------------------------------
 jobs = {j["job_name"]: j for j in prom.get("scrape_configs") or []}
 if "golive" not in jobs:
@@ -491,7 +538,8 @@ step "optional tools"
 if docker compose version >/dev/null 2>&1; then
     # `config` resolves and validates the file without an engine.
     GOLIVE_PUBLIC_IP=192.0.2.1 docker compose -f docker/compose.yaml config --quiet
-    ok "docker compose config"
+    GOLIVE_PUBLIC_IP=192.0.2.1 GOLIVE_CLUSTER_SECRET=check docker compose -f docker/compose.cluster.yaml config --quiet
+    ok "docker compose config (compose.yaml, compose.cluster.yaml)"
 else
     skip "docker compose config: no compose plugin here ($(docker --version 2>/dev/null || echo 'no docker client'))"
 fi

@@ -1,27 +1,27 @@
-//! The test client library of golive's end-to-end tests.
+//! The test client library of golive's end-to-end tests: golive-client driven by tokio.
 //!
 //! Each test starts its own `golive` process ([`GoliveServer`]) and talks to it the way real
 //! clients do: signalling over the WebSocket ([`SignalClient`], `golive-proto` types), media over
-//! WebRTC ([`TestPeer`], on the sans-IO `rtc` crate, one UDP socket on 127.0.0.1 per peer).
+//! WebRTC ([`TestPeer`]: golive-client's sans-IO peer on a tokio task, one UDP socket on
+//! 127.0.0.1 per peer).
 //!
-//! The publisher sends synthetic VP8 and Opus ([`media`]): well-formed enough for the server's
-//! keyframe detection, and each payload unique and numbered, so a viewer can check it got a
-//! contiguous, byte-for-byte identical run of what was sent. Peers record what they send and
-//! receive in a [`Record`] that the test reads while they run.
+//! The publisher sends golive-client's synthetic VP8 and Opus ([`media`]): well-formed enough for
+//! the server's keyframe detection, each payload stamped and numbered, so a viewer can check it
+//! got a contiguous, byte-for-byte identical run of what was sent. Peers record what they send
+//! and receive in a [`Record`] that the test reads while they run.
 //!
 //! [`Session`] ties a signalling socket to its peer for the common flows (publish, watch).
 
 pub mod http;
-pub mod media;
 pub mod peer;
 pub mod server;
-pub mod signal;
 pub mod verify;
 
-pub use media::MediaKind;
-pub use peer::{OfferedPeer, Record, Role, TestPeer, VideoCodec};
+pub use golive_client::media;
+pub use golive_client::signal::{self, Closed, SignalClient};
+pub use golive_client::{MediaKind, VideoCodec};
+pub use peer::{OfferedPeer, Record, TestPeer};
 pub use server::GoliveServer;
-pub use signal::{Closed, SignalClient};
 
 use anyhow::{Context, Result};
 use golive_proto::ClientMessage;
@@ -68,41 +68,40 @@ pub struct Session {
 impl Session {
     /// Connects a publisher to `stream` and waits until its media connection is up.
     pub async fn publish(server: &GoliveServer, stream: &str) -> Result<Self> {
-        let mut signal = SignalClient::connect(server.http_addr()).await?;
         let offered = TestPeer::publisher().await?;
-        signal
-            .send(&ClientMessage::Publish {
-                stream: stream.to_owned(),
-                sdp: offered.sdp().to_owned(),
-                key: None,
-                title: Some("golive e2e".to_owned()),
-                name: None,
-            })
-            .await?;
-        let answer = signal
-            .expect_answer()
+        let publish = ClientMessage::Publish {
+            stream: stream.to_owned(),
+            sdp: offered.sdp().to_owned(),
+            key: None,
+            title: Some("golive e2e".to_owned()),
+            name: None,
+        };
+        Self::open(server, offered, publish)
             .await
-            .with_context(|| format!("publish {stream}"))?;
-        let peer = offered.connect(&answer)?;
-        peer.wait_connected(CONNECT_TIMEOUT)
-            .await
-            .with_context(|| format!("publisher of {stream}"))?;
-        Ok(Self { signal, peer })
+            .with_context(|| format!("publisher of {stream}"))
     }
 
     /// Connects a VP8 + Opus viewer to `stream` and waits until its media connection is up.
     pub async fn watch(server: &GoliveServer, stream: &str) -> Result<Self> {
-        let mut signal = SignalClient::connect(server.http_addr()).await?;
         let offered = TestPeer::viewer(VideoCodec::Vp8).await?;
-        signal.send(&watch_message(stream, offered.sdp())).await?;
-        let answer = signal
-            .expect_answer()
+        let watch = watch_message(stream, offered.sdp());
+        Self::open(server, offered, watch)
             .await
-            .with_context(|| format!("watch {stream}"))?;
+            .with_context(|| format!("viewer of {stream}"))
+    }
+
+    /// Sends `request` (carrying `offered`'s offer) on a new socket, applies the answer and
+    /// waits for the media connection.
+    async fn open(
+        server: &GoliveServer,
+        offered: OfferedPeer,
+        request: ClientMessage,
+    ) -> Result<Self> {
+        let mut signal = SignalClient::connect(&server.ws_url()).await?;
+        signal.send(&request).await?;
+        let answer = signal.expect_answer().await?;
         let peer = offered.connect(&answer)?;
-        peer.wait_connected(CONNECT_TIMEOUT)
-            .await
-            .with_context(|| format!("viewer of {stream}"))?;
+        peer.wait_connected(CONNECT_TIMEOUT).await?;
         Ok(Self { signal, peer })
     }
 }

@@ -239,7 +239,7 @@ async fn every_error_code_is_provoked_and_other_stream_is_undisturbed() {
         );
 
         // Every refusal leaves the socket usable: a valid message next gets its proper reply.
-        let mut socket = SignalClient::connect(server.http_addr()).await?;
+        let mut socket = SignalClient::connect(&server.ws_url()).await?;
         for (what, frame, want) in error_cases(&offers) {
             frame.send(&mut socket).await?;
             expect_error_code(&mut socket, want, what).await?;
@@ -293,7 +293,7 @@ async fn every_error_code_is_provoked_and_other_stream_is_undisturbed() {
 
         // A frame of exactly the limit is read as usual; one byte more closes the socket with
         // 1009 ("message too big").
-        let mut big = SignalClient::connect(server.http_addr()).await?;
+        let mut big = SignalClient::connect(&server.ws_url()).await?;
         big.send_text(frame_of_len(MAX_FRAME_BYTES)).await?;
         let (code, message) = big
             .expect_error()
@@ -480,10 +480,11 @@ enum Frame {
 impl Frame {
     async fn send(&self, socket: &mut SignalClient) -> Result<()> {
         match self {
-            Frame::Msg(msg) => socket.send(msg).await,
-            Frame::Text(text) => socket.send_text(text.clone()).await,
-            Frame::Binary(data) => socket.send_binary(data.clone()).await,
+            Frame::Msg(msg) => socket.send(msg).await?,
+            Frame::Text(text) => socket.send_text(text.clone()).await?,
+            Frame::Binary(data) => socket.send_binary(data.clone()).await?,
         }
+        Ok(())
     }
 }
 
@@ -520,7 +521,7 @@ async fn expect_ended(signal: &mut SignalClient) -> Result<()> {
 
 /// A fresh socket watching `stream` gets `stream_not_found`.
 async fn expect_stream_not_found(server: &GoliveServer, stream: &str) -> Result<()> {
-    let mut socket = SignalClient::connect(server.http_addr()).await?;
+    let mut socket = SignalClient::connect(&server.ws_url()).await?;
     let offer = TestPeer::viewer(VideoCodec::Vp8).await?;
     socket.send(&watch_message(stream, offer.sdp())).await?;
     let (code, message) = socket.expect_error().await?;
@@ -533,7 +534,8 @@ async fn expect_stream_not_found(server: &GoliveServer, stream: &str) -> Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broadcaster_reconnect_within_grace_keeps_viewers_streams_continuous() {
-    use golive_e2e::media::{gap_free, parse_mark, parse_vp8};
+    use golive_client::ReceivedPacket;
+    use golive_client::verify::gap_free;
     let server =
         GoliveServer::start_with_args(&["--reconnect-grace-secs", "10"]).expect("starting golive");
     run_test("broadcaster_reconnect", async {
@@ -543,8 +545,7 @@ async fn broadcaster_reconnect_within_grace_keeps_viewers_streams_continuous() {
             .peer
             .wait_packets(MediaKind::Video, 20, SHORT_WAIT)
             .await?;
-        let source_of =
-            |p: &golive_e2e::peer::ReceivedPacket| parse_mark(&p.payload).map(|m| m.source_id);
+        let source_of = |p: &ReceivedPacket| p.stamp.map(|s| s.source_id);
         let first_source = viewer
             .peer
             .with_record(|r| {
@@ -581,7 +582,7 @@ async fn broadcaster_reconnect_within_grace_keeps_viewers_streams_continuous() {
         let got = viewer.peer.snapshot();
         for kind in [MediaKind::Video, MediaKind::Audio] {
             let packets = got.received_of(kind);
-            let seqs: Vec<u16> = packets.iter().map(|p| p.sequence_number).collect();
+            let seqs: Vec<u16> = packets.iter().map(|p| p.seq).collect();
             gap_free(&seqs).map_err(|e| anyhow::anyhow!("{kind:?} across the reconnect: {e}"))?;
             let ssrcs: std::collections::HashSet<u32> = packets.iter().map(|p| p.ssrc).collect();
             ensure!(
@@ -590,12 +591,12 @@ async fn broadcaster_reconnect_within_grace_keeps_viewers_streams_continuous() {
             );
             // Timestamps keep moving forward across the switch.
             for w in packets.windows(2) {
-                let step = w[1].timestamp.wrapping_sub(w[0].timestamp);
+                let step = w[1].ts.wrapping_sub(w[0].ts);
                 ensure!(
                     step < u32::MAX / 2,
                     "{kind:?} timestamp went back: {} -> {}",
-                    w[0].timestamp,
-                    w[1].timestamp
+                    w[0].ts,
+                    w[1].ts
                 );
             }
         }
@@ -605,7 +606,7 @@ async fn broadcaster_reconnect_within_grace_keeps_viewers_streams_continuous() {
             .find(|p| source_of(p).is_some_and(|s| s != first_source))
             .context("a packet of the new source")?;
         ensure!(
-            parse_vp8(&first_new.payload).is_some_and(|v| v.starts_keyframe()),
+            first_new.keyframe_start,
             "the new source's first packet to the viewer starts a keyframe"
         );
         // The viewer was told the broadcaster was reconnecting, then that it resumed, and never
@@ -631,7 +632,6 @@ async fn broadcaster_reconnect_within_grace_keeps_viewers_streams_continuous() {
 /// Time from `watch` to the first complete keyframe (its first packet through the marker bit) at
 /// a viewer joining an established broadcast.
 async fn late_join_ttff(server: &GoliveServer, stream: &str) -> Result<Duration> {
-    use golive_e2e::media::parse_vp8;
     let started = Instant::now();
     let viewer = Session::watch(server, stream).await?;
     viewer
@@ -643,12 +643,12 @@ async fn late_join_ttff(server: &GoliveServer, stream: &str) -> Result<Duration>
         let done = viewer.peer.with_record(|r| {
             let video = r.received_of(MediaKind::Video);
             let first = video.first()?;
-            if !parse_vp8(&first.payload).is_some_and(|v| v.starts_keyframe()) {
+            if !first.keyframe_start {
                 return Some(Err(anyhow::anyhow!(
                     "the first video packet is not a keyframe start"
                 )));
             }
-            video.iter().find(|p| p.marker).map(|p| Ok(p.arrival))
+            video.iter().find(|p| p.marker).map(|p| Ok(p.at))
         });
         match done {
             Some(Ok(at)) => return Ok(at - started),

@@ -56,11 +56,21 @@ fn spawn_aiortc(mode: &str, url: &str, seconds: f32) -> tokio::process::Child {
     tokio::process::Command::new(python())
         .arg(aiortc_client())
         .args([mode, url, &seconds.to_string()])
+        // A publisher streams until its stdin gets a line (or `seconds` pass): see `stop`.
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("the test Python runs")
+}
+
+/// Tells an aiortc publisher to end its broadcast now.
+async fn stop(child: &mut tokio::process::Child) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.stdin.take().context("the publisher's stdin")?;
+    stdin.write_all(b"stop\n").await?;
+    Ok(())
 }
 
 async fn finish(child: tokio::process::Child, what: &str) -> Result<serde_json::Value> {
@@ -110,7 +120,9 @@ async fn aiortc_whip_broadcast_plays_in_aiortc_whep_and_websocket_viewers() {
     let server = GoliveServer::start().expect("starting golive");
     run_test("aiortc_whip_broadcast", async {
         let base = format!("http://{}", server.http_addr());
-        let publisher = spawn_aiortc("publish", &format!("{base}/whip/obs"), 9.0);
+        // The broadcaster streams until told to stop, so a player that gets going late on a busy
+        // machine still ends its own session (DELETE 200) before the broadcast ends.
+        let mut publisher = spawn_aiortc("publish", &format!("{base}/whip/obs"), 60.0);
         wait_live(&server, "obs").await?;
         // Join late: both viewers start from the keyframe cache (or a keyframe the server asked
         // aiortc for).
@@ -137,6 +149,7 @@ async fn aiortc_whip_broadcast_plays_in_aiortc_whep_and_websocket_viewers() {
         ensure!(played["delete_status"] == 200, "{played}");
 
         // The broadcaster stops (DELETE): the WebSocket viewer is told it ended.
+        stop(&mut publisher).await?;
         let published = finish(publisher, "the WHIP broadcaster").await?;
         eprintln!("aiortc WHIP broadcaster: {published}");
         let ended = ws_viewer

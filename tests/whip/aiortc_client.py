@@ -89,13 +89,20 @@ async def wait_connected(pc, seconds=10):
         await asyncio.sleep(0.05)
 
 
+async def until_stopped(seconds):
+    """Waits `seconds`, or less if a line (or end of file) arrives on stdin first: a test that
+    pipes stdin decides when the broadcast ends, however late its viewers got going."""
+    reader = asyncio.ensure_future(asyncio.to_thread(sys.stdin.readline))
+    await asyncio.wait([reader], timeout=seconds)
+
+
 async def publish(url, seconds, token):
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTransceiver(Pattern(), direction="sendonly")
     pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
     resource, hdrs = await negotiate(pc, url, token)
     await wait_connected(pc)
-    await asyncio.sleep(seconds)
+    await until_stopped(seconds)
     stats = await pc.getStats()
     sent = sum(s.packetsSent for s in stats.values() if s.type == "outbound-rtp")
     status, _, _ = await asyncio.to_thread(http, "DELETE", resource)

@@ -1,4 +1,5 @@
-//! An engine: one OS thread that drives many sans-IO `rtc` peers over their UDP sockets.
+//! An engine: one OS thread that drives many sans-IO client peers ([`ClientPeer`], on `rtc`)
+//! over their UDP sockets: the `mio` I/O loop around `golive-client`.
 //!
 //! Why one socket per peer, and one thread for hundreds of them: golive serves every peer of
 //! a worker from one socket, so all our viewers on that worker see the same server address
@@ -16,16 +17,15 @@
 
 use anyhow::{Context, Result, anyhow};
 use bytes::BytesMut;
+use golive_client::media::vp8_keyframe_start;
+use golive_client::peer::{certificate, random_u32};
+use golive_client::{
+    ClientPeer, Clock, Feedback, IceTiming, MediaPlan, PayloadTypes, PeerConfig, PeerEvent,
+    PublisherStats, Role as PeerRole, SrtpOffer, Stamp, SyntheticSource,
+};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
-use rtc::peer_connection::RTCPeerConnection;
-use rtc::peer_connection::certificate::RTCCertificate;
-use rtc::peer_connection::event::RTCPeerConnectionEvent;
-use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
-use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::sansio::Protocol;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -34,13 +34,6 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-use crate::media::{
-    AUDIO_CLOCK_RATE, AUDIO_PACKET_INTERVAL, AUDIO_PAYLOAD_BYTES, Clock, PayloadKind, Stamp,
-    VIDEO_CLOCK_RATE, VIDEO_FPS, VideoPlan, filler_intact, payload, vp8_keyframe_start,
-};
-use crate::peer::{
-    OPUS_PAYLOAD_TYPE, Senders, SrtpOffer, VP8_PAYLOAD_TYPE, is_keyframe_request, offer,
-};
 use crate::stats::{Histogram, SeqTracker};
 
 const WAKER: Token = Token(usize::MAX);
@@ -58,7 +51,7 @@ enum Command {
     /// Make a peer (socket, peer connection, offer) and reply with the offer.
     Offer {
         key: PeerKey,
-        publisher: Option<VideoPlan>,
+        publisher: Option<MediaPlan>,
         reply: oneshot::Sender<Result<OfferInfo>>,
     },
     /// Apply the server's answer; `watch_sent` is when the watch (or publish) went out.
@@ -174,13 +167,21 @@ impl EngineHandle {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).context("waker")?);
         let (tx, rx) = std::sync::mpsc::channel();
         let counters = Arc::new(Counters::default());
-        let cert = crate::peer::certificate()?;
+        let config = PeerConfig {
+            // No NACK generator, no receiver reports: a viewer measures the loss the server
+            // and the network caused, not what retransmission hid, and spends its CPU on
+            // receiving.
+            feedback: Feedback::None,
+            srtp: Some(srtp),
+            ice: IceTiming::Patient,
+            certificate: Some(certificate("golive-load")?),
+            ..PeerConfig::default()
+        };
         let engine = Engine {
             poll,
             commands: rx,
             counters: Arc::clone(&counters),
-            cert,
-            srtp,
+            config,
             recv_buffer,
             clock,
             slots: Vec::new(),
@@ -190,7 +191,6 @@ impl EngineHandle {
             finished: Vec::new(),
             latency: Histogram::default(),
             publisher_report: None,
-            publisher: None,
         };
         std::thread::Builder::new()
             .name(name)
@@ -212,7 +212,7 @@ impl EngineHandle {
     }
 
     /// A new peer's offer: a viewer, or the publisher when `publisher` gives its frame plan.
-    pub async fn offer(&self, key: PeerKey, publisher: Option<VideoPlan>) -> Result<OfferInfo> {
+    pub async fn offer(&self, key: PeerKey, publisher: Option<MediaPlan>) -> Result<OfferInfo> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Offer {
             key,
@@ -252,29 +252,14 @@ struct Viewer {
     live: [bool; 2],
 }
 
-struct Publisher {
-    senders: Senders,
-    plan: VideoPlan,
-    started: Option<Instant>,
-    frames: u64,
-    audio_packets: u64,
-    video_seq: u16,
-    audio_seq: u16,
-    video_index: u32,
-    audio_index: u32,
-    keyframe_requested: bool,
-    report: PublisherReport,
-}
-
 enum Role {
     Viewer(Box<Viewer>),
-    Publisher(Box<Publisher>),
+    Publisher,
 }
 
 struct Slot {
     socket: UdpSocket,
-    local: SocketAddr,
-    pc: RTCPeerConnection,
+    peer: ClientPeer,
     deadline: Option<Instant>,
     connected: bool,
     role: Role,
@@ -284,8 +269,8 @@ struct Engine {
     poll: Poll,
     commands: std::sync::mpsc::Receiver<Command>,
     counters: Arc<Counters>,
-    cert: RTCCertificate,
-    srtp: SrtpOffer,
+    /// What every peer of this engine shares (its DTLS certificate among it).
+    config: PeerConfig,
     recv_buffer: Option<usize>,
     clock: Clock,
     slots: Vec<Option<Slot>>,
@@ -297,16 +282,6 @@ struct Engine {
     finished: Vec<ViewerReport>,
     latency: Histogram,
     publisher_report: Option<PublisherReport>,
-    /// The publisher's slot, if this engine has it.
-    publisher: Option<usize>,
-}
-
-/// A random-enough SSRC without a `rand` dependency.
-pub fn random_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    h.finish() as u32 | 1
 }
 
 fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -328,8 +303,8 @@ impl Engine {
         let mut buf = vec![0u8; DATAGRAM_BUFFER_BYTES];
         loop {
             let now = Instant::now();
-            let wake = min_opt(self.next_deadline, self.publisher_due(now));
-            let timeout = wake
+            let timeout = self
+                .next_deadline
                 .map_or(IDLE_WAKE, |t| t.saturating_duration_since(now))
                 .min(IDLE_WAKE);
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
@@ -358,9 +333,6 @@ impl Engine {
             if self.next_deadline.is_some_and(|t| t <= now) {
                 self.fire_timers(now);
             }
-            if self.publisher_due(now).is_some_and(|t| t <= now) {
-                self.produce(now);
-            }
         }
     }
 
@@ -386,7 +358,7 @@ impl Engine {
         }
     }
 
-    fn add_peer(&mut self, key: PeerKey, publisher: Option<VideoPlan>) -> Result<OfferInfo> {
+    fn add_peer(&mut self, key: PeerKey, publisher: Option<MediaPlan>) -> Result<OfferInfo> {
         let mut socket = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .context("binding a UDP socket on 127.0.0.1")?;
         let local = socket.local_addr()?;
@@ -396,8 +368,29 @@ impl Engine {
                 .context("setting SO_RCVBUF")?;
         }
         let now = Instant::now();
-        let ssrcs = publisher.map(|_| (random_u32(), random_u32()));
-        let offered = offer(now, local, &self.cert, self.srtp, ssrcs)?;
+        let (peer_role, role) = match publisher {
+            Some(plan) => (
+                PeerRole::Publisher {
+                    video_ssrc: random_u32(),
+                    audio_ssrc: random_u32(),
+                    source: SyntheticSource::new(random_u32(), plan, self.clock),
+                },
+                Role::Publisher,
+            ),
+            None => (
+                PeerRole::Viewer,
+                Role::Viewer(Box::new(Viewer {
+                    report: ViewerReport {
+                        key,
+                        ..Default::default()
+                    },
+                    keyframe: None,
+                    live: [false; 2],
+                })),
+            ),
+        };
+        let peer = ClientPeer::new(now, local, &self.config, peer_role)?;
+        let sdp = peer.offer_sdp().to_owned();
         let i = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
             self.slots.len() - 1
@@ -406,44 +399,17 @@ impl Engine {
             .registry()
             .register(&mut socket, Token(i), Interest::READABLE)
             .context("registering the socket")?;
-        let role = match (publisher, offered.senders) {
-            (Some(plan), Some(senders)) => Role::Publisher(Box::new(Publisher {
-                senders,
-                plan,
-                started: None,
-                frames: 0,
-                audio_packets: 0,
-                video_seq: random_u32() as u16,
-                audio_seq: random_u32() as u16,
-                video_index: 0,
-                audio_index: 0,
-                keyframe_requested: false,
-                report: PublisherReport::default(),
-            })),
-            _ => Role::Viewer(Box::new(Viewer {
-                report: ViewerReport {
-                    key,
-                    ..Default::default()
-                },
-                keyframe: None,
-                live: [false; 2],
-            })),
-        };
         self.slots[i] = Some(Slot {
             socket,
-            local,
-            pc: offered.pc,
+            peer,
             deadline: None,
             connected: false,
             role,
         });
-        if publisher.is_some() {
-            self.publisher = Some(i);
-        }
         self.by_key.insert(key, i);
         self.drain(i, now);
         Ok(OfferInfo {
-            sdp: offered.offer_sdp,
+            sdp,
             local_addr: local,
         })
     }
@@ -454,10 +420,9 @@ impl Engine {
         if let Role::Viewer(v) = &mut slot.role {
             v.report.watch_sent = Some(watch_sent);
         }
-        let answer = RTCSessionDescription::answer(sdp).context("parsing the answer")?;
         let now = Instant::now();
-        slot.pc
-            .set_remote_description(now, answer)
+        slot.peer
+            .accept_answer(now, &sdp)
             .context("applying the answer")?;
         self.drain(i, now);
         Ok(())
@@ -471,17 +436,19 @@ impl Engine {
             return;
         };
         self.free.push(i);
-        if self.publisher == Some(i) {
-            self.publisher = None;
-        }
         let _ = self.poll.registry().deregister(&mut slot.socket);
-        let _ = slot.pc.close();
+        let _ = slot.peer.close();
         if slot.connected {
             self.counters.connected.fetch_sub(1, Ordering::Relaxed);
         }
         match slot.role {
             Role::Viewer(v) => self.finished.push(v.report),
-            Role::Publisher(p) => self.publisher_report = Some(p.report),
+            Role::Publisher => {
+                self.publisher_report = Some(PublisherReport::new(
+                    slot.connected,
+                    slot.peer.publisher_stats(),
+                ))
+            }
         }
     }
 
@@ -523,65 +490,50 @@ impl Engine {
                     v.report.rx_bytes += n as u64;
                 }
             }
-            let _ = slot.pc.handle_read(TaggedBytesMut {
-                now,
-                transport: TransportContext {
-                    local_addr: slot.local,
-                    peer_addr: from,
-                    ecn: None,
-                    transport_protocol: TransportProtocol::UDP,
-                },
-                message: BytesMut::from(data),
-            });
-            Self::take_events(slot, now, &self.counters);
-            while let Some(TaggedRTCMessage { message, .. }) = slot.pc.poll_read() {
-                match (&mut slot.role, message) {
-                    (Role::Viewer(v), RTCMessage::RtpPacket(_, packet)) => {
-                        v.on_rtp(now, &self.clock, &packet, &self.counters, &mut self.latency)
-                    }
-                    (Role::Publisher(p), RTCMessage::RtcpPacket(_, packets))
-                        if packets.iter().any(|p| is_keyframe_request(p.as_any())) =>
-                    {
-                        p.keyframe_requested = true;
-                        p.report.keyframe_requests += 1;
-                        self.counters
-                            .keyframe_requests
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {}
-                }
-            }
+            let _ = slot.peer.handle_datagram(now, from, BytesMut::from(data));
+            Self::take_events(slot, now, &self.clock, &self.counters, &mut self.latency);
         }
         if let Some(now) = last {
             self.drain(i, now);
         }
     }
 
-    fn take_events(slot: &mut Slot, now: Instant, counters: &Counters) {
-        while let Some(ev) = slot.pc.poll_event() {
-            let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = ev else {
-                continue;
-            };
-            match state {
-                RTCPeerConnectionState::Connected if !slot.connected => {
+    fn take_events(
+        slot: &mut Slot,
+        now: Instant,
+        clock: &Clock,
+        counters: &Counters,
+        latency: &mut Histogram,
+    ) {
+        while let Some(ev) = slot.peer.poll_event() {
+            match (ev, &mut slot.role) {
+                (PeerEvent::Rtp { packet, .. }, Role::Viewer(v)) => {
+                    v.on_rtp(now, clock, &packet, counters, latency)
+                }
+                (PeerEvent::KeyframeRequest { .. }, Role::Publisher) => {
+                    counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                }
+                (PeerEvent::State(RTCPeerConnectionState::Connected), role) if !slot.connected => {
                     slot.connected = true;
                     counters.connected.fetch_add(1, Ordering::Relaxed);
                     counters.ever_connected.fetch_add(1, Ordering::Relaxed);
-                    match &mut slot.role {
-                        Role::Viewer(v) => {
-                            v.report.connected = true;
-                            v.report.connected_at = Some(now);
-                        }
-                        Role::Publisher(p) => p.report.connected = true,
+                    if let Role::Viewer(v) = role {
+                        v.report.connected = true;
+                        v.report.connected_at = Some(now);
                     }
                 }
-                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                (
+                    PeerEvent::State(
+                        RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed,
+                    ),
+                    role,
+                ) => {
                     if slot.connected {
                         slot.connected = false;
                         counters.connected.fetch_sub(1, Ordering::Relaxed);
                     }
                     counters.failed.fetch_add(1, Ordering::Relaxed);
-                    if let Role::Viewer(v) = &mut slot.role {
+                    if let Role::Viewer(v) = role {
                         v.report.failed = true;
                     }
                 }
@@ -595,10 +547,10 @@ impl Engine {
         let Some(slot) = self.slots.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
-        while let Some(m) = slot.pc.poll_write() {
-            match slot.socket.send_to(&m.message, m.transport.peer_addr) {
+        while let Some(t) = slot.peer.poll_transmit() {
+            match slot.socket.send_to(&t.data, t.to) {
                 Ok(n) => {
-                    if let Role::Publisher(_) = slot.role {
+                    if let Role::Publisher = slot.role {
                         self.counters.tx_packets.fetch_add(1, Ordering::Relaxed);
                         self.counters
                             .tx_bytes
@@ -607,14 +559,11 @@ impl Engine {
                 }
                 Err(_) => {
                     self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
-                    if let Role::Publisher(p) = &mut slot.role {
-                        p.report.write_errors += 1;
-                    }
                 }
             }
         }
-        Self::take_events(slot, now, &self.counters);
-        slot.deadline = slot.pc.poll_timeout();
+        Self::take_events(slot, now, &self.clock, &self.counters, &mut self.latency);
+        slot.deadline = slot.peer.poll_timeout();
         self.next_deadline = min_opt(self.next_deadline, slot.deadline);
     }
 
@@ -626,7 +575,7 @@ impl Engine {
                 .is_some_and(|s| s.deadline.is_some_and(|t| t <= now));
             if due {
                 if let Some(slot) = self.slots[i].as_mut() {
-                    let _ = slot.pc.handle_timeout(now);
+                    let _ = slot.peer.handle_timeout(now);
                 }
                 self.drain(i, now);
             } else if let Some(slot) = self.slots[i].as_ref() {
@@ -634,128 +583,27 @@ impl Engine {
             }
         }
     }
+}
 
-    fn publisher_slot(&self) -> Option<usize> {
-        self.publisher.filter(|&i| self.slots[i].is_some())
-    }
-
-    /// When the publisher's next packet is due.
-    fn publisher_due(&self, now: Instant) -> Option<Instant> {
-        let i = self.publisher_slot()?;
-        let slot = self.slots[i].as_ref()?;
-        let Role::Publisher(p) = &slot.role else {
-            return None;
-        };
-        if !slot.connected {
-            return None;
+impl PublisherReport {
+    fn new(connected: bool, stats: PublisherStats) -> Self {
+        Self {
+            connected,
+            packets_sent: stats.packets_sent,
+            bytes_sent: stats.payload_bytes_sent,
+            keyframes_sent: stats.keyframes_sent,
+            keyframe_requests: stats.keyframe_requests,
+            write_errors: stats.write_errors,
         }
-        let Some(start) = p.started else {
-            return Some(now);
-        };
-        Some(p.next_audio(start).min(p.next_frame(start)))
-    }
-
-    fn produce(&mut self, now: Instant) {
-        let Some(i) = self.publisher_slot() else {
-            return;
-        };
-        let clock = self.clock;
-        let Some(slot) = self.slots[i].as_mut() else {
-            return;
-        };
-        let Role::Publisher(p) = &mut slot.role else {
-            return;
-        };
-        let start = *p.started.get_or_insert(now);
-        let sent_ns = clock.stamp_ns(now);
-        let mut packets = Vec::new();
-        while p.next_audio(start) <= now {
-            let ts = (p.audio_packets * u64::from(AUDIO_CLOCK_RATE)
-                / u64::from(crate::media::AUDIO_PACKETS_PER_S)) as u32;
-            let stamp = Stamp {
-                sent_ns,
-                index: p.audio_index,
-            };
-            p.audio_index = p.audio_index.wrapping_add(1);
-            let body = payload(PayloadKind::Audio, AUDIO_PAYLOAD_BYTES, stamp);
-            packets.push((
-                p.senders.audio,
-                rtp(
-                    OPUS_PAYLOAD_TYPE,
-                    p.senders.audio_ssrc,
-                    p.audio_seq,
-                    ts,
-                    false,
-                    body,
-                ),
-            ));
-            p.audio_seq = p.audio_seq.wrapping_add(1);
-            p.audio_packets += 1;
-        }
-        while p.next_frame(start) <= now {
-            let keyframe = p.frames % p.plan.gop_frames == 0 || p.keyframe_requested;
-            if keyframe {
-                p.keyframe_requested = false;
-                p.report.keyframes_sent += 1;
-            }
-            let ts = (p.frames * u64::from(VIDEO_CLOCK_RATE) / u64::from(VIDEO_FPS)) as u32;
-            p.frames += 1;
-            let bytes = if keyframe {
-                p.plan.keyframe_bytes
-            } else {
-                p.plan.delta_frame_bytes
-            };
-            let sizes: Vec<usize> = VideoPlan::packet_sizes(bytes).collect();
-            let n = sizes.len();
-            for (k, size) in sizes.into_iter().enumerate() {
-                let kind = if k == 0 {
-                    PayloadKind::VideoFrameStart { keyframe }
-                } else {
-                    PayloadKind::VideoContinuation
-                };
-                let stamp = Stamp {
-                    sent_ns,
-                    index: p.video_index,
-                };
-                p.video_index = p.video_index.wrapping_add(1);
-                packets.push((
-                    p.senders.video,
-                    rtp(
-                        VP8_PAYLOAD_TYPE,
-                        p.senders.video_ssrc,
-                        p.video_seq,
-                        ts,
-                        k + 1 == n,
-                        payload(kind, size, stamp),
-                    ),
-                ));
-                p.video_seq = p.video_seq.wrapping_add(1);
-            }
-        }
-        for (sender, packet) in packets {
-            p.report.packets_sent += 1;
-            p.report.bytes_sent += packet.payload.len() as u64;
-            let written = slot
-                .pc
-                .rtp_sender(sender)
-                .map(|mut s| s.write_rtp(now, packet).is_ok());
-            if written != Some(true) {
-                p.report.write_errors += 1;
-            }
-        }
-        self.drain(i, now);
     }
 }
 
-impl Publisher {
-    fn next_audio(&self, start: Instant) -> Instant {
-        start + AUDIO_PACKET_INTERVAL * self.audio_packets as u32
-    }
-
-    fn next_frame(&self, start: Instant) -> Instant {
-        start + Duration::from_nanos(self.frames * 1_000_000_000 / u64::from(VIDEO_FPS))
-    }
-}
+/// The payload types every peer offers (the server keeps them in its answer).
+const PAYLOAD_TYPES: PayloadTypes = PayloadTypes {
+    vp8: 96,
+    h264: 102,
+    opus: 111,
+};
 
 impl Viewer {
     fn on_rtp(
@@ -776,7 +624,7 @@ impl Viewer {
         // a new viewer the current picture at once); their age is not forwarding latency.
         let live = sent.is_some_and(|t| r.connected_at.is_some_and(|c| t >= c));
         let (missing, track) = match h.payload_type {
-            VP8_PAYLOAD_TYPE => {
+            pt if pt == PAYLOAD_TYPES.vp8 => {
                 if r.ttff.is_none() {
                     self.keyframe = next_keyframe_state(
                         self.keyframe,
@@ -795,7 +643,7 @@ impl Viewer {
                 }
                 (r.video.record(h.sequence_number), Some(0))
             }
-            OPUS_PAYLOAD_TYPE => (r.audio.record(h.sequence_number), Some(1)),
+            pt if pt == PAYLOAD_TYPES.opus => (r.audio.record(h.sequence_number), Some(1)),
             _ => {
                 r.unknown_pt += 1;
                 (0, None)
@@ -819,7 +667,7 @@ impl Viewer {
         }
         match (stamp, sent) {
             (Some(stamp), Some(sent)) => {
-                if !filler_intact(&packet.payload, stamp) {
+                if !stamp.matches_quickly(&packet.payload) {
                     r.corrupt += 1;
                 }
                 if live {
@@ -841,7 +689,7 @@ fn next_keyframe_state(
     state: Option<(u32, u16)>,
     seq: u16,
     ts: u32,
-    payload: &[u8],
+    payload: &bytes::Bytes,
 ) -> Option<(u32, u16)> {
     if vp8_keyframe_start(payload) {
         return Some((ts, seq.wrapping_add(1)));
@@ -852,41 +700,25 @@ fn next_keyframe_state(
     }
 }
 
-fn rtp(
-    pt: u8,
-    ssrc: u32,
-    seq: u16,
-    ts: u32,
-    marker: bool,
-    payload: bytes::Bytes,
-) -> rtc::rtp::Packet {
-    rtc::rtp::Packet {
-        header: rtc::rtp::Header {
-            version: 2,
-            marker,
-            payload_type: pt,
-            sequence_number: seq,
-            timestamp: ts,
-            ssrc,
-            ..Default::default()
-        },
-        payload,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use golive_client::media::{PayloadKind, payload};
 
     #[test]
     fn a_keyframe_completes_only_when_every_packet_came_in_order() {
-        let s = Stamp {
-            sent_ns: 0,
-            index: 0,
+        let of = |kind| {
+            let stamp = Stamp {
+                source_id: 1,
+                kind,
+                counter: 0,
+                sent_ns: 0,
+            };
+            payload(50, stamp)
         };
-        let key = payload(PayloadKind::VideoFrameStart { keyframe: true }, 50, s);
-        let delta = payload(PayloadKind::VideoFrameStart { keyframe: false }, 50, s);
-        let cont = payload(PayloadKind::VideoContinuation, 50, s);
+        let key = of(PayloadKind::VideoFrameStart { keyframe: true });
+        let delta = of(PayloadKind::VideoFrameStart { keyframe: false });
+        let cont = of(PayloadKind::VideoContinuation);
         let st = next_keyframe_state(None, 65_535, 9, &key);
         assert_eq!(st, Some((9, 0)));
         let st = next_keyframe_state(st, 0, 9, &cont);

@@ -13,17 +13,14 @@
 #![recursion_limit = "256"]
 
 mod engine;
-mod http;
-mod media;
-mod peer;
 mod procfs;
 mod report;
 mod run;
-mod signal;
 mod stats;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use golive_client::SrtpOffer;
 use std::time::Duration;
 
 /// Loads a golive server with one publisher and many WebRTC viewers, and reports time to first
@@ -47,7 +44,7 @@ struct Cli {
     #[arg(long, default_value_t = 30.0)]
     duration: f64,
     /// The broadcast's bitrate, audio (64 kbit/s Opus) and video together: 2500k, 2.5M...
-    #[arg(long, default_value = "2500k", value_parser = media::parse_bitrate)]
+    #[arg(long, default_value = "2500k", value_parser = parse_bitrate)]
     bitrate: u64,
     /// Seconds between the publisher's natural keyframes (it also answers PLI and FIR).
     #[arg(long, default_value_t = 2.0)]
@@ -64,8 +61,8 @@ struct Cli {
     threads: Option<usize>,
     /// SRTP profiles the peers offer: gcm (golive's default), cm (needs the server's
     /// --srtp-legacy) or chromium (both, CM first, as Chromium offers them).
-    #[arg(long, value_enum, default_value_t = peer::SrtpOffer::Gcm)]
-    srtp: peer::SrtpOffer,
+    #[arg(long, value_enum, default_value_t = Srtp::Gcm)]
+    srtp: Srtp,
     /// SO_RCVBUF of each viewer socket, in bytes (0: the system default). The default is what
     /// Chromium's WebRTC asks for its media socket (256 KiB; Linux doubles it).
     #[arg(long, default_value_t = 262_144)]
@@ -90,6 +87,14 @@ struct Cli {
     /// No progress line.
     #[arg(long, short)]
     quiet: bool,
+}
+
+/// Which SRTP profiles the peers offer (see [`SrtpOffer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Srtp {
+    Gcm,
+    Cm,
+    Chromium,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -133,8 +138,8 @@ fn main() -> Result<()> {
             .unwrap_or(1)
     });
     let options = run::Options {
-        ws_url: signal::ws_url(&cli.server),
-        http: http::HttpBase::parse(&cli.server).context("--server")?,
+        ws_url: golive_client::signal::ws_url(&cli.server),
+        http: golive_client::http::authority(&cli.server).context("--server")?,
         viewer_protocol: match cli.protocol {
             ViewerProtocol::Ws => run::Protocol::Ws,
             ViewerProtocol::Whep => run::Protocol::Http,
@@ -154,7 +159,11 @@ fn main() -> Result<()> {
         publish: !cli.no_publish,
         server_pid: cli.server_pid,
         threads,
-        srtp: cli.srtp,
+        srtp: match cli.srtp {
+            Srtp::Gcm => SrtpOffer::Gcm,
+            Srtp::Cm => SrtpOffer::Cm,
+            Srtp::Chromium => SrtpOffer::Chromium,
+        },
         recv_buffer: (cli.recv_buffer > 0).then_some(cli.recv_buffer),
         progress: !cli.quiet,
     };
@@ -174,4 +183,36 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Parses a bitrate such as `2500k`, `2.5M` or `2500000` into bits per second.
+fn parse_bitrate(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 1e3),
+        Some((i, 'm' | 'M')) => (&s[..i], 1e6),
+        Some((i, 'g' | 'G')) => (&s[..i], 1e9),
+        _ => (s, 1.0),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("not a bitrate: {s:?} (try 2500k or 2.5M)"))?;
+    if v.is_nan() || v <= 0.0 {
+        return Err(format!("bitrate must be positive: {s:?}"));
+    }
+    Ok((v * mult) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitrates_parse_with_suffixes() {
+        assert_eq!(parse_bitrate("2500k"), Ok(2_500_000));
+        assert_eq!(parse_bitrate("2.5M"), Ok(2_500_000));
+        assert_eq!(parse_bitrate("800000"), Ok(800_000));
+        assert!(parse_bitrate("fast").is_err());
+        assert!(parse_bitrate("0").is_err());
+    }
 }

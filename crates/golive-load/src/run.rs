@@ -3,18 +3,19 @@
 //! engine hands back its figures.
 
 use anyhow::{Context, Result, bail};
-use golive_proto::ClientMessage;
+use golive_client::peer::random_u32;
+use golive_client::signal::{Closed, Incoming, connect_ws};
+use golive_client::{Clock, FrameCounts, MediaPlan, SignalClient, SignalError, SrtpOffer, http};
+use golive_proto::{ClientMessage, EndReason, ErrorCode, ServerMessage};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::engine::{EngineHandle, EngineReport, PeerKey, PublisherReport, ViewerReport};
-use crate::http::HttpBase;
-use crate::media::VideoPlan;
-use crate::peer::SrtpOffer;
+use crate::engine::{
+    EngineHandle, EngineReport, OfferInfo, PeerKey, PublisherReport, ViewerReport,
+};
 use crate::procfs;
-use crate::signal::{Later, Signal, WsCounters, candidate_ports};
 use crate::stats::Histogram;
 
 /// The publisher's key; viewers are numbered from 0.
@@ -41,8 +42,8 @@ pub enum Protocol {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub ws_url: String,
-    /// The server's address for WHIP and WHEP.
-    pub http: HttpBase,
+    /// The server's `host:port` for WHIP and WHEP.
+    pub http: String,
     /// How viewers, and how the publisher, signal.
     pub viewer_protocol: Protocol,
     pub publisher_protocol: Protocol,
@@ -116,7 +117,7 @@ pub struct Outcome {
     /// Receive-buffer drops on our viewer sockets and on the server's media sockets.
     pub viewer_socket_drops: u64,
     pub server_socket_drops: u64,
-    pub ws: Arc<WsCounters>,
+    pub ws: Arc<FrameCounts>,
     /// WHEP/WHIP DELETEs that did not get a 2xx.
     pub delete_failures: usize,
     pub wall: Duration,
@@ -130,7 +131,7 @@ struct Shared {
     our_ports: Mutex<HashSet<u16>>,
     server_ports: Mutex<HashSet<u16>>,
     join_errors: Mutex<HashMap<String, usize>>,
-    ws: Arc<WsCounters>,
+    ws: Arc<FrameCounts>,
     delete_failures: AtomicUsize,
 }
 
@@ -142,7 +143,7 @@ impl Shared {
 }
 
 pub async fn run(options: Options) -> Result<Outcome> {
-    let clock = crate::media::Clock::new();
+    let clock = Clock::system();
     let shared = Arc::new(Shared::default());
     let engines: Vec<EngineHandle> = (0..options.threads.max(1))
         .map(|i| {
@@ -158,7 +159,7 @@ pub async fn run(options: Options) -> Result<Outcome> {
     // The publisher, on an engine of its own so its pacing never waits behind viewers.
     let (stop_publisher, publisher_task, publisher_engine) = if options.publish {
         let engine = EngineHandle::spawn("publisher".to_owned(), clock, options.srtp, None)?;
-        let plan = VideoPlan::new(options.bitrate_bps, options.gop);
+        let plan = MediaPlan::for_bitrate(options.bitrate_bps, options.gop);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = match options.publisher_protocol {
             Protocol::Ws => {
@@ -169,7 +170,7 @@ pub async fn run(options: Options) -> Result<Outcome> {
                     loop {
                         tokio::select! {
                             _ = &mut rx => break,
-                            later = signal.later() => match later {
+                            later = later(&mut signal) => match later {
                                 Later::Other => {}
                                 ended => {
                                     eprintln!("golive-load: the publisher's session ended: {ended:?}");
@@ -187,7 +188,7 @@ pub async fn run(options: Options) -> Result<Outcome> {
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
                     let _ = rx.await;
-                    if !http.delete(&location, CONNECT_TIMEOUT).await {
+                    if !http::delete(&http, &location, CONNECT_TIMEOUT).await {
                         shared.delete_failures.fetch_add(1, Ordering::Relaxed);
                     }
                 })
@@ -323,11 +324,10 @@ pub async fn run(options: Options) -> Result<Outcome> {
 async fn start_publisher(
     options: &Options,
     engine: &EngineHandle,
-    plan: VideoPlan,
+    plan: MediaPlan,
     shared: &Shared,
-) -> Result<Signal> {
-    let mut signal =
-        Signal::connect(&options.ws_url, CONNECT_TIMEOUT, Arc::clone(&shared.ws)).await?;
+) -> Result<SignalClient> {
+    let mut signal = connect(options, shared).await?;
     let offer = engine.offer(PUBLISHER_KEY, Some(plan)).await?;
     let sent = Instant::now();
     signal
@@ -338,7 +338,7 @@ async fn start_publisher(
             "title": "golive-load",
         }))?)
         .await?;
-    let answer = signal.answer(CONNECT_TIMEOUT).await.context("publish")?;
+    let answer = answer(&mut signal).await.context("publish")?;
     note_server_ports(shared, &answer);
     engine.answer(PUBLISHER_KEY, answer, sent).await?;
     publisher_connected(engine).await?;
@@ -349,20 +349,18 @@ async fn start_publisher(
 async fn start_whip_publisher(
     options: &Options,
     engine: &EngineHandle,
-    plan: VideoPlan,
+    plan: MediaPlan,
     shared: &Shared,
 ) -> Result<String> {
     let offer = engine.offer(PUBLISHER_KEY, Some(plan)).await?;
     let sent = Instant::now();
     let path = format!("/whip/{}", options.stream);
-    let (answer, location) = options
-        .http
-        .post_offer(&path, &offer.sdp, CONNECT_TIMEOUT)
+    let (answer, location) = http::post_offer(&options.http, &path, &offer.sdp, CONNECT_TIMEOUT)
         .await
         .context("WHIP publish")?;
     note_server_ports(shared, &answer);
     if let Err(e) = engine.answer(PUBLISHER_KEY, answer, sent).await {
-        options.http.delete(&location, CONNECT_TIMEOUT).await;
+        http::delete(&options.http, &location, CONNECT_TIMEOUT).await;
         return Err(e);
     }
     publisher_connected(engine).await?;
@@ -389,12 +387,77 @@ fn client_message(json: serde_json::Value) -> Result<ClientMessage> {
     ClientMessage::parse(&json.to_string()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// A signalling socket whose frames count into the run's figures.
+async fn connect(options: &Options, shared: &Shared) -> Result<SignalClient> {
+    let ws = connect_ws(&options.ws_url, CONNECT_TIMEOUT).await?;
+    Ok(SignalClient::from_ws(ws).with_counts(Arc::clone(&shared.ws)))
+}
+
+/// Waits for the answer to a publish or watch; a refusal is an error that says what to do.
+async fn answer(signal: &mut SignalClient) -> Result<String> {
+    match signal.expect_answer().await {
+        Err(SignalError::Refused {
+            code: ErrorCode::RateLimited,
+            message,
+        }) => bail!(
+            "server refused: rate_limited: {message} (a load test comes from one address: raise \
+             the server's --max-new-sessions-per-sec-per-ip and --max-sessions-per-ip)"
+        ),
+        other => Ok(other?),
+    }
+}
+
+/// What the server said after the answer.
+#[derive(Debug)]
+enum Later {
+    /// Anything else: viewer counts, chat, hearts (counted in [`FrameCounts`]).
+    Other,
+    Ended(EndReason),
+    /// The socket closed; the server's close code and reason, if it gave them.
+    Closed(Option<String>),
+}
+
+/// The next thing that matters after the answer.
+async fn later(signal: &mut SignalClient) -> Later {
+    match signal.next().await {
+        Ok(Incoming::Message(ServerMessage::Ended { reason })) => Later::Ended(reason),
+        Ok(Incoming::Message(_)) => Later::Other,
+        Ok(Incoming::Closed(Closed::Frame { code: None, .. })) => Later::Closed(None),
+        Ok(Incoming::Closed(how)) => Later::Closed(Some(how.to_string())),
+        Err(e) => Later::Closed(Some(e.to_string())),
+    }
+}
+
+/// The UDP ports of the server's host candidates in an answer.
+fn candidate_ports(sdp: &str) -> Vec<u16> {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a=candidate:"))
+        .filter_map(|c| {
+            let f: Vec<&str> = c.split_whitespace().collect();
+            (f.len() > 5 && f[1] == "1" && f[2].eq_ignore_ascii_case("udp"))
+                .then(|| f[5].parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
 fn note_server_ports(shared: &Shared, answer: &str) {
     shared
         .server_ports
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .extend(candidate_ports(answer));
+}
+
+/// A viewer's offer; its socket's receive-buffer drops count into the run's.
+async fn viewer_offer(engine: &EngineHandle, key: PeerKey, shared: &Shared) -> Result<OfferInfo> {
+    let offer = engine.offer(key, None).await?;
+    shared
+        .our_ports
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(offer.local_addr.port());
+    Ok(offer)
 }
 
 /// One viewer's session: watch, stay until `leave_at` (or until the server ends it), leave.
@@ -405,14 +468,8 @@ async fn viewer(
     shared: &Shared,
     leave_at: Instant,
 ) -> Result<()> {
-    let mut signal =
-        Signal::connect(&options.ws_url, CONNECT_TIMEOUT, Arc::clone(&shared.ws)).await?;
-    let offer = engine.offer(key, None).await?;
-    shared
-        .our_ports
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(offer.local_addr.port());
+    let mut signal = connect(options, shared).await?;
+    let offer = viewer_offer(engine, key, shared).await?;
     let watch_sent = Instant::now();
     signal
         .send(&client_message(serde_json::json!({
@@ -421,7 +478,7 @@ async fn viewer(
             "sdp": offer.sdp,
         }))?)
         .await?;
-    let answer = signal.answer(CONNECT_TIMEOUT).await?;
+    let answer = answer(&mut signal).await?;
     note_server_ports(shared, &answer);
     engine.answer(key, answer, watch_sent).await?;
     shared.active.fetch_add(1, Ordering::Relaxed);
@@ -450,7 +507,7 @@ async fn viewer(
                     break;
                 }
             }
-            later = signal.later() => match later {
+            later = later(&mut signal) => match later {
                 Later::Other => {}
                 Later::Ended(reason) => {
                     ended = Some(format!("{reason:?}"));
@@ -488,18 +545,11 @@ async fn whep_viewer(
     shared: &Shared,
     leave_at: Instant,
 ) -> Result<()> {
-    let offer = engine.offer(key, None).await?;
-    shared
-        .our_ports
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(offer.local_addr.port());
+    let offer = viewer_offer(engine, key, shared).await?;
     let sent = Instant::now();
     let path = format!("/whep/{}", options.stream);
-    let (answer, location) = options
-        .http
-        .post_offer(&path, &offer.sdp, CONNECT_TIMEOUT)
-        .await?;
+    let (answer, location) =
+        http::post_offer(&options.http, &path, &offer.sdp, CONNECT_TIMEOUT).await?;
     note_server_ports(shared, &answer);
     let applied = engine.answer(key, answer, sent).await;
     if applied.is_ok() {
@@ -507,7 +557,7 @@ async fn whep_viewer(
         tokio::time::sleep_until(leave_at.into()).await;
         shared.active.fetch_sub(1, Ordering::Relaxed);
     }
-    if !options.http.delete(&location, CONNECT_TIMEOUT).await {
+    if !http::delete(&options.http, &location, CONNECT_TIMEOUT).await {
         shared.delete_failures.fetch_add(1, Ordering::Relaxed);
     }
     applied
@@ -528,7 +578,7 @@ struct Jitter(u64);
 
 impl Jitter {
     fn new(key: PeerKey) -> Self {
-        let seed = u64::from(crate::engine::random_u32()) << 32 ^ key.wrapping_mul(0x9E37_79B9);
+        let seed = u64::from(random_u32()) << 32 ^ key.wrapping_mul(0x9E37_79B9);
         Self(seed | 1)
     }
 
@@ -701,5 +751,17 @@ impl Outcome {
 
     pub fn server_rss_max_kb(&self) -> Option<u64> {
         self.samples.iter().filter_map(|s| s.server_rss_kb).max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidate_ports_come_from_host_candidates() {
+        let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 40123 typ host\r\n\
+                   a=end-of-candidates\r\na=candidate:1 1 udp 2130706431 127.0.0.1 40124 typ host\r\n";
+        assert_eq!(candidate_ports(sdp), vec![40123, 40124]);
     }
 }

@@ -4,13 +4,13 @@
 
 mod common;
 
-use common::{Server, assert_every_viewer_served, run_load};
+use common::{assert_every_viewer_served, run_load, start_server};
 
 const VIEWERS: usize = 50;
 
 #[test]
 fn fifty_viewers_all_connect_receive_and_lose_nothing() {
-    let server = Server::start();
+    let server = start_server();
     let r = run_load(
         &server,
         &[

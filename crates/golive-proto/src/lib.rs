@@ -295,6 +295,9 @@ pub enum ErrorCode {
     TooManySessions,
     /// The server is shutting down and takes no new sessions.
     Draining,
+    /// Cluster mode: the node cannot reach its cluster's coordination service, so it refuses
+    /// what needs the other nodes (a new broadcast, a stream held elsewhere); try again later.
+    ClusterUnavailable,
     Internal,
 }
 
@@ -315,6 +318,7 @@ impl ErrorCode {
             ErrorCode::StreamFull => "stream_full",
             ErrorCode::TooManySessions => "too_many_sessions",
             ErrorCode::Draining => "draining",
+            ErrorCode::ClusterUnavailable => "cluster_unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -578,6 +582,7 @@ mod tests {
             ErrorCode::StreamFull,
             ErrorCode::TooManySessions,
             ErrorCode::Draining,
+            ErrorCode::ClusterUnavailable,
             ErrorCode::Internal,
         ] {
             assert_eq!(

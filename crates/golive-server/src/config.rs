@@ -99,10 +99,31 @@ pub struct Config {
     #[arg(long, env = "GOLIVE_IP_LIMITS_LOOPBACK", value_enum, default_value_t = LoopbackLimits::Auto)]
     pub ip_limits_loopback: LoopbackLimits,
 
+    /// Each HTTP request head must arrive within this many seconds of the server starting to
+    /// wait for it (an idle keep-alive connection is closed after as long); a slower client's
+    /// connection is closed.
+    #[arg(long, env = "GOLIVE_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub http_header_timeout_secs: u64,
+
+    /// TCP connections open at once (pages, WebSockets, WHIP/WHEP); more are closed at once.
+    /// Lowered at start to three quarters of the process's open-files limit.
+    #[arg(long, env = "GOLIVE_MAX_CONNECTIONS", default_value_t = 25_000)]
+    pub max_connections: usize,
+
+    /// TCP connections open at once from one client address (an IPv6 /64 counts as one); more
+    /// are closed at once. Exempt like the other per-address limits, and for trusted proxies.
+    #[arg(long, env = "GOLIVE_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+
     /// A WebSocket that sends nothing (not even a pong to our pings) this long, or does not
     /// read what it is sent, is closed.
     #[arg(long, env = "GOLIVE_WS_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub ws_idle_timeout_secs: u64,
+
+    /// Messages waiting to be sent to one client (audience frames, mostly); a client whose
+    /// queue is full does not read, and its connection is closed (WebSocket close 1008).
+    #[arg(long, env = "GOLIVE_MAX_QUEUED_MESSAGES", default_value_t = 4096)]
+    pub max_queued_messages: usize,
 
     /// On SIGTERM, how long sessions get to close before the process exits.
     #[arg(long, env = "GOLIVE_DRAIN_TIMEOUT_SECS", default_value_t = 5)]
@@ -139,6 +160,25 @@ pub struct Config {
     #[arg(long, env = "GOLIVE_CONFIG")]
     pub config: Option<PathBuf>,
 
+    /// Cluster mode: the Redis server (`redis://host:port/db`) through which nodes find each
+    /// other, hold stream leases and share counts and chat. Unset: this node runs alone.
+    #[arg(long, env = "GOLIVE_CLUSTER_REDIS", hide_env_values = true)]
+    pub cluster_redis: Option<String>,
+
+    /// Cluster mode: the base URL clients and other nodes use to reach this node
+    /// (`http://host:port`); by default the `--listen` address.
+    #[arg(long, env = "GOLIVE_NODE_URL")]
+    pub node_url: Option<String>,
+
+    /// Cluster mode: the secret nodes present to each other (the same on every node).
+    #[arg(long, env = "GOLIVE_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+
+    /// Cluster mode: relays the origin of a stream serves at most; further nodes pull from a
+    /// relay, so the nodes form a tree.
+    #[arg(long, env = "GOLIVE_MAX_RELAYS_PER_STREAM", default_value_t = 16)]
+    pub max_relays_per_stream: usize,
+
     /// Username for the `turn:`/`turns:` servers of --ice-server.
     #[arg(long, env = "GOLIVE_ICE_USERNAME")]
     pub ice_username: Option<String>,
@@ -146,6 +186,14 @@ pub struct Config {
     /// Credential (password) for the `turn:`/`turns:` servers of --ice-server.
     #[arg(long, env = "GOLIVE_ICE_CREDENTIAL", hide_env_values = true)]
     pub ice_credential: Option<String>,
+
+    /// Tests only, and only in debug builds (release builds do not have this flag): a UDP
+    /// datagram whose payload is exactly this token (16 bytes or more) makes the media worker
+    /// that reads it panic, to test that workers are supervised. Neither an environment
+    /// variable nor a file can set it.
+    #[cfg(debug_assertions)]
+    #[arg(long, hide = true)]
+    pub test_worker_panic: Option<String>,
 }
 
 /// How the per-address limits treat loopback clients (`--ip-limits-loopback`).
@@ -180,12 +228,20 @@ struct FileConfig {
     max_new_sessions_per_sec_per_ip: Option<u32>,
     max_sessions_per_ip: Option<usize>,
     ip_limits_loopback: Option<LoopbackLimits>,
+    http_header_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     ws_idle_timeout_secs: Option<u64>,
+    max_queued_messages: Option<usize>,
     drain_timeout_secs: Option<u64>,
     metrics_max_stream_labels: Option<usize>,
     no_keyframe_cache: Option<bool>,
     reconnect_grace_secs: Option<u64>,
     trusted_proxies: Option<Vec<IpAddr>>,
+    cluster_redis: Option<String>,
+    node_url: Option<String>,
+    cluster_secret: Option<String>,
+    max_relays_per_stream: Option<usize>,
 }
 
 impl Config {
@@ -224,9 +280,35 @@ impl Config {
         }
         take!(listen, udp_port, srtp_legacy, ice_servers, hearts_batch_ms, max_streams,
             max_viewers_per_stream, max_viewers, max_frame_bytes, max_messages_per_sec,
-            max_new_sessions_per_sec_per_ip, max_sessions_per_ip, ip_limits_loopback, ws_idle_timeout_secs,
-            drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache, reconnect_grace_secs, trusted_proxies;
-            udp_bind, public_ip, workers, ice_username, ice_credential, keys_file);
+            max_new_sessions_per_sec_per_ip, max_sessions_per_ip, ip_limits_loopback, http_header_timeout_secs, max_connections,
+            max_connections_per_ip, ws_idle_timeout_secs, max_queued_messages,
+            drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache, reconnect_grace_secs, trusted_proxies, max_relays_per_stream;
+            udp_bind, public_ip, workers, ice_username, ice_credential, keys_file,
+            cluster_redis, node_url, cluster_secret);
+    }
+
+    /// The cluster settings when `--cluster-redis` is set; an error when they are incomplete.
+    pub fn cluster_settings(&self) -> anyhow::Result<Option<crate::cluster::Settings>> {
+        let Some(redis_url) = self.cluster_redis.clone() else {
+            return Ok(None);
+        };
+        let node_url = self
+            .node_url
+            .as_ref()
+            .map(|u| u.trim_end_matches('/').to_owned());
+        anyhow::ensure!(
+            node_url.is_some() || !self.listen.ip().is_unspecified(),
+            "cluster mode needs --node-url (the address clients reach this node at) when \
+             --listen is {}",
+            self.listen
+        );
+        Ok(Some(crate::cluster::Settings {
+            redis_url,
+            node_url,
+            secret: self.cluster_secret.clone().unwrap_or_default(),
+            max_relays_per_stream: self.max_relays_per_stream.max(1),
+            capacity: self.max_viewers,
+        }))
     }
 
     pub fn worker_count(&self) -> usize {
@@ -305,6 +387,42 @@ mod tests {
         );
         assert!(c.keys_file.is_none());
         assert_eq!(c.max_frame_bytes, 64 * 1024);
+        assert_eq!(c.http_header_timeout_secs, 10);
+        assert!(c.max_connections_per_ip > c.max_sessions_per_ip);
+        assert!(c.max_connections > c.max_viewers);
+    }
+
+    #[test]
+    fn cluster_mode_is_off_unless_redis_is_given_and_needs_a_node_url_on_a_wildcard_listener() {
+        assert!(load(&[]).cluster_settings().unwrap().is_none());
+        let c = load(&[
+            "--cluster-redis",
+            "redis://127.0.0.1:6379/0",
+            "--cluster-secret",
+            "s",
+        ]);
+        let s = c.cluster_settings().unwrap().unwrap();
+        assert_eq!(s.redis_url, "redis://127.0.0.1:6379/0");
+        assert_eq!(s.node_url, None, "the listening address, once known");
+        assert_eq!(s.max_relays_per_stream, 16);
+        let wild = load(&[
+            "--listen",
+            "0.0.0.0:8080",
+            "--cluster-redis",
+            "redis://r:6379/0",
+        ]);
+        let e = wild.cluster_settings().unwrap_err();
+        assert!(format!("{e}").contains("--node-url"), "{e}");
+        let named = load(&[
+            "--listen",
+            "0.0.0.0:8080",
+            "--cluster-redis",
+            "redis://r:6379/0",
+            "--node-url",
+            "http://node1.example:8080/",
+        ]);
+        let s = named.cluster_settings().unwrap().unwrap();
+        assert_eq!(s.node_url.as_deref(), Some("http://node1.example:8080"));
     }
 
     #[test]
@@ -324,7 +442,7 @@ mod tests {
         let path = dir.join("golive.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9000\"\nmax_streams = 7\nudp_port = 41000\npublic_ip = \"198.51.100.7\"\nice_servers = [\"stun:stun.example.net\"]\n",
+            "listen = \"127.0.0.1:9000\"\nmax_streams = 7\nudp_port = 41000\npublic_ip = \"198.51.100.7\"\nice_servers = [\"stun:stun.example.net\"]\nmax_connections_per_ip = 9\n",
         )
         .unwrap();
         let p = path.to_str().unwrap();
@@ -334,6 +452,7 @@ mod tests {
         assert_eq!(c.udp_port, 41000);
         assert_eq!(c.public_ip, Some("198.51.100.7".parse().unwrap()));
         assert_eq!(c.ice_servers, vec!["stun:stun.example.net".to_owned()]);
+        assert_eq!(c.max_connections_per_ip, 9);
         let c = load(&[
             "--config",
             p,

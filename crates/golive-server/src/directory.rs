@@ -3,7 +3,9 @@
 //! life: chat (with history and moderation), hearts (batched) and viewer counts (coalesced).
 //!
 //! Messages that go to a whole audience (chat, hearts, counts) are serialized once and shared
-//! by every session as one reference-counted frame.
+//! by every member as one reference-counted frame. The directory delivers them, and the end of
+//! a broadcast, as [`AudienceEvent`]s into each member's [`AudienceSink`]: it knows nothing of
+//! sessions or sockets.
 
 use axum::extract::ws::Utf8Bytes;
 use golive_proto::{CHAT_HISTORY, EndReason, ErrorCode, ProtocolError, ServerMessage, StreamName};
@@ -12,27 +14,46 @@ use serde::Serialize;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::mpsc;
-
-use crate::session::{SessionEvent, SessionId};
 
 /// Viewer counts go out at most this often per stream.
 pub const VIEWER_COUNT_INTERVAL: Duration = Duration::from_secs(1);
 
-type EventTx = mpsc::UnboundedSender<SessionEvent>;
+/// One member of a stream: its broadcaster or one of its viewers (a signalling session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MemberId(pub u64);
+
+/// What the directory tells a member of a stream.
+#[derive(Debug, Clone)]
+pub enum AudienceEvent {
+    /// A frame for the whole audience (chat, hearts, viewer counts, the broadcaster's
+    /// reconnection), serialized once and shared.
+    Frame(Utf8Bytes),
+    /// The broadcast this viewer watches is over; the viewer is no longer on the stream.
+    Ended(EndReason),
+}
+
+/// Where the directory delivers one member's events. It is called with the directory locked,
+/// once per member for every audience frame: it must never wait, and never call back into the
+/// directory.
+pub trait AudienceSink: Send + Sync {
+    fn deliver(&self, event: AudienceEvent);
+}
+
+/// A member's sink, as [`Directory::claim`] and [`Directory::watch`] take it.
+pub type Sink = Arc<dyn AudienceSink>;
 
 struct Member {
-    tx: EventTx,
+    sink: Sink,
     name: String,
 }
 
 struct StreamEntry {
-    publisher: SessionId,
+    publisher: MemberId,
     publisher_member: Member,
     media: Arc<StreamMedia>,
     title: Option<String>,
     live_since: SystemTime,
-    viewers: HashMap<SessionId, Member>,
+    viewers: HashMap<MemberId, Member>,
     last_count_sent: Option<(usize, Instant)>,
     chat: VecDeque<(u64, Utf8Bytes)>,
     next_chat_id: u64,
@@ -53,7 +74,13 @@ impl StreamEntry {
 
     fn send_all(&self, frame: &Utf8Bytes) {
         for m in self.members() {
-            let _ = m.tx.send(SessionEvent::Frame(frame.clone()));
+            m.sink.deliver(AudienceEvent::Frame(frame.clone()));
+        }
+    }
+
+    fn send_viewers(&self, event: &AudienceEvent) {
+        for m in self.viewers.values() {
+            m.sink.deliver(event.clone());
         }
     }
 }
@@ -110,6 +137,8 @@ pub fn limit_label(code: ErrorCode, publishing: bool) -> Option<&'static str> {
 pub struct Directory {
     streams: Mutex<HashMap<StreamName, StreamEntry>>,
     limits: DirectoryLimits,
+    /// Cluster mode: each stream's viewers on the other nodes, added to the counts it sends.
+    remote_viewers: Mutex<HashMap<StreamName, usize>>,
 }
 
 fn not_live(stream: &StreamName) -> ProtocolError {
@@ -124,6 +153,7 @@ impl Directory {
         Self {
             streams: Mutex::default(),
             limits,
+            remote_viewers: Mutex::default(),
         }
     }
 
@@ -137,8 +167,8 @@ impl Directory {
     pub fn claim(
         &self,
         stream: &StreamName,
-        publisher: SessionId,
-        publisher_tx: EventTx,
+        publisher: MemberId,
+        publisher_sink: Sink,
         name: String,
         media: StreamMedia,
         title: Option<String>,
@@ -167,7 +197,7 @@ impl Directory {
                 e.orphaned = None;
                 e.publisher = publisher;
                 e.publisher_member = Member {
-                    tx: publisher_tx,
+                    sink: publisher_sink,
                     name,
                 };
                 if title.is_some() {
@@ -175,18 +205,13 @@ impl Directory {
                 }
                 // The new connection has seen no count yet.
                 e.last_count_sent = None;
-                let resumed = frame(&ServerMessage::Resumed);
-                for m in e.viewers.values() {
-                    let _ = m.tx.send(SessionEvent::Frame(resumed.clone()));
-                }
+                e.send_viewers(&AudienceEvent::Frame(frame(&ServerMessage::Resumed)));
                 tracing::info!(%stream, "broadcaster reconnected within the grace period");
                 return Ok(());
             }
             tracing::info!(%stream, "broadcaster came back with other codecs; viewers start over");
             if let Some(old) = streams.remove(stream) {
-                for m in old.viewers.values() {
-                    let _ = m.tx.send(SessionEvent::Ended(EndReason::BroadcasterLeft));
-                }
+                old.send_viewers(&AudienceEvent::Ended(EndReason::BroadcasterLeft));
             }
         }
         if streams.len() >= self.limits.max_streams {
@@ -200,7 +225,7 @@ impl Directory {
             StreamEntry {
                 publisher,
                 publisher_member: Member {
-                    tx: publisher_tx,
+                    sink: publisher_sink,
                     name,
                 },
                 media: Arc::new(media),
@@ -223,12 +248,7 @@ impl Directory {
     /// The broadcaster's connection is lost (not ended on purpose). With viewers, the stream
     /// waits for it: returns the loss number to pass to [`Directory::expire`] when the grace
     /// period is over. Without viewers it simply ends.
-    pub fn orphan(
-        &self,
-        stream: &StreamName,
-        publisher: SessionId,
-        grace: Duration,
-    ) -> Option<u64> {
+    pub fn orphan(&self, stream: &StreamName, publisher: MemberId, grace: Duration) -> Option<u64> {
         let mut streams = self.lock();
         let e = streams
             .get_mut(stream)
@@ -239,12 +259,9 @@ impl Directory {
         }
         e.losses += 1;
         e.orphaned = Some(e.losses);
-        let notice = frame(&ServerMessage::Reconnecting {
+        e.send_viewers(&AudienceEvent::Frame(frame(&ServerMessage::Reconnecting {
             grace_secs: grace.as_secs(),
-        });
-        for m in e.viewers.values() {
-            let _ = m.tx.send(SessionEvent::Frame(notice.clone()));
-        }
+        })));
         Some(e.losses)
     }
 
@@ -259,14 +276,12 @@ impl Directory {
         };
         if let Some(e) = entry {
             tracing::info!(%stream, "broadcaster did not come back; broadcast ended");
-            for m in e.viewers.values() {
-                let _ = m.tx.send(SessionEvent::Ended(EndReason::BroadcasterLeft));
-            }
+            e.send_viewers(&AudienceEvent::Ended(EndReason::BroadcasterLeft));
         }
     }
 
     /// Ends a broadcast: every viewer is told and dropped from the stream.
-    pub fn release(&self, stream: &StreamName, publisher: SessionId, reason: EndReason) {
+    pub fn release(&self, stream: &StreamName, publisher: MemberId, reason: EndReason) {
         let entry = {
             let mut streams = self.lock();
             match streams.get(stream) {
@@ -277,9 +292,7 @@ impl Directory {
             }
         };
         if let Some(e) = entry {
-            for m in e.viewers.values() {
-                let _ = m.tx.send(SessionEvent::Ended(reason));
-            }
+            e.send_viewers(&AudienceEvent::Ended(reason));
         }
     }
 
@@ -287,8 +300,8 @@ impl Directory {
     pub fn watch(
         &self,
         stream: &StreamName,
-        viewer: SessionId,
-        tx: EventTx,
+        viewer: MemberId,
+        sink: Sink,
         name: String,
     ) -> Result<Joined, ProtocolError> {
         let mut streams = self.lock();
@@ -306,7 +319,7 @@ impl Directory {
                 "the server carries as many viewers as it may; try again later",
             ));
         }
-        e.viewers.insert(viewer, Member { tx, name });
+        e.viewers.insert(viewer, Member { sink, name });
         let mut chat_history: Vec<Utf8Bytes> = e.chat.iter().map(|(_, f)| f.clone()).collect();
         if e.hearts_total > 0 {
             chat_history.push(frame(&ServerMessage::Hearts {
@@ -320,7 +333,7 @@ impl Directory {
         })
     }
 
-    pub fn unwatch(&self, stream: &StreamName, viewer: SessionId) {
+    pub fn unwatch(&self, stream: &StreamName, viewer: MemberId) {
         if let Some(e) = self.lock().get_mut(stream) {
             e.viewers.remove(&viewer);
         }
@@ -330,7 +343,7 @@ impl Directory {
     pub fn chat(
         &self,
         stream: &StreamName,
-        session: SessionId,
+        session: MemberId,
         text: String,
     ) -> Result<(), ProtocolError> {
         let mut streams = self.lock();
@@ -369,7 +382,7 @@ impl Directory {
     fn moderated(
         &self,
         stream: &StreamName,
-        session: SessionId,
+        session: MemberId,
         act: impl FnOnce(&mut StreamEntry) -> Result<(), ProtocolError>,
     ) -> Result<(), ProtocolError> {
         let mut streams = self.lock();
@@ -387,7 +400,7 @@ impl Directory {
     pub fn remove_chat(
         &self,
         stream: &StreamName,
-        session: SessionId,
+        session: MemberId,
         id: u64,
     ) -> Result<(), ProtocolError> {
         self.moderated(stream, session, |e| {
@@ -405,7 +418,7 @@ impl Directory {
     pub fn mute(
         &self,
         stream: &StreamName,
-        session: SessionId,
+        session: MemberId,
         name: &str,
     ) -> Result<(), ProtocolError> {
         self.moderated(stream, session, |e| {
@@ -482,12 +495,42 @@ impl Directory {
         v
     }
 
+    /// Whether this node holds `stream` (live, or waiting for its broadcaster).
+    pub fn holds(&self, stream: &StreamName) -> bool {
+        self.lock().contains_key(stream)
+    }
+
+    /// Cluster mode: each stream's viewers on the other nodes, for the counts sent from now on.
+    pub fn set_remote_viewers(&self, remote: HashMap<StreamName, usize>) {
+        *self
+            .remote_viewers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = remote;
+    }
+
+    /// Ends `stream` whoever broadcasts it (cluster mode: another node holds its lease). The
+    /// broadcaster is told as its viewers are.
+    pub fn end_stream(&self, stream: &StreamName, reason: EndReason) {
+        let entry = self.lock().remove(stream);
+        if let Some(e) = entry {
+            e.send_viewers(&AudienceEvent::Ended(reason));
+            e.publisher_member
+                .sink
+                .deliver(AudienceEvent::Ended(reason));
+        }
+    }
+
     /// Sends each stream's viewer count to its broadcaster and viewers, when it changed and
     /// the last count went out at least [`VIEWER_COUNT_INTERVAL`] ago.
     pub fn send_viewer_counts(&self, now: Instant) {
+        let remote = self
+            .remote_viewers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut streams = self.lock();
-        for e in streams.values_mut() {
-            let count = e.viewers.len();
+        for (name, e) in streams.iter_mut() {
+            let count = e.viewers.len() + remote.get(name).copied().unwrap_or(0);
             let due = match e.last_count_sent {
                 None => true,
                 Some((last, at)) => last != count && now >= at + VIEWER_COUNT_INTERVAL,

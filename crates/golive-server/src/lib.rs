@@ -1,86 +1,116 @@
 //! The golive server: HTTP and WebSocket signalling (axum) in front of media workers that each
 //! own a UDP socket and a sans-IO [`golive_sfu::Sfu`].
 //!
-//! Data flow: a session (`session`) parses signalling, claims or looks up a stream in the
-//! [`directory::Directory`], and asks a worker (`worker`) to answer an offer. From then on the
+//! Data flow: a front-end (`ws` for the WebSocket protocol, `whip` for WHIP/WHEP) admits a
+//! client and hands its messages to a session (`session`), which claims or looks up a stream in
+//! the [`directory::Directory`] and asks a worker (`worker`) to answer an offer. Imports run one
+//! way: front-ends → session → {directory, worker} → `golive_sfu`; the directory and the workers
+//! report back through sinks they define ([`directory::AudienceSink`], [`worker::PeerEvents`]),
+//! never by naming a session. From then on the
 //! media never touches the async runtime of the signalling side: datagrams go socket → worker
 //! → socket, and a broadcaster's packets reach viewers on other workers as shared
 //! `Arc<SourcePacket>`s.
 
+pub mod accept;
+pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod outbox;
 pub mod session;
 pub mod web;
 pub mod whip;
 pub mod worker;
+pub mod ws;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::extract::{FromRef, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::directory::{Directory, DirectoryLimits};
+use crate::keys::StreamKeys;
 use crate::limits::IpLimiter;
 use crate::metrics::Metrics;
-use crate::worker::{WorkerHandle, WorkerStats};
+use crate::session::{Admission, Lifecycle, Workers};
+use crate::whip::WhipState;
 
-/// Titles are cut to this many characters.
-pub const MAX_TITLE_CHARS: usize = 200;
-/// Frames above the frame limit are read (up to this, or twice the limit) so they can be
-/// refused with 1009 rather than by a dropped connection.
-const WS_READ_LIMIT_BYTES: usize = 1024 * 1024;
 /// How often viewer counts are considered for sending.
 const VIEWER_COUNT_TICK: Duration = Duration::from_millis(200);
 
 const PROTOCOL_MD: &str = include_str!("../../../docs/protocol.md");
 
-/// What every handler shares.
+/// What the handlers share, in parts: each handler takes the parts it needs (axum's
+/// `State<Part>` through [`FromRef`]), so its signature says what it may touch.
+#[derive(Clone)]
 pub struct AppState {
-    pub directory: Directory,
-    /// Live WHIP and WHEP session resources.
-    pub whip: whip::Resources,
-    /// `Link: <…>; rel="ice-server"` values for WHIP/WHEP responses.
-    pub ice_server_links: Vec<String>,
+    pub directory: Arc<Directory>,
+    pub workers: Arc<Workers>,
     /// Who may publish which stream.
-    pub keys: keys::StreamKeys,
-    /// Hearts are gathered and sent this often; zero sends each at once.
-    pub hearts_batch: Duration,
-    pub workers: Vec<WorkerHandle>,
-    next_worker: AtomicUsize,
-    /// Set on SIGTERM: every session is told to end, new ones are refused.
-    pub shutdown: watch::Sender<bool>,
-    pub draining: AtomicBool,
-    /// Sessions alive (WebSocket and WHIP/WHEP).
-    pub sessions: AtomicUsize,
-    pub metrics: Metrics,
-    pub ip_limiter: Arc<IpLimiter>,
-    pub max_frame_bytes: usize,
-    pub max_messages_per_sec: u32,
-    pub ws_idle_timeout: Duration,
-    pub drain_timeout: Duration,
-    /// How long viewers wait for a broadcaster whose connection was lost.
-    pub reconnect_grace: Duration,
-    pub metrics_max_stream_labels: usize,
-    /// Proxies whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub keys: Arc<StreamKeys>,
+    pub metrics: Arc<Metrics>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub admission: Arc<Admission>,
+    pub sessions: session::Settings,
+    pub ws: ws::Limits,
+    pub whip: Arc<WhipState>,
+    /// Open HTTP connections and their caps.
+    pub connections: Arc<accept::Connections>,
+    /// Cluster mode (`--cluster-redis`); `None` on a node that runs alone.
+    pub cluster: Option<Arc<cluster::Cluster>>,
+}
+
+/// Each part of [`AppState`] is a state of its own for the handlers.
+macro_rules! parts {
+    ($($field:ident: $ty:ty),* $(,)?) => {$(
+        impl FromRef<AppState> for $ty {
+            fn from_ref(state: &AppState) -> Self {
+                state.$field.clone()
+            }
+        }
+    )*};
+}
+
+parts!(
+    directory: Arc<Directory>,
+    workers: Arc<Workers>,
+    keys: Arc<StreamKeys>,
+    metrics: Arc<Metrics>,
+    lifecycle: Arc<Lifecycle>,
+    admission: Arc<Admission>,
+    sessions: session::Settings,
+    ws: ws::Limits,
+    whip: Arc<WhipState>,
+    connections: Arc<accept::Connections>,
+    cluster: Option<Arc<cluster::Cluster>>,
+);
+
+/// What a session needs, whichever front-end starts it.
+impl FromRef<AppState> for session::Context {
+    fn from_ref(state: &AppState) -> Self {
+        session::Context {
+            directory: state.directory.clone(),
+            cluster: state.cluster.clone(),
+            workers: state.workers.clone(),
+            keys: state.keys.clone(),
+            metrics: state.metrics.clone(),
+            lifecycle: state.lifecycle.clone(),
+            settings: state.sessions,
+        }
+    }
 }
 
 impl AppState {
-    pub fn new(workers: Vec<WorkerHandle>, config: &Config) -> anyhow::Result<Self> {
-        assert!(!workers.is_empty(), "at least one media worker");
+    pub fn new(workers: Vec<worker::WorkerHandle>, config: &Config) -> anyhow::Result<Self> {
         let keys = match &config.keys_file {
             Some(path) => {
-                let keys = keys::StreamKeys::load(path)?;
+                let keys = StreamKeys::load(path)?;
                 tracing::info!(streams = keys.len(), "stream keys from {}", path.display());
                 keys
             }
@@ -88,87 +118,88 @@ impl AppState {
                 tracing::warn!(
                     "no --keys-file: development mode, anyone may publish any free stream name"
                 );
-                keys::StreamKeys::open()
+                StreamKeys::open()
             }
         };
+        let max_connections =
+            accept::effective_max_connections(config.max_connections, accept::open_files_limit());
+        if max_connections < config.max_connections {
+            tracing::warn!(
+                max_connections,
+                "--max-connections lowered to three quarters of the open-files limit \
+                 (raise it with `ulimit -n` or LimitNOFILE=)"
+            );
+        }
+        if config.max_connections_per_ip < config.max_sessions_per_ip {
+            tracing::warn!(
+                "--max-connections-per-ip is below --max-sessions-per-ip: clients will be \
+                 refused connections before they reach their session limit"
+            );
+        }
+        let connections = accept::Connections::new(accept::HttpLimits {
+            header_timeout: Duration::from_secs(config.http_header_timeout_secs.max(1)),
+            max_connections,
+            max_connections_per_ip: config.max_connections_per_ip.max(1),
+            exempt_ips: config.trusted_proxies.clone(),
+            exempt_loopback: config.exempt_loopback(),
+        });
+        let lifecycle = Arc::new(Lifecycle::new(Duration::from_secs(
+            config.drain_timeout_secs,
+        )));
+        let metrics =
+            Arc::new(Metrics::new().with_max_stream_labels(config.metrics_max_stream_labels));
+        let cluster = match config.cluster_settings()? {
+            Some(settings) => Some(Arc::new(cluster::Cluster::new(settings, &metrics)?)),
+            None => None,
+        };
         Ok(Self {
-            directory: Directory::new(DirectoryLimits {
+            directory: Arc::new(Directory::new(DirectoryLimits {
                 max_streams: config.max_streams,
                 max_viewers_per_stream: config.max_viewers_per_stream,
                 max_viewers: config.max_viewers,
+            })),
+            workers: Arc::new(Workers::new(workers)),
+            keys: Arc::new(keys),
+            metrics,
+            admission: Arc::new(Admission::new(
+                lifecycle.clone(),
+                IpLimiter::new(
+                    config.max_new_sessions_per_sec_per_ip,
+                    config.max_sessions_per_ip,
+                    config.exempt_loopback(),
+                ),
+                config.trusted_proxies.clone(),
+            )),
+            lifecycle,
+            sessions: session::Settings {
+                hearts_batch: Duration::from_millis(config.hearts_batch_ms),
+                reconnect_grace: Duration::from_secs(config.reconnect_grace_secs),
+                max_queued_messages: config.max_queued_messages.max(1),
+            },
+            ws: ws::Limits {
+                max_frame_bytes: config.max_frame_bytes,
+                max_messages_per_sec: config.max_messages_per_sec.max(1),
+                idle_timeout: Duration::from_secs(config.ws_idle_timeout_secs.max(1)),
+            },
+            whip: Arc::new(WhipState {
+                resources: whip::Resources::default(),
+                ice_server_links: config.ice_server_links(),
             }),
-            whip: whip::Resources::default(),
-            ice_server_links: config.ice_server_links(),
-            keys,
-            hearts_batch: Duration::from_millis(config.hearts_batch_ms),
-            workers,
-            next_worker: AtomicUsize::new(0),
-            shutdown: watch::Sender::new(false),
-            draining: AtomicBool::new(false),
-            sessions: AtomicUsize::new(0),
-            metrics: Metrics::new(),
-            ip_limiter: IpLimiter::new(
-                config.max_new_sessions_per_sec_per_ip,
-                config.max_sessions_per_ip,
-                config.exempt_loopback(),
-            ),
-            max_frame_bytes: config.max_frame_bytes,
-            max_messages_per_sec: config.max_messages_per_sec.max(1),
-            ws_idle_timeout: Duration::from_secs(config.ws_idle_timeout_secs.max(1)),
-            drain_timeout: Duration::from_secs(config.drain_timeout_secs),
-            reconnect_grace: Duration::from_secs(config.reconnect_grace_secs),
-            metrics_max_stream_labels: config.metrics_max_stream_labels,
-            trusted_proxies: config.trusted_proxies.clone(),
+            connections,
+            cluster,
         })
-    }
-
-    /// The client's address for per-IP limits: the connection's, or, when that is a trusted
-    /// proxy, the nearest untrusted address of `X-Forwarded-For` (read from the right, since
-    /// the left part is whatever the client claimed).
-    pub fn client_ip(&self, peer: SocketAddr, headers: &axum::http::HeaderMap) -> std::net::IpAddr {
-        if !self.trusted_proxies.contains(&peer.ip()) {
-            return peer.ip();
-        }
-        headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
-            .rev()
-            .find(|ip| !self.trusted_proxies.contains(ip))
-            .unwrap_or(peer.ip())
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-
-    /// Every worker's totals, summed where a scrape needs them.
-    async fn worker_stats(&self) -> Vec<WorkerStats> {
-        let mut all = Vec::with_capacity(self.workers.len());
-        for w in &self.workers {
-            all.push(w.stats().await.unwrap_or_default());
-        }
-        all
-    }
-
-    /// Spreads peers over workers in turn.
-    pub fn pick_worker(&self) -> WorkerHandle {
-        let i = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
-        self.workers[i].clone()
     }
 }
 
 /// The HTTP routes.
-pub fn app(state: Arc<AppState>) -> Router {
+pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/docs/protocol", get(protocol_doc))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/streams", get(streams))
-        .route("/ws", get(ws))
+        .route("/ws", get(ws::upgrade))
         .merge(web::routes())
         .merge(whip::routes())
         .with_state(state)
@@ -182,68 +213,103 @@ async fn protocol_doc() -> Response {
         .into_response()
 }
 
-/// 200 while serving; 503 with `"status":"draining"` once a shutdown began, so a load balancer
-/// moves people away.
-async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    let draining = state.is_draining();
-    let body = serde_json::json!({
-        "status": if draining { "draining" } else { "ok" },
-        "streams": state.directory.stream_count(),
-        "sessions": state.sessions.load(Ordering::Relaxed),
-        "workers": state.workers.len(),
-    });
-    let status = if draining {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
+async fn healthz(
+    State(lifecycle): State<Arc<Lifecycle>>,
+    State(directory): State<Arc<Directory>>,
+    State(workers): State<Arc<Workers>>,
+) -> Response {
+    let (status, body) = health(
+        lifecycle.is_draining(),
+        &workers.health(),
+        directory.stream_count(),
+        lifecycle.open_sessions(),
+    );
     (status, axum::Json(body)).into_response()
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let workers = state.worker_stats().await;
-    let text = state.metrics.render(
-        &workers,
-        state.directory.stream_count(),
-        state.directory.viewer_count(),
-        &state
-            .directory
-            .viewers_per_stream(state.metrics_max_stream_labels),
+/// 200 `ok` while serving. 503 with `draining` once a shutdown began, and with `degraded` while
+/// a media worker is restarting after a panic, so a load balancer moves new people away (the
+/// workers that are up keep serving everyone they hold). Each worker is listed with its state,
+/// its media peers and how often it was restarted.
+fn health(
+    draining: bool,
+    workers: &[worker::WorkerHealth],
+    streams: usize,
+    sessions: usize,
+) -> (StatusCode, serde_json::Value) {
+    let down = workers
+        .iter()
+        .any(|w| w.state != worker::WorkerState::Alive);
+    let status = if draining {
+        "draining"
+    } else if down {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let body = serde_json::json!({
+        "status": status,
+        "streams": streams,
+        "sessions": sessions,
+        "workers": workers.iter().map(|w| serde_json::json!({
+            "index": w.index,
+            "state": w.state.as_str(),
+            "peers": w.peers,
+            "restarts": w.restarts,
+        })).collect::<Vec<_>>(),
+    });
+    let code = if status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body)
+}
+
+async fn metrics(
+    State(metrics): State<Arc<Metrics>>,
+    State(directory): State<Arc<Directory>>,
+    State(workers): State<Arc<Workers>>,
+    State(connections): State<Arc<accept::Connections>>,
+) -> Response {
+    let text = metrics.render(
+        &workers.stats().await,
+        &workers.health(),
+        &connections.stats(),
+        directory.stream_count(),
+        directory.viewer_count(),
+        &directory.viewers_per_stream(metrics.max_stream_labels()),
     );
     ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response()
 }
 
-async fn streams(State(state): State<Arc<AppState>>) -> Response {
-    axum::Json(state.directory.list()).into_response()
-}
-
-async fn ws(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: axum::http::HeaderMap,
-    upgrade: WebSocketUpgrade,
+/// The live streams: in cluster mode, every node's.
+async fn streams(
+    State(directory): State<Arc<Directory>>,
+    State(cluster): State<Option<Arc<cluster::Cluster>>>,
 ) -> Response {
-    let limit = WS_READ_LIMIT_BYTES.max(state.max_frame_bytes.saturating_mul(2));
-    // Refusals are sent over the socket: a browser cannot read the status of a failed upgrade.
-    let admitted = if state.is_draining() {
-        Err(session::Refused::Draining)
-    } else {
-        state
-            .ip_limiter
-            .acquire(state.client_ip(peer, &headers), Instant::now())
-            .map_err(session::Refused::Limit)
-    };
-    upgrade
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| session::run(socket, state, admitted))
+    match cluster {
+        Some(c) => axum::Json(c.streams(&directory)).into_response(),
+        None => axum::Json(directory.list()).into_response(),
+    }
 }
 
 /// Binds the media sockets and starts the workers.
-pub fn start_media(config: &Config) -> anyhow::Result<Arc<AppState>> {
+pub fn start_media(config: &Config) -> anyhow::Result<AppState> {
     let srtp = golive_sfu::SrtpPolicy {
         allow_legacy_cm: config.srtp_legacy,
     };
+    #[cfg(debug_assertions)]
+    if let Some(token) = &config.test_worker_panic {
+        anyhow::ensure!(
+            token.len() >= 16,
+            "--test-worker-panic needs a token of at least 16 bytes"
+        );
+        tracing::warn!(
+            "test hook armed: a datagram carrying the --test-worker-panic token makes a media worker panic"
+        );
+        let _ = worker::TEST_PANIC_TOKEN.set(token.as_bytes().to_vec());
+    }
     let workers = worker::start_workers(
         config.worker_count(),
         config.udp_bind_ip(),
@@ -259,43 +325,49 @@ pub fn start_media(config: &Config) -> anyhow::Result<Arc<AppState>> {
     for w in &workers {
         tracing::info!(worker = w.index, "media on udp {}", w.addr);
     }
-    Ok(Arc::new(AppState::new(workers, config)?))
+    AppState::new(workers, config)
 }
 
 /// Serves HTTP and signalling until `shutdown` resolves and every session has closed.
 pub async fn serve(
-    state: Arc<AppState>,
+    state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let ticker_state = state.clone();
+    let directory = state.directory.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(VIEWER_COUNT_TICK);
         loop {
             tick.tick().await;
-            ticker_state.directory.send_viewer_counts(Instant::now());
+            directory.send_viewer_counts(Instant::now());
         }
     });
-    if !state.hearts_batch.is_zero() {
-        let hearts_state = state.clone();
+    let hearts_batch = state.sessions.hearts_batch;
+    if !hearts_batch.is_zero() {
+        let directory = state.directory.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(hearts_state.hearts_batch);
+            let mut tick = tokio::time::interval(hearts_batch);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                hearts_state.directory.send_heart_batches();
+                directory.send_heart_batches();
             }
         });
     }
 
-    let shutdown_state = state.clone();
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    if let Some(cluster) = state.cluster.clone() {
+        tokio::spawn(cluster.run(
+            state.directory.clone(),
+            state.workers.clone(),
+            listener.local_addr()?,
+        ));
+    }
+
+    let lifecycle = state.lifecycle.clone();
+    let connections = state.connections.clone();
+    accept::serve(listener, app(state), connections, async move {
         shutdown.await;
-        drain(&shutdown_state).await;
+        drain(&lifecycle).await;
     })
     .await?;
     Ok(())
@@ -303,19 +375,61 @@ pub async fn serve(
 
 /// Graceful drain: refuse new sessions (health says draining), tell every session to end, and
 /// wait until they have closed or the drain timeout passed. HTTP keeps serving meanwhile.
-async fn drain(state: &AppState) {
-    state.draining.store(true, Ordering::Relaxed);
-    let open = state.sessions.load(Ordering::Relaxed);
-    tracing::info!(sessions = open, timeout = ?state.drain_timeout, "draining: telling every session");
-    state.shutdown.send_replace(true);
-    let deadline = Instant::now() + state.drain_timeout;
-    while state.sessions.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+async fn drain(lifecycle: &Lifecycle) {
+    let timeout = lifecycle.drain_timeout();
+    tracing::info!(
+        sessions = lifecycle.open_sessions(),
+        ?timeout,
+        "draining: telling every session"
+    );
+    lifecycle.begin_drain();
+    let deadline = Instant::now() + timeout;
+    while lifecycle.open_sessions() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let left = state.sessions.load(Ordering::Relaxed);
+    let left = lifecycle.open_sessions();
     if left > 0 {
         tracing::warn!(sessions = left, "drain timeout passed; closing anyway");
     } else {
         tracing::info!("every session closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::{WorkerHealth, WorkerState};
+
+    fn worker(index: usize, state: WorkerState) -> WorkerHealth {
+        WorkerHealth {
+            index,
+            state,
+            peers: 3,
+            restarts: 1,
+        }
+    }
+
+    #[test]
+    fn health_is_503_while_a_worker_restarts_or_the_server_drains() {
+        let up = [worker(0, WorkerState::Alive), worker(1, WorkerState::Alive)];
+        let (code, body) = health(false, &up, 2, 5);
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(body["status"], "ok");
+        assert_eq!(body["workers"][1]["state"], "alive");
+        assert_eq!(body["workers"][1]["peers"], 3);
+        assert_eq!(body["workers"][1]["restarts"], 1);
+
+        let one_down = [
+            worker(0, WorkerState::Alive),
+            worker(1, WorkerState::Restarting),
+        ];
+        let (code, body) = health(false, &one_down, 2, 5);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "degraded");
+        assert_eq!(body["workers"][1]["state"], "restarting");
+
+        let (code, body) = health(true, &up, 0, 0);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "draining");
     }
 }

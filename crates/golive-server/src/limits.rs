@@ -1,25 +1,93 @@
 //! Per-client-address limits: new sessions per second and sessions open at once. A refused
-//! client gets a clear error code; nobody else notices.
+//! client gets a clear error code; nobody else notices. And the one [`TokenBucket`] every rate
+//! limit of the server is made of.
 //!
 //! Loopback clients can be exempt ([`IpLimiter::new`]'s `exempt_loopback`): on a server bound to
 //! loopback, every client is on the same machine (a developer's browser tabs, the load tester's
 //! hundreds of viewers), so one address stands for many people and a per-address limit would only
 //! refuse the documented local load test. The global limits (streams, viewers) still hold.
+//!
+//! Every limit counts per [`client_key`]: an IPv4 address, or the /64 of an IPv6 address.
 
 use golive_proto::{ErrorCode, ProtocolError};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// Entries of addresses with no open session are forgotten after this long (their new-session
-/// budget has refilled by then anyway).
-const FORGET_AFTER: Duration = Duration::from_secs(60);
+/// The length of the IPv6 prefix that counts as one client. RFC 6177 and every major ISP hand a
+/// subscriber at least a /64 (SLAAC needs one per link), so one household or one rented server
+/// can pick any of 2^64 addresses inside it: keyed on the whole address, a single client would
+/// get 2^64 budgets.
+pub const IPV6_CLIENT_PREFIX_BITS: u32 = 64;
+
+/// The key a client's address is counted under: an IPv4 address as it is (an IPv4-mapped IPv6
+/// address, as a dual-stack listener sees IPv4 clients, as the IPv4 address it maps), an IPv6
+/// address as its /64 with the interface bits zeroed.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mask = u128::MAX << (128 - IPV6_CLIENT_PREFIX_BITS);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+        },
+    }
+}
+
+/// Past this many addresses, those with no open session and a full budget (which are as good
+/// as new) are forgotten.
+const FORGET_ABOVE_ADDRESSES: usize = 4096;
+
+/// A token bucket: up to `capacity` takes at once, refilled at `per_sec`. The caller passes the
+/// time, so a test drives it with a clock of its own.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    tokens: f64,
+    capacity: f64,
+    per_sec: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(capacity: f64, per_sec: f64, now: Instant) -> Self {
+        Self {
+            tokens: capacity,
+            capacity,
+            per_sec,
+            last: now,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        self.tokens = self.tokens_at(now);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the bucket has refilled completely by `now`.
+    pub fn is_full(&self, now: Instant) -> bool {
+        self.tokens_at(now) >= self.capacity
+    }
+
+    fn tokens_at(&self, now: Instant) -> f64 {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.per_sec;
+        (self.tokens + refill).min(self.capacity)
+    }
+}
 
 struct PerIp {
     open: usize,
-    tokens: f64,
-    last: Instant,
+    new_sessions: TokenBucket,
 }
 
 /// Counts sessions per client IP address.
@@ -94,6 +162,7 @@ impl IpLimiter {
 
     /// Takes a place for a new session from `ip`, or says which limit refuses it.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<IpSlot, Refusal> {
+        let ip = client_key(ip);
         if self.is_exempt(ip) {
             return Ok(IpSlot {
                 limiter: self.clone(),
@@ -101,25 +170,20 @@ impl IpLimiter {
             });
         }
         let mut map = self.lock();
-        if map.len() > 4096 {
-            map.retain(|_, e| e.open > 0 || now.saturating_duration_since(e.last) < FORGET_AFTER);
+        if map.len() > FORGET_ABOVE_ADDRESSES {
+            map.retain(|_, e| e.open > 0 || !e.new_sessions.is_full(now));
         }
-        let burst = self.per_sec;
-        let e = map.entry(ip).or_insert(PerIp {
+        let e = map.entry(ip).or_insert_with(|| PerIp {
             open: 0,
-            tokens: burst,
-            last: now,
+            // A burst of one second's worth.
+            new_sessions: TokenBucket::new(self.per_sec, self.per_sec, now),
         });
-        e.tokens = (e.tokens + now.saturating_duration_since(e.last).as_secs_f64() * self.per_sec)
-            .min(burst);
-        e.last = now;
         if e.open >= self.max_open {
             return Err(Refusal::SessionsPerIp);
         }
-        if e.tokens < 1.0 {
+        if !e.new_sessions.take(now) {
             return Err(Refusal::NewSessionsPerSecond);
         }
-        e.tokens -= 1.0;
         e.open += 1;
         Ok(IpSlot {
             limiter: self.clone(),
@@ -129,17 +193,34 @@ impl IpLimiter {
 
     /// Whether `ip` is admitted without counting.
     pub fn is_exempt(&self, ip: IpAddr) -> bool {
-        self.exempt_loopback && ip.is_loopback()
+        self.exempt_loopback && client_key(ip).is_loopback()
     }
 
     pub fn open_sessions(&self, ip: IpAddr) -> usize {
-        self.lock().get(&ip).map_or(0, |e| e.open)
+        self.lock().get(&client_key(ip)).map_or(0, |e| e.open)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn token_bucket_gives_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(3.0, 2.0, t0);
+        assert!(b.is_full(t0));
+        assert_eq!((0..5).filter(|_| b.take(t0)).count(), 3);
+        assert!(!b.is_full(t0));
+        // Half a second at 2 a second refills one token, never more than the capacity.
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(b.take(t1));
+        assert!(!b.take(t1));
+        let later = t1 + Duration::from_secs(60);
+        assert!(b.is_full(later));
+        assert_eq!((0..5).filter(|_| b.take(later)).count(), 3);
+    }
 
     #[test]
     fn new_sessions_are_rate_limited_and_open_ones_capped_per_address() {
@@ -179,5 +260,28 @@ mod tests {
         let _one = enforced.acquire(local, t0).unwrap();
         assert!(enforced.acquire(local, t0).is_err());
         assert!(enforced.acquire("::1".parse().unwrap(), t0).is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64_and_mapped_ipv4_as_ipv4() {
+        let key = |s: &str| client_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff:1:2:3"));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2::"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_eq!(key("192.0.2.7").to_string(), "192.0.2.7");
+        assert!(key("::ffff:127.0.0.1").is_loopback());
+
+        // One client hopping through its /64 shares one budget.
+        let l = IpLimiter::new(100, 2, false);
+        let t0 = Instant::now();
+        let _a = l.acquire("2001:db8::1".parse().unwrap(), t0).unwrap();
+        let _b = l.acquire("2001:db8::ffff:2".parse().unwrap(), t0).unwrap();
+        assert_eq!(
+            l.acquire("2001:db8::abcd:3".parse().unwrap(), t0).err(),
+            Some(Refusal::SessionsPerIp)
+        );
+        assert_eq!(l.open_sessions("2001:db8::77".parse().unwrap()), 2);
+        assert!(l.acquire("2001:db8:0:1::1".parse().unwrap(), t0).is_ok());
     }
 }

@@ -7,7 +7,7 @@ use tracing_subscriber::EnvFilter;
 /// Our own crates at info; the `rtc` stack logs every peer's state changes at info, warns for
 /// every datagram its pipeline refuses (so a peer sending garbage could flood the log: golive
 /// counts those instead), and `rtc_dtls` warns 18 times per Chromium handshake about DTLS 1.3
-/// extensions it ignores (RTC-NOTES pitfall 9), so those stay at error.
+/// extensions it ignores (the handshake falls back to DTLS 1.2), so those stay at error.
 const DEFAULT_LOG_FILTER: &str =
     "warn,golive=info,golive_server=info,golive_sfu=info,rtc=error,rtc_dtls=error";
 /// After the drain timeout, HTTP connections get this long to finish before the process exits.
@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = signalled_rx.await;
     };
     let state = golive_server::start_media(&config)?;
-    let drain_timeout = state.drain_timeout;
+    let drain_timeout = state.lifecycle.drain_timeout();
     #[cfg(unix)]
     {
         // SIGHUP re-reads the stream keys.

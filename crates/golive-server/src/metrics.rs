@@ -3,7 +3,9 @@
 //! `--metrics-max-stream-labels` streams (by name).
 //!
 //! Media counters live in the workers (no shared state on the packet path); a scrape asks every
-//! worker for its totals and adds what changed since the last scrape.
+//! worker for its totals and adds what changed since the last scrape. A worker restarted after a
+//! panic counts from zero again: its totals are then all new. What a worker counted between the
+//! last scrape and its panic is lost, which is rare and small next to losing the worker.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -11,7 +13,8 @@ use prometheus::{
 };
 use std::sync::Mutex;
 
-use crate::worker::WorkerStats;
+use crate::accept::ConnStats;
+use crate::worker::{WorkerHealth, WorkerState, WorkerStats};
 
 pub struct Metrics {
     registry: Registry,
@@ -38,8 +41,21 @@ pub struct Metrics {
     limit_refusals: IntCounterVec,
     cpu_seconds: prometheus::Gauge,
     resident_bytes: IntGauge,
-    /// Each worker's totals at the previous scrape.
-    last: Mutex<Vec<WorkerStats>>,
+    workers: IntGaugeVec,
+    worker_restarts: IntCounter,
+    http_connections: IntGauge,
+    accept_errors: IntCounter,
+    /// At the previous scrape: each worker's totals, all restarts, the connection counters.
+    last: Mutex<Last>,
+    /// Per-stream labels for at most this many streams.
+    max_stream_labels: usize,
+}
+
+#[derive(Default)]
+struct Last {
+    workers: Vec<WorkerStats>,
+    restarts: u64,
+    connections: ConnStats,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
@@ -85,6 +101,16 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(peers.clone())).expect("unique metric");
+        let workers = IntGaugeVec::new(
+            Opts::new(
+                "golive_workers",
+                "Media workers by state (restarting: after a panic)",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(workers.clone()))
+            .expect("unique metric");
         let ttff = Histogram::with_opts(
             HistogramOpts::new(
                 "golive_ttff_seconds",
@@ -179,9 +205,36 @@ impl Metrics {
                 "process_resident_memory_bytes",
                 "Resident memory size in bytes",
             ),
-            last: Mutex::new(Vec::new()),
+            workers,
+            worker_restarts: counter(
+                &r,
+                "golive_worker_restarts_total",
+                "Media workers started again after a panic",
+            ),
+            http_connections: gauge(
+                &r,
+                "golive_http_connections",
+                "HTTP connections open (WebSockets included)",
+            ),
+            accept_errors: counter(
+                &r,
+                "golive_http_accept_errors_total",
+                "Failed accepts of HTTP connections (out of descriptors, say)",
+            ),
+            last: Mutex::new(Last::default()),
             registry: r,
+            max_stream_labels: usize::MAX,
         }
+    }
+
+    /// Per-stream labels for at most `n` streams (the first by name).
+    pub fn with_max_stream_labels(mut self, n: usize) -> Self {
+        self.max_stream_labels = n;
+        self
+    }
+
+    pub fn max_stream_labels(&self) -> usize {
+        self.max_stream_labels
     }
 
     pub fn signalling_message(&self, ty: &str) {
@@ -196,83 +249,83 @@ impl Metrics {
         self.limit_refusals.with_label_values(&[limit]).inc();
     }
 
-    /// Renders everything, after folding in the workers' totals and the directory's gauges.
+    /// Renders everything, after folding in the workers' totals (`None` for a worker that is
+    /// down), their health, the HTTP connections and the directory's gauges.
+    /// The registry, for metrics that other parts of the server own (the cluster's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn render(
         &self,
-        workers: &[WorkerStats],
+        workers: &[Option<WorkerStats>],
+        health: &[WorkerHealth],
+        connections: &ConnStats,
         streams: usize,
         viewers: usize,
         per_stream: &[(String, usize)],
     ) -> String {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let Last {
+            workers: last,
+            restarts: last_restarts,
+            connections: last_connections,
+        } = &mut *guard;
         last.resize_with(workers.len(), WorkerStats::default);
-        for (w, l) in workers.iter().zip(last.iter()) {
-            let d = |now: u64, before: u64| now.saturating_sub(before);
-            self.packets_in.inc_by(d(w.sfu.rtp_in, l.sfu.rtp_in));
-            self.packets_out.inc_by(d(
-                w.sfu.rtp_forwarded + w.sfu.cache_packets_sent,
-                l.sfu.rtp_forwarded + l.sfu.cache_packets_sent,
-            ));
-            self.datagrams_in.inc_by(d(w.datagrams_in, l.datagrams_in));
-            self.datagrams_out
-                .inc_by(d(w.datagrams_out, l.datagrams_out));
-            self.bytes_in.inc_by(d(w.bytes_in, l.bytes_in));
-            self.bytes_out.inc_by(d(w.bytes_out, l.bytes_out));
-            for (reason, now, before) in [
-                (
-                    "unroutable",
-                    w.sfu.datagrams_unroutable,
-                    l.sfu.datagrams_unroutable,
-                ),
-                ("garbage", w.sfu.datagrams_garbage, l.sfu.datagrams_garbage),
-                (
-                    "duplicate_or_padding",
-                    w.sfu.rtp_dropped_duplicate_or_padding,
-                    l.sfu.rtp_dropped_duplicate_or_padding,
-                ),
-                (
-                    "unknown_payload_type",
-                    w.sfu.rtp_dropped_unknown_payload_type,
-                    l.sfu.rtp_dropped_unknown_payload_type,
-                ),
-                (
-                    "slow_viewer",
-                    w.sfu.rtp_dropped_slow_viewer,
-                    l.sfu.rtp_dropped_slow_viewer,
-                ),
-                (
-                    "send_failed",
-                    w.datagrams_send_failed,
-                    l.datagrams_send_failed,
-                ),
-                (
-                    "worker_queue_full",
-                    w.media_queue_dropped,
-                    l.media_queue_dropped,
-                ),
-            ] {
-                self.dropped
-                    .with_label_values(&[reason])
-                    .inc_by(d(now, before));
-            }
-            self.nacks.inc_by(d(w.sfu.nacked, l.sfu.nacked));
-            self.retransmissions
-                .inc_by(d(w.sfu.retransmitted, l.sfu.retransmitted));
-            self.rtx_sent
-                .inc_by(d(w.sfu.retransmitted_rtx, l.sfu.retransmitted_rtx));
-            self.keyframe_requests_sent
-                .inc_by(d(w.sfu.pli_sent, l.sfu.pli_sent));
-            self.keyframe_requests_received
-                .inc_by(d(w.sfu.keyframe_requests_in, l.sfu.keyframe_requests_in));
-            self.keyframe_cache_hits.inc_by(d(
-                w.sfu.viewers_started_from_cache,
-                l.sfu.viewers_started_from_cache,
-            ));
+        let fresh = WorkerStats::default();
+        for (w, l) in workers.iter().zip(last.iter_mut()) {
+            let Some(w) = w else { continue };
+            // Totals of a new life of the worker start from zero.
+            let before = if l.incarnation == w.incarnation {
+                &*l
+            } else {
+                &fresh
+            };
+            self.add_worker_deltas(w, before);
+            *l = w.clone();
         }
-        *last = workers.to_vec();
-        drop(last);
-        let connecting: usize = workers.iter().map(|w| w.peers_connecting).sum();
-        let connected: usize = workers.iter().map(|w| w.peers_connected).sum();
+        let restarts: u64 = health.iter().map(|h| h.restarts).sum();
+        self.worker_restarts
+            .inc_by(restarts.saturating_sub(*last_restarts));
+        *last_restarts = restarts;
+        let c = connections;
+        let l = &*last_connections;
+        for (limit, now, before) in [
+            (
+                "max_connections",
+                c.refused_max_connections,
+                l.refused_max_connections,
+            ),
+            (
+                "max_connections_per_ip",
+                c.refused_max_connections_per_ip,
+                l.refused_max_connections_per_ip,
+            ),
+            ("http_header_timeout", c.header_timeouts, l.header_timeouts),
+            (
+                "http_request_timeout",
+                c.request_timeouts,
+                l.request_timeouts,
+            ),
+        ] {
+            self.limit_refusals
+                .with_label_values(&[limit])
+                .inc_by(now.saturating_sub(before));
+        }
+        self.accept_errors
+            .inc_by(c.accept_errors.saturating_sub(l.accept_errors));
+        self.http_connections.set(c.open as i64);
+        *last_connections = c.clone();
+        drop(guard);
+        let live = workers.iter().flatten();
+        let connecting: usize = live.clone().map(|w| w.peers_connecting).sum();
+        let connected: usize = live.map(|w| w.peers_connected).sum();
+        for state in [WorkerState::Alive, WorkerState::Restarting] {
+            let n = health.iter().filter(|h| h.state == state).count();
+            self.workers
+                .with_label_values(&[state.as_str()])
+                .set(n as i64);
+        }
         self.peers
             .with_label_values(&["connecting"])
             .set(connecting as i64);
@@ -296,6 +349,71 @@ impl Metrics {
             tracing::error!("metrics encoding failed: {e}");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Adds what worker `w` counted since `l`.
+    fn add_worker_deltas(&self, w: &WorkerStats, l: &WorkerStats) {
+        let d = |now: u64, before: u64| now.saturating_sub(before);
+        self.packets_in.inc_by(d(w.sfu.rtp_in, l.sfu.rtp_in));
+        self.packets_out.inc_by(d(
+            w.sfu.rtp_forwarded + w.sfu.cache_packets_sent,
+            l.sfu.rtp_forwarded + l.sfu.cache_packets_sent,
+        ));
+        self.datagrams_in.inc_by(d(w.datagrams_in, l.datagrams_in));
+        self.datagrams_out
+            .inc_by(d(w.datagrams_out, l.datagrams_out));
+        self.bytes_in.inc_by(d(w.bytes_in, l.bytes_in));
+        self.bytes_out.inc_by(d(w.bytes_out, l.bytes_out));
+        for (reason, now, before) in [
+            (
+                "unroutable",
+                w.sfu.datagrams_unroutable,
+                l.sfu.datagrams_unroutable,
+            ),
+            ("garbage", w.sfu.datagrams_garbage, l.sfu.datagrams_garbage),
+            (
+                "duplicate_or_padding",
+                w.sfu.rtp_dropped_duplicate_or_padding,
+                l.sfu.rtp_dropped_duplicate_or_padding,
+            ),
+            (
+                "unknown_payload_type",
+                w.sfu.rtp_dropped_unknown_payload_type,
+                l.sfu.rtp_dropped_unknown_payload_type,
+            ),
+            (
+                "slow_viewer",
+                w.sfu.rtp_dropped_slow_viewer,
+                l.sfu.rtp_dropped_slow_viewer,
+            ),
+            (
+                "send_failed",
+                w.datagrams_send_failed,
+                l.datagrams_send_failed,
+            ),
+            (
+                "worker_queue_full",
+                w.media_queue_dropped,
+                l.media_queue_dropped,
+            ),
+        ] {
+            self.dropped
+                .with_label_values(&[reason])
+                .inc_by(d(now, before));
+        }
+        self.nacks.inc_by(d(w.sfu.nacked, l.sfu.nacked));
+        self.retransmissions
+            .inc_by(d(w.sfu.retransmitted, l.sfu.retransmitted));
+        self.rtx_sent
+            .inc_by(d(w.sfu.retransmitted_rtx, l.sfu.retransmitted_rtx));
+        self.keyframe_requests_sent
+            .inc_by(d(w.sfu.pli_sent, l.sfu.pli_sent));
+        self.keyframe_requests_received
+            .inc_by(d(w.sfu.keyframe_requests_in, l.sfu.keyframe_requests_in));
+        self.keyframe_cache_hits.inc_by(d(
+            w.sfu.viewers_started_from_cache,
+            l.sfu.viewers_started_from_cache,
+        ));
     }
 }
 
@@ -326,7 +444,21 @@ mod tests {
         m.signalling_message("watch");
         m.signalling_error("stream_not_found");
         m.limit_refused("max_streams");
-        let text = m.render(std::slice::from_ref(&w), 1, 3, &[("show".into(), 3)]);
+        let alive = WorkerHealth {
+            index: 0,
+            state: WorkerState::Alive,
+            peers: 0,
+            restarts: 0,
+        };
+        let health = std::slice::from_ref(&alive);
+        let text = m.render(
+            &[Some(w.clone())],
+            health,
+            &ConnStats::default(),
+            1,
+            3,
+            &[("show".into(), 3)],
+        );
         assert!(text.contains("golive_packets_in_total 10"), "{text}");
         assert!(text.contains("golive_bytes_out_total 5000"));
         assert!(text.contains("golive_signalling_messages_total{type=\"watch\"} 1"));
@@ -337,11 +469,95 @@ mod tests {
         assert!(text.contains("process_resident_memory_bytes "));
         assert!(text.contains("# TYPE golive_ttff_seconds histogram"));
         w.sfu.rtp_in = 25;
-        let text = m.render(std::slice::from_ref(&w), 0, 0, &[]);
+        let text = m.render(&[Some(w.clone())], health, &ConnStats::default(), 0, 0, &[]);
         assert!(text.contains("golive_packets_in_total 25"), "{text}");
         assert!(
             !text.contains("golive_stream_viewers{"),
             "labels of ended streams go"
         );
+        assert!(text.contains("golive_worker_restarts_total 0"), "{text}");
+        assert!(text.contains("golive_workers{state=\"alive\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn a_restarted_worker_counts_from_zero_and_its_restarts_are_counted() {
+        let m = Metrics::new();
+        let mut w = WorkerStats::default();
+        w.sfu.rtp_in = 100;
+        let mut h = WorkerHealth {
+            index: 0,
+            state: WorkerState::Alive,
+            peers: 2,
+            restarts: 0,
+        };
+        m.render(
+            &[Some(w.clone())],
+            std::slice::from_ref(&h),
+            &ConnStats::default(),
+            0,
+            0,
+            &[],
+        );
+        // Down: no totals, nothing lost or counted twice.
+        h.state = WorkerState::Restarting;
+        h.restarts = 1;
+        let text = m.render(
+            &[None],
+            std::slice::from_ref(&h),
+            &ConnStats::default(),
+            0,
+            0,
+            &[],
+        );
+        assert!(text.contains("golive_packets_in_total 100"), "{text}");
+        assert!(text.contains("golive_worker_restarts_total 1"), "{text}");
+        assert!(
+            text.contains("golive_workers{state=\"restarting\"} 1"),
+            "{text}"
+        );
+        // Back, in its second life, with 30 packets since the restart.
+        h.state = WorkerState::Alive;
+        w.incarnation = 1;
+        w.sfu.rtp_in = 30;
+        let text = m.render(
+            &[Some(w)],
+            std::slice::from_ref(&h),
+            &ConnStats::default(),
+            0,
+            0,
+            &[],
+        );
+        assert!(text.contains("golive_packets_in_total 130"), "{text}");
+        assert!(text.contains("golive_worker_restarts_total 1"), "{text}");
+        assert!(
+            text.contains("golive_workers{state=\"restarting\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn http_connections_and_their_refusals_are_exported() {
+        let m = Metrics::new();
+        let mut c = ConnStats {
+            open: 7,
+            refused_max_connections_per_ip: 250,
+            header_timeouts: 3,
+            ..ConnStats::default()
+        };
+        let text = m.render(&[], &[], &c, 0, 0, &[]);
+        assert!(text.contains("golive_http_connections 7"), "{text}");
+        assert!(
+            text.contains("golive_limit_refusals_total{limit=\"max_connections_per_ip\"} 250"),
+            "{text}"
+        );
+        assert!(text.contains("golive_limit_refusals_total{limit=\"http_header_timeout\"} 3"));
+        c.open = 1;
+        c.accept_errors = 2;
+        c.refused_max_connections = 1;
+        let text = m.render(&[], &[], &c, 0, 0, &[]);
+        assert!(text.contains("golive_http_connections 1"), "{text}");
+        assert!(text.contains("golive_http_accept_errors_total 2"), "{text}");
+        assert!(text.contains("golive_limit_refusals_total{limit=\"max_connections\"} 1"));
+        assert!(text.contains("golive_limit_refusals_total{limit=\"max_connections_per_ip\"} 250"));
     }
 }

@@ -1,107 +1,245 @@
-//! One WebSocket is one signalling session: a broadcaster or a viewer.
+//! A signalling session: one broadcaster or one viewer, behind either front-end (the
+//! WebSocket protocol in `ws`, WHIP/WHEP in `whip`).
 //!
-//! The session parses each frame, calls the directory and a media worker, and maps every
-//! failure to an `error` message; the socket stays open after an error about a message. Closing
-//! the socket (or `leave`) ends the session's broadcast or viewing at once.
+//! A session takes parsed client messages one at a time, calls the directory and a media
+//! worker, and maps every failure to a [`ProtocolError`]; it stays usable after an error about
+//! a message. What it says on its own (audience frames, `ended`) comes out of its outbox.
+//! Dropping its handle (the socket closed, the WHIP resource was deleted) ends the session's
+//! broadcast or viewing at once.
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::http::HeaderMap;
 use golive_proto::{
-    CLOSE_MESSAGE_TOO_BIG, ClientMessage, EndReason, ErrorCode, ProtocolError, ServerMessage,
-    StreamName, chat_text, display_name,
+    ClientMessage, EndReason, ErrorCode, ProtocolError, ServerMessage, StreamName, chat_text,
+    display_name,
 };
 use golive_sfu::{PeerId, SfuError};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::AppState;
-use crate::directory::limit_label;
-use crate::limits::{IpSlot, Refusal};
-use crate::worker::{Command, WorkerHandle};
+use crate::cluster::Cluster;
+use crate::directory::{AudienceEvent, AudienceSink, Directory, MemberId, Sink, limit_label};
+use crate::keys::StreamKeys;
+use crate::limits::{IpLimiter, IpSlot, Refusal, TokenBucket};
+use crate::metrics::Metrics;
+use crate::outbox::{Outbox, OutboxRx, Outgoing, outbox};
+use crate::worker::{Command, PeerEvent, PeerEvents, WorkerHandle, WorkerHealth, WorkerStats};
 
-/// A WebSocket whose outgoing queue holds more than this many messages is not reading: cut.
-const MAX_OUTBOX_BACKLOG: usize = 4096;
-/// WebSocket close codes (RFC 6455).
-const CLOSE_GOING_AWAY: u16 = 1001;
-const CLOSE_POLICY: u16 = 1008;
-const CLOSE_TRY_LATER: u16 = 1013;
+/// What every session shares, whichever front-end it is behind.
+#[derive(Clone)]
+pub struct Context {
+    pub directory: Arc<Directory>,
+    /// Cluster mode (`--cluster-redis`); `None` on a node that runs alone.
+    pub cluster: Option<Arc<Cluster>>,
+    pub workers: Arc<Workers>,
+    pub keys: Arc<StreamKeys>,
+    pub metrics: Arc<Metrics>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub settings: Settings,
+}
 
-/// Why a WebSocket was not admitted.
+/// How sessions behave, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Hearts are gathered and sent this often; zero sends each at once.
+    pub hearts_batch: Duration,
+    /// How long viewers wait for a broadcaster whose connection was lost.
+    pub reconnect_grace: Duration,
+    /// Messages waiting for one client (see [`Outbox`]).
+    pub max_queued_messages: usize,
+}
+
+/// The media workers: new peers are spread over them in turn.
+pub struct Workers {
+    handles: Vec<WorkerHandle>,
+    next: AtomicUsize,
+}
+
+impl Workers {
+    pub fn new(handles: Vec<WorkerHandle>) -> Self {
+        assert!(!handles.is_empty(), "at least one media worker");
+        Self {
+            handles,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The worker that takes the next peer: the live workers in turn. A worker that is
+    /// restarting after a panic is skipped; only when every worker is, the next in turn is taken
+    /// anyway: its commands wait in its queue and are answered as soon as it is back, a moment
+    /// later.
+    pub fn pick(&self) -> WorkerHandle {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        pick_alive(&self.handles, turn).clone()
+    }
+
+    pub fn handles(&self) -> &[WorkerHandle] {
+        &self.handles
+    }
+
+    /// Every worker's totals (`None` for one that is down or did not answer).
+    pub async fn stats(&self) -> Vec<Option<WorkerStats>> {
+        let mut all = Vec::with_capacity(self.handles.len());
+        for w in &self.handles {
+            all.push(w.stats().await);
+        }
+        all
+    }
+
+    /// Every worker's state, for `/healthz` and `/metrics`.
+    pub fn health(&self) -> Vec<WorkerHealth> {
+        self.handles.iter().map(|w| w.health()).collect()
+    }
+}
+
+/// The first live worker from `turn` on, or the one whose turn it is when none is alive.
+fn pick_alive(workers: &[WorkerHandle], turn: usize) -> &WorkerHandle {
+    let n = workers.len();
+    (0..n)
+        .map(|k| &workers[(turn + k) % n])
+        .find(|w| w.is_alive())
+        .unwrap_or(&workers[turn % n])
+}
+
+/// The sessions alive, and the server's drain: once it begins (on SIGTERM) every session is
+/// told to end and new ones are refused.
+pub struct Lifecycle {
+    shutdown: watch::Sender<bool>,
+    draining: AtomicBool,
+    open: AtomicUsize,
+    drain_timeout: Duration,
+}
+
+impl Lifecycle {
+    pub fn new(drain_timeout: Duration) -> Self {
+        Self {
+            shutdown: watch::Sender::new(false),
+            draining: AtomicBool::new(false),
+            open: AtomicUsize::new(0),
+            drain_timeout,
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Sessions alive (WebSocket and WHIP/WHEP).
+    pub fn open_sessions(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// How long a drain waits for sessions to close.
+    pub fn drain_timeout(&self) -> Duration {
+        self.drain_timeout
+    }
+
+    /// Refuses new sessions from now on and tells every open one to end.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.shutdown.send_replace(true);
+    }
+}
+
+/// Why a session was not admitted.
 #[derive(Debug)]
 pub enum Refused {
     Draining,
     Limit(Refusal),
 }
 
+/// Who may open a session: nobody while the server drains, and each client address within
+/// its limits.
+pub struct Admission {
+    lifecycle: Arc<Lifecycle>,
+    limiter: Arc<IpLimiter>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    trusted_proxies: Vec<IpAddr>,
+}
+
+impl Admission {
+    pub fn new(
+        lifecycle: Arc<Lifecycle>,
+        limiter: Arc<IpLimiter>,
+        trusted_proxies: Vec<IpAddr>,
+    ) -> Self {
+        Self {
+            lifecycle,
+            limiter,
+            trusted_proxies,
+        }
+    }
+
+    /// A place for a new session of the client at `peer` (the connection's address), held
+    /// until the returned slot is dropped.
+    pub fn admit(&self, peer: SocketAddr, headers: &HeaderMap) -> Result<IpSlot, Refused> {
+        if self.lifecycle.is_draining() {
+            return Err(Refused::Draining);
+        }
+        self.limiter
+            .acquire(self.client_ip(peer, headers), Instant::now())
+            .map_err(Refused::Limit)
+    }
+
+    /// The client's address for per-IP limits: the connection's, or, when that is a trusted
+    /// proxy, the nearest untrusted address of `X-Forwarded-For` (read from the right, since
+    /// the left part is whatever the client claimed).
+    fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.trusted_proxies.contains(&peer.ip()) {
+            return peer.ip();
+        }
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            .rev()
+            .find(|ip| !self.trusted_proxies.contains(ip))
+            .unwrap_or(peer.ip())
+    }
+}
+
 /// Identifies a signalling session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionId(pub u64);
+
+impl From<SessionId> for MemberId {
+    fn from(id: SessionId) -> Self {
+        MemberId(id.0)
+    }
+}
 
 /// Chat: a burst of this many messages, then one per [`CHAT_REFILL_PER_SEC`].
 const CHAT_BURST: f64 = 5.0;
 const CHAT_REFILL_PER_SEC: f64 = 1.0;
 /// Hearts past this many a second from one sender are dropped silently.
 const HEARTS_PER_SEC: f64 = 10.0;
+/// Titles are cut to this many characters.
+pub const MAX_TITLE_CHARS: usize = 200;
 /// Name of a broadcaster who gave none.
 const DEFAULT_BROADCASTER_NAME: &str = "broadcaster";
 
-/// A token bucket: `capacity` at once, refilled at `per_sec`.
-#[derive(Debug)]
-struct RateLimit {
-    tokens: f64,
-    capacity: f64,
-    per_sec: f64,
-    last: Instant,
+/// The session's place in the directory. Audience frames go straight into the client's outbox
+/// (in the order the directory sends them, never waiting); the end of a broadcast goes to the
+/// session's task, which ends the viewing before it says `ended`.
+struct Member {
+    outbox: Outbox,
+    /// Unbounded, yet at most one: the directory drops a viewer as it tells it the end.
+    ended: mpsc::UnboundedSender<EndReason>,
 }
 
-impl RateLimit {
-    fn new(capacity: f64, per_sec: f64) -> Self {
-        Self {
-            tokens: capacity,
-            capacity,
-            per_sec,
-            last: Instant::now(),
+impl AudienceSink for Member {
+    fn deliver(&self, event: AudienceEvent) {
+        match event {
+            AudienceEvent::Frame(f) => self.outbox.push(Outgoing::Frame(f)),
+            AudienceEvent::Ended(reason) => {
+                let _ = self.ended.send(reason);
+            }
         }
     }
-
-    fn take(&mut self, now: Instant) -> bool {
-        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.per_sec;
-        self.tokens = (self.tokens + refill).min(self.capacity);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// What a session sends on its own: its own messages, and frames shared with a whole audience
-/// (serialized once).
-#[derive(Debug, Clone)]
-pub enum Outgoing {
-    Message(ServerMessage),
-    Frame(Utf8Bytes),
-    /// A keepalive (WebSocket only).
-    Ping,
-}
-
-/// What reaches a session besides its socket.
-#[derive(Debug)]
-pub enum SessionEvent {
-    /// A message to pass on as is.
-    Message(ServerMessage),
-    /// A frame for the whole audience (chat, hearts, viewer counts).
-    Frame(Utf8Bytes),
-    /// The broadcast this viewer watches is over.
-    Ended(EndReason),
-    PeerConnected(PeerId),
-    /// The viewer's first video went out: its time to first frame ends.
-    VideoStarted(PeerId),
-    /// The media connection failed, went silent or never came up.
-    PeerFailed(PeerId),
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -128,11 +266,16 @@ enum Role {
 
 struct Session {
     id: SessionId,
-    state: Arc<AppState>,
+    ctx: Context,
     role: Role,
-    events_tx: mpsc::UnboundedSender<SessionEvent>,
-    chat_limit: RateLimit,
-    heart_limit: RateLimit,
+    /// Where the directory tells this session about its stream.
+    audience: Sink,
+    /// What the session says on its own, to its client.
+    outbox: Outbox,
+    /// Where workers tell this session about its media peer.
+    peer_events: PeerEvents,
+    chat_limit: TokenBucket,
+    heart_limit: TokenBucket,
 }
 
 fn sfu_error(e: SfuError) -> ProtocolError {
@@ -183,22 +326,28 @@ impl SessionHandle {
 }
 
 /// Starts a session. Messages the server sends on its own (viewer counts, `ended`) come out of
-/// the returned receiver; it closes when the session is over (for instance at shutdown).
-pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<Outgoing>) {
+/// the returned queue; it closes when the session is over (for instance at shutdown).
+pub fn spawn(ctx: Context) -> (SessionHandle, OutboxRx) {
     let (inputs_tx, mut inputs) = mpsc::channel::<(ClientMessage, oneshot::Sender<Reply>)>(8);
-    let (outbox, outbox_rx) = mpsc::unbounded_channel();
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut shutdown: watch::Receiver<bool> = state.shutdown.subscribe();
+    let (outbox, outbox_rx) = outbox(ctx.settings.max_queued_messages);
+    let (ended_tx, mut ended) = mpsc::unbounded_channel();
+    let (peer_events, mut peer_events_rx) = mpsc::unbounded_channel();
+    let mut shutdown: watch::Receiver<bool> = ctx.lifecycle.shutdown.subscribe();
     let id = SessionId(next_id());
     let mut s = Session {
         id,
-        state,
+        ctx,
         role: Role::Idle,
-        events_tx,
-        chat_limit: RateLimit::new(CHAT_BURST, CHAT_REFILL_PER_SEC),
-        heart_limit: RateLimit::new(HEARTS_PER_SEC, HEARTS_PER_SEC),
+        audience: Arc::new(Member {
+            outbox: outbox.clone(),
+            ended: ended_tx,
+        }),
+        outbox,
+        peer_events,
+        chat_limit: TokenBucket::new(CHAT_BURST, CHAT_REFILL_PER_SEC, Instant::now()),
+        heart_limit: TokenBucket::new(HEARTS_PER_SEC, HEARTS_PER_SEC, Instant::now()),
     };
-    s.state.sessions.fetch_add(1, Ordering::Relaxed);
+    s.ctx.lifecycle.open.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
         tracing::debug!(session = id.0, "session opened");
         loop {
@@ -206,24 +355,21 @@ pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<Ou
                 input = inputs.recv() => {
                     let Some((msg, reply)) = input else { break };
                     let ty = msg.type_name();
-                    s.state.metrics.signalling_message(ty);
+                    s.ctx.metrics.signalling_message(ty);
                     let r = s.handle(msg).await;
                     if let Err(e) = &r {
                         tracing::debug!(session = id.0, code = %e.code, "refused: {}", e.message);
-                        s.state.metrics.signalling_error(e.code.as_str());
+                        s.ctx.metrics.signalling_error(e.code.as_str());
                         if let Some(limit) = limit_label(e.code, ty == "publish") {
-                            s.state.metrics.limit_refused(limit);
+                            s.ctx.metrics.limit_refused(limit);
                         }
                     }
                     let _ = reply.send(r);
                 }
-                Some(ev) = events.recv() => {
-                    if let Some(m) = s.on_event(ev).await {
-                        let _ = outbox.send(m);
-                    }
-                }
+                Some(reason) = ended.recv() => s.on_ended(reason).await,
+                Some(ev) = peer_events_rx.recv() => s.on_peer(ev).await,
                 _ = shutdown.changed() => {
-                    let _ = outbox.send(Outgoing::Message(ServerMessage::Ended { reason: EndReason::ServerShutdown }));
+                    s.say(ServerMessage::Ended { reason: EndReason::ServerShutdown });
                     break;
                 }
             }
@@ -237,7 +383,7 @@ pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<Ou
             EndReason::ServerShutdown
         };
         s.end(reason, lost).await;
-        s.state.sessions.fetch_sub(1, Ordering::Relaxed);
+        s.ctx.lifecycle.open.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(session = id.0, "session closed");
     });
     (
@@ -246,159 +392,6 @@ pub fn spawn(state: Arc<AppState>) -> (SessionHandle, mpsc::UnboundedReceiver<Ou
             inputs: inputs_tx,
         },
         outbox_rx,
-    )
-}
-
-async fn send(ws: &mut WebSocket, msg: &ServerMessage) -> bool {
-    ws.send(Message::Text(Utf8Bytes::from(msg.to_json())))
-        .await
-        .is_ok()
-}
-
-async fn send_out(ws: &mut WebSocket, out: Outgoing) -> bool {
-    match out {
-        Outgoing::Message(m) => send(ws, &m).await,
-        Outgoing::Frame(f) => ws.send(Message::Text(f)).await.is_ok(),
-        Outgoing::Ping => ws.send(Message::Ping(Default::default())).await.is_ok(),
-    }
-}
-
-fn close(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from(reason.to_owned()),
-    }))
-}
-
-/// The WebSocket front-end: one socket, one session, until either closes. `admitted` carries
-/// the client address's place (or why it has none).
-pub async fn run(mut ws: WebSocket, state: Arc<AppState>, admitted: Result<IpSlot, Refused>) {
-    let _slot = match admitted {
-        Ok(slot) => slot,
-        Err(refused) => {
-            let (error, code) = match refused {
-                Refused::Draining => (
-                    ProtocolError::new(ErrorCode::Draining, "the server is shutting down"),
-                    CLOSE_GOING_AWAY,
-                ),
-                Refused::Limit(r) => {
-                    state.metrics.limit_refused(r.label());
-                    let code = match r {
-                        Refusal::NewSessionsPerSecond => CLOSE_TRY_LATER,
-                        Refusal::SessionsPerIp => CLOSE_POLICY,
-                    };
-                    (r.error(), code)
-                }
-            };
-            state.metrics.signalling_error(error.code.as_str());
-            let _ = send(&mut ws, &error.into()).await;
-            let _ = ws.send(close(code, "refused")).await;
-            return;
-        }
-    };
-    let idle = state.ws_idle_timeout;
-    let max_frame = state.max_frame_bytes;
-    let per_sec = f64::from(state.max_messages_per_sec);
-    let mut message_limit = RateLimit::new(per_sec * 2.0, per_sec);
-    let mut ping = tokio::time::interval(idle / 3);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
-    let (session, mut outbox) = spawn(state.clone());
-    loop {
-        tokio::select! {
-            frame = ws.recv() => {
-                let frame = match frame {
-                    Some(Ok(f)) => f,
-                    Some(Err(e)) => {
-                        // Frames past the read limit are refused by the WebSocket layer before
-                        // we see them ("Space limit exceeded: Message too long").
-                        tracing::debug!(session = session.id.0, "socket error: {e}");
-                        if e.to_string().contains("too long") {
-                            let _ = ws.send(close_too_big(max_frame)).await;
-                        }
-                        break;
-                    }
-                    None => break,
-                };
-                last_heard = Instant::now();
-                let text = match frame {
-                    Message::Text(t) => t,
-                    Message::Binary(_) => {
-                        let e = ProtocolError::bad_request("frames are JSON text, not binary");
-                        if !send(&mut ws, &e.into()).await { break; }
-                        continue;
-                    }
-                    Message::Close(_) => break,
-                    Message::Ping(_) | Message::Pong(_) => continue,
-                };
-                if text.len() > max_frame {
-                    let _ = ws.send(close_too_big(max_frame)).await;
-                    break;
-                }
-                let reply = if !message_limit.take(Instant::now()) {
-                    state.metrics.limit_refused("messages_per_sec");
-                    state.metrics.signalling_error(ErrorCode::RateLimited.as_str());
-                    Err(ProtocolError::new(
-                        ErrorCode::RateLimited,
-                        "too many messages; slow down",
-                    ))
-                } else {
-                    match ClientMessage::parse(&text) {
-                        Ok(msg) => session.call(msg).await,
-                        Err(e) => {
-                            state.metrics.signalling_error(e.code.as_str());
-                            Err(e)
-                        }
-                    }
-                };
-                let out = match reply {
-                    Ok(Some(m)) => m,
-                    Ok(None) => continue,
-                    Err(e) => e.into(),
-                };
-                if !send_timed(&mut ws, Outgoing::Message(out), idle).await { break; }
-            }
-            m = outbox.recv() => match m {
-                Some(m) => {
-                    if outbox.len() > MAX_OUTBOX_BACKLOG {
-                        state.metrics.limit_refused("ws_slow_reader");
-                        let _ = ws.send(close(CLOSE_POLICY, "not reading")).await;
-                        break;
-                    }
-                    if !send_timed(&mut ws, m, idle).await {
-                        state.metrics.limit_refused("ws_slow_reader");
-                        break;
-                    }
-                }
-                None => {
-                    // The session ended on its own: the server is shutting down.
-                    let _ = ws.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
-                    break;
-                }
-            },
-            _ = ping.tick() => {
-                if last_heard.elapsed() > idle {
-                    state.metrics.limit_refused("ws_idle");
-                    let _ = ws.send(close(CLOSE_GOING_AWAY, "idle")).await;
-                    break;
-                }
-                if !send_timed(&mut ws, Outgoing::Ping, idle).await { break; }
-            }
-        }
-    }
-}
-
-/// Sends within `limit`: a client that does not read is not waited for.
-async fn send_timed(ws: &mut WebSocket, out: Outgoing, limit: std::time::Duration) -> bool {
-    tokio::time::timeout(limit, send_out(ws, out))
-        .await
-        .unwrap_or(false)
-}
-
-fn close_too_big(max: usize) -> Message {
-    close(
-        CLOSE_MESSAGE_TOO_BIG,
-        &format!("a frame is at most {max} bytes"),
     )
 }
 
@@ -424,26 +417,28 @@ impl Session {
                         "too many chat messages; wait a moment",
                     ));
                 }
-                self.state.directory.chat(&stream, self.id, text)?;
+                self.ctx.directory.chat(&stream, self.id.into(), text)?;
                 Ok(None)
             }
             ClientMessage::Heart => {
                 let stream = self.stream()?.clone();
                 if self.heart_limit.take(Instant::now()) {
-                    let immediate = self.state.hearts_batch.is_zero();
-                    self.state.directory.heart(&stream, immediate);
+                    let immediate = self.ctx.settings.hearts_batch.is_zero();
+                    self.ctx.directory.heart(&stream, immediate);
                 }
                 Ok(None)
             }
             ClientMessage::Remove { id } => {
                 let stream = self.stream()?.clone();
-                self.state.directory.remove_chat(&stream, self.id, id)?;
+                self.ctx
+                    .directory
+                    .remove_chat(&stream, self.id.into(), id)?;
                 Ok(None)
             }
             ClientMessage::Mute { name } => {
                 let stream = self.stream()?.clone();
                 let name = display_name(&name)?;
-                self.state.directory.mute(&stream, self.id, &name)?;
+                self.ctx.directory.mute(&stream, self.id.into(), &name)?;
                 Ok(None)
             }
             ClientMessage::Candidate {
@@ -492,7 +487,7 @@ impl Session {
     }
 
     fn ensure_accepting(&self) -> Result<(), ProtocolError> {
-        if self.state.is_draining() {
+        if self.ctx.lifecycle.is_draining() {
             return Err(ProtocolError::new(
                 ErrorCode::Draining,
                 "the server is shutting down",
@@ -525,25 +520,32 @@ impl Session {
             Some(n) => display_name(&n)?,
             None => DEFAULT_BROADCASTER_NAME.to_owned(),
         };
-        self.state.keys.check(&stream, key.as_deref())?;
+        self.ctx.keys.check(&stream, key.as_deref())?;
         // Checked before the name is claimed, so a bad offer never makes a stream appear.
         let media = golive_sfu::Sfu::publisher_media(&sdp).map_err(sfu_error)?;
-        self.state.directory.claim(
+        if let Some(cluster) = &self.ctx.cluster {
+            cluster.acquire_origin(&stream).await?;
+        }
+        let claimed = self.ctx.directory.claim(
             &stream,
-            self.id,
-            self.events_tx.clone(),
+            self.id.into(),
+            self.audience.clone(),
             name,
             media,
-            title.map(|t| t.chars().take(crate::MAX_TITLE_CHARS).collect()),
-        )?;
-        let worker = self.state.pick_worker();
+            title.map(|t| t.chars().take(MAX_TITLE_CHARS).collect()),
+        );
+        if let Err(e) = claimed {
+            self.release_lease(&stream);
+            return Err(e);
+        }
+        let worker = self.ctx.workers.pick();
         let peer = PeerId(next_id());
         let answer = worker
             .call(|reply| Command::Publish {
                 id: peer,
                 stream: stream.clone(),
                 offer: sdp,
-                events: self.events_tx.clone(),
+                events: self.peer_events.clone(),
                 reply,
             })
             .await;
@@ -561,9 +563,10 @@ impl Session {
                 })
             }
             Err(e) => {
-                self.state
+                self.ctx
                     .directory
-                    .release(&stream, self.id, EndReason::BroadcasterLeft);
+                    .release(&stream, self.id.into(), EndReason::BroadcasterLeft);
+                self.release_lease(&stream);
                 Err(sfu_error(e))
             }
         }
@@ -584,11 +587,15 @@ impl Session {
             None => format!("viewer-{:04x}", rand::random::<u16>()),
         };
         let joined = self
-            .state
+            .ctx
             .directory
-            .watch(&stream, self.id, self.events_tx.clone(), name)?;
+            .watch(&stream, self.id.into(), self.audience.clone(), name)
+            .map_err(|e| match &self.ctx.cluster {
+                Some(c) if e.code == ErrorCode::StreamNotFound => c.not_here(&stream),
+                _ => e,
+            })?;
         let media = joined.media;
-        let worker = self.state.pick_worker();
+        let worker = self.ctx.workers.pick();
         let peer = PeerId(next_id());
         let answer = worker
             .call(|reply| Command::Watch {
@@ -596,7 +603,7 @@ impl Session {
                 stream: stream.clone(),
                 media,
                 offer: sdp,
-                events: self.events_tx.clone(),
+                events: self.peer_events.clone(),
                 reply,
             })
             .await;
@@ -605,7 +612,7 @@ impl Session {
                 tracing::debug!(session = self.id.0, %stream, %peer, worker = worker.index, "watching");
                 // The recent chat follows the answer (the events are handled after the reply).
                 for f in joined.chat_history {
-                    let _ = self.events_tx.send(SessionEvent::Frame(f));
+                    self.audience.deliver(AudienceEvent::Frame(f));
                 }
                 self.role = Role::Watching {
                     stream,
@@ -619,56 +626,74 @@ impl Session {
                 })
             }
             Err(e) => {
-                self.state.directory.unwatch(&stream, self.id);
+                self.ctx.directory.unwatch(&stream, self.id.into());
                 Err(sfu_error(e))
             }
         }
     }
 
-    async fn on_event(&mut self, ev: SessionEvent) -> Option<Outgoing> {
+    fn say(&self, m: ServerMessage) {
+        self.outbox.push(Outgoing::Message(m));
+    }
+
+    /// The broadcast this session watches (or, in cluster mode, broadcasts) is over.
+    async fn on_ended(&mut self, reason: EndReason) {
+        if !matches!(self.role, Role::Idle) {
+            self.end(reason, false).await;
+            self.say(ServerMessage::Ended { reason });
+        }
+    }
+
+    async fn on_peer(&mut self, ev: PeerEvent) {
         match ev {
-            SessionEvent::Message(m) => match self.role {
-                Role::Idle => None,
-                _ => Some(Outgoing::Message(m)),
-            },
-            SessionEvent::Frame(f) => match self.role {
-                Role::Idle => None,
-                _ => Some(Outgoing::Frame(f)),
-            },
-            SessionEvent::Ended(reason) => {
-                if !matches!(self.role, Role::Watching { .. }) {
-                    return None;
-                }
-                self.end(reason, false).await;
-                Some(Outgoing::Message(ServerMessage::Ended { reason }))
-            }
-            SessionEvent::VideoStarted(id) => {
+            PeerEvent::VideoStarted(id) => {
                 if let Role::Watching { peer, since, .. } = &self.role
                     && *peer == id
                 {
-                    self.state
-                        .metrics
-                        .ttff
-                        .observe(since.elapsed().as_secs_f64());
+                    self.ctx.metrics.ttff.observe(since.elapsed().as_secs_f64());
                 }
-                None
             }
-            SessionEvent::PeerConnected(id) => {
+            PeerEvent::Connected(id) => {
                 tracing::debug!(session = self.id.0, peer = %id, "media connected");
-                None
             }
-            SessionEvent::PeerFailed(id) => {
-                let ours = matches!(&self.role,
-                    Role::Publishing { peer, .. } | Role::Watching { peer, .. } if *peer == id);
-                if !ours {
-                    return None;
+            PeerEvent::Failed(id) => {
+                if self.is_our_peer(id) {
+                    self.end(EndReason::BroadcasterLeft, true).await;
+                    self.say(ServerMessage::Ended {
+                        reason: EndReason::ConnectionLost,
+                    });
                 }
-                self.end(EndReason::BroadcasterLeft, true).await;
-                Some(Outgoing::Message(ServerMessage::Ended {
-                    reason: EndReason::ConnectionLost,
-                }))
+            }
+            PeerEvent::WorkerFailed(id) => {
+                // The error says what happened, then the session ends as on a lost connection.
+                if self.is_our_peer(id) {
+                    self.say(
+                        ProtocolError::new(
+                            ErrorCode::Internal,
+                            "the media worker serving this session failed and was restarted; \
+                             publish or watch again",
+                        )
+                        .into(),
+                    );
+                    self.end(EndReason::BroadcasterLeft, true).await;
+                    self.say(ServerMessage::Ended {
+                        reason: EndReason::ConnectionLost,
+                    });
+                }
             }
         }
+    }
+
+    /// Cluster mode: gives up the stream's lease unless this node still holds the stream.
+    fn release_lease(&self, stream: &StreamName) {
+        if let Some(c) = &self.ctx.cluster {
+            c.release_if_unused(stream, &self.ctx.directory);
+        }
+    }
+
+    fn is_our_peer(&self, id: PeerId) -> bool {
+        matches!(&self.role,
+            Role::Publishing { peer, .. } | Role::Watching { peer, .. } if *peer == id)
     }
 
     /// Ends whatever the session does; a broadcaster's viewers are told with `reason`, or, when
@@ -682,25 +707,26 @@ impl Session {
                 peer,
                 worker,
             } => {
-                let grace = self.state.reconnect_grace;
+                let grace = self.ctx.settings.reconnect_grace;
                 let waiting = if lost && !grace.is_zero() {
-                    self.state.directory.orphan(&stream, self.id, grace)
+                    self.ctx.directory.orphan(&stream, self.id.into(), grace)
                 } else {
                     None
                 };
                 match waiting {
                     Some(loss) => {
                         tracing::info!(session = self.id.0, %stream, ?grace, "broadcaster lost; viewers wait");
-                        let state = self.state.clone();
+                        let directory = self.ctx.directory.clone();
                         let stream = stream.clone();
                         tokio::spawn(async move {
                             tokio::time::sleep(grace).await;
-                            state.directory.expire(&stream, loss);
+                            directory.expire(&stream, loss);
                         });
                     }
                     None => {
                         tracing::info!(session = self.id.0, %stream, "broadcast ended");
-                        self.state.directory.release(&stream, self.id, reason);
+                        self.ctx.directory.release(&stream, self.id.into(), reason);
+                        self.release_lease(&stream);
                     }
                 }
                 let _ = worker.send(Command::Remove { id: peer }).await;
@@ -711,9 +737,34 @@ impl Session {
                 worker,
                 ..
             } => {
-                self.state.directory.unwatch(&stream, self.id);
+                self.ctx.directory.unwatch(&stream, self.id.into());
                 let _ = worker.send(Command::Remove { id: peer }).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_peers_skip_a_worker_that_is_restarting() {
+        let workers = [
+            WorkerHandle::detached(0, true),
+            WorkerHandle::detached(1, false),
+            WorkerHandle::detached(2, true),
+        ];
+        let picked: Vec<usize> = (0..6).map(|t| pick_alive(&workers, t).index).collect();
+        assert_eq!(picked, [0, 2, 2, 0, 2, 2]);
+        let all_down = [
+            WorkerHandle::detached(0, false),
+            WorkerHandle::detached(1, false),
+        ];
+        assert_eq!(
+            pick_alive(&all_down, 3).index,
+            1,
+            "the one whose turn it is"
+        );
     }
 }

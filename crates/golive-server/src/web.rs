@@ -13,9 +13,7 @@ use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use std::sync::{Arc, LazyLock};
-
-use crate::AppState;
+use std::sync::LazyLock;
 
 const HTML: &str = "text/html; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
@@ -96,7 +94,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// Routes of the pages and their assets.
-pub fn routes() -> Router<Arc<AppState>> {
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(
             "/",

@@ -8,7 +8,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRef, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -16,11 +16,10 @@ use golive_proto::{ClientMessage, ErrorCode, ProtocolError, ServerMessage};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use crate::AppState;
 use crate::limits::IpSlot;
-use crate::session::{self, Outgoing, SessionHandle};
+use crate::outbox::{Next, Outgoing};
+use crate::session::{self, Admission, Refused, SessionHandle};
 
 const SDP: &str = "application/sdp";
 const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
@@ -54,6 +53,15 @@ struct Resource {
     _slot: IpSlot,
 }
 
+/// The WHIP/WHEP front-end's own state.
+#[derive(Default)]
+pub struct WhipState {
+    /// The live WHIP and WHEP session resources.
+    pub resources: Resources,
+    /// `Link: <…>; rel="ice-server"` values for WHIP/WHEP responses.
+    pub ice_server_links: Vec<String>,
+}
+
 /// The live WHIP and WHEP session resources.
 #[derive(Default)]
 pub struct Resources {
@@ -74,7 +82,14 @@ impl Resources {
     }
 }
 
-pub fn routes() -> Router<Arc<AppState>> {
+/// The WHIP and WHEP endpoints, for any application state that has the parts they need.
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<WhipState>: FromRef<S>,
+    Arc<Admission>: FromRef<S>,
+    session::Context: FromRef<S>,
+{
     Router::new()
         .merge(kind_routes(Kind::Whip))
         .merge(kind_routes(Kind::Whep))
@@ -83,11 +98,17 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 /// The endpoint (`/whip/{stream}` or `/whep/{stream}`) and its session resources.
-fn kind_routes(kind: Kind) -> Router<Arc<AppState>> {
+fn kind_routes<S>(kind: Kind) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<WhipState>: FromRef<S>,
+    Arc<Admission>: FromRef<S>,
+    session::Context: FromRef<S>,
+{
     Router::new()
         .route(
             &format!("/{}/{{stream}}", kind.path()),
-            post(move |s, c, p, h, b| create(kind, s, c, p, h, b))
+            post(move |w, a, x, c, p, h, b| create(kind, w, a, x, c, p, h, b))
                 .options(options_endpoint)
                 .get(get_endpoint),
         )
@@ -170,9 +191,10 @@ fn error_response(kind: Kind, e: &ProtocolError) -> Response {
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Forbidden | ErrorCode::Muted => StatusCode::FORBIDDEN,
         ErrorCode::TooManySessions => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::ServerFull | ErrorCode::StreamFull | ErrorCode::Draining => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ErrorCode::ServerFull
+        | ErrorCode::StreamFull
+        | ErrorCode::Draining
+        | ErrorCode::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::StreamBusy => StatusCode::CONFLICT,
         // The WHEP draft (§4.3.8): a stream that is not live yet is a 409 with Retry-After.
         ErrorCode::StreamNotFound => StatusCode::CONFLICT,
@@ -217,8 +239,8 @@ fn bearer_token(headers: &HeaderMap) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-fn add_ice_server_links(state: &AppState, headers: &mut HeaderMap) {
-    for link in &state.ice_server_links {
+fn add_ice_server_links(whip: &WhipState, headers: &mut HeaderMap) {
+    for link in &whip.ice_server_links {
         if let Ok(v) = HeaderValue::from_str(link) {
             headers.append(header::LINK, v);
         }
@@ -234,6 +256,16 @@ fn random_token(len: usize) -> String {
         .collect()
 }
 
+/// A short tag for a resource id in logs: the same id always gives the same tag, and the tag
+/// gives nothing usable back (32 bits of a hash of a 131-bit random id; guessing the id from it
+/// is as hard as guessing the id).
+fn log_tag(id: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    format!("{:08x}", h.finish() >> 32)
+}
+
 /// The first `a=ice-ufrag` of an SDP or fragment.
 fn ice_ufrag(sdp: &str) -> Option<String> {
     sdp.lines()
@@ -241,9 +273,12 @@ fn ice_ufrag(sdp: &str) -> Option<String> {
         .map(|u| u.trim().to_owned())
 }
 
+#[allow(clippy::too_many_arguments)] // axum extractors, one each
 async fn create(
     kind: Kind,
-    State(state): State<Arc<AppState>>,
+    State(whip): State<Arc<WhipState>>,
+    State(admission): State<Arc<Admission>>,
+    State(ctx): State<session::Context>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(stream): Path<String>,
     headers: HeaderMap,
@@ -255,19 +290,16 @@ async fn create(
             format!("the offer must be sent as Content-Type: {SDP}"),
         );
     }
-    if state.is_draining() {
-        return error_response(
-            kind,
-            &ProtocolError::new(ErrorCode::Draining, "the server is shutting down"),
-        );
-    }
-    let slot = match state
-        .ip_limiter
-        .acquire(state.client_ip(client, &headers), Instant::now())
-    {
+    let slot = match admission.admit(client, &headers) {
         Ok(slot) => slot,
-        Err(r) => {
-            state.metrics.limit_refused(r.label());
+        Err(Refused::Draining) => {
+            return error_response(
+                kind,
+                &ProtocolError::new(ErrorCode::Draining, "the server is shutting down"),
+            );
+        }
+        Err(Refused::Limit(r)) => {
+            ctx.metrics.limit_refused(r.label());
             return error_response(kind, &r.error());
         }
     };
@@ -292,7 +324,7 @@ async fn create(
             name: None,
         },
     };
-    let (session, mut outbox) = session::spawn(state.clone());
+    let (session, mut outbox) = session::spawn(ctx);
     let answer = match session.call(msg).await {
         Ok(Some(ServerMessage::Answer { sdp, .. })) => sdp,
         Ok(other) => {
@@ -307,7 +339,7 @@ async fn create(
     let id = random_token(22);
     let etag = format!("\"{}\"", random_token(16));
     let location = format!("/{}/{stream}/{id}", kind.path());
-    state.whip.lock().insert(
+    whip.resources.lock().insert(
         (kind, id.clone()),
         Resource {
             stream: stream.clone(),
@@ -317,18 +349,23 @@ async fn create(
             _slot: slot,
         },
     );
+    // The resource URL is the capability to end the session (whoever holds it may DELETE): it
+    // is never logged, only a tag that lets a reader match this line with its DELETE.
+    tracing::info!(%stream, resource = %log_tag(&id), "{} session created", kind.path());
     // The resource lives as long as its session: when the media connection fails or the
     // broadcast a player watches ends, the session says so, and the resource goes.
-    let reaper_state = state.clone();
+    let reaper = whip.clone();
     tokio::spawn(async move {
-        while let Some(m) = outbox.recv().await {
-            if matches!(m, Outgoing::Message(ServerMessage::Ended { .. })) {
-                break;
+        loop {
+            match outbox.next().await {
+                Next::Send(Outgoing::Message(ServerMessage::Ended { .. })) => break,
+                // An HTTP client reads nothing of it: the queue only carries the end.
+                Next::Send(_) => {}
+                Next::Cut | Next::Closed => break,
             }
         }
-        reaper_state.whip.lock().remove(&(kind, id));
+        reaper.resources.lock().remove(&(kind, id));
     });
-    tracing::info!(%stream, %location, "{} session created", kind.path());
 
     let mut r = (StatusCode::CREATED, [(header::CONTENT_TYPE, SDP)], answer).into_response();
     let h = r.headers_mut();
@@ -339,7 +376,7 @@ async fn create(
         h.insert(header::ETAG, v);
     }
     h.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
-    add_ice_server_links(&state, h);
+    add_ice_server_links(&whip, h);
     r
 }
 
@@ -388,7 +425,7 @@ fn parse_fragment(body: &str) -> Result<(Option<String>, Vec<FragCandidate>), St
 
 async fn patch(
     kind: Kind,
-    State(state): State<Arc<AppState>>,
+    State(whip): State<Arc<WhipState>>,
     Path((stream, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
@@ -407,7 +444,7 @@ async fn patch(
         Err(e) => return plain(StatusCode::BAD_REQUEST, e),
     };
     let inputs = {
-        let map = state.whip.lock();
+        let map = whip.resources.lock();
         let Some(res) = map.get(&(kind, id.clone())).filter(|r| r.stream == stream) else {
             return plain(StatusCode::NOT_FOUND, "no such session");
         };
@@ -456,13 +493,13 @@ async fn patch(
 
 async fn delete(
     kind: Kind,
-    State(state): State<Arc<AppState>>,
+    State(whip): State<Arc<WhipState>>,
     Path((stream, id)): Path<(String, String)>,
 ) -> Response {
     let removed = {
-        let mut map = state.whip.lock();
+        let mut map = whip.resources.lock();
         match map.get(&(kind, id.clone())) {
-            Some(r) if r.stream == stream => map.remove(&(kind, id)),
+            Some(r) if r.stream == stream => map.remove(&(kind, id.clone())),
             _ => None,
         }
     };
@@ -471,7 +508,7 @@ async fn delete(
             // A DELETE ends the broadcast on purpose (no grace period for a reconnect).
             let _ = r.session.call(ClientMessage::Leave).await;
             drop(r.session);
-            tracing::info!(%stream, "{} session deleted", kind.path());
+            tracing::info!(%stream, resource = %log_tag(&id), "{} session deleted", kind.path());
             plain(StatusCode::OK, "session ended")
         }
         None => plain(StatusCode::NOT_FOUND, "no such session"),
@@ -498,6 +535,16 @@ mod tests {
         assert!(parse_fragment("a=candidate:1 1 udp\r\n").is_err());
         assert!(parse_fragment("hello\r\n").is_err());
         assert_eq!(parse_fragment("").unwrap(), (None, vec![]));
+    }
+
+    #[test]
+    fn log_tags_are_stable_short_and_not_the_id() {
+        let id = random_token(22);
+        let tag = log_tag(&id);
+        assert_eq!(tag, log_tag(&id));
+        assert_eq!(tag.len(), 8);
+        assert!(!id.contains(&tag) && !tag.contains(&id));
+        assert_ne!(tag, log_tag(&random_token(22)));
     }
 
     #[test]

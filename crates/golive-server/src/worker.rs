@@ -1,10 +1,18 @@
 //! Media workers: one OS thread each, owning one UDP socket and one sans-IO [`Sfu`].
 //!
-//! Signalling sessions talk to a worker through its command channel; the worker tells a
-//! session about its peer (connected, failed) through the session's event channel. A
+//! Signalling sessions talk to a worker through its command channel; the worker tells a peer's
+//! owner what became of the peer ([`PeerEvent`]: connected, failed) through the [`PeerEvents`]
+//! channel the owner gave it with the peer. A
 //! broadcaster's packets reach viewers on other workers as `Arc<SourcePacket>` through a
 //! bounded channel per worker: shared, never copied, and dropped (counted) rather than
 //! queued without bound when a worker falls behind.
+//!
+//! Supervision: a panic in a worker (a bug, say in the WebRTC stack on a crafted datagram) ends
+//! that worker's peers and nothing else. The thread catches it, tells every session it served
+//! (`error` `internal`, then the usual loss of its media connection), and starts the worker again
+//! empty on the same socket, with the same channels, so the port in every answer stays right and
+//! the other workers' queues to it stay connected. While it is down, [`WorkerHandle::is_alive`]
+//! says so: new peers go to the other workers and `/healthz` answers 503.
 
 use golive_proto::StreamName;
 use golive_sfu::{
@@ -14,12 +22,12 @@ use golive_sfu::{
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-
-use crate::session::SessionEvent;
 
 /// Packets from other workers waiting for this one; beyond this they are dropped.
 const MEDIA_QUEUE_PACKETS: usize = 4096;
@@ -40,15 +48,51 @@ const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
 /// The worker wakes at least this often even when nothing is due.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// A worker that panicked is started again after this pause, doubled for each panic that comes
+/// sooner than [`RESTART_STABLE`] after the last restart, up to [`RESTART_PAUSE_MAX`]. A fresh
+/// worker holds no peers, so a quick restart loses nothing; the pause only keeps a worker that
+/// panics again at once (on the same datagram, resent) from spinning and flooding the log.
+const RESTART_PAUSE_MIN: Duration = Duration::from_millis(50);
+const RESTART_PAUSE_MAX: Duration = Duration::from_secs(5);
+/// A worker that ran this long before panicking starts again after the shortest pause.
+const RESTART_STABLE: Duration = Duration::from_secs(60);
 
 pub type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
+
+/// What became of a peer, for whoever added it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// ICE and DTLS are up: media flows.
+    Connected(PeerId),
+    /// The viewer's first video went out: its time to first frame ends.
+    VideoStarted(PeerId),
+    /// The media connection failed, went silent or never came up; the peer is gone.
+    Failed(PeerId),
+    /// The worker serving the peer panicked (a bug) and starts again empty: the peer is gone.
+    WorkerFailed(PeerId),
+}
+
+impl PeerEvent {
+    pub fn peer(self) -> PeerId {
+        match self {
+            PeerEvent::Connected(id)
+            | PeerEvent::VideoStarted(id)
+            | PeerEvent::Failed(id)
+            | PeerEvent::WorkerFailed(id) => id,
+        }
+    }
+}
+
+/// Where a worker delivers one peer's events. Unbounded, yet bounded in practice: each is
+/// reported once per peer, and a peer's sender is dropped with its `Failed` or `WorkerFailed`.
+pub type PeerEvents = mpsc::UnboundedSender<PeerEvent>;
 
 pub enum Command {
     Publish {
         id: PeerId,
         stream: StreamName,
         offer: String,
-        events: mpsc::UnboundedSender<SessionEvent>,
+        events: PeerEvents,
         reply: Reply<Answer>,
     },
     Watch {
@@ -56,7 +100,7 @@ pub enum Command {
         stream: StreamName,
         media: Arc<StreamMedia>,
         offer: String,
-        events: mpsc::UnboundedSender<SessionEvent>,
+        events: PeerEvents,
         reply: Reply<Answer>,
     },
     Candidate {
@@ -75,9 +119,12 @@ pub enum Command {
     },
 }
 
-/// A worker's totals since it started.
+/// A worker's totals since it (last) started.
 #[derive(Debug, Default, Clone)]
 pub struct WorkerStats {
+    /// How many times the worker had been restarted when these were taken: totals start again
+    /// from zero at each restart.
+    pub incarnation: u64,
     pub sfu: SfuStats,
     pub datagrams_in: u64,
     pub bytes_in: u64,
@@ -95,20 +142,93 @@ enum Peer2Peer {
     KeyframeRequest(StreamName),
 }
 
+/// What the worker thread publishes about itself, read by signalling and `/healthz` without
+/// asking the worker (which may be busy, or down).
+#[derive(Debug, Default)]
+struct Status {
+    /// Between a panic and the restart.
+    down: AtomicBool,
+    restarts: AtomicU64,
+    /// Media peers on the worker (connecting or connected).
+    peers: AtomicUsize,
+}
+
+/// Whether a worker can take peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    Alive,
+    /// It panicked; it is started again empty in a moment.
+    Restarting,
+}
+
+impl WorkerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Alive => "alive",
+            WorkerState::Restarting => "restarting",
+        }
+    }
+}
+
+/// One worker as `/healthz` and `/metrics` report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerHealth {
+    pub index: usize,
+    pub state: WorkerState,
+    pub peers: usize,
+    pub restarts: u64,
+}
+
 /// The handle signalling uses to reach a worker.
 #[derive(Clone)]
 pub struct WorkerHandle {
     pub index: usize,
     pub addr: SocketAddr,
     commands: mpsc::Sender<Command>,
+    status: Arc<Status>,
 }
 
 impl WorkerHandle {
+    pub fn state(&self) -> WorkerState {
+        if self.status.down.load(Ordering::Relaxed) {
+            WorkerState::Restarting
+        } else {
+            WorkerState::Alive
+        }
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.state() == WorkerState::Alive
+    }
+
+    pub fn health(&self) -> WorkerHealth {
+        WorkerHealth {
+            index: self.index,
+            state: self.state(),
+            peers: self.status.peers.load(Ordering::Relaxed),
+            restarts: self.status.restarts.load(Ordering::Relaxed),
+        }
+    }
+
     pub async fn send(&self, cmd: Command) -> Result<(), SfuError> {
         self.commands
             .send(cmd)
             .await
             .map_err(|_| SfuError::Internal("media worker stopped".into()))
+    }
+
+    /// A handle to no worker thread, alive or down, for tests of how workers are chosen.
+    #[cfg(test)]
+    pub(crate) fn detached(index: usize, alive: bool) -> Self {
+        let (commands, _) = mpsc::channel(1);
+        let status = Status::default();
+        status.down.store(!alive, Ordering::Relaxed);
+        Self {
+            index,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            commands,
+            status: Arc::new(status),
+        }
     }
 
     /// Sends the command `make` builds around a reply channel, and waits for the reply.
@@ -119,7 +239,11 @@ impl WorkerHandle {
             .unwrap_or_else(|_| Err(SfuError::Internal("worker dropped a reply".into())))
     }
 
+    /// The worker's totals; `None` while it is down (it would answer only after the restart).
     pub async fn stats(&self) -> Option<WorkerStats> {
+        if !self.is_alive() {
+            return None;
+        }
         let (reply, rx) = oneshot::channel();
         self.send(Command::Stats { reply }).await.ok()?;
         rx.await.ok()
@@ -162,6 +286,7 @@ pub fn start_workers(
             index: i,
             addr: SocketAddr::new(advertised_ip, port),
             commands: ctx,
+            status: Arc::new(Status::default()),
         });
         media_txs.push(mtx);
         media_rxs.push(mrx);
@@ -179,47 +304,161 @@ pub fn start_workers(
             srtp,
             share_media: count > 1,
         };
-        let media = media.clone();
+        let thread = WorkerThread {
+            index: i,
+            socket,
+            config,
+            media: media.clone(),
+            others,
+            commands: crx,
+            from_others: mrx,
+            status: handles[i].status.clone(),
+        };
         std::thread::Builder::new()
             .name(format!("golive-worker-{i}"))
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a current-thread runtime builds");
-                rt.block_on(async move {
-                    let socket = match UdpSocket::from_std(socket) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::error!(worker = i, "cannot register UDP socket: {e}");
-                            return;
-                        }
-                    };
-                    Worker {
-                        index: i,
-                        sfu: Sfu::with_options(config, media),
-                        socket,
-                        sessions: HashMap::new(),
-                        connected: HashSet::new(),
-                        others,
-                        stats: WorkerStats::default(),
-                        gso: true,
-                        failed_batches: Vec::new(),
-                    }
-                    .run(crx, mrx)
-                    .await;
-                });
-            })?;
+            .spawn(move || thread.supervise())?;
     }
     Ok(handles)
+}
+
+/// A test hook, compiled into debug builds only: with `--test-worker-panic <TOKEN>` (a hidden
+/// flag that release builds do not have), a datagram whose payload is exactly `TOKEN` makes the
+/// worker that reads it panic, as a crafted datagram that hit a bug would.
+#[cfg(debug_assertions)]
+pub static TEST_PANIC_TOKEN: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// Everything a worker thread keeps across restarts: its socket (so its port, which every
+/// answer it gave names, stays), its channels, and its status.
+struct WorkerThread {
+    index: usize,
+    socket: std::net::UdpSocket,
+    config: SfuConfig,
+    media: MediaOptions,
+    others: Vec<mpsc::Sender<Peer2Peer>>,
+    commands: mpsc::Receiver<Command>,
+    from_others: mpsc::Receiver<Peer2Peer>,
+    status: Arc<Status>,
+}
+
+/// How one run of a worker ended.
+enum Exit {
+    /// Signalling dropped every handle: the server is going away.
+    Stopped,
+    Panicked(String),
+}
+
+impl WorkerThread {
+    /// Runs the worker, and starts it again empty each time it panics, until the server stops.
+    fn supervise(mut self) {
+        // Zero until the first panic.
+        let mut pause = Duration::ZERO;
+        loop {
+            let started = Instant::now();
+            match self.run_once() {
+                Exit::Stopped => break,
+                Exit::Panicked(what) => {
+                    let restarts = self.status.restarts.load(Ordering::Relaxed);
+                    pause = if pause.is_zero() || started.elapsed() >= RESTART_STABLE {
+                        RESTART_PAUSE_MIN
+                    } else {
+                        (pause * 2).min(RESTART_PAUSE_MAX)
+                    };
+                    tracing::error!(
+                        worker = self.index,
+                        restarts,
+                        "media worker panicked ({what}); its peers were told, it starts again \
+                         empty in {pause:?}"
+                    );
+                    std::thread::sleep(pause);
+                    self.status.down.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        tracing::debug!(worker = self.index, "worker stopped");
+    }
+
+    /// One life of the worker: a fresh runtime and SFU on the kept socket.
+    fn run_once(&mut self) -> Exit {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => return self.failed(format!("cannot build its runtime: {e}")),
+        };
+        // Each life registers its own handle on the socket with its own runtime; the socket
+        // itself (and its port) stays open across lives.
+        let socket = match self
+            .socket
+            .try_clone()
+            .and_then(|s| rt.block_on(async { UdpSocket::from_std(s) }))
+        {
+            Ok(s) => s,
+            Err(e) => return self.failed(format!("cannot register its UDP socket: {e}")),
+        };
+        let mut worker = Worker {
+            index: self.index,
+            sfu: Sfu::with_options(self.config.clone(), self.media.clone()),
+            socket,
+            owners: HashMap::new(),
+            connected: HashSet::new(),
+            others: self.others.clone(),
+            stats: WorkerStats {
+                incarnation: self.status.restarts.load(Ordering::Relaxed),
+                ..WorkerStats::default()
+            },
+            status: self.status.clone(),
+            gso: true,
+            failed_batches: Vec::new(),
+        };
+        let (commands, from_others) = (&mut self.commands, &mut self.from_others);
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            rt.block_on(worker.run(commands, from_others))
+        }));
+        let exit = match ran {
+            Ok(()) => Exit::Stopped,
+            Err(panic) => {
+                // Taken down first, so that no new peer is sent here while the owners are
+                // told and the worker restarts.
+                let exit = self.failed(panic_message(panic.as_ref()));
+                worker.tell_owners_it_failed();
+                exit
+            }
+        };
+        self.status.peers.store(0, Ordering::Relaxed);
+        // The SFU that panicked is dropped here; should dropping it panic too, it is the same
+        // failure, and must not end the thread.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(move || {
+            drop(worker);
+            drop(rt);
+        }));
+        exit
+    }
+
+    /// Marks the worker down (until [`WorkerThread::supervise`] restarts it) and counts it.
+    fn failed(&self, what: String) -> Exit {
+        self.status.down.store(true, Ordering::Relaxed);
+        self.status.restarts.fetch_add(1, Ordering::Relaxed);
+        Exit::Panicked(what)
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
 }
 
 struct Worker {
     index: usize,
     sfu: Sfu,
     socket: UdpSocket,
-    /// Where to tell each peer's session about it.
-    sessions: HashMap<PeerId, mpsc::UnboundedSender<SessionEvent>>,
+    /// Where to tell each peer's owner about it.
+    owners: HashMap<PeerId, PeerEvents>,
     /// Peers whose ICE and DTLS are up.
     connected: HashSet<PeerId>,
     others: Vec<mpsc::Sender<Peer2Peer>>,
@@ -229,13 +468,14 @@ struct Worker {
     gso: bool,
     /// Viewers a batch could not be sent to, reported once the batches are drained.
     failed_batches: Vec<PeerId>,
+    status: Arc<Status>,
 }
 
 impl Worker {
     async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut media: mpsc::Receiver<Peer2Peer>,
+        &mut self,
+        commands: &mut mpsc::Receiver<Command>,
+        media: &mut mpsc::Receiver<Peer2Peer>,
     ) {
         tracing::debug!(worker = self.index, addr = ?self.socket.local_addr().ok(), "worker started");
         let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -284,11 +524,31 @@ impl Worker {
                 }
             }
             self.flush();
+            let peers = self.sfu.peer_count();
+            if peers != self.status.peers.load(Ordering::Relaxed) {
+                self.status.peers.store(peers, Ordering::Relaxed);
+            }
         }
-        tracing::debug!(worker = self.index, "worker stopped");
+    }
+
+    /// After a panic: every peer's owner hears that the worker failed, which ends the peer as
+    /// any lost connection does (a viewer's WHEP resource goes, a broadcaster's viewers wait for
+    /// it for the grace period).
+    fn tell_owners_it_failed(&mut self) {
+        for (id, tx) in self.owners.drain() {
+            let _ = tx.send(PeerEvent::WorkerFailed(id));
+        }
+        self.connected.clear();
     }
 
     fn on_datagram(&mut self, from: SocketAddr, data: &[u8]) {
+        #[cfg(debug_assertions)]
+        if TEST_PANIC_TOKEN.get().is_some_and(|t| t.as_slice() == data) {
+            panic!(
+                "test hook: a datagram from {from} asked worker {} to panic",
+                self.index
+            );
+        }
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += data.len() as u64;
         self.sfu.handle_datagram(Instant::now(), from, data);
@@ -306,7 +566,7 @@ impl Worker {
             } => {
                 let r = self.sfu.add_publisher(now, id, stream, &offer);
                 if r.is_ok() {
-                    self.sessions.insert(id, events);
+                    self.owners.insert(id, events);
                 }
                 let _ = reply.send(r);
             }
@@ -320,7 +580,7 @@ impl Worker {
             } => {
                 let r = self.sfu.add_viewer(now, id, stream, &media, &offer);
                 if r.is_ok() {
-                    self.sessions.insert(id, events);
+                    self.owners.insert(id, events);
                 }
                 let _ = reply.send(r);
             }
@@ -340,7 +600,7 @@ impl Worker {
             }
             Command::Remove { id } => {
                 self.sfu.remove_peer(id);
-                self.sessions.remove(&id);
+                self.owners.remove(&id);
                 self.connected.remove(&id);
             }
             Command::Stats { reply } => {
@@ -395,26 +655,26 @@ impl Worker {
             match out {
                 Output::Connected(id) => {
                     self.connected.insert(id);
-                    if let Some(tx) = self.sessions.get(&id) {
-                        let _ = tx.send(SessionEvent::PeerConnected(id));
-                    }
+                    self.tell(PeerEvent::Connected(id));
                 }
                 Output::Failed(id) => {
                     self.connected.remove(&id);
-                    if let Some(tx) = self.sessions.remove(&id) {
-                        let _ = tx.send(SessionEvent::PeerFailed(id));
-                    }
+                    self.tell(PeerEvent::Failed(id));
+                    self.owners.remove(&id);
                 }
                 Output::Media(p) => self.share_with_others(|| Peer2Peer::Media(p.clone())),
-                Output::VideoStarted(id) => {
-                    if let Some(tx) = self.sessions.get(&id) {
-                        let _ = tx.send(SessionEvent::VideoStarted(id));
-                    }
-                }
+                Output::VideoStarted(id) => self.tell(PeerEvent::VideoStarted(id)),
                 Output::KeyframeRequest(s) => {
                     self.share_with_others(|| Peer2Peer::KeyframeRequest(s.clone()))
                 }
             }
+        }
+    }
+
+    /// Tells the peer's owner; one that has gone away (its session ended) is no concern here.
+    fn tell(&self, event: PeerEvent) {
+        if let Some(tx) = self.owners.get(&event.peer()) {
+            let _ = tx.send(event);
         }
     }
 

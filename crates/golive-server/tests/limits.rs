@@ -25,15 +25,6 @@ async fn answered(ws: &mut Ws, text: &str) {
     }
 }
 
-async fn metric(s: &Server, line_start: &str) -> f64 {
-    let body = reqwest_get(s, "/metrics").await;
-    body.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Next close code (or None if the socket just ended).
 async fn closed_with(ws: &mut Ws) -> Option<u16> {
     tokio::time::timeout(STEP, async {
@@ -48,22 +39,6 @@ async fn closed_with(ws: &mut Ws) -> Option<u16> {
     })
     .await
     .expect("closed in time")
-}
-
-async fn still_serving(s: &Server) {
-    assert!(
-        reqwest_get(s, "/healthz")
-            .await
-            .contains("\"status\":\"ok\"")
-    );
-    let mut ws = connect(s).await;
-    // A small frame, so it fits every frame limit the tests set.
-    expect_error(
-        &mut ws,
-        &msg("watch", "nothing-here", "v=0"),
-        ErrorCode::StreamNotFound,
-    )
-    .await;
 }
 
 #[tokio::test]

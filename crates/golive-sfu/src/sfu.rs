@@ -64,8 +64,10 @@ impl fmt::Display for PeerId {
 
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
-    /// The address advertised in our ICE candidate, and the local address of every datagram
-    /// (they must be equal: RTC-NOTES pitfall 6).
+    /// The address advertised in our ICE candidate, and the local address of every datagram.
+    /// They must be equal: `rtc` drops every STUN request whose local address is not one of its
+    /// local candidates (and still returns `Ok`), so a worker bound to 0.0.0.0 that passed its
+    /// socket's address here would never connect a peer.
     pub advertised_addr: SocketAddr,
     pub srtp: SrtpPolicy,
     /// Emit every local broadcaster's packets as [`Output::Media`] for other workers.
@@ -334,6 +336,47 @@ impl LocalStream {
     }
 }
 
+/// The SFU of one media worker: every peer of the worker, the streams they publish or watch,
+/// and the fan-out between them. Sans-IO: it never reads a socket or the clock; the shell (the
+/// worker) owns the socket, the timer and the channels to other workers.
+///
+/// # Calling it
+///
+/// Inputs, each with the current `Instant` (never earlier than the one before):
+///
+/// - signalling: [`add_publisher`](Sfu::add_publisher), [`add_viewer`](Sfu::add_viewer),
+///   [`add_remote_candidate`](Sfu::add_remote_candidate) and [`remove_peer`](Sfu::remove_peer);
+/// - every datagram the worker's socket reads: [`handle_datagram`](Sfu::handle_datagram);
+/// - what other workers shared (their [`Output::Media`] and [`Output::KeyframeRequest`]):
+///   [`handle_media`](Sfu::handle_media) and
+///   [`handle_keyframe_request`](Sfu::handle_keyframe_request);
+/// - a [`Transmit`] the shell could not send: [`handle_send_failed`](Sfu::handle_send_failed)
+///   (a shell that drops), or [`handle_send_backlog`](Sfu::handle_send_backlog) (a shell that
+///   queues);
+/// - the time: [`handle_timeout`](Sfu::handle_timeout) once the instant
+///   [`poll_timeout`](Sfu::poll_timeout) gave has come. Calling it early is harmless; calling it
+///   late delays the peers' own timers (DTLS retransmissions, RTCP reports, ICE liveness),
+///   coalesced keyframe requests, keyframe-cache replays and the end of dead peers.
+///
+/// After every input, drain both queues until they return `None`:
+///
+/// 1. [`poll_transmit`](Sfu::poll_transmit): datagrams to send from the advertised address.
+///    They queue in memory until drained, so drain before the next input: a broadcaster's
+///    packet then reaches every viewer before the next one is read.
+/// 2. [`poll_output`](Sfu::poll_output): what the shell must act on: tell a peer's owner it
+///    connected, failed or started video, and pass media and keyframe requests to every other
+///    worker's `handle_media` / `handle_keyframe_request`.
+///
+/// Then ask [`poll_timeout`](Sfu::poll_timeout) again: any input may move the next deadline.
+///
+/// ```text
+/// loop {
+///     wait for a datagram, a command, shared media, or poll_timeout()
+///     handle_* / add_* / remove_peer (now)
+///     while let Some(t) = poll_transmit() { send t, or handle_send_failed(now, t.peer) }
+///     while let Some(o) = poll_output() { act on o }
+/// }
+/// ```
 pub struct Sfu {
     config: SfuConfig,
     options: MediaOptions,

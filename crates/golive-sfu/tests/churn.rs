@@ -27,7 +27,6 @@ fn live_heap() -> i128 {
 #[test]
 fn two_thousand_viewers_join_and_leave_and_everything_returns_to_its_start() {
     let mut s = Sim::new();
-    s.keep_payloads = false;
     let publisher = s.add_publisher(PeerId(1), "live", 30);
     s.run_until_connected(&[publisher], ms(5_000));
     s.run_for(ms(1_000));

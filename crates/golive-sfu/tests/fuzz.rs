@@ -201,7 +201,7 @@ fn hostile_rtp_through_a_publisher_leg_is_dropped_or_forwarded_whole() {
     let viewer = s.add_viewer(PeerId(2), "live");
     s.run_until_connected(&[publisher, viewer], ms(5_000));
     s.set_sending(publisher, false);
-    let video_ssrc = s.client(publisher).plan().video_ssrc;
+    let video_ssrc = s.client(publisher).video_ssrc();
     let started = std::time::Instant::now();
     let mut unknown_pt = 0u64;
     let mut seq: u16 = rng.random();
@@ -252,7 +252,9 @@ fn hostile_rtp_through_a_publisher_leg_is_dropped_or_forwarded_whole() {
     }
     let fuzz_wall = started.elapsed();
     // The real media resumes where the numbers left off and reaches the viewer intact.
-    s.client_mut(publisher).plan_mut().video_seq = seq.wrapping_add(300);
+    s.client_mut(publisher)
+        .source_mut()
+        .set_next_video_seq(seq.wrapping_add(300));
     s.set_sending(publisher, true);
     s.run_for(ms(2_000));
     let st = s.sfu.stats();

@@ -71,8 +71,8 @@ fn viewer_of_other_stream_gets_nothing_from_this_one() {
     s.run_until_connected(&all, ms(5_000));
     s.run_for(ms(2_000));
 
-    let sent_by = |p: PeerId| -> std::collections::HashSet<u64> {
-        s.client(p).plan().sent.iter().map(|x| x.counter).collect()
+    let sent_by = |p: PeerId| -> std::collections::HashSet<golive_client::Stamp> {
+        s.client(p).sent.iter().map(|x| x.stamp).collect()
     };
     for (own, other, viewers) in [(pub_a, pub_b, &of_a), (pub_b, pub_a, &of_b)] {
         let foreign = sent_by(other);
@@ -81,7 +81,7 @@ fn viewer_of_other_stream_gets_nothing_from_this_one() {
             let leaked = c
                 .received
                 .iter()
-                .filter(|r| r.counter.is_some_and(|n| foreign.contains(&n)))
+                .filter(|r| r.stamp.is_some_and(|n| foreign.contains(&n)))
                 .count();
             assert_eq!(leaked, 0, "{v} got {leaked} packets of the other stream");
             for kind in [Kind::Audio, Kind::Video] {

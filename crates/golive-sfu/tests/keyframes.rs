@@ -72,7 +72,9 @@ fn cache_overflow_shows_the_keyframe_then_waits_for_the_next() {
     // 30 fps, one packet a frame: 512 packets are past after about 17 s.
     let publisher = s.add_publisher(PeerId(1), "live", LONG_GOP_FRAMES);
     s.run_until_connected(&[publisher], ms(5_000));
-    s.client_mut(publisher).plan_mut().answer_pli = false;
+    s.client_mut(publisher)
+        .source_mut()
+        .set_answer_keyframe_requests(false);
     s.run_for(ms(18_000));
     assert_eq!(s.sfu.stats().cache_overflows, 1);
     assert!(
@@ -81,7 +83,9 @@ fn cache_overflow_shows_the_keyframe_then_waits_for_the_next() {
     );
     let (packets, _) = s.sfu.keyframe_cache_size(&sim::stream("live"));
     assert_eq!(packets, sim::KEYFRAME_PACKETS, "only the keyframe is kept");
-    s.client_mut(publisher).plan_mut().answer_pli = true;
+    s.client_mut(publisher)
+        .source_mut()
+        .set_answer_keyframe_requests(true);
     let late = s.add_viewer(PeerId(3), "live");
     s.run_until_connected(&[late], ms(5_000));
     s.run_for(ms(1_000));
@@ -89,13 +93,12 @@ fn cache_overflow_shows_the_keyframe_then_waits_for_the_next() {
     let video = v.received_of(Kind::Video);
     assert!(video[0].keyframe_start);
     assert_eq!(
-        video[0].counter,
+        video[0].stamp,
         s.client(publisher)
-            .plan()
             .sent
             .iter()
             .find(|x| x.kind == Kind::Video)
-            .map(|x| x.counter)
+            .map(|x| x.stamp)
     );
     // The picture, then a gap-free jump to the next keyframe.
     let second = &video[sim::KEYFRAME_PACKETS];
@@ -149,7 +152,6 @@ fn late_viewer_without_cache_starts_at_a_requested_keyframe() {
     );
     let k = check_track(p, v, Kind::Video, None);
     let first = &p
-        .plan()
         .sent
         .iter()
         .filter(|x| x.kind == Kind::Video)
@@ -225,7 +227,7 @@ fn keyframe_requests_of_many_joining_viewers_are_coalesced() {
         last_connect - first_connect
     );
     for &v in &viewers {
-        let first = s.client(v).received_of(Kind::Video)[0].clone();
+        let first = *s.client(v).received_of(Kind::Video)[0];
         assert!(
             first.keyframe_start,
             "{v}: first video packet is not a keyframe start"

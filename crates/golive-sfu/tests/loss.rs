@@ -25,18 +25,13 @@ fn five_percent_loss_to_one_viewer_is_repaired_and_its_frames_stay_complete() {
     );
     s.run_for(ms(20_000));
     let sent_until = s.now;
-    s.client_mut(publisher).plan_mut().sending = false;
+    s.set_sending(publisher, false);
     // Time for the last repairs.
     s.run_for(ms(1_000));
 
     let st = s.sfu.stats().clone();
     let p = s.client(publisher);
-    let sent_video = p
-        .plan()
-        .sent
-        .iter()
-        .filter(|x| x.kind == Kind::Video)
-        .count();
+    let sent_video = p.sent.iter().filter(|x| x.kind == Kind::Video).count();
     let duplicates = check_complete(p, s.client(lossy), Kind::Video, sent_until);
     eprintln!(
         "5% loss to one viewer: {} video packets sent, {} datagrams lost on its link, {} NACKed, \
@@ -78,7 +73,7 @@ fn broadcaster_uplink_loss_is_nacked_upstream() {
     );
     s.run_for(ms(20_000));
     let sent_until = s.now;
-    s.client_mut(publisher).plan_mut().sending = false;
+    s.set_sending(publisher, false);
     s.run_for(ms(1_000));
     let lost = s.lost_up;
     let duplicates = check_complete(

@@ -10,17 +10,16 @@ use std::time::Duration;
 /// The worst delay from the broadcaster's send to a viewer's receipt, over packets sent in
 /// `[from, to)`.
 fn worst_latency(s: &Sim, publisher: PeerId, viewer: PeerId, kind: Kind) -> Duration {
-    let sent: std::collections::HashMap<u64, std::time::Instant> = s
+    let sent: std::collections::HashMap<golive_client::Stamp, std::time::Instant> = s
         .client(publisher)
-        .plan()
         .sent
         .iter()
-        .map(|x| (x.counter, x.at))
+        .map(|x| (x.stamp, x.at))
         .collect();
     s.client(viewer)
         .received_of(kind)
         .iter()
-        .filter_map(|r| Some(r.at - *sent.get(&r.counter?)?))
+        .filter_map(|r| Some(r.at - *sent.get(&r.stamp?)?))
         .max()
         .unwrap_or_default()
 }
@@ -93,15 +92,14 @@ fn viewer_that_stops_reading_does_not_raise_any_other_viewers_latency() {
         .position(|r| r.keyframe_start)
         .expect("restarts at a keyframe");
     // What came before the restart is what the shell held (sent before the skip).
-    let sent_at: std::collections::HashMap<u64, std::time::Instant> = s
+    let sent_at: std::collections::HashMap<golive_client::Stamp, std::time::Instant> = s
         .client(publisher)
-        .plan()
         .sent
         .iter()
-        .map(|x| (x.counter, x.at))
+        .map(|x| (x.stamp, x.at))
         .collect();
     for r in &after[..restart] {
-        assert!(sent_at[&r.counter.expect("known")] < resumed_at);
+        assert!(sent_at[&r.stamp.expect("known")] < resumed_at);
     }
     assert!(
         s.client(publisher).plis.iter().any(|t| *t >= resumed_at),

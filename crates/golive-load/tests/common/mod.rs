@@ -1,120 +1,35 @@
 //! What the tests of `golive-load` share: the real `golive` server as a child process, and a
 //! run of the `golive-load` binary against it that returns its JSON report.
-//!
-//! The `golive` binary belongs to another package, so it is found next to the test's
-//! executable (`target/<profile>/golive`), or at `$GOLIVE_BIN`.
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use golive_client::ServerProcess;
+use golive_client::harness::LOOPBACK_ARGS;
+use std::io::Read;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 /// A watchdog against a hung process, not a performance bound: the run itself takes about 7 s.
 pub const HANG_GUARD: Duration = Duration::from_secs(300);
 
-pub fn golive_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("GOLIVE_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("the test executable has a path");
-    // target/<profile>/deps/<test> -> target/<profile>/golive
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test executable lives in target/<profile>/deps/")
-        .join(format!("golive{}", std::env::consts::EXE_SUFFIX))
-}
-
-/// The server process; killed on drop, its stderr printed if the test failed.
-pub struct Server {
-    pub child: Child,
-    pub url: String,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Server {
-    pub fn start() -> Server {
-        let bin = golive_binary();
-        assert!(
-            bin.exists(),
-            "the golive binary is missing at {}: build it first with `cargo build -p golive-server` \
-             (same profile as this test) or set GOLIVE_BIN",
-            bin.display()
-        );
-        let mut child = Command::new(&bin)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--udp-port",
-                "0",
-                "--workers",
-                "2",
-            ])
-            // Every viewer of a load test comes from 127.0.0.1: lift the per-address limits
-            // on new and open sessions (environment, not flags, so an older binary without
-            // them still starts).
-            .env("GOLIVE_MAX_NEW_SESSIONS_PER_SEC_PER_IP", "10000")
-            .env("GOLIVE_MAX_SESSIONS_PER_IP", "100000")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("stderr");
-        let sink = std::sync::Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
-                s.push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.trim().strip_prefix("listening on ")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addr.to_owned());
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(HANG_GUARD)
-            .expect("golive never printed `listening on http://...`");
-        Server { child, url, stderr }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let s = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
-            let tail: Vec<&str> = s.lines().rev().take(200).collect();
-            eprintln!("---- golive stderr (tail) ----");
-            for line in tail.into_iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-    }
+/// The server on free loopback ports, with two media workers.
+pub fn start_server() -> ServerProcess {
+    let mut cmd = ServerProcess::command(&LOOPBACK_ARGS).unwrap_or_else(|e| panic!("{e}"));
+    // Every viewer of a load test comes from 127.0.0.1: lift the per-address limits on new and
+    // open sessions (environment, not flags, so an older binary without them still starts).
+    cmd.env("GOLIVE_MAX_NEW_SESSIONS_PER_SEC_PER_IP", "10000")
+        .env("GOLIVE_MAX_SESSIONS_PER_IP", "100000");
+    ServerProcess::start_command(cmd).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs `golive-load` against `server` with `args` (plus `--server`, `--server-pid`,
 /// `--quiet` and `--json -`) and returns its report; panics if it fails or hangs.
-pub fn run_load(server: &Server, args: &[&str]) -> serde_json::Value {
-    let pid = server.child.id().to_string();
+pub fn run_load(server: &ServerProcess, args: &[&str]) -> serde_json::Value {
+    let pid = server.pid().to_string();
+    let url = server.http_url();
     let mut load = Command::new(env!("CARGO_BIN_EXE_golive-load"))
         .args([
             "--server",
-            &server.url,
+            &url,
             "--server-pid",
             &pid,
             "--quiet",

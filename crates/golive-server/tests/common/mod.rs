@@ -1,27 +1,20 @@
-//! Shared helpers of the server's integration tests: the real `golive` binary, a WebSocket
-//! client, and Chromium-shaped offers (no media flows in these tests).
+//! Shared helpers of the server's integration tests: the real `golive` binary (golive-client's
+//! harness), raw signalling sockets read with golive-client's signalling code, and
+//! Chromium-shaped offers (no media flows in these tests).
 #![allow(dead_code)]
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
+use golive_client::http::HttpResponse;
+use golive_client::signal::{Incoming, connect_ws, is_audience, next_incoming};
 use golive_proto::{ErrorCode, ServerMessage};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
+pub use golive_client::ServerProcess as Server;
+pub use golive_client::signal::Ws;
+
 pub const STEP: Duration = Duration::from_secs(10);
-
-pub struct Server {
-    pub child: Child,
-    pub addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 pub fn start() -> Server {
     start_with(&[])
@@ -34,34 +27,17 @@ pub fn start_with(extra: &[&str]) -> Server {
     start_command(cmd)
 }
 
-/// Starts a prepared `golive` command and waits for its `listening on` line.
+/// Starts a prepared `golive` command and waits for its `listening on` line. Its stderr is
+/// printed if the test fails.
 pub fn start_command(mut cmd: Command) -> Server {
-    let mut child = cmd
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("golive starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    Server { child, addr }
+    cmd.env("RUST_LOG", "warn");
+    Server::start_command(cmd).unwrap_or_else(|e| panic!("{e}"))
 }
 
-pub type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 pub async fn connect(s: &Server) -> Ws {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", s.addr))
+    connect_ws(&s.ws_url(), STEP)
         .await
-        .expect("websocket connects");
-    ws
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub async fn send(ws: &mut Ws, text: &str) {
@@ -69,29 +45,22 @@ pub async fn send(ws: &mut Ws, text: &str) {
 }
 
 pub async fn recv(ws: &mut Ws) -> ServerMessage {
-    loop {
-        let m = tokio::time::timeout(STEP, ws.next())
-            .await
-            .expect("a reply in time")
-            .expect("socket open")
-            .expect("no socket error");
-        if let Message::Text(t) = m {
-            return ServerMessage::parse(&t).expect("server JSON parses");
-        }
+    let incoming = tokio::time::timeout(STEP, next_incoming(ws, None))
+        .await
+        .expect("a reply in time")
+        .unwrap_or_else(|e| panic!("{e}"));
+    match incoming {
+        Incoming::Message(m) => m,
+        Incoming::Closed(how) => panic!("the socket closed: {how}"),
     }
 }
 
 /// The next reply (answer, error, ended): audience messages (counts, chat, hearts) are skipped.
 pub async fn recv_reply(ws: &mut Ws) -> ServerMessage {
     loop {
-        match recv(ws).await {
-            ServerMessage::Viewers { .. }
-            | ServerMessage::Chat { .. }
-            | ServerMessage::Hearts { .. }
-            | ServerMessage::Removed { .. }
-            | ServerMessage::Reconnecting { .. }
-            | ServerMessage::Resumed => continue,
-            m => return m,
+        let m = recv(ws).await;
+        if !is_audience(&m) {
+            return m;
         }
     }
 }
@@ -153,7 +122,8 @@ pub fn msg(ty: &str, stream: &str, sdp: &str) -> String {
     serde_json::json!({"type": ty, "stream": stream, "sdp": sdp}).to_string()
 }
 
-/// A raw HTTP/1.1 request; returns the status line's code and the whole response text.
+/// An HTTP/1.1 request; returns the status and the response as text (status line, headers with
+/// lower-cased names, body).
 pub async fn http(
     s: &Server,
     method: &str,
@@ -161,39 +131,57 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (n, v) in headers {
-        req += &format!("{n}: {v}\r\n");
+    let r = request(s, method, path, headers, body).await;
+    let mut text = format!("HTTP/1.1 {}\r\n", r.status);
+    for (n, v) in &r.headers {
+        text += &format!("{n}: {v}\r\n");
     }
-    req += "\r\n";
-    req += body;
-    c.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).await.unwrap();
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, out)
+    (r.status, text + "\r\n" + &r.body)
 }
 
-/// A minimal HTTP/1.1 GET over a raw socket, to avoid an HTTP client dependency.
+/// The body of a `GET path` that must answer 200.
 pub async fn reqwest_get(s: &Server, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
-    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+    let r = request(s, "GET", path, &[], "").await;
+    assert_eq!(r.status, 200, "{path}: {r:?}");
+    r.body
+}
+
+async fn request(
+    s: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
+    let authority = s.addr.to_string();
+    golive_client::http::request(&authority, method, path, headers, body.as_bytes(), STEP)
         .await
-        .unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{path}: {out:.200}");
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The value of the first `/metrics` line that starts with `line_start` (0 when absent).
+pub async fn metric(s: &Server, line_start: &str) -> f64 {
+    let body = reqwest_get(s, "/metrics").await;
+    body.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A healthy client is served: `/healthz` is ok, and a new WebSocket session answers.
+pub async fn still_serving(s: &Server) {
+    assert!(
+        reqwest_get(s, "/healthz")
+            .await
+            .contains("\"status\":\"ok\"")
+    );
+    let mut ws = connect(s).await;
+    // A small frame, so it fits every frame limit the tests set.
+    expect_error(
+        &mut ws,
+        &msg("watch", "nothing-here", "v=0"),
+        ErrorCode::StreamNotFound,
+    )
+    .await;
 }

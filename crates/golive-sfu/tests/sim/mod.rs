@@ -1,64 +1,49 @@
-//! A simulated network for driving the sans-IO SFU core with in-process WebRTC clients.
+//! A simulated network for driving the sans-IO SFU core with in-process WebRTC clients: the
+//! in-memory I/O loop around `golive-client`'s sans-IO [`ClientPeer`].
 //!
 //! Every client is a full (not lite) `rtc` peer connection that makes the offer, with its own
 //! made-up address `127.0.0.1:<port>`; no socket is ever opened. The test loop advances a
 //! simulated clock by a fixed step and, at each step, fires whichever deadlines are due
-//! (the SFU's and every client's), lets publishers emit the media that is due, and moves every
-//! datagram between the SFU and the clients in memory, with no latency and no loss, until
-//! nobody has anything left to send.
+//! (every client's, publishers' media among them, then the SFU's), and moves every datagram
+//! between the SFU and the clients in memory, with no latency and no loss, until nobody has
+//! anything left to send.
 //!
 //! Each client's link can be made lossy (per direction, SRTP only: the handshake is left alone),
 //! delayed, or stalled (the "shell" then queues what the SFU sends that client, bounded, and
 //! reports the backlog to the SFU as a real shell would); see [`Link`].
 //!
-//! Publishers send synthetic VP8 (RFC 7741 descriptor and frame tag) and Opus; every payload
-//! carries a unique counter at bytes 4..12, and the simulation keeps every payload it sent, so a
-//! viewer checks each packet it receives byte for byte without keeping the bytes itself.
+//! Publishers send golive-client's synthetic VP8 (RFC 7741 descriptor and frame tag) and Opus;
+//! every payload carries a stamp (its source and number) and filler made from the stamp, so a
+//! viewer checks each packet it receives byte for byte without anyone keeping the bytes.
 #![allow(dead_code)]
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
+use golive_client::{
+    ClientPeer, Clock, Feedback, MediaPlan, Numbering, PayloadTypes, PeerConfig, PeerEvent,
+    Role as PeerRole, SyntheticSource,
+};
 use golive_proto::StreamName;
 use golive_sfu::{MediaOptions, Output, PeerId, Sfu, SfuConfig, SrtpPolicy, StreamMedia};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rtc::interceptor::{
-    Attribute, Interceptor, NackGeneratorBuilder, NackResponderBuilder,
-    Packet as InterceptorPacket, Registry, Slot, StreamInfo, TaggedPacket,
-};
-use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::media_engine::MediaEngine;
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::event::RTCPeerConnectionEvent;
-use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
-use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
-};
-use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
-};
-use rtc::rtp_transceiver::{
-    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
-};
-use rtc::sansio::Protocol;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+pub use golive_client::MediaKind as Kind;
+/// A packet a publisher sent (its payload dropped: the stamp identifies it).
+pub type Sent = golive_client::SyntheticPacket;
+/// A packet a viewer received.
+pub type Received = golive_client::ReceivedPacket;
 
 pub const SFU_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4000);
 /// The simulated clock's tick.
 pub const STEP: Duration = Duration::from_millis(1);
 
-pub const VIDEO_CLOCK: u32 = 90_000;
-pub const AUDIO_CLOCK: u32 = 48_000;
+pub const VIDEO_CLOCK: u32 = golive_client::media::VIDEO_CLOCK_RATE;
+pub const AUDIO_CLOCK: u32 = golive_client::media::AUDIO_CLOCK_RATE;
 /// The publisher's payload types, and the (different) ones every viewer offers: the SFU must
 /// rewrite them.
 pub const PUB_VP8_PT: u8 = 96;
@@ -66,84 +51,50 @@ pub const PUB_OPUS_PT: u8 = 111;
 pub const VIEWER_VP8_PT: u8 = 120;
 pub const VIEWER_OPUS_PT: u8 = 109;
 
-pub const VIDEO_FPS: u64 = 30;
-pub const AUDIO_PACKETS_PER_S: u64 = 50;
+pub const VIDEO_FPS: u32 = 30;
 /// A keyframe is this many packets; a delta frame one.
 pub const KEYFRAME_PACKETS: usize = 3;
 const VIDEO_PACKET_BYTES: usize = 900;
 const AUDIO_PACKET_BYTES: usize = 120;
 /// How often a viewer client NACKs one lost packet (browsers go on for longer).
 const VIEWER_MAX_NACKS: u16 = 10;
-/// Where a payload's unique counter sits.
-const COUNTER_AT: usize = 4;
 
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Audio,
-    Video,
+/// A publisher's media: 30 fps of 900-byte packets (a keyframe three of them, a delta frame
+/// one), 20 ms Opus packets of 120 bytes.
+fn media_plan(gop_frames: u64) -> MediaPlan {
+    MediaPlan {
+        video_fps: VIDEO_FPS,
+        gop_frames,
+        keyframe_bytes: KEYFRAME_PACKETS * VIDEO_PACKET_BYTES,
+        delta_frame_bytes: VIDEO_PACKET_BYTES,
+        max_payload_bytes: VIDEO_PACKET_BYTES,
+        audio_payload_bytes: AUDIO_PACKET_BYTES,
+    }
 }
 
-/// A packet a publisher sent.
-#[derive(Debug, Clone)]
-pub struct Sent {
-    pub kind: Kind,
-    pub at: Instant,
-    pub seq: u16,
-    pub ts: u32,
-    pub marker: bool,
-    pub counter: u64,
-    pub keyframe_start: bool,
-}
-
-/// A packet a viewer received.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub kind: Kind,
-    pub at: Instant,
-    pub seq: u16,
-    pub ts: u32,
-    pub ssrc: u32,
-    pub pt: u8,
-    pub marker: bool,
-    /// The payload's counter, or `None` when the payload was not one any publisher sent.
-    pub counter: Option<u64>,
-    /// The payload equals, byte for byte, what the publisher sent under that counter.
-    pub exact: bool,
-    /// VP8 descriptor S bit set and frame tag says keyframe.
-    pub keyframe_start: bool,
-}
-
-/// What a publisher is sending.
-#[derive(Debug)]
-pub struct MediaPlan {
-    pub video_sender: RTCRtpSenderId,
-    pub audio_sender: RTCRtpSenderId,
-    pub video_ssrc: u32,
-    pub audio_ssrc: u32,
-    /// Stream tag written into every payload, so a viewer of another stream is caught.
-    pub tag: u32,
-    pub sending: bool,
-    pub started_at: Option<Instant>,
-    pub frames: u64,
-    pub audio_packets: u64,
-    pub video_seq: u16,
-    pub audio_seq: u16,
-    /// A natural keyframe every this many frames (the first frame is always one).
-    pub gop_frames: u64,
-    pub answer_pli: bool,
-    pub keyframe_requested: bool,
-    pub sent: Vec<Sent>,
-    pub write_errors: u64,
-}
-
-#[derive(Debug)]
-pub enum Role {
-    Publisher(Box<MediaPlan>),
-    Viewer,
+/// A viewer NACKs what it lost, as a browser does; a publisher answers the SFU's NACKs.
+fn peer_config(publisher: bool) -> PeerConfig {
+    let (vp8, opus) = if publisher {
+        (PUB_VP8_PT, PUB_OPUS_PT)
+    } else {
+        (VIEWER_VP8_PT, VIEWER_OPUS_PT)
+    };
+    PeerConfig {
+        payload_types: PayloadTypes {
+            vp8,
+            opus,
+            ..PayloadTypes::default()
+        },
+        feedback: Feedback::Nack {
+            max_nacks_per_packet: VIEWER_MAX_NACKS,
+        },
+        report_sent: publisher,
+        ..PeerConfig::default()
+    }
 }
 
 pub struct Client {
@@ -152,505 +103,88 @@ pub struct Client {
     pub addr: SocketAddr,
     /// The ICE ufrag the SFU chose for this peer (from its answer).
     pub sfu_ufrag: String,
-    pub pc: RTCPeerConnection,
-    pub role: Role,
+    pub peer: ClientPeer,
     pub connected_at: Option<Instant>,
     pub failed: bool,
     pub deadline: Option<Instant>,
     pub received: Vec<Received>,
-    pub rtcp_packets: u64,
+    /// What a publisher sent.
+    pub sent: Vec<Sent>,
+    pub write_errors: u64,
     /// Instants the client received a PLI or FIR (publishers care).
     pub plis: Vec<Instant>,
     pub read_errors: u64,
     /// SRTCP datagrams that reached the client (by their plaintext header), decryptable or not.
     pub rtcp_datagrams: u64,
-    /// Receiver track id → kind (viewers).
-    track_kinds: HashMap<String, Kind>,
 }
 
 impl Client {
     pub fn is_publisher(&self) -> bool {
-        matches!(self.role, Role::Publisher(_))
-    }
-
-    pub fn plan(&self) -> &MediaPlan {
-        match &self.role {
-            Role::Publisher(p) => p,
-            Role::Viewer => panic!("{} is not a publisher", self.id),
-        }
-    }
-
-    pub fn plan_mut(&mut self) -> &mut MediaPlan {
-        match &mut self.role {
-            Role::Publisher(p) => p,
-            Role::Viewer => panic!("{} is not a publisher", self.id),
-        }
+        self.peer.is_publisher()
     }
 
     pub fn received_of(&self, kind: Kind) -> Vec<&Received> {
         self.received.iter().filter(|r| r.kind == kind).collect()
     }
 
-    /// Sends a PLI for the video it receives (the SFU's SSRC) through its rtc receiver.
-    pub fn send_pli(&mut self, now: Instant) -> bool {
-        let Some(media_ssrc) = self.received_of(Kind::Video).first().map(|r| r.ssrc) else {
-            return false;
-        };
-        let receivers: Vec<RTCRtpReceiverId> = self.pc.get_receivers().collect();
-        for rid in receivers {
-            let Some(mut r) = self.pc.rtp_receiver(rid) else {
-                continue;
-            };
-            if r.track().kind() != RtpCodecKind::Video {
-                continue;
-            }
-            let pli = PictureLossIndication {
-                sender_ssrc: 0x7777,
-                media_ssrc,
-            };
-            r.write_rtcp(now, vec![Box::new(pli)]).expect("write_rtcp");
-            return true;
-        }
-        false
+    pub fn sent_of(&self, kind: Kind) -> Vec<&Sent> {
+        self.sent.iter().filter(|s| s.kind == kind).collect()
+    }
+
+    /// A publisher's media source.
+    pub fn source_mut(&mut self) -> &mut SyntheticSource {
+        let id = self.id;
+        self.peer
+            .source_mut()
+            .unwrap_or_else(|| panic!("{id} is not a publisher"))
+    }
+
+    pub fn video_ssrc(&self) -> u32 {
+        self.peer.ssrcs().expect("a publisher").0
     }
 
     fn read(&mut self, now: Instant, data: BytesMut) {
         if data.len() >= 2 && (128..192).contains(&data[0]) && (200..=206).contains(&data[1]) {
             self.rtcp_datagrams += 1;
         }
-        let r = self.pc.handle_read(TaggedBytesMut {
-            now,
-            transport: TransportContext {
-                local_addr: self.addr,
-                peer_addr: SFU_ADDR,
-                ecn: None,
-                transport_protocol: TransportProtocol::UDP,
-            },
-            message: data,
-        });
-        if r.is_err() {
+        if self.peer.handle_datagram(now, SFU_ADDR, data).is_err() {
             self.read_errors += 1;
         }
     }
 
     /// Drains everything the client produced after an input.
-    fn drain(
-        &mut self,
-        now: Instant,
-        payloads: &HashMap<u64, Bytes>,
-        out: &mut VecDeque<(SocketAddr, BytesMut)>,
-    ) {
-        while let Some(m) = self.pc.poll_write() {
-            if m.transport.peer_addr == SFU_ADDR {
-                out.push_back((self.addr, m.message));
+    fn drain(&mut self, now: Instant, out: &mut VecDeque<(SocketAddr, BytesMut)>) {
+        while let Some(t) = self.peer.poll_transmit() {
+            if t.to == SFU_ADDR {
+                out.push_back((self.addr, t.data));
             }
         }
-        while let Some(ev) = self.pc.poll_event() {
-            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) = ev {
-                match s {
-                    RTCPeerConnectionState::Connected if self.connected_at.is_none() => {
-                        self.connected_at = Some(now);
-                    }
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
-                        self.failed = true;
-                    }
-                    _ => {}
+        while let Some(ev) = self.peer.poll_event() {
+            match ev {
+                PeerEvent::State(RTCPeerConnectionState::Connected)
+                    if self.connected_at.is_none() =>
+                {
+                    self.connected_at = Some(now);
                 }
-            }
-        }
-        while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
-            match message {
-                RTCMessage::RtpPacket(track_id, packet) => {
-                    let kind = self.kind_of_track(&track_id);
-                    let p = &packet.payload;
-                    let counter = p
-                        .get(COUNTER_AT..COUNTER_AT + 8)
-                        .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
-                    let exact = counter
-                        .and_then(|c| payloads.get(&c))
-                        .is_some_and(|sent| sent == p);
-                    self.received.push(Received {
-                        kind,
-                        at: now,
-                        seq: packet.header.sequence_number,
-                        ts: packet.header.timestamp,
-                        ssrc: packet.header.ssrc,
-                        pt: packet.header.payload_type,
-                        marker: packet.header.marker,
-                        counter: counter.filter(|c| payloads.contains_key(c)),
-                        exact,
-                        keyframe_start: is_vp8_keyframe_start(p),
-                    });
+                PeerEvent::State(
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed,
+                ) => {
+                    self.failed = true;
                 }
-                RTCMessage::RtcpPacket(_, packets) => {
-                    self.rtcp_packets += packets.len() as u64;
-                    let wants_keyframe = packets.iter().any(|p| {
-                        let any = p.as_any();
-                        any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
-                    });
-                    if wants_keyframe {
-                        self.plis.push(now);
-                        if let Role::Publisher(plan) = &mut self.role
-                            && plan.answer_pli
-                        {
-                            plan.keyframe_requested = true;
-                        }
-                    }
+                PeerEvent::Rtp { kind, packet, .. } => {
+                    self.received.push(Received::inspect(kind, now, &packet));
                 }
-                _ => {}
-            }
-        }
-        self.deadline = self.pc.poll_timeout();
-    }
-
-    fn kind_of_track(&mut self, track_id: &str) -> Kind {
-        if let Some(k) = self.track_kinds.get(track_id) {
-            return *k;
-        }
-        let receivers: Vec<RTCRtpReceiverId> = self.pc.get_receivers().collect();
-        for rid in receivers {
-            if let Some(r) = self.pc.rtp_receiver(rid) {
-                let kind = match r.track().kind() {
-                    RtpCodecKind::Video => Kind::Video,
-                    _ => Kind::Audio,
-                };
-                self.track_kinds
-                    .insert(r.track().track_id().to_string(), kind);
-            }
-        }
-        *self
-            .track_kinds
-            .get(track_id)
-            .unwrap_or_else(|| panic!("RTP on unknown track {track_id}"))
-    }
-
-    /// Emits the media that is due by `now`; returns the payloads it sent, by counter.
-    fn produce(
-        &mut self,
-        now: Instant,
-        counter: &mut u64,
-        payloads: &mut HashMap<u64, Bytes>,
-        keep: bool,
-    ) {
-        let Role::Publisher(plan) = &mut self.role else {
-            return;
-        };
-        if !plan.sending || self.connected_at.is_none() {
-            return;
-        }
-        let start = *plan.started_at.get_or_insert(now);
-        let mut packets: Vec<(RTCRtpSenderId, rtc::rtp::Packet)> = Vec::new();
-        // Audio first for each instant; the order between the tracks does not matter.
-        while start + Duration::from_micros(plan.audio_packets * 1_000_000 / AUDIO_PACKETS_PER_S)
-            <= now
-        {
-            *counter += 1;
-            let payload = payload(*counter, plan.tag, None, AUDIO_PACKET_BYTES);
-            let ts = (plan.audio_packets * u64::from(AUDIO_CLOCK) / AUDIO_PACKETS_PER_S) as u32;
-            let seq = plan.audio_seq;
-            plan.audio_seq = plan.audio_seq.wrapping_add(1);
-            plan.audio_packets += 1;
-            plan.sent.push(Sent {
-                kind: Kind::Audio,
-                at: now,
-                seq,
-                ts,
-                marker: false,
-                counter: *counter,
-                keyframe_start: false,
-            });
-            if keep {
-                payloads.insert(*counter, payload.clone());
-            }
-            packets.push((
-                plan.audio_sender,
-                rtp(PUB_OPUS_PT, plan.audio_ssrc, seq, ts, false, payload),
-            ));
-        }
-        while start + Duration::from_micros(plan.frames * 1_000_000 / VIDEO_FPS) <= now {
-            let keyframe = plan.frames % plan.gop_frames == 0 || plan.keyframe_requested;
-            plan.keyframe_requested = false;
-            let ts = (plan.frames * u64::from(VIDEO_CLOCK) / VIDEO_FPS) as u32;
-            plan.frames += 1;
-            let n = if keyframe { KEYFRAME_PACKETS } else { 1 };
-            for i in 0..n {
-                *counter += 1;
-                let vp8 = if i == 0 { Some(keyframe) } else { None };
-                let payload = payload(*counter, plan.tag, Some(vp8), VIDEO_PACKET_BYTES);
-                let seq = plan.video_seq;
-                plan.video_seq = plan.video_seq.wrapping_add(1);
-                let marker = i + 1 == n;
-                plan.sent.push(Sent {
-                    kind: Kind::Video,
-                    at: now,
-                    seq,
-                    ts,
-                    marker,
-                    counter: *counter,
-                    keyframe_start: i == 0 && keyframe,
-                });
-                if keep {
-                    payloads.insert(*counter, payload.clone());
+                PeerEvent::KeyframeRequest { .. } => self.plis.push(now),
+                PeerEvent::Sent(mut sent) => {
+                    sent.payload = Bytes::new();
+                    self.sent.push(sent);
                 }
-                packets.push((
-                    plan.video_sender,
-                    rtp(PUB_VP8_PT, plan.video_ssrc, seq, ts, marker, payload),
-                ));
+                PeerEvent::SendFailed { .. } => self.write_errors += 1,
+                PeerEvent::State(_) => {}
             }
         }
-        for (sender, packet) in packets {
-            let mut s = self.pc.rtp_sender(sender).expect("publisher sender");
-            if s.write_rtp(now, packet).is_err() {
-                plan.write_errors += 1;
-            }
-        }
+        self.deadline = self.peer.poll_timeout();
     }
-}
-
-fn rtp(pt: u8, ssrc: u32, seq: u16, ts: u32, marker: bool, payload: Bytes) -> rtc::rtp::Packet {
-    rtc::rtp::Packet {
-        header: rtc::rtp::Header {
-            version: 2,
-            marker,
-            payload_type: pt,
-            sequence_number: seq,
-            timestamp: ts,
-            ssrc,
-            ..Default::default()
-        },
-        payload,
-    }
-}
-
-/// A synthetic payload. `vp8`: `None` for audio; `Some(None)` a VP8 continuation packet;
-/// `Some(Some(keyframe))` the first packet of a VP8 frame (descriptor S bit, then a frame tag
-/// whose bit 0 is 0 for a keyframe). Bytes 4..12 are the unique counter.
-pub fn payload(counter: u64, tag: u32, vp8: Option<Option<bool>>, len: usize) -> Bytes {
-    let mut b = BytesMut::with_capacity(len);
-    match vp8 {
-        None => b.put_slice(&[0xfc, 0xff, 0xfe, 0x00]), // an Opus TOC byte and filler
-        Some(None) => b.put_slice(&[0x00, 0x00, 0x00, 0x00]),
-        // Frame tag: bit 0 inverse keyframe flag, bit 4 show_frame; then 2 bytes of size.
-        Some(Some(true)) => b.put_slice(&[0x10, 0x10, 0x02, 0x00]),
-        Some(Some(false)) => b.put_slice(&[0x10, 0x11, 0x02, 0x00]),
-    }
-    b.put_u64(counter);
-    b.put_u32(tag);
-    let mut x = counter as u32 ^ tag;
-    while b.len() < len {
-        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        b.put_u8((x >> 24) as u8);
-    }
-    b.freeze()
-}
-
-pub fn is_vp8_keyframe_start(p: &[u8]) -> bool {
-    p.len() >= 2 && p[0] & 0x10 != 0 && p[0] & 0x07 == 0 && p[0] & 0x80 == 0 && p[1] & 0x01 == 0
-}
-
-/// rtc 0.21 ends inbound RTCP at the chain's terminus unless an interceptor marks it for the
-/// application: this one marks keyframe requests, so a publisher client sees the PLIs it gets.
-#[derive(Default)]
-struct KeyframeRequestsToApp {
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestsToApp {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let InterceptorPacket::Rtcp(packets) = &msg.message.packet
-            && packets.iter().any(|p| {
-                let any = p.as_any();
-                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
-            })
-        {
-            msg.message.add(Attribute::DeliverToApplication);
-        }
-        self.reads.push_back(msg);
-        Ok(())
-    }
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.reads.pop_front()
-    }
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.writes.push_back(msg);
-        Ok(())
-    }
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.writes.pop_front()
-    }
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
-        Ok(())
-    }
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        None
-    }
-}
-
-impl Interceptor for KeyframeRequestsToApp {
-    fn bind_local_stream(&mut self, _: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
-}
-
-fn codec(kind: Kind, pt: u8) -> RTCRtpCodecParameters {
-    match kind {
-        Kind::Video => RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: "video/VP8".to_owned(),
-                clock_rate: VIDEO_CLOCK,
-                channels: 0,
-                sdp_fmtp_line: String::new(),
-                rtcp_feedback: vec![
-                    RTCPFeedback {
-                        typ: "nack".to_owned(),
-                        parameter: String::new(),
-                    },
-                    RTCPFeedback {
-                        typ: "nack".to_owned(),
-                        parameter: "pli".to_owned(),
-                    },
-                ],
-            },
-            payload_type: pt,
-        },
-        Kind::Audio => RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: "audio/opus".to_owned(),
-                clock_rate: AUDIO_CLOCK,
-                channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                rtcp_feedback: vec![],
-            },
-            payload_type: pt,
-        },
-    }
-}
-
-fn rtc_kind(kind: Kind) -> RtpCodecKind {
-    match kind {
-        Kind::Audio => RtpCodecKind::Audio,
-        Kind::Video => RtpCodecKind::Video,
-    }
-}
-
-/// A full-ICE offerer with one host candidate at `addr`; `publisher` gives the SSRCs of its
-/// sendonly tracks, otherwise it has recvonly audio and video.
-fn new_pc(
-    now: Instant,
-    addr: SocketAddr,
-    publisher: Option<(u32, u32)>,
-) -> (RTCPeerConnection, Option<(RTCRtpSenderId, RTCRtpSenderId)>) {
-    let (vpt, apt) = if publisher.is_some() {
-        (PUB_VP8_PT, PUB_OPUS_PT)
-    } else {
-        (VIEWER_VP8_PT, VIEWER_OPUS_PT)
-    };
-    let mut me = MediaEngine::default();
-    me.register_codec(codec(Kind::Audio, apt), RtpCodecKind::Audio)
-        .expect("opus");
-    me.register_codec(codec(Kind::Video, vpt), RtpCodecKind::Video)
-        .expect("vp8");
-    let mut pc = RTCPeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_setting_engine(SettingEngineBuilder::new().build())
-        .with_media_engine(me)
-        .with_interceptor_registry(if publisher.is_some() {
-            // Answers the SFU's NACKs for the broadcaster's lost packets.
-            Registry::new()
-                .with(Slot::JitterBuffer, KeyframeRequestsToApp::default())
-                .with(Slot::NackResponder, NackResponderBuilder::new().build())
-        } else {
-            // NACKs what the viewer lost, as a browser does.
-            Registry::new()
-                .with(Slot::JitterBuffer, KeyframeRequestsToApp::default())
-                .with(
-                    Slot::NackGenerator,
-                    NackGeneratorBuilder::new()
-                        .with_max_nacks_per_packet(VIEWER_MAX_NACKS)
-                        .build(),
-                )
-        })
-        .build(now)
-        .expect("client peer connection");
-    let senders = match publisher {
-        Some((video_ssrc, audio_ssrc)) => {
-            let mut ids = Vec::new();
-            for (kind, ssrc, pt) in [
-                (Kind::Video, video_ssrc, vpt),
-                (Kind::Audio, audio_ssrc, apt),
-            ] {
-                let track = MediaStreamTrack::new(
-                    "sim".to_owned(),
-                    format!("sim-{kind:?}"),
-                    format!("sim-{kind:?}"),
-                    rtc_kind(kind),
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
-                            ..Default::default()
-                        },
-                        codec: codec(kind, pt).rtp_codec,
-                        ..Default::default()
-                    }],
-                );
-                let t = pc
-                    .add_transceiver_from_track(
-                        track,
-                        Some(RTCRtpTransceiverInit {
-                            direction: RTCRtpTransceiverDirection::Sendonly,
-                            streams: vec![],
-                            send_encodings: vec![],
-                        }),
-                    )
-                    .expect("sendonly transceiver");
-                ids.push(RTCRtpSenderId::from(t));
-            }
-            Some((ids[0], ids[1]))
-        }
-        None => {
-            for kind in [Kind::Audio, Kind::Video] {
-                pc.add_transceiver_from_kind(
-                    rtc_kind(kind),
-                    Some(RTCRtpTransceiverInit {
-                        direction: RTCRtpTransceiverDirection::Recvonly,
-                        streams: vec![],
-                        send_encodings: vec![],
-                    }),
-                )
-                .expect("recvonly transceiver");
-            }
-            None
-        }
-    };
-    let candidate = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: addr.ip().to_string(),
-            port: addr.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()
-    .expect("host candidate");
-    pc.add_local_candidate(
-        RTCIceCandidate::from(&candidate)
-            .to_json()
-            .expect("candidate json"),
-    )
-    .expect("local candidate");
-    pc.add_local_candidate(RTCIceCandidateInit::default())
-        .expect("end of candidates");
-    (pc, senders)
 }
 
 /// One client's link to the SFU.
@@ -692,9 +226,8 @@ pub struct Sim {
     next_port: u16,
     next_tag: u32,
     pub media: HashMap<StreamName, StreamMedia>,
-    /// Every payload any publisher sent, by counter.
-    pub payloads: HashMap<u64, Bytes>,
-    counter: u64,
+    /// The clock publishers stamp their packets with.
+    clock: Clock,
     to_sfu: VecDeque<(SocketAddr, BytesMut)>,
     /// (when, who) of every Output::Connected / Output::Failed.
     pub sfu_connected: HashMap<PeerId, Instant>,
@@ -717,8 +250,6 @@ pub struct Sim {
     pub lost_down: u64,
     pub lost_up: u64,
     rng: StdRng,
-    /// Keep every payload (for byte-for-byte checks); off for long runs.
-    pub keep_payloads: bool,
 }
 
 pub fn stream(name: &str) -> StreamName {
@@ -753,8 +284,7 @@ impl Sim {
             next_port: 10_000,
             next_tag: 1,
             media: HashMap::new(),
-            payloads: HashMap::new(),
-            counter: 0,
+            clock: Clock::new(t0, 0),
             to_sfu: VecDeque::new(),
             sfu_connected: HashMap::new(),
             sfu_failed: Vec::new(),
@@ -769,7 +299,6 @@ impl Sim {
             lost_down: 0,
             lost_up: 0,
             rng: StdRng::seed_from_u64(0x5eed),
-            keep_payloads: true,
         }
     }
 
@@ -831,9 +360,8 @@ impl Sim {
         }
     }
 
-    /// Forgets every payload and sent record (long runs that check no bytes).
+    /// Forgets every sent and received record (long runs that check nothing).
     pub fn forget_history(&mut self) {
-        self.payloads = HashMap::new();
         self.index.shrink_to_fit();
         self.by_addr.shrink_to_fit();
         self.sfu_connected.shrink_to_fit();
@@ -843,9 +371,7 @@ impl Sim {
         self.sfu_failed.shrink_to_fit();
         for c in &mut self.clients {
             c.received = Vec::new();
-            if let Role::Publisher(p) = &mut c.role {
-                p.sent = Vec::new();
-            }
+            c.sent = Vec::new();
         }
     }
 
@@ -960,7 +486,7 @@ impl Sim {
 
     fn drain_client(&mut self, i: usize) {
         let now = self.now;
-        self.clients[i].drain(now, &self.payloads, &mut self.to_sfu);
+        self.clients[i].drain(now, &mut self.to_sfu);
     }
 
     /// A publisher client of `stream`: offers, is answered by the SFU, and starts sending as
@@ -970,49 +496,29 @@ impl Sim {
         let addr = self.next_addr();
         let tag = self.next_tag;
         self.next_tag += 1;
-        let (video_ssrc, audio_ssrc) = (0x1000_0000 + tag, 0x2000_0000 + tag);
-        let (mut pc, senders) = new_pc(now, addr, Some((video_ssrc, audio_ssrc)));
-        let (video_sender, audio_sender) = senders.expect("publisher senders");
-        let offer = pc.create_offer(None).expect("offer");
-        pc.set_local_description(now, offer).expect("set offer");
-        let offer = pc.local_description().expect("local description").sdp;
+        let numbering = Numbering {
+            video_seq: 40_000 + tag as u16 * 1000, // crosses 65535 in a long run
+            audio_seq: 7,
+            video_ts: 0,
+            audio_ts: 0,
+        };
+        let source =
+            SyntheticSource::with_numbering(tag, media_plan(gop_frames), self.clock, numbering);
+        let role = PeerRole::Publisher {
+            video_ssrc: 0x1000_0000 + tag,
+            audio_ssrc: 0x2000_0000 + tag,
+            source,
+        };
+        let mut peer =
+            ClientPeer::new(now, addr, &peer_config(true), role).expect("publisher peer");
+        let offer = peer.offer_sdp().to_owned();
         let answer = self
             .sfu
             .add_publisher(now, id, stream(name), &offer)
             .unwrap_or_else(|e| panic!("add_publisher: {e}\n{offer}"));
         self.media.insert(stream(name), answer.media.clone());
-        let answer_sdp = answer.sdp.clone();
-        pc.set_remote_description(
-            now,
-            RTCSessionDescription::answer(answer.sdp).expect("answer"),
-        )
-        .expect("set answer");
-        let plan = MediaPlan {
-            video_sender,
-            audio_sender,
-            video_ssrc,
-            audio_ssrc,
-            tag,
-            sending: true,
-            started_at: None,
-            frames: 0,
-            audio_packets: 0,
-            video_seq: 40_000 + tag as u16 * 1000, // crosses 65535 in a long run
-            audio_seq: 7,
-            gop_frames,
-            answer_pli: true,
-            keyframe_requested: false,
-            sent: Vec::new(),
-            write_errors: 0,
-        };
-        self.register(new_client(
-            id,
-            stream(name),
-            addr,
-            &answer_sdp,
-            pc,
-            Role::Publisher(Box::new(plan)),
-        ));
+        peer.accept_answer(now, &answer.sdp).expect("set answer");
+        self.register(new_client(id, stream(name), addr, &answer.sdp, peer));
         self.pump();
         id
     }
@@ -1020,21 +526,18 @@ impl Sim {
     /// The offer a viewer client would make (for tests that mutate it).
     pub fn viewer_offer(&mut self) -> String {
         let addr = self.next_addr();
-        let (mut pc, _) = new_pc(self.now, addr, None);
-        let offer = pc.create_offer(None).expect("offer");
-        pc.set_local_description(self.now, offer)
-            .expect("set offer");
-        pc.local_description().expect("local description").sdp
+        let peer = ClientPeer::new(self.now, addr, &peer_config(false), PeerRole::Viewer)
+            .expect("viewer peer");
+        peer.offer_sdp().to_owned()
     }
 
     /// A viewer client of `stream` (whose publisher must have been added).
     pub fn add_viewer(&mut self, id: PeerId, name: &str) -> PeerId {
         let now = self.now;
         let addr = self.next_addr();
-        let (mut pc, _) = new_pc(now, addr, None);
-        let offer = pc.create_offer(None).expect("offer");
-        pc.set_local_description(now, offer).expect("set offer");
-        let offer = pc.local_description().expect("local description").sdp;
+        let mut peer =
+            ClientPeer::new(now, addr, &peer_config(false), PeerRole::Viewer).expect("viewer peer");
+        let offer = peer.offer_sdp().to_owned();
         let media = self
             .media
             .get(&stream(name))
@@ -1044,20 +547,8 @@ impl Sim {
             .sfu
             .add_viewer(now, id, stream(name), &media, &offer)
             .unwrap_or_else(|e| panic!("add_viewer: {e}\n{offer}"));
-        let answer_sdp = answer.sdp.clone();
-        pc.set_remote_description(
-            now,
-            RTCSessionDescription::answer(answer.sdp).expect("answer"),
-        )
-        .expect("set answer");
-        self.register(new_client(
-            id,
-            stream(name),
-            addr,
-            &answer_sdp,
-            pc,
-            Role::Viewer,
-        ));
+        peer.accept_answer(now, &answer.sdp).expect("set answer");
+        self.register(new_client(id, stream(name), addr, &answer.sdp, peer));
         self.pump();
         id
     }
@@ -1075,7 +566,7 @@ impl Sim {
     pub fn send_pli(&mut self, viewer: PeerId) -> bool {
         let i = self.index[&viewer];
         let now = self.now;
-        let sent = self.clients[i].send_pli(now);
+        let sent = self.clients[i].peer.send_pli(now).is_ok();
         self.drain_client(i);
         self.pump();
         sent
@@ -1086,10 +577,7 @@ impl Sim {
     pub fn send_rtp_raw(&mut self, id: PeerId, packet: rtc::rtp::Packet) {
         let i = self.index[&id];
         let now = self.now;
-        let _ = self.clients[i].pc.handle_write(TaggedRTCMessage {
-            now,
-            message: RTCMessage::RtpPacket(String::new(), packet),
-        });
+        let _ = self.clients[i].peer.send_raw_rtp(now, packet);
         self.drain_client(i);
         self.pump();
     }
@@ -1149,26 +637,20 @@ impl Sim {
         }
     }
 
-    /// One tick of the clock.
+    /// One tick of the clock: what is in flight lands, then every due client's timers (its
+    /// media among them) and the SFU's fire.
     pub fn step(&mut self) {
         self.now += STEP;
         let now = self.now;
         self.land();
         for i in 0..self.clients.len() {
-            if self.clients[i].is_publisher() {
-                let keep = self.keep_payloads;
-                self.clients[i].produce(now, &mut self.counter, &mut self.payloads, keep);
+            if self.clients[i].deadline.is_some_and(|t| t <= now) {
+                let _ = self.clients[i].peer.handle_timeout(now);
                 self.drain_client(i);
             }
         }
         if self.sfu.poll_timeout().is_some_and(|t| t <= now) {
             self.sfu.handle_timeout(now);
-        }
-        for i in 0..self.clients.len() {
-            if self.clients[i].deadline.is_some_and(|t| t <= now) {
-                let _ = self.clients[i].pc.handle_timeout(now);
-                self.drain_client(i);
-            }
         }
         self.pump();
     }
@@ -1191,7 +673,7 @@ impl Sim {
             .copied()
             .filter(|id| {
                 let c = self.client(*id);
-                matches!(&c.role, Role::Publisher(plan) if plan.sending && plan.sent.is_empty())
+                c.sent.is_empty() && c.peer.source().is_some_and(|s| s.is_sending())
             })
             .collect();
         for id in &held {
@@ -1214,8 +696,11 @@ impl Sim {
         }
     }
 
+    /// Pauses or resumes a publisher's media.
     pub fn set_sending(&mut self, id: PeerId, on: bool) {
-        self.client_mut(id).plan_mut().sending = on;
+        let i = self.index[&id];
+        self.clients[i].source_mut().set_sending(on);
+        self.drain_client(i);
     }
 }
 
@@ -1230,8 +715,7 @@ fn new_client(
     stream: StreamName,
     addr: SocketAddr,
     answer: &str,
-    pc: RTCPeerConnection,
-    role: Role,
+    peer: ClientPeer,
 ) -> Client {
     let sfu_ufrag = answer
         .lines()
@@ -1243,17 +727,16 @@ fn new_client(
         stream,
         addr,
         sfu_ufrag,
-        pc,
-        role,
+        peer,
         connected_at: None,
         failed: false,
         deadline: None,
         received: Vec::new(),
-        rtcp_packets: 0,
+        sent: Vec::new(),
+        write_errors: 0,
         plis: Vec::new(),
         read_errors: 0,
         rtcp_datagrams: 0,
-        track_kinds: HashMap::new(),
     }
 }
 
@@ -1268,62 +751,24 @@ pub fn check_track(
     kind: Kind,
     sent_until: Option<Instant>,
 ) -> usize {
-    let who = format!("{} {kind:?}", viewer.id);
+    let until = |at: Instant| sent_until.is_none_or(|t| at <= t);
     let sent: Vec<&Sent> = publisher
-        .plan()
-        .sent
-        .iter()
-        .filter(|s| s.kind == kind && sent_until.is_none_or(|t| s.at <= t))
+        .sent_of(kind)
+        .into_iter()
+        .filter(|s| until(s.at))
         .collect();
     let got: Vec<&Received> = viewer
         .received_of(kind)
         .into_iter()
-        .filter(|r| sent_until.is_none_or(|t| r.at <= t))
+        .filter(|r| until(r.at))
         .collect();
-    assert!(!got.is_empty(), "{who}: received nothing");
-    for r in &got {
-        assert!(r.exact, "{who}: payload differs from what was sent: {r:?}");
-    }
-    let first = got[0].counter.expect("known payload");
-    let k = sent
-        .iter()
-        .position(|s| s.counter == first)
-        .unwrap_or_else(|| panic!("{who}: first packet {first} is not from this publisher"));
-    let want: Vec<u64> = sent[k..].iter().map(|s| s.counter).collect();
-    let have: Vec<u64> = got.iter().map(|r| r.counter.expect("known")).collect();
-    if want != have {
-        let missing = want.iter().filter(|c| !have.contains(c)).count();
-        panic!(
-            "{who}: got {} packets, expected {} from index {k}; {missing} missing; first difference at {:?}",
-            have.len(),
-            want.len(),
-            want.iter().zip(&have).position(|(a, b)| a != b)
-        );
-    }
-    let ssrc = got[0].ssrc;
     let pt = match kind {
         Kind::Video => VIEWER_VP8_PT,
         Kind::Audio => VIEWER_OPUS_PT,
     };
-    for (i, r) in got.iter().enumerate() {
-        assert_eq!(r.ssrc, ssrc, "{who}: SSRC changed at packet {i}");
-        assert_eq!(r.pt, pt, "{who}: payload type at packet {i}");
-        assert_eq!(r.marker, sent[k + i].marker, "{who}: marker at packet {i}");
-        if i > 0 {
-            let prev = got[i - 1];
-            assert_eq!(
-                r.seq,
-                prev.seq.wrapping_add(1),
-                "{who}: sequence gap at packet {i}"
-            );
-            assert_eq!(
-                r.ts.wrapping_sub(prev.ts),
-                sent[k + i].ts.wrapping_sub(sent[k + i - 1].ts),
-                "{who}: timestamp spacing at packet {i}"
-            );
-        }
-    }
-    k
+    golive_client::check_track(&sent, &got, pt, true)
+        .unwrap_or_else(|e| panic!("{} {kind:?}: {e}", viewer.id))
+        .first_sent_index
 }
 
 /// Checks, for a lossy link, that `viewer` got every packet of `kind` that `publisher` sent
@@ -1339,39 +784,39 @@ pub fn check_complete(
     let got = viewer.received_of(kind);
     assert!(!got.is_empty(), "{who}: received nothing");
     let sent: Vec<&Sent> = publisher
-        .plan()
-        .sent
-        .iter()
-        .filter(|s| s.kind == kind && s.at <= sent_until)
+        .sent_of(kind)
+        .into_iter()
+        .filter(|s| s.at <= sent_until)
         .collect();
-    let by_counter: HashMap<u64, &Sent> = sent.iter().map(|s| (s.counter, *s)).collect();
-    let first = got[0].counter.expect("known payload");
+    let by_stamp: HashMap<_, &Sent> = sent.iter().map(|s| (s.stamp, *s)).collect();
+    let first = got[0].stamp.expect("a stamped payload");
     let k = sent
         .iter()
-        .position(|s| s.counter == first)
+        .position(|s| s.stamp == first)
         .unwrap_or_else(|| panic!("{who}: first packet is not from this publisher"));
     let offset = got[0].seq.wrapping_sub(sent[k].seq);
     let mut seen = std::collections::HashSet::new();
     let mut duplicates = 0;
     for r in &got {
         assert!(r.exact, "{who}: payload differs from what was sent: {r:?}");
-        let c = r.counter.expect("known");
-        let Some(s) = by_counter.get(&c) else {
+        let stamp = r.stamp.expect("a stamped payload");
+        let Some(s) = by_stamp.get(&stamp) else {
             continue; // sent after `sent_until`
         };
         assert_eq!(
             r.seq.wrapping_sub(s.seq),
             offset,
-            "{who}: packet {c} has a sequence number off the mapping"
+            "{who}: packet {} has a sequence number off the mapping",
+            stamp.counter
         );
-        if !seen.insert(c) {
+        if !seen.insert(stamp) {
             duplicates += 1;
         }
     }
     let missing: Vec<u64> = sent[k..]
         .iter()
-        .map(|s| s.counter)
-        .filter(|c| !seen.contains(c))
+        .filter(|s| !seen.contains(&s.stamp))
+        .map(|s| s.stamp.counter)
         .collect();
     assert!(
         missing.is_empty(),

@@ -1,0 +1,458 @@
+//! Cluster mode (`--cluster-redis`): several golive nodes coordinated through Redis.
+//!
+//! Each node writes a heartbeat record with its load under an expiry ([`registry::NodeRecord`]),
+//! so a node that dies is gone from every other node's view within [`NODE_TTL`]. The node where a
+//! broadcaster lands takes the stream's lease (`SET NX PX`) before it claims the name in its own
+//! directory, and keeps pushing the lease's expiry back while it holds the stream: one publisher
+//! per stream name across the cluster, and `stream_busy` on every other node. Each node reads
+//! every other node's record once per heartbeat and gives its directory the viewers the other
+//! nodes have of each stream, so counts and `/api/streams` are cluster-wide.
+//!
+//! Redis out of reach: the node keeps serving what it holds (its leases keep the names it
+//! broadcasts once Redis is back, since it takes them again at once) and refuses what needs
+//! the cluster (a new broadcast, a stream held elsewhere) with `cluster_unavailable`. It tries
+//! again every heartbeat and rejoins by itself.
+//!
+//! Without `--cluster-redis` none of this exists and a node runs alone, exactly as before.
+
+pub mod registry;
+pub mod store;
+
+use golive_proto::{EndReason, ErrorCode, ProtocolError, StreamName};
+use prometheus::{IntCounter, IntGauge};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::directory::{Directory, StreamSummary};
+use crate::metrics::Metrics;
+use crate::session::Workers;
+use registry::{NodeRecord, RECORD_VERSION, StreamLoad, View};
+use store::{Acquire, Renew, Store, StoreError};
+
+/// How often a node writes its heartbeat, renews its leases and reads the others' records.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A node whose heartbeat stops is gone from the registry after this long.
+pub const NODE_TTL: Duration = Duration::from_secs(5);
+/// A stream's lease outlives its holder by this long: another node may take the name then.
+pub const LEASE_TTL: Duration = Duration::from_secs(6);
+/// After Redis (re)starts, nodes that hold broadcasts take their leases again within a heartbeat
+/// or two. Until Redis has been up this long, no node takes a new lease, so a name held
+/// somewhere cannot be given to a second broadcaster meanwhile.
+pub const SETTLE: Duration = Duration::from_secs(3);
+/// A lease this node took is given up when its stream has been out of the directory this long
+/// (the time between the lease and the directory's claim, or after the broadcast ended).
+const UNUSED_LEASE: Duration = Duration::from_secs(2);
+
+/// The cluster settings, from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub redis_url: String,
+    /// The base URL of this node (`http://host:port`); by default, the address it listens on.
+    pub node_url: Option<String>,
+    /// Nodes authenticate to each other with it (relays).
+    pub secret: String,
+    pub max_relays_per_stream: usize,
+    /// Viewers this node takes at most, announced as its capacity.
+    pub capacity: usize,
+}
+
+/// The cluster's own metrics, in the server's registry.
+struct ClusterMetrics {
+    members: IntGauge,
+    redis_up: IntGauge,
+    leases_lost: IntCounter,
+    malformed_records: IntCounter,
+}
+
+impl ClusterMetrics {
+    fn new(m: &Metrics) -> Self {
+        let r = m.registry();
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            r.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            r.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        Self {
+            members: gauge(
+                "golive_cluster_members",
+                "Nodes in the cluster (with a live heartbeat), this one included.",
+            ),
+            redis_up: gauge(
+                "golive_cluster_redis_up",
+                "1 while the cluster's Redis answers, 0 while it is out of reach.",
+            ),
+            leases_lost: counter(
+                "golive_cluster_leases_lost_total",
+                "Broadcasts ended because another node held their stream's lease.",
+            ),
+            malformed_records: counter(
+                "golive_cluster_malformed_records_total",
+                "Heartbeat records of other nodes that could not be read.",
+            ),
+        }
+    }
+}
+
+/// This node's membership of the cluster.
+pub struct Cluster {
+    id: String,
+    settings: Settings,
+    /// This node's base URL, known once it listens.
+    url: std::sync::OnceLock<String>,
+    store: Store,
+    up: AtomicBool,
+    /// The leases this node holds, and when their stream was last seen in the directory.
+    held: Mutex<HashMap<StreamName, Instant>>,
+    view: Mutex<View>,
+    /// Record keys already logged as malformed (each is logged once).
+    logged: Mutex<HashSet<String>>,
+    metrics: ClusterMetrics,
+}
+
+fn unavailable() -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::ClusterUnavailable,
+        "the cluster's coordination service (Redis) is out of reach; this node serves only \
+         what it holds until it is back",
+    )
+}
+
+fn busy(stream: &StreamName) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::StreamBusy,
+        format!("stream \"{stream}\" is already live"),
+    )
+}
+
+impl Cluster {
+    /// Checks the settings and registers the metrics; [`Cluster::run`] joins the cluster.
+    pub fn new(settings: Settings, metrics: &Metrics) -> anyhow::Result<Self> {
+        if let Some(url) = &settings.node_url {
+            anyhow::ensure!(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "--node-url must be an http:// or https:// URL, not {url:?}"
+            );
+        }
+        anyhow::ensure!(
+            !settings.secret.is_empty(),
+            "cluster mode needs --cluster-secret (the same on every node)"
+        );
+        let store = Store::new(&settings.redis_url)
+            .map_err(|e| anyhow::anyhow!("--cluster-redis {}: {e}", redact(&settings.redis_url)))?;
+        Ok(Self {
+            id: format!("{:016x}", rand::random::<u64>()),
+            settings,
+            url: std::sync::OnceLock::new(),
+            store,
+            up: AtomicBool::new(false),
+            held: Mutex::default(),
+            view: Mutex::default(),
+            logged: Mutex::default(),
+            metrics: ClusterMetrics::new(metrics),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// This node's base URL (empty until [`Cluster::run`] starts).
+    pub fn url(&self) -> &str {
+        self.url.get().map_or("", String::as_str)
+    }
+
+    /// Whether Redis answered the last heartbeat.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Takes the lease of `stream` for a broadcaster about to go live on this node:
+    /// `stream_busy` when another node holds it, `cluster_unavailable` without Redis.
+    pub async fn acquire_origin(&self, stream: &StreamName) -> Result<(), ProtocolError> {
+        let held_here = self.lock_held().contains_key(stream);
+        let r = self.try_acquire(stream, held_here).await;
+        match r {
+            Ok(Acquire::Held) => {
+                self.lock_held().insert(stream.clone(), Instant::now());
+                Ok(())
+            }
+            Ok(Acquire::Busy(_)) => Err(busy(stream)),
+            Err(e) => {
+                self.went_down(&e);
+                // A broadcaster coming back to the node that holds its stream keeps it.
+                if held_here {
+                    Ok(())
+                } else {
+                    Err(unavailable())
+                }
+            }
+        }
+    }
+
+    async fn try_acquire(&self, stream: &StreamName, held_here: bool) -> Result<Acquire, Refusal> {
+        if !held_here {
+            let uptime = self.store.uptime().await.map_err(Refusal::Store)?;
+            if uptime < SETTLE {
+                return Err(Refusal::Settling);
+            }
+        }
+        self.store
+            .acquire(stream, &self.id, LEASE_TTL)
+            .await
+            .map_err(Refusal::Store)
+    }
+
+    /// Gives up the lease of `stream` when this node's directory no longer holds it (the
+    /// broadcast ended, or its claim failed); a broadcast waiting for its broadcaster keeps it.
+    pub fn release_if_unused(self: &Arc<Self>, stream: &StreamName, directory: &Directory) {
+        if directory.holds(stream) {
+            return;
+        }
+        if self.lock_held().remove(stream).is_none() {
+            return;
+        }
+        let this = self.clone();
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.store.release(&stream, &this.id).await {
+                // The lease expires by itself.
+                this.went_down(&Refusal::Store(e));
+            }
+        });
+    }
+
+    /// Why a stream that is not on this node cannot be watched here.
+    pub fn not_here(&self, stream: &StreamName) -> ProtocolError {
+        if !self.is_up() {
+            return unavailable();
+        }
+        ProtocolError::new(
+            ErrorCode::StreamNotFound,
+            format!("stream \"{stream}\" is not live on this node"),
+        )
+    }
+
+    /// Every live stream of the cluster, with its viewers on every node.
+    pub fn streams(&self, directory: &Directory) -> Vec<StreamSummary> {
+        self.lock_view().streams(directory.list())
+    }
+
+    /// Members of the cluster as this node last saw them, itself included.
+    pub fn members(&self) -> usize {
+        self.lock_view().members()
+    }
+
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, HashMap<StreamName, Instant>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_view(&self) -> std::sync::MutexGuard<'_, View> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn went_down(&self, why: &Refusal) {
+        match why {
+            Refusal::Settling => {}
+            Refusal::Store(e) => {
+                if self.up.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "cluster: Redis is out of reach ({e}); serving what this node holds, \
+                         refusing new cross-node joins until it is back"
+                    );
+                }
+                self.metrics.redis_up.set(0);
+            }
+        }
+    }
+
+    fn came_up(&self) {
+        if !self.up.swap(true, Ordering::Relaxed) {
+            tracing::info!(node = %self.id, url = %self.url(), "cluster: joined through Redis");
+        }
+        self.metrics.redis_up.set(1);
+    }
+
+    /// Heartbeats until the process ends; `listening` is the HTTP address, this node's URL
+    /// unless `--node-url` gave one.
+    pub async fn run(
+        self: Arc<Self>,
+        directory: Arc<Directory>,
+        workers: Arc<Workers>,
+        listening: std::net::SocketAddr,
+    ) {
+        let url = (self.settings.node_url.clone()).unwrap_or_else(|| format!("http://{listening}"));
+        let _ = self.url.set(url);
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut egress = Egress::default();
+        loop {
+            tick.tick().await;
+            let egress_bps = egress.sample(&workers).await;
+            match self.beat(&directory, egress_bps).await {
+                Ok(()) => self.came_up(),
+                Err(e) => self.went_down(&Refusal::Store(e)),
+            }
+            self.metrics.members.set(self.members() as i64);
+        }
+    }
+
+    /// One heartbeat: write this node's record, renew or give up its leases, read the others.
+    async fn beat(&self, directory: &Directory, egress_bps: u64) -> Result<(), StoreError> {
+        let local = directory.list();
+        let record = NodeRecord {
+            v: RECORD_VERSION,
+            id: self.id.clone(),
+            url: self.url().to_owned(),
+            viewers: local.iter().map(|s| s.viewers as u64).sum(),
+            capacity: self.settings.capacity as u64,
+            egress_bps,
+            streams: local
+                .iter()
+                .map(|s| StreamLoad {
+                    stream: s.stream.clone(),
+                    viewers: s.viewers as u64,
+                    origin: true,
+                    title: s.title.clone(),
+                    live_since: Some(s.live_since.clone()),
+                })
+                .collect(),
+        };
+        self.store
+            .heartbeat(&self.id, &record.to_json(), NODE_TTL)
+            .await?;
+        self.renew_leases(directory).await?;
+        let view = self.read_view().await?;
+        directory.set_remote_viewers(view.remote_viewers());
+        *self.lock_view() = view;
+        Ok(())
+    }
+
+    async fn renew_leases(&self, directory: &Directory) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let streams: Vec<(StreamName, Instant)> = {
+            let mut held = self.lock_held();
+            for (stream, seen) in held.iter_mut() {
+                if directory.holds(stream) {
+                    *seen = now;
+                }
+            }
+            held.iter().map(|(s, t)| (s.clone(), *t)).collect()
+        };
+        for (stream, seen) in streams {
+            if now.duration_since(seen) > UNUSED_LEASE {
+                self.lock_held().remove(&stream);
+                self.store.release(&stream, &self.id).await?;
+                continue;
+            }
+            match self.store.renew(&stream, &self.id, LEASE_TTL).await? {
+                Renew::Renewed => {}
+                Renew::Retaken => {
+                    tracing::info!(%stream, "cluster: lease taken again (Redis lost it)");
+                }
+                Renew::Lost => {
+                    // Another node took the name while this one could not renew: only one
+                    // broadcaster may be live, and the lease says which.
+                    tracing::error!(%stream, "cluster: another node holds this stream's lease; ending the broadcast here");
+                    self.metrics.leases_lost.inc();
+                    self.lock_held().remove(&stream);
+                    directory.end_stream(&stream, EndReason::BroadcasterLeft);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_view(&self) -> Result<View, StoreError> {
+        let mut others = Vec::new();
+        for (key, value) in self.store.nodes().await? {
+            let parsed = match &value {
+                redis::Value::BulkString(b) => NodeRecord::parse(b).map_err(|e| e.to_string()),
+                other => Err(format!("not a string: {other:?}")),
+            };
+            match parsed {
+                Ok(r) if r.id == self.id => {}
+                Ok(r) => others.push(r),
+                Err(e) => {
+                    self.metrics.malformed_records.inc();
+                    let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+                    if logged.insert(key.clone()) {
+                        tracing::error!(%key, "cluster: ignoring a malformed node record: {e}");
+                    }
+                }
+            }
+        }
+        Ok(View { others })
+    }
+}
+
+/// Why a lease was not taken.
+enum Refusal {
+    Store(StoreError),
+    /// Redis has just (re)started: the holders have not all taken their leases again yet.
+    Settling,
+}
+
+/// The node's egress, from the workers' byte counters between two heartbeats.
+#[derive(Default)]
+struct Egress {
+    last: Option<(u64, Instant)>,
+}
+
+impl Egress {
+    async fn sample(&mut self, workers: &Workers) -> u64 {
+        let bytes: u64 = workers
+            .stats()
+            .await
+            .iter()
+            .flatten()
+            .map(|s| s.bytes_out)
+            .sum();
+        let now = Instant::now();
+        let bps = match self.last {
+            Some((b, t)) if now > t => {
+                (bytes.saturating_sub(b) as f64 / now.duration_since(t).as_secs_f64()) as u64
+            }
+            _ => 0,
+        };
+        self.last = Some((bytes, now));
+        bps
+    }
+}
+
+/// A Redis URL for the log, without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_passwords_stay_out_of_the_log() {
+        assert_eq!(
+            redact("redis://:hunter2@redis:6379/0"),
+            "redis://…@redis:6379/0"
+        );
+        assert_eq!(
+            redact("redis://127.0.0.1:6379/2"),
+            "redis://127.0.0.1:6379/2"
+        );
+    }
+}

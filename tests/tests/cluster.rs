@@ -1,0 +1,373 @@
+//! Cluster mode end to end: a real `redis-server` (Debian's, started here on a free port and
+//! stopped by its pid) and several `golive` processes on 127.0.0.1 that coordinate through it.
+//!
+//! What these show: one publisher per stream name across the nodes (`stream_busy` everywhere
+//! else, and only one of two racing publishers goes live), the stream list and viewer counts
+//! of every node are cluster-wide, a dead node leaves the registry, and while Redis is out of
+//! reach a node keeps serving what it holds, refuses what needs the cluster with
+//! `cluster_unavailable`, and rejoins by itself when Redis is back.
+
+use anyhow::{Context, Result, bail, ensure};
+use golive_e2e::media::MediaKind;
+use golive_e2e::{GoliveServer, Session, SignalClient, TestPeer, publish_message, run_test};
+use golive_proto::{ErrorCode, ServerMessage};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a cluster-wide change (a heartbeat, a lease, a count) may take to show.
+const CLUSTER_WAIT: Duration = Duration::from_secs(15);
+/// A node refuses new leases until Redis has run this long (the server's `SETTLE`), so that
+/// holders take their leases again first after a Redis restart.
+const REDIS_SETTLE: Duration = Duration::from_millis(3500);
+
+/// A `redis-server` of our own: no persistence, a free port, killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+    started: Instant,
+}
+
+impl Redis {
+    fn start() -> Result<Self> {
+        Self::start_on(free_port()?)
+    }
+
+    fn start_on(port: u16) -> Result<Self> {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server (apt-get install -y redis-server; ./test.sh does)")?;
+        let redis = Self {
+            child,
+            port,
+            started: Instant::now(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            ensure!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Waits until the nodes may take new leases.
+    async fn settled(&self) {
+        let left = REDIS_SETTLE.saturating_sub(self.started.elapsed());
+        tokio::time::sleep(left).await;
+    }
+
+    fn stop(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn node(redis: &Redis) -> GoliveServer {
+    GoliveServer::start_with_args(&[
+        "--cluster-redis",
+        &redis.url(),
+        "--cluster-secret",
+        "e2e-cluster-secret",
+    ])
+    .expect("starting a golive node")
+}
+
+async fn signal(server: &GoliveServer) -> Result<SignalClient> {
+    Ok(SignalClient::connect(&server.ws_url()).await?)
+}
+
+/// A metric's value on `server` (the first sample of that name).
+async fn metric(server: &GoliveServer, name: &str) -> Result<f64> {
+    let r = golive_e2e::http::request(server.http_addr(), "GET", "/metrics", &[], b"").await?;
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .with_context(|| format!("no {name} in /metrics"))
+}
+
+async fn wait_metric(server: &GoliveServer, name: &str, want: f64) -> Result<()> {
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    loop {
+        let have = metric(server, name).await?;
+        if have == want {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("{name} is {have}, not {want}, after {CLUSTER_WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `GET /api/streams` as (stream, viewers) rows.
+async fn streams(server: &GoliveServer) -> Result<Vec<(String, u64)>> {
+    let r = golive_e2e::http::request(server.http_addr(), "GET", "/api/streams", &[], b"").await?;
+    let rows: serde_json::Value = serde_json::from_str(&r.body)?;
+    Ok(rows
+        .as_array()
+        .context("an array")?
+        .iter()
+        .map(|s| {
+            (
+                s["stream"].as_str().unwrap_or_default().to_owned(),
+                s["viewers"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
+        .collect())
+}
+
+async fn wait_streams(server: &GoliveServer, want: &[(&str, u64)]) -> Result<()> {
+    let want: Vec<(String, u64)> = want.iter().map(|(s, n)| (s.to_string(), *n)).collect();
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    loop {
+        let have = streams(server).await?;
+        if have == want {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("/api/streams is {have:?}, not {want:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends a publish of `stream` with a fresh offer and returns the reply.
+async fn try_publish(server: &GoliveServer, stream: &str) -> Result<(SignalClient, ServerMessage)> {
+    let mut s = signal(server).await?;
+    let offered = TestPeer::publisher().await?;
+    s.send(&publish_message(stream, offered.sdp())).await?;
+    let reply = s.recv_reply().await?;
+    Ok((s, reply))
+}
+
+/// A reply to a publish in a few words (an answer's SDP is long).
+fn outcome(m: &ServerMessage) -> String {
+    match m {
+        ServerMessage::Answer { .. } => "answer".to_owned(),
+        ServerMessage::Error { code, .. } => format!("error {code}"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn error_code(m: &ServerMessage) -> Option<ErrorCode> {
+    match m {
+        ServerMessage::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_publishers_racing_for_one_name_on_two_nodes_only_one_goes_live() {
+    let redis = Redis::start().expect("redis");
+    let (a, b) = (node(&redis), node(&redis));
+    run_test("racing publishers", async {
+        redis.settled().await;
+        wait_metric(&a, "golive_cluster_members", 2.0).await?;
+        for round in 0..3 {
+            let stream = format!("race{round}");
+            let (ra, rb) = tokio::join!(try_publish(&a, &stream), try_publish(&b, &stream));
+            let ((_sa, ma), (_sb, mb)) = (ra?, rb?);
+            let answers = [&ma, &mb]
+                .iter()
+                .filter(|m| matches!(m, ServerMessage::Answer { .. }))
+                .count();
+            let busy = [&ma, &mb]
+                .iter()
+                .filter(|m| error_code(m) == Some(ErrorCode::StreamBusy))
+                .count();
+            ensure!(
+                answers == 1 && busy == 1,
+                "round {round}: node a said {}, node b said {}",
+                outcome(&ma),
+                outcome(&mb)
+            );
+            // Whoever won, both nodes list the one broadcast.
+            wait_streams(&a, &[(&stream, 0)]).await?;
+            wait_streams(&b, &[(&stream, 0)]).await?;
+            // Dropping both sockets ends the winner's broadcast and frees the name everywhere.
+        }
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_name_live_on_one_node_is_busy_on_the_other_until_its_broadcast_ends() {
+    let redis = Redis::start().expect("redis");
+    let (a, b) = (node(&redis), node(&redis));
+    run_test("lease held cluster-wide", async {
+        redis.settled().await;
+        let publisher = Session::publish(&a, "held").await?;
+        let (_s, reply) = try_publish(&b, "held").await?;
+        ensure!(
+            error_code(&reply) == Some(ErrorCode::StreamBusy),
+            "a second publisher on node b got {reply:?}"
+        );
+        // WHIP says the same: 409.
+        let offered = TestPeer::publisher().await?;
+        let whip = golive_e2e::http::request(
+            b.http_addr(),
+            "POST",
+            "/whip/held",
+            &[("Content-Type", "application/sdp")],
+            offered.sdp().as_bytes(),
+        )
+        .await?;
+        ensure!(
+            whip.status == 409,
+            "WHIP on node b: {} {}",
+            whip.status,
+            whip.body
+        );
+
+        let mut publisher = publisher;
+        publisher
+            .signal
+            .send(&golive_proto::ClientMessage::Leave)
+            .await?;
+        // The lease is given up as the broadcast ends: node b may take the name now.
+        let deadline = Instant::now() + CLUSTER_WAIT;
+        loop {
+            let (_s, reply) = try_publish(&b, "held").await?;
+            match reply {
+                ServerMessage::Answer { .. } => break,
+                m if error_code(&m) == Some(ErrorCode::StreamBusy) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                m => bail!("node b after the broadcast on a ended: {m:?}"),
+            }
+        }
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stream_list_and_viewer_counts_are_cluster_wide_and_a_dead_node_leaves() {
+    let redis = Redis::start().expect("redis");
+    let (a, b) = (node(&redis), node(&redis));
+    let c = node(&redis);
+    run_test("cluster-wide counts", async {
+        redis.settled().await;
+        wait_metric(&c, "golive_cluster_members", 3.0).await?;
+        let mut pa = Session::publish(&a, "on-a").await?;
+        let _pb = Session::publish(&b, "on-b").await?;
+        let _va = [
+            Session::watch(&a, "on-a").await?,
+            Session::watch(&a, "on-a").await?,
+        ];
+        let _vb = Session::watch(&b, "on-b").await?;
+        for n in [&a, &b, &c] {
+            wait_streams(n, &[("on-a", 2), ("on-b", 1)]).await?;
+        }
+        // A stream held on another node is not watched here (yet): a clear not-found.
+        let mut s = signal(&c).await?;
+        let offered = TestPeer::viewer(golive_e2e::VideoCodec::Vp8).await?;
+        s.send(&golive_e2e::watch_message("on-a", offered.sdp()))
+            .await?;
+        let (code, _) = s.expect_error().await?;
+        ensure!(code == ErrorCode::StreamNotFound, "watch on c: {code}");
+        // The broadcaster's own count says 2.
+        let count = pa
+            .signal
+            .recv_until(CLUSTER_WAIT, |m| {
+                matches!(m, ServerMessage::Viewers { count: 2 })
+            })
+            .await;
+        ensure!(count.is_ok(), "broadcaster on a: {count:?}");
+
+        // Node b dies without a word: it leaves the registry, its stream the list.
+        drop(b);
+        wait_metric(&a, "golive_cluster_members", 2.0).await?;
+        wait_streams(&c, &[("on-a", 2)]).await?;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_redis_nodes_serve_what_they_hold_refuse_cluster_joins_and_rejoin_after() {
+    let redis = Redis::start().expect("redis");
+    let (a, b) = (node(&redis), node(&redis));
+    run_test("redis stopped and restarted", async {
+        redis.settled().await;
+        let _publisher = Session::publish(&a, "kept").await?;
+        let viewer = Session::watch(&a, "kept").await?;
+        viewer
+            .peer
+            .wait_packets(MediaKind::Video, 10, CLUSTER_WAIT)
+            .await?;
+
+        let port = redis.stop();
+        wait_metric(&a, "golive_cluster_redis_up", 0.0).await?;
+        wait_metric(&b, "golive_cluster_redis_up", 0.0).await?;
+        // What node a holds goes on: its viewer keeps receiving.
+        let before = viewer.peer.snapshot().received_of(MediaKind::Video).len();
+        viewer
+            .peer
+            .wait_packets(MediaKind::Video, before + 20, CLUSTER_WAIT)
+            .await?;
+        // What needs the cluster is refused, with a code that says so.
+        let (_s, reply) = try_publish(&b, "new").await?;
+        ensure!(
+            error_code(&reply) == Some(ErrorCode::ClusterUnavailable),
+            "publish on b without redis: {reply:?}"
+        );
+        let (_s, reply) = try_publish(&b, "kept").await?;
+        ensure!(
+            error_code(&reply) == Some(ErrorCode::ClusterUnavailable),
+            "publish of a's stream on b without redis: {reply:?}"
+        );
+
+        // Redis comes back empty: both nodes rejoin, node a takes its lease again.
+        let redis = Redis::start_on(port)?;
+        wait_metric(&a, "golive_cluster_redis_up", 1.0).await?;
+        wait_metric(&b, "golive_cluster_members", 2.0).await?;
+        redis.settled().await;
+        let (_s, reply) = try_publish(&b, "kept").await?;
+        ensure!(
+            error_code(&reply) == Some(ErrorCode::StreamBusy),
+            "a's stream on b after redis came back: {reply:?}"
+        );
+        let (_s, reply) = try_publish(&b, "new").await?;
+        ensure!(
+            matches!(reply, ServerMessage::Answer { .. }),
+            "a new stream on b after redis came back: {reply:?}"
+        );
+        let deadline = Instant::now() + CLUSTER_WAIT;
+        while !streams(&a).await?.contains(&("kept".to_owned(), 1)) {
+            ensure!(
+                Instant::now() < deadline,
+                "a lost its stream: {:?}",
+                streams(&a).await?
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    })
+    .await;
+}
