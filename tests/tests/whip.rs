@@ -313,3 +313,31 @@ async fn whip_and_whep_answer_every_case_with_the_right_status() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aiortc_whep_player_decodes_an_aiortc_broadcast_on_the_lean_viewer_leg() {
+    require_aiortc();
+    let server = GoliveServer::start_with_args(&["--viewer-leg", "lean"]).expect("starting golive");
+    run_test("aiortc_whep_on_lean", async {
+        let base = format!("http://{}", server.http_addr());
+        let mut publisher = spawn_aiortc("publish", &format!("{base}/whip/lean"), 60.0);
+        wait_live(&server, "lean").await?;
+        // aiortc's own ICE agent, DTLS and SRTP against the lean leg; it decodes real VP8.
+        let played = finish(
+            spawn_aiortc("watch", &format!("{base}/whep/lean"), 4.0),
+            "the WHEP player",
+        )
+        .await?;
+        eprintln!("aiortc WHEP player on the lean leg: {played}");
+        ensure!(played["video_frames"].as_u64() > Some(30), "{played}");
+        ensure!(
+            played["width"] == 320 && played["height"] == 240,
+            "{played}"
+        );
+        ensure!(played["delete_status"] == 200, "{played}");
+        stop(&mut publisher).await?;
+        finish(publisher, "the WHIP broadcaster").await?;
+        Ok(())
+    })
+    .await;
+}

@@ -444,6 +444,10 @@ impl SyntheticSource {
         self.sending = on;
     }
 
+    pub fn is_sending(&self) -> bool {
+        self.sending
+    }
+
     /// Whether a keyframe request (PLI, FIR) makes the next frame a keyframe (as an encoder
     /// does); when off, only the natural keyframes come.
     pub fn set_answer_keyframe_requests(&mut self, on: bool) {

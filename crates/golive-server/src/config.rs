@@ -145,6 +145,11 @@ pub struct Config {
     #[arg(long, env = "GOLIVE_NO_KEYFRAME_CACHE", default_value_t = false)]
     pub no_keyframe_cache: bool,
 
+    /// Which transport serves viewers: `rtc` (a full `rtc` peer connection per viewer) or `lean`
+    /// (golive's own ICE-lite, DTLS and SRTP leg: cheaper per packet and per viewer).
+    #[arg(long, env = "GOLIVE_VIEWER_LEG", default_value = "rtc")]
+    pub viewer_leg: golive_sfu::ViewerLeg,
+
     /// Reverse proxies whose `X-Forwarded-For` is believed (comma-separated IPs). Behind a proxy
     /// every client otherwise shares the proxy's address for the per-IP limits.
     #[arg(long, env = "GOLIVE_TRUSTED_PROXIES", value_delimiter = ',')]

@@ -346,6 +346,7 @@ pub fn start_media(config: &Config) -> anyhow::Result<AppState> {
         srtp,
         golive_sfu::MediaOptions {
             keyframe_cache: !config.no_keyframe_cache,
+            viewer_leg: config.viewer_leg,
             ..Default::default()
         },
         taps.clone(),

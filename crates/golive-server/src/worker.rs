@@ -39,6 +39,10 @@ const COMMAND_QUEUE: usize = 1024;
 const MAX_DATAGRAM: usize = 2048;
 /// Datagrams read in one wake before commands and timers get their turn.
 const MAX_READS_PER_WAKE: usize = 256;
+/// What these many datagrams produced is sent together: a lean viewer's packets of one read
+/// batch (a frame's, from a bursting publisher) leave in one GSO send, and the first of them
+/// waits for at most this many fan-outs.
+const READS_PER_FLUSH: usize = 8;
 /// Socket buffers asked for (the kernel caps them at net.core.rmem_max / wmem_max). The default
 /// ~208 KiB overflowed while one broadcaster packet was being fanned out to hundreds of viewers,
 /// and every viewer then lost the packets dropped (BENCHMARKS.md).
@@ -421,6 +425,8 @@ impl WorkerThread {
             },
             status: self.status.clone(),
             taps: self.taps.clone(),
+            gso: true,
+            failed_batches: Vec::new(),
         };
         let (commands, from_others) = (&mut self.commands, &mut self.from_others);
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -475,6 +481,10 @@ struct Worker {
     others: Vec<mpsc::Sender<Peer2Peer>>,
     /// Socket-level totals (the SFU keeps the rest).
     stats: WorkerStats,
+    /// The kernel takes UDP GSO sends (cleared at the first refusal).
+    gso: bool,
+    /// Viewers a batch could not be sent to, reported once the batches are drained.
+    failed_batches: Vec<PeerId>,
     status: Arc<Status>,
     /// Where local broadcasters' packets go to be recorded.
     taps: Option<Arc<RecordingTaps>>,
@@ -500,13 +510,15 @@ impl Worker {
                     Ok((n, from)) => {
                         self.on_datagram(from, &buf[..n]);
                         // Take what else is queued before the next timeout scan, sending what
-                        // each datagram produced at once: a broadcaster's packet fans out to
-                        // every viewer before the next is read, which keeps latency flat.
-                        for _ in 0..MAX_READS_PER_WAKE {
+                        // every few datagrams produced: a lean viewer's packets from them leave
+                        // in one GSO send, and latency stays flat.
+                        for i in 1..=MAX_READS_PER_WAKE {
                             let Ok((n, from)) = self.socket.try_recv_from(&mut buf) else {
                                 break;
                             };
-                            self.flush();
+                            if i % READS_PER_FLUSH == 0 {
+                                self.flush();
+                            }
                             self.on_datagram(from, &buf[..n]);
                         }
                     }
@@ -639,6 +651,26 @@ impl Worker {
                 }
             }
         }
+        let mut failed = std::mem::take(&mut self.failed_batches);
+        while let Some(b) = self.sfu.poll_batch() {
+            let segments = b.data.len().div_ceil(b.segment_size.max(1)) as u64;
+            match send_batch(&self.socket, &mut self.gso, &b) {
+                Ok(()) => {
+                    self.stats.datagrams_out += segments;
+                    self.stats.bytes_out += b.data.len() as u64;
+                }
+                Err(e) => {
+                    // As for a single datagram: loss, never a wait.
+                    self.stats.datagrams_send_failed += segments;
+                    failed.push(b.peer);
+                    tracing::trace!(worker = self.index, to = %b.to, "batch send: {e}");
+                }
+            }
+        }
+        for peer in failed.drain(..) {
+            self.sfu.handle_send_failed(Instant::now(), peer);
+        }
+        self.failed_batches = failed;
         while let Some(out) = self.sfu.poll_output() {
             match out {
                 Output::Connected(id) => {
@@ -678,6 +710,40 @@ impl Worker {
             }
         }
     }
+}
+
+/// Sends one lean viewer's batch: one `sendmsg` with a `UDP_SEGMENT` control message (the kernel
+/// cuts it into `segment_size` datagrams), or one datagram per segment where GSO is refused.
+fn send_batch(socket: &UdpSocket, gso: &mut bool, b: &golive_sfu::Batch<'_>) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrStorage, sendmsg};
+    use std::os::fd::AsRawFd;
+    if *gso && b.data.len() > b.segment_size {
+        let addr = SockaddrStorage::from(b.to);
+        let segment = u16::try_from(b.segment_size).unwrap_or(u16::MAX);
+        let iov = [io::IoSlice::new(b.data)];
+        let cmsg = [ControlMessage::UdpGsoSegments(&segment)];
+        match sendmsg(
+            socket.as_raw_fd(),
+            &iov,
+            &cmsg,
+            MsgFlags::empty(),
+            Some(&addr),
+        ) {
+            Ok(_) => return Ok(()),
+            // No GSO here (kernel, device or socket type): send one by one from now on.
+            Err(
+                nix::errno::Errno::EIO | nix::errno::Errno::EINVAL | nix::errno::Errno::ENOPROTOOPT,
+            ) => {
+                tracing::info!("UDP GSO refused; sending one datagram per syscall");
+                *gso = false;
+            }
+            Err(e) => return Err(io::Error::from(e)),
+        }
+    }
+    for d in b.data.chunks(b.segment_size.max(1)) {
+        socket.try_send_to(d, b.to)?;
+    }
+    Ok(())
 }
 
 /// Binds a worker's UDP socket, non-blocking, with large buffers.

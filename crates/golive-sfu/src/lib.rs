@@ -28,19 +28,22 @@ pub mod codec;
 pub mod demux;
 pub mod depacketize;
 pub mod keyframe;
+mod leg;
 mod peer;
 pub mod pli;
 pub mod rewrite;
 mod sfu;
 mod source;
+mod viewer_leg;
 
 pub use codec::{Codec, MediaKind, StreamMedia, VideoCodec};
+pub use leg::ViewerLeg;
 pub use peer::SrtpPolicy;
 pub use sfu::{
-    Answer, CONNECT_TIMEOUT, DEFAULT_MAX_VIEWER_BACKLOG_BYTES, GARBAGE_LIMIT, GARBAGE_WINDOW,
-    MediaOptions, Output, PeerId, REMOTE_STREAM_IDLE, REPLAY_BURST, REPLAY_INTERVAL,
-    SEND_FAILURE_BACKOFF, SEND_FAILURE_WINDOW, SEND_FAILURES_BEFORE_SKIP, Sfu, SfuConfig, SfuStats,
-    SourcePacket, Transmit,
+    Answer, Batch, CONNECT_TIMEOUT, DEFAULT_MAX_VIEWER_BACKLOG_BYTES, GARBAGE_LIMIT,
+    GARBAGE_WINDOW, MediaOptions, Output, PeerId, REMOTE_STREAM_IDLE, REPLAY_BURST,
+    REPLAY_INTERVAL, SEND_FAILURE_BACKOFF, SEND_FAILURE_WINDOW, SEND_FAILURES_BEFORE_SKIP, Sfu,
+    SfuConfig, SfuStats, SourcePacket, Transmit,
 };
 
 /// Why the SFU refused an input. Every one is the input's fault except `Internal`.

@@ -17,10 +17,12 @@ use crate::cache::{
 use crate::codec::{MediaKind, Offer, StreamMedia, VideoCodec};
 use crate::demux::{Demuxer, Route};
 use crate::keyframe::is_keyframe_start;
+use crate::leg::{Leg, ViewerLeg};
 use crate::peer::{DatagramVerdict, Inbound, Peer, PeerEvent, Role, SrtpPolicy};
 use crate::pli::KeyframeRequests;
 use crate::rewrite::{HeaderRewriter, SourceEpoch};
 use crate::source::{SourceTrack, Verdict};
+use crate::viewer_leg::{LeanViewer, Shared as LeanShared};
 
 /// A peer that has not connected (ICE and DTLS) this long after its answer is given up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -81,6 +83,8 @@ pub struct MediaOptions {
     /// A viewer whose backlog (as [`Sfu::handle_send_backlog`] reports it) goes over this skips
     /// to the next keyframe; it is sent to again once the backlog is under half of it.
     pub max_viewer_backlog_bytes: usize,
+    /// Which transport serves viewers: `rtc`'s peer connection or the lean viewer leg.
+    pub viewer_leg: ViewerLeg,
 }
 
 impl Default for MediaOptions {
@@ -88,6 +92,7 @@ impl Default for MediaOptions {
         Self {
             keyframe_cache: true,
             max_viewer_backlog_bytes: DEFAULT_MAX_VIEWER_BACKLOG_BYTES,
+            viewer_leg: ViewerLeg::default(),
         }
     }
 }
@@ -145,6 +150,17 @@ pub struct Transmit {
     /// The peer it is for: a shell that cannot send it reports so with
     /// [`Sfu::handle_send_failed`] (or keeps it and reports [`Sfu::handle_send_backlog`]).
     pub peer: PeerId,
+}
+
+/// Datagrams for one viewer, laid end to end: every one `segment_size` bytes long except
+/// perhaps the last, which is shorter. One UDP GSO send (`UDP_SEGMENT`) carries them all; a
+/// shell without GSO sends `data.chunks(segment_size)` one by one.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    pub to: SocketAddr,
+    pub peer: PeerId,
+    pub data: &'a [u8],
+    pub segment_size: usize,
 }
 
 /// The answer to a publish or a watch.
@@ -284,7 +300,7 @@ impl GarbageMeter {
 }
 
 struct PeerEntry {
-    peer: Peer,
+    peer: Leg,
     stream: StreamName,
     role: PeerRole,
     created_at: Instant,
@@ -372,6 +388,11 @@ pub struct Sfu {
     stats: SfuStats,
     /// When to look for streams known only from other workers' media that went idle.
     sweep_at: Option<Instant>,
+    /// The certificate and DTLS configuration of lean viewers (made with the first one).
+    lean: Option<std::sync::Arc<LeanShared>>,
+    /// Lean viewers with encrypted datagrams waiting in their send buffers, for
+    /// [`Sfu::poll_batch`].
+    batches: VecDeque<PeerId>,
 }
 
 /// Where a peer's datagrams go: the parts of the SFU a send touches, borrowed apart from the
@@ -381,6 +402,7 @@ struct Sink<'a> {
     transmits: &'a mut VecDeque<Transmit>,
     stats: &'a mut SfuStats,
     outputs: &'a mut VecDeque<Output>,
+    batches: &'a mut VecDeque<PeerId>,
 }
 
 /// Moves a peer's outgoing datagrams to the send queue. A destination the peer has not sent to
@@ -388,18 +410,19 @@ struct Sink<'a> {
 /// so an address is bound once it is proven, never on a forged request.
 fn drain_transmits(
     id: PeerId,
-    peer: &mut Peer,
+    peer: &mut Leg,
     demux: &mut Demuxer<PeerId>,
     transmits: &mut VecDeque<Transmit>,
 ) {
     while let Some((to, data)) = peer.poll_transmit() {
-        if !peer.remote_addrs.contains(&to) {
-            if peer.remote_addrs.len() >= MAX_ADDRS_PER_PEER {
+        let addrs = peer.remote_addrs_mut();
+        if !addrs.contains(&to) {
+            if addrs.len() >= MAX_ADDRS_PER_PEER {
                 // Keep the newest: the oldest is the likeliest to be dead.
-                let old = peer.remote_addrs.remove(0);
+                let old = addrs.remove(0);
                 demux.remove("", &[old], id);
             }
-            peer.remote_addrs.push(to);
+            addrs.push(to);
             demux.bind(to, id);
         }
         transmits.push_back(Transmit { to, data, peer: id });
@@ -483,7 +506,9 @@ fn forward(
         ssrc: t.ssrc,
         ..Default::default()
     };
-    e.peer.send_rtp(now, header, m.payload.clone());
+    if e.peer.send_rtp(now, header, m.payload.clone()) {
+        sink.batches.push_back(id);
+    }
     sink.stats.rtp_forwarded += 1;
     drain_transmits(id, &mut e.peer, sink.demux, sink.transmits);
     e.deadline = e.peer.poll_timeout();
@@ -506,6 +531,8 @@ impl Sfu {
             outputs: VecDeque::new(),
             stats: SfuStats::default(),
             sweep_at: None,
+            lean: None,
+            batches: VecDeque::new(),
         }
     }
 
@@ -576,7 +603,7 @@ impl Sfu {
         self.insert(
             now,
             id,
-            peer,
+            Leg::Rtc(Box::new(peer)),
             stream,
             PeerRole::Publisher(Box::new(publisher)),
         );
@@ -599,26 +626,49 @@ impl Sfu {
             .video
             .as_ref()
             .and_then(|v| offer.rtx_payload_type(MediaKind::Video, v.payload_type));
-        let (peer, sdp) = Peer::new(
-            now,
-            self.config.advertised_addr,
-            self.config.srtp,
-            offer_sdp,
-            Role::Viewer {
-                codecs: &codecs,
-                video_rtx_pt,
-            },
-        )?;
+        let (peer, sdp) = match self.options.viewer_leg {
+            ViewerLeg::Rtc => {
+                let (peer, sdp) = Peer::new(
+                    now,
+                    self.config.advertised_addr,
+                    self.config.srtp,
+                    offer_sdp,
+                    Role::Viewer {
+                        codecs: &codecs,
+                        video_rtx_pt,
+                    },
+                )?;
+                (Leg::Rtc(Box::new(peer)), sdp)
+            }
+            ViewerLeg::Lean => {
+                let shared = match &self.lean {
+                    Some(s) => s.clone(),
+                    None => self
+                        .lean
+                        .insert(LeanShared::new(now, self.config.srtp)?)
+                        .clone(),
+                };
+                let (viewer, sdp) = LeanViewer::new(
+                    now,
+                    shared,
+                    self.config.advertised_addr,
+                    offer_sdp,
+                    &codecs,
+                    video_rtx_pt,
+                )?;
+                (Leg::Lean(Box::new(viewer)), sdp)
+            }
+        };
         let mut tracks: [Option<DownTrack>; 2] = [None, None];
         for c in [&codecs.audio, &codecs.video].into_iter().flatten() {
-            let Some(ssrc) = peer.send_ssrc[slot(c.kind)] else {
+            let Some(ssrc) = peer.send_ssrc()[slot(c.kind)] else {
                 continue;
             };
             tracks[slot(c.kind)] = Some(DownTrack {
                 kind: c.kind,
                 payload_type: c.payload_type,
                 ssrc,
-                rtx: peer.rtx[slot(c.kind)],
+                rtx: peer.rtx()[slot(c.kind)],
                 rtx_seq: rand::random(),
                 rewriter: HeaderRewriter::new(c.clock_rate, rand::random(), rand::random()),
                 waiting_keyframe: c.kind == MediaKind::Video,
@@ -644,8 +694,8 @@ impl Sfu {
         Ok(Answer { sdp, media: codecs })
     }
 
-    fn insert(&mut self, now: Instant, id: PeerId, peer: Peer, stream: StreamName, role: PeerRole) {
-        self.demux.add_ufrag(peer.ufrag.clone(), id);
+    fn insert(&mut self, now: Instant, id: PeerId, peer: Leg, stream: StreamName, role: PeerRole) {
+        self.demux.add_ufrag(peer.ufrag().to_owned(), id);
         self.peers.insert(
             id,
             PeerEntry {
@@ -685,7 +735,7 @@ impl Sfu {
             return;
         };
         self.demux
-            .remove(&entry.peer.ufrag, &entry.peer.remote_addrs, id);
+            .remove(entry.peer.ufrag(), entry.peer.remote_addrs(), id);
         entry.peer.close();
         while let Some((to, data)) = entry.peer.poll_transmit() {
             self.transmits.push_back(Transmit { to, data, peer: id });
@@ -725,7 +775,7 @@ impl Sfu {
         let verdict = entry.peer.handle_datagram(now, from, data);
         // Only a proven (bound) address counts against its peer: anyone can send STUN that
         // names a peer's ufrag.
-        if entry.peer.remote_addrs.contains(&from) {
+        if entry.peer.remote_addrs().contains(&from) {
             let bad = verdict == DatagramVerdict::Garbage;
             if bad {
                 self.stats.datagrams_garbage += 1;
@@ -817,6 +867,33 @@ impl Sfu {
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+
+    /// The next batch of a lean viewer's media (see [`Batch`]). The shell sends it before it
+    /// polls again; what a viewer was sent since its last batch went out is one batch or a few
+    /// (a run of equal sizes per GSO send). Cheap to call: media of `rtc` viewers comes through
+    /// [`Sfu::poll_transmit`] instead.
+    pub fn poll_batch(&mut self) -> Option<Batch<'_>> {
+        loop {
+            let id = *self.batches.front()?;
+            let next = match self.peers.get_mut(&id).map(|e| &mut e.peer) {
+                Some(Leg::Lean(v)) => v.next_batch(),
+                _ => None,
+            };
+            let Some((to, range, segment_size)) = next else {
+                self.batches.pop_front();
+                continue;
+            };
+            let Some(Leg::Lean(v)) = self.peers.get(&id).map(|e| &e.peer) else {
+                unreachable!("the viewer just gave a batch");
+            };
+            return Some(Batch {
+                to,
+                peer: id,
+                data: &v.send_buffer()[range],
+                segment_size,
+            });
+        }
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -967,6 +1044,7 @@ impl Sfu {
                 transmits: &mut self.transmits,
                 stats: &mut self.stats,
                 outputs: &mut self.outputs,
+                batches: &mut self.batches,
             };
             // A keyframe-only cache is one picture: it goes at once.
             let burst = match state {
@@ -1064,6 +1142,7 @@ impl Sfu {
             transmits: &mut self.transmits,
             stats: &mut self.stats,
             outputs: &mut self.outputs,
+            batches: &mut self.batches,
         };
         for m in &next {
             forward(now, id, e, MediaKind::Video, m, &mut sink);
@@ -1149,7 +1228,9 @@ impl Sfu {
                     found.payload.clone(),
                 ),
             };
-            e.peer.send_rtp(now, header, payload);
+            if e.peer.send_rtp(now, header, payload) {
+                self.batches.push_back(id);
+            }
             self.stats.retransmitted += 1;
         }
         drain_transmits(id, &mut e.peer, &mut self.demux, &mut self.transmits);
@@ -1260,6 +1341,7 @@ impl Sfu {
             transmits: &mut self.transmits,
             stats: &mut self.stats,
             outputs: &mut self.outputs,
+            batches: &mut self.batches,
         };
         for id in &ls.viewers {
             let Some(e) = self.peers.get_mut(id) else {

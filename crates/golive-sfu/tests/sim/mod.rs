@@ -261,7 +261,11 @@ impl Sim {
         Self::with_options(MediaOptions::default())
     }
 
-    pub fn with_options(options: MediaOptions) -> Self {
+    pub fn with_options(mut options: MediaOptions) -> Self {
+        // The whole suite runs on either viewer leg: GOLIVE_VIEWER_LEG=lean|rtc.
+        if let Ok(leg) = std::env::var("GOLIVE_VIEWER_LEG") {
+            options.viewer_leg = leg.parse().expect("GOLIVE_VIEWER_LEG is rtc or lean");
+        }
         let t0 = Instant::now();
         Self {
             t0,
@@ -603,6 +607,20 @@ impl Sim {
                     None => self.transmits_to_nowhere += 1,
                 }
             }
+            // Lean viewers' media comes in batches (one GSO send each): split as the kernel would.
+            let mut batched = Vec::new();
+            while let Some(b) = self.sfu.poll_batch() {
+                for d in b.data.chunks(b.segment_size) {
+                    batched.push((b.to, b.peer, BytesMut::from(d)));
+                }
+            }
+            for (to, peer, data) in batched {
+                moved = true;
+                match self.by_addr.get(&to) {
+                    Some(&i) => self.send_down(i, peer, data),
+                    None => self.transmits_to_nowhere += 1,
+                }
+            }
             while let Some(o) = self.sfu.poll_output() {
                 moved = true;
                 match o {
@@ -645,8 +663,22 @@ impl Sim {
     }
 
     /// Runs until the SFU reported every one of `ids` connected; panics after `limit`.
+    /// Publishers among `ids` that have not sent yet hold their media until all are connected,
+    /// so peers that connect together see the stream from its first packet whichever ICE
+    /// timing each leg has (the simulated clients nominate on their 200 ms check tick).
     pub fn run_until_connected(&mut self, ids: &[PeerId], limit: Duration) {
         let end = self.now + limit;
+        let held: Vec<PeerId> = ids
+            .iter()
+            .copied()
+            .filter(|id| {
+                let c = self.client(*id);
+                c.sent.is_empty() && c.peer.source().is_some_and(|s| s.is_sending())
+            })
+            .collect();
+        for id in &held {
+            self.set_sending(*id, false);
+        }
         while !ids.iter().all(|id| self.sfu_connected.contains_key(id)) {
             assert!(
                 self.now < end,
@@ -658,6 +690,9 @@ impl Sim {
                 self.sfu_failed
             );
             self.step();
+        }
+        for id in held {
+            self.set_sending(id, true);
         }
     }
 

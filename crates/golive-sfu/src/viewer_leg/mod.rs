@@ -1,0 +1,763 @@
+//! The lean viewer leg: a viewer's transport assembled from webrtc-rs's building blocks
+//! (STUN, the DTLS handshake, SRTP contexts, RTCP, SDP) instead of a full peer connection.
+//!
+//! A viewer only receives, so its transport needs little: answer its ICE checks (ICE-lite),
+//! complete one DTLS handshake as the server, derive SRTP keys from it, encrypt what the SFU
+//! forwards, and read the feedback (PLI, FIR, NACK) the viewer sends back. A peer connection
+//! carries all of that through eight handler queues per packet; here a forwarded packet is one
+//! header write, one AEAD seal and one datagram.
+//!
+//! Two things differ from the peer connection on purpose:
+//! - DTLS starts as soon as a STUN check from the address has passed its integrity check,
+//!   without waiting for the viewer to nominate the pair: Chromium sends its ClientHello right
+//!   after its first check but nominates only ~60 ms later.
+//! - The certificate (and its fingerprint) is generated once per worker, not per viewer.
+//!
+//! The DTLS server of `rtc-dtls` always answers the first ClientHello with a HelloVerifyRequest
+//! (its server flights are fixed and crate-private), so the cookie round trip stays; see the test
+//! `the_dtls_server_always_asks_for_a_cookie`.
+
+mod sdp;
+mod srtp_gcm;
+pub(crate) mod stun;
+
+use bytes::{Bytes, BytesMut};
+use rtc::crypto::RTCCryptoProvider;
+use rtc::dtls::config::{ClientAuthType, ConfigBuilder, ExtendedMasterSecretType, HandshakeConfig};
+use rtc::dtls::endpoint::{Endpoint, EndpointEvent};
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::shared::TransportProtocol;
+use rtc::shared::marshal::{Marshal, MarshalSize};
+use rtc::srtp::context::Context;
+use rtc::srtp::protection_profile::ProtectionProfile;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::SfuError;
+use crate::codec::{MediaKind, StreamMedia};
+use crate::peer::{DatagramVerdict, Inbound, PeerEvent, SrtpPolicy};
+
+/// ICE-lite counts only incoming STUN as liveness; browsers check consent every few seconds
+/// (RFC 7675), aiortc and werift less often. A viewer silent this long is gone.
+const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often each track sends an RTCP sender report (lip sync, round-trip time).
+const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// A viewer may use this many distinct SSRCs in SRTP/SRTCP (the contexts keep a state per
+/// SSRC before the tag is checked: unbounded SSRCs would grow them without bound).
+const MAX_SSRCS_PER_PEER: usize = 16;
+/// A hostile NACK can name thousands of packets; more than this in one feedback is not loss a
+/// retransmission repairs.
+const MAX_NACKED_PER_FEEDBACK: usize = 256;
+/// Replay windows for what the viewer sends (its RTCP).
+const SRTCP_REPLAY_WINDOW: usize = 64;
+const SRTP_REPLAY_WINDOW: usize = 64;
+/// The kernel sends at most 64 segments in one UDP GSO send (UDP_MAX_SEGMENTS), of at most
+/// 64 KiB together.
+const MAX_SEGMENTS_PER_BATCH: usize = 64;
+const MAX_BATCH_BYTES: usize = 65_000;
+/// A send buffer that grew past this (a keyframe replay burst) gives the memory back once sent.
+const MAX_RETAINED_SEND_BUFFER_BYTES: usize = 16 * 1024;
+/// NTP seconds at the worker's first viewer: sender reports need a wallclock only consistent
+/// within one viewer (the receiver relates audio and video by it), and the core reads no clock.
+const NTP_EPOCH_SECS: u64 = 3_900_000_000;
+
+/// What all lean viewers of one worker share: the crypto provider, one certificate and the DTLS
+/// server configuration built around it.
+pub(crate) struct Shared {
+    crypto: Arc<dyn RTCCryptoProvider>,
+    /// Our certificate's SHA-256 fingerprint as SDP writes it.
+    fingerprint: String,
+    dtls: Arc<HandshakeConfig>,
+    /// The instant sender reports count NTP time from.
+    ntp_anchor: Instant,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> SfuError {
+    SfuError::Internal(e.to_string())
+}
+
+fn hex_colons(bytes: &[u8], upper: bool) -> String {
+    let mut s = String::with_capacity(bytes.len() * 3);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        if upper {
+            s.push_str(&format!("{b:02X}"));
+        } else {
+            s.push_str(&format!("{b:02x}"));
+        }
+    }
+    s
+}
+
+impl Shared {
+    pub(crate) fn new(now: Instant, srtp: SrtpPolicy) -> Result<Arc<Self>, SfuError> {
+        let crypto = rtc::crypto::default_provider().map_err(internal)?;
+        let cert = rtc::dtls::crypto::Certificate::generate_self_signed(
+            vec!["golive".to_owned()],
+            crypto.crypto(),
+        )
+        .map_err(internal)?;
+        let der = cert
+            .certificate
+            .first()
+            .ok_or_else(|| internal("a generated certificate has no DER"))?;
+        let digest = crypto
+            .crypto()
+            .hash(rtc::crypto::HashAlgorithm::Sha256, der.as_ref())
+            .map_err(internal)?;
+        let fingerprint = hex_colons(&digest, true);
+        // GCM only by default: Chromium lists CM_80 first and, as DTLS server, we follow the
+        // client's order; GCM costs a quarter as much per packet.
+        let mut profiles = vec![
+            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+            SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm,
+        ];
+        if srtp.allow_legacy_cm {
+            profiles.push(SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80);
+        }
+        let dtls = ConfigBuilder::default()
+            .with_crypto_provider(crypto.clone())
+            .with_certificates(vec![cert])
+            .with_srtp_protection_profiles(profiles)
+            // The viewer must present a certificate; its fingerprint is checked against the
+            // offer once the handshake is done, before any key is derived.
+            .with_client_auth(ClientAuthType::RequireAnyClientCert)
+            .with_insecure_skip_verify(true)
+            .with_extended_master_secret(ExtendedMasterSecretType::Require)
+            .build(false, None)
+            .map_err(internal)?;
+        Ok(Arc::new(Self {
+            crypto,
+            fingerprint,
+            dtls: Arc::new(dtls),
+            ntp_anchor: now,
+        }))
+    }
+
+    fn ntp_time(&self, now: Instant) -> u64 {
+        let d = now.saturating_duration_since(self.ntp_anchor);
+        let secs = NTP_EPOCH_SECS + d.as_secs();
+        let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+        (secs << 32) | frac
+    }
+}
+
+/// The SRTP state of a connected viewer.
+struct Srtp {
+    /// What we send: sealed in place with AES-GCM, or (AES-CM, legacy clients) through
+    /// `rtc-srtp`'s context, which also protects our RTCP.
+    gcm: Option<srtp_gcm::GcmSender>,
+    local: Context,
+    /// What the viewer sends (its RTCP).
+    remote: Context,
+}
+
+/// Per track, what a sender report says.
+#[derive(Debug, Clone, Copy)]
+struct SenderStats {
+    ssrc: u32,
+    clock_rate: u32,
+    packets: u32,
+    octets: u32,
+    /// The last RTP timestamp sent, and when.
+    last: Option<(u32, Instant)>,
+}
+
+pub(crate) struct LeanViewer {
+    shared: Arc<Shared>,
+    pub(crate) ufrag: String,
+    pwd: String,
+    pub(crate) remote_addrs: Vec<SocketAddr>,
+    pub(crate) send_ssrc: [Option<u32>; 2],
+    pub(crate) rtx: [Option<(u32, u8)>; 2],
+    /// The certificate fingerprints the offer announced (lowercase).
+    fingerprints: Vec<String>,
+    /// Where media goes: the nominated address, or until nomination the last one checked.
+    media_addr: Option<SocketAddr>,
+    nominated: bool,
+    /// The DTLS association, keyed in its endpoint by the address it started from (records from
+    /// a later address of the same viewer are fed as if from that one).
+    dtls: Option<(Endpoint, SocketAddr)>,
+    srtp: Option<Srtp>,
+    last_stun_at: Instant,
+    transmits: VecDeque<(SocketAddr, BytesMut)>,
+    events: VecDeque<PeerEvent>,
+    inbound: VecDeque<Inbound>,
+    /// The SSRCs this viewer's SRTP/SRTCP named so far (bounded).
+    ssrcs: Vec<u32>,
+    senders: [Option<SenderStats>; 2],
+    next_report_at: Option<Instant>,
+    connected: bool,
+    failed: bool,
+    /// The latest instant any call brought (closing stamps its alert with it).
+    last_now: Instant,
+    /// Encrypted RTP not yet handed to the shell, end to end, and each datagram's length; the
+    /// first `sent` of them (`sent_bytes` bytes) are handed out already.
+    out: Vec<u8>,
+    segments: Vec<u16>,
+    sent: usize,
+    sent_bytes: usize,
+}
+
+fn slot(kind: MediaKind) -> usize {
+    match kind {
+        MediaKind::Audio => 0,
+        MediaKind::Video => 1,
+    }
+}
+
+/// Random ICE credentials: the ufrag names the viewer in the demultiplexer.
+fn ice_credentials() -> (String, String) {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    let mut rng = rand::rng();
+    let mut word = |n: usize| -> String {
+        (&mut rng)
+            .sample_iter(Alphanumeric)
+            .take(n)
+            .map(char::from)
+            .collect()
+    };
+    (word(16), word(32))
+}
+
+/// RFC 7983 §7: the first byte tells STUN, DTLS and (S)RTP/(S)RTCP apart.
+fn is_stun_byte(b: u8) -> bool {
+    b <= 3
+}
+fn is_dtls_byte(b: u8) -> bool {
+    (20..=63).contains(&b)
+}
+fn is_rtp_byte(b: u8) -> bool {
+    (128..=191).contains(&b)
+}
+
+impl LeanViewer {
+    /// Answers a viewer's offer; returns the viewer and the answer SDP.
+    pub(crate) fn new(
+        now: Instant,
+        shared: Arc<Shared>,
+        local_addr: SocketAddr,
+        offer: &str,
+        codecs: &StreamMedia,
+        video_rtx_pt: Option<u8>,
+    ) -> Result<(Self, String), SfuError> {
+        let facts = sdp::OfferFacts::parse(offer)?;
+        let tracks = sdp::send_tracks(codecs, video_rtx_pt);
+        let (ufrag, pwd) = ice_credentials();
+        let sdp = sdp::answer(
+            &facts,
+            &sdp::Local {
+                ufrag: &ufrag,
+                pwd: &pwd,
+                fingerprint: &shared.fingerprint,
+                candidate_addr: local_addr,
+                session_id: rand::random::<u64>() >> 2,
+            },
+            &tracks,
+        );
+        let mut send_ssrc = [None, None];
+        let mut rtx = [None, None];
+        let mut senders = [None, None];
+        for t in &tracks {
+            let i = slot(t.codec.kind);
+            send_ssrc[i] = Some(t.ssrc);
+            rtx[i] = t.rtx;
+            senders[i] = Some(SenderStats {
+                ssrc: t.ssrc,
+                clock_rate: t.codec.clock_rate,
+                packets: 0,
+                octets: 0,
+                last: None,
+            });
+        }
+        Ok((
+            Self {
+                shared,
+                ufrag,
+                pwd,
+                remote_addrs: Vec::new(),
+                send_ssrc,
+                rtx,
+                fingerprints: facts.fingerprints,
+                media_addr: None,
+                nominated: false,
+                dtls: None,
+                srtp: None,
+                last_stun_at: now,
+                transmits: VecDeque::new(),
+                events: VecDeque::new(),
+                inbound: VecDeque::new(),
+                ssrcs: Vec::new(),
+                senders,
+                next_report_at: None,
+                connected: false,
+                failed: false,
+                last_now: now,
+                out: Vec::new(),
+                segments: Vec::new(),
+                sent: 0,
+                sent_bytes: 0,
+            },
+            sdp,
+        ))
+    }
+
+    /// Checks a trickled candidate's syntax. As ICE-lite we never send checks, so it is not
+    /// otherwise used.
+    pub(crate) fn add_remote_candidate(&mut self, candidate: &str) -> Result<(), SfuError> {
+        let value = candidate.strip_prefix("candidate:").unwrap_or(candidate);
+        if value.is_empty() {
+            return Ok(());
+        }
+        rtc::ice::candidate::unmarshal_candidate(value)
+            .map(|_| ())
+            .map_err(|e| SfuError::BadCandidate(e.to_string()))
+    }
+
+    pub(crate) fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> DatagramVerdict {
+        self.last_now = now;
+        let Some(&first) = data.first() else {
+            return DatagramVerdict::Garbage;
+        };
+        if is_stun_byte(first) {
+            self.on_stun(now, from, data)
+        } else if is_dtls_byte(first) {
+            self.on_dtls(now, from, data)
+        } else if is_rtp_byte(first) {
+            self.on_srtp(from, data)
+        } else {
+            DatagramVerdict::Garbage
+        }
+    }
+
+    fn on_stun(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> DatagramVerdict {
+        match stun::check_binding_request(
+            data,
+            from,
+            &self.ufrag,
+            &self.pwd,
+            self.shared.crypto.crypto(),
+        ) {
+            Ok(checked) => {
+                self.last_stun_at = now;
+                if checked.use_candidate {
+                    self.media_addr = Some(from);
+                    self.nominated = true;
+                } else if !self.nominated {
+                    self.media_addr = Some(from);
+                }
+                self.transmits
+                    .push_back((from, BytesMut::from(&checked.response[..])));
+                DatagramVerdict::Accepted
+            }
+            Err(stun::Refused::NotARequest) => DatagramVerdict::Accepted,
+            Err(e) => {
+                tracing::debug!(ufrag = %self.ufrag, "STUN refused: {e:?}");
+                DatagramVerdict::Garbage
+            }
+        }
+    }
+
+    fn on_dtls(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> DatagramVerdict {
+        // DTLS is routed here only from an address bound to this viewer, i.e. one whose STUN
+        // check passed: that is all ICE has to prove before DTLS may start.
+        let (endpoint, key) = self.dtls.get_or_insert_with(|| {
+            (
+                Endpoint::new(from, TransportProtocol::UDP, Some(self.shared.dtls.clone())),
+                from,
+            )
+        });
+        let key = *key;
+        let result = endpoint.read(now, key, None, BytesMut::from(data));
+        while let Some(t) = endpoint.poll_transmit() {
+            self.transmits.push_back((from, t.message));
+        }
+        let events = match result {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::debug!(ufrag = %self.ufrag, "DTLS refused: {e}");
+                return DatagramVerdict::Garbage;
+            }
+        };
+        for ev in events {
+            match ev {
+                EndpointEvent::HandshakeComplete => self.on_handshake_complete(now),
+                EndpointEvent::PeerClosed => self.fail(),
+                _ => {}
+            }
+        }
+        DatagramVerdict::Accepted
+    }
+
+    fn fail(&mut self) {
+        if !self.failed {
+            self.failed = true;
+            self.events.push_back(PeerEvent::Failed);
+        }
+    }
+
+    fn on_handshake_complete(&mut self, now: Instant) {
+        match self.srtp_contexts() {
+            Ok(srtp) => {
+                self.srtp = Some(srtp);
+                self.connected = true;
+                self.next_report_at = Some(now + SENDER_REPORT_INTERVAL);
+                self.events.push_back(PeerEvent::Connected);
+            }
+            Err(e) => {
+                tracing::info!(ufrag = %self.ufrag, "DTLS done but refused: {e}");
+                self.fail();
+            }
+        }
+    }
+
+    /// Checks the viewer's certificate against the offer's fingerprint, then derives the SRTP
+    /// keys (RFC 5764 §4.2) from the handshake.
+    fn srtp_contexts(&self) -> Result<Srtp, SfuError> {
+        let (endpoint, key) = self
+            .dtls
+            .as_ref()
+            .ok_or_else(|| internal("no DTLS association"))?;
+        let state = endpoint
+            .get_connection_state(*key)
+            .ok_or_else(|| internal("no DTLS state"))?;
+        let crypto = self.shared.crypto.crypto();
+        let cert = state
+            .peer_certificates
+            .first()
+            .ok_or_else(|| SfuError::BadSdp("the viewer presented no certificate".into()))?;
+        let digest = crypto
+            .hash(rtc::crypto::HashAlgorithm::Sha256, cert)
+            .map_err(internal)?;
+        let fingerprint = hex_colons(&digest, false);
+        if !self.fingerprints.contains(&fingerprint) {
+            return Err(SfuError::BadSdp(
+                "the viewer's certificate does not match the offer's fingerprint".into(),
+            ));
+        }
+        let profile = match state.srtp_protection_profile() {
+            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm => ProtectionProfile::AeadAes128Gcm,
+            SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm => ProtectionProfile::AeadAes256Gcm,
+            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80 => {
+                ProtectionProfile::Aes128CmHmacSha1_80
+            }
+            p => return Err(internal(format!("unexpected SRTP profile {p:?}"))),
+        };
+        let (key_len, salt_len) = (profile.key_len(), profile.salt_len());
+        let material = state
+            .export_keying_material(
+                rtc::srtp::config::LABEL_EXTRACTOR_DTLS_SRTP,
+                &[],
+                2 * (key_len + salt_len),
+            )
+            .map_err(internal)?;
+        let m: &[u8] = material.as_ref();
+        // RFC 5764 §4.2: client key, server key, client salt, server salt. We are the server.
+        let client_key = &m[..key_len];
+        let server_key = &m[key_len..2 * key_len];
+        let client_salt = &m[2 * key_len..2 * key_len + salt_len];
+        let server_salt = &m[2 * key_len + salt_len..];
+        let local =
+            Context::new(server_key, server_salt, profile, None, None, crypto).map_err(internal)?;
+        let remote = Context::new(
+            client_key,
+            client_salt,
+            profile,
+            Some(rtc::srtp::option::srtp_replay_protection(
+                SRTP_REPLAY_WINDOW,
+            )),
+            Some(rtc::srtp::option::srtcp_replay_protection(
+                SRTCP_REPLAY_WINDOW,
+            )),
+            crypto,
+        )
+        .map_err(internal)?;
+        let gcm = match profile {
+            ProtectionProfile::AeadAes128Gcm | ProtectionProfile::AeadAes256Gcm => {
+                Some(srtp_gcm::GcmSender::new(crypto, server_key, server_salt)?)
+            }
+            _ => None,
+        };
+        Ok(Srtp { gcm, local, remote })
+    }
+
+    fn on_srtp(&mut self, _from: SocketAddr, data: &[u8]) -> DatagramVerdict {
+        let Some(srtp) = self.srtp.as_mut() else {
+            // Media before the session is up cannot be decrypted.
+            return DatagramVerdict::Garbage;
+        };
+        // RTP carries its SSRC at 8..12, RTCP (payload types 192..=223) at 4..8.
+        let rtcp = data.get(1).is_some_and(|pt| (192..=223).contains(pt));
+        let at = if rtcp { 4 } else { 8 };
+        let Some(b) = data.get(at..at + 4) else {
+            return DatagramVerdict::Garbage;
+        };
+        let ssrc = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        if !self.ssrcs.contains(&ssrc) {
+            if self.ssrcs.len() >= MAX_SSRCS_PER_PEER {
+                return DatagramVerdict::Garbage;
+            }
+            self.ssrcs.push(ssrc);
+        }
+        if !rtcp {
+            // A viewer has nothing to send; what it sends anyway is only checked.
+            return match srtp.remote.decrypt_rtp(data) {
+                Ok(_) => DatagramVerdict::Accepted,
+                Err(_) => DatagramVerdict::Garbage,
+            };
+        }
+        let Ok(plain) = srtp.remote.decrypt_rtcp(data) else {
+            return DatagramVerdict::Garbage;
+        };
+        let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut plain.freeze()) else {
+            return DatagramVerdict::Garbage;
+        };
+        // One compound packet may carry a PLI and NACKs together.
+        for p in &packets {
+            let any = p.as_any();
+            if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                self.inbound.push_back(Inbound::KeyframeRequest);
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                let seqs = nack
+                    .nacks
+                    .iter()
+                    .flat_map(|pair| pair.packet_list())
+                    .take(MAX_NACKED_PER_FEEDBACK)
+                    .collect();
+                self.inbound.push_back(Inbound::Nack {
+                    media_ssrc: nack.media_ssrc,
+                    seqs,
+                });
+            }
+        }
+        DatagramVerdict::Accepted
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = now;
+        if let Some((endpoint, key)) = self.dtls.as_mut()
+            && endpoint.poll_timeout(key).is_some_and(|t| t <= now)
+        {
+            if let Err(e) = endpoint.handle_timeout(*key, now) {
+                tracing::debug!(ufrag = %self.ufrag, "DTLS handshake gave up: {e}");
+            }
+            let to = self.media_addr.unwrap_or(*key);
+            while let Some(t) = endpoint.poll_transmit() {
+                self.transmits.push_back((to, t.message));
+            }
+        }
+        if self.connected && now >= self.last_stun_at + ICE_FAILED_TIMEOUT {
+            tracing::info!(ufrag = %self.ufrag, "no STUN from the viewer for {ICE_FAILED_TIMEOUT:?}");
+            self.fail();
+        }
+        if self.next_report_at.is_some_and(|t| t <= now) {
+            self.next_report_at = Some(now + SENDER_REPORT_INTERVAL);
+            self.send_sender_reports(now);
+        }
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let dtls = self
+            .dtls
+            .as_ref()
+            .and_then(|(endpoint, key)| endpoint.poll_timeout(key));
+        let ice = self
+            .connected
+            .then_some(self.last_stun_at + ICE_FAILED_TIMEOUT);
+        [dtls, ice, self.next_report_at].into_iter().flatten().min()
+    }
+
+    pub(crate) fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
+        self.transmits.pop_front()
+    }
+
+    pub(crate) fn poll_event(&mut self) -> Option<PeerEvent> {
+        self.events.pop_front()
+    }
+
+    pub(crate) fn poll_inbound(&mut self) -> Option<Inbound> {
+        self.inbound.pop_front()
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Encrypts one RTP packet into the send buffer: the header is written there, the payload
+    /// copied after it (the one copy on the path) and sealed where it lies. Returns true when the
+    /// buffer was empty before, i.e. the shell has a new batch to collect. The caller guarantees
+    /// SSRC and payload type are this viewer's; the packet carries no header extension.
+    pub(crate) fn send_rtp(
+        &mut self,
+        now: Instant,
+        header: &rtc::rtp::Header,
+        payload: &Bytes,
+    ) -> bool {
+        let Some(srtp) = self.srtp.as_mut() else {
+            return false;
+        };
+        if self.media_addr.is_none() {
+            return false;
+        }
+        let was_empty = self.segments.len() == self.sent;
+        let start = self.out.len();
+        let header_len = header.marshal_size();
+        let sealed = match srtp.gcm.as_mut() {
+            Some(gcm) => {
+                let end = start + header_len + payload.len();
+                self.out.resize(end, 0);
+                let packet = &mut self.out[start..end];
+                header.marshal_to(&mut packet[..header_len]).is_ok() && {
+                    packet[header_len..].copy_from_slice(payload);
+                    let mut tag = [0u8; srtp_gcm::TAG_LEN];
+                    let r = gcm.seal(
+                        header.ssrc,
+                        header.sequence_number,
+                        packet,
+                        header_len,
+                        &mut tag,
+                    );
+                    self.out.extend_from_slice(&tag);
+                    r.is_ok()
+                }
+            }
+            None => {
+                // AES-CM (legacy clients): through `rtc-srtp`, which allocates per packet.
+                let mut plain = vec![0u8; header_len + payload.len()];
+                header.marshal_to(&mut plain[..header_len]).is_ok() && {
+                    plain[header_len..].copy_from_slice(payload);
+                    match srtp.local.encrypt_rtp_with_header(&plain, header) {
+                        Ok(out) => {
+                            self.out.extend_from_slice(&out);
+                            true
+                        }
+                        Err(_) => false,
+                    }
+                }
+            }
+        };
+        let len = self.out.len() - start;
+        if !sealed || len > usize::from(u16::MAX) {
+            tracing::trace!(ufrag = %self.ufrag, "RTP not sent");
+            self.out.truncate(start);
+            return false;
+        }
+        self.segments.push(len as u16);
+        if let Some(s) = self
+            .senders
+            .iter_mut()
+            .flatten()
+            .find(|s| s.ssrc == header.ssrc)
+        {
+            s.packets = s.packets.wrapping_add(1);
+            s.octets = s.octets.wrapping_add(payload.len() as u32);
+            s.last = Some((header.timestamp, now));
+        }
+        was_empty
+    }
+
+    /// The next run of queued datagrams that one UDP GSO send can carry: equal lengths, the
+    /// last one possibly shorter (what the kernel accepts). Returns its destination, its bytes'
+    /// range in [`Self::send_buffer`] and its segment length; `None` (and an empty buffer) once
+    /// everything was handed out.
+    pub(crate) fn next_batch(&mut self) -> Option<(SocketAddr, std::ops::Range<usize>, usize)> {
+        let first = self.segments.get(self.sent).copied();
+        let (Some(first), Some(to)) = (first, self.media_addr) else {
+            self.out.clear();
+            self.segments.clear();
+            self.sent = 0;
+            self.sent_bytes = 0;
+            if self.out.capacity() > MAX_RETAINED_SEND_BUFFER_BYTES {
+                self.out = Vec::new();
+                self.segments = Vec::new();
+            }
+            return None;
+        };
+        let seg = usize::from(first);
+        let mut n = 1;
+        let mut bytes = seg;
+        while let Some(&next) = self.segments.get(self.sent + n) {
+            let next = usize::from(next);
+            if n >= MAX_SEGMENTS_PER_BATCH || bytes + next > MAX_BATCH_BYTES || next > seg {
+                break;
+            }
+            n += 1;
+            bytes += next;
+            if next < seg {
+                // A shorter segment ends a GSO send.
+                break;
+            }
+        }
+        let range = self.sent_bytes..self.sent_bytes + bytes;
+        self.sent += n;
+        self.sent_bytes += bytes;
+        Some((to, range, seg))
+    }
+
+    pub(crate) fn send_buffer(&self) -> &[u8] {
+        &self.out
+    }
+
+    fn send_sender_reports(&mut self, now: Instant) {
+        let (Some(srtp), Some(to)) = (self.srtp.as_mut(), self.media_addr) else {
+            return;
+        };
+        let ntp_time = self.shared.ntp_time(now);
+        for s in self.senders.iter().flatten() {
+            let Some((ts, at)) = s.last else { continue };
+            let elapsed = now.saturating_duration_since(at);
+            let rtp_time = ts.wrapping_add(
+                (elapsed.as_micros() as u64 * u64::from(s.clock_rate) / 1_000_000) as u32,
+            );
+            let sr = SenderReport {
+                ssrc: s.ssrc,
+                ntp_time,
+                rtp_time,
+                packet_count: s.packets,
+                octet_count: s.octets,
+                ..Default::default()
+            };
+            let Ok(plain) = sr.marshal() else { continue };
+            match srtp.local.encrypt_rtcp(&plain) {
+                Ok(out) => self.transmits.push_back((to, out)),
+                Err(e) => tracing::trace!(ufrag = %self.ufrag, "sender report not sent: {e}"),
+            }
+        }
+    }
+
+    pub(crate) fn close(&mut self) {
+        if let Some((mut endpoint, key)) = self.dtls.take() {
+            let _ = endpoint.stop(self.last_now, key);
+            let to = self.media_addr.unwrap_or(key);
+            while let Some(t) = endpoint.poll_transmit() {
+                self.transmits.push_back((to, t.message));
+            }
+        }
+        self.srtp = None;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,378 @@
+//! The answer to a viewer's offer, written from the offer itself.
+//!
+//! A viewer receives one audio and one video track at most, so the answer is small: the first
+//! audio and the first video section of the offer carry our tracks (sendonly, the viewer's own
+//! payload types, our SSRCs), every other section is rejected (port 0, left out of BUNDLE).
+//! Every accepted section carries our ICE-lite credentials, our certificate fingerprint, and our
+//! one host candidate: some clients (aiortc with max-bundle) read candidates only from the
+//! section they use.
+
+use rtc::sdp::description::session::SessionDescription;
+use std::fmt::Write as _;
+use std::io::Cursor;
+use std::net::SocketAddr;
+
+use crate::SfuError;
+use crate::codec::{Codec, MediaKind, StreamMedia};
+
+/// The stream id and track ids the viewer sees (`a=msid`).
+const MSID_STREAM: &str = "golive";
+const CNAME: &str = "golive";
+
+/// What the answer needs to know about the offer.
+#[derive(Debug)]
+pub(crate) struct OfferFacts {
+    sections: Vec<Section>,
+    /// The SHA-256 fingerprints of the certificate the viewer will present, lowercase hex with
+    /// colons, as in `a=fingerprint`.
+    pub fingerprints: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Section {
+    media: String,
+    proto: String,
+    formats: Vec<String>,
+    mid: Option<String>,
+    kind: Option<MediaKind>,
+    rejected: bool,
+    /// The viewer is willing to receive here (sendrecv or recvonly).
+    receives: bool,
+    rtcp_rsize: bool,
+}
+
+impl OfferFacts {
+    pub(crate) fn parse(sdp: &str) -> Result<Self, SfuError> {
+        let desc = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
+            .map_err(|e| SfuError::BadSdp(format!("the offer does not parse: {e}")))?;
+        let mut fingerprints = Vec::new();
+        let mut add_fingerprint = |v: &str| {
+            if let Some((alg, value)) = v.split_once(' ')
+                && alg.eq_ignore_ascii_case("sha-256")
+            {
+                let value = value.trim().to_ascii_lowercase();
+                if !fingerprints.contains(&value) {
+                    fingerprints.push(value);
+                }
+            }
+        };
+        for a in &desc.attributes {
+            if a.key == "fingerprint"
+                && let Some(v) = &a.value
+            {
+                add_fingerprint(v);
+            }
+        }
+        let session_direction = ["sendrecv", "recvonly", "sendonly", "inactive"]
+            .into_iter()
+            .find(|d| desc.has_attribute(d));
+        let mut sections = Vec::new();
+        for m in &desc.media_descriptions {
+            for a in &m.attributes {
+                if a.key == "fingerprint"
+                    && let Some(v) = &a.value
+                {
+                    add_fingerprint(v);
+                }
+            }
+            let kind = match m.media_name.media.as_str() {
+                "audio" => Some(MediaKind::Audio),
+                "video" => Some(MediaKind::Video),
+                _ => None,
+            };
+            let direction = ["sendrecv", "recvonly", "sendonly", "inactive"]
+                .into_iter()
+                .find(|d| m.has_attribute(d))
+                .or(session_direction)
+                .unwrap_or("sendrecv");
+            sections.push(Section {
+                media: m.media_name.media.clone(),
+                proto: m.media_name.protos.join("/"),
+                formats: m.media_name.formats.clone(),
+                mid: m.attribute("mid").flatten().map(str::to_owned),
+                kind,
+                rejected: m.media_name.port.value == 0 && !m.has_attribute("bundle-only"),
+                receives: matches!(direction, "sendrecv" | "recvonly"),
+                rtcp_rsize: m.has_attribute("rtcp-rsize"),
+            });
+        }
+        if fingerprints.is_empty() {
+            return Err(SfuError::BadSdp(
+                "the offer has no a=fingerprint:sha-256 (DTLS-SRTP needs one)".into(),
+            ));
+        }
+        Ok(Self {
+            sections,
+            fingerprints,
+        })
+    }
+}
+
+/// One track we send to the viewer.
+#[derive(Debug, Clone)]
+pub(crate) struct SendTrack {
+    pub codec: Codec,
+    pub ssrc: u32,
+    /// RTX SSRC and payload type, where the viewer offered RTX for this codec.
+    pub rtx: Option<(u32, u8)>,
+}
+
+/// What goes into our side of the answer.
+#[derive(Debug)]
+pub(crate) struct Local<'a> {
+    pub ufrag: &'a str,
+    pub pwd: &'a str,
+    /// Our certificate's SHA-256 fingerprint, uppercase hex with colons.
+    pub fingerprint: &'a str,
+    pub candidate_addr: SocketAddr,
+    /// Any number, fixed per answer (`o=` line).
+    pub session_id: u64,
+}
+
+fn track_for(tracks: &[SendTrack], kind: MediaKind) -> Option<&SendTrack> {
+    tracks.iter().find(|t| t.codec.kind == kind)
+}
+
+/// Writes the answer. `tracks` holds at most one track per kind.
+pub(crate) fn answer(offer: &OfferFacts, local: &Local<'_>, tracks: &[SendTrack]) -> String {
+    // Which section carries which track: the first non-rejected section of each kind.
+    let mut used = [false; 2];
+    let carries: Vec<Option<&SendTrack>> = offer
+        .sections
+        .iter()
+        .map(|s| {
+            let kind = s.kind?;
+            let i = match kind {
+                MediaKind::Audio => 0,
+                MediaKind::Video => 1,
+            };
+            if s.rejected || used[i] || s.mid.is_none() {
+                return None;
+            }
+            let t = track_for(tracks, kind)?;
+            used[i] = true;
+            Some(t)
+        })
+        .collect();
+
+    let mut out = String::with_capacity(2048);
+    let w = &mut out;
+    let _ = write!(
+        w,
+        "v=0\r\no=- {} 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n",
+        local.session_id
+    );
+    let bundle: Vec<&str> = offer
+        .sections
+        .iter()
+        .zip(&carries)
+        .filter(|(_, c)| c.is_some())
+        .filter_map(|(s, _)| s.mid.as_deref())
+        .collect();
+    if !bundle.is_empty() {
+        let _ = write!(w, "a=group:BUNDLE {}\r\n", bundle.join(" "));
+    }
+    let _ = write!(w, "a=ice-lite\r\na=msid-semantic: WMS {MSID_STREAM}\r\n");
+    let ip = local.candidate_addr.ip();
+    let ip_kind = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    for (s, carried) in offer.sections.iter().zip(&carries) {
+        let Some(t) = carried else {
+            // Rejected: the same formats, port 0, nothing else but its mid.
+            let formats = if s.formats.is_empty() {
+                "0".to_owned()
+            } else {
+                s.formats.join(" ")
+            };
+            let _ = write!(
+                w,
+                "m={} 0 {} {formats}\r\nc=IN IP4 0.0.0.0\r\n",
+                s.media, s.proto
+            );
+            if let Some(mid) = &s.mid {
+                let _ = write!(w, "a=mid:{mid}\r\n");
+            }
+            let _ = write!(w, "a=inactive\r\n");
+            continue;
+        };
+        let c = &t.codec;
+        let mut pts = c.payload_type.to_string();
+        if let Some((_, rtx_pt)) = t.rtx {
+            let _ = write!(pts, " {rtx_pt}");
+        }
+        let _ = write!(
+            w,
+            "m={} 9 UDP/TLS/RTP/SAVPF {pts}\r\nc=IN {ip_kind} {ip}\r\na=rtcp:9 IN IP4 0.0.0.0\r\n",
+            s.media
+        );
+        let _ = write!(
+            w,
+            "a=candidate:1 1 udp 2130706431 {ip} {} typ host\r\na=end-of-candidates\r\n",
+            local.candidate_addr.port()
+        );
+        let _ = write!(
+            w,
+            "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=fingerprint:sha-256 {}\r\na=setup:passive\r\n",
+            local.ufrag, local.pwd, local.fingerprint
+        );
+        let mid = s.mid.as_deref().unwrap_or_default();
+        let direction = if s.receives { "sendonly" } else { "inactive" };
+        let track_id = format!("{MSID_STREAM}-{}", c.kind);
+        let _ = write!(
+            w,
+            "a=mid:{mid}\r\na={direction}\r\na=msid:{MSID_STREAM} {track_id}\r\na=rtcp-mux\r\n"
+        );
+        if s.rtcp_rsize {
+            let _ = write!(w, "a=rtcp-rsize\r\n");
+        }
+        let pt = c.payload_type;
+        if c.channels > 0 {
+            let _ = write!(
+                w,
+                "a=rtpmap:{pt} {}/{}/{}\r\n",
+                c.name, c.clock_rate, c.channels
+            );
+        } else {
+            let _ = write!(w, "a=rtpmap:{pt} {}/{}\r\n", c.name, c.clock_rate);
+        }
+        if c.kind == MediaKind::Video {
+            let _ = write!(
+                w,
+                "a=rtcp-fb:{pt} nack\r\na=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\n"
+            );
+        }
+        if !c.fmtp.is_empty() {
+            let _ = write!(w, "a=fmtp:{pt} {}\r\n", c.fmtp);
+        }
+        if let Some((rtx_ssrc, rtx_pt)) = t.rtx {
+            let _ = write!(
+                w,
+                "a=rtpmap:{rtx_pt} rtx/{}\r\na=fmtp:{rtx_pt} apt={pt}\r\n",
+                c.clock_rate
+            );
+            let _ = write!(w, "a=ssrc-group:FID {} {rtx_ssrc}\r\n", t.ssrc);
+        }
+        for ssrc in std::iter::once(t.ssrc).chain(t.rtx.map(|(s, _)| s)) {
+            let _ = write!(
+                w,
+                "a=ssrc:{ssrc} cname:{CNAME}\r\na=ssrc:{ssrc} msid:{MSID_STREAM} {track_id}\r\n"
+            );
+        }
+    }
+    out
+}
+
+/// The tracks a viewer gets for the codecs it can receive.
+pub(crate) fn send_tracks(codecs: &StreamMedia, video_rtx_pt: Option<u8>) -> Vec<SendTrack> {
+    let mut tracks: Vec<SendTrack> = Vec::with_capacity(2);
+    for c in [&codecs.audio, &codecs.video].into_iter().flatten() {
+        let ssrc = loop {
+            let s: u32 = rand::random();
+            // Our RTCP is sent from 1; an RTX SSRC must not collide either.
+            if s > 2 && tracks.iter().all(|t| t.ssrc != s && t.ssrc != s - 1) {
+                break s;
+            }
+        };
+        let rtx = match (c.kind, video_rtx_pt) {
+            (MediaKind::Video, Some(pt)) => Some((ssrc.wrapping_add(1).max(2), pt)),
+            _ => None,
+        };
+        tracks.push(SendTrack {
+            codec: c.clone(),
+            ssrc,
+            rtx,
+        });
+    }
+    tracks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::VideoCodec;
+
+    const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+a=group:BUNDLE 0 1 2\r\n\
+a=fingerprint:sha-256 AA:BB:CC\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 109\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:109 opus/48000/2\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 120 121\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=recvonly\r\na=rtcp-mux\r\na=rtcp-rsize\r\na=rtpmap:120 VP8/90000\r\na=rtpmap:121 rtx/90000\r\na=fmtp:121 apt=120\r\n\
+m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:2\r\n";
+
+    fn tracks() -> Vec<SendTrack> {
+        vec![
+            SendTrack {
+                codec: Codec {
+                    kind: MediaKind::Audio,
+                    name: "opus".into(),
+                    clock_rate: 48_000,
+                    channels: 2,
+                    fmtp: "minptime=10".into(),
+                    payload_type: 109,
+                    video: None,
+                },
+                ssrc: 1111,
+                rtx: None,
+            },
+            SendTrack {
+                codec: Codec {
+                    kind: MediaKind::Video,
+                    name: "VP8".into(),
+                    clock_rate: 90_000,
+                    channels: 0,
+                    fmtp: String::new(),
+                    payload_type: 120,
+                    video: Some(VideoCodec::Vp8),
+                },
+                ssrc: 2222,
+                rtx: Some((2223, 121)),
+            },
+        ]
+    }
+
+    #[test]
+    fn the_answer_carries_our_tracks_and_credentials_and_rejects_the_rest() {
+        let facts = OfferFacts::parse(OFFER).expect("parses");
+        assert_eq!(facts.fingerprints, vec!["aa:bb:cc".to_owned()]);
+        let local = Local {
+            ufrag: "uf",
+            pwd: "pw",
+            fingerprint: "11:22",
+            candidate_addr: "127.0.0.1:5000".parse().expect("addr"),
+            session_id: 7,
+        };
+        let sdp = answer(&facts, &local, &tracks());
+        // It parses, and says what it must.
+        let desc = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
+            .expect("the answer parses");
+        assert_eq!(
+            desc.attribute("group").map(String::as_str),
+            Some("BUNDLE 0 1")
+        );
+        assert!(desc.has_attribute("ice-lite"));
+        let m = &desc.media_descriptions;
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].media_name.formats, vec!["109"]);
+        assert_eq!(m[1].media_name.formats, vec!["120", "121"]);
+        assert_eq!(
+            m[2].media_name.port.value, 0,
+            "the data channel is rejected"
+        );
+        for s in &m[..2] {
+            assert!(s.has_attribute("sendonly"));
+            assert!(s.has_attribute("candidate"));
+            assert_eq!(s.attribute("setup"), Some(Some("passive")));
+            assert_eq!(s.attribute("ice-ufrag"), Some(Some("uf")));
+        }
+        assert!(sdp.contains("a=ssrc-group:FID 2222 2223\r\n"));
+        assert!(sdp.contains("a=fmtp:109 minptime=10\r\n"));
+        assert!(sdp.contains("a=rtcp-rsize\r\n"));
+    }
+
+    #[test]
+    fn an_offer_without_a_fingerprint_is_bad_sdp() {
+        let offer = OFFER.replace("a=fingerprint:sha-256 AA:BB:CC\r\n", "");
+        assert!(matches!(
+            OfferFacts::parse(&offer),
+            Err(SfuError::BadSdp(_))
+        ));
+    }
+}
