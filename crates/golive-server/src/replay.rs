@@ -35,11 +35,14 @@ where
 }
 
 /// The page reads the replay id from its own URL and says itself when there is no such replay.
+/// Like every page but the embed, it refuses to be framed (clickjacking).
 async fn page() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
         ],
         REPLAY_PAGE,
     )

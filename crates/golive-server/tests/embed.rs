@@ -229,7 +229,7 @@ async fn oembed_refuses_bad_urls_with_400_and_other_formats_with_501() {
 #[tokio::test]
 async fn only_the_embed_may_be_framed_and_the_sdk_loads_from_any_origin() {
     let s = start();
-    for page in ["/", "/live", "/watch/demo"] {
+    for page in ["/", "/live", "/watch/demo", "/replay/some-id"] {
         let r = get(&s, page, &[]).await;
         assert_eq!(r.status, 200, "{page}");
         assert_eq!(r.header("x-frame-options"), Some("DENY"), "{page}");
