@@ -7,14 +7,14 @@
 //! `try_send` into the broadcast's bounded queue. The media path never waits for the disk: when
 //! the queue is full the packet is dropped and counted, and the depacketizer, seeing the gap,
 //! skips to the next keyframe and asks for one. A thread per recording drains the queue into a
-//! [`recorder::Recorder`] (depacketize, then WebM), and writes the chat and hearts the directory
-//! reports into a timeline beside the file.
+//! [`recorder::Recorder`] (depacketize, then WebM or MP4), and writes the chat and hearts the
+//! directory reports into a timeline beside the file.
 //!
 //! # Files
 //!
-//! In `--record-dir`, per replay `<id>`: `<id>.webm` (the media), `<id>.timeline.jsonl` (one
-//! `{"t_ms":…,"event":{…}}` per chat message, removal or heart batch, `t_ms` from the start of
-//! the media) and `<id>.json` (the [`ReplayMeta`]). Replays older than the retention are
+//! In `--record-dir`, per replay `<id>`: `<id>.webm` or `<id>.mp4` (the media: VP8/VP9 in WebM,
+//! H.264 in fragmented MP4), `<id>.timeline.jsonl` (one `{"t_ms":…,"event":{…}}` per chat
+//! message, removal or heart batch, `t_ms` from the start of the media) and `<id>.json` (the [`ReplayMeta`]). Replays older than the retention are
 //! deleted, all three files at once.
 //!
 //! # Life of a recording
