@@ -388,3 +388,48 @@ fn a_20_second_h264_opus_broadcast_becomes_an_mp4_ffmpeg_decodes() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn h264_with_five_percent_unrepaired_loss_leaves_no_undecodable_frame() {
+    require_ffmpeg();
+    let d = dir("loss");
+    let units = h264_access_units(&d);
+    let packets = packetize_video(&units);
+    // 5 % of the packets lost for good (a fixed pseudo-random pattern).
+    let mut x: u32 = 0x9e37_79b9;
+    let kept: Vec<&Timed> = packets
+        .iter()
+        .filter(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x % 100 >= 5
+        })
+        .collect();
+    assert!(kept.len() < packets.len());
+    let media = StreamMedia {
+        audio: None,
+        ..h264_opus()
+    };
+    let stream = StreamName::new("h264").unwrap();
+    let id = "h264lossy-1";
+    let mut r = Recorder::create(&d, ReplayId::parse(id).unwrap(), &stream, None, &media).unwrap();
+    let t0 = Instant::now();
+    for (at, p) in kept {
+        r.handle_packet(p, t0 + *at).unwrap();
+    }
+    r.finish(t0 + Duration::from_secs(SECONDS), None).unwrap();
+    let file = d.join(format!("{id}.mp4"));
+    assert_eq!(decode_errors(&file), "", "the lossy recording decodes");
+    let frames = ffprobe(
+        &["-show_entries", "packet=pts_time", "-of", "csv=p=0"],
+        &file,
+    )
+    .lines()
+    .count();
+    assert!(
+        frames > 0 && frames < units.len(),
+        "frames after a loss are left out, those from each keyframe on kept ({frames})"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
