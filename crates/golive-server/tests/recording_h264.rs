@@ -327,6 +327,7 @@ fn a_20_second_h264_opus_broadcast_becomes_an_mp4_ffmpeg_decodes() {
     }
     let meta = r.finish(t0 + Duration::from_secs(SECONDS), None).unwrap();
     assert_eq!(meta.container.extension(), "mp4");
+    assert_eq!(meta.bytes, std::fs::metadata(&file).unwrap().len());
 
     let codecs = ffprobe(
         &["-show_entries", "stream=codec_name", "-of", "csv=p=0"],

@@ -279,8 +279,10 @@ impl Recorder {
         self.finish_epoch(now)?;
         if let Some(w) = self.writer.take() {
             self.meta.duration_ms = w.duration_ms().max(0) as u64;
-            self.meta.bytes = w.bytes_written();
-            w.finish()?.sync_all()?;
+            // The size once the end is written (Cues, or the last fragment).
+            let file = w.finish()?;
+            file.sync_all()?;
+            self.meta.bytes = file.metadata()?.len();
         }
         self.meta.ended_unix_ms = Some(unix_ms(SystemTime::now()));
         self.meta.complete = true;
