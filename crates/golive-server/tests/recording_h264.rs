@@ -50,8 +50,12 @@ fn ffmpeg(args: &[&str]) {
 /// The test pattern in H.264 baseline, a keyframe every second, as Annex B access units (one
 /// slice per picture, as x264 writes by default).
 fn h264_access_units(dir: &Path) -> Vec<Vec<u8>> {
-    let file = dir.join("src.h264");
-    let src = format!("testsrc=size=320x240:rate={FPS}");
+    h264_access_units_of(dir, "320x240", SECONDS)
+}
+
+fn h264_access_units_of(dir: &Path, size: &str, seconds: u64) -> Vec<Vec<u8>> {
+    let file = dir.join(format!("src-{size}.h264"));
+    let src = format!("testsrc=size={size}:rate={FPS}");
     ffmpeg(&[
         "-v",
         "error",
@@ -60,7 +64,7 @@ fn h264_access_units(dir: &Path) -> Vec<Vec<u8>> {
         "-i",
         &src,
         "-t",
-        &SECONDS.to_string(),
+        &seconds.to_string(),
         "-pix_fmt",
         "yuv420p",
         "-c:v",
@@ -432,5 +436,49 @@ fn h264_with_five_percent_unrepaired_loss_leaves_no_undecodable_frame() {
         frames > 0 && frames < units.len(),
         "frames after a loss are left out, those from each keyframe on kept ({frames})"
     );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_resolution_change_mid_broadcast_decodes_at_both_sizes() {
+    require_ffmpeg();
+    let d = dir("resize");
+    // As a WebRTC sender adapting to its bandwidth: a new SPS at a keyframe, same stream.
+    let mut units = h264_access_units_of(&d, "320x240", SECONDS / 2);
+    units.extend(h264_access_units_of(&d, "640x480", SECONDS / 2));
+    let packets = packetize_video(&units);
+    let media = StreamMedia {
+        audio: None,
+        ..h264_opus()
+    };
+    let stream = StreamName::new("h264").unwrap();
+    let id = "h264resize-1";
+    let mut r = Recorder::create(&d, ReplayId::parse(id).unwrap(), &stream, None, &media).unwrap();
+    let t0 = Instant::now();
+    for (at, p) in &packets {
+        r.handle_packet(p, t0 + *at).unwrap();
+    }
+    r.finish(t0 + Duration::from_secs(SECONDS), None).unwrap();
+    let file = d.join(format!("{id}.mp4"));
+    assert_eq!(decode_errors(&file), "", "both parts decode");
+    let sizes = ffprobe(
+        &[
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "frame=width,height",
+            "-of",
+            "csv=p=0",
+        ],
+        &file,
+    );
+    let count = |size: &str| {
+        sizes
+            .lines()
+            .filter(|l| l.trim_end_matches(',') == size)
+            .count() as u64
+    };
+    assert_eq!(count("320,240"), FPS * SECONDS / 2, "{sizes}");
+    assert_eq!(count("640,480"), FPS * SECONDS / 2);
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -44,6 +44,7 @@ const MATRIX: [u32; 9] = [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_000
 
 const NAL_SPS: u8 = 7;
 const NAL_PPS: u8 = 8;
+const NAL_ACCESS_UNIT_DELIMITER: u8 = 9;
 
 /// The H.264 parameter sets the `avcC` box carries, and the picture size the SPS declares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,11 +105,14 @@ pub fn annex_b_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// An Annex B access unit as an MP4 sample: each NAL unit prefixed with its 4-byte length.
-/// Parameter sets and access unit delimiters are left out (the `avcC` carries the former).
+/// Access unit delimiters are left out. Parameter sets stay in the samples as well as in the
+/// `avcC`: a WebRTC sender changes its resolution as bandwidth or CPU varies (and a broadcaster
+/// who reconnects may come back with another), each time with a new SPS that the decoder must
+/// see in band.
 fn length_prefixed(access_unit: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(access_unit.len() + 16);
     for nal in annex_b_nals(access_unit) {
-        if matches!(nal[0] & 0x1f, NAL_SPS | NAL_PPS | 9) {
+        if nal[0] & 0x1f == NAL_ACCESS_UNIT_DELIMITER {
             continue;
         }
         out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
@@ -689,14 +693,20 @@ mod tests {
     }
 
     #[test]
-    fn annex_b_becomes_length_prefixed_without_parameter_sets() {
+    fn annex_b_becomes_length_prefixed_keeping_parameter_sets_and_dropping_delimiters() {
         let au = [
-            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4, 5, 6,
+            0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4,
+            5, 6,
         ];
         let cfg = AvcConfig::from_annex_b(&au).unwrap();
         assert_eq!(cfg.sps, [0x67, 1, 2]);
         assert_eq!(cfg.pps, [0x68, 3]);
-        assert_eq!(length_prefixed(&au), [0, 0, 0, 4, 0x65, 4, 5, 6]);
+        assert_eq!(
+            length_prefixed(&au),
+            [
+                0, 0, 0, 3, 0x67, 1, 2, 0, 0, 0, 2, 0x68, 3, 0, 0, 0, 4, 0x65, 4, 5, 6
+            ]
+        );
     }
 
     #[test]
