@@ -1,10 +1,14 @@
 //! A fragmented MP4 (ISO-BMFF) writer for recordings: H.264 video, Opus audio, frames as they
 //! come.
 //!
-//! Written here rather than with `muxide` or `mp4-atom`: neither is in the build's offline
-//! registry cache, and the subset a recording needs (an init segment with empty sample tables,
-//! then `moof`+`mdat` fragments) is a few hundred lines of box writing without another
-//! dependency tree, just as the WebM writer beside it.
+//! Written here rather than with `muxide` or `mp4-atom`, though both build: `muxide` 0.5 brings
+//! its command-line tool's dependencies (clap, indicatif, serde_json: 38 crates) into the
+//! library and owns the timing and fragmenting this module must control (fragments cut at
+//! keyframes, written whole, times from the recorder's shared clock); `mp4-atom` 0.17 only
+//! encodes boxes (27 crates with derive_more and num), leaving the fragmenting, the sample
+//! durations and the `avcC` from the stream to us anyway. The subset a recording needs (an init
+//! segment with empty sample tables, then `moof`+`mdat` fragments) is a few hundred lines of
+//! box writing with no dependency, as the WebM writer beside it.
 //!
 //! The file is playable at every moment: `ftyp`+`moov` first, then one fragment per video
 //! keyframe or at most every [`MAX_FRAGMENT_MS`], each built in memory and written whole. A
