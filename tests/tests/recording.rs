@@ -480,3 +480,124 @@ async fn a_broadcast_that_says_record_false_is_not_recorded() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mp4_replay_is_served_as_video_mp4_with_ranges_and_listed_with_its_container() {
+    run("mp4_served", async {
+        let dir = record_dir("mp4served");
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as u64;
+        // One replay per container, as the recorder leaves them (an H.264 one says "mp4").
+        for (id, video, container, media) in [
+            ("h264-1", "H264", Some("mp4"), b"0123456789".as_slice()),
+            ("vp8-1", "VP8", None, b"abcdefghij".as_slice()),
+        ] {
+            let mut meta = serde_json::json!({
+                "id": id, "stream": id, "title": null, "started_unix_ms": now_ms - 60_000,
+                "ended_unix_ms": now_ms, "duration_ms": 60_000, "bytes": 10, "video": video,
+                "audio": "opus", "complete": true, "stopped": null,
+            });
+            if let Some(c) = container {
+                meta["container"] = c.into();
+            }
+            let ext = container.unwrap_or("webm");
+            std::fs::write(dir.join(format!("{id}.json")), meta.to_string())?;
+            std::fs::write(dir.join(format!("{id}.{ext}")), media)?;
+            std::fs::write(dir.join(format!("{id}.timeline.jsonl")), b"")?;
+        }
+        let server = start(&dir, &[])?;
+        let addr = server.http_addr();
+        let r = request(addr, "GET", "/api/replays/h264-1/media", &[], b"").await?;
+        ensure!(r.status == 200 && r.body == "0123456789", "{r:?}");
+        ensure!(r.header("content-type") == Some("video/mp4"), "{r:?}");
+        let r = request(
+            addr,
+            "GET",
+            "/api/replays/h264-1/media",
+            &[("Range", "bytes=4-")],
+            b"",
+        )
+        .await?;
+        ensure!(r.status == 206 && r.body == "456789", "{r:?}");
+        ensure!(r.header("content-range") == Some("bytes 4-9/10"), "{r:?}");
+        let r = request(addr, "GET", "/api/replays/vp8-1/media", &[], b"").await?;
+        ensure!(r.header("content-type") == Some("video/webm"), "{r:?}");
+
+        let list = get_json(&server, "/api/replays").await?;
+        let mut containers: Vec<(String, String)> = list
+            .as_array()
+            .context("array")?
+            .iter()
+            .map(|m| (m["id"].to_string(), m["container"].to_string()))
+            .collect();
+        containers.sort();
+        ensure!(
+            containers
+                == [
+                    ("\"h264-1\"".into(), "\"mp4\"".into()),
+                    ("\"vp8-1\"".into(), "\"webm\"".into())
+                ],
+            "{containers:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whip_broadcast_with_record_false_is_not_recorded_and_one_without_is() {
+    run("whip_record_false", async {
+        let dir = record_dir("whipoptout");
+        let server = start(&dir, &[])?;
+        let addr = server.http_addr();
+        let headers = [("Content-Type", "application/sdp")];
+        let offered = golive_e2e::TestPeer::publisher().await?;
+        let r = request(
+            addr,
+            "POST",
+            "/whip/optout?record=false",
+            &headers,
+            offered.sdp().as_bytes(),
+        )
+        .await?;
+        ensure!(r.status == 201, "{r:?}");
+        let peer = offered.connect(&r.body)?;
+        peer.wait_connected(golive_e2e::CONNECT_TIMEOUT).await?;
+        peer.wait_packets(MediaKind::Video, 30, Duration::from_secs(10))
+            .await?;
+        ensure!(
+            std::fs::read_dir(&dir)?.count() == 0,
+            "nothing is written for ?record=false"
+        );
+        // The same broadcaster without the parameter is recorded: the test can tell.
+        let offered = golive_e2e::TestPeer::publisher().await?;
+        let r = request(
+            addr,
+            "POST",
+            "/whip/optin",
+            &headers,
+            offered.sdp().as_bytes(),
+        )
+        .await?;
+        ensure!(r.status == 201, "{r:?}");
+        let peer2 = offered.connect(&r.body)?;
+        peer2.wait_connected(golive_e2e::CONNECT_TIMEOUT).await?;
+        peer2
+            .wait_packets(MediaKind::Video, 30, Duration::from_secs(10))
+            .await?;
+        let list = get_json(&server, "/api/replays").await?;
+        let streams: Vec<&str> = list
+            .as_array()
+            .context("array")?
+            .iter()
+            .filter_map(|m| m["stream"].as_str())
+            .collect();
+        ensure!(streams == ["optin"], "{streams:?}");
+        drop((peer, peer2));
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    })
+    .await;
+}

@@ -1,9 +1,9 @@
 // The replay page: a recorded broadcast with its chat and hearts, in step with the playback.
 //
-// The server gives the replay's metadata (`/api/replays/<id>`), its media (a WebM file served
-// with range requests, so the <video> element seeks) and its timeline (`/timeline`: chat
-// messages and heart batches with `t_ms`, their offset from the start of the media; removed
-// messages are not in it). While the video plays, every event whose offset the playback passes
+// The server gives the replay's metadata (`/api/replays/<id>`), its media (WebM, or MP4 for
+// H.264, served with range requests, so the <video> element seeks) and its timeline
+// (`/timeline`: chat messages and heart batches with `t_ms`, their offset from the start of the
+// media; removed messages are not in it). While the video plays, every event whose offset the playback passes
 // is shown as it was live; after a seek, the chat is rebuilt up to the new position.
 
 import { Chat, Hearts, formatHearts } from './chat.js';

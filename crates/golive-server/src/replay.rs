@@ -19,7 +19,6 @@ use crate::recording::{Recordings, ReplayId, ReplayMeta};
 const REPLAY_PAGE: &[u8] = include_bytes!("../../../web/replay.html");
 /// Media is sent in reads of this size.
 const CHUNK_BYTES: usize = 64 * 1024;
-const WEBM: &str = "video/webm";
 
 pub fn routes<S>() -> Router<S>
 where
@@ -134,7 +133,8 @@ async fn media(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(path) = ReplayId::parse(&id).and_then(|id| recordings.media_path(&id)) else {
+    let Some((path, container)) = ReplayId::parse(&id).and_then(|id| recordings.media_path(&id))
+    else {
         return not_found();
     };
     let Ok(mut file) = tokio::fs::File::open(&path).await else {
@@ -188,7 +188,10 @@ async fn media(
     let mut r = Response::new(Body::from_stream(body));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(WEBM));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(container.content_type()),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -7,14 +7,14 @@
 //! `try_send` into the broadcast's bounded queue. The media path never waits for the disk: when
 //! the queue is full the packet is dropped and counted, and the depacketizer, seeing the gap,
 //! skips to the next keyframe and asks for one. A thread per recording drains the queue into a
-//! [`recorder::Recorder`] (depacketize, then WebM), and writes the chat and hearts the directory
-//! reports into a timeline beside the file.
+//! [`recorder::Recorder`] (depacketize, then WebM or MP4), and writes the chat and hearts the
+//! directory reports into a timeline beside the file.
 //!
 //! # Files
 //!
-//! In `--record-dir`, per replay `<id>`: `<id>.webm` (the media), `<id>.timeline.jsonl` (one
-//! `{"t_ms":…,"event":{…}}` per chat message, removal or heart batch, `t_ms` from the start of
-//! the media) and `<id>.json` (the [`ReplayMeta`]). Replays older than the retention are
+//! In `--record-dir`, per replay `<id>`: `<id>.webm` or `<id>.mp4` (the media: VP8/VP9 in WebM,
+//! H.264 in fragmented MP4), `<id>.timeline.jsonl` (one `{"t_ms":…,"event":{…}}` per chat
+//! message, removal or heart batch, `t_ms` from the start of the media) and `<id>.json` (the [`ReplayMeta`]). Replays older than the retention are
 //! deleted, all three files at once.
 //!
 //! # Life of a recording
@@ -26,6 +26,7 @@
 //! broadcast goes on).
 
 pub mod ebml;
+pub mod mp4;
 pub mod recorder;
 pub mod webm;
 
@@ -106,6 +107,36 @@ pub struct ReplayMeta {
     pub complete: bool,
     /// Why recording stopped before the broadcast ended, if it did.
     pub stopped: Option<String>,
+    /// The media file's container (replays recorded before MP4 existed are WebM).
+    #[serde(default)]
+    pub container: Container,
+}
+
+/// A replay's media container: WebM for VP8/VP9 (or audio only), fragmented MP4 for H.264.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Container {
+    #[default]
+    Webm,
+    Mp4,
+}
+
+impl Container {
+    pub const ALL: [Container; 2] = [Container::Webm, Container::Mp4];
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            Container::Webm => "webm",
+            Container::Mp4 => "mp4",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Container::Webm => "video/webm",
+            Container::Mp4 => "video/mp4",
+        }
+    }
 }
 
 pub fn unix_ms(t: SystemTime) -> u64 {
@@ -448,9 +479,13 @@ impl Recordings {
         serde_json::from_slice(&std::fs::read(path).ok()?).ok()
     }
 
-    /// Where a replay's media file is.
-    pub fn media_path(&self, id: &ReplayId) -> Option<PathBuf> {
-        Some(self.dir()?.join(format!("{id}.webm")))
+    /// Where a replay's media file is, and its container (the file that exists).
+    pub fn media_path(&self, id: &ReplayId) -> Option<(PathBuf, Container)> {
+        let dir = self.dir()?;
+        Container::ALL.into_iter().find_map(|c| {
+            let path = dir.join(format!("{id}.{}", c.extension()));
+            path.exists().then_some((path, c))
+        })
     }
 
     /// A replay's timeline, without removed chat messages (nor the removals themselves): what
@@ -492,7 +527,7 @@ impl Recordings {
             if recording.contains(&m.id) || ended >= cutoff {
                 continue;
             }
-            for ext in ["webm", "timeline.jsonl", "json"] {
+            for ext in ["webm", "mp4", "timeline.jsonl", "json"] {
                 let _ = std::fs::remove_file(config.dir.join(format!("{}.{ext}", m.id)));
             }
             tracing::info!(replay = %m.id, "replay expired; deleted");
@@ -509,7 +544,8 @@ impl Recordings {
             if m.ended_unix_ms.is_some() {
                 continue;
             }
-            let media = std::fs::metadata(dir.join(format!("{}.webm", m.id))).ok();
+            let media =
+                std::fs::metadata(dir.join(format!("{}.{}", m.id, m.container.extension()))).ok();
             m.bytes = media.as_ref().map_or(0, |f| f.len());
             m.ended_unix_ms = Some(
                 media

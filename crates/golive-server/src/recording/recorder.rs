@@ -1,4 +1,5 @@
-//! One broadcast's recording: the broadcaster's packets in, a WebM file and a timeline out.
+//! One broadcast's recording: the broadcaster's packets in, a media file (WebM for VP8/VP9,
+//! fragmented MP4 for H.264) and a timeline out.
 //!
 //! Single-threaded and clock-free (every call takes the `Instant`), so a test drives it with
 //! synthetic or real packets and reads the file it wrote. The thread around it lives in the
@@ -8,7 +9,8 @@
 //! or the first audio frame of a stream without video). Each track of each source epoch is
 //! anchored at the arrival of its first frame and runs on its RTP timestamps from there, so
 //! audio and video stay in step, and a broadcaster who reconnects (a new epoch, new random
-//! timestamps) continues the same file after the time it was away.
+//! timestamps) continues the same file after the time it was away. This timing is the same
+//! for both containers: the writers only receive milliseconds from the start.
 
 use golive_proto::{ServerMessage, StreamName};
 use golive_sfu::depacketize::{Depacketizer, Frame, TrackFormat};
@@ -18,8 +20,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
+use super::mp4::{AvcConfig, Mp4Writer};
 use super::webm::{self, AudioTrack, Track, VideoTrack, WebmWriter};
-use super::{ReplayId, ReplayMeta, unix_ms};
+use super::{Container, ReplayId, ReplayMeta, unix_ms};
 
 /// Audio channels written in the Opus header: WebRTC's Opus is always negotiated as stereo and
 /// the decoder takes mono packets in a stereo stream.
@@ -34,8 +37,59 @@ pub const RESYNC_MS: i64 = 250;
 /// Why a broadcast cannot be recorded.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Unrecordable {
-    /// H.264 and AV1 need another container (fragmented MP4), not written yet.
+    /// AV1 (not written yet), or audio other than Opus.
     Codec(String),
+}
+
+/// The container a stream's video codec is recorded in.
+pub fn container_for(video: Option<VideoCodec>) -> Option<Container> {
+    match video {
+        None | Some(VideoCodec::Vp8 | VideoCodec::Vp9) => Some(Container::Webm),
+        Some(VideoCodec::H264) => Some(Container::Mp4),
+        Some(VideoCodec::Av1) => None,
+    }
+}
+
+/// The file being written, in its container.
+enum MediaWriter {
+    Webm(WebmWriter<File>),
+    Mp4(Mp4Writer<File>),
+}
+
+impl MediaWriter {
+    fn bytes_written(&self) -> u64 {
+        match self {
+            Self::Webm(w) => w.bytes_written(),
+            Self::Mp4(w) => w.bytes_written(),
+        }
+    }
+
+    fn duration_ms(&self) -> i64 {
+        match self {
+            Self::Webm(w) => w.duration_ms(),
+            Self::Mp4(w) => w.duration_ms(),
+        }
+    }
+
+    fn write_frame(
+        &mut self,
+        track: Track,
+        ms: i64,
+        keyframe: bool,
+        data: &[u8],
+    ) -> io::Result<()> {
+        match self {
+            Self::Webm(w) => w.write_frame(track, ms, keyframe, data),
+            Self::Mp4(w) => w.write_frame(track, ms, keyframe, data),
+        }
+    }
+
+    fn finish(self) -> io::Result<File> {
+        match self {
+            Self::Webm(w) => w.finish(),
+            Self::Mp4(w) => w.finish(),
+        }
+    }
 }
 
 /// A track's timing within one source epoch.
@@ -73,7 +127,11 @@ pub struct Recorder {
     video_codec: Option<VideoCodec>,
     video_clock_rate: u32,
     has_audio: bool,
-    writer: Option<WebmWriter<File>>,
+    writer: Option<MediaWriter>,
+    container: Container,
+    /// H.264 parameter sets seen before the file starts (they may precede the keyframe's
+    /// access unit).
+    avc: Option<AvcConfig>,
     /// Arrival of the file's time 0.
     t0: Option<Instant>,
     epoch: Option<u64>,
@@ -97,17 +155,17 @@ impl Recorder {
     /// Whether the stream's codecs can be recorded.
     pub fn check(media: &StreamMedia) -> Result<(), Unrecordable> {
         if let Some(c) = media.video.as_ref().and_then(|c| c.video)
-            && webm::codec_id(c).is_none()
+            && container_for(Some(c)).is_none()
         {
             return Err(Unrecordable::Codec(format!(
-                "{c:?} video is not recorded yet (WebM carries VP8 and VP9)"
+                "{c:?} video is not recorded yet (WebM carries VP8 and VP9, MP4 H.264)"
             )));
         }
         if let Some(a) = &media.audio
             && !a.name.eq_ignore_ascii_case("opus")
         {
             return Err(Unrecordable::Codec(format!(
-                "{} audio is not recorded (WebM carries Opus)",
+                "{} audio is not recorded (recordings carry Opus)",
                 a.name
             )));
         }
@@ -125,6 +183,7 @@ impl Recorder {
     ) -> io::Result<Self> {
         Self::check(media).map_err(|Unrecordable::Codec(m)| io::Error::other(m))?;
         let video_codec = media.video.as_ref().and_then(|c| c.video);
+        let container = container_for(video_codec).unwrap_or_default();
         let meta = ReplayMeta {
             id: id.as_str().to_owned(),
             stream: stream.to_string(),
@@ -137,6 +196,7 @@ impl Recorder {
             audio: media.audio.as_ref().map(|c| c.name.clone()),
             complete: false,
             stopped: None,
+            container,
         };
         let meta_path = dir.join(format!("{id}.json"));
         let timeline = OpenOptions::new()
@@ -144,7 +204,7 @@ impl Recorder {
             .append(true)
             .open(dir.join(format!("{id}.timeline.jsonl")))?;
         let r = Self {
-            media_path: dir.join(format!("{id}.webm")),
+            media_path: dir.join(format!("{id}.{}", container.extension())),
             meta_path,
             meta,
             timeline,
@@ -152,6 +212,8 @@ impl Recorder {
             video_clock_rate: media.video.as_ref().map_or(90_000, |c| c.clock_rate.max(1)),
             has_audio: media.audio.is_some(),
             writer: None,
+            container,
+            avc: None,
             t0: None,
             epoch: None,
             video: None,
@@ -167,7 +229,7 @@ impl Recorder {
 
     /// Bytes of media written so far.
     pub fn bytes(&self) -> u64 {
-        self.writer.as_ref().map_or(0, WebmWriter::bytes_written)
+        self.writer.as_ref().map_or(0, MediaWriter::bytes_written)
     }
 
     /// Whether a keyframe should be asked of the broadcaster (after a loss or at the start).
@@ -217,8 +279,10 @@ impl Recorder {
         self.finish_epoch(now)?;
         if let Some(w) = self.writer.take() {
             self.meta.duration_ms = w.duration_ms().max(0) as u64;
-            self.meta.bytes = w.bytes_written();
-            w.finish()?.sync_all()?;
+            // The size once the end is written (Cues, or the last fragment).
+            let file = w.finish()?;
+            file.sync_all()?;
+            self.meta.bytes = file.metadata()?.len();
         }
         self.meta.ended_unix_ms = Some(unix_ms(SystemTime::now()));
         self.meta.complete = true;
@@ -298,6 +362,26 @@ impl Recorder {
 
     /// Creates the media file at the first frame that can start it; returns whether it exists.
     fn open(&mut self, kind: MediaKind, frame: &Frame, now: Instant) -> io::Result<bool> {
+        let audio = self.has_audio.then_some(AudioTrack {
+            channels: OPUS_CHANNELS,
+            sample_rate: OPUS_RATE,
+        });
+        if self.container == Container::Mp4 {
+            if kind != MediaKind::Video {
+                return Ok(false);
+            }
+            if let Some(avc) = AvcConfig::from_annex_b(&frame.data) {
+                self.avc = Some(avc);
+            }
+            // The file starts at a keyframe whose parameter sets are known.
+            let (true, Some(avc)) = (frame.keyframe, &self.avc) else {
+                return Ok(false);
+            };
+            let file = File::create(&self.media_path)?;
+            self.writer = Some(MediaWriter::Mp4(Mp4Writer::new(file, avc, audio)?));
+            self.t0 = Some(now);
+            return Ok(true);
+        }
         let video = match (self.video_codec, kind) {
             (Some(codec), MediaKind::Video) => {
                 let (width, height) = webm::keyframe_size(codec, &frame.data).unwrap_or((0, 0));
@@ -311,12 +395,8 @@ impl Recorder {
             (Some(_), MediaKind::Audio) => return Ok(false),
             (None, _) => None,
         };
-        let audio = self.has_audio.then_some(AudioTrack {
-            channels: OPUS_CHANNELS,
-            sample_rate: OPUS_RATE,
-        });
         let file = File::create(&self.media_path)?;
-        self.writer = Some(WebmWriter::new(file, video, audio)?);
+        self.writer = Some(MediaWriter::Webm(WebmWriter::new(file, video, audio)?));
         self.t0 = Some(now);
         Ok(true)
     }
