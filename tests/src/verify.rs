@@ -44,3 +44,32 @@ pub fn first_video_starts_keyframe(viewer: &Record) -> Result<()> {
     );
     Ok(())
 }
+
+/// Generous minimum packet counts for "it is flowing" after a few seconds (the synthetic
+/// publisher sends about 30 video and 50 audio packets a second).
+pub const MIN_VIDEO_PACKETS: usize = 30;
+pub const MIN_AUDIO_PACKETS: usize = 50;
+
+/// Every viewer got a contiguous, byte-identical run of what the publisher sent, video and
+/// audio, with at least the minimum packet counts, and its video starts at a keyframe; neither
+/// side saw a peer error. Prints each viewer's runs.
+pub fn every_viewer_got_the_broadcast(sent: &Record, viewers: &[Record]) -> Result<()> {
+    ensure!(
+        sent.errors.is_empty(),
+        "publisher errors: {:?}",
+        sent.errors
+    );
+    for (i, got) in viewers.iter().enumerate() {
+        ensure!(got.errors.is_empty(), "viewer {i} errors: {:?}", got.errors);
+        for (kind, min) in [
+            (MediaKind::Video, MIN_VIDEO_PACKETS),
+            (MediaKind::Audio, MIN_AUDIO_PACKETS),
+        ] {
+            let run = forwarded_faithfully(sent, got, kind, min)
+                .map_err(|e| anyhow!("viewer {i}: {e:#}"))?;
+            eprintln!("viewer {i} {kind:?}: {run:?}");
+        }
+        first_video_starts_keyframe(got).map_err(|e| anyhow!("viewer {i}: {e:#}"))?;
+    }
+    Ok(())
+}
