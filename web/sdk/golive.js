@@ -50,6 +50,31 @@ const THUMBNAIL_WIDTHS = [320, 240, 160];
 /** Refusals of `publish` that pass by themselves. */
 const PASSING_ERRORS = new Set(['server_full', 'too_many_sessions', 'rate_limited', 'draining']);
 
+/**
+ * The audience's messages, which a player and a broadcaster keep and pass on alike: true when
+ * `msg` was one of them.
+ */
+function audienceMessage(session, msg) {
+  switch (msg.type) {
+    case 'viewers':
+      session.viewers = msg.count;
+      session.emit('viewers', { count: msg.count });
+      return true;
+    case 'chat':
+      session.emit('chat', { id: msg.id, from: msg.from, text: msg.text, at: msg.at });
+      return true;
+    case 'removed':
+      session.emit('removed', { id: msg.id });
+      return true;
+    case 'hearts':
+      session.heartsTotal = msg.total;
+      session.emit('hearts', { count: msg.count, total: msg.total });
+      return true;
+    default:
+      return false;
+  }
+}
+
 export function validStreamName(name) {
   return STREAM_NAME_RE.test(String(name));
 }
@@ -602,6 +627,7 @@ export class Player extends Emitter {
   }
 
   async #onMessage(msg) {
+    if (audienceMessage(this, msg)) return;
     switch (msg.type) {
       case 'answer': {
         const offer = this.#offer;
@@ -627,20 +653,6 @@ export class Player extends Emitter {
         this.refreshInfo();
         break;
       }
-      case 'viewers':
-        this.viewers = msg.count;
-        this.emit('viewers', { count: msg.count });
-        break;
-      case 'chat':
-        this.emit('chat', { id: msg.id, from: msg.from, text: msg.text, at: msg.at });
-        break;
-      case 'removed':
-        this.emit('removed', { id: msg.id });
-        break;
-      case 'hearts':
-        this.heartsTotal = msg.total;
-        this.emit('hearts', { count: msg.count, total: msg.total });
-        break;
       case 'reconnecting':
         // Our connection stays; the picture resumes when the broadcaster is back.
         this.#setState('paused');
@@ -1039,6 +1051,7 @@ export class Broadcast extends Emitter {
   }
 
   async #onMessage(msg) {
+    if (audienceMessage(this, msg)) return;
     switch (msg.type) {
       case 'answer': {
         const offer = this.#offer;
@@ -1062,20 +1075,6 @@ export class Broadcast extends Emitter {
         this.#scheduleThumbnail(THUMBNAIL_FIRST_MS);
         break;
       }
-      case 'viewers':
-        this.viewers = msg.count;
-        this.emit('viewers', { count: msg.count });
-        break;
-      case 'chat':
-        this.emit('chat', { id: msg.id, from: msg.from, text: msg.text, at: msg.at });
-        break;
-      case 'removed':
-        this.emit('removed', { id: msg.id });
-        break;
-      case 'hearts':
-        this.heartsTotal = msg.total;
-        this.emit('hearts', { count: msg.count, total: msg.total });
-        break;
       case 'ended':
         // Our own session's media connection died, or the server is going down.
         this.#closePc();
