@@ -1,8 +1,9 @@
 //! The browser pages in a real Chromium: `tests/browser/e2e.mjs` (node + npm `playwright-core`,
 //! Debian's `/usr/bin/chromium`) against the real `golive` binary; `tests/browser/whip.mjs`,
 //! WHIP and WHEP from a plain page with `fetch`; `tests/browser/embed.mjs`, the SDK and the embed
-//! from pages of another origin; and `tests/browser/ttff.mjs`, which prints the time to first
-//! frame of late joiners.
+//! from pages of another origin; `tests/browser/ttff.mjs`, which prints the time to first
+//! frame of late joiners; and `tests/browser/replay.mjs`, a recorded broadcast played and
+//! seeked on `/replay/<id>` with its chat in step.
 //!
 //! The script goes live from `/live` with Chromium's fake camera, finds the broadcast on `/`,
 //! watches it from three `/watch` pages (one phone-sized) that must each decode a growing number
@@ -232,6 +233,30 @@ fn time_to_first_frame_of_late_joiners_is_measured_and_printed() {
             .unwrap_or_else(|| panic!("no `{prefix}` line:\n{output}"));
         eprintln!("{line}");
     }
+}
+
+/// Issue 13: a broadcast from `/live` (the fake camera's real VP8) with chat at known moments,
+/// recorded with `--record-dir`, plays on `/replay/<id>`; seeked to the middle, the page shows
+/// the chat sent until that moment and not what came later, and shows it when played on.
+#[test]
+fn a_replay_plays_in_chromium_and_after_a_seek_shows_the_chat_of_that_moment() {
+    require_prerequisites();
+    let dir = std::env::temp_dir().join(format!("golive-replay-browser-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let server =
+        GoliveServer::start_with_args(&["--record-dir", dir.to_str().expect("UTF-8 path")])
+            .expect("golive starts");
+    let url = format!("http://{}", server.http_addr());
+    let (ok, output) = run_script("replay.mjs", &url);
+    println!("{output}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        ok,
+        "tests/browser/replay.mjs failed against {url}:\n{output}"
+    );
+    assert!(output.contains("PASS: the replay plays, seeks"), "{output}");
 }
 
 /// Status line and lower-cased headers of `GET path` (HTTP/1.1, `Connection: close`).
