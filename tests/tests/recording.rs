@@ -241,6 +241,7 @@ async fn a_20_second_vp8_opus_broadcast_becomes_a_webm_with_its_chat() {
             .trim()
             .parse()?;
             let want = BROADCAST.as_secs_f64();
+            eprintln!("recorded {duration:.3} s of a {want} s broadcast (media sent for {span:?})");
             ensure!(
                 (duration - want).abs() <= want * 0.02,
                 "duration {duration:.3} s, want {want} s ± 2 % (media sent for {span:?})"
