@@ -14,7 +14,7 @@
 //
 // Exit status 0 when every check passed. Environment: CHROMIUM_PATH (default /usr/bin/chromium),
 // PROBE_SECONDS (default 10), HEADFUL=1 to watch it run.
-import { chromium } from 'playwright-core';
+import { CHROMIUM, assert, launch, log, sleep } from './chromium.mjs';
 import { existsSync } from 'node:fs';
 
 const base = (process.argv[2] || '').replace(/\/$/, '');
@@ -22,24 +22,10 @@ if (!/^https?:\/\//.test(base)) {
   console.error('usage: node tests/browser/e2e.mjs <server-url>   e.g. http://127.0.0.1:8080');
   process.exit(2);
 }
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const PROBE_SECONDS = Number(process.env.PROBE_SECONDS || 10);
 const WAIT_MS = 20_000;
 const OVERALL_TIMEOUT_MS = 180_000;
 
-// See ../../../shared/DESIGN.md, "Real peers that install on these machines".
-const FLAGS = [
-  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-  // Without it Chromium offers no 127.0.0.1 candidate and nothing connects.
-  '--allow-loopback-in-peer-connection',
-  '--disable-features=WebRtcHideLocalIpsWithMdns',
-  '--autoplay-policy=no-user-gesture-required',
-  // Tabs in the background must keep decoding and drawing at full rate.
-  '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
-  '--disable-backgrounding-occluded-windows',
-];
 
 if (!existsSync(CHROMIUM)) {
   console.error(`Chromium is missing at ${CHROMIUM}: install it with \`sudo apt-get install -y chromium\` `
@@ -49,11 +35,6 @@ if (!existsSync(CHROMIUM)) {
 
 let failures = 0;
 const pageErrors = [];
-const started = Date.now();
-
-function log(line) {
-  console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${line}`);
-}
 
 async function step(name, fn) {
   const t0 = Date.now();
@@ -67,11 +48,6 @@ async function step(name, fn) {
   }
 }
 
-function assert(cond, what) {
-  if (!cond) throw new Error(`assertion failed: ${what}`);
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function newPage(ctx, label) {
   const page = await ctx.newPage();
@@ -158,11 +134,7 @@ function pct(values, p) {
 }
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: !process.env.HEADFUL,
-    args: FLAGS,
-  });
+  const browser = await launch();
   try {
     const ctx = await browser.newContext({
       permissions: ['camera', 'microphone'],

@@ -18,7 +18,7 @@
 // - /live refuses to be framed by the other site.
 //
 // Exit status 0 when every check passed ("PASS: …" last). Environment: CHROMIUM_PATH, HEADFUL=1.
-import { chromium } from 'playwright-core';
+import { assert, fail, launch, log, sleep, step } from './chromium.mjs';
 import http from 'node:http';
 
 const api = (process.argv[2] || '').replace(/\/$/, '');
@@ -29,35 +29,7 @@ if (!/^http:\/\/127\.0\.0\.1:\d+$/.test(api)) {
 const WAIT_MS = 20_000;
 const STREAM = 'embed-sdk';
 const SECOND = 'embed-page';
-const FLAGS = [
-  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-  '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
-  '--autoplay-policy=no-user-gesture-required',
-  '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
-  '--disable-backgrounding-occluded-windows',
-];
 
-const started = Date.now();
-const log = (line) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${line}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-function fail(msg) {
-  log(`FAIL: ${msg}`);
-  process.exit(1);
-}
-function assert(cond, what) {
-  if (!cond) throw new Error(`assertion failed: ${what}`);
-}
-async function step(name, fn) {
-  const t0 = Date.now();
-  try {
-    await fn();
-    log(`ok     ${name} (${Date.now() - t0} ms)`);
-  } catch (e) {
-    fail(`${name}: ${e && e.stack ? e.stack : e}`);
-  }
-}
 
 // ---- the other site ----
 
@@ -139,11 +111,7 @@ const waitFor = (target, fn, arg, timeout = WAIT_MS) => target.waitForFunction(f
 const embedState = (frame, states) => waitFor(frame, (s) => s.includes(document.body.dataset.state), states);
 
 const watchdog = setTimeout(() => fail('timed out'), 170_000);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
-  headless: !process.env.HEADFUL,
-  args: FLAGS,
-});
+const browser = await launch();
 const pageErrors = [];
 try {
   const ctx = await browser.newContext({ permissions: ['camera', 'microphone'], viewport: { width: 1100, height: 800 } });

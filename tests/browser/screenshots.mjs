@@ -4,17 +4,11 @@
 // Besides the pages (/, /live, /watch/<stream>) it shows the directory's grid of live thumbnails
 // (two broadcasts, ranked) and the embeddable player (/embed/<stream>) as a site's iframe shows
 // it: alone at 640×360 on the desktop, with its chat (?chat=1) in a tall frame on the phone.
-import { chromium } from 'playwright-core';
+import { launch, sleep } from './chromium.mjs';
 
 const base = (process.argv[2] || 'http://127.0.0.1:8080').replace(/\/$/, '');
 const out = process.argv[3] || '.';
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream', '--allow-loopback-in-peer-connection',
-  '--disable-features=WebRtcHideLocalIpsWithMdns', '--autoplay-policy=no-user-gesture-required',
-  '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
-  '--disable-backgrounding-occluded-windows'];
-const browser = await chromium.launch({ executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium', args: FLAGS });
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const browser = await launch();
 const waitState = (p, s) => p.waitForFunction((x) => document.body.dataset.state === x, s, { timeout: 20000 });
 
 async function goLive(page, name, title, probe = false) {

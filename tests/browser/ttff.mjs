@@ -16,7 +16,7 @@
 // With a second server (A/B: say an old build and a new one), both broadcast and the go-lives
 // and joiners alternate between them, so both see the same load on a shared machine.
 // A benchmark, not a test: it asserts only that every joiner saw a frame.
-import { chromium } from 'playwright-core';
+import { launch, sleep } from './chromium.mjs';
 
 const bases = process.argv.slice(2, 4).map((u) => u.replace(/\/$/, ''));
 if (bases.length === 0 || !bases.every((u) => /^https?:\/\//.test(u))) {
@@ -31,15 +31,6 @@ const PHONE = process.env.TTFF_PHONE === '1';
 const WAIT_MS = 20_000;
 const STREAM = `ttff-${process.pid}`;
 
-const FLAGS = [
-  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-  '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
-  '--autoplay-policy=no-user-gesture-required',
-  '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
-  '--disable-backgrounding-occluded-windows',
-];
 
 /** Runs in every page before its own scripts: marks (ms since navigation start) of the socket,
  * the peer connection and the first presented frame, whatever the page's code looks like. */
@@ -141,13 +132,8 @@ function pct(values, p) {
 }
 
 const waitState = (page, s) => page.waitForFunction((x) => document.body.dataset.state === x, s, { timeout: WAIT_MS });
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
-  headless: !process.env.HEADFUL,
-  args: FLAGS,
-});
+const browser = await launch();
 const watchdog = setTimeout(() => {
   console.error('FAIL: ttff did not finish within 150 s');
   process.exit(1);

@@ -8,7 +8,7 @@
 // Publishes the fake camera with WHIP, plays it with WHEP in a second page until frames decode,
 // trickles nothing (the offers wait for ICE gathering), DELETEs both sessions and checks the
 // stream is gone. Exit status 0 when every check passed.
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const api = (process.argv[2] || '').replace(/\/$/, '');
 if (!/^http:\/\/127\.0\.0\.1:\d+$/.test(api)) {
@@ -16,13 +16,6 @@ if (!/^http:\/\/127\.0\.0\.1:\d+$/.test(api)) {
   process.exit(2);
 }
 const pageOrigin = api.replace('127.0.0.1', 'localhost');
-const FLAGS = [
-  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-  '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
-  '--autoplay-policy=no-user-gesture-required',
-];
 
 function fail(msg) {
   console.error('FAIL:', msg);
@@ -30,11 +23,7 @@ function fail(msg) {
 }
 
 const timer = setTimeout(() => fail('timed out'), 60_000);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
-  headless: true,
-  args: FLAGS,
-});
+const browser = await launch();
 try {
   const ctx = await browser.newContext({ permissions: ['camera', 'microphone'] });
   const publisher = await ctx.newPage();

@@ -1,0 +1,58 @@
+// What every browser script here shares: Debian's Chromium with the flags that let it run
+// headless on a machine with no camera, no GPU and no network but loopback, and the small
+// helpers of a script that stops at its first failure.
+import { chromium } from 'playwright-core';
+
+export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+
+export const FLAGS = [
+  // Running as root in a container, without a GPU; QUIC would only try the network.
+  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  // Chromium's own background connections are refused by a closed network, many at a time.
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  // A synthetic camera and microphone (640x480 at 20 fps), granted without a prompt.
+  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+  // Without it Chromium offers no 127.0.0.1 candidate and nothing connects.
+  '--allow-loopback-in-peer-connection',
+  // Host candidates as addresses, not mDNS names the server cannot resolve.
+  '--disable-features=WebRtcHideLocalIpsWithMdns',
+  '--autoplay-policy=no-user-gesture-required',
+  // Tabs in the background must keep decoding and drawing at full rate.
+  '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows',
+];
+
+/** Starts Chromium headless (`HEADFUL=1` shows the windows). */
+export function launch() {
+  return chromium.launch({ executablePath: CHROMIUM, headless: !process.env.HEADFUL, args: FLAGS });
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export function assert(cond, what) {
+  if (!cond) throw new Error(`assertion failed: ${what}`);
+}
+
+const started = Date.now();
+
+/** A line with the seconds since the script started. */
+export function log(line) {
+  console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${line}`);
+}
+
+/** Says why and ends the script with status 1. */
+export function fail(msg) {
+  log(`FAIL: ${msg}`);
+  process.exit(1);
+}
+
+/** Runs one named step; the first that throws ends the script. */
+export async function step(name, fn) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    log(`ok     ${name} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    fail(`${name}: ${e && e.stack ? e.stack : e}`);
+  }
+}
