@@ -5,13 +5,15 @@
 //!
 //! Needs `ffmpeg` with libx264 and libopus (Debian: `apt-get install -y ffmpeg`).
 
+mod media_tools;
+
 use bytes::Bytes;
 use golive_proto::StreamName;
 use golive_server::recording::ReplayId;
 use golive_server::recording::recorder::Recorder;
 use golive_sfu::{Codec, MediaKind, SourcePacket, StreamMedia, VideoCodec};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use media_tools::{decode_errors, ffmpeg, ffprobe, require_ffmpeg, test_dir};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const FPS: u64 = 30;
@@ -19,33 +21,6 @@ const SECONDS: u64 = 20;
 /// Largest RTP payload, as browsers packetize (about 1,200 bytes).
 const MAX_PAYLOAD: usize = 1000;
 const OPUS_FRAME_MS: u64 = 20;
-
-fn require_ffmpeg() {
-    if Command::new("ffmpeg").arg("-version").output().is_err() {
-        panic!(
-            "this test encodes and decodes with ffmpeg: install it with `apt-get install -y ffmpeg`"
-        );
-    }
-}
-
-fn dir(test: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("golive-h264-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn ffmpeg(args: &[&str]) {
-    let out = Command::new("ffmpeg")
-        .args(args)
-        .output()
-        .expect("ffmpeg runs");
-    assert!(
-        out.status.success(),
-        "ffmpeg {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The test pattern in H.264 baseline, a keyframe every second, as Annex B access units (one
 /// slice per picture, as x264 writes by default).
@@ -252,32 +227,6 @@ fn h264_opus() -> StreamMedia {
     }
 }
 
-fn ffprobe(args: &[&str], file: &Path) -> String {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error"])
-        .args(args)
-        .arg(file)
-        .output()
-        .expect("ffprobe runs");
-    assert!(
-        out.status.success(),
-        "ffprobe {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// What decoding the whole file prints (empty: every frame decoded).
-fn decode_errors(file: &Path) -> String {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(file)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 fn duration_s(file: &Path) -> f64 {
     ffprobe(
         &["-show_entries", "format=duration", "-of", "csv=p=0"],
@@ -290,7 +239,7 @@ fn duration_s(file: &Path) -> f64 {
 #[test]
 fn a_20_second_h264_opus_broadcast_becomes_an_mp4_ffmpeg_decodes() {
     require_ffmpeg();
-    let d = dir("20s");
+    let d = test_dir("h264", "20s");
     let units = h264_access_units(&d);
     assert_eq!(units.len() as u64, FPS * SECONDS);
     let mut audio = opus_packets(&d);
@@ -397,7 +346,7 @@ fn a_20_second_h264_opus_broadcast_becomes_an_mp4_ffmpeg_decodes() {
 #[test]
 fn h264_with_five_percent_unrepaired_loss_leaves_no_undecodable_frame() {
     require_ffmpeg();
-    let d = dir("loss");
+    let d = test_dir("h264", "loss");
     let units = h264_access_units(&d);
     let packets = packetize_video(&units);
     // 5 % of the packets lost for good (a fixed pseudo-random pattern).
@@ -442,7 +391,7 @@ fn h264_with_five_percent_unrepaired_loss_leaves_no_undecodable_frame() {
 #[test]
 fn a_resolution_change_mid_broadcast_decodes_at_both_sizes() {
     require_ffmpeg();
-    let d = dir("resize");
+    let d = test_dir("h264", "resize");
     // As a WebRTC sender adapting to its bandwidth: a new SPS at a keyframe, same stream.
     let mut units = h264_access_units_of(&d, "320x240", SECONDS / 2);
     units.extend(h264_access_units_of(&d, "640x480", SECONDS / 2));

@@ -4,11 +4,14 @@
 //!
 //! Needs `ffmpeg` with libvpx (Debian: `apt-get install -y ffmpeg`).
 
+mod media_tools;
+
 use bytes::Bytes;
 use golive_proto::StreamName;
 use golive_server::recording::ReplayId;
 use golive_server::recording::recorder::Recorder;
 use golive_sfu::{Codec, MediaKind, SourcePacket, StreamMedia, VideoCodec};
+use media_tools::{decode_errors, ffprobe, require_ffmpeg, test_dir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,21 +20,6 @@ const FPS: u64 = 15;
 const SECONDS: u64 = 10;
 /// Largest RTP payload, as browsers packetize (about 1,200 bytes).
 const MAX_PAYLOAD: usize = 1000;
-
-fn require_ffmpeg() {
-    if Command::new("ffmpeg").arg("-version").output().is_err() {
-        panic!(
-            "this test encodes and decodes with ffmpeg: install it with `apt-get install -y ffmpeg`"
-        );
-    }
-}
-
-fn dir(test: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("golive-loss-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// Ten seconds of ffmpeg's test pattern in VP8, a keyframe every two seconds; the frames of
 /// its IVF file (RFC-less but simple: 32-byte header, then 12-byte frame headers).
@@ -134,33 +122,19 @@ fn record(
 /// What `ffmpeg -v error -i f -f null -` says (empty: every frame decoded), and how many video
 /// frames the file holds.
 fn decode(file: &Path) -> (String, usize) {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(file)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    let errors = String::from_utf8_lossy(&out.stderr).into_owned();
-    let probe = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "packet=pts_time",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(file)
-        .output()
-        .unwrap();
-    let frames = String::from_utf8_lossy(&probe.stdout).lines().count();
-    (errors, frames)
+    let frames = ffprobe(
+        &["-show_entries", "packet=pts_time", "-of", "csv=p=0"],
+        file,
+    )
+    .lines()
+    .count();
+    (decode_errors(file), frames)
 }
 
 #[test]
 fn five_percent_unrepaired_loss_leaves_no_undecodable_frame() {
     require_ffmpeg();
-    let d = dir("five");
+    let d = test_dir("loss", "five");
     let frames = vp8_frames(&d);
     assert_eq!(frames.len() as u64, FPS * SECONDS);
     let packets = packetize(&frames);
