@@ -47,7 +47,7 @@ use crate::codec::{Codec, MediaKind, StreamMedia};
 /// over 50 viewers in 40 s; Chromium did not); these generous timeouts keep them steady, and a
 /// peer silent this long is gone.
 const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(15);
-const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(30);
 /// `rtc`'s default NACK generator asks for every lost packet again every 100 ms with no cap,
 /// and a packet recovered through RTX is not marked received on its primary SSRC: at 3 % loss
 /// Chromium sent about twice its traffic again as retransmissions. Two asks per packet repair
@@ -59,10 +59,10 @@ const FEEDBACK_SSRC: u32 = 1;
 /// authentication tag: unauthenticated datagrams with ever new SSRCs would grow it without
 /// bound. A peer may use this many distinct SSRCs (browsers use 2 to 6); datagrams naming more are
 /// dropped before `rtc` sees them.
-const MAX_SSRCS_PER_PEER: usize = 16;
+pub(crate) const MAX_SSRCS_PER_PEER: usize = 16;
 /// A hostile NACK can name thousands of packets; more than this in one feedback is not loss a
 /// retransmission repairs.
-const MAX_NACKED_PER_FEEDBACK: usize = 256;
+pub(crate) const MAX_NACKED_PER_FEEDBACK: usize = 256;
 /// Large enough for any RTP packet a browser sends.
 const RECEIVE_MTU: usize = 1500;
 

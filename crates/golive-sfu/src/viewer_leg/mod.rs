@@ -41,19 +41,15 @@ use std::time::{Duration, Instant};
 
 use crate::SfuError;
 use crate::codec::{MediaKind, StreamMedia};
-use crate::peer::{DatagramVerdict, Inbound, PeerEvent, SrtpPolicy};
+// The same liveness timeout, SSRC cap and NACK bound as the `rtc` leg: one policy for viewers
+// whichever leg serves them.
+use crate::peer::{
+    DatagramVerdict, ICE_FAILED_TIMEOUT, Inbound, MAX_NACKED_PER_FEEDBACK, MAX_SSRCS_PER_PEER,
+    PeerEvent, SrtpPolicy,
+};
 
-/// ICE-lite counts only incoming STUN as liveness; browsers check consent every few seconds
-/// (RFC 7675), aiortc and werift less often. A viewer silent this long is gone.
-const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often each track sends an RTCP sender report (lip sync, round-trip time).
 const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
-/// A viewer may use this many distinct SSRCs in SRTP/SRTCP (the contexts keep a state per
-/// SSRC before the tag is checked: unbounded SSRCs would grow them without bound).
-const MAX_SSRCS_PER_PEER: usize = 16;
-/// A hostile NACK can name thousands of packets; more than this in one feedback is not loss a
-/// retransmission repairs.
-const MAX_NACKED_PER_FEEDBACK: usize = 256;
 /// Replay windows for what the viewer sends (its RTCP).
 const SRTCP_REPLAY_WINDOW: usize = 64;
 const SRTP_REPLAY_WINDOW: usize = 64;
