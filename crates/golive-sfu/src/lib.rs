@@ -23,6 +23,7 @@
 //!    ([`rewrite`]), starting video at a keyframe, and the peer encrypts and sends it.
 //! 4. Viewers' PLI/FIR and new viewers become keyframe requests, coalesced per source ([`pli`]).
 
+pub mod bwe;
 pub mod cache;
 pub mod codec;
 pub mod demux;
