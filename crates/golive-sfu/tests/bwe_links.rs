@@ -171,7 +171,7 @@ fn run(schedule: Schedule, preference: Preference, seconds: u64) -> Outcome {
     let end = Duration::from_secs(seconds);
     while t < end {
         let now = start + t;
-        if t.as_millis() % 1000 == 0 {
+        if t.as_millis().is_multiple_of(1000) {
             outcome.layer_at_second.push(chooser.current());
             outcome
                 .estimate_at_second
