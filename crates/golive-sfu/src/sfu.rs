@@ -527,6 +527,7 @@ impl Sfu {
         }
         let mut due = std::mem::take(&mut self.due);
         while let Some((id, generation)) = self.out.timers.pop_due(now) {
+            self.out.stats.timer_entries_popped += 1;
             let Some(e) = self.peers.get_mut(&id) else {
                 continue;
             };

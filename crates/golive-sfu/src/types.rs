@@ -120,6 +120,9 @@ pub struct SfuStats {
     /// Peers whose own deadline had come when the shell woke the SFU, so their timeout handling
     /// ran. A wake-up touches these and no other peer.
     pub peer_timeouts: u64,
+    /// Entries the timer heap gave up at wake-ups: each one peer looked at, due or not (an
+    /// entry whose deadline moved, or of a removed peer, is looked at and dropped).
+    pub timer_entries_popped: u64,
 }
 
 /// The index of a kind in per-kind arrays (tracks, histories).
