@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::SfuError;
+use crate::down_track::RtpHeader;
 use crate::peer::{DatagramVerdict, Inbound, Peer, PeerEvent};
 use crate::viewer_leg::LeanViewer;
 
@@ -148,12 +149,16 @@ impl Leg {
 
     /// Sends one RTP packet. Returns true when a lean viewer's send buffer got its first
     /// packet: the SFU then lists the viewer for [`crate::Sfu::poll_batch`].
-    pub(crate) fn send_rtp(
-        &mut self,
-        now: Instant,
-        header: rtc::rtp::Header,
-        payload: Bytes,
-    ) -> bool {
+    pub(crate) fn send_rtp(&mut self, now: Instant, header: &RtpHeader, payload: Bytes) -> bool {
+        let header = rtc::rtp::Header {
+            version: 2,
+            marker: header.marker,
+            payload_type: header.payload_type,
+            sequence_number: header.sequence_number,
+            timestamp: header.timestamp,
+            ssrc: header.ssrc,
+            ..Default::default()
+        };
         match self {
             Leg::Rtc(p) => {
                 p.send_rtp(now, header, payload);

@@ -14,27 +14,42 @@
 //!
 //! 1. [`demux`] routes a datagram to its peer: by remote address, or for a new address by the
 //!    STUN USERNAME's ufrag (ours, chosen per peer).
-//! 2. The peer (the `peer` module, the only one that speaks `rtc`) decrypts it; a broadcaster's RTP
-//!    goes through `source` (duplicates and padding out), is classified by payload type and
-//!    checked for a keyframe start ([`keyframe`]), and becomes one [`SourcePacket`] whose
-//!    payload is shared (`Bytes`) with every viewer, on this worker and (as
-//!    [`Output::Media`]) on the others.
-//! 3. For each viewer, a down track rewrites SSRC, payload type, sequence number and timestamp
-//!    ([`rewrite`]), starting video at a keyframe, and the peer encrypts and sends it.
+//! 2. The peer's leg decrypts it. A broadcaster's leg is `rtc`'s peer connection (the `peer`
+//!    module wraps it); its RTP goes to the broadcaster's receiver (the `receiver` module):
+//!    duplicates and padding out (`source`), classified by payload type, checked for a
+//!    keyframe start ([`keyframe`]), and becomes one [`SourcePacket`] whose payload is shared
+//!    (`Bytes`) with every viewer, on this worker and (as [`Output::Media`]) on the others.
+//! 3. The forwarder (the `forwarder` module) remembers it (NACK history, keyframe cache) and
+//!    offers it to each viewer: a joining viewer is started from the cache, a congested one
+//!    skips to the next keyframe. Each viewer's down track (`down_track`) rewrites SSRC,
+//!    payload type, sequence number and timestamp ([`rewrite`]), starting video at a keyframe,
+//!    and the viewer's leg encrypts and sends it. What leaves for the shell collects in the
+//!    outbox (`outbox`).
 //! 4. Viewers' PLI/FIR and new viewers become keyframe requests, coalesced per source ([`pli`]).
+//! 5. Every peer's next deadline sits in one heap per worker (`timers`): a wake-up touches the
+//!    peers that are due, whatever the number of peers.
+//!
 
 pub mod bwe;
 pub mod cache;
 pub mod codec;
 pub mod demux;
 pub mod depacketize;
+mod down_track;
+mod entry;
+mod forwarder;
 pub mod keyframe;
 mod leg;
+mod outbox;
 mod peer;
 pub mod pli;
+mod receiver;
 pub mod rewrite;
 mod sfu;
 mod source;
+mod stream;
+mod timers;
+mod types;
 mod viewer_leg;
 
 pub use codec::{Codec, MediaKind, StreamMedia, VideoCodec};

@@ -1,46 +1,39 @@
-//! The SFU of one media worker: its peers, the streams they publish or watch, and the
-//! fan-out between them. Sans-IO: the shell feeds datagrams, timeouts, commands and media
-//! from other workers in; it drains datagrams to send and [`Output`]s after every input.
+//! The SFU of one media worker, the facade of the core: its peers, the streams they publish or
+//! watch, and the fan-out between them. Sans-IO: the shell feeds datagrams, timeouts, commands
+//! and media from other workers in; it drains datagrams to send and [`Output`]s after every
+//! input.
+//!
+//! The work is done by the parts behind it: the receiver (a broadcaster's packets and the
+//! keyframe requests to it), the forwarder (fan-out, keyframe-cache replay, the slow-viewer
+//! rule, NACKs from the shared history), the down tracks (each viewer's own headers) and the
+//! outbox (what leaves for the shell, and the worker's timers). This module routes inputs to
+//! them and owns the peers' lifecycle.
 
-use bytes::{BufMut, Bytes, BytesMut};
 use golive_proto::StreamName;
-use std::collections::{HashMap, VecDeque};
-use std::fmt;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::SfuError;
-use crate::cache::{
-    AUDIO_HISTORY_PACKETS, CacheState, History, KeyframeCache, Lookup, Media, VIDEO_HISTORY_PACKETS,
-};
-use crate::codec::{MediaKind, Offer, StreamMedia, VideoCodec};
-use crate::demux::{Demuxer, Route};
-use crate::keyframe::is_keyframe_start;
+use crate::cache::Media;
+use crate::codec::{MediaKind, Offer, StreamMedia};
+use crate::demux::Route;
+use crate::down_track::{DownTrack, Viewer};
+use crate::entry::{PeerEntry, PeerRole};
+use crate::forwarder::Forwarder;
 use crate::leg::{Leg, ViewerLeg};
+use crate::outbox::Outbox;
 use crate::peer::{DatagramVerdict, Inbound, Peer, PeerEvent, Role, SrtpPolicy};
-use crate::pli::KeyframeRequests;
-use crate::rewrite::{HeaderRewriter, SourceEpoch};
-use crate::source::{SourceTrack, Verdict};
+use crate::receiver::{self, Receiver};
+use crate::stream::LocalStream;
+use crate::timers::Timers;
+use crate::types::slot;
 use crate::viewer_leg::{LeanViewer, Shared as LeanShared};
 
-/// A peer that has not connected (ICE and DTLS) this long after its answer is given up.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// A joining viewer gets this many packets of the keyframe cache at once, then as many again
-/// every [`REPLAY_INTERVAL`] until it has caught up with the live stream. A whole cache (up to
-/// 512 packets) sent at once overflowed receivers' socket buffers (a browser's holds about 220
-/// such packets): paced this way a full cache takes about 80 ms, about 7,700 packets a second.
-pub const REPLAY_BURST: usize = 64;
-pub const REPLAY_INTERVAL: Duration = Duration::from_millis(8);
+pub use crate::entry::{CONNECT_TIMEOUT, GARBAGE_LIMIT, GARBAGE_WINDOW};
+pub use crate::forwarder::{REPLAY_BURST, REPLAY_INTERVAL};
+pub use crate::types::{Batch, Output, PeerId, SfuStats, SourcePacket, Transmit};
 
-/// A peer may send from this many remote addresses (NAT rebinding, several candidates).
-const MAX_ADDRS_PER_PEER: usize = 8;
-/// Garbage is judged over windows of this length...
-pub const GARBAGE_WINDOW: Duration = Duration::from_secs(5);
-/// ...and a peer whose bound address sent at least this many garbage datagrams in one window,
-/// more garbage than good, is closed. An honest peer sends none; 200 a second for five seconds
-/// is no accident.
-pub const GARBAGE_LIMIT: u32 = 1000;
 /// After this many failed sends to a viewer within [`SEND_FAILURE_WINDOW`]...
 pub const SEND_FAILURES_BEFORE_SKIP: u32 = 8;
 pub const SEND_FAILURE_WINDOW: Duration = Duration::from_secs(1);
@@ -51,16 +44,6 @@ pub const SEND_FAILURE_BACKOFF: Duration = Duration::from_millis(500);
 pub const REMOTE_STREAM_IDLE: Duration = Duration::from_secs(5);
 /// Default bound of a viewer's unsent backlog in the shell.
 pub const DEFAULT_MAX_VIEWER_BACKLOG_BYTES: usize = 1024 * 1024;
-
-/// Identifies a peer across all workers (the shell hands them out).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PeerId(pub u64);
-
-impl fmt::Display for PeerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "p{}", self.0)
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
@@ -97,243 +80,12 @@ impl Default for MediaOptions {
     }
 }
 
-/// One packet of a broadcaster, parsed once and shared (never copied) with every viewer on
-/// every worker.
-#[derive(Debug, Clone)]
-pub struct SourcePacket {
-    pub stream: StreamName,
-    /// The broadcaster's session: a new one restarts sequence numbers and timestamps.
-    pub epoch: SourceEpoch,
-    pub kind: MediaKind,
-    /// A decoder can start here.
-    pub keyframe_start: bool,
-    pub seq: u16,
-    pub timestamp: u32,
-    pub marker: bool,
-    pub payload: Bytes,
-}
-
-impl SourcePacket {
-    fn media(&self) -> Media {
-        Media {
-            epoch: self.epoch,
-            keyframe_start: self.keyframe_start,
-            seq: self.seq,
-            timestamp: self.timestamp,
-            marker: self.marker,
-            payload: self.payload.clone(),
-        }
-    }
-}
-
-/// What the worker's shell must act on.
-#[derive(Debug)]
-pub enum Output {
-    /// ICE and DTLS are up: media flows.
-    Connected(PeerId),
-    /// The peer failed, went silent, never connected or kept sending garbage; it is already
-    /// removed.
-    Failed(PeerId),
-    /// A local broadcaster's packet, for the viewers on other workers.
-    Media(Arc<SourcePacket>),
-    /// A local viewer wants a keyframe of a stream whose broadcaster is on another worker.
-    KeyframeRequest(StreamName),
-    /// A viewer was sent its first video packet (a keyframe start): its time to first frame.
-    VideoStarted(PeerId),
-}
-
-/// A datagram to send.
-#[derive(Debug)]
-pub struct Transmit {
-    pub to: SocketAddr,
-    pub data: BytesMut,
-    /// The peer it is for: a shell that cannot send it reports so with
-    /// [`Sfu::handle_send_failed`] (or keeps it and reports [`Sfu::handle_send_backlog`]).
-    pub peer: PeerId,
-}
-
-/// Datagrams for one viewer, laid end to end: every one `segment_size` bytes long except
-/// perhaps the last, which is shorter. One UDP GSO send (`UDP_SEGMENT`) carries them all; a
-/// shell without GSO sends `data.chunks(segment_size)` one by one.
-#[derive(Debug)]
-pub struct Batch<'a> {
-    pub to: SocketAddr,
-    pub peer: PeerId,
-    pub data: &'a [u8],
-    pub segment_size: usize,
-}
-
 /// The answer to a publish or a watch.
 #[derive(Debug)]
 pub struct Answer {
     pub sdp: String,
     /// For a publish: the stream's media, which viewers (on any worker) need.
     pub media: StreamMedia,
-}
-
-/// Counters, for tests, logs and (later) metrics.
-#[derive(Debug, Default, Clone)]
-pub struct SfuStats {
-    pub datagrams_in: u64,
-    pub datagrams_unroutable: u64,
-    /// Datagrams from a peer's bound address that were no protocol of ours, or SRTP that did not
-    /// decrypt.
-    pub datagrams_garbage: u64,
-    pub peers_closed_for_garbage: u64,
-    pub rtp_in: u64,
-    pub rtp_dropped_duplicate_or_padding: u64,
-    pub rtp_dropped_unknown_payload_type: u64,
-    pub rtp_forwarded: u64,
-    pub pli_sent: u64,
-    pub keyframe_requests_in: u64,
-    /// Viewers whose video started from the keyframe cache, and packets sent so.
-    pub viewers_started_from_cache: u64,
-    pub cache_packets_sent: u64,
-    /// Times a source ran past the cache's bounds since its last keyframe.
-    pub cache_overflows: u64,
-    /// Packets viewers NACKed, and what became of them.
-    pub nacked: u64,
-    pub retransmitted: u64,
-    pub retransmitted_rtx: u64,
-    pub nack_not_yet_received: u64,
-    pub nack_unrepairable: u64,
-    /// Packets not sent to a viewer because its send backlog was over the bound.
-    pub rtp_dropped_slow_viewer: u64,
-    pub slow_viewer_skips: u64,
-}
-
-struct DownTrack {
-    kind: MediaKind,
-    payload_type: u8,
-    ssrc: u32,
-    /// RTX SSRC and payload type, if the viewer negotiated RTX.
-    rtx: Option<(u32, u8)>,
-    rtx_seq: u16,
-    rewriter: HeaderRewriter,
-    /// Video waits for a keyframe start before its first packet, after a skip, and when the
-    /// source changes (a reconnected broadcaster).
-    waiting_keyframe: bool,
-    /// Its first keyframe went out (reported once, as [`Output::VideoStarted`]).
-    started: bool,
-    /// The source epoch last forwarded.
-    epoch: Option<SourceEpoch>,
-}
-
-impl DownTrack {
-    /// The viewer misses packets on purpose: video restarts at a keyframe, audio at the next
-    /// packet; neither shows a sequence gap.
-    fn skip(&mut self) {
-        match self.kind {
-            MediaKind::Video => self.waiting_keyframe = true,
-            MediaKind::Audio => self.rewriter.resync(),
-        }
-    }
-}
-
-struct Viewer {
-    tracks: [Option<DownTrack>; 2],
-    /// Over the backlog bound (set and cleared by the shell's reports).
-    backlog_over: bool,
-    /// Failed sends in the current window, and when it started.
-    send_failures: u32,
-    failures_since: Option<Instant>,
-    backoff_until: Option<Instant>,
-    /// Packets were skipped for congestion; the next one sent is a restart.
-    skipping: bool,
-    /// The keyframe cache is being replayed to this viewer: its live video waits until the
-    /// replay has caught up (the cache holds the live packets too, in order).
-    replay: Option<Replay>,
-}
-
-/// Where a viewer's paced replay of the keyframe cache stands.
-#[derive(Debug, Clone, Copy)]
-struct Replay {
-    epoch: SourceEpoch,
-    /// Source sequence number of the last packet replayed.
-    last_seq: u16,
-    due: Instant,
-}
-
-impl Viewer {
-    fn congested(&self, now: Instant) -> bool {
-        self.backlog_over || self.backoff_until.is_some_and(|t| now < t)
-    }
-}
-
-struct Publisher {
-    media: StreamMedia,
-    video_ssrc: Option<u32>,
-    keyframes: KeyframeRequests,
-    audio: SourceTrack,
-    video: SourceTrack,
-}
-
-enum PeerRole {
-    Publisher(Box<Publisher>),
-    Viewer(Box<Viewer>),
-}
-
-/// How much garbage a peer sent lately.
-#[derive(Default)]
-struct GarbageMeter {
-    since: Option<Instant>,
-    bad: u32,
-    good: u32,
-}
-
-impl GarbageMeter {
-    /// Returns true when the peer must be closed.
-    fn record(&mut self, now: Instant, bad: bool) -> bool {
-        if self.since.is_none_or(|s| now >= s + GARBAGE_WINDOW) {
-            *self = Self {
-                since: Some(now),
-                ..Self::default()
-            };
-        }
-        if bad {
-            self.bad += 1;
-        } else {
-            self.good = self.good.saturating_add(1);
-        }
-        self.bad >= GARBAGE_LIMIT && self.bad > self.good
-    }
-}
-
-struct PeerEntry {
-    peer: Leg,
-    stream: StreamName,
-    role: PeerRole,
-    created_at: Instant,
-    deadline: Option<Instant>,
-    garbage: GarbageMeter,
-}
-
-/// What this worker knows of one stream: its local peers and what it remembers of the source,
-/// whether the broadcaster is here or on another worker.
-struct LocalStream {
-    publisher: Option<PeerId>,
-    viewers: Vec<PeerId>,
-    /// Video packets since the last keyframe, for viewers that join.
-    cache: KeyframeCache,
-    /// Recent packets per kind, for viewers' NACKs (allocated with the first packet).
-    history: [Option<History>; 2],
-    last_media_at: Option<Instant>,
-}
-
-impl LocalStream {
-    fn new() -> Self {
-        Self {
-            publisher: None,
-            viewers: Vec::new(),
-            cache: KeyframeCache::default(),
-            history: [None, None],
-            last_media_at: None,
-        }
-    }
-
-    fn is_unused(&self) -> bool {
-        self.publisher.is_none() && self.viewers.is_empty()
-    }
 }
 
 /// The SFU of one media worker: every peer of the worker, the streams they publish or watch,
@@ -382,137 +134,13 @@ pub struct Sfu {
     options: MediaOptions,
     peers: HashMap<PeerId, PeerEntry>,
     streams: HashMap<StreamName, LocalStream>,
-    demux: Demuxer<PeerId>,
-    transmits: VecDeque<Transmit>,
-    outputs: VecDeque<Output>,
-    stats: SfuStats,
+    out: Outbox,
     /// When to look for streams known only from other workers' media that went idle.
     sweep_at: Option<Instant>,
     /// The certificate and DTLS configuration of lean viewers (made with the first one).
     lean: Option<std::sync::Arc<LeanShared>>,
-    /// Lean viewers with encrypted datagrams waiting in their send buffers, for
-    /// [`Sfu::poll_batch`].
-    batches: VecDeque<PeerId>,
-}
-
-/// Where a peer's datagrams go: the parts of the SFU a send touches, borrowed apart from the
-/// peer map and the stream map so the fan-out can hold all three.
-struct Sink<'a> {
-    demux: &'a mut Demuxer<PeerId>,
-    transmits: &'a mut VecDeque<Transmit>,
-    stats: &'a mut SfuStats,
-    outputs: &'a mut VecDeque<Output>,
-    batches: &'a mut VecDeque<PeerId>,
-}
-
-/// Moves a peer's outgoing datagrams to the send queue. A destination the peer has not sent to
-/// before is bound to it in the demultiplexer: `rtc` only answers STUN whose integrity it checked,
-/// so an address is bound once it is proven, never on a forged request.
-fn drain_transmits(
-    id: PeerId,
-    peer: &mut Leg,
-    demux: &mut Demuxer<PeerId>,
-    transmits: &mut VecDeque<Transmit>,
-) {
-    while let Some((to, data)) = peer.poll_transmit() {
-        let addrs = peer.remote_addrs_mut();
-        if !addrs.contains(&to) {
-            if addrs.len() >= MAX_ADDRS_PER_PEER {
-                // Keep the newest: the oldest is the likeliest to be dead.
-                let old = addrs.remove(0);
-                demux.remove("", &[old], id);
-            }
-            addrs.push(to);
-            demux.bind(to, id);
-        }
-        transmits.push_back(Transmit { to, data, peer: id });
-    }
-}
-
-fn slot(kind: MediaKind) -> usize {
-    match kind {
-        MediaKind::Audio => 0,
-        MediaKind::Video => 1,
-    }
-}
-
-/// What forwarding one packet to one viewer asks of the caller.
-#[derive(Debug, Default, Clone, Copy)]
-struct After {
-    /// The viewer restarts after a skip: ask the broadcaster for a keyframe.
-    wants_keyframe: bool,
-}
-
-/// Sends one source packet to one viewer: the viewer's sync point, skip and epoch rules, then
-/// its own header. The payload is shared, never copied.
-fn forward(
-    now: Instant,
-    id: PeerId,
-    e: &mut PeerEntry,
-    kind: MediaKind,
-    m: &Media,
-    sink: &mut Sink<'_>,
-) -> After {
-    let mut after = After::default();
-    if !e.peer.is_connected() {
-        return after;
-    }
-    let PeerRole::Viewer(v) = &mut e.role else {
-        return after;
-    };
-    if v.congested(now) {
-        if !v.skipping {
-            v.skipping = true;
-            sink.stats.slow_viewer_skips += 1;
-            v.tracks.iter_mut().flatten().for_each(DownTrack::skip);
-        }
-        sink.stats.rtp_dropped_slow_viewer += 1;
-        return after;
-    }
-    if v.skipping {
-        v.skipping = false;
-        after.wants_keyframe = true;
-    }
-    let Some(t) = v.tracks[slot(kind)].as_mut() else {
-        return after;
-    };
-    if t.epoch != Some(m.epoch) {
-        // A new source (the broadcaster reconnected): its video starts at its own keyframe.
-        t.epoch = Some(m.epoch);
-        if kind == MediaKind::Video {
-            t.waiting_keyframe = true;
-        }
-    }
-    if t.waiting_keyframe {
-        if !m.keyframe_start {
-            return after;
-        }
-        t.waiting_keyframe = false;
-        t.rewriter.resync();
-        if !t.started {
-            t.started = true;
-            sink.outputs.push_back(Output::VideoStarted(id));
-        }
-    }
-    let Some((seq, ts)) = t.rewriter.rewrite(now, m.epoch, m.seq, m.timestamp) else {
-        return after;
-    };
-    let header = rtc::rtp::Header {
-        version: 2,
-        marker: m.marker,
-        payload_type: t.payload_type,
-        sequence_number: seq,
-        timestamp: ts,
-        ssrc: t.ssrc,
-        ..Default::default()
-    };
-    if e.peer.send_rtp(now, header, m.payload.clone()) {
-        sink.batches.push_back(id);
-    }
-    sink.stats.rtp_forwarded += 1;
-    drain_transmits(id, &mut e.peer, sink.demux, sink.transmits);
-    e.deadline = e.peer.poll_timeout();
-    after
+    /// Peers due at a wake-up (kept to reuse its memory).
+    due: Vec<PeerId>,
 }
 
 impl Sfu {
@@ -526,18 +154,15 @@ impl Sfu {
             options,
             peers: HashMap::new(),
             streams: HashMap::new(),
-            demux: Demuxer::default(),
-            transmits: VecDeque::new(),
-            outputs: VecDeque::new(),
-            stats: SfuStats::default(),
+            out: Outbox::default(),
             sweep_at: None,
             lean: None,
-            batches: VecDeque::new(),
+            due: Vec::new(),
         }
     }
 
     pub fn stats(&self) -> &SfuStats {
-        &self.stats
+        &self.out.stats
     }
 
     pub fn options(&self) -> &MediaOptions {
@@ -562,13 +187,24 @@ impl Sfu {
 
     /// Entries in the demultiplexer: ufrags plus bound addresses.
     pub fn demux_entries(&self) -> usize {
-        self.demux.ufrags() + self.demux.bound_addrs()
+        self.out.demux.ufrags() + self.out.demux.bound_addrs()
     }
 
     /// Reads what a broadcaster's offer would publish, without creating anything: the shell
     /// checks it before it claims the stream name.
     pub fn publisher_media(offer_sdp: &str) -> Result<StreamMedia, SfuError> {
         Offer::parse(offer_sdp)?.publisher_media()
+    }
+
+    /// The forwarder, on this worker's peers, streams and outbox.
+    fn forwarder(&mut self) -> Forwarder<'_> {
+        Forwarder {
+            peers: &mut self.peers,
+            streams: &mut self.streams,
+            out: &mut self.out,
+            keyframe_cache: self.options.keyframe_cache,
+            share_media: self.config.share_media,
+        }
     }
 
     /// Answers a broadcaster's offer for `stream`. The shell guarantees one broadcaster per
@@ -589,13 +225,7 @@ impl Sfu {
             offer_sdp,
             Role::Publisher { media: &media },
         )?;
-        let publisher = Publisher {
-            media: media.clone(),
-            video_ssrc: None,
-            keyframes: KeyframeRequests::default(),
-            audio: SourceTrack::default(),
-            video: SourceTrack::default(),
-        };
+        let receiver = Receiver::new(media.clone());
         self.streams
             .entry(stream.clone())
             .or_insert_with(LocalStream::new)
@@ -605,7 +235,7 @@ impl Sfu {
             id,
             Leg::Rtc(Box::new(peer)),
             stream,
-            PeerRole::Publisher(Box::new(publisher)),
+            PeerRole::Publisher(Box::new(receiver)),
         );
         Ok(Answer { sdp, media })
     }
@@ -664,49 +294,28 @@ impl Sfu {
             let Some(ssrc) = peer.send_ssrc()[slot(c.kind)] else {
                 continue;
             };
-            tracks[slot(c.kind)] = Some(DownTrack {
-                kind: c.kind,
-                payload_type: c.payload_type,
+            tracks[slot(c.kind)] = Some(DownTrack::new(
+                c.kind,
+                c.payload_type,
                 ssrc,
-                rtx: peer.rtx()[slot(c.kind)],
-                rtx_seq: rand::random(),
-                rewriter: HeaderRewriter::new(c.clock_rate, rand::random(), rand::random()),
-                waiting_keyframe: c.kind == MediaKind::Video,
-                started: false,
-                epoch: None,
-            });
+                peer.rtx()[slot(c.kind)],
+                c.clock_rate,
+            ));
         }
         self.streams
             .entry(stream.clone())
             .or_insert_with(LocalStream::new)
             .viewers
             .push(id);
-        let viewer = Viewer {
-            tracks,
-            backlog_over: false,
-            send_failures: 0,
-            failures_since: None,
-            backoff_until: None,
-            skipping: false,
-            replay: None,
-        };
+        let viewer = Viewer::new(tracks);
         self.insert(now, id, peer, stream, PeerRole::Viewer(Box::new(viewer)));
         Ok(Answer { sdp, media: codecs })
     }
 
     fn insert(&mut self, now: Instant, id: PeerId, peer: Leg, stream: StreamName, role: PeerRole) {
-        self.demux.add_ufrag(peer.ufrag().to_owned(), id);
-        self.peers.insert(
-            id,
-            PeerEntry {
-                peer,
-                stream,
-                role,
-                created_at: now,
-                deadline: None,
-                garbage: GarbageMeter::default(),
-            },
-        );
+        self.out.demux.add_ufrag(peer.ufrag().to_owned(), id);
+        self.peers
+            .insert(id, PeerEntry::new(now, peer, stream, role));
         self.drain_peer(now, id);
     }
 
@@ -724,21 +333,25 @@ impl Sfu {
             return Ok(());
         }
         entry
-            .peer
+            .leg
             .add_remote_candidate(candidate, sdp_mid, sdp_mline_index)
     }
 
     /// Removes a peer at once (its session ended). Removing an unknown peer does nothing.
-    /// A broadcaster's viewers stay, waiting for a new broadcaster of the same stream.
+    /// A broadcaster's viewers stay, waiting for a new broadcaster of the same stream. Its
+    /// entries in the timers go stale and are dropped as they come up.
     pub fn remove_peer(&mut self, id: PeerId) {
         let Some(mut entry) = self.peers.remove(&id) else {
             return;
         };
-        self.demux
-            .remove(entry.peer.ufrag(), entry.peer.remote_addrs(), id);
-        entry.peer.close();
-        while let Some((to, data)) = entry.peer.poll_transmit() {
-            self.transmits.push_back(Transmit { to, data, peer: id });
+        self.out
+            .demux
+            .remove(entry.leg.ufrag(), entry.leg.remote_addrs(), id);
+        entry.leg.close();
+        while let Some((to, data)) = entry.leg.poll_transmit() {
+            self.out
+                .transmits
+                .push_back(Transmit { to, data, peer: id });
         }
         if let Some(s) = self.streams.get_mut(&entry.stream) {
             if s.publisher == Some(id) {
@@ -759,36 +372,36 @@ impl Sfu {
         if self.peers.capacity() > 64 && self.peers.len() * 4 < self.peers.capacity() {
             self.peers.shrink_to(self.peers.len() * 2);
         }
-        self.demux.shrink();
+        self.out.demux.shrink();
     }
 
     /// One datagram from the worker's socket.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
-        self.stats.datagrams_in += 1;
-        let Route::Peer(id) = self.demux.route(from, data) else {
-            self.stats.datagrams_unroutable += 1;
+        self.out.stats.datagrams_in += 1;
+        let Route::Peer(id) = self.out.demux.route(from, data) else {
+            self.out.stats.datagrams_unroutable += 1;
             return;
         };
         let Some(entry) = self.peers.get_mut(&id) else {
             return;
         };
-        let verdict = entry.peer.handle_datagram(now, from, data);
+        let verdict = entry.leg.handle_datagram(now, from, data);
         // Only a proven (bound) address counts against its peer: anyone can send STUN that
         // names a peer's ufrag.
-        if entry.peer.remote_addrs().contains(&from) {
+        if entry.leg.remote_addrs().contains(&from) {
             let bad = verdict == DatagramVerdict::Garbage;
             if bad {
-                self.stats.datagrams_garbage += 1;
+                self.out.stats.datagrams_garbage += 1;
             }
             if entry.garbage.record(now, bad) {
                 tracing::info!(peer = %id, "closed: it keeps sending garbage");
-                self.stats.peers_closed_for_garbage += 1;
+                self.out.stats.peers_closed_for_garbage += 1;
                 self.remove_peer(id);
-                self.outputs.push_back(Output::Failed(id));
+                self.out.outputs.push_back(Output::Failed(id));
                 return;
             }
         } else if verdict == DatagramVerdict::Garbage {
-            self.stats.datagrams_garbage += 1;
+            self.out.stats.datagrams_garbage += 1;
         }
         self.drain_peer(now, id);
     }
@@ -803,7 +416,8 @@ impl Sfu {
                 .insert(packet.stream.clone(), LocalStream::new());
             self.sweep_at.get_or_insert(now + REMOTE_STREAM_IDLE);
         }
-        self.on_source_packet(now, &packet.stream, packet.kind, &packet.media(), false);
+        self.forwarder()
+            .source_packet(now, &packet.stream, packet.kind, &packet.media(), false);
     }
 
     /// A keyframe request from a viewer on another worker. Only the worker that has the
@@ -814,7 +428,7 @@ impl Sfu {
             .get(stream)
             .is_some_and(|s| s.publisher.is_some())
         {
-            self.request_keyframe(now, stream);
+            self.forwarder().request_keyframe(now, stream);
         }
     }
 
@@ -827,7 +441,7 @@ impl Sfu {
         let Some(e) = self.peers.get_mut(&peer) else {
             return;
         };
-        let PeerRole::Viewer(v) = &mut e.role else {
+        let Some(v) = e.role.viewer_mut() else {
             return;
         };
         if queued_bytes > max {
@@ -837,7 +451,7 @@ impl Sfu {
             if v.skipping && !v.congested(now) {
                 // Ask now, so the keyframe is on its way when the viewer can take it.
                 let stream = e.stream.clone();
-                self.request_keyframe(now, &stream);
+                self.forwarder().request_keyframe(now, &stream);
             }
         }
     }
@@ -847,10 +461,7 @@ impl Sfu {
     /// [`SEND_FAILURES_BEFORE_SKIP`] within [`SEND_FAILURE_WINDOW`] makes the viewer skip for
     /// [`SEND_FAILURE_BACKOFF`] and restart at a keyframe.
     pub fn handle_send_failed(&mut self, now: Instant, peer: PeerId) {
-        let Some(e) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        let PeerRole::Viewer(v) = &mut e.role else {
+        let Some(v) = self.peers.get_mut(&peer).and_then(|e| e.role.viewer_mut()) else {
             return;
         };
         if v.failures_since
@@ -866,7 +477,7 @@ impl Sfu {
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.out.transmits.pop_front()
     }
 
     /// The next batch of a lean viewer's media (see [`Batch`]). The shell sends it before it
@@ -875,16 +486,16 @@ impl Sfu {
     /// [`Sfu::poll_transmit`] instead.
     pub fn poll_batch(&mut self) -> Option<Batch<'_>> {
         loop {
-            let id = *self.batches.front()?;
-            let next = match self.peers.get_mut(&id).map(|e| &mut e.peer) {
+            let id = *self.out.batches.front()?;
+            let next = match self.peers.get_mut(&id).map(|e| &mut e.leg) {
                 Some(Leg::Lean(v)) => v.next_batch(),
                 _ => None,
             };
             let Some((to, range, segment_size)) = next else {
-                self.batches.pop_front();
+                self.out.batches.pop_front();
                 continue;
             };
-            let Some(Leg::Lean(v)) = self.peers.get(&id).map(|e| &e.peer) else {
+            let Some(Leg::Lean(v)) = self.peers.get(&id).map(|e| &e.leg) else {
                 unreachable!("the viewer just gave a batch");
             };
             return Some(Batch {
@@ -897,62 +508,65 @@ impl Sfu {
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        self.out.outputs.pop_front()
     }
 
-    /// The earliest instant [`Sfu::handle_timeout`] must be called.
+    /// The earliest instant [`Sfu::handle_timeout`] must be called: the top of the worker's
+    /// timer heap (or the idle-stream sweep), however many peers there are.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.peers
-            .values()
-            .flat_map(|e| {
-                let connect = (!e.peer.is_connected()).then_some(e.created_at + CONNECT_TIMEOUT);
-                let pli = match &e.role {
-                    PeerRole::Publisher(p) => p.keyframes.poll_timeout(),
-                    PeerRole::Viewer(v) => v.replay.map(|r| r.due),
-                };
-                [e.deadline, connect, pli]
-            })
+        [self.out.timers.next(), self.sweep_at]
+            .into_iter()
             .flatten()
-            .chain(self.sweep_at)
             .min()
     }
 
+    /// Runs the timers that are due: only the peers whose own deadline has come are touched.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.sweep_at.is_some_and(|t| t <= now) {
             self.sweep_idle_streams(now);
         }
-        let due: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, e)| {
-                e.deadline.is_some_and(|d| d <= now)
-                    || (!e.peer.is_connected() && e.created_at + CONNECT_TIMEOUT <= now)
-                    || matches!(&e.role, PeerRole::Publisher(p) if p.keyframes.poll_timeout().is_some_and(|d| d <= now))
-                    || matches!(&e.role, PeerRole::Viewer(v) if v.replay.is_some_and(|r| r.due <= now))
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            self.continue_replay(now, id);
+        let mut due = std::mem::take(&mut self.due);
+        while let Some((id, generation)) = self.out.timers.pop_due(now) {
+            self.out.stats.timer_entries_popped += 1;
             let Some(e) = self.peers.get_mut(&id) else {
                 continue;
             };
-            if !e.peer.is_connected() && e.created_at + CONNECT_TIMEOUT <= now {
-                tracing::info!(peer = %id, "never connected; giving up");
-                self.remove_peer(id);
-                self.outputs.push_back(Output::Failed(id));
+            if !Timers::claim(&mut e.timer, generation) {
                 continue;
             }
-            if let PeerRole::Publisher(p) = &mut e.role
-                && p.keyframes.handle_timeout(now)
-                && let Some(ssrc) = p.video_ssrc
-            {
-                e.peer.send_pli(now, ssrc);
-                self.stats.pli_sent += 1;
+            if e.next_deadline().is_some_and(|d| d <= now) {
+                due.push(id);
+            } else {
+                // Its deadline moved later since it was scheduled.
+                e.reschedule(id, &mut self.out.timers);
             }
-            e.peer.handle_timeout(now);
+        }
+        for id in due.drain(..) {
+            self.out.stats.peer_timeouts += 1;
+            self.forwarder().continue_replay(now, id);
+            let Some(e) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if e.connect_expired(now) {
+                tracing::info!(peer = %id, "never connected; giving up");
+                self.remove_peer(id);
+                self.out.outputs.push_back(Output::Failed(id));
+                continue;
+            }
+            if let Some(ssrc) = e.role.receiver_mut().and_then(|p| p.handle_timeout(now)) {
+                e.leg.send_pli(now, ssrc);
+                self.out.stats.pli_sent += 1;
+            }
+            e.leg.handle_timeout(now);
             self.drain_peer(now, id);
         }
+        self.due = due;
+        let peers = &self.peers;
+        self.out
+            .timers
+            .sweep_if_stale(peers.len(), |id, generation| {
+                peers.get(&id).is_some_and(|e| e.timer.is_live(generation))
+            });
     }
 
     /// Forgets streams known only from other workers' media once they went quiet.
@@ -969,37 +583,44 @@ impl Sfu {
             .then_some(now + REMOTE_STREAM_IDLE);
     }
 
-    /// Drains everything a peer produced after an input.
+    /// Drains everything a peer produced after an input, and keeps its timer in step.
     fn drain_peer(&mut self, now: Instant, id: PeerId) {
         let Some(e) = self.peers.get_mut(&id) else {
             return;
         };
-        drain_transmits(id, &mut e.peer, &mut self.demux, &mut self.transmits);
+        self.out.drain_transmits(id, &mut e.leg);
         let mut inbound = Vec::new();
-        while let Some(i) = e.peer.poll_inbound() {
+        while let Some(i) = e.leg.poll_inbound() {
             inbound.push(i);
         }
         let mut events = Vec::new();
-        while let Some(ev) = e.peer.poll_event() {
+        while let Some(ev) = e.leg.poll_event() {
             events.push(ev);
         }
-        e.deadline = e.peer.poll_timeout();
+        e.deadline = e.leg.poll_timeout();
+        e.reschedule(id, &mut self.out.timers);
         let stream = e.stream.clone();
-        let is_publisher = matches!(e.role, PeerRole::Publisher(_));
+        let is_publisher = e.is_publisher();
 
         for i in inbound {
             match i {
-                Inbound::Rtp(packet) if is_publisher => self.on_publisher_rtp(now, id, packet),
+                Inbound::Rtp(packet) if is_publisher => {
+                    if let Some(a) =
+                        receiver::accept_rtp(now, id, packet, &mut self.peers, &mut self.out)
+                    {
+                        self.on_source_packet(now, a.stream, a.kind, a.media, a.ask_keyframe);
+                    }
+                }
                 Inbound::Rtp(_) => {}
                 Inbound::KeyframeRequest => {
                     if !is_publisher {
-                        self.stats.keyframe_requests_in += 1;
-                        self.request_keyframe(now, &stream);
+                        self.out.stats.keyframe_requests_in += 1;
+                        self.forwarder().request_keyframe(now, &stream);
                     }
                 }
                 Inbound::Nack { media_ssrc, seqs } => {
                     if !is_publisher {
-                        self.on_nack(now, id, media_ssrc, &seqs);
+                        self.forwarder().nack(now, id, media_ssrc, &seqs);
                     }
                 }
             }
@@ -1008,383 +629,49 @@ impl Sfu {
             match ev {
                 PeerEvent::Connected => {
                     tracing::debug!(peer = %id, %stream, "connected");
-                    self.outputs.push_back(Output::Connected(id));
+                    self.out.outputs.push_back(Output::Connected(id));
                     if !is_publisher {
-                        self.start_viewer(now, id);
+                        self.forwarder().start_viewer(now, id);
                     }
                 }
                 PeerEvent::Failed => {
                     tracing::info!(peer = %id, %stream, "connection failed or closed");
                     self.remove_peer(id);
-                    self.outputs.push_back(Output::Failed(id));
+                    self.out.outputs.push_back(Output::Failed(id));
                     return;
                 }
             }
         }
     }
 
-    /// A viewer just connected: its video starts from the cached keyframe when there is one
-    /// (its first picture after one round trip), otherwise at the keyframe it asks for.
-    fn start_viewer(&mut self, now: Instant, id: PeerId) {
-        let Some(e) = self.peers.get_mut(&id) else {
-            return;
-        };
-        let stream = e.stream.clone();
-        let Some(ls) = self.streams.get(&stream) else {
-            return;
-        };
-        let state = if self.options.keyframe_cache {
-            ls.cache.state()
-        } else {
-            CacheState::Empty
-        };
-        if state != CacheState::Empty {
-            let mut sink = Sink {
-                demux: &mut self.demux,
-                transmits: &mut self.transmits,
-                stats: &mut self.stats,
-                outputs: &mut self.outputs,
-                batches: &mut self.batches,
-            };
-            // A keyframe-only cache is one picture: it goes at once.
-            let burst = match state {
-                CacheState::Complete => REPLAY_BURST,
-                _ => usize::MAX,
-            };
-            let mut sent = 0;
-            let mut last = None;
-            for m in ls.cache.packets().take(burst) {
-                forward(now, id, e, MediaKind::Video, m, &mut sink);
-                sent += 1;
-                last = Some((m.epoch, m.seq));
-            }
-            sink.stats.viewers_started_from_cache += 1;
-            sink.stats.cache_packets_sent += sent as u64;
-            if state == CacheState::Complete {
-                if let (Some((epoch, last_seq)), PeerRole::Viewer(v)) = (last, &mut e.role)
-                    && ls.cache.len() > sent
-                {
-                    v.replay = Some(Replay {
-                        epoch,
-                        last_seq,
-                        due: now + REPLAY_INTERVAL,
-                    });
-                }
-                return;
-            }
-            // Only the keyframe was kept: show it, then wait for the next one.
-            if let PeerRole::Viewer(v) = &mut e.role
-                && let Some(t) = v.tracks[slot(MediaKind::Video)].as_mut()
-            {
-                t.waiting_keyframe = true;
-            }
-        }
-        self.request_keyframe(now, &stream);
-    }
-
-    /// The next step of a viewer's paced replay of the keyframe cache, when it is due: the next
-    /// [`REPLAY_BURST`] packets after the last one replayed, until the replay has caught up with
-    /// the cache (and so with the live stream). If the cache started over at a newer keyframe
-    /// meanwhile, the replay goes on from that keyframe without a gap; if it lost its packets
-    /// (overflow, a new source without a keyframe yet), the viewer waits for the next keyframe.
-    fn continue_replay(&mut self, now: Instant, id: PeerId) {
-        let Some(e) = self.peers.get_mut(&id) else {
-            return;
-        };
-        let PeerRole::Viewer(v) = &mut e.role else {
-            return;
-        };
-        let Some(r) = v.replay.filter(|r| r.due <= now) else {
-            return;
-        };
-        let Some(ls) = self.streams.get(&e.stream) else {
-            v.replay = None;
-            return;
-        };
-        if ls.cache.state() != CacheState::Complete {
-            v.replay = None;
-            if let Some(t) = v.tracks[slot(MediaKind::Video)].as_mut() {
-                t.waiting_keyframe = true;
-            }
-            let stream = e.stream.clone();
-            self.request_keyframe(now, &stream);
-            return;
-        }
-        let same_run =
-            ls.cache.packets().next().is_some_and(|m| {
-                m.epoch == r.epoch && (m.seq.wrapping_sub(r.last_seq) as i16) <= 0
-            });
-        let next: Vec<Media> = ls
-            .cache
-            .packets()
-            .filter(|m| !same_run || (m.seq.wrapping_sub(r.last_seq) as i16) > 0)
-            .take(REPLAY_BURST)
-            .cloned()
-            .collect();
-        if !same_run
-            && next.first().is_some_and(|m| m.keyframe_start)
-            && let Some(t) = v.tracks[slot(MediaKind::Video)].as_mut()
-        {
-            // The cache started over at a newer keyframe: skip ahead to it without a gap.
-            t.waiting_keyframe = true;
-        }
-        v.replay = match next.last() {
-            Some(m) if next.len() == REPLAY_BURST => Some(Replay {
-                epoch: m.epoch,
-                last_seq: m.seq,
-                due: now + REPLAY_INTERVAL,
-            }),
-            // Caught up: live packets from here on.
-            _ => None,
-        };
-        let mut sink = Sink {
-            demux: &mut self.demux,
-            transmits: &mut self.transmits,
-            stats: &mut self.stats,
-            outputs: &mut self.outputs,
-            batches: &mut self.batches,
-        };
-        for m in &next {
-            forward(now, id, e, MediaKind::Video, m, &mut sink);
-        }
-        sink.stats.cache_packets_sent += next.len() as u64;
-    }
-
-    /// A viewer lost packets: resend them from the stream's history (as RTX where the viewer
-    /// negotiated it). What the SFU never got is the broadcaster leg's to repair; what is too
-    /// old to resend takes a keyframe.
-    fn on_nack(&mut self, now: Instant, id: PeerId, media_ssrc: u32, seqs: &[u16]) {
-        let Some(e) = self.peers.get_mut(&id) else {
-            return;
-        };
-        let PeerRole::Viewer(v) = &mut e.role else {
-            return;
-        };
-        let Some(t) = v.tracks.iter_mut().flatten().find(|t| t.ssrc == media_ssrc) else {
-            return;
-        };
-        let history = self
-            .streams
-            .get(&e.stream)
-            .and_then(|s| s.history[slot(t.kind)].as_ref());
-        let mut unrepairable = false;
-        for &seq in seqs {
-            self.stats.nacked += 1;
-            let Some((epoch, source_seq)) = t.rewriter.source_of(seq) else {
-                // Before the viewer's sync point: not part of its stream.
-                continue;
-            };
-            let found = match history.map(|h| h.get(epoch, source_seq)) {
-                Some(Lookup::Found(m)) => m,
-                Some(Lookup::NotYetReceived) => {
-                    self.stats.nack_not_yet_received += 1;
-                    continue;
-                }
-                Some(Lookup::Gone) | None => {
-                    self.stats.nack_unrepairable += 1;
-                    unrepairable = true;
-                    continue;
-                }
-            };
-            let Some((out_seq, out_ts)) =
-                t.rewriter
-                    .rewrite(now, found.epoch, found.seq, found.timestamp)
-            else {
-                continue;
-            };
-            let (header, payload) = match t.rtx {
-                Some((rtx_ssrc, rtx_pt)) => {
-                    // RFC 4588: the original sequence number, then the original payload. The
-                    // one copy of the payload on the whole path, and only for a loss.
-                    let mut p = BytesMut::with_capacity(2 + found.payload.len());
-                    p.put_u16(out_seq);
-                    p.put_slice(&found.payload);
-                    let rtx_seq = t.rtx_seq;
-                    t.rtx_seq = t.rtx_seq.wrapping_add(1);
-                    self.stats.retransmitted_rtx += 1;
-                    (
-                        rtc::rtp::Header {
-                            version: 2,
-                            marker: found.marker,
-                            payload_type: rtx_pt,
-                            sequence_number: rtx_seq,
-                            timestamp: out_ts,
-                            ssrc: rtx_ssrc,
-                            ..Default::default()
-                        },
-                        p.freeze(),
-                    )
-                }
-                None => (
-                    rtc::rtp::Header {
-                        version: 2,
-                        marker: found.marker,
-                        payload_type: t.payload_type,
-                        sequence_number: out_seq,
-                        timestamp: out_ts,
-                        ssrc: t.ssrc,
-                        ..Default::default()
-                    },
-                    found.payload.clone(),
-                ),
-            };
-            if e.peer.send_rtp(now, header, payload) {
-                self.batches.push_back(id);
-            }
-            self.stats.retransmitted += 1;
-        }
-        drain_transmits(id, &mut e.peer, &mut self.demux, &mut self.transmits);
-        e.deadline = e.peer.poll_timeout();
-        if unrepairable {
-            let stream = e.stream.clone();
-            self.request_keyframe(now, &stream);
-        }
-    }
-
-    fn on_publisher_rtp(&mut self, now: Instant, id: PeerId, packet: rtc::rtp::Packet) {
-        self.stats.rtp_in += 1;
-        let Some(e) = self.peers.get_mut(&id) else {
-            return;
-        };
-        let PeerRole::Publisher(p) = &mut e.role else {
-            return;
-        };
-        let pt = packet.header.payload_type;
-        let kind = if p.media.video.as_ref().is_some_and(|c| c.payload_type == pt) {
-            MediaKind::Video
-        } else if p.media.audio.as_ref().is_some_and(|c| c.payload_type == pt) {
-            MediaKind::Audio
-        } else {
-            self.stats.rtp_dropped_unknown_payload_type += 1;
-            return;
-        };
-        let track = match kind {
-            MediaKind::Audio => &mut p.audio,
-            MediaKind::Video => &mut p.video,
-        };
-        let seq = match track.accept(packet.header.sequence_number, packet.payload.is_empty()) {
-            Verdict::Forward(seq) => seq,
-            Verdict::Drop => {
-                self.stats.rtp_dropped_duplicate_or_padding += 1;
-                return;
-            }
-        };
-        let video_codec: Option<VideoCodec> = p.media.video.as_ref().and_then(|c| c.video);
-        let keyframe_start = kind == MediaKind::Video
-            && video_codec.is_some_and(|c| is_keyframe_start(c, &packet.payload));
-        let mut ask_keyframe = false;
-        if kind == MediaKind::Video {
-            // A source whose first video is no keyframe (it started before we listened, or
-            // reconnected mid-GOP) is asked for one at once: viewers wait for it.
-            ask_keyframe = p.video_ssrc.is_none() && !keyframe_start;
-            p.video_ssrc = Some(packet.header.ssrc);
-            if keyframe_start {
-                p.keyframes.keyframe_received(now);
-            }
-        }
-        let stream = e.stream.clone();
-        let media = Media {
-            epoch: id.0,
-            keyframe_start,
-            seq,
-            timestamp: packet.header.timestamp,
-            marker: packet.header.marker,
-            payload: packet.payload,
-        };
-        if self.config.share_media {
-            self.outputs.push_back(Output::Media(Arc::new(SourcePacket {
-                stream: stream.clone(),
-                epoch: media.epoch,
-                kind,
-                keyframe_start,
-                seq,
-                timestamp: media.timestamp,
-                marker: media.marker,
-                payload: media.payload.clone(),
-            })));
-        }
-        self.on_source_packet(now, &stream, kind, &media, true);
-        if ask_keyframe {
-            self.request_keyframe(now, &stream);
-        }
-    }
-
-    /// One source packet, local or from another worker: remembered (history, keyframe cache),
-    /// then sent to every local viewer of its stream.
+    /// A local broadcaster's packet: shared with the other workers when asked to, then
+    /// remembered and fanned out here.
     fn on_source_packet(
         &mut self,
         now: Instant,
-        stream: &StreamName,
+        stream: StreamName,
         kind: MediaKind,
-        m: &Media,
-        local: bool,
+        media: Media,
+        ask_keyframe: bool,
     ) {
-        let Some(ls) = self.streams.get_mut(stream) else {
-            return;
-        };
-        ls.last_media_at = Some(now);
-        let capacity = match kind {
-            MediaKind::Audio => AUDIO_HISTORY_PACKETS,
-            MediaKind::Video => VIDEO_HISTORY_PACKETS,
-        };
-        ls.history[slot(kind)]
-            .get_or_insert_with(|| History::new(capacity))
-            .push(m);
-        let mut wants_keyframe = false;
-        if kind == MediaKind::Video && self.options.keyframe_cache && ls.cache.push(m) {
-            self.stats.cache_overflows += 1;
-            // Every worker's cache overflows at the same packet; the broadcaster's asks.
-            wants_keyframe = local;
+        if self.config.share_media {
+            self.out
+                .outputs
+                .push_back(Output::Media(std::sync::Arc::new(SourcePacket {
+                    stream: stream.clone(),
+                    epoch: media.epoch,
+                    kind,
+                    keyframe_start: media.keyframe_start,
+                    seq: media.seq,
+                    timestamp: media.timestamp,
+                    marker: media.marker,
+                    payload: media.payload.clone(),
+                })));
         }
-        let mut sink = Sink {
-            demux: &mut self.demux,
-            transmits: &mut self.transmits,
-            stats: &mut self.stats,
-            outputs: &mut self.outputs,
-            batches: &mut self.batches,
-        };
-        for id in &ls.viewers {
-            let Some(e) = self.peers.get_mut(id) else {
-                continue;
-            };
-            let replaying = matches!(&e.role, PeerRole::Viewer(v) if v.replay.is_some());
-            if replaying && kind == MediaKind::Video {
-                // In the cache already: the replay sends it, in order.
-                continue;
-            }
-            wants_keyframe |= forward(now, *id, e, kind, m, &mut sink).wants_keyframe;
-        }
-        if wants_keyframe {
-            self.request_keyframe(now, stream);
-        }
-    }
-
-    /// A viewer of `stream` wants a keyframe: ask the broadcaster (coalesced), here or on the
-    /// worker that has it.
-    fn request_keyframe(&mut self, now: Instant, stream: &StreamName) {
-        let publisher = self.streams.get(stream).and_then(|s| s.publisher);
-        let Some(pid) = publisher else {
-            if self.config.share_media {
-                self.outputs
-                    .push_back(Output::KeyframeRequest(stream.clone()));
-            }
-            return;
-        };
-        let Some(e) = self.peers.get_mut(&pid) else {
-            return;
-        };
-        let PeerRole::Publisher(p) = &mut e.role else {
-            return;
-        };
-        // Before the first video packet there is no SSRC to ask; that first packet of a new
-        // encoder is a keyframe anyway.
-        if let Some(ssrc) = p.video_ssrc
-            && p.keyframes.request(now)
-        {
-            e.peer.send_pli(now, ssrc);
-            self.stats.pli_sent += 1;
-            drain_transmits(pid, &mut e.peer, &mut self.demux, &mut self.transmits);
-            e.deadline = e.peer.poll_timeout();
+        let mut f = self.forwarder();
+        f.source_packet(now, &stream, kind, &media, true);
+        if ask_keyframe {
+            f.request_keyframe(now, &stream);
         }
     }
 }

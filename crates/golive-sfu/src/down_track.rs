@@ -1,0 +1,230 @@
+//! The viewer side of the media plane: a down track per kind a viewer receives, which turns
+//! source packets into the viewer's own stream (its SSRC, payload type, gap-free sequence
+//! numbers and timestamps, RTX for repairs), and the viewer's send state around its tracks.
+//! Which packets a viewer gets is the forwarder's call; how each one is dressed is decided
+//! here.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use std::time::Instant;
+
+use crate::cache::Media;
+use crate::codec::MediaKind;
+use crate::rewrite::{HeaderRewriter, SourceEpoch};
+use crate::types::slot;
+
+/// The RTP header a down track writes: version 2, no padding, extension or CSRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RtpHeader {
+    pub(crate) marker: bool,
+    pub(crate) payload_type: u8,
+    pub(crate) sequence_number: u16,
+    pub(crate) timestamp: u32,
+    pub(crate) ssrc: u32,
+}
+
+/// What a down track made of one source packet.
+#[derive(Debug, Default)]
+pub(crate) struct Rewritten {
+    /// The header to send the payload with; `None` when the packet is not for this viewer (it
+    /// waits for a keyframe, or the packet is older than its sync point).
+    pub(crate) header: Option<RtpHeader>,
+    /// This packet starts the viewer's video for the first time (its time to first frame).
+    pub(crate) video_started: bool,
+}
+
+pub(crate) struct DownTrack {
+    kind: MediaKind,
+    payload_type: u8,
+    ssrc: u32,
+    /// RTX SSRC and payload type, if the viewer negotiated RTX.
+    rtx: Option<(u32, u8)>,
+    rtx_seq: u16,
+    rewriter: HeaderRewriter,
+    /// Video waits for a keyframe start before its first packet, after a skip, and when the
+    /// source changes (a reconnected broadcaster).
+    waiting_keyframe: bool,
+    /// Its first keyframe went out (reported once, as [`crate::Output::VideoStarted`]).
+    started: bool,
+    /// The source epoch last forwarded.
+    epoch: Option<SourceEpoch>,
+}
+
+impl DownTrack {
+    pub(crate) fn new(
+        kind: MediaKind,
+        payload_type: u8,
+        ssrc: u32,
+        rtx: Option<(u32, u8)>,
+        clock_rate: u32,
+    ) -> Self {
+        // Random starting points (RFC 3550 §5.1), one per track.
+        let rtx_seq = rand::random();
+        Self {
+            kind,
+            payload_type,
+            ssrc,
+            rtx,
+            rtx_seq,
+            rewriter: HeaderRewriter::new(clock_rate, rand::random(), rand::random()),
+            waiting_keyframe: kind == MediaKind::Video,
+            started: false,
+            epoch: None,
+        }
+    }
+
+    pub(crate) fn kind(&self) -> MediaKind {
+        self.kind
+    }
+
+    pub(crate) fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    /// The viewer misses packets on purpose: video restarts at a keyframe, audio at the next
+    /// packet; neither shows a sequence gap.
+    pub(crate) fn skip(&mut self) {
+        match self.kind {
+            MediaKind::Video => self.waiting_keyframe = true,
+            MediaKind::Audio => self.rewriter.resync(),
+        }
+    }
+
+    /// Video starts over at the next keyframe start (a cache that kept only its keyframe, a
+    /// replay that lost its packets or skips ahead to a newer keyframe).
+    pub(crate) fn wait_for_keyframe(&mut self) {
+        self.waiting_keyframe = true;
+    }
+
+    /// One source packet in the viewer's terms: the epoch rule (a new source starts at its own
+    /// keyframe), the wait for a keyframe start, then the rewritten header.
+    pub(crate) fn rewrite(&mut self, now: Instant, m: &Media) -> Rewritten {
+        let mut out = Rewritten::default();
+        if self.epoch != Some(m.epoch) {
+            // A new source (the broadcaster reconnected): its video starts at its own keyframe.
+            self.epoch = Some(m.epoch);
+            if self.kind == MediaKind::Video {
+                self.waiting_keyframe = true;
+            }
+        }
+        if self.waiting_keyframe {
+            if !m.keyframe_start {
+                return out;
+            }
+            self.waiting_keyframe = false;
+            self.rewriter.resync();
+            if !self.started {
+                self.started = true;
+                out.video_started = true;
+            }
+        }
+        let Some((seq, ts)) = self.rewriter.rewrite(now, m.epoch, m.seq, m.timestamp) else {
+            return out;
+        };
+        out.header = Some(RtpHeader {
+            marker: m.marker,
+            payload_type: self.payload_type,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc: self.ssrc,
+        });
+        out
+    }
+
+    /// The source packet behind one of the viewer's sequence numbers; `None` before the
+    /// viewer's sync point (not part of its stream).
+    pub(crate) fn source_of(&self, seq: u16) -> Option<(SourceEpoch, u16)> {
+        self.rewriter.source_of(seq)
+    }
+
+    /// A lost packet again, found in the stream's history: under its original header, or
+    /// wrapped as RTX where the viewer negotiated it. The flag says it went as RTX.
+    pub(crate) fn retransmission(
+        &mut self,
+        now: Instant,
+        found: &Media,
+    ) -> Option<(RtpHeader, Bytes, bool)> {
+        let (out_seq, out_ts) =
+            self.rewriter
+                .rewrite(now, found.epoch, found.seq, found.timestamp)?;
+        Some(match self.rtx {
+            Some((rtx_ssrc, rtx_pt)) => {
+                // RFC 4588: the original sequence number, then the original payload. The one
+                // copy of the payload on the whole path, and only for a loss.
+                let mut p = BytesMut::with_capacity(2 + found.payload.len());
+                p.put_u16(out_seq);
+                p.put_slice(&found.payload);
+                let rtx_seq = self.rtx_seq;
+                self.rtx_seq = self.rtx_seq.wrapping_add(1);
+                (
+                    RtpHeader {
+                        marker: found.marker,
+                        payload_type: rtx_pt,
+                        sequence_number: rtx_seq,
+                        timestamp: out_ts,
+                        ssrc: rtx_ssrc,
+                    },
+                    p.freeze(),
+                    true,
+                )
+            }
+            None => (
+                RtpHeader {
+                    marker: found.marker,
+                    payload_type: self.payload_type,
+                    sequence_number: out_seq,
+                    timestamp: out_ts,
+                    ssrc: self.ssrc,
+                },
+                found.payload.clone(),
+                false,
+            ),
+        })
+    }
+}
+
+/// Where a viewer's paced replay of the keyframe cache stands.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Replay {
+    pub(crate) epoch: SourceEpoch,
+    /// Source sequence number of the last packet replayed.
+    pub(crate) last_seq: u16,
+    pub(crate) due: Instant,
+}
+
+/// A viewer: its down tracks and the state of its sending.
+pub(crate) struct Viewer {
+    pub(crate) tracks: [Option<DownTrack>; 2],
+    /// Over the backlog bound (set and cleared by the shell's reports).
+    pub(crate) backlog_over: bool,
+    /// Failed sends in the current window, and when it started.
+    pub(crate) send_failures: u32,
+    pub(crate) failures_since: Option<Instant>,
+    pub(crate) backoff_until: Option<Instant>,
+    /// Packets were skipped for congestion; the next one sent is a restart.
+    pub(crate) skipping: bool,
+    /// The keyframe cache is being replayed to this viewer: its live video waits until the
+    /// replay has caught up (the cache holds the live packets too, in order).
+    pub(crate) replay: Option<Replay>,
+}
+
+impl Viewer {
+    pub(crate) fn new(tracks: [Option<DownTrack>; 2]) -> Self {
+        Self {
+            tracks,
+            backlog_over: false,
+            send_failures: 0,
+            failures_since: None,
+            backoff_until: None,
+            skipping: false,
+            replay: None,
+        }
+    }
+
+    pub(crate) fn congested(&self, now: Instant) -> bool {
+        self.backlog_over || self.backoff_until.is_some_and(|t| now < t)
+    }
+
+    pub(crate) fn track_mut(&mut self, kind: MediaKind) -> Option<&mut DownTrack> {
+        self.tracks[slot(kind)].as_mut()
+    }
+}

@@ -1,0 +1,326 @@
+//! The forwarder: the policy between a stream's source and its viewers. Every source packet is
+//! remembered (NACK history, keyframe cache) and fanned out to each local viewer's down track;
+//! a joining viewer is started from the keyframe cache, replayed in paced bursts; a congested
+//! viewer skips to the next keyframe without slowing anyone else; a viewer's NACKs are answered
+//! from the shared history.
+
+use golive_proto::StreamName;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::cache::{
+    AUDIO_HISTORY_PACKETS, CacheState, History, Lookup, Media, VIDEO_HISTORY_PACKETS,
+};
+use crate::codec::MediaKind;
+use crate::down_track::{DownTrack, Replay};
+use crate::entry::PeerEntry;
+use crate::outbox::Outbox;
+use crate::receiver;
+use crate::stream::LocalStream;
+use crate::types::{Output, PeerId, slot};
+
+/// A joining viewer gets this many packets of the keyframe cache at once, then as many again
+/// every [`REPLAY_INTERVAL`] until it has caught up with the live stream. A whole cache (up to
+/// 512 packets) sent at once overflowed receivers' socket buffers (a browser's holds about 220
+/// such packets): paced this way a full cache takes about 80 ms, about 7,700 packets a second.
+pub const REPLAY_BURST: usize = 64;
+pub const REPLAY_INTERVAL: Duration = Duration::from_millis(8);
+
+/// The parts of the SFU the forwarder works on, borrowed apart from its configuration.
+pub(crate) struct Forwarder<'a> {
+    pub(crate) peers: &'a mut HashMap<PeerId, PeerEntry>,
+    pub(crate) streams: &'a mut HashMap<StreamName, LocalStream>,
+    pub(crate) out: &'a mut Outbox,
+    /// Start joining viewers from the cached keyframe.
+    pub(crate) keyframe_cache: bool,
+    /// Keyframe requests for a broadcaster on another worker go out as outputs.
+    pub(crate) share_media: bool,
+}
+
+/// What forwarding one packet to one viewer asks of the caller.
+#[derive(Debug, Default, Clone, Copy)]
+struct After {
+    /// The viewer restarts after a skip: ask the broadcaster for a keyframe.
+    wants_keyframe: bool,
+}
+
+/// Sends one source packet to one viewer: the slow-viewer rule, then the viewer's down track.
+/// The payload is shared, never copied.
+fn forward(
+    now: Instant,
+    id: PeerId,
+    e: &mut PeerEntry,
+    kind: MediaKind,
+    m: &Media,
+    out: &mut Outbox,
+) -> After {
+    let mut after = After::default();
+    if !e.leg.is_connected() {
+        return after;
+    }
+    let Some(v) = e.role.viewer_mut() else {
+        return after;
+    };
+    if v.congested(now) {
+        if !v.skipping {
+            v.skipping = true;
+            out.stats.slow_viewer_skips += 1;
+            v.tracks.iter_mut().flatten().for_each(DownTrack::skip);
+        }
+        out.stats.rtp_dropped_slow_viewer += 1;
+        return after;
+    }
+    if v.skipping {
+        v.skipping = false;
+        after.wants_keyframe = true;
+    }
+    let Some(t) = v.track_mut(kind) else {
+        return after;
+    };
+    let rewritten = t.rewrite(now, m);
+    if rewritten.video_started {
+        out.outputs.push_back(Output::VideoStarted(id));
+    }
+    let Some(header) = rewritten.header else {
+        return after;
+    };
+    if e.leg.send_rtp(now, &header, m.payload.clone()) {
+        out.batches.push_back(id);
+    }
+    out.stats.rtp_forwarded += 1;
+    e.settle(id, out);
+    after
+}
+
+impl Forwarder<'_> {
+    /// A viewer of `stream` wants a keyframe (see [`receiver::request_keyframe`]).
+    pub(crate) fn request_keyframe(&mut self, now: Instant, stream: &StreamName) {
+        receiver::request_keyframe(
+            now,
+            stream,
+            self.streams,
+            self.peers,
+            self.out,
+            self.share_media,
+        );
+    }
+
+    /// One source packet, local or from another worker: remembered (history, keyframe cache),
+    /// then sent to every local viewer of its stream.
+    pub(crate) fn source_packet(
+        &mut self,
+        now: Instant,
+        stream: &StreamName,
+        kind: MediaKind,
+        m: &Media,
+        local: bool,
+    ) {
+        let Some(ls) = self.streams.get_mut(stream) else {
+            return;
+        };
+        ls.last_media_at = Some(now);
+        let capacity = match kind {
+            MediaKind::Audio => AUDIO_HISTORY_PACKETS,
+            MediaKind::Video => VIDEO_HISTORY_PACKETS,
+        };
+        ls.history[slot(kind)]
+            .get_or_insert_with(|| History::new(capacity))
+            .push(m);
+        let mut wants_keyframe = false;
+        if kind == MediaKind::Video && self.keyframe_cache && ls.cache.push(m) {
+            self.out.stats.cache_overflows += 1;
+            // Every worker's cache overflows at the same packet; the broadcaster's asks.
+            wants_keyframe = local;
+        }
+        for id in &ls.viewers {
+            let Some(e) = self.peers.get_mut(id) else {
+                continue;
+            };
+            let replaying = e.role.viewer().is_some_and(|v| v.replay.is_some());
+            if replaying && kind == MediaKind::Video {
+                // In the cache already: the replay sends it, in order.
+                continue;
+            }
+            wants_keyframe |= forward(now, *id, e, kind, m, self.out).wants_keyframe;
+        }
+        if wants_keyframe {
+            self.request_keyframe(now, stream);
+        }
+    }
+
+    /// A viewer just connected: its video starts from the cached keyframe when there is one
+    /// (its first picture after one round trip), otherwise at the keyframe it asks for.
+    pub(crate) fn start_viewer(&mut self, now: Instant, id: PeerId) {
+        let Some(e) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let stream = e.stream.clone();
+        let Some(ls) = self.streams.get(&stream) else {
+            return;
+        };
+        let state = if self.keyframe_cache {
+            ls.cache.state()
+        } else {
+            CacheState::Empty
+        };
+        if state != CacheState::Empty {
+            // A keyframe-only cache is one picture: it goes at once.
+            let burst = match state {
+                CacheState::Complete => REPLAY_BURST,
+                _ => usize::MAX,
+            };
+            let mut sent = 0;
+            let mut last = None;
+            for m in ls.cache.packets().take(burst) {
+                forward(now, id, e, MediaKind::Video, m, self.out);
+                sent += 1;
+                last = Some((m.epoch, m.seq));
+            }
+            self.out.stats.viewers_started_from_cache += 1;
+            self.out.stats.cache_packets_sent += sent as u64;
+            if state == CacheState::Complete {
+                if let (Some((epoch, last_seq)), Some(v)) = (last, e.role.viewer_mut())
+                    && ls.cache.len() > sent
+                {
+                    v.replay = Some(Replay {
+                        epoch,
+                        last_seq,
+                        due: now + REPLAY_INTERVAL,
+                    });
+                    e.reschedule(id, &mut self.out.timers);
+                }
+                return;
+            }
+            // Only the keyframe was kept: show it, then wait for the next one.
+            if let Some(t) = e
+                .role
+                .viewer_mut()
+                .and_then(|v| v.track_mut(MediaKind::Video))
+            {
+                t.wait_for_keyframe();
+            }
+        }
+        self.request_keyframe(now, &stream);
+    }
+
+    /// The next step of a viewer's paced replay of the keyframe cache, when it is due: the next
+    /// [`REPLAY_BURST`] packets after the last one replayed, until the replay has caught up with
+    /// the cache (and so with the live stream). If the cache started over at a newer keyframe
+    /// meanwhile, the replay goes on from that keyframe without a gap; if it lost its packets
+    /// (overflow, a new source without a keyframe yet), the viewer waits for the next keyframe.
+    pub(crate) fn continue_replay(&mut self, now: Instant, id: PeerId) {
+        let Some(e) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let stream = e.stream.clone();
+        let Some(v) = e.role.viewer_mut() else {
+            return;
+        };
+        let Some(r) = v.replay.filter(|r| r.due <= now) else {
+            return;
+        };
+        let Some(ls) = self.streams.get(&stream) else {
+            v.replay = None;
+            return;
+        };
+        if ls.cache.state() != CacheState::Complete {
+            v.replay = None;
+            if let Some(t) = v.track_mut(MediaKind::Video) {
+                t.wait_for_keyframe();
+            }
+            self.request_keyframe(now, &stream);
+            return;
+        }
+        let same_run =
+            ls.cache.packets().next().is_some_and(|m| {
+                m.epoch == r.epoch && (m.seq.wrapping_sub(r.last_seq) as i16) <= 0
+            });
+        let next: Vec<Media> = ls
+            .cache
+            .packets()
+            .filter(|m| !same_run || (m.seq.wrapping_sub(r.last_seq) as i16) > 0)
+            .take(REPLAY_BURST)
+            .cloned()
+            .collect();
+        if !same_run
+            && next.first().is_some_and(|m| m.keyframe_start)
+            && let Some(t) = v.track_mut(MediaKind::Video)
+        {
+            // The cache started over at a newer keyframe: skip ahead to it without a gap.
+            t.wait_for_keyframe();
+        }
+        v.replay = match next.last() {
+            Some(m) if next.len() == REPLAY_BURST => Some(Replay {
+                epoch: m.epoch,
+                last_seq: m.seq,
+                due: now + REPLAY_INTERVAL,
+            }),
+            // Caught up: live packets from here on.
+            _ => None,
+        };
+        for m in &next {
+            forward(now, id, e, MediaKind::Video, m, self.out);
+        }
+        self.out.stats.cache_packets_sent += next.len() as u64;
+        e.reschedule(id, &mut self.out.timers);
+    }
+
+    /// A viewer lost packets: resend them from the stream's history (as RTX where the viewer
+    /// negotiated it). What the SFU never got is the broadcaster leg's to repair; what is too
+    /// old to resend takes a keyframe.
+    pub(crate) fn nack(&mut self, now: Instant, id: PeerId, media_ssrc: u32, seqs: &[u16]) {
+        let Some(e) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let stream = e.stream.clone();
+        let Some(v) = e.role.viewer_mut() else {
+            return;
+        };
+        let Some(t) = v
+            .tracks
+            .iter_mut()
+            .flatten()
+            .find(|t| t.ssrc() == media_ssrc)
+        else {
+            return;
+        };
+        let history = self
+            .streams
+            .get(&stream)
+            .and_then(|s| s.history[slot(t.kind())].as_ref());
+        let mut unrepairable = false;
+        for &seq in seqs {
+            self.out.stats.nacked += 1;
+            let Some((epoch, source_seq)) = t.source_of(seq) else {
+                // Before the viewer's sync point: not part of its stream.
+                continue;
+            };
+            let found = match history.map(|h| h.get(epoch, source_seq)) {
+                Some(Lookup::Found(m)) => m,
+                Some(Lookup::NotYetReceived) => {
+                    self.out.stats.nack_not_yet_received += 1;
+                    continue;
+                }
+                Some(Lookup::Gone) | None => {
+                    self.out.stats.nack_unrepairable += 1;
+                    unrepairable = true;
+                    continue;
+                }
+            };
+            let Some((header, payload, rtx)) = t.retransmission(now, found) else {
+                continue;
+            };
+            if rtx {
+                self.out.stats.retransmitted_rtx += 1;
+            }
+            if e.leg.send_rtp(now, &header, payload) {
+                self.out.batches.push_back(id);
+            }
+            self.out.stats.retransmitted += 1;
+        }
+        e.settle(id, self.out);
+        if unrepairable {
+            self.request_keyframe(now, &stream);
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The words the SFU's parts share: peer ids, the packets a broadcaster's media becomes, what
+//! the shell must send or act on, and the counters.
+
+use bytes::{Bytes, BytesMut};
+use golive_proto::StreamName;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::cache::Media;
+use crate::codec::MediaKind;
+use crate::rewrite::SourceEpoch;
+
+/// Identifies a peer across all workers (the shell hands them out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u64);
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "p{}", self.0)
+    }
+}
+
+/// One packet of a broadcaster, parsed once and shared (never copied) with every viewer on
+/// every worker.
+#[derive(Debug, Clone)]
+pub struct SourcePacket {
+    pub stream: StreamName,
+    /// The broadcaster's session: a new one restarts sequence numbers and timestamps.
+    pub epoch: SourceEpoch,
+    pub kind: MediaKind,
+    /// A decoder can start here.
+    pub keyframe_start: bool,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub payload: Bytes,
+}
+
+impl SourcePacket {
+    pub(crate) fn media(&self) -> Media {
+        Media {
+            epoch: self.epoch,
+            keyframe_start: self.keyframe_start,
+            seq: self.seq,
+            timestamp: self.timestamp,
+            marker: self.marker,
+            payload: self.payload.clone(),
+        }
+    }
+}
+
+/// What the worker's shell must act on.
+#[derive(Debug)]
+pub enum Output {
+    /// ICE and DTLS are up: media flows.
+    Connected(PeerId),
+    /// The peer failed, went silent, never connected or kept sending garbage; it is already
+    /// removed.
+    Failed(PeerId),
+    /// A local broadcaster's packet, for the viewers on other workers.
+    Media(Arc<SourcePacket>),
+    /// A local viewer wants a keyframe of a stream whose broadcaster is on another worker.
+    KeyframeRequest(StreamName),
+    /// A viewer was sent its first video packet (a keyframe start): its time to first frame.
+    VideoStarted(PeerId),
+}
+
+/// A datagram to send.
+#[derive(Debug)]
+pub struct Transmit {
+    pub to: SocketAddr,
+    pub data: BytesMut,
+    /// The peer it is for: a shell that cannot send it reports so with
+    /// [`crate::Sfu::handle_send_failed`] (or keeps it and reports
+    /// [`crate::Sfu::handle_send_backlog`]).
+    pub peer: PeerId,
+}
+
+/// Datagrams for one viewer, laid end to end: every one `segment_size` bytes long except
+/// perhaps the last, which is shorter. One UDP GSO send (`UDP_SEGMENT`) carries them all; a
+/// shell without GSO sends `data.chunks(segment_size)` one by one.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    pub to: SocketAddr,
+    pub peer: PeerId,
+    pub data: &'a [u8],
+    pub segment_size: usize,
+}
+
+/// Counters, for tests, logs and (later) metrics.
+#[derive(Debug, Default, Clone)]
+pub struct SfuStats {
+    pub datagrams_in: u64,
+    pub datagrams_unroutable: u64,
+    /// Datagrams from a peer's bound address that were no protocol of ours, or SRTP that did not
+    /// decrypt.
+    pub datagrams_garbage: u64,
+    pub peers_closed_for_garbage: u64,
+    pub rtp_in: u64,
+    pub rtp_dropped_duplicate_or_padding: u64,
+    pub rtp_dropped_unknown_payload_type: u64,
+    pub rtp_forwarded: u64,
+    pub pli_sent: u64,
+    pub keyframe_requests_in: u64,
+    /// Viewers whose video started from the keyframe cache, and packets sent so.
+    pub viewers_started_from_cache: u64,
+    pub cache_packets_sent: u64,
+    /// Times a source ran past the cache's bounds since its last keyframe.
+    pub cache_overflows: u64,
+    /// Packets viewers NACKed, and what became of them.
+    pub nacked: u64,
+    pub retransmitted: u64,
+    pub retransmitted_rtx: u64,
+    pub nack_not_yet_received: u64,
+    pub nack_unrepairable: u64,
+    /// Packets not sent to a viewer because its send backlog was over the bound.
+    pub rtp_dropped_slow_viewer: u64,
+    pub slow_viewer_skips: u64,
+    /// Peers whose own deadline had come when the shell woke the SFU, so their timeout handling
+    /// ran. A wake-up touches these and no other peer.
+    pub peer_timeouts: u64,
+    /// Entries the timer heap gave up at wake-ups: each one peer looked at, due or not (an
+    /// entry whose deadline moved, or of a removed peer, is looked at and dropped).
+    pub timer_entries_popped: u64,
+}
+
+/// The index of a kind in per-kind arrays (tracks, histories).
+pub(crate) fn slot(kind: MediaKind) -> usize {
+    match kind {
+        MediaKind::Audio => 0,
+        MediaKind::Video => 1,
+    }
+}
