@@ -556,12 +556,19 @@ impl LeanViewer {
         if let Some((endpoint, key)) = self.dtls.as_mut()
             && endpoint.poll_timeout(key).is_some_and(|t| t <= now)
         {
-            if let Err(e) = endpoint.handle_timeout(*key, now) {
-                tracing::debug!(ufrag = %self.ufrag, "DTLS handshake gave up: {e}");
-            }
+            let gave_up = endpoint.handle_timeout(*key, now).err();
             let to = self.media_addr.unwrap_or(*key);
             while let Some(t) = endpoint.poll_transmit() {
                 self.transmits.push_back((to, t.message));
+            }
+            if let Some(e) = gave_up
+                && !self.connected
+            {
+                // Its retransmissions are spent: the viewer is gone. Free the handshake now
+                // rather than at the connect timeout.
+                tracing::debug!(ufrag = %self.ufrag, "DTLS handshake gave up: {e}");
+                self.dtls = None;
+                self.fail();
             }
         }
         if self.connected && now >= self.last_stun_at + ICE_FAILED_TIMEOUT {
