@@ -46,35 +46,35 @@ fn rss_kb() -> i64 {
 
 /// How far a stalled viewer gets before it goes silent.
 #[derive(Debug, Clone, Copy)]
-enum Stall {
+enum SilentAfter {
     /// Nothing at all after the answer.
-    AfterAnswer,
+    Answer,
     /// Its STUN check passes, then nothing.
-    AfterCheck,
+    Check,
     /// Its first ClientHello, then nothing (the server answered with a HelloVerifyRequest).
-    AfterClientHello,
+    ClientHello,
     /// The ClientHello with the cookie too; the server sent its flight, and is left waiting.
-    AfterServerFlight,
+    ServerFlight,
 }
 
-const STALLS: [Stall; 4] = [
-    Stall::AfterAnswer,
-    Stall::AfterCheck,
-    Stall::AfterClientHello,
-    Stall::AfterServerFlight,
+const STALLS: [SilentAfter; 4] = [
+    SilentAfter::Answer,
+    SilentAfter::Check,
+    SilentAfter::ClientHello,
+    SilentAfter::ServerFlight,
 ];
 
-fn stall(s: &mut Sim, kit: &RawKit, id: PeerId, port: u16, how: Stall) {
+fn stall(s: &mut Sim, kit: &RawKit, id: PeerId, port: u16, how: SilentAfter) {
     let mut v = RawViewer::join(s, kit, id, &sim::stream("live"), port);
-    if !matches!(how, Stall::AfterAnswer) {
+    if !matches!(how, SilentAfter::Answer) {
         v.check(s);
     }
-    if matches!(how, Stall::AfterClientHello | Stall::AfterServerFlight) {
+    if matches!(how, SilentAfter::ClientHello | SilentAfter::ServerFlight) {
         for d in v.start_dtls(s.now) {
             s.inject(v.addr, &d);
         }
     }
-    if matches!(how, Stall::AfterServerFlight) {
+    if matches!(how, SilentAfter::ServerFlight) {
         let now = s.now;
         let replies: Vec<_> = s
             .take_stray(v.addr)
