@@ -154,7 +154,9 @@ impl Shared {
     }
 }
 
-/// The SRTP state of a connected viewer.
+/// The SRTP state of a connected viewer. Deliberately without `Debug`, like everything here
+/// that holds keys or the ICE password: they must never reach a log (see the test
+/// `keys_and_salts_never_appear_in_the_logs_at_trace`).
 struct Srtp {
     /// What we send: sealed in place with AES-GCM, or (AES-CM, legacy clients) through
     /// `rtc-srtp`'s context, which also protects our RTCP.

@@ -84,6 +84,9 @@ pub struct RawViewer {
     /// What we send (SRTCP) and what the SFU sends us (SRTP), once keyed.
     local: Option<Context>,
     remote: Option<Context>,
+    /// The keying material the handshake exported (RFC 5764 §4.2: client key, server key,
+    /// client salt, server salt), for tests that look for it where it must not be.
+    pub exported: Option<Vec<u8>>,
 }
 
 impl RawViewer {
@@ -130,7 +133,13 @@ impl RawViewer {
             connected: false,
             local: None,
             remote: None,
+            exported: None,
         }
+    }
+
+    /// Presents `other`'s certificate in the handshake instead of the one the offer announced.
+    pub fn use_certificate_of(&mut self, other: &RawKit) {
+        self.config = other.config.clone();
     }
 
     /// A binding request with this `username` (`"<sfu ufrag>:<ours>"` for a real one), signed
@@ -239,6 +248,7 @@ impl RawViewer {
             return;
         };
         let m: &[u8] = m.as_ref();
+        self.exported = Some(m.to_vec());
         let (client_key, server_key) = (&m[..k], &m[k..2 * k]);
         let (client_salt, server_salt) = (&m[2 * k..2 * k + s], &m[2 * k + s..]);
         let crypto = self.crypto.crypto();
