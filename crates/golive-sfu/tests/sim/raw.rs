@@ -81,6 +81,8 @@ pub struct RawViewer {
     dtls: Endpoint,
     dtls_started: bool,
     pub connected: bool,
+    /// The SFU closed the association (its close_notify arrived).
+    pub closed_by_sfu: bool,
     /// What we send (SRTCP) and what the SFU sends us (SRTP), once keyed.
     local: Option<Context>,
     remote: Option<Context>,
@@ -131,6 +133,7 @@ impl RawViewer {
             dtls: Endpoint::new(addr, TransportProtocol::UDP, None),
             dtls_started: false,
             connected: false,
+            closed_by_sfu: false,
             local: None,
             remote: None,
             exported: None,
@@ -211,12 +214,14 @@ impl RawViewer {
             return Vec::new();
         };
         if (20..=63).contains(&first) && self.dtls_started {
-            if let Ok(events) = self.dtls.read(now, SFU_ADDR, None, BytesMut::from(data))
-                && events
-                    .iter()
-                    .any(|e| matches!(e, EndpointEvent::HandshakeComplete))
-            {
-                self.on_connected();
+            if let Ok(events) = self.dtls.read(now, SFU_ADDR, None, BytesMut::from(data)) {
+                for e in events {
+                    match e {
+                        EndpointEvent::HandshakeComplete => self.on_connected(),
+                        EndpointEvent::PeerClosed => self.closed_by_sfu = true,
+                        _ => {}
+                    }
+                }
             }
         } else if (128..=191).contains(&first)
             && let Some(remote) = self.remote.as_mut()
@@ -224,6 +229,18 @@ impl RawViewer {
             let _ = remote.decrypt_rtp(data);
         }
         self.drain()
+    }
+
+    /// Ends the association: our close_notify.
+    pub fn close(&mut self, now: Instant) -> Vec<BytesMut> {
+        let _ = self.dtls.stop(now, SFU_ADDR);
+        self.drain()
+    }
+
+    /// A receiver report, protected: the first authenticated SRTCP shows the SFU the handshake
+    /// is done on our side.
+    pub fn receiver_report(&mut self) -> Option<Vec<u8>> {
+        self.srtcp(&[0x80, 201, 0, 1, 0, 0, 0, 7])
     }
 
     /// Retransmissions due by `now`.
@@ -264,6 +281,29 @@ impl RawViewer {
             .encrypt_rtcp(plain)
             .ok()
             .map(|b| b.to_vec())
+    }
+
+    /// Drives the handshake through the SFU until it is done (or `limit` has passed), stepping
+    /// the clock only while nothing is in flight.
+    pub fn connect(&mut self, s: &mut Sim, limit: std::time::Duration) -> bool {
+        let end = s.now + limit;
+        let mut send = self.start_dtls(s.now);
+        loop {
+            for d in send.drain(..) {
+                s.inject(self.addr, &d);
+            }
+            let now = s.now;
+            for d in s.take_stray(self.addr) {
+                send.extend(self.receive(now, &d));
+            }
+            if self.connected || s.now >= end {
+                return self.connected;
+            }
+            if send.is_empty() {
+                s.step();
+                send = self.handle_timeout(s.now);
+            }
+        }
     }
 
     /// Drives the handshake through the SFU (clock running) until it is done or `limit` has
