@@ -71,6 +71,7 @@ proptest! {
 
     #[test]
     fn stun_username_parsing_never_panics(data in proptest::collection::vec(any::<u8>(), 0..1600)) {
+        let _serial = serial();
         let _ = is_stun(&data);
         if let Some(u) = stun_local_ufrag(&data) {
             prop_assert!(!u.is_empty() && u.len() <= data.len());
@@ -85,6 +86,7 @@ proptest! {
         edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
         cut in any::<usize>(),
     ) {
+        let _serial = serial();
         let m = mutate(&stun(&username, body, attr), &edits, cut);
         if let Some(u) = stun_local_ufrag(&m) {
             prop_assert!(u.len() <= 513);
@@ -96,11 +98,13 @@ proptest! {
         codec in 0usize..4,
         data in proptest::collection::vec(any::<u8>(), 0..64),
     ) {
+        let _serial = serial();
         let _ = is_keyframe_start(CODECS[codec], &data);
     }
 
     #[test]
     fn sdp_parsing_never_panics_on_any_text(text in ".{0,400}") {
+        let _serial = serial();
         let _ = Sfu::publisher_media(&text);
     }
 
@@ -110,6 +114,7 @@ proptest! {
         cut in any::<usize>(),
         dup in any::<usize>(),
     ) {
+        let _serial = serial();
         let mut bytes = mutate(OFFER.as_bytes(), &edits, cut);
         // Repeat a slice: oversized and repeated lines.
         if !bytes.is_empty() {
@@ -126,6 +131,7 @@ proptest! {
     /// What `rtc`'s SRTP handler does with a decrypted packet, on anything.
     #[test]
     fn rtp_and_rtcp_parsing_never_panics(data in proptest::collection::vec(any::<u8>(), 0..1500)) {
+        let _serial = serial();
         let _ = rtc::rtp::Packet::unmarshal(&mut Bytes::from(data.clone()));
         let _ = rtc::rtcp::packet::unmarshal(&mut Bytes::from(data));
     }
@@ -138,6 +144,7 @@ proptest! {
         len in any::<u16>(),
         body in proptest::collection::vec(any::<u8>(), 0..300),
     ) {
+        let _serial = serial();
         let mut d = vec![0x80 | fmt, pt];
         d.extend_from_slice(&len.to_be_bytes());
         d.extend_from_slice(&body);
@@ -148,6 +155,7 @@ proptest! {
 /// Viewer offers the SFU must parse and answer (each builds a peer connection, so fewer).
 #[test]
 fn mutated_viewer_offers_are_answered_or_refused_never_panic() {
+    let _serial = serial();
     let cases: u64 = std::env::var("GOLIVE_FUZZ_OFFERS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -191,6 +199,7 @@ fn mutated_viewer_offers_are_answered_or_refused_never_panic() {
 /// stream stays well-formed.
 #[test]
 fn hostile_rtp_through_a_publisher_leg_is_dropped_or_forwarded_whole() {
+    let _serial = serial();
     let packets: u64 = std::env::var("GOLIVE_FUZZ_PACKETS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -281,6 +290,15 @@ fn hostile_rtp_through_a_publisher_leg_is_dropped_or_forwarded_whole() {
 // that do authenticate. Beside it a healthy viewer watches the same broadcast; its stream must
 // be exactly what it gets in the same run without the junk, and the junk must not grow the heap
 // beyond a bound.
+
+/// The tests of this binary run one at a time (each proptest case holds this): the heap is
+/// counted for the whole process, and a test running beside the one measuring would count too.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Bytes allocated and not yet freed in this test binary.
 fn live_heap() -> i128 {
@@ -704,6 +722,7 @@ proptest! {
         tamper in proptest::collection::vec(tamper_strategy(), 0..10),
         post in proptest::collection::vec(junk_strategy(), 0..200),
     ) {
+        let _serial = serial();
         let kit = kit();
         let reference = reference(kit);
         let got = run_with_hostile_viewer(kit, &pre, &tamper, &post);
@@ -720,6 +739,7 @@ proptest! {
 /// property above compares against one reference, so it must be reproducible.
 #[test]
 fn the_hostile_viewer_run_is_deterministic() {
+    let _serial = serial();
     let kit = kit();
     let a = run_with_hostile_viewer(kit, &[], &[], &[]);
     let b = reference(kit);
