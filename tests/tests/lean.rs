@@ -76,3 +76,35 @@ async fn lean_late_viewer_starts_at_a_keyframe_and_its_pli_reaches_the_publisher
     })
     .await;
 }
+
+/// Where UDP GSO is refused, a lean viewer's batch goes in one `sendmmsg`: `--no-udp-gso`
+/// takes that path from the start on a kernel that would take GSO, and every viewer still gets
+/// the broadcast byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lean_viewers_receive_the_broadcast_by_sendmmsg_when_gso_is_off() {
+    let server = GoliveServer::start_with_args(&["--viewer-leg", "lean", "--no-udp-gso"])
+        .expect("starting golive");
+    run_test("lean_viewers_by_sendmmsg", async {
+        let publisher = Session::publish(&server, "mmsg").await?;
+        // Joining mid-GOP: the keyframe cache's replay leaves in batches of many datagrams.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut viewers = Vec::new();
+        for _ in 0..4 {
+            viewers.push(Session::watch(&server, "mmsg").await?);
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let got: Vec<_> = viewers.iter().map(|v| v.peer.snapshot()).collect();
+        every_viewer_got_the_broadcast(&publisher.peer.snapshot(), &got)?;
+        Ok(())
+    })
+    .await;
+    let logs = server.logs();
+    assert!(
+        logs.contains("batch sent by sendmmsg"),
+        "no batch went by sendmmsg:\n{logs}"
+    );
+    assert!(
+        !logs.contains("UDP GSO refused"),
+        "GSO was never tried, so never refused"
+    );
+}

@@ -201,6 +201,12 @@ pub struct Config {
     #[arg(long, env = "GOLIVE_ICE_CREDENTIAL", hide_env_values = true)]
     pub ice_credential: Option<String>,
 
+    /// Send lean viewers' batches by `sendmmsg` instead of UDP GSO, as on a kernel or device that
+    /// refuses GSO (where the worker switches by itself at the first refusal): to test that path,
+    /// or to rule GSO out when chasing a problem.
+    #[arg(long, env = "GOLIVE_NO_UDP_GSO", hide = true, default_value_t = false)]
+    pub no_udp_gso: bool,
+
     /// Tests only, and only in debug builds (release builds do not have this flag): a UDP
     /// datagram whose payload is exactly this token (16 bytes or more) makes the media worker
     /// that reads it panic, to test that workers are supervised. Neither an environment

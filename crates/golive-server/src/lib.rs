@@ -338,6 +338,10 @@ pub fn start_media(config: &Config) -> anyhow::Result<AppState> {
     let taps = recording
         .as_ref()
         .map(|_| Arc::new(recording::RecordingTaps::default()));
+    if config.no_udp_gso {
+        tracing::info!("UDP GSO off (--no-udp-gso): lean viewers' batches go by sendmmsg");
+        worker::UDP_GSO_DISABLED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let workers = worker::start_workers(
         config.worker_count(),
         config.udp_bind_ip(),

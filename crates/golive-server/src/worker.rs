@@ -327,6 +327,11 @@ pub fn start_workers(
             from_others: mrx,
             status: handles[i].status.clone(),
             taps: taps.clone(),
+            batch_path: if UDP_GSO_DISABLED.load(Ordering::Relaxed) {
+                BatchPath::Mmsg
+            } else {
+                BatchPath::Gso
+            },
         };
         std::thread::Builder::new()
             .name(format!("golive-worker-{i}"))
@@ -341,6 +346,31 @@ pub fn start_workers(
 #[cfg(debug_assertions)]
 pub static TEST_PANIC_TOKEN: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
 
+/// Set before [`start_workers`] (`--no-udp-gso`): lean viewers' batches go by `sendmmsg` from
+/// the start, as on a kernel that refuses GSO, so that path can be tested on one that takes it.
+pub static UDP_GSO_DISABLED: AtomicBool = AtomicBool::new(false);
+
+/// How a lean viewer's batch leaves the worker's socket. A worker starts at the top and moves
+/// down at the first refusal, for good: the refusal is the kernel's, device's or socket's, and
+/// every later send would meet it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchPath {
+    /// One `sendmsg` with a `UDP_SEGMENT` control message: the kernel cuts the datagrams.
+    Gso,
+    /// One `sendmmsg` carrying every datagram of the batch: one syscall still, the kernel's
+    /// work per datagram as for `send_to`.
+    Mmsg,
+    /// One `send_to` per datagram (no `sendmmsg` either).
+    OneByOne,
+}
+
+/// Whether any worker has sent a batch by `sendmmsg` yet (it says so once in the log).
+static MMSG_USED: AtomicBool = AtomicBool::new(false);
+
+/// `sendmmsg` sends at most this many datagrams per call (a batch holds at most 64, the
+/// kernel's UDP_MAX_SEGMENTS).
+const MAX_MMSG: usize = 64;
+
 /// Everything a worker thread keeps across restarts: its socket (so its port, which every
 /// answer it gave names, stays), its channels, and its status.
 struct WorkerThread {
@@ -354,6 +384,8 @@ struct WorkerThread {
     status: Arc<Status>,
     /// Where local broadcasters' packets go to be recorded (kept across restarts).
     taps: Option<Arc<RecordingTaps>>,
+    /// What the socket was found to take, kept across restarts.
+    batch_path: BatchPath,
 }
 
 /// How one run of a worker ended.
@@ -425,13 +457,15 @@ impl WorkerThread {
             },
             status: self.status.clone(),
             taps: self.taps.clone(),
-            gso: true,
+            batch_path: self.batch_path,
+            mmsg: nix::sys::socket::MultiHeaders::preallocate(MAX_MMSG, None),
             failed_batches: Vec::new(),
         };
         let (commands, from_others) = (&mut self.commands, &mut self.from_others);
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
             rt.block_on(worker.run(commands, from_others))
         }));
+        self.batch_path = worker.batch_path;
         let exit = match ran {
             Ok(()) => Exit::Stopped,
             Err(panic) => {
@@ -481,8 +515,10 @@ struct Worker {
     others: Vec<mpsc::Sender<Peer2Peer>>,
     /// Socket-level totals (the SFU keeps the rest).
     stats: WorkerStats,
-    /// The kernel takes UDP GSO sends (cleared at the first refusal).
-    gso: bool,
+    /// How lean viewers' batches are sent (see [`BatchPath`]).
+    batch_path: BatchPath,
+    /// `sendmmsg`'s message headers, made once.
+    mmsg: nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
     /// Viewers a batch could not be sent to, reported once the batches are drained.
     failed_batches: Vec<PeerId>,
     status: Arc<Status>,
@@ -653,17 +689,25 @@ impl Worker {
         }
         let mut failed = std::mem::take(&mut self.failed_batches);
         while let Some(b) = self.sfu.poll_batch() {
-            let segments = b.data.len().div_ceil(b.segment_size.max(1)) as u64;
-            match send_batch(&self.socket, &mut self.gso, &b) {
-                Ok(()) => {
-                    self.stats.datagrams_out += segments;
-                    self.stats.bytes_out += b.data.len() as u64;
-                }
-                Err(e) => {
-                    // As for a single datagram: loss, never a wait.
-                    self.stats.datagrams_send_failed += segments;
-                    failed.push(b.peer);
-                    tracing::trace!(worker = self.index, to = %b.to, "batch send: {e}");
+            let segments = b.data.len().div_ceil(b.segment_size.max(1));
+            let sent = send_batch(&self.socket, &mut self.batch_path, &mut self.mmsg, &b);
+            let sent_segments = match &sent {
+                Ok(n) => *n,
+                Err(_) => 0,
+            };
+            self.stats.datagrams_out += sent_segments as u64;
+            self.stats.bytes_out += (sent_segments * b.segment_size).min(b.data.len()) as u64;
+            if sent_segments < segments {
+                // As for a single datagram: loss, never a wait.
+                self.stats.datagrams_send_failed += (segments - sent_segments) as u64;
+                failed.push(b.peer);
+                match sent {
+                    Err(e) => tracing::trace!(worker = self.index, to = %b.to, "batch send: {e}"),
+                    Ok(n) => tracing::trace!(
+                        worker = self.index,
+                        to = %b.to,
+                        "batch send: {n} of {segments} datagrams went"
+                    ),
                 }
             }
         }
@@ -712,14 +756,25 @@ impl Worker {
     }
 }
 
-/// Sends one lean viewer's batch: one `sendmsg` with a `UDP_SEGMENT` control message (the kernel
-/// cuts it into `segment_size` datagrams), or one datagram per segment where GSO is refused.
-fn send_batch(socket: &UdpSocket, gso: &mut bool, b: &golive_sfu::Batch<'_>) -> io::Result<()> {
-    use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrStorage, sendmsg};
+/// Sends one lean viewer's batch and returns how many of its datagrams went: one `sendmsg`
+/// with a `UDP_SEGMENT` control message (the kernel cuts it into `segment_size` datagrams);
+/// where GSO is refused, one `sendmmsg` of them all; where that is refused too, one `send_to`
+/// each. A refusal moves `path` down for good (and this batch is sent the next way); a full
+/// socket buffer is loss, as on the network.
+fn send_batch(
+    socket: &UdpSocket,
+    path: &mut BatchPath,
+    mmsg: &mut nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
+    b: &golive_sfu::Batch<'_>,
+) -> io::Result<usize> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrStorage, sendmmsg, sendmsg};
     use std::os::fd::AsRawFd;
-    if *gso && b.data.len() > b.segment_size {
-        let addr = SockaddrStorage::from(b.to);
-        let segment = u16::try_from(b.segment_size).unwrap_or(u16::MAX);
+    let segment_size = b.segment_size.max(1);
+    let segments = b.data.len().div_ceil(segment_size);
+    let addr = SockaddrStorage::from(b.to);
+    if *path == BatchPath::Gso && segments > 1 {
+        let segment = u16::try_from(segment_size).unwrap_or(u16::MAX);
         let iov = [io::IoSlice::new(b.data)];
         let cmsg = [ControlMessage::UdpGsoSegments(&segment)];
         match sendmsg(
@@ -729,21 +784,70 @@ fn send_batch(socket: &UdpSocket, gso: &mut bool, b: &golive_sfu::Batch<'_>) -> 
             MsgFlags::empty(),
             Some(&addr),
         ) {
-            Ok(_) => return Ok(()),
-            // No GSO here (kernel, device or socket type): send one by one from now on.
-            Err(
-                nix::errno::Errno::EIO | nix::errno::Errno::EINVAL | nix::errno::Errno::ENOPROTOOPT,
-            ) => {
-                tracing::info!("UDP GSO refused; sending one datagram per syscall");
-                *gso = false;
+            Ok(_) => return Ok(segments),
+            // No GSO here (kernel, device or socket type).
+            Err(Errno::EIO | Errno::EINVAL | Errno::ENOPROTOOPT | Errno::EOPNOTSUPP) => {
+                tracing::info!("UDP GSO refused; sending each batch by sendmmsg");
+                *path = BatchPath::Mmsg;
             }
             Err(e) => return Err(io::Error::from(e)),
         }
     }
-    for d in b.data.chunks(b.segment_size.max(1)) {
-        socket.try_send_to(d, b.to)?;
+    if *path == BatchPath::Mmsg && segments > 1 {
+        let mut sent = 0;
+        let mut chunks = b.data.chunks(segment_size).peekable();
+        while chunks.peek().is_some() {
+            let mut iovs: [[io::IoSlice<'_>; 1]; MAX_MMSG] = [[io::IoSlice::new(&[])]; MAX_MMSG];
+            let mut n = 0;
+            for (iov, chunk) in iovs.iter_mut().zip(chunks.by_ref().take(MAX_MMSG)) {
+                *iov = [io::IoSlice::new(chunk)];
+                n += 1;
+            }
+            let addrs = [Some(addr); MAX_MMSG];
+            let no_cmsgs: [ControlMessage<'_>; 0] = [];
+            match sendmmsg(
+                socket.as_raw_fd(),
+                mmsg,
+                &iovs[..n],
+                &addrs[..n],
+                no_cmsgs,
+                MsgFlags::empty(),
+            ) {
+                Ok(results) => {
+                    let went = results.count();
+                    if !MMSG_USED.swap(true, Ordering::Relaxed) {
+                        tracing::info!(
+                            "first lean viewer batch sent by sendmmsg ({went} datagrams)"
+                        );
+                    }
+                    sent += went;
+                    if went < n {
+                        // The socket buffer filled: the rest is loss.
+                        return Ok(sent);
+                    }
+                }
+                Err(Errno::ENOSYS | Errno::EINVAL | Errno::EOPNOTSUPP) if sent == 0 => {
+                    tracing::info!("sendmmsg refused; sending one datagram per syscall");
+                    *path = BatchPath::OneByOne;
+                    break;
+                }
+                Err(e) if sent == 0 => return Err(io::Error::from(e)),
+                Err(_) => return Ok(sent),
+            }
+        }
+        if *path == BatchPath::Mmsg {
+            return Ok(sent);
+        }
     }
-    Ok(())
+    let mut sent = 0;
+    for d in b.data.chunks(segment_size) {
+        match socket.try_send_to(d, b.to) {
+            Ok(_) => sent += 1,
+            Err(e) if sent == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(sent)
 }
 
 /// Binds a worker's UDP socket, non-blocking, with large buffers.

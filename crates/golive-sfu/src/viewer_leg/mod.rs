@@ -154,7 +154,9 @@ impl Shared {
     }
 }
 
-/// The SRTP state of a connected viewer.
+/// The SRTP state of a connected viewer. Deliberately without `Debug`, like everything here
+/// that holds keys or the ICE password: they must never reach a log (see the test
+/// `keys_and_salts_never_appear_in_the_logs_at_trace`).
 struct Srtp {
     /// What we send: sealed in place with AES-GCM, or (AES-CM, legacy clients) through
     /// `rtc-srtp`'s context, which also protects our RTCP.
@@ -188,8 +190,10 @@ pub(crate) struct LeanViewer {
     media_addr: Option<SocketAddr>,
     nominated: bool,
     /// The DTLS association, keyed in its endpoint by the address it started from (records from
-    /// a later address of the same viewer are fed as if from that one).
+    /// a later address of the same viewer are fed as if from that one), until it is settled.
     dtls: Option<(Endpoint, SocketAddr)>,
+    /// ...then only its session (see [`Settled`]).
+    settled: Option<Settled>,
     srtp: Option<Srtp>,
     last_stun_at: Instant,
     transmits: VecDeque<(SocketAddr, BytesMut)>,
@@ -209,6 +213,56 @@ pub(crate) struct LeanViewer {
     segments: Vec<u16>,
     sent: usize,
     sent_bytes: usize,
+}
+
+/// A DTLS association after the viewer has shown it completed the handshake (its first
+/// authenticated SRTCP: it derived the keys, so it has our Finished and will never ask for our
+/// last flight again). The endpoint, with its handshake cache, flights, certificates and
+/// buffers, is about 11 kB per viewer; the session it leaves (epochs, sequence numbers, the
+/// master secret and randoms) is a few hundred bytes. A connection is rebuilt from it for the
+/// two records that can still matter: the viewer's alert (close_notify) and ours when we close.
+struct Settled {
+    /// The session as `rtc-dtls` serializes it (never logged: it holds the master secret).
+    session: Box<[u8]>,
+    /// The address the association is keyed by.
+    key: SocketAddr,
+}
+
+/// DTLS content type of an alert record (RFC 6347 §4.1).
+const DTLS_CONTENT_ALERT: u8 = 21;
+
+impl Settled {
+    /// Serializes `endpoint`'s association for `key`, without the viewer's certificate (checked
+    /// already, and the largest part).
+    fn from_endpoint(
+        endpoint: &Endpoint,
+        key: SocketAddr,
+        crypto: &Arc<dyn RTCCryptoProvider>,
+    ) -> Result<Self, SfuError> {
+        let state = endpoint
+            .get_connection_state(key)
+            .ok_or_else(|| internal("no DTLS state"))?;
+        let full = state.marshal_binary().map_err(internal)?;
+        let mut lean = rtc::dtls::state::State::new(crypto.clone(), false);
+        lean.unmarshal_binary(&full).map_err(internal)?;
+        lean.peer_certificates = Vec::new();
+        lean.identity_hint = Vec::new();
+        let session = lean.marshal_binary().map_err(internal)?.into_boxed_slice();
+        Ok(Self { session, key })
+    }
+
+    /// An endpoint holding the association again, its handshake complete.
+    fn restore(&self, now: Instant, shared: &Shared) -> Result<Endpoint, SfuError> {
+        let mut state = rtc::dtls::state::State::new(shared.crypto.clone(), false);
+        state.unmarshal_binary(&self.session).map_err(internal)?;
+        let mut endpoint = Endpoint::new(self.key, TransportProtocol::UDP, None);
+        // A connection started from a complete session is complete at once; the side it plays
+        // is the session's (ours: the server's keys), not the endpoint's.
+        endpoint
+            .connect(now, self.key, shared.dtls.clone(), Some(state))
+            .map_err(internal)?;
+        Ok(endpoint)
+    }
 }
 
 fn slot(kind: MediaKind) -> usize {
@@ -295,6 +349,7 @@ impl LeanViewer {
                 media_addr: None,
                 nominated: false,
                 dtls: None,
+                settled: None,
                 srtp: None,
                 last_stun_at: now,
                 transmits: VecDeque::new(),
@@ -377,6 +432,39 @@ impl LeanViewer {
     }
 
     fn on_dtls(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> DatagramVerdict {
+        if let Some(settled) = &self.settled {
+            // Only an alert can still matter (the viewer closing); anything else is junk, and
+            // is not worth rebuilding the connection for.
+            if data.first() != Some(&DTLS_CONTENT_ALERT) {
+                return DatagramVerdict::Garbage;
+            }
+            let mut endpoint = match settled.restore(now, &self.shared) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::debug!(ufrag = %self.ufrag, "DTLS session not restored: {e}");
+                    return DatagramVerdict::Garbage;
+                }
+            };
+            let result = endpoint.read(now, settled.key, None, BytesMut::from(data));
+            while let Some(t) = endpoint.poll_transmit() {
+                self.transmits.push_back((from, t.message));
+            }
+            return match result {
+                Ok(events)
+                    if events
+                        .iter()
+                        .any(|e| matches!(e, EndpointEvent::PeerClosed)) =>
+                {
+                    self.fail();
+                    DatagramVerdict::Accepted
+                }
+                Ok(_) => DatagramVerdict::Accepted,
+                Err(e) => {
+                    tracing::debug!(ufrag = %self.ufrag, "DTLS refused: {e}");
+                    DatagramVerdict::Garbage
+                }
+            };
+        }
         // DTLS is routed here only from an address bound to this viewer, i.e. one whose STUN
         // check passed: that is all ICE has to prove before DTLS may start.
         let (endpoint, key) = self.dtls.get_or_insert_with(|| {
@@ -527,6 +615,9 @@ impl LeanViewer {
         let Ok(plain) = srtp.remote.decrypt_rtcp(data) else {
             return DatagramVerdict::Garbage;
         };
+        if self.dtls.is_some() {
+            self.settle_dtls();
+        }
         let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut plain.freeze()) else {
             return DatagramVerdict::Garbage;
         };
@@ -551,17 +642,39 @@ impl LeanViewer {
         DatagramVerdict::Accepted
     }
 
+    /// Shrinks the DTLS association to its session (see [`Settled`]). Where that fails the
+    /// association is kept whole: it costs memory, nothing else.
+    fn settle_dtls(&mut self) {
+        let Some((endpoint, key)) = &self.dtls else {
+            return;
+        };
+        match Settled::from_endpoint(endpoint, *key, &self.shared.crypto) {
+            Ok(settled) => {
+                self.settled = Some(settled);
+                self.dtls = None;
+            }
+            Err(e) => tracing::debug!(ufrag = %self.ufrag, "DTLS association kept: {e}"),
+        }
+    }
+
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.last_now = now;
         if let Some((endpoint, key)) = self.dtls.as_mut()
             && endpoint.poll_timeout(key).is_some_and(|t| t <= now)
         {
-            if let Err(e) = endpoint.handle_timeout(*key, now) {
-                tracing::debug!(ufrag = %self.ufrag, "DTLS handshake gave up: {e}");
-            }
+            let gave_up = endpoint.handle_timeout(*key, now).err();
             let to = self.media_addr.unwrap_or(*key);
             while let Some(t) = endpoint.poll_transmit() {
                 self.transmits.push_back((to, t.message));
+            }
+            if let Some(e) = gave_up
+                && !self.connected
+            {
+                // Its retransmissions are spent: the viewer is gone. Free the handshake now
+                // rather than at the connect timeout.
+                tracing::debug!(ufrag = %self.ufrag, "DTLS handshake gave up: {e}");
+                self.dtls = None;
+                self.fail();
             }
         }
         if self.connected && now >= self.last_stun_at + ICE_FAILED_TIMEOUT {
@@ -744,6 +857,12 @@ impl LeanViewer {
     }
 
     pub(crate) fn close(&mut self) {
+        if let Some(settled) = self.settled.take() {
+            match settled.restore(self.last_now, &self.shared) {
+                Ok(endpoint) => self.dtls = Some((endpoint, settled.key)),
+                Err(e) => tracing::debug!(ufrag = %self.ufrag, "no close_notify: {e}"),
+            }
+        }
         if let Some((mut endpoint, key)) = self.dtls.take() {
             let _ = endpoint.stop(self.last_now, key);
             let to = self.media_addr.unwrap_or(key);

@@ -28,6 +28,7 @@ struct Rollover {
     highest_seq: u16,
 }
 
+/// No `Debug`: it holds the session key and salt.
 pub(crate) struct GcmSender {
     aead: Box<dyn AeadCipher>,
     session_salt: [u8; SALT_LEN],

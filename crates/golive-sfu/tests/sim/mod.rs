@@ -17,13 +17,17 @@
 //! viewer checks each packet it receives byte for byte without anyone keeping the bytes.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use bytes::{Bytes, BytesMut};
 use golive_client::{
     ClientPeer, Clock, Feedback, MediaPlan, Numbering, PayloadTypes, PeerConfig, PeerEvent,
     Role as PeerRole, SyntheticSource,
 };
 use golive_proto::StreamName;
-use golive_sfu::{MediaOptions, Output, PeerId, Sfu, SfuConfig, SrtpPolicy, StreamMedia};
+use golive_sfu::{
+    MediaOptions, Output, PeerId, Sfu, SfuConfig, SrtpPolicy, StreamMedia, ViewerLeg,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rtc::peer_connection::state::RTCPeerConnectionState;
@@ -236,6 +240,8 @@ pub struct Sim {
     pub rtcp_to_sfu: u64,
     /// Datagrams the SFU sent to an address no client has.
     pub transmits_to_nowhere: u64,
+    /// ...kept here by destination, for the hand-driven viewers of [`raw`].
+    stray: HashMap<SocketAddr, Vec<BytesMut>>,
     /// Datagrams the SFU sent, by destination client, after `remove` (tests look at these).
     pub removed: HashMap<PeerId, Instant>,
     /// Links that are not perfect, by client.
@@ -266,6 +272,18 @@ impl Sim {
         if let Ok(leg) = std::env::var("GOLIVE_VIEWER_LEG") {
             options.viewer_leg = leg.parse().expect("GOLIVE_VIEWER_LEG is rtc or lean");
         }
+        Self::with_exact_options(options)
+    }
+
+    /// Viewers on the lean leg, whatever GOLIVE_VIEWER_LEG says (tests of that leg itself).
+    pub fn lean() -> Self {
+        Self::with_exact_options(MediaOptions {
+            viewer_leg: ViewerLeg::Lean,
+            ..MediaOptions::default()
+        })
+    }
+
+    fn with_exact_options(options: MediaOptions) -> Self {
         let t0 = Instant::now();
         Self {
             t0,
@@ -290,6 +308,7 @@ impl Sim {
             sfu_failed: Vec::new(),
             rtcp_to_sfu: 0,
             transmits_to_nowhere: 0,
+            stray: HashMap::new(),
             removed: HashMap::new(),
             links: HashMap::new(),
             in_flight: BTreeMap::new(),
@@ -604,7 +623,7 @@ impl Sim {
                 moved = true;
                 match self.by_addr.get(&t.to) {
                     Some(&i) => self.send_down(i, t.peer, t.data),
-                    None => self.transmits_to_nowhere += 1,
+                    None => self.send_nowhere(t.to, t.data),
                 }
             }
             // Lean viewers' media comes in batches (one GSO send each): split as the kernel would.
@@ -618,7 +637,7 @@ impl Sim {
                 moved = true;
                 match self.by_addr.get(&to) {
                     Some(&i) => self.send_down(i, peer, data),
-                    None => self.transmits_to_nowhere += 1,
+                    None => self.send_nowhere(to, data),
                 }
             }
             while let Some(o) = self.sfu.poll_output() {
@@ -637,10 +656,40 @@ impl Sim {
         }
     }
 
+    fn send_nowhere(&mut self, to: SocketAddr, data: BytesMut) {
+        self.transmits_to_nowhere += 1;
+        if let Some(q) = self.stray.get_mut(&to) {
+            q.push(data);
+        }
+    }
+
+    /// Keeps what the SFU sends to `addr` (no client's) from now on, for [`Sim::take_stray`].
+    pub fn catch_stray(&mut self, addr: SocketAddr) {
+        self.stray.entry(addr).or_default();
+    }
+
+    /// What the SFU sent to `addr` since the last call (nothing unless [`Sim::catch_stray`]).
+    pub fn take_stray(&mut self, addr: SocketAddr) -> Vec<BytesMut> {
+        self.stray
+            .get_mut(&addr)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Stops keeping what the SFU sends to `addr`.
+    pub fn forget_stray(&mut self, addr: SocketAddr) {
+        self.stray.remove(&addr);
+    }
+
     /// One tick of the clock: what is in flight lands, then every due client's timers (its
     /// media among them) and the SFU's fire.
     pub fn step(&mut self) {
-        self.now += STEP;
+        self.step_by(STEP);
+    }
+
+    /// One tick of `d` (coarser than [`STEP`] to cross long timeouts quickly).
+    pub fn step_by(&mut self, d: Duration) {
+        self.now += d;
         let now = self.now;
         self.land();
         for i in 0..self.clients.len() {
