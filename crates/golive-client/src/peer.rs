@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 use crate::media::{
     AUDIO_CLOCK_RATE, MediaKind, SyntheticPacket, SyntheticSource, VIDEO_CLOCK_RATE,
 };
+use crate::pacer::{Pacer, Pacing};
 
 /// H.264 constrained baseline 3.1, packetization mode 1: what browsers offer first.
 pub const H264_FMTP: &str =
@@ -145,21 +146,39 @@ impl SrtpOffer {
 }
 
 /// How the ICE agent paces its checks and when it gives up.
+///
+/// Either way the agent checks every [`NOMINATION_CHECK_INTERVAL`] while it connects: `rtc`'s
+/// controlling agent nominates a pair (sends USE-CANDIDATE) only on its first check tick after
+/// the pair's check succeeded, unless the remote sends it a check first. An ICE-lite server
+/// sends none (RFC 8445, section 2.5), so against one the check interval is the nomination
+/// delay, straight into time to first frame: 200 ms at `rtc`'s default, as long as a
+/// browser's ~50 ms pacing (Ta) at the Patient setting it had before. Once connected the
+/// agent ticks at its keepalive interval instead, so the short interval costs nothing then.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IceTiming {
-    /// rtc's defaults.
+    /// rtc's timeouts, and as many checks as rtc's default gives up after (7 at 200 ms).
     Default,
-    /// For a loaded load tester: checks at RFC 8445's Ta of 50 ms, as browsers pace them (rtc's
-    /// 200 ms would make time to first frame measure our ICE timer, not the server), enough of
-    /// them to ride out a busy server for 5 s, and a disconnect only after 15 s of silence
-    /// (an ICE-lite server shows liveness only in answers to our checks).
+    /// For a loaded load tester: enough checks to ride out a busy server for 5 s, and a
+    /// disconnect only after 15 s of silence (an ICE-lite server shows liveness only in answers
+    /// to our checks).
     Patient,
 }
 
+/// The agent's check tick while it connects, and so its nomination delay against an ICE-lite
+/// server. RFC 8445's floor for Ta is 5 ms; 10 ms keeps the checks an unanswered peer sends a
+/// busy server at a hundred a second, and the nomination delay small beside a DTLS handshake.
+pub const NOMINATION_CHECK_INTERVAL: Duration = Duration::from_millis(10);
+/// rtc's default: 7 checks 200 ms apart, about 1.4 s before a pair fails.
+const DEFAULT_ICE_CHECKING_TIME: Duration = Duration::from_millis(1_400);
+const PATIENT_ICE_CHECKING_TIME: Duration = Duration::from_secs(5);
 const PATIENT_ICE_DISCONNECTED: Duration = Duration::from_secs(15);
 const PATIENT_ICE_FAILED: Duration = Duration::from_secs(30);
-const PATIENT_ICE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
-const PATIENT_ICE_MAX_BINDING_REQUESTS: u16 = 100;
+
+/// How many checks fill `checking` at [`NOMINATION_CHECK_INTERVAL`].
+fn max_binding_requests(checking: Duration) -> u16 {
+    let n = checking.as_millis() / NOMINATION_CHECK_INTERVAL.as_millis();
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
 
 /// What every peer of a driver has in common.
 #[derive(Clone)]
@@ -176,6 +195,8 @@ pub struct PeerConfig {
     /// A publisher reports every packet it sends ([`PeerEvent::Sent`]) for checking against
     /// what viewers got.
     pub report_sent: bool,
+    /// How a publisher's video frames leave it.
+    pub pacing: Pacing,
 }
 
 impl Default for PeerConfig {
@@ -188,6 +209,7 @@ impl Default for PeerConfig {
             ice: IceTiming::Default,
             certificate: None,
             report_sent: false,
+            pacing: Pacing::Burst,
         }
     }
 }
@@ -202,6 +224,7 @@ impl std::fmt::Debug for PeerConfig {
             .field("ice", &self.ice)
             .field("shared_certificate", &self.certificate.is_some())
             .field("report_sent", &self.report_sent)
+            .field("pacing", &self.pacing)
             .finish()
     }
 }
@@ -277,6 +300,8 @@ struct Publishing {
     video: Output,
     audio: Output,
     source: SyntheticSource,
+    /// Holds video back to a browser's pace; `None`: each frame leaves in one burst.
+    pacer: Option<Pacer>,
     stats: PublisherStats,
     /// Reused between batches.
     batch: Vec<SyntheticPacket>,
@@ -420,18 +445,21 @@ impl ClientPeer {
         if let Some(srtp) = config.srtp {
             settings = settings.with_srtp_protection_profiles(srtp.profiles());
         }
-        if config.ice == IceTiming::Patient {
-            settings = settings
-                .with_ice_timeouts(
+        let checking = match config.ice {
+            IceTiming::Default => DEFAULT_ICE_CHECKING_TIME,
+            IceTiming::Patient => {
+                settings = settings.with_ice_timeouts(
                     Some(PATIENT_ICE_DISCONNECTED),
                     Some(PATIENT_ICE_FAILED),
                     None,
-                )
-                .with_ice_connection_attempts(
-                    Some(PATIENT_ICE_CHECK_INTERVAL),
-                    Some(PATIENT_ICE_MAX_BINDING_REQUESTS),
                 );
-        }
+                PATIENT_ICE_CHECKING_TIME
+            }
+        };
+        settings = settings.with_ice_connection_attempts(
+            Some(NOMINATION_CHECK_INTERVAL),
+            Some(max_binding_requests(checking)),
+        );
         let mut configuration = RTCConfigurationBuilder::new();
         if let Some(cert) = &config.certificate {
             configuration = configuration.with_certificates(vec![cert.clone()]);
@@ -486,10 +514,15 @@ impl ClientPeer {
                         payload_type,
                     })
                 };
+                let pacer = match config.pacing {
+                    Pacing::Burst => None,
+                    Pacing::Browser => Some(Pacer::new(source.plan().bitrate_bps())),
+                };
                 Some(Publishing {
                     video: add(MediaKind::Video, video_ssrc)?,
                     audio: add(MediaKind::Audio, audio_ssrc)?,
                     source,
+                    pacer,
                     stats: PublisherStats::default(),
                     batch: Vec::new(),
                 })
@@ -644,10 +677,13 @@ impl ClientPeer {
     /// When [`handle_timeout`](Self::handle_timeout) wants to be called next.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let rtc = self.pc.poll_timeout();
-        let media = self
-            .publishing
-            .as_ref()
-            .and_then(|p| p.source.poll_timeout());
+        let media = self.publishing.as_ref().and_then(|p| {
+            let paced = p.pacer.as_ref().and_then(Pacer::poll_timeout);
+            match (p.source.poll_timeout(), paced) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        });
         match (rtc, media) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -798,50 +834,82 @@ impl ClientPeer {
         let Some(p) = &mut self.publishing else {
             return;
         };
-        if p.source.poll_timeout().is_none_or(|t| t > now) {
-            return;
-        }
         let mut batch = std::mem::take(&mut p.batch);
-        p.source.produce(now, &mut batch);
-        for packet in batch.drain(..) {
-            let out = match packet.kind {
-                MediaKind::Video => p.video,
-                MediaKind::Audio => p.audio,
-            };
-            let rtp = rtc::rtp::Packet {
-                header: rtc::rtp::Header {
-                    version: 2,
-                    marker: packet.marker,
-                    payload_type: out.payload_type,
-                    sequence_number: packet.seq,
-                    timestamp: packet.ts,
-                    ssrc: out.ssrc,
-                    ..Default::default()
-                },
-                payload: packet.payload.clone(),
-            };
-            let written = match self.pc.rtp_sender(out.id) {
-                Some(mut sender) => sender.write_rtp(now, rtp).map_err(|e| e.to_string()),
-                None => Err("the sender is gone".to_owned()),
-            };
-            match written {
-                Ok(()) => {
-                    p.stats.packets_sent += 1;
-                    p.stats.payload_bytes_sent += packet.payload.len() as u64;
-                    if self.report_sent {
-                        self.events.push_back(PeerEvent::Sent(packet));
-                    }
-                }
-                Err(error) => {
-                    p.stats.write_errors += 1;
-                    self.events.push_back(PeerEvent::SendFailed {
-                        kind: packet.kind,
-                        error,
-                    });
+        if p.source.poll_timeout().is_some_and(|t| t <= now) {
+            p.source.produce(now, &mut batch);
+        }
+        if let Some(pacer) = &mut p.pacer {
+            // Audio goes out at once, ahead of paced video, as a browser's pacer sends it.
+            let mut i = 0;
+            while i < batch.len() {
+                if batch[i].kind == MediaKind::Video {
+                    pacer.push(batch.remove(i));
+                } else {
+                    i += 1;
                 }
             }
+            while let Some(mut packet) = pacer.pop(now) {
+                p.source.restamp(&mut packet, now);
+                batch.push(packet);
+            }
+        }
+        for packet in batch.drain(..) {
+            Self::write_media(
+                &mut self.pc,
+                p,
+                self.report_sent,
+                &mut self.events,
+                now,
+                packet,
+            );
         }
         p.batch = batch;
+    }
+
+    fn write_media(
+        pc: &mut RTCPeerConnection,
+        p: &mut Publishing,
+        report_sent: bool,
+        events: &mut VecDeque<PeerEvent>,
+        now: Instant,
+        packet: SyntheticPacket,
+    ) {
+        let out = match packet.kind {
+            MediaKind::Video => p.video,
+            MediaKind::Audio => p.audio,
+        };
+        let rtp = rtc::rtp::Packet {
+            header: rtc::rtp::Header {
+                version: 2,
+                marker: packet.marker,
+                payload_type: out.payload_type,
+                sequence_number: packet.seq,
+                timestamp: packet.ts,
+                ssrc: out.ssrc,
+                ..Default::default()
+            },
+            payload: packet.payload.clone(),
+        };
+        let written = match pc.rtp_sender(out.id) {
+            Some(mut sender) => sender.write_rtp(now, rtp).map_err(|e| e.to_string()),
+            None => Err("the sender is gone".to_owned()),
+        };
+        match written {
+            Ok(()) => {
+                p.stats.packets_sent += 1;
+                p.stats.payload_bytes_sent += packet.payload.len() as u64;
+                if report_sent {
+                    events.push_back(PeerEvent::Sent(packet));
+                }
+            }
+            Err(error) => {
+                p.stats.write_errors += 1;
+                events.push_back(PeerEvent::SendFailed {
+                    kind: packet.kind,
+                    error,
+                });
+            }
+        }
     }
 }
 

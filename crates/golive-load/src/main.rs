@@ -20,7 +20,7 @@ mod stats;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use golive_client::SrtpOffer;
+use golive_client::{Pacing, SrtpOffer};
 use std::time::Duration;
 
 /// Loads a golive server with one publisher and many WebRTC viewers, and reports time to first
@@ -81,6 +81,12 @@ struct Cli {
     /// Chat messages each viewer sends per second (the server allows a burst of 5, then 1/s).
     #[arg(long, default_value_t = 0.0)]
     chat_rate: f64,
+    /// Send each video frame's packets in one burst, the moment the frame is made (the load
+    /// tester's older publisher). By default the publisher paces as a browser does: a frame's
+    /// packets leave in bursts of at most 5 ms at 2.5 times the bitrate (a 2.5 Mbit/s keyframe
+    /// over about 50 ms), and latency counts from when each packet left the pacer.
+    #[arg(long)]
+    burst: bool,
     /// Write the figures as JSON to this file (`-` for stdout).
     #[arg(long)]
     json: Option<String>,
@@ -163,6 +169,11 @@ fn main() -> Result<()> {
             Srtp::Gcm => SrtpOffer::Gcm,
             Srtp::Cm => SrtpOffer::Cm,
             Srtp::Chromium => SrtpOffer::Chromium,
+        },
+        pacing: if cli.burst {
+            Pacing::Burst
+        } else {
+            Pacing::Browser
         },
         recv_buffer: (cli.recv_buffer > 0).then_some(cli.recv_buffer),
         progress: !cli.quiet,

@@ -1,5 +1,6 @@
 //! The figures of a run: a table for people, JSON under fixed keys for scripts.
 
+use golive_client::Pacing;
 use serde_json::{Value, json};
 use std::fmt::Write;
 
@@ -195,6 +196,10 @@ impl Report {
                 "publish": o.options.publish,
                 "threads": o.options.threads,
                 "srtp": format!("{:?}", o.options.srtp).to_lowercase(),
+                "publisher_pacing": match o.options.pacing {
+                    Pacing::Burst => "burst",
+                    Pacing::Browser => "paced",
+                },
                 "recv_buffer_bytes": o.options.recv_buffer,
                 "protocol": match o.options.viewer_protocol {
                     Protocol::Ws => "ws",

@@ -5,7 +5,9 @@
 use anyhow::{Context, Result, bail};
 use golive_client::peer::random_u32;
 use golive_client::signal::{Closed, Incoming, connect_ws};
-use golive_client::{Clock, FrameCounts, MediaPlan, SignalClient, SignalError, SrtpOffer, http};
+use golive_client::{
+    Clock, FrameCounts, MediaPlan, Pacing, SignalClient, SignalError, SrtpOffer, http,
+};
 use golive_proto::{ClientMessage, EndReason, ErrorCode, ServerMessage};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -62,6 +64,8 @@ pub struct Options {
     pub server_pid: Option<u32>,
     pub threads: usize,
     pub srtp: SrtpOffer,
+    /// How the publisher's video frames leave it.
+    pub pacing: Pacing,
     /// SO_RCVBUF of each viewer socket; `None` keeps the system default.
     pub recv_buffer: Option<usize>,
     pub progress: bool,
@@ -152,13 +156,20 @@ pub async fn run(options: Options) -> Result<Outcome> {
                 clock,
                 options.srtp,
                 options.recv_buffer,
+                Pacing::Burst,
             )
         })
         .collect::<Result<_>>()?;
 
     // The publisher, on an engine of its own so its pacing never waits behind viewers.
     let (stop_publisher, publisher_task, publisher_engine) = if options.publish {
-        let engine = EngineHandle::spawn("publisher".to_owned(), clock, options.srtp, None)?;
+        let engine = EngineHandle::spawn(
+            "publisher".to_owned(),
+            clock,
+            options.srtp,
+            None,
+            options.pacing,
+        )?;
         let plan = MediaPlan::for_bitrate(options.bitrate_bps, options.gop);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = match options.publisher_protocol {
