@@ -28,9 +28,11 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "golive-load", version)]
 struct Cli {
-    /// The server's HTTP address (`http://host:port`) or its WebSocket URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    server: String,
+    /// The server's HTTP address (`http://host:port`) or its WebSocket URL. Several (repeat
+    /// the flag, or separate them with commas) load a cluster: the publisher goes to the first,
+    /// viewers go round-robin to all of them, and the report splits its figures per server.
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_delimiter = ',', num_args = 1..)]
+    server: Vec<String>,
     /// The stream to publish and watch.
     #[arg(long, default_value = "bench")]
     stream: String,
@@ -144,8 +146,18 @@ fn main() -> Result<()> {
             .unwrap_or(1)
     });
     let options = run::Options {
-        ws_url: golive_client::signal::ws_url(&cli.server),
-        http: golive_client::http::authority(&cli.server).context("--server")?,
+        nodes: cli
+            .server
+            .iter()
+            .map(|s| {
+                Ok(run::Node {
+                    name: s.clone(),
+                    ws_url: golive_client::signal::ws_url(s),
+                    http: golive_client::http::authority(s)
+                        .with_context(|| format!("--server {s}"))?,
+                })
+            })
+            .collect::<Result<_>>()?,
         viewer_protocol: match cli.protocol {
             ViewerProtocol::Ws => run::Protocol::Ws,
             ViewerProtocol::Whep => run::Protocol::Http,
