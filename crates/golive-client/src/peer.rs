@@ -1039,4 +1039,115 @@ mod tests {
             assert!(sdp.contains(&format!("a=ssrc:{ssrc} ")), "{sdp}");
         }
     }
+
+    /// An ICE-lite server's answer: our offer's two m-lines, its one host candidate, no check
+    /// of its own (the DTLS fingerprint is never used: the test stops before DTLS).
+    fn ice_lite_answer(server: SocketAddr, ufrag: &str, pwd: &str) -> String {
+        let fingerprint = vec!["AB"; 32].join(":");
+        let mut sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=ice-lite\r\n\
+             a=group:BUNDLE 0 1\r\n"
+        );
+        for (mid, media) in [
+            (
+                "0",
+                "audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2",
+            ),
+            ("1", "video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000"),
+        ] {
+            sdp += &format!(
+                "m={media}\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\na=sendonly\r\na=rtcp-mux\r\n\
+                 a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n\
+                 a=fingerprint:sha-256 {fingerprint}\r\na=setup:passive\r\n\
+                 a=candidate:1 1 udp 2130706431 {} {} typ host\r\na=end-of-candidates\r\n",
+                server.ip(),
+                server.port()
+            );
+        }
+        sdp
+    }
+
+    fn binding_requests(peer: &mut ClientPeer) -> Vec<rtc::stun::message::Message> {
+        let mut out = Vec::new();
+        while let Some(t) = peer.poll_transmit() {
+            let mut m = rtc::stun::message::Message::new();
+            if m.unmarshal_binary(&t.data).is_ok() && m.typ == rtc::stun::message::BINDING_REQUEST {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    /// rtc's controlling agent nominates only on a check tick after its check succeeded (or at
+    /// once when the remote sends it a check, which an ICE-lite server never does), so the
+    /// check interval is how long a viewer of an ICE-lite server waits to nominate.
+    #[test]
+    fn a_viewer_nominates_within_one_check_interval_of_a_silent_ice_lite_servers_answer() {
+        use rtc::stun::attributes::ATTR_USE_CANDIDATE;
+        use rtc::stun::fingerprint::FINGERPRINT;
+        use rtc::stun::integrity::MessageIntegrity;
+        use rtc::stun::message::{BINDING_SUCCESS, Message, Setter};
+        use rtc::stun::xoraddr::XorMappedAddress;
+
+        let (ufrag, pwd) = ("srvufrag", "server-password-of-22-chars");
+        let local = SocketAddr::from(([127, 0, 0, 1], 5_000));
+        let server = SocketAddr::from(([127, 0, 0, 1], 6_000));
+        let t0 = Instant::now();
+        for ice in [IceTiming::Default, IceTiming::Patient] {
+            let config = PeerConfig {
+                ice,
+                ..PeerConfig::default()
+            };
+            let mut peer = ClientPeer::new(t0, local, &config, Role::Viewer).unwrap();
+            peer.accept_answer(t0, &ice_lite_answer(server, ufrag, pwd))
+                .unwrap();
+            let mut now = t0;
+            let mut answered_at = None;
+            let mut nominated_at = None;
+            for _ in 0..1_000 {
+                for request in binding_requests(&mut peer) {
+                    if request.contains(ATTR_USE_CANDIDATE) {
+                        nominated_at.get_or_insert(now);
+                        continue;
+                    }
+                    if answered_at.is_some() {
+                        continue;
+                    }
+                    // The server answers the first check 1 ms later, and sends nothing else.
+                    now += Duration::from_millis(1);
+                    let crypto = rtc::crypto::default_provider().unwrap();
+                    let mut response = Message::new();
+                    let setters: [Box<dyn Setter + '_>; 5] = [
+                        Box::new(request),
+                        Box::new(BINDING_SUCCESS),
+                        Box::new(XorMappedAddress {
+                            ip: local.ip(),
+                            port: local.port(),
+                        }),
+                        Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                            pwd.to_owned(),
+                            crypto.crypto(),
+                        )),
+                        Box::new(FINGERPRINT),
+                    ];
+                    response.build(&setters).unwrap();
+                    peer.handle_datagram(now, server, BytesMut::from(&response.raw[..]))
+                        .unwrap();
+                    answered_at = Some(now);
+                }
+                if nominated_at.is_some() {
+                    break;
+                }
+                now = peer.poll_timeout().unwrap().max(now);
+                peer.handle_timeout(now).unwrap();
+            }
+            let answered_at = answered_at.expect("the viewer checks the server's candidate");
+            let nominated_at = nominated_at.expect("the viewer nominates");
+            assert!(
+                nominated_at - answered_at <= NOMINATION_CHECK_INTERVAL,
+                "{ice:?}: nominated {:?} after the check succeeded",
+                nominated_at - answered_at
+            );
+        }
+    }
 }
