@@ -1044,9 +1044,9 @@ mod tests {
     /// of its own (the DTLS fingerprint is never used: the test stops before DTLS).
     fn ice_lite_answer(server: SocketAddr, ufrag: &str, pwd: &str) -> String {
         let fingerprint = vec!["AB"; 32].join(":");
-        let mut sdp = format!(
+        let mut sdp = String::from(
             "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=ice-lite\r\n\
-             a=group:BUNDLE 0 1\r\n"
+             a=group:BUNDLE 0 1\r\n",
         );
         for (mid, media) in [
             (
