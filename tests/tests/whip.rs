@@ -341,3 +341,110 @@ async fn aiortc_whep_player_decodes_an_aiortc_broadcast_on_the_lean_viewer_leg()
     })
     .await;
 }
+
+/// werift (npm): `tests/browser/werift_viewer.mjs`, run by node from `tests/browser`, where
+/// `npm ci` (run by `./test.sh`) installs it.
+fn werift_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser")
+}
+
+/// The node major version, if node runs.
+fn node_major() -> Option<u32> {
+    let out = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn require_werift() -> u32 {
+    let major = node_major();
+    assert!(
+        major.is_some_and(|m| m >= 20),
+        "these tests need Node.js 20 or newer (found {major:?}): `sudo apt-get install -y nodejs npm`"
+    );
+    assert!(
+        werift_dir()
+            .join("node_modules/werift/package.json")
+            .exists(),
+        "the npm package werift is not installed: run `./test.sh`, or `npm ci` in {}",
+        werift_dir().display()
+    );
+    major.unwrap_or_default()
+}
+
+/// Plays `stream` with a werift viewer (`whep` or `ws` signalling) for `seconds`; returns its
+/// report once it has passed its own checks (connected, VP8 frames from a keyframe on, audio,
+/// no sequence gap).
+async fn werift_watch(
+    server: &GoliveServer,
+    node_major: u32,
+    mode: &str,
+    stream: &str,
+    seconds: u32,
+) -> Result<serde_json::Value> {
+    let mut node = tokio::process::Command::new("node");
+    // Node 20 has the WebSocket client behind a flag; 22 and later have it by default.
+    if node_major < 22 && mode == "ws" {
+        node.arg("--experimental-websocket");
+    }
+    let child = node
+        .arg("werift_viewer.mjs")
+        .args([
+            mode,
+            &format!("http://{}", server.http_addr()),
+            stream,
+            &seconds.to_string(),
+        ])
+        .current_dir(werift_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("node starts")?;
+    finish(child, &format!("the werift {mode} viewer")).await
+}
+
+/// One broadcast, played by werift over WHEP and over the WebSocket protocol on `leg`: werift's
+/// own ICE agent, DTLS (it offers AES-GCM first, then AES-CM) and SRTP against the server.
+async fn werift_plays_on(leg: &str) {
+    let node_major = require_werift();
+    let server = GoliveServer::start_with_args(&["--viewer-leg", leg]).expect("starting golive");
+    run_test(&format!("werift_on_{leg}"), async {
+        let _publisher = Session::publish(&server, "werift").await?;
+        for mode in ["whep", "ws"] {
+            let played = werift_watch(&server, node_major, mode, "werift", 3).await?;
+            eprintln!("werift {mode} viewer on the {leg} leg: {played}");
+            ensure!(played["video"]["frames"].as_u64() > Some(30), "{played}");
+            ensure!(played["audio"]["packets"].as_u64() > Some(50), "{played}");
+            ensure!(
+                played["video"]["ssrcs"] == 1 && played["audio"]["ssrcs"] == 1,
+                "one SSRC per track: {played}"
+            );
+            // 7: AEAD_AES_128_GCM (RFC 7714), golive's only profile without --srtp-legacy.
+            ensure!(played["srtp_profile"] == 7, "{played}");
+            if mode == "whep" {
+                ensure!(played["delete_status"] == 200, "{played}");
+            }
+        }
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn werift_viewers_play_over_whep_and_websocket_on_the_rtc_viewer_leg() {
+    werift_plays_on("rtc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn werift_viewers_play_over_whep_and_websocket_on_the_lean_viewer_leg() {
+    werift_plays_on("lean").await;
+}

@@ -10,6 +10,8 @@
 //!   task.
 //! - [`media`]: the synthetic VP8 and Opus a publisher sends, each payload stamped with its
 //!   source, number and send time, and filled so a viewer can prove it arrived byte for byte.
+//! - [`pacer`]: a browser's send pacer, so a publisher's frames leave in 5 ms bursts at 2.5
+//!   times the bitrate, as a browser's do, rather than all at once.
 //! - [`verify`]: what a viewer keeps of each packet, and the check of a received track against
 //!   what its publisher sent.
 //! - [`signal`] and [`http`] (feature `tokio`): the WebSocket signalling client and the
@@ -23,6 +25,7 @@ pub mod harness;
 #[cfg(feature = "tokio")]
 pub mod http;
 pub mod media;
+pub mod pacer;
 pub mod peer;
 #[cfg(feature = "tokio")]
 pub mod signal;
@@ -30,6 +33,7 @@ pub mod verify;
 
 pub use harness::{ServerProcess, golive_binary};
 pub use media::{Clock, MediaKind, MediaPlan, Numbering, Stamp, SyntheticPacket, SyntheticSource};
+pub use pacer::{Pacer, Pacing};
 pub use peer::{
     ClientPeer, Feedback, IceTiming, KeyframeRequestKind, PayloadTypes, PeerConfig, PeerError,
     PeerEvent, PublisherStats, Role, SrtpOffer, Transmit, VideoCodec,

@@ -533,6 +533,18 @@ impl SyntheticSource {
         }
     }
 
+    /// Stamps `packet` with `now` as its send time (its payload rebuilt to match), for a
+    /// packet a pacer held back: latency then measures the network and the server, not the
+    /// pacer's queue.
+    pub fn restamp(&self, packet: &mut SyntheticPacket, now: Instant) {
+        if packet.at >= now {
+            return;
+        }
+        packet.stamp.sent_ns = self.clock.stamp_ns(now);
+        packet.payload = payload(packet.payload.len(), packet.stamp);
+        packet.at = now;
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn packet(
         &mut self,

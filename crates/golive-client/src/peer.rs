@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 use crate::media::{
     AUDIO_CLOCK_RATE, MediaKind, SyntheticPacket, SyntheticSource, VIDEO_CLOCK_RATE,
 };
+use crate::pacer::{Pacer, Pacing};
 
 /// H.264 constrained baseline 3.1, packetization mode 1: what browsers offer first.
 pub const H264_FMTP: &str =
@@ -145,21 +146,39 @@ impl SrtpOffer {
 }
 
 /// How the ICE agent paces its checks and when it gives up.
+///
+/// Either way the agent checks every [`NOMINATION_CHECK_INTERVAL`] while it connects: `rtc`'s
+/// controlling agent nominates a pair (sends USE-CANDIDATE) only on its first check tick after
+/// the pair's check succeeded, unless the remote sends it a check first. An ICE-lite server
+/// sends none (RFC 8445, section 2.5), so against one the check interval is the nomination
+/// delay, straight into time to first frame: 200 ms at `rtc`'s default, as long as a
+/// browser's ~50 ms pacing (Ta) at the Patient setting it had before. Once connected the
+/// agent ticks at its keepalive interval instead, so the short interval costs nothing then.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IceTiming {
-    /// rtc's defaults.
+    /// rtc's timeouts, and as many checks as rtc's default gives up after (7 at 200 ms).
     Default,
-    /// For a loaded load tester: checks at RFC 8445's Ta of 50 ms, as browsers pace them (rtc's
-    /// 200 ms would make time to first frame measure our ICE timer, not the server), enough of
-    /// them to ride out a busy server for 5 s, and a disconnect only after 15 s of silence
-    /// (an ICE-lite server shows liveness only in answers to our checks).
+    /// For a loaded load tester: enough checks to ride out a busy server for 5 s, and a
+    /// disconnect only after 15 s of silence (an ICE-lite server shows liveness only in answers
+    /// to our checks).
     Patient,
 }
 
+/// The agent's check tick while it connects, and so its nomination delay against an ICE-lite
+/// server. RFC 8445's floor for Ta is 5 ms; 10 ms keeps the checks an unanswered peer sends a
+/// busy server at a hundred a second, and the nomination delay small beside a DTLS handshake.
+pub const NOMINATION_CHECK_INTERVAL: Duration = Duration::from_millis(10);
+/// rtc's default: 7 checks 200 ms apart, about 1.4 s before a pair fails.
+const DEFAULT_ICE_CHECKING_TIME: Duration = Duration::from_millis(1_400);
+const PATIENT_ICE_CHECKING_TIME: Duration = Duration::from_secs(5);
 const PATIENT_ICE_DISCONNECTED: Duration = Duration::from_secs(15);
 const PATIENT_ICE_FAILED: Duration = Duration::from_secs(30);
-const PATIENT_ICE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
-const PATIENT_ICE_MAX_BINDING_REQUESTS: u16 = 100;
+
+/// How many checks fill `checking` at [`NOMINATION_CHECK_INTERVAL`].
+fn max_binding_requests(checking: Duration) -> u16 {
+    let n = checking.as_millis() / NOMINATION_CHECK_INTERVAL.as_millis();
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
 
 /// What every peer of a driver has in common.
 #[derive(Clone)]
@@ -176,6 +195,8 @@ pub struct PeerConfig {
     /// A publisher reports every packet it sends ([`PeerEvent::Sent`]) for checking against
     /// what viewers got.
     pub report_sent: bool,
+    /// How a publisher's video frames leave it.
+    pub pacing: Pacing,
 }
 
 impl Default for PeerConfig {
@@ -188,6 +209,7 @@ impl Default for PeerConfig {
             ice: IceTiming::Default,
             certificate: None,
             report_sent: false,
+            pacing: Pacing::Burst,
         }
     }
 }
@@ -202,6 +224,7 @@ impl std::fmt::Debug for PeerConfig {
             .field("ice", &self.ice)
             .field("shared_certificate", &self.certificate.is_some())
             .field("report_sent", &self.report_sent)
+            .field("pacing", &self.pacing)
             .finish()
     }
 }
@@ -277,6 +300,8 @@ struct Publishing {
     video: Output,
     audio: Output,
     source: SyntheticSource,
+    /// Holds video back to a browser's pace; `None`: each frame leaves in one burst.
+    pacer: Option<Pacer>,
     stats: PublisherStats,
     /// Reused between batches.
     batch: Vec<SyntheticPacket>,
@@ -420,18 +445,21 @@ impl ClientPeer {
         if let Some(srtp) = config.srtp {
             settings = settings.with_srtp_protection_profiles(srtp.profiles());
         }
-        if config.ice == IceTiming::Patient {
-            settings = settings
-                .with_ice_timeouts(
+        let checking = match config.ice {
+            IceTiming::Default => DEFAULT_ICE_CHECKING_TIME,
+            IceTiming::Patient => {
+                settings = settings.with_ice_timeouts(
                     Some(PATIENT_ICE_DISCONNECTED),
                     Some(PATIENT_ICE_FAILED),
                     None,
-                )
-                .with_ice_connection_attempts(
-                    Some(PATIENT_ICE_CHECK_INTERVAL),
-                    Some(PATIENT_ICE_MAX_BINDING_REQUESTS),
                 );
-        }
+                PATIENT_ICE_CHECKING_TIME
+            }
+        };
+        settings = settings.with_ice_connection_attempts(
+            Some(NOMINATION_CHECK_INTERVAL),
+            Some(max_binding_requests(checking)),
+        );
         let mut configuration = RTCConfigurationBuilder::new();
         if let Some(cert) = &config.certificate {
             configuration = configuration.with_certificates(vec![cert.clone()]);
@@ -486,10 +514,15 @@ impl ClientPeer {
                         payload_type,
                     })
                 };
+                let pacer = match config.pacing {
+                    Pacing::Burst => None,
+                    Pacing::Browser => Some(Pacer::new(source.plan().bitrate_bps())),
+                };
                 Some(Publishing {
                     video: add(MediaKind::Video, video_ssrc)?,
                     audio: add(MediaKind::Audio, audio_ssrc)?,
                     source,
+                    pacer,
                     stats: PublisherStats::default(),
                     batch: Vec::new(),
                 })
@@ -630,6 +663,17 @@ impl ClientPeer {
             message: data,
         });
         self.take_events(now);
+        if !self.is_connected() {
+            // rtc starts DTLS when ICE selects a pair (on the answer to our USE-CANDIDATE
+            // check), but its DTLS endpoint keeps the ClientHello it made until the next
+            // `handle_timeout`, which is the ICE agent's next check tick: without this the
+            // handshake would start one tick late (10 ms; 50 ms at a browser's pacing).
+            // Timers that are not due do nothing.
+            let flushed = self.pc.handle_timeout(now);
+            self.take_events(now);
+            result?;
+            return Ok(flushed?);
+        }
         Ok(result?)
     }
 
@@ -644,10 +688,13 @@ impl ClientPeer {
     /// When [`handle_timeout`](Self::handle_timeout) wants to be called next.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let rtc = self.pc.poll_timeout();
-        let media = self
-            .publishing
-            .as_ref()
-            .and_then(|p| p.source.poll_timeout());
+        let media = self.publishing.as_ref().and_then(|p| {
+            let paced = p.pacer.as_ref().and_then(Pacer::poll_timeout);
+            match (p.source.poll_timeout(), paced) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        });
         match (rtc, media) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -798,50 +845,82 @@ impl ClientPeer {
         let Some(p) = &mut self.publishing else {
             return;
         };
-        if p.source.poll_timeout().is_none_or(|t| t > now) {
-            return;
-        }
         let mut batch = std::mem::take(&mut p.batch);
-        p.source.produce(now, &mut batch);
-        for packet in batch.drain(..) {
-            let out = match packet.kind {
-                MediaKind::Video => p.video,
-                MediaKind::Audio => p.audio,
-            };
-            let rtp = rtc::rtp::Packet {
-                header: rtc::rtp::Header {
-                    version: 2,
-                    marker: packet.marker,
-                    payload_type: out.payload_type,
-                    sequence_number: packet.seq,
-                    timestamp: packet.ts,
-                    ssrc: out.ssrc,
-                    ..Default::default()
-                },
-                payload: packet.payload.clone(),
-            };
-            let written = match self.pc.rtp_sender(out.id) {
-                Some(mut sender) => sender.write_rtp(now, rtp).map_err(|e| e.to_string()),
-                None => Err("the sender is gone".to_owned()),
-            };
-            match written {
-                Ok(()) => {
-                    p.stats.packets_sent += 1;
-                    p.stats.payload_bytes_sent += packet.payload.len() as u64;
-                    if self.report_sent {
-                        self.events.push_back(PeerEvent::Sent(packet));
-                    }
-                }
-                Err(error) => {
-                    p.stats.write_errors += 1;
-                    self.events.push_back(PeerEvent::SendFailed {
-                        kind: packet.kind,
-                        error,
-                    });
+        if p.source.poll_timeout().is_some_and(|t| t <= now) {
+            p.source.produce(now, &mut batch);
+        }
+        if let Some(pacer) = &mut p.pacer {
+            // Audio goes out at once, ahead of paced video, as a browser's pacer sends it.
+            let mut i = 0;
+            while i < batch.len() {
+                if batch[i].kind == MediaKind::Video {
+                    pacer.push(batch.remove(i));
+                } else {
+                    i += 1;
                 }
             }
+            while let Some(mut packet) = pacer.pop(now) {
+                p.source.restamp(&mut packet, now);
+                batch.push(packet);
+            }
+        }
+        for packet in batch.drain(..) {
+            Self::write_media(
+                &mut self.pc,
+                p,
+                self.report_sent,
+                &mut self.events,
+                now,
+                packet,
+            );
         }
         p.batch = batch;
+    }
+
+    fn write_media(
+        pc: &mut RTCPeerConnection,
+        p: &mut Publishing,
+        report_sent: bool,
+        events: &mut VecDeque<PeerEvent>,
+        now: Instant,
+        packet: SyntheticPacket,
+    ) {
+        let out = match packet.kind {
+            MediaKind::Video => p.video,
+            MediaKind::Audio => p.audio,
+        };
+        let rtp = rtc::rtp::Packet {
+            header: rtc::rtp::Header {
+                version: 2,
+                marker: packet.marker,
+                payload_type: out.payload_type,
+                sequence_number: packet.seq,
+                timestamp: packet.ts,
+                ssrc: out.ssrc,
+                ..Default::default()
+            },
+            payload: packet.payload.clone(),
+        };
+        let written = match pc.rtp_sender(out.id) {
+            Some(mut sender) => sender.write_rtp(now, rtp).map_err(|e| e.to_string()),
+            None => Err("the sender is gone".to_owned()),
+        };
+        match written {
+            Ok(()) => {
+                p.stats.packets_sent += 1;
+                p.stats.payload_bytes_sent += packet.payload.len() as u64;
+                if report_sent {
+                    events.push_back(PeerEvent::Sent(packet));
+                }
+            }
+            Err(error) => {
+                p.stats.write_errors += 1;
+                events.push_back(PeerEvent::SendFailed {
+                    kind: packet.kind,
+                    error,
+                });
+            }
+        }
     }
 }
 
@@ -969,6 +1048,137 @@ mod tests {
         assert!(sdp.contains("VP8/90000") && !sdp.contains("H264"), "{sdp}");
         for ssrc in [0x1111, 0x2222] {
             assert!(sdp.contains(&format!("a=ssrc:{ssrc} ")), "{sdp}");
+        }
+    }
+
+    /// An ICE-lite server's answer: our offer's two m-lines, its one host candidate, no check
+    /// of its own (the DTLS fingerprint is never used: the test stops before DTLS).
+    fn ice_lite_answer(server: SocketAddr, ufrag: &str, pwd: &str) -> String {
+        let fingerprint = vec!["AB"; 32].join(":");
+        let mut sdp = String::from(
+            "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=ice-lite\r\n\
+             a=group:BUNDLE 0 1\r\n",
+        );
+        for (mid, media) in [
+            (
+                "0",
+                "audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2",
+            ),
+            ("1", "video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000"),
+        ] {
+            sdp += &format!(
+                "m={media}\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\na=sendonly\r\na=rtcp-mux\r\n\
+                 a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n\
+                 a=fingerprint:sha-256 {fingerprint}\r\na=setup:passive\r\n\
+                 a=candidate:1 1 udp 2130706431 {} {} typ host\r\na=end-of-candidates\r\n",
+                server.ip(),
+                server.port()
+            );
+        }
+        sdp
+    }
+
+    /// A silent ICE-lite server's answer to a binding request: success, nothing else.
+    fn binding_success(
+        request: rtc::stun::message::Message,
+        client: SocketAddr,
+        pwd: &str,
+    ) -> BytesMut {
+        use rtc::stun::fingerprint::FINGERPRINT;
+        use rtc::stun::integrity::MessageIntegrity;
+        use rtc::stun::message::{BINDING_SUCCESS, Message, Setter};
+        use rtc::stun::xoraddr::XorMappedAddress;
+        let crypto = rtc::crypto::default_provider().unwrap();
+        let mut response = Message::new();
+        let setters: [Box<dyn Setter + '_>; 5] = [
+            Box::new(request),
+            Box::new(BINDING_SUCCESS),
+            Box::new(XorMappedAddress {
+                ip: client.ip(),
+                port: client.port(),
+            }),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                pwd.to_owned(),
+                crypto.crypto(),
+            )),
+            Box::new(FINGERPRINT),
+        ];
+        response.build(&setters).unwrap();
+        BytesMut::from(&response.raw[..])
+    }
+
+    /// rtc's controlling agent nominates only on a check tick after its check succeeded (or at
+    /// once when the remote sends it a check, which an ICE-lite server never does), so the
+    /// check interval is how long a viewer of an ICE-lite server waits to nominate. And rtc's
+    /// DTLS endpoint hands out the ClientHello it makes when the pair is selected only in a
+    /// `handle_timeout`, which the peer calls at once.
+    #[test]
+    fn against_a_silent_ice_lite_server_a_viewer_nominates_within_a_check_interval_and_starts_dtls_at_once()
+     {
+        use rtc::stun::attributes::ATTR_USE_CANDIDATE;
+        use rtc::stun::message::{BINDING_REQUEST, Message};
+
+        let (ufrag, pwd) = ("srvufrag", "server-password-of-22-chars");
+        let local = SocketAddr::from(([127, 0, 0, 1], 5_000));
+        let server = SocketAddr::from(([127, 0, 0, 1], 6_000));
+        let t0 = Instant::now();
+        for ice in [IceTiming::Default, IceTiming::Patient] {
+            let config = PeerConfig {
+                ice,
+                ..PeerConfig::default()
+            };
+            let mut peer = ClientPeer::new(t0, local, &config, Role::Viewer).unwrap();
+            peer.accept_answer(t0, &ice_lite_answer(server, ufrag, pwd))
+                .unwrap();
+            let mut now = t0;
+            let mut checked_at = None;
+            let mut nominated_at = None;
+            let mut dtls_at = None;
+            for _ in 0..1_000 {
+                let mut requests = Vec::new();
+                while let Some(t) = peer.poll_transmit() {
+                    let mut m = Message::new();
+                    if m.unmarshal_binary(&t.data).is_ok() && m.typ == BINDING_REQUEST {
+                        requests.push(m);
+                    } else if (20..=63).contains(&t.data[0]) {
+                        // RFC 7983: a DTLS record.
+                        dtls_at.get_or_insert(now);
+                    }
+                }
+                if dtls_at.is_some() {
+                    break;
+                }
+                if !requests.is_empty() {
+                    // The server answers every check 1 ms later, and sends nothing else.
+                    now += Duration::from_millis(1);
+                    for request in requests {
+                        if request.contains(ATTR_USE_CANDIDATE) {
+                            nominated_at.get_or_insert(now);
+                        } else {
+                            checked_at.get_or_insert(now);
+                        }
+                        peer.handle_datagram(now, server, binding_success(request, local, pwd))
+                            .unwrap();
+                    }
+                    continue;
+                }
+                if let Some(t) = peer.poll_timeout() {
+                    now = now.max(t);
+                    peer.handle_timeout(now).unwrap();
+                }
+            }
+            let checked_at = checked_at.expect("the viewer checks the server's candidate");
+            let nominated_at = nominated_at.expect("the viewer nominates");
+            assert!(
+                nominated_at - checked_at <= NOMINATION_CHECK_INTERVAL + Duration::from_millis(1),
+                "{ice:?}: nominated {:?} after the check succeeded",
+                nominated_at - checked_at
+            );
+            assert_eq!(
+                dtls_at,
+                Some(nominated_at),
+                "{ice:?}: the ClientHello leaves with the answer to the nomination"
+            );
         }
     }
 }

@@ -20,7 +20,7 @@ use bytes::BytesMut;
 use golive_client::media::vp8_keyframe_start;
 use golive_client::peer::{certificate, random_u32};
 use golive_client::{
-    ClientPeer, Clock, Feedback, IceTiming, MediaPlan, PayloadTypes, PeerConfig, PeerEvent,
+    ClientPeer, Clock, Feedback, IceTiming, MediaPlan, Pacing, PayloadTypes, PeerConfig, PeerEvent,
     PublisherStats, Role as PeerRole, SrtpOffer, Stamp, SyntheticSource,
 };
 use mio::net::UdpSocket;
@@ -162,6 +162,7 @@ impl EngineHandle {
         clock: Clock,
         srtp: SrtpOffer,
         recv_buffer: Option<usize>,
+        pacing: Pacing,
     ) -> Result<Self> {
         let poll = Poll::new().context("epoll")?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).context("waker")?);
@@ -175,6 +176,7 @@ impl EngineHandle {
             srtp: Some(srtp),
             ice: IceTiming::Patient,
             certificate: Some(certificate("golive-load")?),
+            pacing,
             ..PeerConfig::default()
         };
         let engine = Engine {

@@ -20,7 +20,7 @@ mod stats;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use golive_client::SrtpOffer;
+use golive_client::{Pacing, SrtpOffer};
 use std::time::Duration;
 
 /// Loads a golive server with one publisher and many WebRTC viewers, and reports time to first
@@ -28,9 +28,11 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "golive-load", version)]
 struct Cli {
-    /// The server's HTTP address (`http://host:port`) or its WebSocket URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    server: String,
+    /// The server's HTTP address (`http://host:port`) or its WebSocket URL. Several (repeat
+    /// the flag, or separate them with commas) load a cluster: the publisher goes to the first,
+    /// viewers go round-robin to all of them, and the report splits its figures per server.
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_delimiter = ',', num_args = 1..)]
+    server: Vec<String>,
     /// The stream to publish and watch.
     #[arg(long, default_value = "bench")]
     stream: String,
@@ -81,6 +83,12 @@ struct Cli {
     /// Chat messages each viewer sends per second (the server allows a burst of 5, then 1/s).
     #[arg(long, default_value_t = 0.0)]
     chat_rate: f64,
+    /// Send each video frame's packets in one burst, the moment the frame is made (the load
+    /// tester's older publisher). By default the publisher paces as a browser does: a frame's
+    /// packets leave in bursts of at most 5 ms at 2.5 times the bitrate (a 2.5 Mbit/s keyframe
+    /// over about 50 ms), and latency counts from when each packet left the pacer.
+    #[arg(long)]
+    burst: bool,
     /// Write the figures as JSON to this file (`-` for stdout).
     #[arg(long)]
     json: Option<String>,
@@ -138,8 +146,18 @@ fn main() -> Result<()> {
             .unwrap_or(1)
     });
     let options = run::Options {
-        ws_url: golive_client::signal::ws_url(&cli.server),
-        http: golive_client::http::authority(&cli.server).context("--server")?,
+        nodes: cli
+            .server
+            .iter()
+            .map(|s| {
+                Ok(run::Node {
+                    name: s.clone(),
+                    ws_url: golive_client::signal::ws_url(s),
+                    http: golive_client::http::authority(s)
+                        .with_context(|| format!("--server {s}"))?,
+                })
+            })
+            .collect::<Result<_>>()?,
         viewer_protocol: match cli.protocol {
             ViewerProtocol::Ws => run::Protocol::Ws,
             ViewerProtocol::Whep => run::Protocol::Http,
@@ -163,6 +181,11 @@ fn main() -> Result<()> {
             Srtp::Gcm => SrtpOffer::Gcm,
             Srtp::Cm => SrtpOffer::Cm,
             Srtp::Chromium => SrtpOffer::Chromium,
+        },
+        pacing: if cli.burst {
+            Pacing::Burst
+        } else {
+            Pacing::Browser
         },
         recv_buffer: (cli.recv_buffer > 0).then_some(cli.recv_buffer),
         progress: !cli.quiet,

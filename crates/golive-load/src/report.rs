@@ -1,8 +1,10 @@
 //! The figures of a run: a table for people, JSON under fixed keys for scripts.
 
+use golive_client::Pacing;
 use serde_json::{Value, json};
 use std::fmt::Write;
 
+use crate::engine::{PeerKey, ViewerReport};
 use crate::run::{Outcome, Protocol};
 use crate::stats::{Summary, round3};
 use std::sync::atomic::Ordering::Relaxed;
@@ -11,6 +13,79 @@ use std::sync::atomic::Ordering::Relaxed;
 fn per_packet(cpu_pct: Option<f64>, pps: Option<f64>) -> Option<f64> {
     let (cpu, pps) = (cpu_pct?, pps?);
     (pps > 0.0).then(|| cpu / 100.0 / pps * 1e6)
+}
+
+/// One server's share of a run's viewers (see `--server`).
+#[derive(Debug, Clone)]
+pub struct NodeFigures {
+    pub server: String,
+    pub viewers_requested: usize,
+    pub viewers_connected: usize,
+    pub viewers_with_keyframe: usize,
+    pub ttff_ms: Option<Summary>,
+    pub packets_received: u64,
+    pub packets_lost: u64,
+    pub loss_pct: f64,
+}
+
+impl NodeFigures {
+    fn of(outcome: &Outcome) -> Vec<Self> {
+        let o = &outcome.options;
+        o.nodes
+            .iter()
+            .enumerate()
+            .map(|(j, node)| {
+                let mine: Vec<&ViewerReport> = outcome
+                    .viewers
+                    .iter()
+                    .filter(|v| o.node_index(v.key) == j)
+                    .collect();
+                let mut ttffs: Vec<f64> = mine
+                    .iter()
+                    .filter_map(|r| r.ttff)
+                    .map(|d| d.as_secs_f64() * 1e3)
+                    .collect();
+                let received = mine
+                    .iter()
+                    .map(|r| r.video.received() + r.audio.received())
+                    .sum();
+                let expected: u64 = mine
+                    .iter()
+                    .map(|r| r.video.expected() + r.audio.expected())
+                    .sum();
+                let lost = mine.iter().map(|r| r.video.lost() + r.audio.lost()).sum();
+                Self {
+                    server: node.name.clone(),
+                    viewers_requested: (0..o.viewers)
+                        .filter(|&i| o.node_index(i as PeerKey) == j)
+                        .count(),
+                    viewers_connected: mine.iter().filter(|r| r.connected).count(),
+                    viewers_with_keyframe: ttffs.len(),
+                    ttff_ms: Summary::of(&mut ttffs),
+                    packets_received: received,
+                    packets_lost: lost,
+                    loss_pct: if expected > 0 {
+                        lost as f64 * 100.0 / expected as f64
+                    } else {
+                        0.0
+                    },
+                }
+            })
+            .collect()
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "server": self.server,
+            "viewers_requested": self.viewers_requested,
+            "viewers_connected": self.viewers_connected,
+            "viewers_with_keyframe": self.viewers_with_keyframe,
+            "ttff_ms": self.ttff_ms.map_or(Value::Null, Summary::to_json),
+            "packets_received": self.packets_received,
+            "packets_lost": self.packets_lost,
+            "loss_pct": round3(self.loss_pct),
+        })
+    }
 }
 
 /// The report of one run.
@@ -42,6 +117,8 @@ pub struct Report {
     pub server_rss_mb: Option<f64>,
     pub server_rss_base_mb: Option<f64>,
     pub load_cpu_pct: Option<f64>,
+    /// The viewers' figures per server, in `--server` order.
+    pub nodes: Vec<NodeFigures>,
     pub outcome: Outcome,
 }
 
@@ -109,6 +186,7 @@ impl Report {
             server_rss_mb: outcome.server_rss_max_kb().map(mb),
             server_rss_base_mb: outcome.server_rss_base_kb.map(mb),
             load_cpu_pct: window.load_cpu_pct,
+            nodes: NodeFigures::of(&outcome),
             outcome,
         }
     }
@@ -136,6 +214,9 @@ impl Report {
             "server_cpu_pct": opt(self.server_cpu_pct),
             "server_rss_mb": opt(self.server_rss_mb),
             // Beyond the fixed keys: what explains them.
+            // Per server, in --server order (one entry for one server); the publisher is on
+            // the first. Latency is not split: it is measured per engine, not per viewer.
+            "nodes": self.nodes.iter().map(NodeFigures::to_json).collect::<Vec<_>>(),
             "viewers_received": self.viewers_received,
             "viewers_with_keyframe": self.viewers_with_keyframe,
             "viewers_ended_early": o.ended_early,
@@ -186,6 +267,7 @@ impl Report {
                 "write_errors": p.write_errors,
             }) } else { Value::Null },
             "config": {
+                "servers": o.options.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
                 "stream": o.options.stream,
                 "viewers": o.options.viewers,
                 "ramp_per_s": o.options.ramp,
@@ -195,6 +277,10 @@ impl Report {
                 "publish": o.options.publish,
                 "threads": o.options.threads,
                 "srtp": format!("{:?}", o.options.srtp).to_lowercase(),
+                "publisher_pacing": match o.options.pacing {
+                    Pacing::Burst => "burst",
+                    Pacing::Browser => "paced",
+                },
                 "recv_buffer_bytes": o.options.recv_buffer,
                 "protocol": match o.options.viewer_protocol {
                     Protocol::Ws => "ws",
@@ -244,6 +330,18 @@ impl Report {
                 None => {
                     let _ = writeln!(t, "{name:<22}{:>10}", "-");
                 }
+            }
+        }
+        if self.nodes.len() > 1 {
+            for n in &self.nodes {
+                let ttff = n
+                    .ttff_ms
+                    .map_or("-".to_owned(), |s| format!("{:.2}/{:.2}", s.p50, s.p95));
+                let _ = writeln!(
+                    t,
+                    "  {}: {} of {} viewers connected, ttff p50/p95 {ttff} ms, loss {:.4}%",
+                    n.server, n.viewers_connected, n.viewers_requested, n.loss_pct
+                );
             }
         }
         let f = |v: Option<f64>, unit: &str| v.map_or("-".to_owned(), |v| format!("{v:.1}{unit}"));

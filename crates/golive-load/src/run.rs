@@ -5,7 +5,9 @@
 use anyhow::{Context, Result, bail};
 use golive_client::peer::random_u32;
 use golive_client::signal::{Closed, Incoming, connect_ws};
-use golive_client::{Clock, FrameCounts, MediaPlan, SignalClient, SignalError, SrtpOffer, http};
+use golive_client::{
+    Clock, FrameCounts, MediaPlan, Pacing, SignalClient, SignalError, SrtpOffer, http,
+};
 use golive_proto::{ClientMessage, EndReason, ErrorCode, ServerMessage};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,11 +41,21 @@ pub enum Protocol {
     Http,
 }
 
-#[derive(Debug, Clone)]
-pub struct Options {
+/// One server (node) of the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// As given on the command line, for the report.
+    pub name: String,
     pub ws_url: String,
     /// The server's `host:port` for WHIP and WHEP.
     pub http: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// At least one. The publisher goes to the first (the origin of a cluster); viewers are
+    /// spread over all of them, round-robin: viewer `i` goes to `nodes[i % nodes.len()]`.
+    pub nodes: Vec<Node>,
     /// How viewers, and how the publisher, signal.
     pub viewer_protocol: Protocol,
     pub publisher_protocol: Protocol,
@@ -62,9 +74,27 @@ pub struct Options {
     pub server_pid: Option<u32>,
     pub threads: usize,
     pub srtp: SrtpOffer,
+    /// How the publisher's video frames leave it.
+    pub pacing: Pacing,
     /// SO_RCVBUF of each viewer socket; `None` keeps the system default.
     pub recv_buffer: Option<usize>,
     pub progress: bool,
+}
+
+impl Options {
+    /// Where the publisher publishes.
+    pub fn origin(&self) -> &Node {
+        &self.nodes[0]
+    }
+
+    /// The index into `nodes` of viewer `key`'s server.
+    pub fn node_index(&self, key: PeerKey) -> usize {
+        (key % self.nodes.len() as PeerKey) as usize
+    }
+
+    pub fn node_of(&self, key: PeerKey) -> &Node {
+        &self.nodes[self.node_index(key)]
+    }
 }
 
 /// One reading of the counters and of `/proc`.
@@ -152,13 +182,20 @@ pub async fn run(options: Options) -> Result<Outcome> {
                 clock,
                 options.srtp,
                 options.recv_buffer,
+                Pacing::Burst,
             )
         })
         .collect::<Result<_>>()?;
 
     // The publisher, on an engine of its own so its pacing never waits behind viewers.
     let (stop_publisher, publisher_task, publisher_engine) = if options.publish {
-        let engine = EngineHandle::spawn("publisher".to_owned(), clock, options.srtp, None)?;
+        let engine = EngineHandle::spawn(
+            "publisher".to_owned(),
+            clock,
+            options.srtp,
+            None,
+            options.pacing,
+        )?;
         let plan = MediaPlan::for_bitrate(options.bitrate_bps, options.gop);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = match options.publisher_protocol {
@@ -184,7 +221,7 @@ pub async fn run(options: Options) -> Result<Outcome> {
             }
             Protocol::Http => {
                 let location = start_whip_publisher(&options, &engine, plan, &shared).await?;
-                let http = options.http.clone();
+                let http = options.origin().http.clone();
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
                     let _ = rx.await;
@@ -327,7 +364,7 @@ async fn start_publisher(
     plan: MediaPlan,
     shared: &Shared,
 ) -> Result<SignalClient> {
-    let mut signal = connect(options, shared).await?;
+    let mut signal = connect(options.origin(), shared).await?;
     let offer = engine.offer(PUBLISHER_KEY, Some(plan)).await?;
     let sent = Instant::now();
     signal
@@ -355,12 +392,13 @@ async fn start_whip_publisher(
     let offer = engine.offer(PUBLISHER_KEY, Some(plan)).await?;
     let sent = Instant::now();
     let path = format!("/whip/{}", options.stream);
-    let (answer, location) = http::post_offer(&options.http, &path, &offer.sdp, CONNECT_TIMEOUT)
+    let origin = options.origin();
+    let (answer, location) = http::post_offer(&origin.http, &path, &offer.sdp, CONNECT_TIMEOUT)
         .await
         .context("WHIP publish")?;
     note_server_ports(shared, &answer);
     if let Err(e) = engine.answer(PUBLISHER_KEY, answer, sent).await {
-        http::delete(&options.http, &location, CONNECT_TIMEOUT).await;
+        http::delete(&origin.http, &location, CONNECT_TIMEOUT).await;
         return Err(e);
     }
     publisher_connected(engine).await?;
@@ -387,9 +425,9 @@ fn client_message(json: serde_json::Value) -> Result<ClientMessage> {
     ClientMessage::parse(&json.to_string()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// A signalling socket whose frames count into the run's figures.
-async fn connect(options: &Options, shared: &Shared) -> Result<SignalClient> {
-    let ws = connect_ws(&options.ws_url, CONNECT_TIMEOUT).await?;
+/// A signalling socket to `node` whose frames count into the run's figures.
+async fn connect(node: &Node, shared: &Shared) -> Result<SignalClient> {
+    let ws = connect_ws(&node.ws_url, CONNECT_TIMEOUT).await?;
     Ok(SignalClient::from_ws(ws).with_counts(Arc::clone(&shared.ws)))
 }
 
@@ -468,7 +506,7 @@ async fn viewer(
     shared: &Shared,
     leave_at: Instant,
 ) -> Result<()> {
-    let mut signal = connect(options, shared).await?;
+    let mut signal = connect(options.node_of(key), shared).await?;
     let offer = viewer_offer(engine, key, shared).await?;
     let watch_sent = Instant::now();
     signal
@@ -545,11 +583,12 @@ async fn whep_viewer(
     shared: &Shared,
     leave_at: Instant,
 ) -> Result<()> {
+    let node = options.node_of(key);
     let offer = viewer_offer(engine, key, shared).await?;
     let sent = Instant::now();
     let path = format!("/whep/{}", options.stream);
     let (answer, location) =
-        http::post_offer(&options.http, &path, &offer.sdp, CONNECT_TIMEOUT).await?;
+        http::post_offer(&node.http, &path, &offer.sdp, CONNECT_TIMEOUT).await?;
     note_server_ports(shared, &answer);
     let applied = engine.answer(key, answer, sent).await;
     if applied.is_ok() {
@@ -557,7 +596,7 @@ async fn whep_viewer(
         tokio::time::sleep_until(leave_at.into()).await;
         shared.active.fetch_sub(1, Ordering::Relaxed);
     }
-    if !http::delete(&options.http, &location, CONNECT_TIMEOUT).await {
+    if !http::delete(&node.http, &location, CONNECT_TIMEOUT).await {
         shared.delete_failures.fetch_add(1, Ordering::Relaxed);
     }
     applied
