@@ -16,7 +16,10 @@
 //   - answer → ICE connected, answer → DTLS connected (the RTCIceTransport's and
 //     RTCDtlsTransport's statechange events) and answer → connected (connectionState), where
 //     "answer" is setRemoteDescription resolved; the transport's getStats entry (iceState,
-//     dtlsState) is checked to agree once connected;
+//     dtlsState) is checked to agree once connected. ICE may connect before the promise
+//     resolves (the checks start on Chromium's network thread as soon as the answer is parsed,
+//     the promise resolves on the page's busy main thread), so ICE figures can be negative;
+//     answer received (the fetch's body read) → connected is printed too;
 //   - time to first frame: RTCPeerConnection created → the first frame presented
 //     (requestVideoFrameCallback's presentationTime).
 // Prints p50/p95 of each figure, the servers side by side. A benchmark, not a test: it fails
@@ -196,6 +199,7 @@ try {
       ice: t.ice - t.applied,
       dtls: t.dtls - t.applied,
       connected: t.connected - t.applied,
+      received: t.connected - t.answered,
       answer: t.answered - t.offered,
       ttff: t.frame - t.created,
     };
@@ -217,10 +221,11 @@ try {
     ['answer → ICE connected', 'ice'],
     ['answer → DTLS connected', 'dtls'],
     ['answer → connected', 'connected'],
+    ['answer received → connected', 'received'],
     ['POST → answer', 'answer'],
     ['pc created → first frame', 'ttff'],
   ];
-  const width = 26;
+  const width = 30;
   console.log(`\nconnect and first frame, p50 / p95 ms (${JOINERS} late WHEP players per server, `
     + `broadcasts running ${RUN_MS / 1000} s, Chromium on 127.0.0.1):`);
   console.log(`${''.padEnd(width)}${servers.map((s) => s.label.padStart(16)).join('')}`);
