@@ -2,7 +2,8 @@
 """The ICE and DTLS handshake of each WebRTC client on loopback, from a packet capture.
 
     tcpdump -i lo -w cap.pcap udp &   # while clients connect
-    bench/handshake_timeline.py cap.pcap rtc=54125,42555 lean=45196,52025 pion=50089
+    bench/handshake_timeline.py cap.pcap rtc=54125,42555 lean=45196,52025 pion=50089 \
+        [--players connect-output.txt]
 
 Each label names a server's media UDP ports. For every client flow (client address to one of
 those ports) it prints, in ms from the client's first STUN check: the server's first STUN
@@ -10,9 +11,12 @@ answer, the server's own first check (a full ICE agent sends them, an ICE-lite o
 the client's first check with USE-CANDIDATE, the first DTLS ClientHello (from whichever side is
 the DTLS client), the HelloVerifyRequest (a cookie round trip) if any, the ServerHello, and the
 first RTP/RTCP from the server; then every DTLS handshake record of the flow in order, and per
-label the median of each step.
+label the median of each step. With --players (the output of tests/browser/connect.mjs run with
+CONNECT_RAW=1) the page's own events (answer applied, ICE, DTLS and connection `connected`,
+first frame presented) join each flow's timeline, on the same clock (same machine).
 Reads classic pcap (tcpdump -w) with Ethernet or Linux cooked framing; standard library only.
 """
+import json
 import statistics
 import struct
 import sys
@@ -84,16 +88,38 @@ def classify(payload):
     return None
 
 
+PAGE_EVENTS = [("applied", "page: answer applied"), ("ice", "page: ICE connected"),
+               ("dtls", "page: DTLS connected"), ("connected", "page: connected"),
+               ("frame", "page: first frame")]
+
+
+def page_events(path):
+    """(label, port) -> {event: wall-clock seconds} from connect.mjs's `raw {...}` lines."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            if line.startswith("raw "):
+                r = json.loads(line[4:])
+                out[(r["label"], r["port"])] = {k: v / 1000 for k, v in r["wall"].items()}
+    return out
+
+
 def main():
-    if len(sys.argv) < 3:
+    args = sys.argv[1:]
+    players = {}
+    if "--players" in args:
+        i = args.index("--players")
+        players = page_events(args[i + 1])
+        del args[i:i + 2]
+    if len(args) < 2:
         sys.exit(__doc__)
     labels = {}
-    for arg in sys.argv[2:]:
+    for arg in args[1:]:
         label, ports = arg.split("=", 1)
         for p in ports.split(","):
             labels[int(p)] = label
     flows = {}
-    for t, src, dst, payload in packets(sys.argv[1]):
+    for t, src, dst, payload in packets(args[0]):
         if dst[1] in labels and src[1] not in labels:
             key, from_client = (src, dst), True
         elif src[1] in labels and dst[1] not in labels:
@@ -104,6 +130,11 @@ def main():
         if kind is None:
             continue
         f = flows.setdefault(key, {"label": labels[key[1][1]], "dtls": []})
+        if "page" not in f:
+            f["page"] = players.get((f["label"], src[1] if from_client else dst[1]), {})
+            for k, name in PAGE_EVENTS:
+                if k in f["page"]:
+                    f[name] = f["page"][k]
         who = "C" if from_client else "S"
         if kind[0] == "stun" and kind[1] == 0x0001:
             f.setdefault("check" if from_client else "server check", t)
@@ -120,6 +151,8 @@ def main():
             f["rtp from client"] = f.get("rtp from client", 0) + 1
     steps = ["stun answer", "server check", "use-candidate", "ClientHello", "HelloVerifyRequest",
              "ServerHello", "first RTP/RTCP"]
+    if players:
+        steps += [name for _, name in PAGE_EVENTS]
     per_label = {}
     unused = {}
     print("ms from the client's first STUN check (C: from the client, S: from the server)")

@@ -25,7 +25,8 @@
 // Prints p50/p95 of each figure, the servers side by side. A benchmark, not a test: it fails
 // only when a player saw no frame (or a server refused a publisher or a player).
 // Environment: CHROMIUM_PATH, CONNECT_JOINERS (players per server, 10), CONNECT_RUN_MS (how
-// long the broadcasts run before the first player, 3000).
+// long the broadcasts run before the first player, 3000), CONNECT_RAW=1 (a `raw {...}` line
+// per player: its events in wall-clock ms and its UDP port, for bench/handshake_timeline.py).
 import http from 'node:http';
 import { launch, sleep } from './chromium.mjs';
 
@@ -151,8 +152,13 @@ async function play([base, stream, waitMs]) {
   t.frame = frameAt;
   // The same moments as getStats sees them: the transport must say connected on both layers.
   let transport = null;
-  (await pc.getStats()).forEach((s) => {
-    if (s.type === 'transport') transport = { iceState: s.iceState, dtlsState: s.dtlsState, srtpCipher: s.srtpCipher };
+  const stats = await pc.getStats();
+  stats.forEach((s) => {
+    if (s.type === 'transport') {
+      const pair = stats.get(s.selectedCandidatePairId);
+      const local = pair && stats.get(pair.localCandidateId);
+      transport = { iceState: s.iceState, dtlsState: s.dtlsState, srtpCipher: s.srtpCipher, localPort: local && local.port };
+    }
   });
   let frames = 0;
   for (let i = 0; i < 30 && frames < 5; i++) {
@@ -163,7 +169,7 @@ async function play([base, stream, waitMs]) {
   }
   pc.close();
   if (location) await fetch(new URL(location, base), { method: 'DELETE' }).catch(() => {});
-  return { t, transport, frames };
+  return { t, transport, frames, timeOrigin: performance.timeOrigin };
 }
 
 const browser = await launch();
@@ -211,6 +217,12 @@ try {
     if (r.frames < 1) {
       failed = true;
       console.log(`player ${i + 1} (${s.label}): a frame was presented but getStats counts no decoded frame`);
+    }
+    if (process.env.CONNECT_RAW === '1') {
+      // Wall-clock times (ms since the epoch) and the player's UDP port, to line the page's
+      // events up with a packet capture (bench/handshake_timeline.py).
+      const wall = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, r.timeOrigin + v]));
+      console.log(`raw ${JSON.stringify({ label: s.label, port: stats.localPort, wall })}`);
     }
     console.log(`player ${i + 1} (${s.label}): answer → ICE ${row.ice.toFixed(1)} ms, DTLS ${row.dtls.toFixed(1)} ms, `
       + `connected ${row.connected.toFixed(1)} ms; POST → answer ${row.answer.toFixed(1)} ms; `
