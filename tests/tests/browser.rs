@@ -2,8 +2,10 @@
 //! Debian's `/usr/bin/chromium`) against the real `golive` binary; `tests/browser/whip.mjs`,
 //! WHIP and WHEP from a plain page with `fetch`; `tests/browser/embed.mjs`, the SDK and the embed
 //! from pages of another origin; `tests/browser/ttff.mjs`, which prints the time to first
-//! frame of late joiners; and `tests/browser/replay.mjs`, a recorded broadcast played and
-//! seeked on `/replay/<id>` with its chat in step.
+//! frame of late joiners; `tests/browser/connect.mjs`, which prints how fast WHEP players
+//! connect and see a frame on each viewer leg (and on pion's relay, given its binary); and
+//! `tests/browser/replay.mjs`, a recorded broadcast played and seeked on `/replay/<id>` with its
+//! chat in step.
 //!
 //! The script goes live from `/live` with Chromium's fake camera, finds the broadcast on `/`,
 //! watches it from three `/watch` pages (one phone-sized) that must each decode a growing number
@@ -107,13 +109,18 @@ static ONE_BROWSER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs `node <script> <url>`, one script at a time; returns (success, combined output).
 fn run_script(script: &str, url: &str) -> (bool, String) {
+    run_script_with_args(script, &[url])
+}
+
+/// Runs `node <script> <args>...`, one script at a time; returns (success, combined output).
+fn run_script_with_args(script: &str, args: &[&str]) -> (bool, String) {
     let _one = ONE_BROWSER_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = browser_dir();
     let mut child = Command::new("node")
         .arg(dir.join(script))
-        .arg(url)
+        .args(args)
         .current_dir(&dir)
         .env("CHROMIUM_PATH", chromium_path())
         .stdin(Stdio::null())
@@ -233,6 +240,92 @@ fn time_to_first_frame_of_late_joiners_is_measured_and_printed() {
             .unwrap_or_else(|| panic!("no `{prefix}` line:\n{output}"));
         eprintln!("{line}");
     }
+}
+
+/// Where a pion v3 relay binary (`bench/pion-relay/build.sh` builds one) is given to the
+/// connect benchmark, which then measures it beside golive.
+const PION_RELAY_ENV: &str = "GOLIVE_PION_RELAY";
+
+/// A running pion relay (`bench/pion-relay`), killed when dropped.
+struct PionRelay {
+    child: std::process::Child,
+    url: String,
+}
+
+impl PionRelay {
+    /// Starts `binary` on free loopback ports and waits for its `listening on <url>` line.
+    fn start(binary: &Path) -> Self {
+        let mut child = Command::new(binary)
+            .args(["--listen", "127.0.0.1:0", "--udp", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{PION_RELAY_ENV}={}: {e}", binary.display()));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("reading the relay's first line");
+        let url = line
+            .strip_prefix("listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("the pion relay said {line:?}, not `listening on <url>`"))
+            .to_owned();
+        Self { child, url }
+    }
+}
+
+impl Drop for PionRelay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 14: late-joining Chromium WHEP players on golive's `rtc` viewer leg and on its lean
+/// leg, side by side with the same WHIP publisher (and pion's relay beside them when
+/// `GOLIVE_PION_RELAY` names its binary): answer applied → ICE, DTLS and connection connected,
+/// and peer connection created → first frame presented, printed as p50/p95. A benchmark: only
+/// that every player on every server decoded frames is asserted.
+#[test]
+fn whep_players_connect_and_first_frame_on_the_rtc_and_lean_legs_are_measured_and_printed() {
+    require_prerequisites();
+    let rtc = GoliveServer::start_with_args(&["--viewer-leg", "rtc"]).expect("golive starts");
+    let lean = GoliveServer::start_with_args(&["--viewer-leg", "lean"]).expect("golive starts");
+    let pion = std::env::var_os(PION_RELAY_ENV).map(|bin| PionRelay::start(Path::new(&bin)));
+    let mut args = vec![
+        format!("rtc=http://{}", rtc.http_addr()),
+        format!("lean=http://{}", lean.http_addr()),
+    ];
+    if let Some(pion) = &pion {
+        args.push(format!("pion={}", pion.url));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, output) = run_script_with_args("connect.mjs", &args);
+    println!("{output}");
+    assert!(
+        ok,
+        "tests/browser/connect.mjs failed:\n{output}\n---- golive --viewer-leg rtc ----\n{}\n\
+         ---- golive --viewer-leg lean ----\n{}",
+        rtc.logs(),
+        lean.logs()
+    );
+    let mut labels = vec!["rtc", "lean"];
+    if pion.is_some() {
+        labels.push("pion");
+    }
+    for label in labels {
+        let prefix = format!("CONNECT {label}: answer → connected p50");
+        let line = output
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line:\n{output}"));
+        eprintln!("{line}");
+    }
+    assert!(
+        output.contains("PASS: every player on every server decoded frames"),
+        "{output}"
+    );
 }
 
 /// Issue 13: a broadcast from `/live` (the fake camera's real VP8) with chat at known moments,
