@@ -5,10 +5,13 @@
 //! else, and only one of two racing publishers goes live), the stream list and viewer counts
 //! of every node are cluster-wide, a dead node leaves the registry, and while Redis is out of
 //! reach a node keeps serving what it holds, refuses what needs the cluster with
-//! `cluster_unavailable`, and rejoins by itself when Redis is back.
+//! `cluster_unavailable`, and rejoins by itself when Redis is back. Relays: viewers on every
+//! node get the broadcast byte for byte through one relay per node, relays form a tree when
+//! the origin is full, and viewers survive the death of their node or of the origin.
 
 use anyhow::{Context, Result, bail, ensure};
 use golive_e2e::media::MediaKind;
+use golive_e2e::verify::every_viewer_got_the_broadcast;
 use golive_e2e::{GoliveServer, Session, SignalClient, TestPeer, publish_message, run_test};
 use golive_proto::{ErrorCode, ServerMessage};
 use std::net::TcpListener;
@@ -87,13 +90,19 @@ fn free_port() -> Result<u16> {
 }
 
 fn node(redis: &Redis) -> GoliveServer {
-    GoliveServer::start_with_args(&[
+    node_with(redis, &[])
+}
+
+fn node_with(redis: &Redis, extra: &[&str]) -> GoliveServer {
+    let url = redis.url();
+    let mut args = vec![
         "--cluster-redis",
-        &redis.url(),
+        &url,
         "--cluster-secret",
         "e2e-cluster-secret",
-    ])
-    .expect("starting a golive node")
+    ];
+    args.extend_from_slice(extra);
+    GoliveServer::start_with_args(&args).expect("starting a golive node")
 }
 
 async fn signal(server: &GoliveServer) -> Result<SignalClient> {
@@ -284,10 +293,10 @@ async fn stream_list_and_viewer_counts_are_cluster_wide_and_a_dead_node_leaves()
         for n in [&a, &b, &c] {
             wait_streams(n, &[("on-a", 2), ("on-b", 1)]).await?;
         }
-        // A stream held on another node is not watched here (yet): a clear not-found.
+        // A stream live on no node is a clear not-found on every node.
         let mut s = signal(&c).await?;
         let offered = TestPeer::viewer(golive_e2e::VideoCodec::Vp8).await?;
-        s.send(&golive_e2e::watch_message("on-a", offered.sdp()))
+        s.send(&golive_e2e::watch_message("nowhere", offered.sdp()))
             .await?;
         let (code, _) = s.expect_error().await?;
         ensure!(code == ErrorCode::StreamNotFound, "watch on c: {code}");
@@ -367,6 +376,79 @@ async fn without_redis_nodes_serve_what_they_hold_refuse_cluster_joins_and_rejoi
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        Ok(())
+    })
+    .await;
+}
+
+/// How long the broadcast runs while viewers on every node receive it, before the check.
+const PLAY: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn viewers_on_three_nodes_get_the_broadcast_byte_for_byte_through_one_relay_per_node() {
+    let redis = Redis::start().expect("redis");
+    let (origin, b, c) = (node(&redis), node(&redis), node(&redis));
+    run_test("one broadcast, three nodes", async {
+        redis.settled().await;
+        for n in [&origin, &b, &c] {
+            wait_metric(n, "golive_cluster_members", 3.0).await?;
+        }
+        let publisher = Session::publish(&origin, "big").await?;
+        let mut viewers = Vec::new();
+        for n in [&origin, &b, &c, &b, &c, &b] {
+            viewers.push(Session::watch(n, "big").await?);
+        }
+        tokio::time::sleep(PLAY).await;
+        let got: Vec<_> = viewers.iter().map(|v| v.peer.snapshot()).collect();
+        every_viewer_got_the_broadcast(&publisher.peer.snapshot(), &got)?;
+        // Five viewers on other nodes, two relays: one per node, whatever its viewers.
+        ensure!(metric(&origin, "golive_cluster_relays_out").await? == 2.0);
+        ensure!(metric(&origin, "golive_cluster_relays_in").await? == 0.0);
+        for edge in [&b, &c] {
+            ensure!(metric(edge, "golive_cluster_relays_in").await? == 1.0);
+            ensure!(metric(edge, "golive_cluster_relays_out").await? == 0.0);
+        }
+        // The counts stay exact: relays are not viewers.
+        for n in [&origin, &b, &c] {
+            wait_streams(n, &[("big", 6)]).await?;
+        }
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_origin_that_serves_one_relay_feeds_three_nodes_through_a_tree() {
+    let redis = Redis::start().expect("redis");
+    let one = ["--max-relays-per-stream", "1"];
+    let origin = node_with(&redis, &one);
+    let edges = [
+        node_with(&redis, &one),
+        node_with(&redis, &one),
+        node_with(&redis, &one),
+    ];
+    run_test("relay tree", async {
+        redis.settled().await;
+        for n in edges.iter().chain([&origin]) {
+            wait_metric(n, "golive_cluster_members", 4.0).await?;
+        }
+        let publisher = Session::publish(&origin, "tree").await?;
+        let mut viewers = Vec::new();
+        for e in &edges {
+            viewers.push(Session::watch(e, "tree").await?);
+        }
+        tokio::time::sleep(PLAY).await;
+        let got: Vec<_> = viewers.iter().map(|v| v.peer.snapshot()).collect();
+        every_viewer_got_the_broadcast(&publisher.peer.snapshot(), &got)?;
+        ensure!(metric(&origin, "golive_cluster_relays_out").await? == 1.0);
+        let mut served = 0.0;
+        for e in &edges {
+            ensure!(metric(e, "golive_cluster_relays_in").await? == 1.0);
+            let out = metric(e, "golive_cluster_relays_out").await?;
+            ensure!(out <= 1.0, "an edge serves {out} relays");
+            served += out;
+        }
+        ensure!(served == 2.0, "the edges serve {served} relays, not 2");
         Ok(())
     })
     .await;

@@ -218,6 +218,7 @@ pub fn app(state: AppState) -> Router {
         .merge(web::routes())
         .merge(whip::routes())
         .merge(replay::routes())
+        .merge(cluster::relay::routes())
         .with_state(state)
 }
 
@@ -350,6 +351,7 @@ pub fn start_media(config: &Config) -> anyhow::Result<AppState> {
             ..Default::default()
         },
         taps.clone(),
+        config.cluster_redis.is_some(),
     )?;
     for w in &workers {
         tracing::info!(worker = w.index, "media on udp {}", w.addr);

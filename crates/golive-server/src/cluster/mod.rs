@@ -16,6 +16,7 @@
 //! Without `--cluster-redis` none of this exists and a node runs alone, exactly as before.
 
 pub mod registry;
+pub mod relay;
 pub mod store;
 
 use golive_proto::{EndReason, ErrorCode, ProtocolError, StreamName};
@@ -56,6 +57,11 @@ pub struct Settings {
     pub max_relays_per_stream: usize,
     /// Viewers this node takes at most, announced as its capacity.
     pub capacity: usize,
+    /// A relay goes on this long after the node's last viewer of its stream left.
+    pub relay_linger: std::time::Duration,
+    /// How long a relayed stream's viewers wait for its source to come back (the broadcaster's
+    /// reconnect grace, which also covers an origin that moves to another node).
+    pub reconnect_grace: std::time::Duration,
 }
 
 /// The cluster's own metrics, in the server's registry.
@@ -114,6 +120,8 @@ pub struct Cluster {
     /// Record keys already logged as malformed (each is logged once).
     logged: Mutex<HashSet<String>>,
     metrics: ClusterMetrics,
+    /// The streams this node pulls from other nodes and serves to them.
+    relays: relay::Relays,
 }
 
 fn unavailable() -> ProtocolError {
@@ -148,7 +156,6 @@ impl Cluster {
             .map_err(|e| anyhow::anyhow!("--cluster-redis {}: {e}", redact(&settings.redis_url)))?;
         Ok(Self {
             id: format!("{:016x}", rand::random::<u64>()),
-            settings,
             url: std::sync::OnceLock::new(),
             store,
             up: AtomicBool::new(false),
@@ -156,6 +163,8 @@ impl Cluster {
             view: Mutex::default(),
             logged: Mutex::default(),
             metrics: ClusterMetrics::new(metrics),
+            relays: relay::Relays::new(&settings.secret, metrics),
+            settings,
         })
     }
 
@@ -243,6 +252,26 @@ impl Cluster {
         )
     }
 
+    /// Makes this node pull `stream` from the node that holds it (a relay), for a viewer here;
+    /// `Ok` once the stream is in this node's directory.
+    pub async fn pull(self: &Arc<Self>, stream: &StreamName) -> Result<(), ProtocolError> {
+        if !self.is_up() {
+            return Err(unavailable());
+        }
+        relay::pull(self, stream).await
+    }
+
+    /// A broadcaster of `stream` took its lease on this node: a relay of it here gives way.
+    pub fn yield_relay(&self, stream: &StreamName, directory: &Directory) {
+        self.relays
+            .yield_to_broadcaster(stream, directory, self.settings.reconnect_grace);
+    }
+
+    /// Whether this node serves relays of `stream` to other nodes.
+    pub fn serves_relays(&self, stream: &StreamName) -> bool {
+        self.relays.served(stream) > 0
+    }
+
     /// Every live stream of the cluster, with its viewers on every node.
     pub fn streams(&self, directory: &Directory) -> Vec<StreamSummary> {
         self.lock_view().streams(directory.list())
@@ -293,6 +322,7 @@ impl Cluster {
     ) {
         let url = (self.settings.node_url.clone()).unwrap_or_else(|| format!("http://{listening}"));
         let _ = self.url.set(url);
+        relay::start(&self, directory.clone(), workers.clone());
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut egress = Egress::default();
@@ -322,7 +352,7 @@ impl Cluster {
                 .map(|s| StreamLoad {
                     stream: s.stream.clone(),
                     viewers: s.viewers as u64,
-                    origin: true,
+                    origin: !self.relays.is_relayed(&s.stream),
                     title: s.title.clone(),
                     live_since: Some(s.live_since.clone()),
                     hearts_per_minute: s.hearts_per_minute,
@@ -334,6 +364,15 @@ impl Cluster {
             .heartbeat(&self.id, &record.to_json(), NODE_TTL)
             .await?;
         self.renew_leases(directory).await?;
+        // Where other nodes may pull each stream held here from, and how many relays it serves.
+        for s in &local {
+            if let Ok(stream) = StreamName::new(&s.stream) {
+                let served = self.relays.served(&stream);
+                self.store
+                    .set_relay_entry(&stream, &self.id, served, NODE_TTL)
+                    .await?;
+            }
+        }
         let view = self.read_view().await?;
         directory.set_remote_viewers(view.remote_viewers());
         *self.lock_view() = view;

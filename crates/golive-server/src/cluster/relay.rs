@@ -1,0 +1,1228 @@
+//! Relays: a node pulls a stream it does not hold from a node that does, once, over WebRTC, and
+//! serves it to its own viewers as if its broadcaster were here.
+//!
+//! # Pulling (the edge)
+//!
+//! A viewer (`watch` or WHEP) of a stream that is live elsewhere makes its node [`pull`] it.
+//! The node picks a parent: the stream's origin (the holder of its lease) while the origin
+//! serves fewer than `--max-relays-per-stream` relays, otherwise a node that already relays the
+//! stream and has room (the `golive:relays:<stream>` hash in Redis says who holds the stream and
+//! how many relays each serves), so the nodes form a tree and the origin's egress stays bounded.
+//! It asks the parent for the stream's media (`GET /cluster/relay/<stream>`), offers a
+//! receive-only peer for it (`POST` with the SDP offer) and runs that peer, a
+//! [`golive_client::ClientPeer`] (the client library the load tester runs), on a UDP socket of
+//! its own in a task of its own. The peer repairs loss on the hop with NACK (rtc's
+//! receive side) and sends reports as a browser does.
+//!
+//! Each packet it receives becomes one [`SourcePacket`], given to every media worker of the node
+//! through the queue by which workers share a local broadcaster's packets: the workers remember
+//! it (keyframe cache, NACK history) and fan it out, so viewers on an edge get what viewers on
+//! the origin get (instant join, NACK, slow-viewer isolation). The stream is claimed in the
+//! node's directory by the relay, so `watch`, counts and chat work as for a local broadcast.
+//! Keyframe requests of the edge's viewers reach the relay task from the workers and go
+//! upstream as PLI, coalesced ([`KeyframeRequests`]).
+//!
+//! The relay lasts while the node has viewers of the stream or serves relays of it to other
+//! nodes, plus `--relay-linger-secs`.
+//!
+//! # Losing the source
+//!
+//! When the parent stops sending, the relay asks Redis who holds the lease. The same origin,
+//! alive: its broadcaster is reconnecting; the relay waits. No lease while the origin lives: the
+//! broadcast is over, and the edge's viewers are told. Otherwise (the origin or the parent died,
+//! or the lease moved to another node because the broadcaster reconnected there) the relay's
+//! stream is orphaned like a broadcaster's lost connection: its viewers keep their peers and
+//! wait, and the relay pulls again from the new origin within the reconnect grace. The new
+//! connection is a new source epoch, so viewers continue with continuous sequence numbers and
+//! timestamps, exactly as after a broadcaster's reconnection. A broadcaster that reconnects to a
+//! node relaying its stream takes the stream over from the relay ([`Relays::yield_to_broadcaster`]).
+//!
+//! # Serving (the origin, or any node that holds the stream)
+//!
+//! `POST /cluster/relay/<stream>` adds a viewer peer on a media worker that is no member of the
+//! audience (no count, no chat). Every request carries [`AUTH_HEADER`]: the requesting node,
+//! the time, a nonce and an HMAC-SHA256 of them with the cluster secret; a request older than
+//! [`AUTH_MAX_AGE`] or a nonce seen before is refused.
+
+use axum::Router;
+use axum::extract::{FromRef, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use bytes::BytesMut;
+use golive_client::{ClientPeer, Feedback, PayloadTypes, PeerConfig, PeerEvent, Role, SrtpOffer};
+use golive_proto::{EndReason, ErrorCode, ProtocolError, StreamName};
+use golive_sfu::keyframe::is_keyframe_start;
+use golive_sfu::pli::KeyframeRequests;
+use golive_sfu::{Codec, MediaKind, PeerId, SourcePacket, StreamMedia, VideoCodec};
+use prometheus::{IntCounter, IntGauge};
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::net::UdpSocket;
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::{Cluster, NODE_TTL};
+use crate::directory::{AudienceEvent, AudienceSink, Directory, MemberId};
+use crate::metrics::Metrics;
+use crate::session::Workers;
+use crate::worker::{Command, PeerEvent as WorkerPeerEvent};
+
+/// The header that authenticates one node's request to another.
+pub const AUTH_HEADER: &str = "x-golive-relay-auth";
+/// A signed request is good for this long (clocks of nodes may differ by a few seconds).
+pub const AUTH_MAX_AGE: Duration = Duration::from_secs(30);
+/// Node-to-node HTTP requests give up after this long.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// A viewer waits at most this long for its node to start pulling a stream.
+const PULL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A relay checks its audience and, when it has received nothing for [`STALL`], its source this
+/// often.
+const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// No media for this long: the relay asks Redis what became of its source.
+const STALL: Duration = Duration::from_secs(2);
+/// Between attempts to pull from a parent.
+const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+const MAX_DATAGRAM: usize = 2048;
+/// The name the relay goes by as the stream's "broadcaster" in this node's directory.
+const RELAY_NAME: &str = "relay";
+/// Relay peers and relay members get ids from their own range, apart from sessions' ids.
+static NEXT_RELAY_ID: AtomicU64 = AtomicU64::new(1 << 62);
+
+fn next_relay_id() -> u64 {
+    NEXT_RELAY_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Signs and checks node-to-node requests with the cluster secret.
+pub struct Auth {
+    key: hmac::Key,
+    /// Nonces of requests accepted in the last [`AUTH_MAX_AGE`] (a replay is refused).
+    seen: Mutex<HashMap<String, u64>>,
+}
+
+/// Why a node-to-node request was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no {AUTH_HEADER} header")]
+    Missing,
+    #[error("a malformed {AUTH_HEADER} header")]
+    Malformed,
+    #[error("a request signed too long ago (or in the future)")]
+    Stale,
+    #[error("a request not signed with the cluster secret")]
+    BadSignature,
+    #[error("a request seen before")]
+    Replayed,
+}
+
+impl Auth {
+    pub fn new(secret: &str) -> Self {
+        Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
+            seen: Mutex::default(),
+        }
+    }
+
+    fn message(method: &str, stream: &str, node: &str, secs: u64, nonce: &str) -> String {
+        format!("golive-relay\n{method}\n{stream}\n{node}\n{secs}\n{nonce}")
+    }
+
+    /// The header value for `node`'s request `method` on `stream`, signed now.
+    pub fn sign(&self, method: &str, stream: &StreamName, node: &str, secs: u64) -> String {
+        let nonce = format!("{:016x}", rand::random::<u64>());
+        let msg = Self::message(method, stream.as_str(), node, secs, &nonce);
+        let tag = hmac::sign(&self.key, msg.as_bytes());
+        let tag = base64::engine::general_purpose::STANDARD_NO_PAD.encode(tag.as_ref());
+        format!("{node}:{secs}:{nonce}:{tag}")
+    }
+
+    /// Checks a request's header (the signature in constant time); returns the node that made
+    /// it.
+    pub fn check(
+        &self,
+        method: &str,
+        stream: &StreamName,
+        value: Option<&str>,
+        now_secs: u64,
+    ) -> Result<String, AuthError> {
+        let value = value.ok_or(AuthError::Missing)?;
+        let mut parts = value.splitn(4, ':');
+        let (Some(node), Some(secs), Some(nonce), Some(tag)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthError::Malformed);
+        };
+        let secs: u64 = secs.parse().map_err(|_| AuthError::Malformed)?;
+        let tag = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(tag)
+            .map_err(|_| AuthError::Malformed)?;
+        if now_secs.abs_diff(secs) > AUTH_MAX_AGE.as_secs() {
+            return Err(AuthError::Stale);
+        }
+        let msg = Self::message(method, stream.as_str(), node, secs, nonce);
+        hmac::verify(&self.key, msg.as_bytes(), &tag).map_err(|_| AuthError::BadSignature)?;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, at| now_secs.abs_diff(*at) <= 2 * AUTH_MAX_AGE.as_secs());
+        if seen.insert(nonce.to_owned(), secs).is_some() {
+            return Err(AuthError::Replayed);
+        }
+        Ok(node.to_owned())
+    }
+}
+
+/// One codec as nodes tell each other (the fields of [`Codec`]).
+#[derive(Debug, Serialize, Deserialize)]
+struct CodecJson {
+    name: String,
+    clock_rate: u32,
+    channels: u16,
+    fmtp: String,
+    payload_type: u8,
+}
+
+/// `GET /cluster/relay/<stream>`: what a relay of the stream will receive.
+#[derive(Debug, Serialize, Deserialize)]
+struct MediaJson {
+    audio: Option<CodecJson>,
+    video: Option<CodecJson>,
+    title: Option<String>,
+}
+
+impl CodecJson {
+    fn from_codec(c: &Codec) -> Self {
+        Self {
+            name: c.name.clone(),
+            clock_rate: c.clock_rate,
+            channels: c.channels,
+            fmtp: c.fmtp.clone(),
+            payload_type: c.payload_type,
+        }
+    }
+
+    fn to_codec(&self, kind: MediaKind) -> Codec {
+        let video = match (kind, self.name.to_ascii_uppercase().as_str()) {
+            (MediaKind::Audio, _) => None,
+            (_, "VP8") => Some(VideoCodec::Vp8),
+            (_, "VP9") => Some(VideoCodec::Vp9),
+            (_, "H264") => Some(VideoCodec::H264),
+            (_, "AV1") => Some(VideoCodec::Av1),
+            _ => None,
+        };
+        Codec {
+            kind,
+            name: self.name.clone(),
+            clock_rate: self.clock_rate,
+            channels: self.channels,
+            fmtp: self.fmtp.clone(),
+            payload_type: self.payload_type,
+            video,
+        }
+    }
+}
+
+impl MediaJson {
+    fn new(media: &StreamMedia, title: Option<String>) -> Self {
+        Self {
+            audio: media.audio.as_ref().map(CodecJson::from_codec),
+            video: media.video.as_ref().map(CodecJson::from_codec),
+            title,
+        }
+    }
+
+    fn media(&self) -> StreamMedia {
+        StreamMedia {
+            audio: self.audio.as_ref().map(|c| c.to_codec(MediaKind::Audio)),
+            video: self.video.as_ref().map(|c| c.to_codec(MediaKind::Video)),
+        }
+    }
+}
+
+struct RelayMetrics {
+    relays_in: IntGauge,
+    relays_out: IntGauge,
+    bytes_in: IntCounter,
+    packets_in: IntCounter,
+    packets_dropped: IntCounter,
+    pulls_failed: IntCounter,
+}
+
+impl RelayMetrics {
+    fn new(m: &Metrics) -> Self {
+        let r = m.registry();
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            r.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            r.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        Self {
+            relays_in: gauge(
+                "golive_cluster_relays_in",
+                "Streams this node pulls from another node (relays in).",
+            ),
+            relays_out: gauge(
+                "golive_cluster_relays_out",
+                "Relays this node serves to other nodes (relays out), every stream together.",
+            ),
+            bytes_in: counter(
+                "golive_cluster_relay_bytes_in_total",
+                "RTP payload bytes received over relays from other nodes.",
+            ),
+            packets_in: counter(
+                "golive_cluster_relay_packets_in_total",
+                "RTP packets received over relays from other nodes.",
+            ),
+            packets_dropped: counter(
+                "golive_cluster_relay_packets_dropped_total",
+                "Relayed packets a media worker's full queue could not take (loss for its viewers).",
+            ),
+            pulls_failed: counter(
+                "golive_cluster_relay_pulls_failed_total",
+                "Attempts to pull a stream from another node that failed.",
+            ),
+        }
+    }
+}
+
+/// What a viewer waiting for a pull sees.
+#[derive(Debug, Clone)]
+enum PullState {
+    Starting,
+    Live,
+    Failed(ProtocolError),
+}
+
+/// One stream this node pulls.
+struct Inbound {
+    member: MemberId,
+    state: watch::Receiver<PullState>,
+    /// Keyframe requests of this node's viewers of the stream.
+    keyframes: Notify,
+    /// A broadcaster of the stream arrived here: the relay gives the stream up.
+    stop: Notify,
+    stopped: AtomicBool,
+    /// Media flows from the parent now: only then may this node serve the stream onwards (two
+    /// nodes that lost their sources must not pull from each other).
+    receiving: AtomicBool,
+}
+
+/// The relays of one node: those it pulls and those it serves.
+pub struct Relays {
+    auth: Auth,
+    inbound: Mutex<HashMap<StreamName, Arc<Inbound>>>,
+    /// The relay peers this node serves, per stream.
+    served: Mutex<HashMap<StreamName, HashSet<PeerId>>>,
+    deps: OnceLock<(Arc<Directory>, Arc<Workers>)>,
+    metrics: RelayMetrics,
+}
+
+impl Relays {
+    pub fn new(secret: &str, metrics: &Metrics) -> Self {
+        Self {
+            auth: Auth::new(secret),
+            inbound: Mutex::default(),
+            served: Mutex::default(),
+            deps: OnceLock::new(),
+            metrics: RelayMetrics::new(metrics),
+        }
+    }
+
+    fn lock_inbound(&self) -> std::sync::MutexGuard<'_, HashMap<StreamName, Arc<Inbound>>> {
+        self.inbound.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_served(&self) -> std::sync::MutexGuard<'_, HashMap<StreamName, HashSet<PeerId>>> {
+        self.served.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this node pulls `stream` from another node (it is not its origin).
+    pub fn is_relayed(&self, stream: &str) -> bool {
+        StreamName::new(stream).is_ok_and(|s| self.lock_inbound().contains_key(&s))
+    }
+
+    /// Relays of `stream` this node serves to other nodes.
+    pub fn served(&self, stream: &StreamName) -> usize {
+        self.lock_served().get(stream).map_or(0, HashSet::len)
+    }
+
+    /// A broadcaster of `stream` goes live on this node (it holds the lease now): a relay of the
+    /// stream stops, and its viewers wait for the broadcaster as for one that reconnects.
+    pub fn yield_to_broadcaster(
+        &self,
+        stream: &StreamName,
+        directory: &Directory,
+        grace: Duration,
+    ) {
+        let Some(inbound) = self.lock_inbound().get(stream).cloned() else {
+            return;
+        };
+        inbound.stopped.store(true, Ordering::Relaxed);
+        inbound.stop.notify_one();
+        directory.orphan(stream, inbound.member, grace, false);
+    }
+
+    fn set_served_gauge(&self) {
+        let n: usize = self.lock_served().values().map(HashSet::len).sum();
+        self.metrics.relays_out.set(n as i64);
+    }
+}
+
+/// Starts what relays need once the node runs: where keyframe requests go.
+pub(super) fn start(cluster: &Arc<Cluster>, directory: Arc<Directory>, workers: Arc<Workers>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<StreamName>();
+    for w in workers.handles() {
+        w.listen_keyframe_requests(tx.clone());
+    }
+    let _ = cluster.relays.deps.set((directory, workers));
+    let cluster = cluster.clone();
+    tokio::spawn(async move {
+        while let Some(stream) = rx.recv().await {
+            let inbound = cluster.relays.lock_inbound().get(&stream).cloned();
+            if let Some(i) = inbound {
+                i.keyframes.notify_one();
+            }
+        }
+    });
+}
+
+/// Makes this node pull `stream` (or waits for the pull under way); `Ok` once the stream is in
+/// this node's directory.
+pub(super) async fn pull(cluster: &Arc<Cluster>, stream: &StreamName) -> Result<(), ProtocolError> {
+    let mut state = {
+        let mut inbound = cluster.relays.lock_inbound();
+        match inbound.get(stream) {
+            Some(i) => i.state.clone(),
+            None => {
+                let (tx, rx) = watch::channel(PullState::Starting);
+                let i = Arc::new(Inbound {
+                    member: MemberId(next_relay_id()),
+                    state: rx.clone(),
+                    keyframes: Notify::new(),
+                    stop: Notify::new(),
+                    stopped: AtomicBool::new(false),
+                    receiving: AtomicBool::new(false),
+                });
+                inbound.insert(stream.clone(), i.clone());
+                tokio::spawn(run_inbound(cluster.clone(), stream.clone(), i, tx));
+                rx
+            }
+        }
+    };
+    let waited = tokio::time::timeout(
+        PULL_TIMEOUT,
+        state.wait_for(|s| !matches!(s, PullState::Starting)),
+    )
+    .await;
+    match waited {
+        Ok(Ok(s)) => match &*s {
+            PullState::Failed(e) => Err(e.clone()),
+            _ => Ok(()),
+        },
+        Ok(Err(_)) => Err(cluster.not_here(stream)),
+        Err(_) => Err(ProtocolError::new(
+            ErrorCode::ClusterUnavailable,
+            format!("stream \"{stream}\" could not be pulled from another node in time"),
+        )),
+    }
+}
+
+/// Why connecting to a parent failed.
+#[derive(Debug)]
+enum ConnectError {
+    /// No node holds the stream (or none that is alive).
+    NotLive,
+    /// This node holds the lease: its own broadcaster is the source.
+    HereNow,
+    /// Every parent serves as many relays as it may (or is not receiving the stream itself).
+    NoRoom,
+    /// The stream's codecs cannot be relayed, or a parent refused for good.
+    Refused(ProtocolError),
+    /// Redis or a parent out of reach.
+    Unreachable(String),
+}
+
+impl ConnectError {
+    fn to_protocol(&self, cluster: &Cluster, stream: &StreamName) -> ProtocolError {
+        match self {
+            ConnectError::NotLive | ConnectError::HereNow => cluster.not_here(stream),
+            ConnectError::Refused(e) => e.clone(),
+            ConnectError::NoRoom => ProtocolError::new(
+                ErrorCode::ClusterUnavailable,
+                format!("no node has room to relay stream \"{stream}\" here"),
+            ),
+            ConnectError::Unreachable(why) => ProtocolError::new(
+                ErrorCode::ClusterUnavailable,
+                format!(
+                    "stream \"{stream}\" is live on another node that cannot be reached: {why}"
+                ),
+            ),
+        }
+    }
+
+    /// Worth trying again while a first viewer waits.
+    fn is_transient(&self) -> bool {
+        matches!(self, ConnectError::NoRoom | ConnectError::Unreachable(_))
+    }
+}
+
+/// How a relay's connection to its parent ended.
+#[derive(Debug)]
+enum End {
+    /// No viewers and no relays of the stream here for the linger time.
+    Idle,
+    /// The broadcast ended at its origin.
+    Over,
+    /// A broadcaster of the stream is live on this node now.
+    Yielded,
+    /// The source is gone or moved: pull again.
+    Lost(&'static str),
+}
+
+/// The audience sink of the relay as the stream's "broadcaster" in this node's directory. What
+/// the audience sends a broadcaster (chat, counts) is not the relay's concern.
+struct RelaySink;
+
+impl AudienceSink for RelaySink {
+    fn deliver(&self, _event: AudienceEvent) {}
+}
+
+/// One relay's life: connect, pump, and on a loss connect again within the grace period.
+async fn run_inbound(
+    cluster: Arc<Cluster>,
+    stream: StreamName,
+    me: Arc<Inbound>,
+    state: watch::Sender<PullState>,
+) {
+    let relays = &cluster.relays;
+    relays.metrics.relays_in.inc();
+    let Some((directory, workers)) = relays.deps.get().cloned() else {
+        state.send_replace(PullState::Failed(cluster.not_here(&stream)));
+        finish(&cluster, &stream, &me);
+        return;
+    };
+    let grace = cluster.settings.reconnect_grace;
+    let started = Instant::now();
+    // The stream is in this node's directory under the relay's name.
+    let mut claimed = false;
+    // Since when the source is lost, and the directory's number for that loss.
+    let mut lost: Option<(Instant, Option<u64>)> = None;
+    loop {
+        if me.stopped.load(Ordering::Relaxed) {
+            break;
+        }
+        let link = connect(&cluster, &stream, &workers).await;
+        let mut link = match link {
+            Ok(link) => link,
+            Err(ConnectError::HereNow) => break,
+            Err(e) => {
+                relays.metrics.pulls_failed.inc();
+                let retry = match lost {
+                    Some((since, _)) => since.elapsed() < grace,
+                    None => !claimed && e.is_transient() && started.elapsed() < PULL_TIMEOUT,
+                };
+                if retry {
+                    tokio::time::sleep(RETRY_INTERVAL).await;
+                    continue;
+                }
+                tracing::info!(%stream, "relay: cannot pull the stream ({e:?}); giving up");
+                if !claimed {
+                    state.send_replace(PullState::Failed(e.to_protocol(&cluster, &stream)));
+                }
+                if let Some((_, Some(loss))) = lost {
+                    directory.expire(&stream, loss);
+                }
+                break;
+            }
+        };
+        if !claimed || lost.is_some() {
+            let claim = directory.claim(
+                &stream,
+                me.member,
+                Arc::new(RelaySink),
+                RELAY_NAME.to_owned(),
+                link.media.clone(),
+                link.title.clone(),
+            );
+            if let Err(e) = claim {
+                tracing::info!(%stream, "relay: the stream is held here otherwise ({e:?})");
+                if !claimed {
+                    state.send_replace(PullState::Failed(e));
+                }
+                link.close();
+                break;
+            }
+        }
+        claimed = true;
+        tracing::info!(%stream, parent = %link.parent, "relay: pulling the stream");
+        state.send_replace(PullState::Live);
+        publish_entry(&cluster, &stream);
+        let end = link
+            .pump(&cluster, &stream, &me, &directory, &workers)
+            .await;
+        link.close();
+        tracing::info!(%stream, ?end, "relay: the connection to its parent ended");
+        match end {
+            End::Idle | End::Over => {
+                directory.release(&stream, me.member, EndReason::BroadcasterLeft);
+                break;
+            }
+            End::Yielded => break,
+            End::Lost(why) => {
+                tracing::info!(%stream, "relay: lost its source ({why}); its viewers wait");
+                let loss = directory.orphan(&stream, me.member, grace, relays.served(&stream) > 0);
+                if loss.is_none() {
+                    // Nobody here was watching: nothing to keep.
+                    break;
+                }
+                lost = Some((Instant::now(), loss));
+            }
+        }
+    }
+    finish(&cluster, &stream, &me);
+}
+
+fn finish(cluster: &Arc<Cluster>, stream: &StreamName, me: &Arc<Inbound>) {
+    let relays = &cluster.relays;
+    {
+        let mut inbound = relays.lock_inbound();
+        if inbound.get(stream).is_some_and(|i| Arc::ptr_eq(i, me)) {
+            inbound.remove(stream);
+        }
+    }
+    relays.metrics.relays_in.dec();
+    if relays.served(stream) == 0 {
+        let cluster = cluster.clone();
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            let _ = cluster.store.drop_relay_entry(&stream, &cluster.id).await;
+        });
+    }
+}
+
+/// Tells the other nodes at once (not at the next heartbeat) that this node holds `stream` and
+/// how many relays of it it serves.
+fn publish_entry(cluster: &Arc<Cluster>, stream: &StreamName) {
+    let cluster = cluster.clone();
+    let stream = stream.clone();
+    tokio::spawn(async move {
+        let served = cluster.relays.served(&stream);
+        let _ = cluster
+            .store
+            .set_relay_entry(&stream, &cluster.id, served, NODE_TTL)
+            .await;
+    });
+}
+
+/// The nodes to pull `stream` from, best first: its origin while it has room, then the nodes
+/// relaying it with room (fewest relays first), the origin last in any case.
+async fn parents(cluster: &Cluster, stream: &StreamName, origin: &str) -> Vec<(String, String)> {
+    let entries = cluster
+        .store
+        .relay_entries(stream)
+        .await
+        .unwrap_or_default();
+    let view = cluster.lock_view().clone();
+    let max = cluster.settings.max_relays_per_stream;
+    let served = |id: &str| entries.iter().find(|(n, _)| n == id).map_or(0, |(_, c)| *c);
+    let mut out = Vec::new();
+    let origin_url = view.url_of(origin).map(str::to_owned);
+    if let Some(url) = &origin_url
+        && served(origin) < max
+    {
+        out.push((origin.to_owned(), url.clone()));
+    }
+    let mut relays: Vec<(usize, String, String)> = entries
+        .iter()
+        .filter(|(id, n)| id != origin && *id != cluster.id && *n < max)
+        .filter_map(|(id, n)| Some((*n, id.clone(), view.url_of(id)?.to_owned())))
+        .collect();
+    relays.sort();
+    out.extend(relays.into_iter().map(|(_, id, url)| (id, url)));
+    if let Some(url) = origin_url
+        && !out.iter().any(|(id, _)| id == origin)
+    {
+        out.push((origin.to_owned(), url));
+    }
+    out
+}
+
+async fn connect(
+    cluster: &Arc<Cluster>,
+    stream: &StreamName,
+    workers: &Workers,
+) -> Result<Link, ConnectError> {
+    let origin = cluster
+        .store
+        .origin_of(stream)
+        .await
+        .map_err(|e| ConnectError::Unreachable(e.to_string()))?
+        .ok_or(ConnectError::NotLive)?;
+    if origin == cluster.id {
+        return Err(ConnectError::HereNow);
+    }
+    let mut last = ConnectError::NotLive;
+    for (id, url) in parents(cluster, stream, &origin).await {
+        match Link::open(cluster, stream, &id, &url, workers).await {
+            Ok(mut link) => {
+                link.origin = origin;
+                return Ok(link);
+            }
+            Err(e) => {
+                tracing::debug!(%stream, parent = %id, "relay: cannot pull from this node: {e:?}");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+fn client_codec(media: &StreamMedia) -> Result<golive_client::VideoCodec, ConnectError> {
+    match media.video.as_ref().map(|c| c.video) {
+        None | Some(Some(VideoCodec::Vp8)) => Ok(golive_client::VideoCodec::Vp8),
+        Some(Some(VideoCodec::H264)) => Ok(golive_client::VideoCodec::H264),
+        Some(_) => Err(ConnectError::Refused(ProtocolError::new(
+            ErrorCode::CodecUnsupported,
+            "this broadcast's video codec is not relayed between nodes (VP8 and H.264 are); \
+             watch it on the node that holds it",
+        ))),
+    }
+}
+
+/// Duplicate suppression per track: a packet NACKed on the hop may arrive twice.
+#[derive(Default)]
+struct Seen {
+    highest: Option<u16>,
+    /// Bit i: `highest - i` was received.
+    bits: u128,
+}
+
+impl Seen {
+    fn first_time(&mut self, seq: u16) -> bool {
+        let Some(h) = self.highest else {
+            self.highest = Some(seq);
+            self.bits = 1;
+            return true;
+        };
+        let ahead = seq.wrapping_sub(h) as i16;
+        if ahead > 0 {
+            self.bits = if ahead >= 128 { 0 } else { self.bits << ahead };
+            self.bits |= 1;
+            self.highest = Some(seq);
+            return true;
+        }
+        let back = u32::from((-i32::from(ahead)) as u16);
+        if back >= 128 {
+            return false;
+        }
+        let bit = 1u128 << back;
+        let new = self.bits & bit == 0;
+        self.bits |= bit;
+        new
+    }
+}
+
+/// A relay's connection to its parent.
+struct Link {
+    peer: ClientPeer,
+    socket: UdpSocket,
+    media: StreamMedia,
+    title: Option<String>,
+    /// The node pulled from, and the stream's origin when the pull began.
+    parent: String,
+    origin: String,
+    epoch: u64,
+}
+
+impl Link {
+    async fn open(
+        cluster: &Arc<Cluster>,
+        stream: &StreamName,
+        parent: &str,
+        url: &str,
+        workers: &Workers,
+    ) -> Result<Self, ConnectError> {
+        let unreachable = |e: &dyn std::fmt::Display| ConnectError::Unreachable(e.to_string());
+        let authority = golive_client::http::authority(url).map_err(|e| unreachable(&e))?;
+        let path = format!("/cluster/relay/{stream}");
+        let auth = cluster
+            .relays
+            .auth
+            .sign("GET", stream, &cluster.id, unix_secs());
+        let r = golive_client::http::request(
+            &authority,
+            "GET",
+            &path,
+            &[(AUTH_HEADER, &auth)],
+            b"",
+            HTTP_TIMEOUT,
+        )
+        .await
+        .map_err(|e| unreachable(&e))?;
+        let described: MediaJson = match r.status {
+            200 => serde_json::from_str(&r.body).map_err(|e| unreachable(&e))?,
+            404 => return Err(ConnectError::NotLive),
+            503 => return Err(ConnectError::NoRoom),
+            s => return Err(ConnectError::Unreachable(format!("{s} {}", r.body.trim()))),
+        };
+        let media = described.media();
+        let video_codec = client_codec(&media)?;
+        // The relay's host candidate: the address this node's media workers advertise, which
+        // the other nodes reach it at.
+        let ip = workers.handles()[0].addr.ip();
+        let socket = match UdpSocket::bind(SocketAddr::new(ip, 0)).await {
+            Ok(s) => s,
+            // A 1:1 NAT address is not local: listen on every address, advertise that one.
+            Err(_) => UdpSocket::bind(SocketAddr::new([0, 0, 0, 0].into(), 0))
+                .await
+                .map_err(|e| unreachable(&e))?,
+        };
+        let port = socket.local_addr().map_err(|e| unreachable(&e))?.port();
+        let defaults = PayloadTypes::default();
+        let pt = |c: &Option<Codec>, d: u8| c.as_ref().map_or(d, |c| c.payload_type);
+        let config = PeerConfig {
+            video_codec,
+            payload_types: PayloadTypes {
+                vp8: pt(&media.video, defaults.vp8),
+                h264: pt(&media.video, defaults.h264),
+                opus: pt(&media.audio, defaults.opus),
+            },
+            feedback: Feedback::Browser,
+            srtp: Some(SrtpOffer::Gcm),
+            ..PeerConfig::default()
+        };
+        let mut peer = ClientPeer::new(
+            Instant::now(),
+            SocketAddr::new(ip, port),
+            &config,
+            Role::Viewer,
+        )
+        .map_err(|e| unreachable(&e))?;
+        let auth = cluster
+            .relays
+            .auth
+            .sign("POST", stream, &cluster.id, unix_secs());
+        let r = golive_client::http::request(
+            &authority,
+            "POST",
+            &path,
+            &[("Content-Type", "application/sdp"), (AUTH_HEADER, &auth)],
+            peer.offer_sdp().as_bytes(),
+            HTTP_TIMEOUT,
+        )
+        .await
+        .map_err(|e| unreachable(&e))?;
+        match r.status {
+            201 => {}
+            404 => return Err(ConnectError::NotLive),
+            503 => return Err(ConnectError::NoRoom),
+            s => return Err(ConnectError::Unreachable(format!("{s} {}", r.body.trim()))),
+        }
+        peer.accept_answer(Instant::now(), &r.body)
+            .map_err(|e| unreachable(&e))?;
+        Ok(Self {
+            peer,
+            socket,
+            media,
+            title: described.title,
+            parent: parent.to_owned(),
+            origin: String::new(),
+            // Apart from local broadcasters' epochs (their peer ids, counted from 1).
+            epoch: rand::random::<u64>() | (1 << 63),
+        })
+    }
+
+    /// Receives until the connection ends, feeding every packet to every worker of the node.
+    async fn pump(
+        &mut self,
+        cluster: &Arc<Cluster>,
+        stream: &StreamName,
+        me: &Inbound,
+        directory: &Directory,
+        workers: &Workers,
+    ) -> End {
+        let relays = &cluster.relays;
+        let linger = cluster.settings.relay_linger;
+        let video = self.media.video.as_ref().and_then(|c| c.video);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut keyframes = KeyframeRequests::default();
+        let mut seen = [Seen::default(), Seen::default()];
+        let mut next_check = Instant::now() + CHECK_INTERVAL;
+        let mut last_media = Instant::now();
+        let mut idle_since: Option<Instant> = None;
+        let end = loop {
+            let now = Instant::now();
+            let due = [
+                self.peer.poll_timeout(),
+                keyframes.poll_timeout(),
+                Some(next_check),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next_check);
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = r {
+                        let _ = self.peer.handle_datagram(Instant::now(), from, BytesMut::from(&buf[..n]));
+                    }
+                }
+                _ = tokio::time::sleep_until(due.max(now).into()) => {
+                    let now = Instant::now();
+                    let _ = self.peer.handle_timeout(now);
+                    if keyframes.handle_timeout(now) {
+                        let _ = self.peer.send_pli(now);
+                    }
+                }
+                _ = me.keyframes.notified() => {
+                    let now = Instant::now();
+                    if keyframes.request(now) {
+                        let _ = self.peer.send_pli(now);
+                    }
+                }
+                _ = me.stop.notified() => break End::Yielded,
+            }
+            let now = Instant::now();
+            while let Some(t) = self.peer.poll_transmit() {
+                let _ = self.socket.try_send_to(&t.data, t.to);
+            }
+            while let Some(ev) = self.peer.poll_event() {
+                let PeerEvent::Rtp { kind, packet, .. } = ev else {
+                    continue;
+                };
+                let kind = match kind {
+                    golive_client::MediaKind::Audio => MediaKind::Audio,
+                    golive_client::MediaKind::Video => MediaKind::Video,
+                };
+                let slot = usize::from(kind == MediaKind::Video);
+                if packet.payload.is_empty()
+                    || !seen[slot].first_time(packet.header.sequence_number)
+                {
+                    continue;
+                }
+                last_media = now;
+                if !me.receiving.swap(true, Ordering::Relaxed) {
+                    publish_entry(cluster, stream);
+                }
+                let keyframe_start = kind == MediaKind::Video
+                    && video.is_some_and(|c| is_keyframe_start(c, &packet.payload));
+                if keyframe_start {
+                    keyframes.keyframe_received(now);
+                }
+                relays.metrics.packets_in.inc();
+                relays.metrics.bytes_in.inc_by(packet.payload.len() as u64);
+                let p = Arc::new(SourcePacket {
+                    stream: stream.clone(),
+                    epoch: self.epoch,
+                    kind,
+                    keyframe_start,
+                    seq: packet.header.sequence_number,
+                    timestamp: packet.header.timestamp,
+                    marker: packet.header.marker,
+                    payload: packet.payload,
+                });
+                for w in workers.handles() {
+                    if !w.relay_media(p.clone()) {
+                        relays.metrics.packets_dropped.inc();
+                    }
+                }
+            }
+            if self.peer.is_over() {
+                break End::Lost("the connection to the parent failed");
+            }
+            if now < next_check {
+                continue;
+            }
+            next_check = now + CHECK_INTERVAL;
+            let audience = directory.viewers_of(stream).unwrap_or(0) + relays.served(stream);
+            if audience > 0 {
+                idle_since = None;
+            } else if now.duration_since(*idle_since.get_or_insert(now)) >= linger {
+                break End::Idle;
+            }
+            if now.duration_since(last_media) >= STALL {
+                me.receiving.store(false, Ordering::Relaxed);
+                let (parent, origin) = (self.parent.clone(), self.origin.clone());
+                if let Some(end) = check_source(cluster, stream, &parent, &origin).await {
+                    break end;
+                }
+            }
+        };
+        me.receiving.store(false, Ordering::Relaxed);
+        end
+    }
+
+    /// Closes the peer connection (the parent sees the DTLS close and drops its relay peer).
+    fn close(&mut self) {
+        let _ = self.peer.close();
+        while let Some(t) = self.peer.poll_transmit() {
+            let _ = self.socket.try_send_to(&t.data, t.to);
+        }
+    }
+}
+
+/// Nothing arrives: what became of the source, as Redis says (`None`: keep waiting).
+async fn check_source(
+    cluster: &Cluster,
+    stream: &StreamName,
+    parent: &str,
+    origin: &str,
+) -> Option<End> {
+    let holder = match cluster.store.origin_of(stream).await {
+        Ok(h) => h,
+        // Redis out of reach: the media path does not need it; keep what there is.
+        Err(_) => return None,
+    };
+    let alive = |id: &str| cluster.lock_view().url_of(id).is_some();
+    match holder {
+        Some(id) if id == cluster.id => Some(End::Lost("this node is the origin now")),
+        Some(id) if id != origin => Some(End::Lost("the stream moved to another origin")),
+        Some(_) if !alive(parent) => Some(End::Lost("the parent node is gone")),
+        Some(_) => None,
+        None if alive(origin) => Some(End::Over),
+        None => Some(End::Lost("the origin node is gone")),
+    }
+}
+
+/// The routes by which a node serves relays of the streams it holds.
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Option<Arc<Cluster>>: FromRef<S>,
+    Arc<Directory>: FromRef<S>,
+    Arc<Workers>: FromRef<S>,
+{
+    Router::new().route("/cluster/relay/{stream}", get(describe).post(serve))
+}
+
+fn refuse(status: StatusCode, why: impl std::fmt::Display) -> Response {
+    (status, why.to_string()).into_response()
+}
+
+/// The checks both requests pass: cluster mode, a valid signature, the stream held here and
+/// room for one more relay of it. Returns the stream's media.
+fn admit(
+    cluster: &Option<Arc<Cluster>>,
+    directory: &Directory,
+    method: &str,
+    stream: &str,
+    headers: &HeaderMap,
+) -> Result<(Arc<Cluster>, StreamName, Arc<StreamMedia>), Response> {
+    let Some(cluster) = cluster.clone() else {
+        return Err(refuse(StatusCode::NOT_FOUND, "not in cluster mode"));
+    };
+    let stream = StreamName::new(stream).map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?;
+    let value = headers.get(AUTH_HEADER).and_then(|v| v.to_str().ok());
+    if let Err(e) = cluster
+        .relays
+        .auth
+        .check(method, &stream, value, unix_secs())
+    {
+        tracing::warn!(%stream, "relay request refused: {e}");
+        return Err(refuse(StatusCode::FORBIDDEN, e));
+    }
+    let Some(media) = directory.media_of(&stream) else {
+        return Err(refuse(StatusCode::NOT_FOUND, "the stream is not held here"));
+    };
+    let inbound = cluster.relays.lock_inbound().get(&stream).cloned();
+    if inbound.is_some_and(|i| !i.receiving.load(Ordering::Relaxed)) {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node does not receive the stream right now",
+        ));
+    }
+    if cluster.relays.served(&stream) >= cluster.settings.max_relays_per_stream {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node serves as many relays of the stream as it may",
+        ));
+    }
+    Ok((cluster, stream, media))
+}
+
+/// `GET /cluster/relay/<stream>`: the stream's media, so the relay can offer its codecs.
+async fn describe(
+    State(cluster): State<Option<Arc<Cluster>>>,
+    State(directory): State<Arc<Directory>>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (_, stream, media) = match admit(&cluster, &directory, "GET", &stream, &headers) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let title = directory.title(&stream).flatten();
+    axum::Json(MediaJson::new(&media, title)).into_response()
+}
+
+/// `POST /cluster/relay/<stream>` with an SDP offer: a relay peer that receives every track.
+async fn serve(
+    State(cluster): State<Option<Arc<Cluster>>>,
+    State(directory): State<Arc<Directory>>,
+    State(workers): State<Arc<Workers>>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    offer: String,
+) -> Response {
+    let (cluster, stream, media) = match admit(&cluster, &directory, "POST", &stream, &headers) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let relays = &cluster.relays;
+    let id = PeerId(next_relay_id());
+    // Counted before the answer, so that racing requests cannot exceed the bound.
+    {
+        let mut served = relays.lock_served();
+        let peers = served.entry(stream.clone()).or_default();
+        if peers.len() >= cluster.settings.max_relays_per_stream {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this node serves as many relays of the stream as it may",
+            );
+        }
+        peers.insert(id);
+    }
+    let (events, mut events_rx) = mpsc::unbounded_channel();
+    let worker = workers.pick();
+    let answer = worker
+        .call(|reply| Command::Watch {
+            id,
+            stream: stream.clone(),
+            media,
+            offer,
+            events,
+            reply,
+        })
+        .await;
+    let forget = {
+        let cluster = cluster.clone();
+        let stream = stream.clone();
+        move || {
+            let mut served = cluster.relays.lock_served();
+            if let Some(peers) = served.get_mut(&stream) {
+                peers.remove(&id);
+                if peers.is_empty() {
+                    served.remove(&stream);
+                }
+            }
+            drop(served);
+            cluster.relays.set_served_gauge();
+            publish_entry(&cluster, &stream);
+        }
+    };
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            forget();
+            return refuse(StatusCode::BAD_REQUEST, e);
+        }
+    };
+    relays.set_served_gauge();
+    publish_entry(&cluster, &stream);
+    tracing::info!(%stream, peer = %id, worker = worker.index, "relay: serving the stream to another node");
+    tokio::spawn(async move {
+        while let Some(ev) = events_rx.recv().await {
+            if matches!(
+                ev,
+                WorkerPeerEvent::Failed(_) | WorkerPeerEvent::WorkerFailed(_)
+            ) {
+                break;
+            }
+        }
+        tracing::info!(peer = %id, "relay: a relay this node served ended");
+        forget();
+    });
+    (
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/sdp".to_owned()),
+            (header::LOCATION, format!("/cluster/relay/{stream}/{id}")),
+        ],
+        answer.sdp,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream() -> StreamName {
+        StreamName::new("show").unwrap()
+    }
+
+    #[test]
+    fn a_signed_request_is_accepted_once_and_only_with_the_secret() {
+        let auth = Auth::new("s3cret");
+        let now = 1_000_000;
+        let h = auth.sign("POST", &stream(), "node-a", now);
+        assert_eq!(
+            auth.check("POST", &stream(), Some(&h), now + 5),
+            Ok("node-a".into())
+        );
+        assert_eq!(
+            auth.check("POST", &stream(), Some(&h), now + 6),
+            Err(AuthError::Replayed)
+        );
+        let other = Auth::new("not the secret");
+        let h = other.sign("POST", &stream(), "node-a", now);
+        assert_eq!(
+            auth.check("POST", &stream(), Some(&h), now),
+            Err(AuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_signature_is_bound_to_its_stream_method_and_time() {
+        let auth = Auth::new("s3cret");
+        let now = 1_000_000;
+        let h = auth.sign("GET", &stream(), "node-a", now);
+        let other = StreamName::new("other").unwrap();
+        assert_eq!(
+            auth.check("GET", &other, Some(&h), now),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            auth.check("POST", &stream(), Some(&h), now),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            auth.check("GET", &stream(), Some(&h), now + 31),
+            Err(AuthError::Stale)
+        );
+        assert_eq!(
+            auth.check("GET", &stream(), None, now),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            auth.check("GET", &stream(), Some("node-a:x"), now),
+            Err(AuthError::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_packet_repaired_twice_on_the_hop_is_forwarded_once() {
+        let mut s = Seen::default();
+        assert!(s.first_time(65_534));
+        assert!(s.first_time(1));
+        assert!(s.first_time(65_535), "a late packet within the window");
+        assert!(!s.first_time(65_535));
+        assert!(s.first_time(0));
+        assert!(!s.first_time(1));
+        assert!(s.first_time(2));
+    }
+}
