@@ -453,3 +453,145 @@ async fn an_origin_that_serves_one_relay_feeds_three_nodes_through_a_tree() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn viewers_of_a_killed_node_play_again_through_another_and_nobody_else_notices() {
+    let redis = Redis::start().expect("redis");
+    let (origin, doomed, c) = (node(&redis), node(&redis), node(&redis));
+    run_test("an edge killed", async {
+        redis.settled().await;
+        for n in [&origin, &doomed, &c] {
+            wait_metric(n, "golive_cluster_members", 3.0).await?;
+        }
+        let publisher = Session::publish(&origin, "edge").await?;
+        let on_origin = Session::watch(&origin, "edge").await?;
+        let on_c = Session::watch(&c, "edge").await?;
+        let on_doomed = Session::watch(&doomed, "edge").await?;
+        on_doomed
+            .peer
+            .wait_packets(MediaKind::Video, 20, CLUSTER_WAIT)
+            .await?;
+
+        // SIGKILL (the harness kills its child so); the player reconnects through the entry
+        // point and lands on another node.
+        drop(doomed);
+        drop(on_doomed);
+        let again = Session::watch(&c, "edge").await?;
+        again
+            .peer
+            .wait_packets(MediaKind::Video, 10, Duration::from_secs(5))
+            .await
+            .context("the reconnected viewer did not play within 5 s")?;
+
+        // Nobody else noticed: every other viewer has one gap-free, byte-for-byte run.
+        tokio::time::sleep(PLAY).await;
+        let got: Vec<_> = [&on_origin, &on_c, &again]
+            .iter()
+            .map(|v| v.peer.snapshot())
+            .collect();
+        every_viewer_got_the_broadcast(&publisher.peer.snapshot(), &got)?;
+        Ok(())
+    })
+    .await;
+}
+
+/// The source id stamped in a received packet's payload.
+fn source_of(p: &golive_client::ReceivedPacket) -> Option<u32> {
+    p.stamp.map(|s| s.source_id)
+}
+
+/// Waits until `viewer` got `n` video packets from a source other than `first`.
+async fn wait_new_source(viewer: &Session, first: u32, n: usize) -> Result<()> {
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    loop {
+        let switched = viewer.peer.with_record(|r| {
+            r.received_of(MediaKind::Video)
+                .iter()
+                .filter(|p| source_of(p).is_some_and(|s| s != first))
+                .count()
+        });
+        if switched >= n {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the viewer got {switched} packets of the new source"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One SSRC per track, sequence numbers without a gap and timestamps that never go back.
+fn continuous(viewer: &Session) -> Result<()> {
+    let got = viewer.peer.snapshot();
+    for kind in [MediaKind::Video, MediaKind::Audio] {
+        let packets = got.received_of(kind);
+        let seqs: Vec<u16> = packets.iter().map(|p| p.seq).collect();
+        golive_client::verify::gap_free(&seqs)
+            .map_err(|e| anyhow::anyhow!("{kind:?} across the move: {e}"))?;
+        let ssrcs: std::collections::HashSet<u32> = packets.iter().map(|p| p.ssrc).collect();
+        ensure!(ssrcs.len() == 1, "{kind:?}: SSRCs {ssrcs:?}");
+        for w in packets.windows(2) {
+            let step = w[1].ts.wrapping_sub(w[0].ts);
+            ensure!(
+                step < u32::MAX / 2,
+                "{kind:?} timestamp went back: {} -> {}",
+                w[0].ts,
+                w[1].ts
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn edge_viewers_keep_continuous_streams_when_the_origin_dies_and_the_broadcaster_moves() {
+    let redis = Redis::start().expect("redis");
+    let (origin, b, c) = (node(&redis), node(&redis), node(&redis));
+    run_test("the origin killed", async {
+        redis.settled().await;
+        for n in [&origin, &b, &c] {
+            wait_metric(n, "golive_cluster_members", 3.0).await?;
+        }
+        let publisher = Session::publish(&origin, "moving").await?;
+        let on_b = Session::watch(&b, "moving").await?;
+        let on_c = Session::watch(&c, "moving").await?;
+        for v in [&on_b, &on_c] {
+            v.peer
+                .wait_packets(MediaKind::Video, 20, CLUSTER_WAIT)
+                .await?;
+        }
+        let first = on_b
+            .peer
+            .with_record(|r| {
+                r.received_of(MediaKind::Video)
+                    .first()
+                    .and_then(|p| source_of(p))
+            })
+            .context("a stamped video packet")?;
+
+        // The origin dies with SIGKILL; the broadcaster's page reconnects to node b, which takes
+        // the lease once the dead origin's has expired.
+        drop(origin);
+        let Session { signal, peer } = publisher;
+        signal.close().await;
+        peer.close().await;
+        let deadline = Instant::now() + CLUSTER_WAIT;
+        let _moved = loop {
+            match Session::publish(&b, "moving").await {
+                Ok(s) => break s,
+                Err(e) => {
+                    ensure!(Instant::now() < deadline, "publishing on b: {e:#}");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        };
+        // Viewers on b (now the origin) and on c (pulling from b now) kept their peers.
+        for v in [&on_b, &on_c] {
+            wait_new_source(v, first, 20).await?;
+            continuous(v)?;
+        }
+        Ok(())
+    })
+    .await;
+}
