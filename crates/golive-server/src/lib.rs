@@ -350,8 +350,10 @@ pub fn start_media(config: &Config) -> anyhow::Result<AppState> {
             viewer_leg: config.viewer_leg,
             ..Default::default()
         },
-        taps.clone(),
-        config.cluster_redis.is_some(),
+        worker::Sharing {
+            taps: taps.clone(),
+            relays: config.cluster_redis.is_some(),
+        },
     )?;
     for w in &workers {
         tracing::info!(worker = w.index, "media on udp {}", w.addr);

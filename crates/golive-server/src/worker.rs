@@ -285,6 +285,15 @@ impl WorkerHandle {
     }
 }
 
+/// Who besides the other workers takes what a worker shares.
+#[derive(Default)]
+pub struct Sharing {
+    /// The recorder, tapping local broadcasters' packets.
+    pub taps: Option<Arc<RecordingTaps>>,
+    /// Cluster mode: relays feed the workers and hear their viewers' keyframe requests.
+    pub relays: bool,
+}
+
 /// Binds every worker's socket and starts their threads.
 pub fn start_workers(
     count: usize,
@@ -293,9 +302,9 @@ pub fn start_workers(
     advertised_ip: std::net::IpAddr,
     srtp: SrtpPolicy,
     media: MediaOptions,
-    taps: Option<Arc<RecordingTaps>>,
-    relays: bool,
+    sharing: Sharing,
 ) -> io::Result<Vec<WorkerHandle>> {
+    let Sharing { taps, relays } = sharing;
     let mut sockets = Vec::with_capacity(count);
     for i in 0..count {
         let port = if first_port == 0 {

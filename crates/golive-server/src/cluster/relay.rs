@@ -1009,8 +1009,11 @@ where
     Router::new().route("/cluster/relay/{stream}", get(describe).post(serve))
 }
 
-fn refuse(status: StatusCode, why: impl std::fmt::Display) -> Response {
-    (status, why.to_string()).into_response()
+/// A refusal of a node-to-node request: its status and why, for the requesting node's log.
+type Refusal = (StatusCode, String);
+
+fn refuse(status: StatusCode, why: impl std::fmt::Display) -> Refusal {
+    (status, why.to_string())
 }
 
 /// The checks both requests pass: cluster mode, a valid signature, the stream held here and
@@ -1021,7 +1024,7 @@ fn admit(
     method: &str,
     stream: &str,
     headers: &HeaderMap,
-) -> Result<(Arc<Cluster>, StreamName, Arc<StreamMedia>), Response> {
+) -> Result<(Arc<Cluster>, StreamName, Arc<StreamMedia>), Refusal> {
     let Some(cluster) = cluster.clone() else {
         return Err(refuse(StatusCode::NOT_FOUND, "not in cluster mode"));
     };
@@ -1063,7 +1066,7 @@ async fn describe(
 ) -> Response {
     let (_, stream, media) = match admit(&cluster, &directory, "GET", &stream, &headers) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let title = directory.title(&stream).flatten();
     axum::Json(MediaJson::new(&media, title)).into_response()
@@ -1080,7 +1083,7 @@ async fn serve(
 ) -> Response {
     let (cluster, stream, media) = match admit(&cluster, &directory, "POST", &stream, &headers) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let relays = &cluster.relays;
     let id = PeerId(next_relay_id());
@@ -1092,7 +1095,8 @@ async fn serve(
             return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "this node serves as many relays of the stream as it may",
-            );
+            )
+            .into_response();
         }
         peers.insert(id);
     }
@@ -1128,7 +1132,7 @@ async fn serve(
         Ok(a) => a,
         Err(e) => {
             forget();
-            return refuse(StatusCode::BAD_REQUEST, e);
+            return refuse(StatusCode::BAD_REQUEST, e).into_response();
         }
     };
     relays.set_served_gauge();
