@@ -595,3 +595,65 @@ async fn edge_viewers_keep_continuous_streams_when_the_origin_dies_and_the_broad
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_ends_a_linger_after_its_last_viewer_and_edge_viewers_hear_the_broadcast_end() {
+    let redis = Redis::start().expect("redis");
+    let linger = ["--relay-linger-secs", "1"];
+    let (origin, edge) = (node_with(&redis, &linger), node_with(&redis, &linger));
+    run_test("relay lifetime", async {
+        redis.settled().await;
+        for n in [&origin, &edge] {
+            wait_metric(n, "golive_cluster_members", 2.0).await?;
+        }
+        let mut publisher = Session::publish(&origin, "brief").await?;
+
+        // Only a node with the cluster secret may pull a stream.
+        let offered = TestPeer::viewer(golive_e2e::VideoCodec::Vp8).await?;
+        for auth in [None, Some("someone:1700000000:00:AAAA")] {
+            let mut headers = vec![("Content-Type", "application/sdp")];
+            headers.extend(auth.map(|a| ("X-Golive-Relay-Auth", a)));
+            let r = golive_e2e::http::request(
+                origin.http_addr(),
+                "POST",
+                "/cluster/relay/brief",
+                &headers,
+                offered.sdp().as_bytes(),
+            )
+            .await?;
+            ensure!(r.status == 403, "a relay without the secret: {}", r.status);
+        }
+
+        let viewer = Session::watch(&edge, "brief").await?;
+        viewer
+            .peer
+            .wait_packets(MediaKind::Video, 10, CLUSTER_WAIT)
+            .await?;
+        wait_metric(&origin, "golive_cluster_relays_out", 1.0).await?;
+        // The last viewer leaves: the relay lingers, then ends on both sides.
+        let Session { signal, peer } = viewer;
+        signal.leave().await;
+        peer.close().await;
+        wait_metric(&edge, "golive_cluster_relays_in", 0.0).await?;
+        wait_metric(&origin, "golive_cluster_relays_out", 0.0).await?;
+
+        // A new viewer makes the edge pull again; the end of the broadcast reaches it.
+        let mut viewer = Session::watch(&edge, "brief").await?;
+        viewer
+            .peer
+            .wait_packets(MediaKind::Video, 10, CLUSTER_WAIT)
+            .await?;
+        publisher
+            .signal
+            .send(&golive_proto::ClientMessage::Leave)
+            .await?;
+        let ended = viewer
+            .signal
+            .recv_until(CLUSTER_WAIT, |m| matches!(m, ServerMessage::Ended { .. }))
+            .await;
+        ensure!(ended.is_ok(), "the edge viewer: {ended:?}");
+        wait_metric(&edge, "golive_cluster_relays_in", 0.0).await?;
+        Ok(())
+    })
+    .await;
+}

@@ -48,7 +48,7 @@ use axum::Router;
 use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use base64::Engine;
 use bytes::BytesMut;
 use golive_client::{ClientPeer, Feedback, PayloadTypes, PeerConfig, PeerEvent, Role, SrtpOffer};
@@ -323,7 +323,7 @@ struct Inbound {
 
 /// The relays of one node: those it pulls and those it serves.
 pub struct Relays {
-    auth: Auth,
+    auth: Arc<Auth>,
     inbound: Mutex<HashMap<StreamName, Arc<Inbound>>>,
     /// The relay peers this node serves, per stream.
     served: Mutex<HashMap<StreamName, HashSet<PeerId>>>,
@@ -334,7 +334,7 @@ pub struct Relays {
 impl Relays {
     pub fn new(secret: &str, metrics: &Metrics) -> Self {
         Self {
-            auth: Auth::new(secret),
+            auth: Arc::new(Auth::new(secret)),
             inbound: Mutex::default(),
             served: Mutex::default(),
             deps: OnceLock::new(),
@@ -746,6 +746,13 @@ struct Link {
     parent: String,
     origin: String,
     epoch: u64,
+    /// Where the parent serves this relay (its authority and the relay's path), for the
+    /// DELETE that ends it there at once.
+    authority: String,
+    location: String,
+    stream: StreamName,
+    auth: Arc<Auth>,
+    node: String,
 }
 
 impl Link {
@@ -834,7 +841,14 @@ impl Link {
         }
         peer.accept_answer(Instant::now(), &r.body)
             .map_err(|e| unreachable(&e))?;
+        let location =
+            golive_client::http::resource_path(r.header("location").unwrap_or(&path)).to_owned();
         Ok(Self {
+            authority,
+            location,
+            stream: stream.clone(),
+            auth: cluster.relays.auth.clone(),
+            node: cluster.id.clone(),
             peer,
             socket,
             media,
@@ -966,12 +980,29 @@ impl Link {
         end
     }
 
-    /// Closes the peer connection (the parent sees the DTLS close and drops its relay peer).
+    /// Closes the peer connection, and tells the parent, which would otherwise keep its relay
+    /// peer until that peer's liveness timeout.
     fn close(&mut self) {
         let _ = self.peer.close();
         while let Some(t) = self.peer.poll_transmit() {
             let _ = self.socket.try_send_to(&t.data, t.to);
         }
+        let auth = self
+            .auth
+            .sign("DELETE", &self.stream, &self.node, unix_secs());
+        let (authority, location) = (self.authority.clone(), self.location.clone());
+        tokio::spawn(async move {
+            let headers = [(AUTH_HEADER, auth.as_str())];
+            let _ = golive_client::http::request(
+                &authority,
+                "DELETE",
+                &location,
+                &headers,
+                b"",
+                HTTP_TIMEOUT,
+            )
+            .await;
+        });
     }
 }
 
@@ -1006,7 +1037,9 @@ where
     Arc<Directory>: FromRef<S>,
     Arc<Workers>: FromRef<S>,
 {
-    Router::new().route("/cluster/relay/{stream}", get(describe).post(serve))
+    Router::new()
+        .route("/cluster/relay/{stream}", get(describe).post(serve))
+        .route("/cluster/relay/{stream}/{peer}", delete(end_relay))
 }
 
 /// A refusal of a node-to-node request: its status and why, for the requesting node's log.
@@ -1229,4 +1262,46 @@ mod tests {
         assert!(!s.first_time(1));
         assert!(s.first_time(2));
     }
+}
+
+/// `DELETE /cluster/relay/<stream>/<peer>`: the pulling node ends a relay it was served.
+async fn end_relay(
+    State(cluster): State<Option<Arc<Cluster>>>,
+    State(workers): State<Arc<Workers>>,
+    Path((stream, peer)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(cluster) = cluster else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Ok(stream) = StreamName::new(&stream) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let value = headers.get(AUTH_HEADER).and_then(|v| v.to_str().ok());
+    if let Err(e) = cluster
+        .relays
+        .auth
+        .check("DELETE", &stream, value, unix_secs())
+    {
+        return refuse(StatusCode::FORBIDDEN, e).into_response();
+    }
+    let id = peer
+        .strip_prefix('p')
+        .and_then(|n| n.parse().ok())
+        .map(PeerId);
+    let Some(id) = id.filter(|id| {
+        cluster
+            .relays
+            .lock_served()
+            .get(&stream)
+            .is_some_and(|p| p.contains(id))
+    }) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    // Removing a peer a worker does not have does nothing; its worker drops it, and with it
+    // the events channel whose end makes the relay forgotten here.
+    for w in workers.handles() {
+        let _ = w.send(Command::Remove { id }).await;
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
