@@ -1194,6 +1194,48 @@ async fn serve(
         .into_response()
 }
 
+/// `DELETE /cluster/relay/<stream>/<peer>`: the pulling node ends a relay it was served.
+async fn end_relay(
+    State(cluster): State<Option<Arc<Cluster>>>,
+    State(workers): State<Arc<Workers>>,
+    Path((stream, peer)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(cluster) = cluster else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Ok(stream) = StreamName::new(&stream) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let value = headers.get(AUTH_HEADER).and_then(|v| v.to_str().ok());
+    if let Err(e) = cluster
+        .relays
+        .auth
+        .check("DELETE", &stream, value, unix_secs())
+    {
+        return refuse(StatusCode::FORBIDDEN, e).into_response();
+    }
+    let id = peer
+        .strip_prefix('p')
+        .and_then(|n| n.parse().ok())
+        .map(PeerId);
+    let Some(id) = id.filter(|id| {
+        cluster
+            .relays
+            .lock_served()
+            .get(&stream)
+            .is_some_and(|p| p.contains(id))
+    }) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    // Removing a peer a worker does not have does nothing; its worker drops it, and with it
+    // the events channel whose end makes the relay forgotten here.
+    for w in workers.handles() {
+        let _ = w.send(Command::Remove { id }).await;
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1262,46 +1304,4 @@ mod tests {
         assert!(!s.first_time(1));
         assert!(s.first_time(2));
     }
-}
-
-/// `DELETE /cluster/relay/<stream>/<peer>`: the pulling node ends a relay it was served.
-async fn end_relay(
-    State(cluster): State<Option<Arc<Cluster>>>,
-    State(workers): State<Arc<Workers>>,
-    Path((stream, peer)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let Some(cluster) = cluster else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let Ok(stream) = StreamName::new(&stream) else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    let value = headers.get(AUTH_HEADER).and_then(|v| v.to_str().ok());
-    if let Err(e) = cluster
-        .relays
-        .auth
-        .check("DELETE", &stream, value, unix_secs())
-    {
-        return refuse(StatusCode::FORBIDDEN, e).into_response();
-    }
-    let id = peer
-        .strip_prefix('p')
-        .and_then(|n| n.parse().ok())
-        .map(PeerId);
-    let Some(id) = id.filter(|id| {
-        cluster
-            .relays
-            .lock_served()
-            .get(&stream)
-            .is_some_and(|p| p.contains(id))
-    }) else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    // Removing a peer a worker does not have does nothing; its worker drops it, and with it
-    // the events channel whose end makes the relay forgotten here.
-    for w in workers.handles() {
-        let _ = w.send(Command::Remove { id }).await;
-    }
-    StatusCode::NO_CONTENT.into_response()
 }
