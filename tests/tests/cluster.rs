@@ -394,12 +394,26 @@ async fn viewers_on_three_nodes_get_the_broadcast_byte_for_byte_through_one_rela
             wait_metric(n, "golive_cluster_members", 3.0).await?;
         }
         let publisher = Session::publish(&origin, "big").await?;
+        // A WHEP player is the first viewer on node c: WHEP makes a node pull too.
+        let offered = TestPeer::viewer(golive_e2e::VideoCodec::Vp8).await?;
+        let r = golive_e2e::http::request(
+            c.http_addr(),
+            "POST",
+            "/whep/big",
+            &[("Content-Type", "application/sdp")],
+            offered.sdp().as_bytes(),
+        )
+        .await?;
+        ensure!(r.status == 201, "WHEP on node c: {} {}", r.status, r.body);
+        let whep = offered.connect(&r.body)?;
+        whep.wait_connected(golive_e2e::CONNECT_TIMEOUT).await?;
         let mut viewers = Vec::new();
-        for n in [&origin, &b, &c, &b, &c, &b] {
+        for n in [&origin, &b, &c, &b, &c] {
             viewers.push(Session::watch(n, "big").await?);
         }
         tokio::time::sleep(PLAY).await;
-        let got: Vec<_> = viewers.iter().map(|v| v.peer.snapshot()).collect();
+        let mut got: Vec<_> = viewers.iter().map(|v| v.peer.snapshot()).collect();
+        got.push(whep.snapshot());
         every_viewer_got_the_broadcast(&publisher.peer.snapshot(), &got)?;
         // Five viewers on other nodes, two relays: one per node, whatever its viewers.
         ensure!(metric(&origin, "golive_cluster_relays_out").await? == 2.0);
