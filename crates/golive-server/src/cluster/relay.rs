@@ -44,12 +44,6 @@
 //! the time, a nonce and an HMAC-SHA256 of them with the cluster secret; a request older than
 //! [`AUTH_MAX_AGE`] or a nonce seen before is refused.
 
-use axum::Router;
-use axum::extract::{FromRef, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use base64::Engine;
 use bytes::BytesMut;
 use golive_client::{ClientPeer, Feedback, PayloadTypes, PeerConfig, PeerEvent, Role, SrtpOffer};
 use golive_proto::{EndReason, ErrorCode, ProtocolError, StreamName};
@@ -57,26 +51,28 @@ use golive_sfu::keyframe::is_keyframe_start;
 use golive_sfu::pli::KeyframeRequests;
 use golive_sfu::{Codec, MediaKind, PeerId, SourcePacket, StreamMedia, VideoCodec};
 use prometheus::{IntCounter, IntGauge};
-use ring::hmac;
-use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc, watch};
+
+mod auth;
+mod serve;
+mod wire;
+
+pub use auth::{AUTH_HEADER, AUTH_MAX_AGE, Auth, AuthError};
+pub use serve::routes;
 
 use super::{Cluster, NODE_TTL};
 use crate::directory::{AudienceEvent, AudienceSink, Directory, MemberId};
 use crate::metrics::Metrics;
 use crate::session::Workers;
-use crate::worker::{Command, PeerEvent as WorkerPeerEvent};
+use auth::unix_secs;
+use wire::MediaJson;
 
-/// The header that authenticates one node's request to another.
-pub const AUTH_HEADER: &str = "x-golive-relay-auth";
-/// A signed request is good for this long (clocks of nodes may differ by a few seconds).
-pub const AUTH_MAX_AGE: Duration = Duration::from_secs(30);
 /// Node-to-node HTTP requests give up after this long.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// A viewer waits at most this long for its node to start pulling a stream.
@@ -96,156 +92,6 @@ static NEXT_RELAY_ID: AtomicU64 = AtomicU64::new(1 << 62);
 
 fn next_relay_id() -> u64 {
     NEXT_RELAY_ID.fetch_add(1, Ordering::Relaxed)
-}
-
-fn unix_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Signs and checks node-to-node requests with the cluster secret.
-pub struct Auth {
-    key: hmac::Key,
-    /// Nonces of requests accepted in the last [`AUTH_MAX_AGE`] (a replay is refused).
-    seen: Mutex<HashMap<String, u64>>,
-}
-
-/// Why a node-to-node request was refused.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    #[error("no {AUTH_HEADER} header")]
-    Missing,
-    #[error("a malformed {AUTH_HEADER} header")]
-    Malformed,
-    #[error("a request signed too long ago (or in the future)")]
-    Stale,
-    #[error("a request not signed with the cluster secret")]
-    BadSignature,
-    #[error("a request seen before")]
-    Replayed,
-}
-
-impl Auth {
-    pub fn new(secret: &str) -> Self {
-        Self {
-            key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
-            seen: Mutex::default(),
-        }
-    }
-
-    fn message(method: &str, stream: &str, node: &str, secs: u64, nonce: &str) -> String {
-        format!("golive-relay\n{method}\n{stream}\n{node}\n{secs}\n{nonce}")
-    }
-
-    /// The header value for `node`'s request `method` on `stream`, signed now.
-    pub fn sign(&self, method: &str, stream: &StreamName, node: &str, secs: u64) -> String {
-        let nonce = format!("{:016x}", rand::random::<u64>());
-        let msg = Self::message(method, stream.as_str(), node, secs, &nonce);
-        let tag = hmac::sign(&self.key, msg.as_bytes());
-        let tag = base64::engine::general_purpose::STANDARD_NO_PAD.encode(tag.as_ref());
-        format!("{node}:{secs}:{nonce}:{tag}")
-    }
-
-    /// Checks a request's header (the signature in constant time); returns the node that made
-    /// it.
-    pub fn check(
-        &self,
-        method: &str,
-        stream: &StreamName,
-        value: Option<&str>,
-        now_secs: u64,
-    ) -> Result<String, AuthError> {
-        let value = value.ok_or(AuthError::Missing)?;
-        let mut parts = value.splitn(4, ':');
-        let (Some(node), Some(secs), Some(nonce), Some(tag)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(AuthError::Malformed);
-        };
-        let secs: u64 = secs.parse().map_err(|_| AuthError::Malformed)?;
-        let tag = base64::engine::general_purpose::STANDARD_NO_PAD
-            .decode(tag)
-            .map_err(|_| AuthError::Malformed)?;
-        if now_secs.abs_diff(secs) > AUTH_MAX_AGE.as_secs() {
-            return Err(AuthError::Stale);
-        }
-        let msg = Self::message(method, stream.as_str(), node, secs, nonce);
-        hmac::verify(&self.key, msg.as_bytes(), &tag).map_err(|_| AuthError::BadSignature)?;
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.retain(|_, at| now_secs.abs_diff(*at) <= 2 * AUTH_MAX_AGE.as_secs());
-        if seen.insert(nonce.to_owned(), secs).is_some() {
-            return Err(AuthError::Replayed);
-        }
-        Ok(node.to_owned())
-    }
-}
-
-/// One codec as nodes tell each other (the fields of [`Codec`]).
-#[derive(Debug, Serialize, Deserialize)]
-struct CodecJson {
-    name: String,
-    clock_rate: u32,
-    channels: u16,
-    fmtp: String,
-    payload_type: u8,
-}
-
-/// `GET /cluster/relay/<stream>`: what a relay of the stream will receive.
-#[derive(Debug, Serialize, Deserialize)]
-struct MediaJson {
-    audio: Option<CodecJson>,
-    video: Option<CodecJson>,
-    title: Option<String>,
-}
-
-impl CodecJson {
-    fn from_codec(c: &Codec) -> Self {
-        Self {
-            name: c.name.clone(),
-            clock_rate: c.clock_rate,
-            channels: c.channels,
-            fmtp: c.fmtp.clone(),
-            payload_type: c.payload_type,
-        }
-    }
-
-    fn to_codec(&self, kind: MediaKind) -> Codec {
-        let video = match (kind, self.name.to_ascii_uppercase().as_str()) {
-            (MediaKind::Audio, _) => None,
-            (_, "VP8") => Some(VideoCodec::Vp8),
-            (_, "VP9") => Some(VideoCodec::Vp9),
-            (_, "H264") => Some(VideoCodec::H264),
-            (_, "AV1") => Some(VideoCodec::Av1),
-            _ => None,
-        };
-        Codec {
-            kind,
-            name: self.name.clone(),
-            clock_rate: self.clock_rate,
-            channels: self.channels,
-            fmtp: self.fmtp.clone(),
-            payload_type: self.payload_type,
-            video,
-        }
-    }
-}
-
-impl MediaJson {
-    fn new(media: &StreamMedia, title: Option<String>) -> Self {
-        Self {
-            audio: media.audio.as_ref().map(CodecJson::from_codec),
-            video: media.video.as_ref().map(CodecJson::from_codec),
-            title,
-        }
-    }
-
-    fn media(&self) -> StreamMedia {
-        StreamMedia {
-            audio: self.audio.as_ref().map(|c| c.to_codec(MediaKind::Audio)),
-            video: self.video.as_ref().map(|c| c.to_codec(MediaKind::Video)),
-        }
-    }
 }
 
 struct RelayMetrics {
@@ -1029,269 +875,9 @@ async fn check_source(
     }
 }
 
-/// The routes by which a node serves relays of the streams it holds.
-pub fn routes<S>() -> Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-    Option<Arc<Cluster>>: FromRef<S>,
-    Arc<Directory>: FromRef<S>,
-    Arc<Workers>: FromRef<S>,
-{
-    Router::new()
-        .route("/cluster/relay/{stream}", get(describe).post(serve))
-        .route("/cluster/relay/{stream}/{peer}", delete(end_relay))
-}
-
-/// A refusal of a node-to-node request: its status and why, for the requesting node's log.
-type Refusal = (StatusCode, String);
-
-fn refuse(status: StatusCode, why: impl std::fmt::Display) -> Refusal {
-    (status, why.to_string())
-}
-
-/// The checks both requests pass: cluster mode, a valid signature, the stream held here and
-/// room for one more relay of it. Returns the stream's media.
-fn admit(
-    cluster: &Option<Arc<Cluster>>,
-    directory: &Directory,
-    method: &str,
-    stream: &str,
-    headers: &HeaderMap,
-) -> Result<(Arc<Cluster>, StreamName, Arc<StreamMedia>), Refusal> {
-    let Some(cluster) = cluster.clone() else {
-        return Err(refuse(StatusCode::NOT_FOUND, "not in cluster mode"));
-    };
-    let stream = StreamName::new(stream).map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?;
-    let value = headers.get(AUTH_HEADER).and_then(|v| v.to_str().ok());
-    if let Err(e) = cluster
-        .relays
-        .auth
-        .check(method, &stream, value, unix_secs())
-    {
-        tracing::warn!(%stream, "relay request refused: {e}");
-        return Err(refuse(StatusCode::FORBIDDEN, e));
-    }
-    let Some(media) = directory.media_of(&stream) else {
-        return Err(refuse(StatusCode::NOT_FOUND, "the stream is not held here"));
-    };
-    let inbound = cluster.relays.lock_inbound().get(&stream).cloned();
-    if inbound.is_some_and(|i| !i.receiving.load(Ordering::Relaxed)) {
-        return Err(refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node does not receive the stream right now",
-        ));
-    }
-    if cluster.relays.served(&stream) >= cluster.settings.max_relays_per_stream {
-        return Err(refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node serves as many relays of the stream as it may",
-        ));
-    }
-    Ok((cluster, stream, media))
-}
-
-/// `GET /cluster/relay/<stream>`: the stream's media, so the relay can offer its codecs.
-async fn describe(
-    State(cluster): State<Option<Arc<Cluster>>>,
-    State(directory): State<Arc<Directory>>,
-    Path(stream): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let (_, stream, media) = match admit(&cluster, &directory, "GET", &stream, &headers) {
-        Ok(x) => x,
-        Err(r) => return r.into_response(),
-    };
-    let title = directory.title(&stream).flatten();
-    axum::Json(MediaJson::new(&media, title)).into_response()
-}
-
-/// `POST /cluster/relay/<stream>` with an SDP offer: a relay peer that receives every track.
-async fn serve(
-    State(cluster): State<Option<Arc<Cluster>>>,
-    State(directory): State<Arc<Directory>>,
-    State(workers): State<Arc<Workers>>,
-    Path(stream): Path<String>,
-    headers: HeaderMap,
-    offer: String,
-) -> Response {
-    let (cluster, stream, media) = match admit(&cluster, &directory, "POST", &stream, &headers) {
-        Ok(x) => x,
-        Err(r) => return r.into_response(),
-    };
-    let relays = &cluster.relays;
-    let id = PeerId(next_relay_id());
-    // Counted before the answer, so that racing requests cannot exceed the bound.
-    {
-        let mut served = relays.lock_served();
-        let peers = served.entry(stream.clone()).or_default();
-        if peers.len() >= cluster.settings.max_relays_per_stream {
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "this node serves as many relays of the stream as it may",
-            )
-            .into_response();
-        }
-        peers.insert(id);
-    }
-    let (events, mut events_rx) = mpsc::unbounded_channel();
-    let worker = workers.pick();
-    let answer = worker
-        .call(|reply| Command::Watch {
-            id,
-            stream: stream.clone(),
-            media,
-            offer,
-            events,
-            reply,
-        })
-        .await;
-    let forget = {
-        let cluster = cluster.clone();
-        let stream = stream.clone();
-        move || {
-            let mut served = cluster.relays.lock_served();
-            if let Some(peers) = served.get_mut(&stream) {
-                peers.remove(&id);
-                if peers.is_empty() {
-                    served.remove(&stream);
-                }
-            }
-            drop(served);
-            cluster.relays.set_served_gauge();
-            publish_entry(&cluster, &stream);
-        }
-    };
-    let answer = match answer {
-        Ok(a) => a,
-        Err(e) => {
-            forget();
-            return refuse(StatusCode::BAD_REQUEST, e).into_response();
-        }
-    };
-    relays.set_served_gauge();
-    publish_entry(&cluster, &stream);
-    tracing::info!(%stream, peer = %id, worker = worker.index, "relay: serving the stream to another node");
-    tokio::spawn(async move {
-        while let Some(ev) = events_rx.recv().await {
-            if matches!(
-                ev,
-                WorkerPeerEvent::Failed(_) | WorkerPeerEvent::WorkerFailed(_)
-            ) {
-                break;
-            }
-        }
-        tracing::info!(peer = %id, "relay: a relay this node served ended");
-        forget();
-    });
-    (
-        StatusCode::CREATED,
-        [
-            (header::CONTENT_TYPE, "application/sdp".to_owned()),
-            (header::LOCATION, format!("/cluster/relay/{stream}/{id}")),
-        ],
-        answer.sdp,
-    )
-        .into_response()
-}
-
-/// `DELETE /cluster/relay/<stream>/<peer>`: the pulling node ends a relay it was served.
-async fn end_relay(
-    State(cluster): State<Option<Arc<Cluster>>>,
-    State(workers): State<Arc<Workers>>,
-    Path((stream, peer)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let Some(cluster) = cluster else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let Ok(stream) = StreamName::new(&stream) else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    let value = headers.get(AUTH_HEADER).and_then(|v| v.to_str().ok());
-    if let Err(e) = cluster
-        .relays
-        .auth
-        .check("DELETE", &stream, value, unix_secs())
-    {
-        return refuse(StatusCode::FORBIDDEN, e).into_response();
-    }
-    let id = peer
-        .strip_prefix('p')
-        .and_then(|n| n.parse().ok())
-        .map(PeerId);
-    let Some(id) = id.filter(|id| {
-        cluster
-            .relays
-            .lock_served()
-            .get(&stream)
-            .is_some_and(|p| p.contains(id))
-    }) else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    // Removing a peer a worker does not have does nothing; its worker drops it, and with it
-    // the events channel whose end makes the relay forgotten here.
-    for w in workers.handles() {
-        let _ = w.send(Command::Remove { id }).await;
-    }
-    StatusCode::NO_CONTENT.into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stream() -> StreamName {
-        StreamName::new("show").unwrap()
-    }
-
-    #[test]
-    fn a_signed_request_is_accepted_once_and_only_with_the_secret() {
-        let auth = Auth::new("s3cret");
-        let now = 1_000_000;
-        let h = auth.sign("POST", &stream(), "node-a", now);
-        assert_eq!(
-            auth.check("POST", &stream(), Some(&h), now + 5),
-            Ok("node-a".into())
-        );
-        assert_eq!(
-            auth.check("POST", &stream(), Some(&h), now + 6),
-            Err(AuthError::Replayed)
-        );
-        let other = Auth::new("not the secret");
-        let h = other.sign("POST", &stream(), "node-a", now);
-        assert_eq!(
-            auth.check("POST", &stream(), Some(&h), now),
-            Err(AuthError::BadSignature)
-        );
-    }
-
-    #[test]
-    fn a_signature_is_bound_to_its_stream_method_and_time() {
-        let auth = Auth::new("s3cret");
-        let now = 1_000_000;
-        let h = auth.sign("GET", &stream(), "node-a", now);
-        let other = StreamName::new("other").unwrap();
-        assert_eq!(
-            auth.check("GET", &other, Some(&h), now),
-            Err(AuthError::BadSignature)
-        );
-        assert_eq!(
-            auth.check("POST", &stream(), Some(&h), now),
-            Err(AuthError::BadSignature)
-        );
-        assert_eq!(
-            auth.check("GET", &stream(), Some(&h), now + 31),
-            Err(AuthError::Stale)
-        );
-        assert_eq!(
-            auth.check("GET", &stream(), None, now),
-            Err(AuthError::Missing)
-        );
-        assert_eq!(
-            auth.check("GET", &stream(), Some("node-a:x"), now),
-            Err(AuthError::Malformed)
-        );
-    }
 
     #[test]
     fn a_packet_repaired_twice_on_the_hop_is_forwarded_once() {
