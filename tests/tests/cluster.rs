@@ -415,6 +415,13 @@ async fn viewers_on_three_nodes_get_the_broadcast_byte_for_byte_through_one_rela
         let mut got: Vec<_> = viewers.iter().map(|v| v.peer.snapshot()).collect();
         got.push(whep.snapshot());
         every_viewer_got_the_broadcast(&publisher.peer.snapshot(), &got)?;
+        // A viewer's keyframe request on an edge reaches the broadcaster (up the relay).
+        let asked = Instant::now();
+        viewers[1].peer.send_pli()?;
+        publisher
+            .peer
+            .wait_keyframe_request_since(asked, CLUSTER_WAIT)
+            .await?;
         // Five viewers on other nodes, two relays: one per node, whatever its viewers.
         ensure!(metric(&origin, "golive_cluster_relays_out").await? == 2.0);
         ensure!(metric(&origin, "golive_cluster_relays_in").await? == 0.0);

@@ -724,6 +724,7 @@ impl Link {
         let mut next_check = Instant::now() + CHECK_INTERVAL;
         let mut last_media = Instant::now();
         let mut idle_since: Option<Instant> = None;
+        let mut over_once = false;
         let end = loop {
             let now = Instant::now();
             let due = [
@@ -817,9 +818,15 @@ impl Link {
             if now.duration_since(last_media) >= STALL {
                 me.receiving.store(false, Ordering::Relaxed);
                 let (parent, origin) = (self.parent.clone(), self.origin.clone());
-                if let Some(end) = check_source(cluster, stream, &parent, &origin).await {
-                    break end;
+                match check_source(cluster, stream, &parent, &origin).await {
+                    // No lease while the origin lives, twice a check apart: a Redis that has
+                    // just restarted empty shows no lease until the origin takes it again.
+                    Some(End::Over) if !over_once => over_once = true,
+                    Some(end) => break end,
+                    None => over_once = false,
                 }
+            } else {
+                over_once = false;
             }
         };
         me.receiving.store(false, Ordering::Relaxed);
