@@ -132,10 +132,15 @@ async fn wait_metric(server: &GoliveServer, name: &str, want: f64) -> Result<()>
     }
 }
 
+/// `GET /api/streams` as it comes.
+async fn streams_json(server: &GoliveServer) -> Result<serde_json::Value> {
+    let r = golive_e2e::http::request(server.http_addr(), "GET", "/api/streams", &[], b"").await?;
+    Ok(serde_json::from_str(&r.body)?)
+}
+
 /// `GET /api/streams` as (stream, viewers) rows.
 async fn streams(server: &GoliveServer) -> Result<Vec<(String, u64)>> {
-    let r = golive_e2e::http::request(server.http_addr(), "GET", "/api/streams", &[], b"").await?;
-    let rows: serde_json::Value = serde_json::from_str(&r.body)?;
+    let rows = streams_json(server).await?;
     Ok(rows
         .as_array()
         .context("an array")?
@@ -429,9 +434,13 @@ async fn viewers_on_three_nodes_get_the_broadcast_byte_for_byte_through_one_rela
             ensure!(metric(edge, "golive_cluster_relays_in").await? == 1.0);
             ensure!(metric(edge, "golive_cluster_relays_out").await? == 0.0);
         }
-        // The counts stay exact: relays are not viewers.
+        // The counts stay exact: relays are not viewers. Every node describes the stream as
+        // its origin does.
+        let described = |rows: serde_json::Value| rows[0]["live_since"].clone();
+        let at_origin = described(streams_json(&origin).await?);
         for n in [&origin, &b, &c] {
             wait_streams(n, &[("big", 6)]).await?;
+            ensure!(described(streams_json(n).await?) == at_origin);
         }
         Ok(())
     })

@@ -272,9 +272,34 @@ impl Cluster {
         self.relays.served(stream) > 0
     }
 
-    /// Every live stream of the cluster, with its viewers on every node.
+    /// Every live stream of the cluster, with its viewers on every node. A stream this node
+    /// relays is described as its origin describes it (title, start, thumbnail).
     pub fn streams(&self, directory: &Directory) -> Vec<StreamSummary> {
-        self.lock_view().streams(directory.list())
+        let (relayed, own): (Vec<_>, Vec<_>) = directory
+            .list()
+            .into_iter()
+            .partition(|s| self.relays.is_relayed(&s.stream));
+        let view = self.lock_view();
+        let mut out = view.streams(own);
+        if relayed.is_empty() {
+            return out;
+        }
+        let remote = view.remote_viewers();
+        for mut r in relayed {
+            match out.iter_mut().find(|o| o.stream == r.stream) {
+                Some(o) => o.viewers += r.viewers,
+                // The origin's record is gone (it died; the relay waits for the next origin).
+                None => {
+                    if let Ok(name) = StreamName::new(&r.stream) {
+                        r.viewers += remote.get(&name).copied().unwrap_or(0);
+                    }
+                    out.push(r);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.stream.cmp(&b.stream));
+        crate::directory::rank(&mut out);
+        out
     }
 
     /// Members of the cluster as this node last saw them, itself included.
