@@ -474,8 +474,7 @@ fn publish_entry(cluster: &Arc<Cluster>, stream: &StreamName) {
     });
 }
 
-/// The nodes to pull `stream` from, best first: its origin while it has room, then the nodes
-/// relaying it with room (fewest relays first), the origin last in any case.
+/// The nodes to pull `stream` from, best first (see [`order_parents`]).
 async fn parents(cluster: &Cluster, stream: &StreamName, origin: &str) -> Vec<(String, String)> {
     let entries = cluster
         .store
@@ -483,10 +482,29 @@ async fn parents(cluster: &Cluster, stream: &StreamName, origin: &str) -> Vec<(S
         .await
         .unwrap_or_default();
     let view = cluster.lock_view().clone();
-    let max = cluster.settings.max_relays_per_stream;
+    order_parents(
+        &entries,
+        |id| view.url_of(id).map(str::to_owned),
+        origin,
+        &cluster.id,
+        cluster.settings.max_relays_per_stream,
+    )
+}
+
+/// Orders the nodes that hold a stream (`entries`: each with the relays it serves) as parents
+/// for node `me`: the origin while it has room, then the nodes relaying the stream with room,
+/// fewest relays first, and the origin last in any case (its count may be a heartbeat old).
+/// Nodes without a live record (`url_of` gives none) are left out.
+fn order_parents(
+    entries: &[(String, usize)],
+    url_of: impl Fn(&str) -> Option<String>,
+    origin: &str,
+    me: &str,
+    max: usize,
+) -> Vec<(String, String)> {
     let served = |id: &str| entries.iter().find(|(n, _)| n == id).map_or(0, |(_, c)| *c);
     let mut out = Vec::new();
-    let origin_url = view.url_of(origin).map(str::to_owned);
+    let origin_url = url_of(origin);
     if let Some(url) = &origin_url
         && served(origin) < max
     {
@@ -494,8 +512,8 @@ async fn parents(cluster: &Cluster, stream: &StreamName, origin: &str) -> Vec<(S
     }
     let mut relays: Vec<(usize, String, String)> = entries
         .iter()
-        .filter(|(id, n)| id != origin && *id != cluster.id && *n < max)
-        .filter_map(|(id, n)| Some((*n, id.clone(), view.url_of(id)?.to_owned())))
+        .filter(|(id, n)| id != origin && id != me && *n < max)
+        .filter_map(|(id, n)| Some((*n, id.clone(), url_of(id)?)))
         .collect();
     relays.sort();
     out.extend(relays.into_iter().map(|(_, id, url)| (id, url)));
@@ -885,6 +903,32 @@ async fn check_source(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ids(parents: Vec<(String, String)>) -> Vec<String> {
+        parents.into_iter().map(|(id, _)| id).collect()
+    }
+
+    #[test]
+    fn a_node_pulls_from_the_origin_while_it_has_room_then_from_the_least_busy_relay() {
+        let url_of = |id: &str| (id != "dead").then(|| format!("http://{id}"));
+        let entries = |origin_serves: usize| {
+            vec![
+                ("origin".to_owned(), origin_serves),
+                ("busy".to_owned(), 3),
+                ("idle".to_owned(), 0),
+                ("full".to_owned(), 4),
+                ("dead".to_owned(), 0),
+                ("me".to_owned(), 0),
+            ]
+        };
+        let order = |served| ids(order_parents(&entries(served), url_of, "origin", "me", 4));
+        assert_eq!(order(3), ["origin", "idle", "busy"]);
+        // A full origin comes last, in case its count is a heartbeat old.
+        assert_eq!(order(4), ["idle", "busy", "origin"]);
+        // An origin without a live record is no parent.
+        let none = ids(order_parents(&entries(0), |_| None, "origin", "me", 4));
+        assert!(none.is_empty(), "{none:?}");
+    }
 
     #[test]
     fn a_packet_repaired_twice_on_the_hop_is_forwarded_once() {
