@@ -331,20 +331,25 @@ async fn without_redis_nodes_serve_what_they_hold_refuse_cluster_joins_and_rejoi
         redis.settled().await;
         let _publisher = Session::publish(&a, "kept").await?;
         let viewer = Session::watch(&a, "kept").await?;
-        viewer
-            .peer
-            .wait_packets(MediaKind::Video, 10, CLUSTER_WAIT)
-            .await?;
+        wait_metric(&b, "golive_cluster_members", 2.0).await?;
+        let relayed = Session::watch(&b, "kept").await?;
+        for v in [&viewer, &relayed] {
+            v.peer
+                .wait_packets(MediaKind::Video, 10, CLUSTER_WAIT)
+                .await?;
+        }
 
         let port = redis.stop();
         wait_metric(&a, "golive_cluster_redis_up", 0.0).await?;
         wait_metric(&b, "golive_cluster_redis_up", 0.0).await?;
-        // What node a holds goes on: its viewer keeps receiving.
-        let before = viewer.peer.snapshot().received_of(MediaKind::Video).len();
-        viewer
-            .peer
-            .wait_packets(MediaKind::Video, before + 20, CLUSTER_WAIT)
-            .await?;
+        // What node a holds goes on: its viewer keeps receiving, and so does node b's relay
+        // (media never goes through Redis).
+        for v in [&viewer, &relayed] {
+            let before = v.peer.snapshot().received_of(MediaKind::Video).len();
+            v.peer
+                .wait_packets(MediaKind::Video, before + 20, CLUSTER_WAIT)
+                .await?;
+        }
         // What needs the cluster is refused, with a code that says so.
         let (_s, reply) = try_publish(&b, "new").await?;
         ensure!(
@@ -373,7 +378,7 @@ async fn without_redis_nodes_serve_what_they_hold_refuse_cluster_joins_and_rejoi
             "a new stream on b after redis came back: {reply:?}"
         );
         let deadline = Instant::now() + CLUSTER_WAIT;
-        while !streams(&a).await?.contains(&("kept".to_owned(), 1)) {
+        while !streams(&a).await?.contains(&("kept".to_owned(), 2)) {
             ensure!(
                 Instant::now() < deadline,
                 "a lost its stream: {:?}",

@@ -8,6 +8,10 @@
 //! every other node's record once per heartbeat and gives its directory the viewers the other
 //! nodes have of each stream, so counts and `/api/streams` are cluster-wide.
 //!
+//! A viewer of a stream held by another node makes this node pull it once, as a relay
+//! ([`relay`]): over WebRTC from the origin, or from a node that relays it already when the
+//! origin serves as many relays as it may, so the nodes form a tree.
+//!
 //! Redis out of reach: the node keeps serving what it holds (its leases keep the names it
 //! broadcasts once Redis is back, since it takes them again at once) and refuses what needs
 //! the cluster (a new broadcast, a stream held elsewhere) with `cluster_unavailable`. It tries
