@@ -596,6 +596,14 @@ impl ClientPeer {
         self.state == RTCPeerConnectionState::Connected
     }
 
+    /// The connection failed or was closed: it will carry nothing more.
+    pub fn is_over(&self) -> bool {
+        matches!(
+            self.state,
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+        )
+    }
+
     /// A publisher's media source (to pause it, or to stop it answering keyframe requests).
     pub fn source_mut(&mut self) -> Option<&mut SyntheticSource> {
         self.publishing.as_mut().map(|p| &mut p.source)

@@ -193,6 +193,11 @@ pub struct Config {
     #[arg(long, env = "GOLIVE_MAX_RELAYS_PER_STREAM", default_value_t = 16)]
     pub max_relays_per_stream: usize,
 
+    /// Cluster mode: a node keeps pulling a stream from another node this long after its last
+    /// viewer of it left, so a viewer who comes back (or the next one) starts at once.
+    #[arg(long, env = "GOLIVE_RELAY_LINGER_SECS", default_value_t = 30)]
+    pub relay_linger_secs: u64,
+
     /// Username for the `turn:`/`turns:` servers of --ice-server.
     #[arg(long, env = "GOLIVE_ICE_USERNAME")]
     pub ice_username: Option<String>,
@@ -265,6 +270,7 @@ struct FileConfig {
     node_url: Option<String>,
     cluster_secret: Option<String>,
     max_relays_per_stream: Option<usize>,
+    relay_linger_secs: Option<u64>,
 }
 
 impl Config {
@@ -306,7 +312,7 @@ impl Config {
             max_new_sessions_per_sec_per_ip, max_sessions_per_ip, ip_limits_loopback, http_header_timeout_secs, max_connections,
             max_connections_per_ip, ws_idle_timeout_secs, max_queued_messages,
             drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache, reconnect_grace_secs, trusted_proxies, max_relays_per_stream,
-            record_retention_hours, record_min_free_mb;
+            relay_linger_secs, record_retention_hours, record_min_free_mb;
             udp_bind, public_ip, workers, ice_username, ice_credential, keys_file,
             cluster_redis, node_url, cluster_secret, record_dir);
     }
@@ -332,6 +338,8 @@ impl Config {
             secret: self.cluster_secret.clone().unwrap_or_default(),
             max_relays_per_stream: self.max_relays_per_stream.max(1),
             capacity: self.max_viewers,
+            relay_linger: std::time::Duration::from_secs(self.relay_linger_secs),
+            reconnect_grace: std::time::Duration::from_secs(self.reconnect_grace_secs),
         }))
     }
 

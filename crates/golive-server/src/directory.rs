@@ -294,15 +294,22 @@ impl Directory {
         Ok(())
     }
 
-    /// The broadcaster's connection is lost (not ended on purpose). With viewers, the stream
-    /// waits for it: returns the loss number to pass to [`Directory::expire`] when the grace
-    /// period is over. Without viewers it simply ends.
-    pub fn orphan(&self, stream: &StreamName, publisher: MemberId, grace: Duration) -> Option<u64> {
+    /// The broadcaster's connection is lost (not ended on purpose). With viewers (or when
+    /// `relayed`: other nodes relay it, and their viewers wait), the stream waits for it:
+    /// returns the loss number to pass to [`Directory::expire`] when the grace period is over.
+    /// Without them it simply ends.
+    pub fn orphan(
+        &self,
+        stream: &StreamName,
+        publisher: MemberId,
+        grace: Duration,
+        relayed: bool,
+    ) -> Option<u64> {
         let mut streams = self.lock();
         let e = streams
             .get_mut(stream)
             .filter(|e| e.publisher == publisher)?;
-        if e.viewers.is_empty() {
+        if e.viewers.is_empty() && !relayed {
             streams.remove(stream);
             return None;
         }
@@ -614,6 +621,16 @@ impl Directory {
         v.sort();
         v.truncate(n);
         v
+    }
+
+    /// Cluster mode: the media of `stream` when this node holds it, for a relay to another node.
+    pub fn media_of(&self, stream: &StreamName) -> Option<Arc<StreamMedia>> {
+        self.lock().get(stream).map(|e| e.media.clone())
+    }
+
+    /// Cluster mode: the viewers `stream` has on this node, when this node holds it.
+    pub fn viewers_of(&self, stream: &StreamName) -> Option<usize> {
+        self.lock().get(stream).map(|e| e.viewers.len())
     }
 
     /// Whether this node holds `stream` (live, or waiting for its broadcaster).

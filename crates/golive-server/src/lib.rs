@@ -218,6 +218,7 @@ pub fn app(state: AppState) -> Router {
         .merge(web::routes())
         .merge(whip::routes())
         .merge(replay::routes())
+        .merge(cluster::relay::routes())
         .with_state(state)
 }
 
@@ -353,7 +354,10 @@ pub fn start_media(config: &Config) -> anyhow::Result<AppState> {
             viewer_leg: config.viewer_leg,
             ..Default::default()
         },
-        taps.clone(),
+        worker::Sharing {
+            taps: taps.clone(),
+            relays: config.cluster_redis.is_some(),
+        },
     )?;
     for w in &workers {
         tracing::info!(worker = w.index, "media on udp {}", w.addr);

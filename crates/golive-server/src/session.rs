@@ -543,6 +543,8 @@ impl Session {
         let media = golive_sfu::Sfu::publisher_media(&sdp).map_err(sfu_error)?;
         if let Some(cluster) = &self.ctx.cluster {
             cluster.acquire_origin(&stream).await?;
+            // A relay of the stream here gives way: this broadcaster is its source now.
+            cluster.yield_relay(&stream, &self.ctx.directory);
         }
         let claimed = self.ctx.directory.claim(
             &stream,
@@ -630,14 +632,25 @@ impl Session {
             Some(n) => display_name(&n)?,
             None => format!("viewer-{:04x}", rand::random::<u16>()),
         };
-        let joined = self
-            .ctx
-            .directory
-            .watch(&stream, self.id.into(), self.audience.clone(), name)
-            .map_err(|e| match &self.ctx.cluster {
-                Some(c) if e.code == ErrorCode::StreamNotFound => c.not_here(&stream),
-                _ => e,
-            })?;
+        let mut joined =
+            self.ctx
+                .directory
+                .watch(&stream, self.id.into(), self.audience.clone(), name.clone());
+        if let (Err(e), Some(c)) = (&joined, &self.ctx.cluster)
+            && e.code == ErrorCode::StreamNotFound
+        {
+            // Live on another node, perhaps: this node pulls it once, as a relay.
+            c.pull(&stream).await?;
+            joined = self
+                .ctx
+                .directory
+                .watch(&stream, self.id.into(), self.audience.clone(), name)
+                .map_err(|e| match e.code {
+                    ErrorCode::StreamNotFound => c.not_here(&stream),
+                    _ => e,
+                });
+        }
+        let joined = joined?;
         let media = joined.media;
         let worker = self.ctx.workers.pick();
         let peer = PeerId(next_id());
@@ -753,7 +766,12 @@ impl Session {
             } => {
                 let grace = self.ctx.settings.reconnect_grace;
                 let waiting = if lost && !grace.is_zero() {
-                    self.ctx.directory.orphan(&stream, self.id.into(), grace)
+                    // Other nodes' viewers of a relayed stream wait for the broadcaster too.
+                    let relayed =
+                        (self.ctx.cluster.as_ref()).is_some_and(|c| c.serves_relays(&stream));
+                    self.ctx
+                        .directory
+                        .orphan(&stream, self.id.into(), grace, relayed)
                 } else {
                     None
                 };

@@ -192,7 +192,15 @@ pub struct WorkerHandle {
     pub addr: SocketAddr,
     commands: mpsc::Sender<Command>,
     status: Arc<Status>,
+    /// The worker's queue of media from other workers, which a relay feeds too.
+    media: mpsc::Sender<Peer2Peer>,
+    /// Where keyframe requests for streams without a local broadcaster also go (relays).
+    keyframe_listener: Arc<KeyframeListener>,
 }
+
+/// Cluster mode: told of every keyframe request a worker makes for a stream whose broadcaster
+/// is not on any worker of this node (it may be a relayed stream). Set once.
+pub type KeyframeListener = std::sync::OnceLock<mpsc::UnboundedSender<StreamName>>;
 
 impl WorkerHandle {
     pub fn state(&self) -> WorkerState {
@@ -227,6 +235,7 @@ impl WorkerHandle {
     #[cfg(test)]
     pub(crate) fn detached(index: usize, alive: bool) -> Self {
         let (commands, _) = mpsc::channel(1);
+        let (media, _) = mpsc::channel(1);
         let status = Status::default();
         status.down.store(!alive, Ordering::Relaxed);
         Self {
@@ -234,7 +243,22 @@ impl WorkerHandle {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             commands,
             status: Arc::new(status),
+            media,
+            keyframe_listener: Arc::default(),
         }
+    }
+
+    /// A packet of a stream this node relays from another node: the worker takes it as it
+    /// takes a packet of a broadcaster on another worker (keyframe cache, NACK history,
+    /// fan-out). False when the worker's queue is full: the packet is dropped, as loss.
+    pub fn relay_media(&self, packet: Arc<SourcePacket>) -> bool {
+        self.media.try_send(Peer2Peer::Media(packet)).is_ok()
+    }
+
+    /// Sets where keyframe requests for streams without a local broadcaster go (the same
+    /// listener for every worker of the node; the first call wins).
+    pub fn listen_keyframe_requests(&self, tx: mpsc::UnboundedSender<StreamName>) {
+        let _ = self.keyframe_listener.set(tx);
     }
 
     /// Sends the command `make` builds around a reply channel, and waits for the reply.
@@ -261,6 +285,15 @@ impl WorkerHandle {
     }
 }
 
+/// Who besides the other workers takes what a worker shares.
+#[derive(Default)]
+pub struct Sharing {
+    /// The recorder, tapping local broadcasters' packets.
+    pub taps: Option<Arc<RecordingTaps>>,
+    /// Cluster mode: relays feed the workers and hear their viewers' keyframe requests.
+    pub relays: bool,
+}
+
 /// Binds every worker's socket and starts their threads.
 pub fn start_workers(
     count: usize,
@@ -269,8 +302,9 @@ pub fn start_workers(
     advertised_ip: std::net::IpAddr,
     srtp: SrtpPolicy,
     media: MediaOptions,
-    taps: Option<Arc<RecordingTaps>>,
+    sharing: Sharing,
 ) -> io::Result<Vec<WorkerHandle>> {
+    let Sharing { taps, relays } = sharing;
     let mut sockets = Vec::with_capacity(count);
     for i in 0..count {
         let port = if first_port == 0 {
@@ -290,6 +324,7 @@ pub fn start_workers(
     let mut media_txs = Vec::with_capacity(count);
     let mut media_rxs = Vec::with_capacity(count);
     let mut cmd_rxs = Vec::with_capacity(count);
+    let keyframe_listener = Arc::new(KeyframeListener::new());
     for (i, socket) in sockets.iter().enumerate() {
         let (ctx, crx) = mpsc::channel(COMMAND_QUEUE);
         let (mtx, mrx) = mpsc::channel(MEDIA_QUEUE_PACKETS);
@@ -299,6 +334,8 @@ pub fn start_workers(
             addr: SocketAddr::new(advertised_ip, port),
             commands: ctx,
             status: Arc::new(Status::default()),
+            media: mtx.clone(),
+            keyframe_listener: keyframe_listener.clone(),
         });
         media_txs.push(mtx);
         media_rxs.push(mrx);
@@ -314,8 +351,9 @@ pub fn start_workers(
         let config = SfuConfig {
             advertised_addr: handles[i].addr,
             srtp,
-            // Recording taps the shared packets too, on the broadcaster's worker.
-            share_media: count > 1 || taps.is_some(),
+            // Recording taps the shared packets too, on the broadcaster's worker; a relay
+            // needs the keyframe requests of streams whose broadcaster is on no worker here.
+            share_media: count > 1 || taps.is_some() || relays,
         };
         let thread = WorkerThread {
             index: i,
@@ -332,6 +370,7 @@ pub fn start_workers(
             } else {
                 BatchPath::Gso
             },
+            keyframe_listener: keyframe_listener.clone(),
         };
         std::thread::Builder::new()
             .name(format!("golive-worker-{i}"))
@@ -386,6 +425,7 @@ struct WorkerThread {
     taps: Option<Arc<RecordingTaps>>,
     /// What the socket was found to take, kept across restarts.
     batch_path: BatchPath,
+    keyframe_listener: Arc<KeyframeListener>,
 }
 
 /// How one run of a worker ended.
@@ -459,6 +499,7 @@ impl WorkerThread {
             taps: self.taps.clone(),
             batch_path: self.batch_path,
             mmsg: nix::sys::socket::MultiHeaders::preallocate(MAX_MMSG, None),
+            keyframe_listener: self.keyframe_listener.clone(),
             failed_batches: Vec::new(),
         };
         let (commands, from_others) = (&mut self.commands, &mut self.from_others);
@@ -524,6 +565,7 @@ struct Worker {
     status: Arc<Status>,
     /// Where local broadcasters' packets go to be recorded.
     taps: Option<Arc<RecordingTaps>>,
+    keyframe_listener: Arc<KeyframeListener>,
 }
 
 impl Worker {
@@ -734,6 +776,9 @@ impl Worker {
                 }
                 Output::VideoStarted(id) => self.tell(PeerEvent::VideoStarted(id)),
                 Output::KeyframeRequest(s) => {
+                    if let Some(tx) = self.keyframe_listener.get() {
+                        let _ = tx.send(s.clone());
+                    }
                     self.share_with_others(|| Peer2Peer::KeyframeRequest(s.clone()))
                 }
             }

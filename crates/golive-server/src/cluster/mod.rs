@@ -8,6 +8,10 @@
 //! every other node's record once per heartbeat and gives its directory the viewers the other
 //! nodes have of each stream, so counts and `/api/streams` are cluster-wide.
 //!
+//! A viewer of a stream held by another node makes this node pull it once, as a relay
+//! ([`relay`]): over WebRTC from the origin, or from a node that relays it already when the
+//! origin serves as many relays as it may, so the nodes form a tree.
+//!
 //! Redis out of reach: the node keeps serving what it holds (its leases keep the names it
 //! broadcasts once Redis is back, since it takes them again at once) and refuses what needs
 //! the cluster (a new broadcast, a stream held elsewhere) with `cluster_unavailable`. It tries
@@ -16,6 +20,7 @@
 //! Without `--cluster-redis` none of this exists and a node runs alone, exactly as before.
 
 pub mod registry;
+pub mod relay;
 pub mod store;
 
 use golive_proto::{EndReason, ErrorCode, ProtocolError, StreamName};
@@ -56,6 +61,11 @@ pub struct Settings {
     pub max_relays_per_stream: usize,
     /// Viewers this node takes at most, announced as its capacity.
     pub capacity: usize,
+    /// A relay goes on this long after the node's last viewer of its stream left.
+    pub relay_linger: std::time::Duration,
+    /// How long a relayed stream's viewers wait for its source to come back (the broadcaster's
+    /// reconnect grace, which also covers an origin that moves to another node).
+    pub reconnect_grace: std::time::Duration,
 }
 
 /// The cluster's own metrics, in the server's registry.
@@ -114,6 +124,8 @@ pub struct Cluster {
     /// Record keys already logged as malformed (each is logged once).
     logged: Mutex<HashSet<String>>,
     metrics: ClusterMetrics,
+    /// The streams this node pulls from other nodes and serves to them.
+    relays: relay::Relays,
 }
 
 fn unavailable() -> ProtocolError {
@@ -148,7 +160,6 @@ impl Cluster {
             .map_err(|e| anyhow::anyhow!("--cluster-redis {}: {e}", redact(&settings.redis_url)))?;
         Ok(Self {
             id: format!("{:016x}", rand::random::<u64>()),
-            settings,
             url: std::sync::OnceLock::new(),
             store,
             up: AtomicBool::new(false),
@@ -156,6 +167,8 @@ impl Cluster {
             view: Mutex::default(),
             logged: Mutex::default(),
             metrics: ClusterMetrics::new(metrics),
+            relays: relay::Relays::new(&settings.secret, metrics),
+            settings,
         })
     }
 
@@ -243,9 +256,54 @@ impl Cluster {
         )
     }
 
-    /// Every live stream of the cluster, with its viewers on every node.
+    /// Makes this node pull `stream` from the node that holds it (a relay), for a viewer here;
+    /// `Ok` once the stream is in this node's directory.
+    pub async fn pull(self: &Arc<Self>, stream: &StreamName) -> Result<(), ProtocolError> {
+        if !self.is_up() {
+            return Err(unavailable());
+        }
+        relay::pull(self, stream).await
+    }
+
+    /// A broadcaster of `stream` took its lease on this node: a relay of it here gives way.
+    pub fn yield_relay(&self, stream: &StreamName, directory: &Directory) {
+        self.relays
+            .yield_to_broadcaster(stream, directory, self.settings.reconnect_grace);
+    }
+
+    /// Whether this node serves relays of `stream` to other nodes.
+    pub fn serves_relays(&self, stream: &StreamName) -> bool {
+        self.relays.served(stream) > 0
+    }
+
+    /// Every live stream of the cluster, with its viewers on every node. A stream this node
+    /// relays is described as its origin describes it (title, start, thumbnail).
     pub fn streams(&self, directory: &Directory) -> Vec<StreamSummary> {
-        self.lock_view().streams(directory.list())
+        let (relayed, own): (Vec<_>, Vec<_>) = directory
+            .list()
+            .into_iter()
+            .partition(|s| self.relays.is_relayed(&s.stream));
+        let view = self.lock_view();
+        let mut out = view.streams(own);
+        if relayed.is_empty() {
+            return out;
+        }
+        let remote = view.remote_viewers();
+        for mut r in relayed {
+            match out.iter_mut().find(|o| o.stream == r.stream) {
+                Some(o) => o.viewers += r.viewers,
+                // The origin's record is gone (it died; the relay waits for the next origin).
+                None => {
+                    if let Ok(name) = StreamName::new(&r.stream) {
+                        r.viewers += remote.get(&name).copied().unwrap_or(0);
+                    }
+                    out.push(r);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.stream.cmp(&b.stream));
+        crate::directory::rank(&mut out);
+        out
     }
 
     /// Members of the cluster as this node last saw them, itself included.
@@ -293,6 +351,7 @@ impl Cluster {
     ) {
         let url = (self.settings.node_url.clone()).unwrap_or_else(|| format!("http://{listening}"));
         let _ = self.url.set(url);
+        relay::start(&self, directory.clone(), workers.clone());
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut egress = Egress::default();
@@ -322,7 +381,7 @@ impl Cluster {
                 .map(|s| StreamLoad {
                     stream: s.stream.clone(),
                     viewers: s.viewers as u64,
-                    origin: true,
+                    origin: !self.relays.is_relayed(&s.stream),
                     title: s.title.clone(),
                     live_since: Some(s.live_since.clone()),
                     hearts_per_minute: s.hearts_per_minute,
@@ -334,6 +393,15 @@ impl Cluster {
             .heartbeat(&self.id, &record.to_json(), NODE_TTL)
             .await?;
         self.renew_leases(directory).await?;
+        // Where other nodes may pull each stream held here from, and how many relays it serves.
+        for s in &local {
+            if let Ok(stream) = StreamName::new(&s.stream) {
+                let served = self.relays.served(&stream);
+                self.store
+                    .set_relay_entry(&stream, &self.id, served, NODE_TTL)
+                    .await?;
+            }
+        }
         let view = self.read_view().await?;
         directory.set_remote_viewers(view.remote_viewers());
         *self.lock_view() = view;

@@ -5,7 +5,9 @@
 //! Key layout (every key under the `golive:` prefix, so one Redis may serve other things too):
 //! - `golive:node:<id>`: a node's heartbeat record (JSON), with an expiry;
 //! - `golive:origin:<stream>`: the id of the node that holds the stream's broadcaster (its lease),
-//!   with an expiry its holder keeps pushing back.
+//!   with an expiry its holder keeps pushing back;
+//! - `golive:relays:<stream>`: a hash of the nodes that hold the stream (its origin and every
+//!   node that relays it) to the relays each serves, with an expiry every such node pushes back.
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
@@ -16,6 +18,13 @@ use golive_proto::StreamName;
 
 const NODE_PREFIX: &str = "golive:node:";
 const ORIGIN_PREFIX: &str = "golive:origin:";
+const RELAYS_PREFIX: &str = "golive:relays:";
+
+/// Sets this node's entry in a stream's relay hash and pushes the hash's expiry back.
+const RELAY_ENTRY_SCRIPT: &str = r"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1";
 /// How long connecting and each command may take before Redis counts as unreachable.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Keys asked for per SCAN step.
@@ -320,5 +329,83 @@ impl Store {
                 }),
             other => Err(unexpected("GET", &other)),
         }
+    }
+
+    /// Says that this node holds `stream` and serves `children` relays of it, for the other
+    /// nodes choosing where to pull it from; the entry goes with the hash's expiry unless
+    /// renewed.
+    pub async fn set_relay_entry(
+        &self,
+        stream: &StreamName,
+        id: &str,
+        children: usize,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let v = self
+            .query(
+                redis::cmd("EVAL")
+                    .arg(RELAY_ENTRY_SCRIPT)
+                    .arg(1)
+                    .arg(format!("{RELAYS_PREFIX}{stream}"))
+                    .arg(id)
+                    .arg(children)
+                    .arg(ttl.as_millis() as u64),
+            )
+            .await?;
+        match v {
+            Value::Int(1) => Ok(()),
+            other => Err(unexpected("EVAL relay entry", &other)),
+        }
+    }
+
+    /// Removes this node's entry from a stream's relay hash.
+    pub async fn drop_relay_entry(&self, stream: &StreamName, id: &str) -> Result<(), StoreError> {
+        match self
+            .query(
+                redis::cmd("HDEL")
+                    .arg(format!("{RELAYS_PREFIX}{stream}"))
+                    .arg(id),
+            )
+            .await?
+        {
+            Value::Int(_) => Ok(()),
+            other => Err(unexpected("HDEL", &other)),
+        }
+    }
+
+    /// The nodes that hold `stream` and how many relays each serves.
+    pub async fn relay_entries(
+        &self,
+        stream: &StreamName,
+    ) -> Result<Vec<(String, usize)>, StoreError> {
+        let v = self
+            .query(redis::cmd("HGETALL").arg(format!("{RELAYS_PREFIX}{stream}")))
+            .await?;
+        let pairs: Vec<(Value, Value)> = match v {
+            Value::Array(items) if items.len() % 2 == 0 => {
+                let mut it = items.into_iter();
+                std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
+            }
+            Value::Map(pairs) => pairs,
+            other => return Err(unexpected("HGETALL", &other)),
+        };
+        let text = |v: &Value| match v {
+            Value::BulkString(b) => std::str::from_utf8(b).ok().map(str::to_owned),
+            _ => None,
+        };
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                let id = text(k);
+                let n = text(v).and_then(|n| n.parse::<usize>().ok());
+                match (id, n) {
+                    (Some(id), Some(n)) => Ok((id, n)),
+                    _ => Err(unexpected(
+                        "HGETALL",
+                        &Value::Map(vec![(k.clone(), v.clone())]),
+                    )),
+                }
+            })
+            .collect()
     }
 }
