@@ -5,7 +5,10 @@
 //! Key layout (every key under the `golive:` prefix, so one Redis may serve other things too):
 //! - `golive:node:<id>`: a node's heartbeat record (JSON), with an expiry;
 //! - `golive:origin:<stream>`: the id of the node that holds the stream's broadcaster (its lease),
-//!   with an expiry its holder keeps pushing back.
+//!   with an expiry its holder keeps pushing back;
+//! - the audience's shared state, in `pubsub`: `golive:live:<stream>` (the pub/sub channel),
+//!   `golive:chat:<stream>` (the last 50 chat messages), `golive:chatid:<stream>`,
+//!   `golive:hearts:<stream>` and `golive:muted:<stream>`.
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
@@ -17,7 +20,7 @@ use golive_proto::StreamName;
 const NODE_PREFIX: &str = "golive:node:";
 const ORIGIN_PREFIX: &str = "golive:origin:";
 /// How long connecting and each command may take before Redis counts as unreachable.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Keys asked for per SCAN step.
 const SCAN_COUNT: usize = 256;
 
@@ -56,7 +59,7 @@ pub enum StoreError {
     },
 }
 
-fn unexpected(command: &'static str, v: &Value) -> StoreError {
+pub(super) fn unexpected(command: &'static str, v: &Value) -> StoreError {
     let mut reply = format!("{v:?}");
     reply.truncate(200);
     StoreError::Reply { command, reply }
@@ -82,7 +85,7 @@ pub enum Renew {
 }
 
 pub struct Store {
-    client: redis::Client,
+    pub(super) client: redis::Client,
     conn: Mutex<Option<MultiplexedConnection>>,
 }
 
@@ -112,7 +115,7 @@ impl Store {
     }
 
     /// Runs one command; any failure drops the connection, so the next command opens a new one.
-    async fn query(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
+    pub(super) async fn query(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
         let mut c = self.connection().await?;
         let r = match tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<Value>(&mut c)).await {
             Ok(Ok(Value::ServerError(e))) => Err(StoreError::Redis(e.into())),
