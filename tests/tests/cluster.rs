@@ -814,3 +814,50 @@ async fn stream_keys_are_checked_on_whichever_node_the_broadcaster_reaches() {
     .await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Runs a script of `tests/browser` with node (the browser tests' prerequisites: node 20+,
+/// `npm ci` there, Debian's Chromium; see tests/browser/README.md).
+fn run_browser_script(script: &str, args: &[String]) -> Result<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    ensure!(
+        dir.join("node_modules/playwright-core/package.json")
+            .exists(),
+        "playwright-core is not installed: run `npm ci` in {}",
+        dir.display()
+    );
+    let out = Command::new("node")
+        .arg(dir.join(script))
+        .args(args)
+        .output()
+        .context("node (Node.js 20 or newer) runs the browser scripts")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(out.status.success(), "{script} failed:\n{text}");
+    Ok(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chromium_on_a_full_node_is_redirected_and_decodes_the_broadcast_on_the_node_with_room() {
+    let redis = Redis::start().expect("redis");
+    let origin = node(&redis);
+    let full = steered_node(&redis, "0");
+    run_test("chromium follows a redirect", async {
+        redis.settled().await;
+        wait_metric(&full, "golive_cluster_members", 2.0).await?;
+        // The full node's record says so from its next heartbeat.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let args = [origin.http_addr(), full.http_addr()].map(|a| format!("http://{a}"));
+        let output =
+            tokio::task::spawn_blocking(move || run_browser_script("cluster.mjs", &args)).await??;
+        ensure!(
+            output.contains("browser cluster: all checks passed"),
+            "{output}"
+        );
+        wait_metric(&full, "golive_cluster_redirects_total", 1.0).await?;
+        Ok(())
+    })
+    .await;
+}
