@@ -318,8 +318,8 @@ async fn without_redis_nodes_serve_what_they_hold_refuse_cluster_joins_and_rejoi
     let (a, b) = (node(&redis), node(&redis));
     run_test("redis stopped and restarted", async {
         redis.settled().await;
-        let _publisher = Session::publish(&a, "kept").await?;
-        let viewer = Session::watch(&a, "kept").await?;
+        let mut publisher = Session::publish(&a, "kept").await?;
+        let mut viewer = Session::watch(&a, "kept").await?;
         viewer
             .peer
             .wait_packets(MediaKind::Video, 10, CLUSTER_WAIT)
@@ -334,6 +334,14 @@ async fn without_redis_nodes_serve_what_they_hold_refuse_cluster_joins_and_rejoi
             .peer
             .wait_packets(MediaKind::Video, before + 20, CLUSTER_WAIT)
             .await?;
+        // Chat and hearts among the node's own members go on.
+        chat(&mut viewer.signal, "redis is down").await?;
+        chat_seen(&mut publisher.signal, "redis is down").await?;
+        viewer
+            .signal
+            .send(&golive_proto::ClientMessage::Heart)
+            .await?;
+        hearts_total(&mut publisher.signal, 1).await?;
         // What needs the cluster is refused, with a code that says so.
         let (_s, reply) = try_publish(&b, "new").await?;
         ensure!(
@@ -369,6 +377,26 @@ async fn without_redis_nodes_serve_what_they_hold_refuse_cluster_joins_and_rejoi
                 streams(&a).await?
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Node a listens to the streams' channels again: another node's chat reaches its viewer.
+        let deadline = Instant::now() + CLUSTER_WAIT;
+        loop {
+            publish_as_other_node(
+                &redis,
+                "kept",
+                r#"{"v":1,"node":"beef","kind":"chat","id":900,"from":"Bo","text":"back","at":"2026-01-01T00:00:00Z"}"#,
+            )?;
+            match viewer
+                .signal
+                .recv_until(Duration::from_millis(500), |m| {
+                    matches!(m, ServerMessage::Chat { text, .. } if text == "back")
+                })
+                .await
+            {
+                Ok(_) => break,
+                Err(_) if Instant::now() < deadline => {}
+                Err(e) => bail!("no chat through redis after it came back: {e}"),
+            }
         }
         Ok(())
     })
