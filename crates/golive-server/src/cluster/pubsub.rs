@@ -104,6 +104,14 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PUBLISH', ARGV[3], '{"v":1,"node":"' .. ARGV[4] .. '","kind":"hearts","count":' .. ARGV[1] .. ',"total":' .. total .. '}')
 return total"#;
 
+/// Forgets a stream's audience state, unless its lease (KEYS[1]) is held again: a new
+/// broadcast of the name that started meanwhile keeps its first messages.
+const FORGET_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+return redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])";
+
 /// The last messages (newest first) and the hearts so far.
 const HISTORY_SCRIPT: &str = r"
 return {redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1), redis.call('GET', KEYS[2]) or '0'}";
@@ -404,15 +412,16 @@ impl Store {
         Ok((chat, hearts))
     }
 
-    /// Forgets a stream's shared audience state (its broadcast ended).
+    /// Forgets a stream's shared audience state (its broadcast ended), unless a new broadcast
+    /// of the name holds its lease already.
     async fn forget_audience(&self, stream: &StreamName) -> Result<(), StoreError> {
-        let mut cmd = redis::cmd("DEL");
+        let mut keys = vec![format!("{}{stream}", super::store::ORIGIN_PREFIX)];
         for prefix in [CHAT_PREFIX, CHAT_ID_PREFIX, HEARTS_PREFIX, MUTED_PREFIX] {
-            cmd.arg(format!("{prefix}{stream}"));
+            keys.push(format!("{prefix}{stream}"));
         }
-        match self.query(&cmd).await? {
+        match self.eval("EVAL forget", FORGET_SCRIPT, &keys, &[]).await? {
             Value::Int(_) => Ok(()),
-            other => Err(unexpected("DEL", &other)),
+            other => Err(unexpected("EVAL forget", &other)),
         }
     }
 }
@@ -460,6 +469,14 @@ impl Cluster {
                 Shared::Hearts { count } => Some(*count),
                 _ => None,
             };
+            if !self.is_up() {
+                // Redis is out of reach: no command waits for its timeout meanwhile (the
+                // heartbeat finds out when it is back). Hearts count here.
+                if let Some(count) = hearts {
+                    directory.apply_hearts(&stream, count, None, true);
+                }
+                continue;
+            }
             match self.store.publish_shared(&self.id, &stream, event).await {
                 Ok(total) => {
                     if let Some(count) = hearts {
@@ -572,6 +589,9 @@ impl Cluster {
             // Not a member: the directory says so.
             return Ok(None);
         };
+        if !self.is_up() {
+            return Ok(None);
+        }
         let name = if ticket.broadcaster {
             String::new()
         } else {
@@ -593,6 +613,9 @@ impl Cluster {
     /// The chat history and hearts a viewer joining `stream` gets (the cluster's, whichever
     /// node it joins); `None` when Redis is out of reach (the node's own is used).
     pub async fn audience_history(&self, stream: &StreamName) -> Option<Vec<Utf8Bytes>> {
+        if !self.is_up() {
+            return None;
+        }
         let (chat, hearts) = match self.store.history(stream).await {
             Ok(h) => h,
             Err(e) => {

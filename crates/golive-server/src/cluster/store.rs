@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use golive_proto::StreamName;
 
 const NODE_PREFIX: &str = "golive:node:";
-const ORIGIN_PREFIX: &str = "golive:origin:";
+pub(super) const ORIGIN_PREFIX: &str = "golive:origin:";
 /// How long connecting and each command may take before Redis counts as unreachable.
 pub(super) const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Keys asked for per SCAN step.
