@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Checks docker/ without a Docker engine: what the files say, and that it agrees with the code.
+# Checks docker/ (compose files, Kubernetes manifests in k8s/) without a Docker engine or a
+# Kubernetes cluster: what the files say, and that it agrees with the code.
 #
 #   docker/check.sh           static checks and a test of the HEALTHCHECK command (seconds)
 #   docker/check.sh --build   also does the image's build stage outside Docker: copies only what
@@ -442,6 +443,207 @@ for n, s in sorted(nodes.items()):
     udp_ranges.append((n, lo, hi))
 ok(f"compose.cluster.yaml: redis on 127.0.0.1:{rport}; nodes {', '.join(f'{n} http {http_ports[n]} udp {a}-{b}' for n, a, b in udp_ranges)}; "
    "every setting is in config.rs, the secret is required, ports do not overlap")
+
+# --- k8s/: Redis, the golive nodes, a Service for HTTP --------------------------------------------
+k8s_dir = os.path.join(d, "k8s")
+kust = yaml.safe_load(read("docker/k8s/kustomization.yaml"))
+objs = {}
+for res in kust.get("resources") or []:
+    if not os.path.exists(os.path.join(k8s_dir, res)):
+        fail(f"k8s/kustomization.yaml lists {res}, which does not exist")
+    try:
+        for o in yaml.safe_load_all(read(f"docker/k8s/{res}")):
+            if o is None:
+                continue
+            if not isinstance(o, dict) or not o.get("kind") or not (o.get("metadata") or {}).get("name"):
+                fail(f"k8s/{res}: an object without kind or metadata.name")
+            objs[(o["kind"], o["metadata"]["name"])] = o
+    except yaml.YAMLError as e:
+        fail(f"k8s/{res} does not parse: {e}")
+ok(f"docker/k8s: {len(kust['resources'])} files parse, {len(objs)} objects: "
+   + ", ".join(f"{k}/{n}" for k, n in sorted(objs)))
+
+
+def k8s(kind, name):
+    o = objs.get((kind, name))
+    if o is None:
+        fail(f"docker/k8s has no {kind} {name}")
+    return o
+
+
+def env_of(container):
+    """The container's environment, in order, as name -> value or valueFrom."""
+    out = {}
+    for e in container.get("env") or []:
+        for ref in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", str(e.get("value", ""))):
+            if ref not in out:
+                fail(f"k8s {container['name']}: {e['name']} uses $({ref}) before it is defined "
+                     "(Kubernetes expands only earlier variables)")
+        out[e["name"]] = e.get("value") if "value" in e else e.get("valueFrom")
+    return out
+
+
+secrets = {n: o for (k, n), o in objs.items() if k == "Secret"}
+
+
+def secret_ref(v, what):
+    ref = (v or {}).get("secretKeyRef") if isinstance(v, dict) else None
+    if not ref:
+        fail(f"k8s: {what} must come from a Secret (secretKeyRef), not a literal")
+    s = secrets.get(ref["name"])
+    if not s or ref["key"] not in (s.get("stringData") or s.get("data") or {}):
+        fail(f"k8s: {what} names Secret {ref['name']} key {ref['key']}, which the manifests do not define")
+    return ref
+
+
+# Redis: a Deployment with a password, and its Service.
+rd = k8s("Deployment", "golive-redis")
+rc = rd["spec"]["template"]["spec"]["containers"][0]
+renv = env_of(rc)
+rargs = [str(a) for a in (rc.get("command") or []) + (rc.get("args") or [])]
+if "--requirepass" not in rargs:
+    fail("k8s redis runs without --requirepass: every pod in the cluster could reach it")
+pw_var = re.fullmatch(r"\$\((\w+)\)", rargs[rargs.index("--requirepass") + 1])
+if not pw_var or pw_var.group(1) not in renv:
+    fail("k8s redis --requirepass is not taken from its environment")
+redis_pw = secret_ref(renv[pw_var.group(1)], "the Redis password")
+r_port = int(rargs[rargs.index("--port") + 1]) if "--port" in rargs else 6379
+if not any(p.get("containerPort") == r_port for p in rc.get("ports") or []):
+    fail(f"k8s redis does not declare its port {r_port}")
+rs = k8s("Service", "golive-redis")
+r_labels = rd["spec"]["template"]["metadata"]["labels"]
+if any(r_labels.get(k) != v for k, v in rs["spec"]["selector"].items()):
+    fail("k8s Service golive-redis does not select the Redis pods")
+if not any(p.get("port") == r_port for p in rs["spec"]["ports"]):
+    fail(f"k8s Service golive-redis does not serve port {r_port}")
+ok(f"k8s redis: Deployment + Service on {r_port}, password from Secret {redis_pw['name']}/{redis_pw['key']}, no persistence"
+   if "--appendonly" in rargs else f"k8s redis on {r_port}")
+
+# The golive nodes.
+sts = k8s("StatefulSet", "golive")
+pod = sts["spec"]["template"]["spec"]
+labels = sts["spec"]["template"]["metadata"]["labels"]
+if any(labels.get(k) != v for k, v in sts["spec"]["selector"]["matchLabels"].items()):
+    fail("k8s StatefulSet golive: the selector does not match the pod labels")
+gc = [c for c in pod["containers"] if c["name"] == "golive"]
+if not gc:
+    fail("k8s StatefulSet golive has no container golive")
+gc = gc[0]
+genv8 = env_of(gc)
+for k in genv8:
+    if k.startswith("GOLIVE_") and k not in env_twins:
+        fail(f"k8s golive sets {k}, which is not a setting of the server (config.rs)")
+for k in ("GOLIVE_LISTEN", "GOLIVE_UDP_BIND", "GOLIVE_UDP_PORT", "GOLIVE_WORKERS", "GOLIVE_PUBLIC_IP",
+          "GOLIVE_NODE_URL", "GOLIVE_CLUSTER_REDIS", "GOLIVE_CLUSTER_SECRET", "GOLIVE_KEYS_FILE"):
+    if k not in genv8:
+        fail(f"k8s golive lacks {k}")
+ok(f"k8s golive environment: {', '.join(k for k in genv8 if k.startswith('GOLIVE_'))} (all are settings in config.rs)")
+secret_ref(genv8["GOLIVE_CLUSTER_SECRET"], "GOLIVE_CLUSTER_SECRET")
+listen = str(genv8["GOLIVE_LISTEN"])
+k_http = int(listen.rsplit(":", 1)[1])
+if not listen.startswith("0.0.0.0:"):
+    fail(f"k8s GOLIVE_LISTEN={listen}: must listen on 0.0.0.0")
+if genv8["GOLIVE_UDP_BIND"] != "0.0.0.0":
+    fail("k8s GOLIVE_UDP_BIND must be 0.0.0.0")
+
+# Each pod's node URL is its own: built from a per-pod field, on the HTTP port.
+node_url = str(genv8["GOLIVE_NODE_URL"])
+m = re.fullmatch(r"https?://\$\((\w+)\):(\d+)", node_url)
+if not m:
+    fail(f"k8s GOLIVE_NODE_URL={node_url}: expected http://$(VAR):port with VAR set per pod")
+per_pod = genv8.get(m.group(1))
+if not (isinstance(per_pod, dict) and (per_pod.get("fieldRef") or {}).get("fieldPath") in ("status.hostIP", "status.podIP")):
+    fail(f"k8s GOLIVE_NODE_URL uses $({m.group(1)}), which is not the pod's own address (fieldRef status.hostIP/podIP)")
+if int(m.group(2)) != k_http:
+    fail(f"k8s GOLIVE_NODE_URL port {m.group(2)} is not the HTTP port {k_http}")
+ok(f"k8s GOLIVE_NODE_URL={node_url}: each pod's own ({per_pod['fieldRef']['fieldPath']}), on its HTTP port")
+pub = str(genv8["GOLIVE_PUBLIC_IP"])
+if pub.startswith("$(") and not isinstance(genv8.get(pub[2:-1]), dict):
+    fail(f"k8s GOLIVE_PUBLIC_IP={pub}: not a per-pod value")
+
+# The Redis URL names the Redis Service, its port and the password variable.
+m = re.fullmatch(r"redis://:\$\((\w+)\)@([\w.-]+):(\d+)/\d+", str(genv8["GOLIVE_CLUSTER_REDIS"]))
+if not m:
+    fail(f"k8s GOLIVE_CLUSTER_REDIS={genv8['GOLIVE_CLUSTER_REDIS']}: expected redis://:$(PASSWORD)@golive-redis:port/db")
+if m.group(2).split(".")[0] != "golive-redis" or int(m.group(3)) != r_port:
+    fail(f"k8s GOLIVE_CLUSTER_REDIS points at {m.group(2)}:{m.group(3)}, not Service golive-redis:{r_port}")
+if secret_ref(genv8.get(m.group(1)), "the Redis password in GOLIVE_CLUSTER_REDIS") != redis_pw:
+    fail("k8s golive and redis use different Redis passwords")
+ok(f"k8s GOLIVE_CLUSTER_REDIS reaches Service golive-redis:{r_port} with the Redis password")
+
+# UDP: host networking (one pod per machine) or one port per pod; either way the container's
+# UDP ports are exactly the workers'.
+k_udp, k_workers = int(genv8["GOLIVE_UDP_PORT"]), int(genv8["GOLIVE_WORKERS"])
+ports = gc.get("ports") or []
+udp = sorted(p["containerPort"] for p in ports if p.get("protocol") == "UDP")
+if udp != list(range(k_udp, k_udp + k_workers)):
+    fail(f"k8s golive UDP ports {udp} are not GOLIVE_UDP_PORT .. +GOLIVE_WORKERS-1 = {k_udp}-{k_udp + k_workers - 1}")
+http_port_names = [p.get("name") for p in ports if p.get("containerPort") == k_http and p.get("protocol", "TCP") == "TCP"]
+if not http_port_names:
+    fail(f"k8s golive does not declare its HTTP port {k_http}/TCP")
+if pod.get("hostNetwork"):
+    if pod.get("dnsPolicy") != "ClusterFirstWithHostNet":
+        fail("k8s golive on hostNetwork needs dnsPolicy ClusterFirstWithHostNet to resolve golive-redis")
+    anti = ((pod.get("affinity") or {}).get("podAntiAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or []
+    if not any(t.get("topologyKey") == "kubernetes.io/hostname"
+               and all(labels.get(k) == v for k, v in (t.get("labelSelector") or {}).get("matchLabels", {}).items())
+               for t in anti):
+        fail("k8s golive on hostNetwork needs a required pod anti-affinity on kubernetes.io/hostname "
+             "(two pods on one machine would want the same ports)")
+    if pub != "$(HOST_IP)" and "HOST_IP" not in pub:
+        skip(f"k8s GOLIVE_PUBLIC_IP={pub}: check it is each machine's public address")
+    ok(f"k8s golive: hostNetwork, one pod per machine, UDP {k_udp}-{k_udp + k_workers - 1} on each machine")
+else:
+    if any(p.get("hostPort") not in (None, p["containerPort"]) for p in ports if p.get("protocol") == "UDP"):
+        fail("k8s golive maps UDP ports to other host ports: the server advertises the ports it binds")
+    ok(f"k8s golive: UDP {k_udp}-{k_udp + k_workers - 1} per pod")
+
+# Probes on /healthz, on the HTTP port.
+for probe in ("readinessProbe", "livenessProbe"):
+    p = (gc.get(probe) or {}).get("httpGet") or {}
+    if p.get("path") != "/healthz":
+        fail(f"k8s golive {probe} does not GET /healthz")
+    if p.get("port") not in (k_http, *http_port_names):
+        fail(f"k8s golive {probe} asks port {p.get('port')}, not the HTTP port {k_http}")
+ok(f"k8s golive readiness and liveness probes GET /healthz on port {http_port_names[0]} ({k_http})")
+
+# The keys file is mounted where GOLIVE_KEYS_FILE says.
+keys_at = str(genv8["GOLIVE_KEYS_FILE"])
+mounts = [vm for vm in gc.get("volumeMounts") or [] if keys_at.startswith(vm["mountPath"].rstrip("/") + "/")]
+if not mounts:
+    fail(f"k8s GOLIVE_KEYS_FILE={keys_at} is not inside a volume mount")
+vol = [v for v in pod.get("volumes") or [] if v["name"] == mounts[0]["name"]]
+if not vol or "secret" not in vol[0]:
+    fail(f"k8s keys volume {mounts[0]['name']} is not a Secret")
+items = {i["path"]: i["key"] for i in vol[0]["secret"].get("items") or []}
+rel = keys_at[len(mounts[0]["mountPath"].rstrip("/")) + 1:]
+key = items.get(rel, rel if not items else None)
+sec = secrets.get(vol[0]["secret"]["secretName"])
+if not key or not sec or key not in (sec.get("stringData") or sec.get("data") or {}):
+    fail(f"k8s GOLIVE_KEYS_FILE={keys_at} is not a key of Secret {vol[0]['secret']['secretName']}")
+ok(f"k8s GOLIVE_KEYS_FILE={keys_at} is Secret {vol[0]['secret']['secretName']}/{key}, the same on every node")
+
+# The drain fits in the termination grace period.
+k_drain = genv8.get("GOLIVE_DRAIN_TIMEOUT_SECS") or drain
+tgp = int(pod.get("terminationGracePeriodSeconds", 30))
+if k_drain is not None and tgp <= int(k_drain) + extra:
+    fail(f"k8s terminationGracePeriodSeconds {tgp} is not longer than the drain ({k_drain}s + {extra}s)")
+ok(f"k8s terminationGracePeriodSeconds {tgp} > drain {k_drain}s + shutdown grace {extra}s")
+sc = pod.get("securityContext") or {}
+if not sc.get("runAsNonRoot") or sc.get("runAsUser") in (None, 0):
+    fail("k8s golive pods must run as non-root")
+
+# The Service for HTTP: every node behind one name, TCP only (media never goes through it).
+svc = k8s("Service", "golive")
+if any(labels.get(k) != v for k, v in svc["spec"]["selector"].items()):
+    fail("k8s Service golive does not select the golive pods")
+sports = svc["spec"]["ports"]
+if any(p.get("protocol", "TCP") != "TCP" for p in sports):
+    fail("k8s Service golive carries UDP: media goes to each node's own address, not a Service")
+if not any(p.get("targetPort") in (k_http, *http_port_names) for p in sports):
+    fail(f"k8s Service golive does not forward to the HTTP port {k_http}")
+ok(f"k8s Service golive ({svc['spec'].get('type', 'ClusterIP')}): TCP {', '.join(str(p['port']) for p in sports)} "
+   f"-> {http_port_names[0]}, no UDP")
 
 # --- prometheus.yml ------------------------------------------------------------------------------
 jobs = {j["job_name"]: j for j in prom.get("scrape_configs") or []}

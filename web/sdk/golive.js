@@ -35,6 +35,9 @@ const ENDED_POLL_FAST_MS = 1000;
 const ENDED_POLL_FAST_FOR_MS = 20_000;
 const ENDED_POLL_MS = 5000;
 const MEDIA_RETRY_MS = 1000;
+// A cluster node past its capacity answers `watch` with `redirect`; a player follows this many
+// in a row at most, so nodes that disagree cannot bounce it for ever.
+const MAX_REDIRECTS = 3;
 const STATS_INTERVAL_MS = 1000;
 const INFO_INTERVAL_MS = 10_000;
 /** After a lost connection the server may still hold a broadcaster's old session (until it sees
@@ -414,6 +417,8 @@ export class Player extends Emitter {
   #fatal = false;
   #closed = false;
   #endedAt = 0;
+  #redirects = 0;
+  #entryUrl = '';
   #timers = { retry: null, poll: null, stats: null, info: null };
   #onPlaying;
 
@@ -458,11 +463,8 @@ export class Player extends Emitter {
     } else if (head) {
       head.cancel = true;
     }
-    this.signal = new Signal(url, {
-      open: () => this.#onOpen(),
-      message: (m) => this.#onMessage(m),
-      down: (d) => this.#onDown(d),
-    });
+    this.#entryUrl = url;
+    this.signal = this.#newSignal(url);
     if (head) this.signal.adopt(head.ws, head.messages);
     else this.signal.connect();
     this.#timers.stats = setInterval(() => this.#updateStats(), STATS_INTERVAL_MS);
@@ -471,6 +473,21 @@ export class Player extends Emitter {
 
   get pc() {
     return this.#pc;
+  }
+
+  #newSignal(url) {
+    return new Signal(url, {
+      open: () => this.#onOpen(),
+      message: (m) => this.#onMessage(m),
+      down: (d) => this.#onDown(d),
+    });
+  }
+
+  /** Leaves the current node's socket for one to `url` (a redirect, or back to the entry). */
+  #moveTo(url) {
+    if (this.signal) this.signal.close();
+    this.signal = this.#newSignal(url);
+    this.signal.connect();
   }
 
   /** Sends a chat message; false when not watching (nothing was sent). */
@@ -624,6 +641,11 @@ export class Player extends Emitter {
     if (this.state === 'ended' || this.#fatal) return;
     this.#setState(everOpened ? 'reconnecting' : 'offline');
     this.#newOffer(); // ready for when the socket is back
+    // A node we were redirected to is gone: come back through the entry point, which leads
+    // to a node that is up.
+    if (this.signal && this.signal.url !== this.#entryUrl) {
+      this.#moveTo(this.#entryUrl);
+    }
   }
 
   async #onMessage(msg) {
@@ -633,6 +655,7 @@ export class Player extends Emitter {
         const offer = this.#offer;
         if (!offer || !this.#pending) return;
         this.#pending = false;
+        this.#redirects = 0;
         this.joined = true;
         this.peer = msg.peer;
         offer.answered = true;
@@ -651,6 +674,19 @@ export class Player extends Emitter {
         offer.trickle((m) => this.#offer === offer && this.joined && this.signal.send(m));
         if (this.state !== 'live') this.#setState('connecting');
         this.refreshInfo();
+        break;
+      }
+      case 'redirect': {
+        // This node is full: watch on the node it names, with the same (unanswered) offer.
+        if (!this.#pending) return;
+        this.#pending = false;
+        const to = String(msg.url || '');
+        if (!/^wss?:\/\//.test(to) || ++this.#redirects > MAX_REDIRECTS) {
+          this.#redirects = 0;
+          this.#refused({ code: 'server_full', message: `too many redirects (last to ${to})` });
+          return;
+        }
+        this.#moveTo(to);
         break;
       }
       case 'reconnecting':

@@ -120,6 +120,11 @@ pub async fn post_offer(
         timeout,
     )
     .await?;
+    created(path, r)
+}
+
+/// A 201's `(answer, the session's path)`; any other status is an error.
+fn created(path: &str, r: HttpResponse) -> Result<(String, String), HttpError> {
     if r.status != 201 {
         return Err(HttpError(format!(
             "POST {path}: {} {}",
@@ -132,6 +137,60 @@ pub async fn post_offer(
         .ok_or_else(|| HttpError(format!("POST {path}: a 201 without Location")))?;
     let location = resource_path(location).to_owned();
     Ok((r.body, location))
+}
+
+/// Redirects a WHEP player follows in a row at most (a cluster node past its capacity answers
+/// `307` pointing to a node with room; nodes that disagree must not bounce it for ever).
+pub const MAX_REDIRECTS: usize = 3;
+
+/// [`post_offer`] that follows `307`/`308` redirects to other servers (at most
+/// [`MAX_REDIRECTS`]): `(answer, the authority that answered, the session's path there)`.
+pub async fn post_offer_following(
+    authority: &str,
+    path: &str,
+    offer: &str,
+    timeout: Duration,
+) -> Result<(String, String, String), HttpError> {
+    let (mut authority, mut path) = (authority.to_owned(), path.to_owned());
+    for _ in 0..=MAX_REDIRECTS {
+        let r = request(
+            &authority,
+            "POST",
+            &path,
+            &[("Content-Type", "application/sdp")],
+            offer.as_bytes(),
+            timeout,
+        )
+        .await?;
+        if matches!(r.status, 307 | 308) {
+            let to = r.header("location").ok_or_else(|| {
+                HttpError(format!("POST {path}: a {} without Location", r.status))
+            })?;
+            let (a, p) = split_url(to)
+                .ok_or_else(|| HttpError(format!("POST {path}: cannot follow Location {to:?}")))?;
+            if let Some(a) = a {
+                authority = a.to_owned();
+            }
+            path = p.to_owned();
+            continue;
+        }
+        let (answer, location) = created(&path, r)?;
+        return Ok((answer, authority, location));
+    }
+    Err(HttpError(format!(
+        "POST {path}: more than {MAX_REDIRECTS} redirects in a row"
+    )))
+}
+
+/// An `http://host:port/path` URL's authority and path, or a path alone (no authority).
+fn split_url(url: &str) -> Option<(Option<&str>, &str)> {
+    let url = url.trim();
+    if url.starts_with('/') {
+        return Some((None, url));
+    }
+    let rest = url.strip_prefix("http://")?;
+    let slash = rest.find('/')?;
+    Some((Some(&rest[..slash]), &rest[slash..]))
 }
 
 /// DELETEs a session; whether the server said 2xx.
@@ -223,6 +282,21 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, HttpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redirect_location_gives_the_next_server_and_path() {
+        assert_eq!(
+            split_url("http://10.0.0.2:8080/whep/demo?x=1"),
+            Some((Some("10.0.0.2:8080"), "/whep/demo?x=1"))
+        );
+        assert_eq!(split_url("/whep/demo"), Some((None, "/whep/demo")));
+        assert_eq!(
+            split_url("https://tls.example/whep/demo"),
+            None,
+            "no TLS here"
+        );
+        assert_eq!(split_url("http://no-path"), None);
+    }
 
     #[test]
     fn authorities_come_from_what_people_type() {

@@ -431,6 +431,40 @@ async fn connect(node: &Node, shared: &Shared) -> Result<SignalClient> {
     Ok(SignalClient::from_ws(ws).with_counts(Arc::clone(&shared.ws)))
 }
 
+/// Sends `watch` and waits for its answer, following a full cluster node's `redirect` to the
+/// node it names (at most [`http::MAX_REDIRECTS`] in a row): the socket that got the answer.
+async fn watch_following(
+    options: &Options,
+    node: &Node,
+    shared: &Shared,
+    sdp: &str,
+) -> Result<(SignalClient, String)> {
+    let watch = client_message(serde_json::json!({
+        "type": "watch",
+        "stream": options.stream,
+        "sdp": sdp,
+    }))?;
+    let mut signal = connect(node, shared).await?;
+    for _ in 0..=http::MAX_REDIRECTS {
+        signal.send(&watch).await?;
+        match answer(&mut signal).await {
+            Err(e) => match e.downcast_ref::<SignalError>() {
+                Some(SignalError::Unexpected { got, .. }) => {
+                    let ServerMessage::Redirect { url } = got.as_ref() else {
+                        return Err(e);
+                    };
+                    let ws = connect_ws(url, CONNECT_TIMEOUT).await?;
+                    signal.close().await;
+                    signal = SignalClient::from_ws(ws).with_counts(Arc::clone(&shared.ws));
+                }
+                _ => return Err(e),
+            },
+            Ok(answer) => return Ok((signal, answer)),
+        }
+    }
+    bail!("more than {} redirects in a row", http::MAX_REDIRECTS)
+}
+
 /// Waits for the answer to a publish or watch; a refusal is an error that says what to do.
 async fn answer(signal: &mut SignalClient) -> Result<String> {
     match signal.expect_answer().await {
@@ -506,17 +540,10 @@ async fn viewer(
     shared: &Shared,
     leave_at: Instant,
 ) -> Result<()> {
-    let mut signal = connect(options.node_of(key), shared).await?;
     let offer = viewer_offer(engine, key, shared).await?;
     let watch_sent = Instant::now();
-    signal
-        .send(&client_message(serde_json::json!({
-            "type": "watch",
-            "stream": options.stream,
-            "sdp": offer.sdp,
-        }))?)
-        .await?;
-    let answer = answer(&mut signal).await?;
+    let (mut signal, answer) =
+        watch_following(options, options.node_of(key), shared, &offer.sdp).await?;
     note_server_ports(shared, &answer);
     engine.answer(key, answer, watch_sent).await?;
     shared.active.fetch_add(1, Ordering::Relaxed);
@@ -587,8 +614,9 @@ async fn whep_viewer(
     let offer = viewer_offer(engine, key, shared).await?;
     let sent = Instant::now();
     let path = format!("/whep/{}", options.stream);
-    let (answer, location) =
-        http::post_offer(&node.http, &path, &offer.sdp, CONNECT_TIMEOUT).await?;
+    // A full cluster node sends the player to another node (307): the session lives there.
+    let (answer, authority, location) =
+        http::post_offer_following(&node.http, &path, &offer.sdp, CONNECT_TIMEOUT).await?;
     note_server_ports(shared, &answer);
     let applied = engine.answer(key, answer, sent).await;
     if applied.is_ok() {
@@ -596,7 +624,7 @@ async fn whep_viewer(
         tokio::time::sleep_until(leave_at.into()).await;
         shared.active.fetch_sub(1, Ordering::Relaxed);
     }
-    if !http::delete(&node.http, &location, CONNECT_TIMEOUT).await {
+    if !http::delete(&authority, &location, CONNECT_TIMEOUT).await {
         shared.delete_failures.fetch_add(1, Ordering::Relaxed);
     }
     applied

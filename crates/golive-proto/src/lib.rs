@@ -289,6 +289,12 @@ pub enum ServerMessage {
         reason: RecordingStopReason,
         message: String,
     },
+    /// Instead of an answer to `watch`: this node is past its capacity; watch at `url` (the
+    /// WebSocket URL of a node with room, `ws://host:port/ws`) instead. Clients follow a few
+    /// redirects at most, so a misconfigured cluster cannot bounce them forever.
+    Redirect {
+        url: String,
+    },
 }
 
 /// Why a broadcast is not recorded (any more).
@@ -643,6 +649,12 @@ mod tests {
             (
                 ProtocolError::new(ErrorCode::StreamNotFound, "no").into(),
                 r#"{"type":"error","code":"stream_not_found","message":"no"}"#,
+            ),
+            (
+                ServerMessage::Redirect {
+                    url: "ws://10.0.0.2:8080/ws".into(),
+                },
+                r#"{"type":"redirect","url":"ws://10.0.0.2:8080/ws"}"#,
             ),
             (
                 ServerMessage::Recording {

@@ -197,6 +197,19 @@ pub struct Config {
     /// viewer of it left, so a viewer who comes back (or the next one) starts at once.
     #[arg(long, env = "GOLIVE_RELAY_LINGER_SECS", default_value_t = 30)]
     pub relay_linger_secs: u64,
+    /// Cluster mode: past this many viewers (all streams together), a node sends new viewers
+    /// to the least-loaded node with room (`redirect`, WHEP 307). Default: --max-viewers.
+    #[arg(long, env = "GOLIVE_STEER_MAX_VIEWERS")]
+    pub steer_max_viewers: Option<u64>,
+
+    /// Cluster mode: past this egress (megabits per second), new viewers go to another node.
+    #[arg(long, env = "GOLIVE_STEER_MAX_EGRESS_MBPS")]
+    pub steer_max_egress_mbps: Option<f64>,
+
+    /// Cluster mode: past this CPU use of the process (percent of the whole machine), new
+    /// viewers go to another node.
+    #[arg(long, env = "GOLIVE_STEER_MAX_CPU_PERCENT")]
+    pub steer_max_cpu_percent: Option<f64>,
 
     /// Username for the `turn:`/`turns:` servers of --ice-server.
     #[arg(long, env = "GOLIVE_ICE_USERNAME")]
@@ -271,6 +284,9 @@ struct FileConfig {
     cluster_secret: Option<String>,
     max_relays_per_stream: Option<usize>,
     relay_linger_secs: Option<u64>,
+    steer_max_viewers: Option<u64>,
+    steer_max_egress_mbps: Option<f64>,
+    steer_max_cpu_percent: Option<f64>,
 }
 
 impl Config {
@@ -314,7 +330,8 @@ impl Config {
             drain_timeout_secs, metrics_max_stream_labels, no_keyframe_cache, reconnect_grace_secs, trusted_proxies, max_relays_per_stream,
             relay_linger_secs, record_retention_hours, record_min_free_mb;
             udp_bind, public_ip, workers, ice_username, ice_credential, keys_file,
-            cluster_redis, node_url, cluster_secret, record_dir);
+            cluster_redis, node_url, cluster_secret, record_dir, steer_max_viewers,
+            steer_max_egress_mbps, steer_max_cpu_percent);
     }
 
     /// The cluster settings when `--cluster-redis` is set; an error when they are incomplete.
@@ -340,6 +357,16 @@ impl Config {
             capacity: self.max_viewers,
             relay_linger: std::time::Duration::from_secs(self.relay_linger_secs),
             reconnect_grace: std::time::Duration::from_secs(self.reconnect_grace_secs),
+            steer: crate::cluster::steer::Thresholds {
+                // A node at --max-viewers would refuse the viewer: send it elsewhere instead.
+                max_viewers: Some(
+                    self.steer_max_viewers
+                        .unwrap_or(u64::MAX)
+                        .min(self.max_viewers as u64),
+                ),
+                max_egress_mbps: self.steer_max_egress_mbps,
+                max_cpu_percent: self.steer_max_cpu_percent,
+            },
         }))
     }
 

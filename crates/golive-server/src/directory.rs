@@ -20,6 +20,9 @@ use crate::thumbnails::{THUMBNAIL_MIN_INTERVAL, Thumbnail};
 
 /// Viewer counts go out at most this often per stream.
 pub const VIEWER_COUNT_INTERVAL: Duration = Duration::from_secs(1);
+/// Hearts of one batch from another node counted into the ranking's rate at most (a batch is
+/// validated far below this; the bound keeps the loop short whatever comes).
+const MAX_RATE_RECORDS: u64 = 10_000;
 
 /// One member of a stream: its broadcaster or one of its viewers (a signalling session).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -167,11 +170,45 @@ pub fn limit_label(code: ErrorCode, publishing: bool) -> Option<&'static str> {
 /// Told of every chat message, removal and heart batch (the recordings' timelines).
 pub type AudienceObserver = Box<dyn Fn(&StreamName, &ServerMessage) + Send + Sync>;
 
+/// Cluster mode: what this node's members did that the audience on the other nodes must see.
+/// Handed on (never waiting, the directory is locked) to the cluster, which publishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shared {
+    /// A chat message, already delivered here.
+    Chat {
+        id: u64,
+        from: String,
+        text: String,
+        at: String,
+    },
+    /// The broadcaster removed a chat message, here already.
+    Removed { id: u64 },
+    /// The broadcaster muted a name, here already.
+    Muted { name: String },
+    /// Hearts given here since the last batch: not delivered here yet, since only the cluster
+    /// knows the total they make.
+    Hearts { count: u64 },
+}
+
+/// Cluster mode: a member about to chat, as [`Directory::chat_ticket`] finds it.
+#[derive(Debug, Clone)]
+pub struct ChatTicket {
+    pub name: String,
+    pub broadcaster: bool,
+    /// The id this node would give the next message.
+    pub next_id: u64,
+}
+
+/// Cluster mode: where the directory hands [`Shared`] events on.
+pub type SharedHook = Box<dyn Fn(&StreamName, Shared) + Send + Sync>;
+
 #[derive(Default)]
 pub struct Directory {
     streams: Mutex<HashMap<StreamName, StreamEntry>>,
     limits: DirectoryLimits,
     observer: std::sync::OnceLock<AudienceObserver>,
+    /// Cluster mode: chat, moderation and hearts go to the other nodes through it.
+    shared: std::sync::OnceLock<SharedHook>,
     /// Cluster mode: each stream's viewers on the other nodes, added to the counts it sends.
     remote_viewers: Mutex<HashMap<StreamName, usize>>,
 }
@@ -189,6 +226,7 @@ impl Directory {
             streams: Mutex::default(),
             limits,
             observer: std::sync::OnceLock::new(),
+            shared: std::sync::OnceLock::new(),
             remote_viewers: Mutex::default(),
         }
     }
@@ -196,6 +234,19 @@ impl Directory {
     /// Sets the one observer of chat, removals and hearts (once; later calls are ignored).
     pub fn set_observer(&self, observer: AudienceObserver) {
         let _ = self.observer.set(observer);
+    }
+
+    /// Cluster mode: hands every chat message, moderation and heart batch of this node's
+    /// members to `hook` (once; later calls are ignored). Hearts then wait for the cluster's
+    /// total: they reach this node's audience through [`Directory::apply_hearts`].
+    pub fn set_shared_hook(&self, hook: SharedHook) {
+        let _ = self.shared.set(hook);
+    }
+
+    fn share(&self, stream: &StreamName, event: Shared) {
+        if let Some(h) = self.shared.get() {
+            h(stream, event);
+        }
     }
 
     fn observe(&self, stream: &StreamName, msg: &ServerMessage) {
@@ -402,6 +453,34 @@ impl Directory {
         session: MemberId,
         text: String,
     ) -> Result<(), ProtocolError> {
+        self.chat_as(stream, session, text, None)
+    }
+
+    /// Cluster mode: who `session` is on `stream` before it chats, when it is a member.
+    pub fn chat_ticket(&self, stream: &StreamName, session: MemberId) -> Option<ChatTicket> {
+        let streams = self.lock();
+        let e = streams.get(stream)?;
+        let (name, broadcaster) = if e.publisher == session {
+            (e.publisher_member.name.clone(), true)
+        } else {
+            (e.viewers.get(&session)?.name.clone(), false)
+        };
+        Some(ChatTicket {
+            name,
+            broadcaster,
+            next_id: e.next_chat_id,
+        })
+    }
+
+    /// [`Directory::chat`] with the message's id given (cluster mode: ids are the cluster's,
+    /// so a removal names one message on every node); `None` takes this node's next.
+    pub fn chat_as(
+        &self,
+        stream: &StreamName,
+        session: MemberId,
+        text: String,
+        id: Option<u64>,
+    ) -> Result<(), ProtocolError> {
         let mut streams = self.lock();
         let e = streams.get_mut(stream).ok_or_else(|| not_live(stream))?;
         let from = if e.publisher == session {
@@ -419,13 +498,14 @@ impl Directory {
             }
             m.name.clone()
         };
-        let id = e.next_chat_id;
-        e.next_chat_id += 1;
+        let id = id.unwrap_or(e.next_chat_id);
+        e.next_chat_id = e.next_chat_id.max(id + 1);
+        let at = rfc3339(SystemTime::now());
         let msg = ServerMessage::Chat {
             id,
-            from,
-            text,
-            at: rfc3339(SystemTime::now()),
+            from: from.clone(),
+            text: text.clone(),
+            at: at.clone(),
         };
         self.observe(stream, &msg);
         let f = frame(&msg);
@@ -434,7 +514,74 @@ impl Directory {
             e.chat.pop_front();
         }
         e.send_all(&f);
+        self.share(stream, Shared::Chat { id, from, text, at });
         Ok(())
+    }
+
+    /// Cluster mode: a chat message posted on another node. Does nothing when this node does
+    /// not hold the stream, or has the message already.
+    pub fn apply_chat(&self, stream: &StreamName, id: u64, from: String, text: String, at: String) {
+        let mut streams = self.lock();
+        let Some(e) = streams.get_mut(stream) else {
+            return;
+        };
+        if e.chat.iter().any(|(i, _)| *i == id) {
+            return;
+        }
+        e.next_chat_id = e.next_chat_id.max(id.saturating_add(1));
+        let msg = ServerMessage::Chat { id, from, text, at };
+        self.observe(stream, &msg);
+        let f = frame(&msg);
+        e.chat.push_back((id, f.clone()));
+        while e.chat.len() > CHAT_HISTORY {
+            e.chat.pop_front();
+        }
+        e.send_all(&f);
+    }
+
+    /// Cluster mode: the broadcaster (on another node) removed chat message `id`.
+    pub fn apply_removed(&self, stream: &StreamName, id: u64) {
+        let mut streams = self.lock();
+        let Some(e) = streams.get_mut(stream) else {
+            return;
+        };
+        e.chat.retain(|(i, _)| *i != id);
+        let msg = ServerMessage::Removed { id };
+        self.observe(stream, &msg);
+        e.send_all(&frame(&msg));
+    }
+
+    /// Cluster mode: the broadcaster (on another node) muted `name`.
+    pub fn apply_muted(&self, stream: &StreamName, name: &str) {
+        if let Some(e) = self.lock().get_mut(stream) {
+            e.muted.insert(name.trim().to_lowercase());
+        }
+    }
+
+    /// Cluster mode: `count` hearts given somewhere in the cluster (`local`: on this node),
+    /// which make `total` over the whole cluster (`None` when the cluster could not count
+    /// them: they add to this node's total).
+    pub fn apply_hearts(&self, stream: &StreamName, count: u64, total: Option<u64>, local: bool) {
+        let mut streams = self.lock();
+        let Some(e) = streams.get_mut(stream) else {
+            return;
+        };
+        // Batches from several nodes may arrive out of order: the total only grows.
+        let total = total.unwrap_or(e.hearts_total.saturating_add(count));
+        e.hearts_total = e.hearts_total.max(total);
+        if !local {
+            // This node's own hearts were counted as they came.
+            let now = Instant::now();
+            for _ in 0..count.min(MAX_RATE_RECORDS) {
+                e.heart_rate.record(now);
+            }
+        }
+        let msg = ServerMessage::Hearts {
+            count,
+            total: e.hearts_total,
+        };
+        self.observe(stream, &msg);
+        e.send_all(&frame(&msg));
     }
 
     fn moderated(
@@ -471,7 +618,9 @@ impl Directory {
             self.observe(stream, &msg);
             e.send_all(&frame(&msg));
             Ok(())
-        })
+        })?;
+        self.share(stream, Shared::Removed { id });
+        Ok(())
     }
 
     /// The broadcaster mutes everyone called `name` for the rest of the broadcast.
@@ -481,10 +630,13 @@ impl Directory {
         session: MemberId,
         name: &str,
     ) -> Result<(), ProtocolError> {
+        let name = name.trim().to_lowercase();
         self.moderated(stream, session, |e| {
-            e.muted.insert(name.trim().to_lowercase());
+            e.muted.insert(name.clone());
             Ok(())
-        })
+        })?;
+        self.share(stream, Shared::Muted { name });
+        Ok(())
     }
 
     /// Counts a heart; `immediate` sends it on at once instead of in the next batch.
@@ -493,8 +645,18 @@ impl Directory {
         let Some(e) = streams.get_mut(stream) else {
             return;
         };
-        e.hearts_total += 1;
         e.heart_rate.record(Instant::now());
+        if self.shared.get().is_some() {
+            // Cluster mode: the total is the cluster's; the heart comes back with it.
+            if immediate {
+                drop(streams);
+                self.share(stream, Shared::Hearts { count: 1 });
+            } else {
+                e.hearts_pending += 1;
+            }
+            return;
+        }
+        e.hearts_total += 1;
         if immediate {
             let msg = ServerMessage::Hearts {
                 count: 1,
@@ -512,6 +674,11 @@ impl Directory {
         let mut streams = self.lock();
         for (stream, e) in streams.iter_mut() {
             if e.hearts_pending == 0 {
+                continue;
+            }
+            if self.shared.get().is_some() {
+                let count = std::mem::take(&mut e.hearts_pending);
+                self.share(stream, Shared::Hearts { count });
                 continue;
             }
             let msg = ServerMessage::Hearts {

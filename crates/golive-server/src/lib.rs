@@ -405,6 +405,7 @@ pub async fn serve(
     }
 
     if let Some(cluster) = state.cluster.clone() {
+        cluster.start_live(&state.directory);
         tokio::spawn(cluster.run(
             state.directory.clone(),
             state.workers.clone(),

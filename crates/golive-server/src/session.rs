@@ -427,7 +427,17 @@ impl Session {
                         "too many chat messages; wait a moment",
                     ));
                 }
-                self.ctx.directory.chat(&stream, self.id.into(), text)?;
+                // Cluster mode: the id is the cluster's, and a mute on any node holds.
+                let id = match &self.ctx.cluster {
+                    Some(c) => {
+                        c.chat_id(&self.ctx.directory, &stream, self.id.into())
+                            .await?
+                    }
+                    None => None,
+                };
+                self.ctx
+                    .directory
+                    .chat_as(&stream, self.id.into(), text, id)?;
                 Ok(None)
             }
             ClientMessage::Heart => {
@@ -632,6 +642,11 @@ impl Session {
             Some(n) => display_name(&n)?,
             None => format!("viewer-{:04x}", rand::random::<u16>()),
         };
+        if let Some(url) =
+            (self.ctx.cluster.as_ref()).and_then(|c| c.redirect_for_watch(&self.ctx.directory))
+        {
+            return Ok(ServerMessage::Redirect { url });
+        }
         let mut joined =
             self.ctx
                 .directory
@@ -652,6 +667,13 @@ impl Session {
         }
         let joined = joined?;
         let media = joined.media;
+        let mut history = joined.chat_history;
+        if let Some(c) = &self.ctx.cluster
+            && let Some(h) = c.audience_history(&stream).await
+        {
+            // The cluster's: messages posted on every node, removals applied.
+            history = h;
+        }
         let worker = self.ctx.workers.pick();
         let peer = PeerId(next_id());
         let answer = worker
@@ -668,7 +690,7 @@ impl Session {
             Ok(a) => {
                 tracing::debug!(session = self.id.0, %stream, %peer, worker = worker.index, "watching");
                 // The recent chat follows the answer (the events are handled after the reply).
-                for f in joined.chat_history {
+                for f in history {
                     self.audience.deliver(AudienceEvent::Frame(f));
                 }
                 self.role = Role::Watching {

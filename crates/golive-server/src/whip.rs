@@ -335,6 +335,15 @@ async fn create(
     let (session, mut outbox) = session::spawn(ctx);
     let answer = match session.call(msg).await {
         Ok(Some(ServerMessage::Answer { sdp, .. })) => sdp,
+        // This node is past its capacity (cluster mode): the player asks the node named.
+        Ok(Some(ServerMessage::Redirect { url })) => {
+            let to = crate::cluster::steer::whep_location(&url, &stream, uri.query());
+            let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
+            if let Ok(v) = HeaderValue::from_str(&to) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            return r;
+        }
         Ok(other) => {
             tracing::error!(
                 ?other,

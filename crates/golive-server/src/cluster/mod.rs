@@ -19,14 +19,16 @@
 //!
 //! Without `--cluster-redis` none of this exists and a node runs alone, exactly as before.
 
+pub mod pubsub;
 pub mod registry;
 pub mod relay;
+pub mod steer;
 pub mod store;
 
 use golive_proto::{EndReason, ErrorCode, ProtocolError, StreamName};
 use prometheus::{IntCounter, IntGauge};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,6 +68,8 @@ pub struct Settings {
     /// How long a relayed stream's viewers wait for its source to come back (the broadcaster's
     /// reconnect grace, which also covers an origin that moves to another node).
     pub reconnect_grace: std::time::Duration,
+    /// Past these, new viewers are sent to another node.
+    pub steer: steer::Thresholds,
 }
 
 /// The cluster's own metrics, in the server's registry.
@@ -74,6 +78,8 @@ struct ClusterMetrics {
     redis_up: IntGauge,
     leases_lost: IntCounter,
     malformed_records: IntCounter,
+    malformed_messages: IntCounter,
+    redirects: IntCounter,
 }
 
 impl ClusterMetrics {
@@ -106,6 +112,14 @@ impl ClusterMetrics {
                 "golive_cluster_malformed_records_total",
                 "Heartbeat records of other nodes that could not be read.",
             ),
+            malformed_messages: counter(
+                "golive_cluster_malformed_messages_total",
+                "Messages from Redis (pub/sub, chat history) that could not be used and were skipped.",
+            ),
+            redirects: counter(
+                "golive_cluster_redirects_total",
+                "Viewers sent to another node (watch redirect, WHEP 307) because this one was past its capacity.",
+            ),
         }
     }
 }
@@ -126,6 +140,11 @@ pub struct Cluster {
     metrics: ClusterMetrics,
     /// The streams this node pulls from other nodes and serves to them.
     relays: relay::Relays,
+    /// Times Redis went out of reach (the pub/sub listener subscribes again after one).
+    outages: AtomicU64,
+    malformed: pubsub::Malformed,
+    /// This node's load at its last heartbeat, for steering.
+    load: Mutex<steer::Load>,
 }
 
 fn unavailable() -> ProtocolError {
@@ -169,6 +188,9 @@ impl Cluster {
             metrics: ClusterMetrics::new(metrics),
             relays: relay::Relays::new(&settings.secret, metrics),
             settings,
+            outages: AtomicU64::new(0),
+            malformed: pubsub::Malformed::new(),
+            load: Mutex::default(),
         })
     }
 
@@ -238,9 +260,10 @@ impl Cluster {
         let this = self.clone();
         let stream = stream.clone();
         tokio::spawn(async move {
-            if let Err(e) = this.store.release(&stream, &this.id).await {
+            match this.store.release(&stream, &this.id).await {
+                Ok(()) => this.forget_audience(&stream).await,
                 // The lease expires by itself.
-                this.went_down(&Refusal::Store(e));
+                Err(e) => this.went_down(&Refusal::Store(e)),
             }
         });
     }
@@ -274,6 +297,24 @@ impl Cluster {
     /// Whether this node serves relays of `stream` to other nodes.
     pub fn serves_relays(&self, stream: &StreamName) -> bool {
         self.relays.served(stream) > 0
+    }
+
+    /// Where a new viewer goes instead, when this node is past its capacity: the signalling
+    /// URL of the least-loaded node with room (`None`: watch here, when this node has room or
+    /// no other node has).
+    pub fn redirect_for_watch(&self, directory: &Directory) -> Option<String> {
+        let mut load = *self.load.lock().unwrap_or_else(|p| p.into_inner());
+        // The viewers now, not at the last heartbeat: a burst of joins must not all fit.
+        load.viewers = directory.viewer_count() as u64;
+        if !self.settings.steer.is_full(&load) || !self.is_up() {
+            return None;
+        }
+        let url = {
+            let view = self.lock_view();
+            steer::least_loaded(&view.others, &self.id).map(|n| steer::ws_url(&n.url))?
+        };
+        self.metrics.redirects.inc();
+        Some(url)
     }
 
     /// Every live stream of the cluster, with its viewers on every node. A stream this node
@@ -322,16 +363,23 @@ impl Cluster {
     fn went_down(&self, why: &Refusal) {
         match why {
             Refusal::Settling => {}
-            Refusal::Store(e) => {
-                if self.up.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "cluster: Redis is out of reach ({e}); serving what this node holds, \
-                         refusing new cross-node joins until it is back"
-                    );
-                }
-                self.metrics.redis_up.set(0);
-            }
+            Refusal::Store(e) => self.store_failed(e),
         }
+    }
+
+    fn store_failed(&self, e: &StoreError) {
+        if self.up.swap(false, Ordering::Relaxed) {
+            self.outages.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                "cluster: Redis is out of reach ({e}); serving what this node holds, \
+                 refusing new cross-node joins until it is back"
+            );
+        }
+        self.metrics.redis_up.set(0);
+    }
+
+    fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Relaxed)
     }
 
     fn came_up(&self) {
@@ -355,10 +403,17 @@ impl Cluster {
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut egress = Egress::default();
+        let mut cpu = steer::CpuSampler::default();
         loop {
             tick.tick().await;
             let egress_bps = egress.sample(&workers).await;
-            match self.beat(&directory, egress_bps).await {
+            let load = steer::Load {
+                viewers: directory.viewer_count() as u64,
+                egress_bps,
+                cpu_percent: cpu.sample(),
+            };
+            *self.load.lock().unwrap_or_else(|p| p.into_inner()) = load;
+            match self.beat(&directory, load).await {
                 Ok(()) => self.came_up(),
                 Err(e) => self.went_down(&Refusal::Store(e)),
             }
@@ -367,7 +422,7 @@ impl Cluster {
     }
 
     /// One heartbeat: write this node's record, renew or give up its leases, read the others.
-    async fn beat(&self, directory: &Directory, egress_bps: u64) -> Result<(), StoreError> {
+    async fn beat(&self, directory: &Directory, load: steer::Load) -> Result<(), StoreError> {
         let local = directory.list();
         let record = NodeRecord {
             v: RECORD_VERSION,
@@ -375,7 +430,9 @@ impl Cluster {
             url: self.url().to_owned(),
             viewers: local.iter().map(|s| s.viewers as u64).sum(),
             capacity: self.settings.capacity as u64,
-            egress_bps,
+            egress_bps: load.egress_bps,
+            cpu_percent: load.cpu_percent,
+            full: self.settings.steer.is_full(&load),
             streams: local
                 .iter()
                 .map(|s| StreamLoad {
@@ -423,6 +480,7 @@ impl Cluster {
             if now.duration_since(seen) > UNUSED_LEASE {
                 self.lock_held().remove(&stream);
                 self.store.release(&stream, &self.id).await?;
+                self.forget_audience(&stream).await;
                 continue;
             }
             match self.store.renew(&stream, &self.id, LEASE_TTL).await? {

@@ -24,6 +24,12 @@ pub struct NodeRecord {
     pub capacity: u64,
     /// Bytes per second this node sent, averaged since its previous heartbeat.
     pub egress_bps: u64,
+    /// The process's CPU use in percent of its machine, since its previous heartbeat.
+    #[serde(default)]
+    pub cpu_percent: f64,
+    /// Past its own steering thresholds: it sends new viewers elsewhere, and takes none sent.
+    #[serde(default)]
+    pub full: bool,
     /// The streams this node holds: those it is the origin of, and those it serves viewers of.
     pub streams: Vec<StreamLoad>,
 }
@@ -185,6 +191,8 @@ mod tests {
             viewers: streams.iter().map(|s| s.viewers).sum(),
             capacity: 100,
             egress_bps: 0,
+            cpu_percent: 0.0,
+            full: false,
             streams,
         }
     }

@@ -8,6 +8,9 @@
 //!   with an expiry its holder keeps pushing back;
 //! - `golive:relays:<stream>`: a hash of the nodes that hold the stream (its origin and every
 //!   node that relays it) to the relays each serves, with an expiry every such node pushes back.
+//! - the audience's shared state, in `pubsub`: `golive:live:<stream>` (the pub/sub channel),
+//!   `golive:chat:<stream>` (the last 50 chat messages), `golive:chatid:<stream>`,
+//!   `golive:hearts:<stream>` and `golive:muted:<stream>`.
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
@@ -17,7 +20,6 @@ use tokio::sync::Mutex;
 use golive_proto::StreamName;
 
 const NODE_PREFIX: &str = "golive:node:";
-const ORIGIN_PREFIX: &str = "golive:origin:";
 const RELAYS_PREFIX: &str = "golive:relays:";
 
 /// Sets this node's entry in a stream's relay hash and pushes the hash's expiry back.
@@ -25,8 +27,9 @@ const RELAY_ENTRY_SCRIPT: &str = r"
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1";
+pub(super) const ORIGIN_PREFIX: &str = "golive:origin:";
 /// How long connecting and each command may take before Redis counts as unreachable.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Keys asked for per SCAN step.
 const SCAN_COUNT: usize = 256;
 
@@ -65,7 +68,7 @@ pub enum StoreError {
     },
 }
 
-fn unexpected(command: &'static str, v: &Value) -> StoreError {
+pub(super) fn unexpected(command: &'static str, v: &Value) -> StoreError {
     let mut reply = format!("{v:?}");
     reply.truncate(200);
     StoreError::Reply { command, reply }
@@ -91,7 +94,7 @@ pub enum Renew {
 }
 
 pub struct Store {
-    client: redis::Client,
+    pub(super) client: redis::Client,
     conn: Mutex<Option<MultiplexedConnection>>,
 }
 
@@ -121,7 +124,7 @@ impl Store {
     }
 
     /// Runs one command; any failure drops the connection, so the next command opens a new one.
-    async fn query(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
+    pub(super) async fn query(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
         let mut c = self.connection().await?;
         let r = match tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<Value>(&mut c)).await {
             Ok(Ok(Value::ServerError(e))) => Err(StoreError::Redis(e.into())),
