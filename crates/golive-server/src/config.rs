@@ -145,9 +145,10 @@ pub struct Config {
     #[arg(long, env = "GOLIVE_NO_KEYFRAME_CACHE", default_value_t = false)]
     pub no_keyframe_cache: bool,
 
-    /// Which transport serves viewers: `rtc` (a full `rtc` peer connection per viewer) or `lean`
-    /// (golive's own ICE-lite, DTLS and SRTP leg: cheaper per packet and per viewer).
-    #[arg(long, env = "GOLIVE_VIEWER_LEG", default_value = "rtc")]
+    /// Which transport serves viewers: `lean` (golive's own ICE-lite, DTLS and SRTP leg: cheaper
+    /// per packet and per viewer) or `rtc` (a full `rtc` peer connection per viewer, kept to
+    /// compare against).
+    #[arg(long, env = "GOLIVE_VIEWER_LEG", default_value = "lean")]
     pub viewer_leg: golive_sfu::ViewerLeg,
 
     /// Reverse proxies whose `X-Forwarded-For` is believed (comma-separated IPs). Behind a proxy

@@ -13,10 +13,10 @@ use crate::viewer_leg::LeanViewer;
 /// Which transport serves viewers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ViewerLeg {
-    /// A full `rtc` peer connection per viewer.
-    #[default]
+    /// A full `rtc` peer connection per viewer (kept to compare against, and as a fallback).
     Rtc,
-    /// The lean viewer transport (ICE-lite STUN, DTLS, SRTP, RTCP of our own).
+    /// The lean viewer transport (ICE-lite STUN, DTLS, SRTP, RTCP of our own): the default.
+    #[default]
     Lean,
 }
 
