@@ -115,4 +115,14 @@ if [[ -x $VENV/bin/python3 ]]; then
 fi
 
 say "cargo test --workspace --no-fail-fast $*"
-exec cargo test --workspace --no-fail-fast "$@"
+if (($# > 0)); then
+    exec cargo test --workspace --no-fail-fast "$@"
+fi
+status=0
+cargo test --workspace --no-fail-fast || status=$?
+# Viewers are served by the lean leg by default; the rtc leg stays as a fallback and as the
+# benchmarks' baseline, so the core simulation and the end-to-end suite run on it as well.
+say "GOLIVE_VIEWER_LEG=rtc: the core simulation (golive-sfu) and the end-to-end suite (e2e)"
+GOLIVE_VIEWER_LEG=rtc cargo test --no-fail-fast -p golive-sfu || status=$?
+GOLIVE_VIEWER_LEG=rtc cargo test --no-fail-fast -p golive-e2e --test e2e || status=$?
+exit "$status"
