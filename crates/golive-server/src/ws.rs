@@ -42,6 +42,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
+/// Each WebSocket's read buffer; a larger message grows it while it is read.
+const WS_BUFFER_BYTES: usize = 4096;
+
 /// `GET /ws`: admits the client (or says why not, over the socket), then runs the session.
 pub async fn upgrade(
     State(admission): State<Arc<Admission>>,
@@ -55,6 +58,10 @@ pub async fn upgrade(
     // Refusals are sent over the socket: a browser cannot read the status of a failed upgrade.
     let admitted = admission.admit(peer, &headers);
     upgrade
+        // Signalling messages are small and few: tungstenite's default 128 KiB read and write
+        // buffers per connection would be most of a viewer's memory on the server.
+        .read_buffer_size(WS_BUFFER_BYTES)
+        .write_buffer_size(0)
         .max_message_size(read_limit)
         .max_frame_size(read_limit)
         .on_upgrade(move |socket| run(socket, ctx, limits, admitted))
