@@ -46,6 +46,7 @@ pub mod pli;
 mod receiver;
 pub mod rewrite;
 mod sfu;
+pub mod simulcast;
 mod source;
 mod stream;
 mod timers;
@@ -61,6 +62,7 @@ pub use sfu::{
     REPLAY_INTERVAL, SEND_FAILURE_BACKOFF, SEND_FAILURE_WINDOW, SEND_FAILURES_BEFORE_SKIP, Sfu,
     SfuConfig, SfuStats, SourcePacket, Transmit,
 };
+pub use simulcast::{Layer, LayerChange};
 
 /// Why the SFU refused an input. Every one is the input's fault except `Internal`.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

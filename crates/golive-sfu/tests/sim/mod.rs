@@ -26,7 +26,7 @@ use golive_client::{
 };
 use golive_proto::StreamName;
 use golive_sfu::{
-    MediaOptions, Output, PeerId, Sfu, SfuConfig, SrtpPolicy, StreamMedia, ViewerLeg,
+    LayerChange, MediaOptions, Output, PeerId, Sfu, SfuConfig, SrtpPolicy, StreamMedia, ViewerLeg,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -120,6 +120,91 @@ pub struct Client {
     pub read_errors: u64,
     /// SRTCP datagrams that reached the client (by their plaintext header), decryptable or not.
     pub rtcp_datagrams: u64,
+    /// A simulcast publisher's layers (see [`Sim::add_simulcast_publisher`]).
+    pub simulcast: Option<Simulcast>,
+}
+
+/// The rids of the harness's simulcast publisher, lowest layer first, as browsers name them.
+pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
+/// Header extension ids the simulcast publisher offers for MID and RID (RFC 8852); ids the
+/// client's own offer does not use.
+const MID_EXT_ID: u8 = 9;
+const RID_EXT_ID: u8 = 10;
+/// Video payload bytes per packet of each layer: a keyframe is [`KEYFRAME_PACKETS`] of them, a
+/// delta frame one.
+pub const SIMULCAST_PACKET_BYTES: [usize; 3] = [200, 500, 1000];
+
+/// One layer of a simulcast publisher: its own SSRC, numbering and synthetic source.
+pub struct SimulcastLayer {
+    pub rid: &'static str,
+    pub ssrc: u32,
+    pub source: SyntheticSource,
+    /// Video packets sent on this layer.
+    pub sent: Vec<Sent>,
+    /// Instants a keyframe request naming this layer's SSRC arrived.
+    pub plis: Vec<Instant>,
+}
+
+/// A publisher that sends its video as three simulcast layers (RFC 8853): the client peer's
+/// own sender offers one video stream, so the offer is rewritten into a simulcast one (its
+/// SSRC lines out; rid, simulcast and MID/RID extmap lines in) and the layers' packets go out
+/// through the client's SRTP with MID and RID header extensions, as a browser sends them.
+/// Audio goes out once, with the lowest layer's source's audio.
+pub struct Simulcast {
+    pub mid: String,
+    pub audio_ssrc: u32,
+    pub layers: Vec<SimulcastLayer>,
+    /// Pauses every layer (and the audio).
+    pub sending: bool,
+}
+
+impl Simulcast {
+    pub fn layer_of_ssrc(&self, ssrc: u32) -> Option<usize> {
+        self.layers.iter().position(|l| l.ssrc == ssrc)
+    }
+}
+
+/// Rewrites a client publisher's offer into a simulcast one: in the video section, the SSRC
+/// lines go, and MID/RID extmaps, `a=rid:<id> send` lines and `a=simulcast:send` come. Returns
+/// the offer and the video section's mid.
+fn simulcast_offer(offer: &str) -> (String, String) {
+    let mut out = String::new();
+    let mut in_video = false;
+    let mut mid = None;
+    for line in offer.lines() {
+        if line.starts_with("m=") {
+            if in_video {
+                out += &simulcast_lines();
+            }
+            in_video = line.starts_with("m=video");
+        }
+        if in_video {
+            if line.starts_with("a=ssrc:") || line.starts_with("a=ssrc-group:") {
+                continue;
+            }
+            if let Some(m) = line.strip_prefix("a=mid:") {
+                mid = Some(m.to_owned());
+            }
+        }
+        out += line;
+        out += "\r\n";
+    }
+    if in_video {
+        out += &simulcast_lines();
+    }
+    (out, mid.expect("the offer has a video mid"))
+}
+
+fn simulcast_lines() -> String {
+    let mut s = format!(
+        "a=extmap:{MID_EXT_ID} urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+         a=extmap:{RID_EXT_ID} urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n"
+    );
+    for rid in SIMULCAST_RIDS {
+        s += &format!("a=rid:{rid} send\r\n");
+    }
+    s += &format!("a=simulcast:send {}\r\n", SIMULCAST_RIDS.join(";"));
+    s
 }
 
 impl Client {
@@ -187,7 +272,88 @@ impl Client {
                 PeerEvent::State(_) => {}
             }
         }
+        if let Some(sc) = &mut self.simulcast {
+            for ssrc in self.peer.take_keyframe_request_ssrcs() {
+                if let Some(l) = sc.layer_of_ssrc(ssrc) {
+                    sc.layers[l].source.request_keyframe();
+                    sc.layers[l].plis.push(now);
+                }
+            }
+        }
         self.deadline = self.peer.poll_timeout();
+    }
+
+    /// A simulcast publisher's media that is due: every layer's video with its SSRC and
+    /// MID/RID extensions, and the lowest layer's audio.
+    fn send_simulcast(&mut self, now: Instant) {
+        let Some(sc) = &mut self.simulcast else {
+            return;
+        };
+        if self.connected_at.is_none() || !sc.sending {
+            return;
+        }
+        let mut batch = Vec::new();
+        for (i, layer) in sc.layers.iter_mut().enumerate() {
+            layer.source.start(now);
+            if layer.source.poll_timeout().is_none_or(|t| t > now) {
+                continue;
+            }
+            batch.clear();
+            layer.source.produce(now, &mut batch);
+            for p in batch.drain(..) {
+                let mut header = rtc::rtp::Header {
+                    version: 2,
+                    marker: p.marker,
+                    sequence_number: p.seq,
+                    timestamp: p.ts,
+                    ..Default::default()
+                };
+                match p.kind {
+                    Kind::Video => {
+                        header.payload_type = PUB_VP8_PT;
+                        header.ssrc = layer.ssrc;
+                        header
+                            .set_extension(MID_EXT_ID, Bytes::from(sc.mid.clone()))
+                            .expect("a one-byte extension");
+                        header
+                            .set_extension(RID_EXT_ID, Bytes::from_static(layer.rid.as_bytes()))
+                            .expect("a one-byte extension");
+                    }
+                    Kind::Audio if i == 0 => {
+                        header.payload_type = PUB_OPUS_PT;
+                        header.ssrc = sc.audio_ssrc;
+                    }
+                    Kind::Audio => continue,
+                }
+                let packet = rtc::rtp::Packet {
+                    header,
+                    payload: p.payload.clone(),
+                };
+                if self.peer.send_raw_rtp(now, packet).is_err() {
+                    self.write_errors += 1;
+                    continue;
+                }
+                let mut sent = p;
+                sent.payload = Bytes::new();
+                match sent.kind {
+                    Kind::Video => layer.sent.push(sent),
+                    Kind::Audio => self.sent.push(sent),
+                }
+            }
+        }
+    }
+
+    /// A simulcast publisher has media due (or layers to start) now.
+    fn simulcast_due(&self, now: Instant) -> bool {
+        let Some(sc) = &self.simulcast else {
+            return false;
+        };
+        self.connected_at.is_some()
+            && sc.sending
+            && sc
+                .layers
+                .iter()
+                .any(|l| l.source.poll_timeout().is_none_or(|t| t <= now))
     }
 }
 
@@ -255,6 +421,8 @@ pub struct Sim {
     /// Datagrams the links lost, per direction.
     pub lost_down: u64,
     pub lost_up: u64,
+    /// Every layer change the SFU reported, with when.
+    pub layer_changes: Vec<(Instant, LayerChange)>,
     rng: StdRng,
 }
 
@@ -317,6 +485,7 @@ impl Sim {
             stall_dropped: 0,
             lost_down: 0,
             lost_up: 0,
+            layer_changes: Vec::new(),
             rng: StdRng::seed_from_u64(0x5eed),
         }
     }
@@ -542,6 +711,77 @@ impl Sim {
         id
     }
 
+    /// A simulcast publisher of `stream` (see [`Simulcast`]): three layers with rids q, h, f,
+    /// each its own SSRC, sequence numbers, timestamps and stamped payloads
+    /// ([`SIMULCAST_PACKET_BYTES`] per packet), keyframes every `gop_frames` frames and when a
+    /// keyframe request names the layer's SSRC. Sends once connected.
+    pub fn add_simulcast_publisher(&mut self, id: PeerId, name: &str, gop_frames: u64) -> PeerId {
+        let now = self.now;
+        let addr = self.next_addr();
+        let tag = self.next_tag;
+        self.next_tag += 4;
+        // The client's own source stays silent: the layers below send instead.
+        let mut source = SyntheticSource::new(tag, media_plan(gop_frames), self.clock);
+        source.set_sending(false);
+        let role = PeerRole::Publisher {
+            video_ssrc: 0x1000_0000 + tag,
+            audio_ssrc: 0x2000_0000 + tag,
+            source,
+        };
+        let mut peer =
+            ClientPeer::new(now, addr, &peer_config(true), role).expect("publisher peer");
+        let (offer, mid) = simulcast_offer(peer.offer_sdp());
+        let answer = self
+            .sfu
+            .add_publisher(now, id, stream(name), &offer)
+            .unwrap_or_else(|e| panic!("add_publisher: {e}\n{offer}"));
+        self.media.insert(stream(name), answer.media.clone());
+        peer.accept_answer(now, &answer.sdp)
+            .unwrap_or_else(|e| panic!("set answer: {e}\n{}", answer.sdp));
+        let layers = SIMULCAST_RIDS
+            .iter()
+            .enumerate()
+            .map(|(i, rid)| {
+                let bytes = SIMULCAST_PACKET_BYTES[i];
+                let plan = MediaPlan {
+                    keyframe_bytes: KEYFRAME_PACKETS * bytes,
+                    delta_frame_bytes: bytes,
+                    max_payload_bytes: bytes,
+                    ..media_plan(gop_frames)
+                };
+                // Unrelated numbers and clocks per layer, as an encoder's streams have.
+                let numbering = Numbering {
+                    video_seq: 1000 + 20_000 * i as u16,
+                    audio_seq: 7,
+                    video_ts: 5_000_000 * i as u32,
+                    audio_ts: 0,
+                };
+                SimulcastLayer {
+                    rid,
+                    ssrc: 0x3000_0000 + tag * 4 + i as u32,
+                    source: SyntheticSource::with_numbering(
+                        tag + 1 + i as u32,
+                        plan,
+                        self.clock,
+                        numbering,
+                    ),
+                    sent: Vec::new(),
+                    plis: Vec::new(),
+                }
+            })
+            .collect();
+        let mut client = new_client(id, stream(name), addr, &answer.sdp, peer);
+        client.simulcast = Some(Simulcast {
+            mid,
+            audio_ssrc: 0x2000_0000 + tag,
+            layers,
+            sending: true,
+        });
+        self.register(client);
+        self.pump();
+        id
+    }
+
     /// The offer a viewer client would make (for tests that mutate it).
     pub fn viewer_offer(&mut self) -> String {
         let addr = self.next_addr();
@@ -650,6 +890,9 @@ impl Sim {
                     _ => {}
                 }
             }
+            while let Some(c) = self.sfu.poll_layer_change() {
+                self.layer_changes.push((now, c));
+            }
             if !moved {
                 break;
             }
@@ -695,6 +938,10 @@ impl Sim {
         for i in 0..self.clients.len() {
             if self.clients[i].deadline.is_some_and(|t| t <= now) {
                 let _ = self.clients[i].peer.handle_timeout(now);
+                self.drain_client(i);
+            }
+            if self.clients[i].simulcast_due(now) {
+                self.clients[i].send_simulcast(now);
                 self.drain_client(i);
             }
         }
@@ -786,6 +1033,7 @@ fn new_client(
         plis: Vec::new(),
         read_errors: 0,
         rtcp_datagrams: 0,
+        simulcast: None,
     }
 }
 
