@@ -7,6 +7,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use std::time::Instant;
 
+use crate::adapt::ViewerBwe;
 use crate::cache::Media;
 use crate::codec::MediaKind;
 use crate::rewrite::{HeaderRewriter, SourceEpoch};
@@ -223,6 +224,8 @@ pub(crate) struct Viewer {
     pub(crate) replay: Option<Replay>,
     /// The simulcast layer its video is on, and the one it is moving to.
     pub(crate) layers: ViewerLayers,
+    /// Its bandwidth estimate, where it negotiated feedback for one.
+    pub(crate) bwe: Option<Box<ViewerBwe>>,
 }
 
 impl Viewer {
@@ -236,6 +239,7 @@ impl Viewer {
             skipping: false,
             replay: None,
             layers: ViewerLayers::default(),
+            bwe: None,
         }
     }
 

@@ -100,7 +100,8 @@ fn forward(
     let Some(header) = rewritten.header else {
         return after;
     };
-    if e.leg.send_rtp(now, &header, m.payload.clone()) {
+    let twcc_seq = stamp(now, e, m.payload.len());
+    if e.leg.send_rtp(now, &header, m.payload.clone(), twcc_seq) {
         out.batches.push_back(id);
     }
     out.stats.rtp_forwarded += 1;
@@ -108,7 +109,52 @@ fn forward(
     after
 }
 
+/// A viewer that takes live packets (connected, not replaying the cache): a keyframe asked
+/// for it now is one it can use.
+fn v_idle(e: &PeerEntry) -> bool {
+    e.leg.is_connected() && e.role.viewer().is_some_and(|v| v.replay.is_none())
+}
+
+/// The transport-wide sequence number of a datagram with `payload_len` bytes of payload
+/// leaving for a viewer now, where its estimate needs one.
+fn stamp(now: Instant, e: &mut PeerEntry, payload_len: usize) -> Option<u16> {
+    let bwe = e.role.viewer_mut()?.bwe.as_mut()?;
+    Some(bwe.stamp(now, payload_len + DATAGRAM_OVERHEAD_BYTES))
+}
+
+/// What a datagram carries besides its payload: the RTP header with the transport-wide
+/// sequence number extension, and the SRTP tag.
+const DATAGRAM_OVERHEAD_BYTES: usize = 12 + crate::viewer_leg::TWCC_EXTENSION_BYTES + 16;
+
 impl Forwarder<'_> {
+    /// A viewer's estimate may allow another layer now (on its timer): the ceiling it sets,
+    /// and a keyframe of the layer that ceiling makes the target.
+    pub(crate) fn update_estimate(&mut self, now: Instant, id: PeerId) {
+        let Some(e) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let stream = e.stream.clone();
+        let Some(ls) = self.streams.get(&stream) else {
+            return;
+        };
+        let Some(v) = e.role.viewer_mut() else {
+            return;
+        };
+        let Some(bwe) = v.bwe.as_mut() else {
+            return;
+        };
+        let Some(ceiling) = bwe.update(now, &ls.layer_bitrates()) else {
+            return;
+        };
+        let target = v.layers.set_estimate_ceiling(ceiling, ls.layers);
+        e.reschedule(id, &mut self.out.timers);
+        if let Some(target) = target
+            && v_idle(e)
+        {
+            self.request_keyframe(now, &stream, Some(target));
+        }
+    }
+
     /// A viewer of `stream` wants a keyframe of `layer`, or of every layer (see
     /// [`receiver::request_keyframe`]).
     pub(crate) fn request_keyframe(
@@ -164,6 +210,9 @@ impl Forwarder<'_> {
             // again. A viewer on a layer it no longer sends moves to one it does.
             ls.layers_epoch = Some(m.epoch);
             ls.layers = 0;
+        }
+        if kind == MediaKind::Video {
+            ls.rates[m.layer.index()].record(now, m.payload.len());
         }
         let new_layers = kind == MediaKind::Video && m.layer.index() >= ls.layers;
         if new_layers {
@@ -352,6 +401,7 @@ impl Forwarder<'_> {
         let Some(v) = e.role.viewer_mut() else {
             return;
         };
+        let bwe = &mut v.bwe;
         let Some(t) = v
             .tracks
             .iter_mut()
@@ -390,7 +440,10 @@ impl Forwarder<'_> {
             if rtx {
                 self.out.stats.retransmitted_rtx += 1;
             }
-            if e.leg.send_rtp(now, &header, payload) {
+            let twcc_seq = bwe
+                .as_mut()
+                .map(|b| b.stamp(now, payload.len() + DATAGRAM_OVERHEAD_BYTES));
+            if e.leg.send_rtp(now, &header, payload, twcc_seq) {
                 self.out.batches.push_back(id);
             }
             self.out.stats.retransmitted += 1;

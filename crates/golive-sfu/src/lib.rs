@@ -30,6 +30,7 @@
 //!    peers that are due, whatever the number of peers.
 //!
 
+pub mod adapt;
 pub mod bwe;
 pub mod cache;
 pub mod codec;

@@ -95,6 +95,10 @@ pub(crate) enum Inbound {
     },
     /// The remote asked for a keyframe (PLI or FIR).
     KeyframeRequest,
+    /// A viewer's transport-wide congestion control feedback (lean leg, where negotiated).
+    Twcc(Box<rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc>),
+    /// A viewer's receiver-estimated maximum bitrate (lean leg, where negotiated).
+    Remb { bitrate_bps: f64 },
     /// The remote lost these packets of the stream we send from `media_ssrc`.
     Nack { media_ssrc: u32, seqs: Vec<u16> },
 }

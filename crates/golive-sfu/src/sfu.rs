@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::SfuError;
+use crate::adapt::ViewerBwe;
 use crate::bwe::Preference;
 use crate::cache::{KeyframeCache, Media};
 use crate::codec::{MediaKind, Offer, StreamMedia};
@@ -318,7 +319,13 @@ impl Sfu {
             .or_insert_with(LocalStream::new)
             .viewers
             .push(id);
-        let viewer = Viewer::new(tracks);
+        let mut viewer = Viewer::new(tracks);
+        let (twcc, remb) = peer.estimate_feedback();
+        if twcc || remb {
+            // Held to the lowest layer until its feedback shows what its link carries.
+            viewer.bwe = Some(Box::new(ViewerBwe::new()));
+            viewer.layers.set_estimate_ceiling(Some(Layer::LOWEST), 0);
+        }
         self.insert(now, id, peer, stream, PeerRole::Viewer(Box::new(viewer)));
         Ok(Answer { sdp, media: codecs })
     }
@@ -556,6 +563,13 @@ impl Sfu {
         Ok(())
     }
 
+    /// A viewer's bandwidth estimate, in bits per second, where it negotiated feedback (TWCC,
+    /// or REMB) for one.
+    pub fn viewer_estimate_bps(&self, peer: PeerId) -> Option<f64> {
+        let v = self.peers.get(&peer)?.role.viewer()?;
+        v.bwe.as_ref().map(|b| b.estimate_bps())
+    }
+
     /// The simulcast layer a viewer's video is on now, and the one it is moving to (equal when
     /// no move is pending); `None` for an unknown peer or a broadcaster.
     pub fn viewer_layers(&self, peer: PeerId) -> Option<(Layer, Layer)> {
@@ -596,6 +610,7 @@ impl Sfu {
         for id in due.drain(..) {
             self.out.stats.peer_timeouts += 1;
             self.forwarder().continue_replay(now, id);
+            self.forwarder().update_estimate(now, id);
             let Some(e) = self.peers.get_mut(&id) else {
                 continue;
             };
@@ -677,6 +692,32 @@ impl Sfu {
                         if let Some(layer) = layer {
                             self.forwarder().request_keyframe(now, &stream, Some(layer));
                         }
+                    }
+                }
+                Inbound::Twcc(feedback) => {
+                    let bwe = self
+                        .peers
+                        .get_mut(&id)
+                        .and_then(|e| e.role.viewer_mut())
+                        .and_then(|v| v.bwe.as_mut());
+                    if let Some(bwe) = bwe {
+                        match bwe.on_twcc(now, &feedback) {
+                            Ok(()) => self.out.stats.twcc_feedback_in += 1,
+                            Err(e) => {
+                                tracing::debug!(peer = %id, "TWCC feedback refused: {e}");
+                                self.out.stats.twcc_feedback_refused += 1;
+                            }
+                        }
+                    }
+                }
+                Inbound::Remb { bitrate_bps } => {
+                    let bwe = self
+                        .peers
+                        .get_mut(&id)
+                        .and_then(|e| e.role.viewer_mut())
+                        .and_then(|v| v.bwe.as_mut());
+                    if let Some(bwe) = bwe {
+                        bwe.on_remb(bitrate_bps);
                     }
                 }
                 Inbound::Nack { media_ssrc, seqs } => {

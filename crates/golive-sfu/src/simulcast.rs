@@ -135,6 +135,8 @@ pub(crate) struct ViewerLayers {
     /// The layer it should be on, and why; equal to `current` when no switch is pending.
     target: Layer,
     reason: SwitchReason,
+    /// The highest layer the viewer's bandwidth estimate allows, where it has one.
+    estimate_ceiling: Option<Layer>,
 }
 
 /// What one video packet of a layer means for a viewer.
@@ -156,6 +158,7 @@ impl Default for ViewerLayers {
             current: Layer::LOWEST,
             target: Layer::LOWEST,
             reason: SwitchReason::Preference,
+            estimate_ceiling: None,
         }
     }
 }
@@ -169,11 +172,14 @@ impl ViewerLayers {
         self.target
     }
 
-    /// Chooses the target from the preference and the `layers` the stream has. Returns the new
-    /// target when it changed and is not the current layer (a keyframe of it must be asked
-    /// for).
+    /// Chooses the target from the preference, the estimate's ceiling and the `layers` the
+    /// stream has. Returns the new target when it changed and is not the current layer (a
+    /// keyframe of it must be asked for).
     pub(crate) fn retarget(&mut self, layers: usize, reason: SwitchReason) -> Option<Layer> {
-        let target = ceiling(self.preference, layers);
+        let mut target = ceiling(self.preference, layers);
+        if let Some(estimate) = self.estimate_ceiling {
+            target = target.min(estimate);
+        }
         if target == self.target {
             return None;
         }
@@ -190,6 +196,19 @@ impl ViewerLayers {
     ) -> Option<Layer> {
         self.preference = preference;
         self.retarget(layers, SwitchReason::Preference)
+    }
+
+    /// The bandwidth estimate allows layers up to `ceiling` (`None`: no estimate).
+    pub(crate) fn set_estimate_ceiling(
+        &mut self,
+        ceiling: Option<Layer>,
+        layers: usize,
+    ) -> Option<Layer> {
+        if ceiling == self.estimate_ceiling {
+            return None;
+        }
+        self.estimate_ceiling = ceiling;
+        self.retarget(layers, SwitchReason::Bandwidth)
     }
 
     /// A video packet of `layer`, a keyframe start or not.
@@ -283,5 +302,21 @@ mod tests {
         assert_eq!(v.set_preference(Preference::Low, 3), None);
         assert_eq!(v.offer(Layer(1), true), LayerVerdict::Skip);
         assert_eq!(v.offer(Layer(0), true), LayerVerdict::Send);
+    }
+
+    #[test]
+    fn the_estimate_caps_below_the_preference() {
+        let mut v = ViewerLayers::default();
+        assert_eq!(v.set_estimate_ceiling(Some(Layer(0)), 3), None);
+        assert_eq!(v.retarget(3, SwitchReason::Publisher), None);
+        assert_eq!(v.set_estimate_ceiling(Some(Layer(1)), 3), Some(Layer(1)));
+        assert_eq!(
+            v.offer(Layer(1), true),
+            LayerVerdict::Switch(SwitchReason::Bandwidth)
+        );
+        assert_eq!(v.set_preference(Preference::Low, 3), Some(Layer(0)));
+        // Without an estimate the preference alone decides.
+        assert_eq!(v.set_estimate_ceiling(None, 3), None);
+        assert_eq!(v.set_preference(Preference::Auto, 3), Some(Layer(2)));
     }
 }

@@ -1,7 +1,7 @@
 //! What a worker knows of one stream: its local peers and what it remembers of the source
 //! (keyframe cache, NACK history), whether the broadcaster is here or on another worker.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::cache::{History, KeyframeCache};
 use crate::codec::MediaKind;
@@ -24,6 +24,8 @@ pub(crate) struct LocalStream {
     pub(crate) layers: usize,
     /// The source epoch `layers` counts for: a new broadcaster may send fewer layers.
     pub(crate) layers_epoch: Option<SourceEpoch>,
+    /// What each layer's video carries, measured.
+    pub(crate) rates: [RateMeter; MAX_LAYERS],
     pub(crate) last_media_at: Option<Instant>,
 }
 
@@ -37,8 +39,17 @@ impl LocalStream {
             video_history: Default::default(),
             layers: 0,
             layers_epoch: None,
+            rates: Default::default(),
             last_media_at: None,
         }
+    }
+
+    /// The measured bitrates of the stream's layers, lowest first.
+    pub(crate) fn layer_bitrates(&self) -> Vec<f64> {
+        self.rates[..self.layers.min(MAX_LAYERS)]
+            .iter()
+            .map(RateMeter::bps)
+            .collect()
     }
 
     /// The keyframe cache of `layer`.
@@ -63,5 +74,51 @@ impl LocalStream {
 
     pub(crate) fn is_unused(&self) -> bool {
         self.publisher.is_none() && self.viewers.is_empty()
+    }
+}
+
+/// How long a layer's bitrate is measured over.
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// The bitrate of one layer, over the last whole [`RATE_WINDOW`].
+#[derive(Debug, Default)]
+pub(crate) struct RateMeter {
+    window_start: Option<Instant>,
+    bytes: u64,
+    bps: f64,
+}
+
+impl RateMeter {
+    pub(crate) fn record(&mut self, now: Instant, bytes: usize) {
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            self.bps = self.bytes as f64 * 8.0 / elapsed.as_secs_f64();
+            self.window_start = Some(now);
+            self.bytes = 0;
+        }
+        self.bytes += bytes as u64;
+    }
+
+    /// The last window's bitrate (0 before one ended).
+    pub(crate) fn bps(&self) -> f64 {
+        self.bps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_is_what_a_whole_window_carried() {
+        let t0 = Instant::now();
+        let mut r = RateMeter::default();
+        for i in 0..100 {
+            r.record(t0 + Duration::from_millis(10 * i), 125);
+        }
+        assert_eq!(r.bps(), 0.0);
+        r.record(t0 + RATE_WINDOW, 125);
+        assert!((r.bps() - 100_000.0).abs() < 1.0, "{}", r.bps());
     }
 }

@@ -132,6 +132,9 @@ pub struct SfuStats {
     pub rtp_dropped_unknown_layer: u64,
     /// Viewers' moves from one simulcast layer to another.
     pub layer_switches: u64,
+    /// Viewers' TWCC feedback packets taken, and refused as malformed.
+    pub twcc_feedback_in: u64,
+    pub twcc_feedback_refused: u64,
 }
 
 /// The index of a kind in per-kind arrays (tracks, histories).

@@ -13,7 +13,11 @@ const PUBLISHER: PeerId = PeerId(1);
 const GOP_FRAMES: u64 = 30;
 
 fn started() -> Sim {
-    let mut sim = Sim::new();
+    started_on(Sim::new())
+}
+
+/// The estimate runs on the lean viewer leg (the default), whatever GOLIVE_VIEWER_LEG says.
+fn started_on(mut sim: Sim) -> Sim {
     sim.add_simulcast_publisher(PUBLISHER, "live", GOP_FRAMES);
     sim.run_until_connected(&[PUBLISHER], Duration::from_secs(5));
     sim.run_for(ms(500));
@@ -302,4 +306,105 @@ fn a_viewer_on_a_top_layer_follows_a_new_broadcaster_without_simulcast() {
         changes_of(&sim, viewer).last(),
         Some(&(Layer(0), SwitchReason::Publisher))
     );
+}
+
+#[test]
+fn a_browser_viewer_on_a_free_link_climbs_to_the_top_layer_by_its_estimate() {
+    let mut sim = started_on(Sim::lean());
+    let viewer = PeerId(50);
+    sim.add_browser_viewer(viewer, "live");
+    sim.run_until_connected(&[viewer], Duration::from_secs(5));
+    sim.run_for(Duration::from_secs(5));
+    assert!(
+        sim.sfu.stats().twcc_feedback_in > 20,
+        "{:?}",
+        sim.sfu.stats()
+    );
+    assert_eq!(sim.sfu.stats().twcc_feedback_refused, 0);
+    let estimate = sim.sfu.viewer_estimate_bps(viewer).expect("an estimate");
+    assert_eq!(sim.sfu.viewer_layers(viewer), Some((Layer(2), Layer(2))));
+    let v = sim.client(viewer);
+    assert_one_line(v);
+    let runs = runs(&sim, v);
+    let layers: Vec<usize> = runs.iter().map(|(l, _)| *l).collect();
+    assert_eq!(layers, [0, 1, 2], "estimate {estimate}");
+    for (l, run) in &runs {
+        assert_run_is_the_layer(&sim, viewer, *l, run);
+    }
+    assert!(
+        changes_of(&sim, viewer)
+            .iter()
+            .all(|(_, r)| *r == SwitchReason::Bandwidth)
+    );
+}
+
+#[test]
+fn a_browser_viewer_whose_feedback_shows_a_constrained_link_moves_down_to_the_lowest_layer() {
+    let mut sim = started_on(Sim::lean());
+    let (constrained, free) = (PeerId(60), PeerId(61));
+    sim.add_browser_viewer(constrained, "live");
+    sim.add_browser_viewer(free, "live");
+    sim.run_until_connected(&[constrained, free], Duration::from_secs(5));
+    sim.run_for(Duration::from_secs(4));
+    assert_eq!(
+        sim.sfu.viewer_layers(constrained),
+        Some((Layer(2), Layer(2)))
+    );
+    // With audio and packet overheads the top layer takes about 310 kbit/s, the middle one
+    // about 190, the lowest about 120; the link now carries 160.
+    sim.set_link(
+        constrained,
+        sim::Link {
+            down_rate_bps: Some(160_000),
+            ..sim::Link::default()
+        },
+    );
+    let constrained_at = sim.now;
+    sim.run_for(Duration::from_secs(6));
+    let estimate = sim
+        .sfu
+        .viewer_estimate_bps(constrained)
+        .expect("an estimate");
+    assert!(estimate < 170_000.0, "estimate {estimate}");
+    assert_eq!(
+        sim.sfu.viewer_layers(constrained),
+        Some((Layer(0), Layer(0))),
+        "estimate {estimate}"
+    );
+    let moves: Vec<(Layer, SwitchReason)> = sim
+        .layer_changes
+        .iter()
+        .filter(|(t, c)| c.peer == constrained && *t > constrained_at)
+        .map(|(_, c)| (c.layer, c.reason))
+        .collect();
+    assert_eq!(
+        moves.last(),
+        Some(&(Layer(0), SwitchReason::Bandwidth)),
+        "{moves:?}"
+    );
+    // One SSRC throughout (the link lost packets, so the line has holes the viewer NACKed);
+    // once settled on the lowest layer, it gets that layer whole, byte for byte.
+    let v = sim.client(constrained);
+    let video = v.received_of(Kind::Video);
+    assert!(video.iter().all(|r| r.ssrc == video[0].ssrc));
+    let moved_at = sim
+        .layer_changes
+        .iter()
+        .rev()
+        .find(|(_, c)| c.peer == constrained)
+        .map(|(t, _)| *t)
+        .unwrap();
+    // Packets the publisher sent a second after the move (repairs of older losses aside).
+    let since_ns = (moved_at + Duration::from_secs(1) - sim.t0).as_nanos() as u64;
+    let settled: Vec<&Received> = video
+        .into_iter()
+        .filter(|r| r.stamp.is_some_and(|s| s.sent_ns >= since_ns))
+        .collect();
+    assert!(settled.len() > 60, "{} packets once settled", settled.len());
+    let sc = sim.client(PUBLISHER).simulcast.as_ref().unwrap();
+    let sent: Vec<&sim::Sent> = sc.layers[0].sent.iter().collect();
+    golive_client::check_track(&sent, &settled, sim::VIEWER_VP8_PT, false)
+        .unwrap_or_else(|e| panic!("once settled: {e}"));
+    // The other viewer is untouched.
+    assert_eq!(sim.sfu.viewer_layers(free), Some((Layer(2), Layer(2))));
 }

@@ -369,7 +369,14 @@ pub struct Link {
     /// The client reads nothing: the shell queues what the SFU sends it (up to
     /// [`STALL_QUEUE_BYTES`], dropping the rest) and reports the backlog to the SFU.
     pub stalled: bool,
+    /// The link toward the client carries this many bits per second at most: what exceeds it
+    /// waits in a queue (its delay grows, as a bottleneck router's does), and what would wait
+    /// longer than [`RATE_QUEUE_LIMIT`] is dropped.
+    pub down_rate_bps: Option<u64>,
 }
+
+/// The longest a rate-limited link queues a datagram before it drops it.
+pub const RATE_QUEUE_LIMIT: Duration = Duration::from_millis(300);
 
 /// What the simulated shell queues for one stalled client at most.
 pub const STALL_QUEUE_BYTES: usize = 4 * 1024 * 1024;
@@ -421,6 +428,8 @@ pub struct Sim {
     /// Datagrams the links lost, per direction.
     pub lost_down: u64,
     pub lost_up: u64,
+    /// When each rate-limited link toward a client is free again.
+    link_busy_until: HashMap<usize, Instant>,
     /// Every layer change the SFU reported, with when.
     pub layer_changes: Vec<(Instant, LayerChange)>,
     rng: StdRng,
@@ -485,6 +494,7 @@ impl Sim {
             stall_dropped: 0,
             lost_down: 0,
             lost_up: 0,
+            link_busy_until: HashMap::new(),
             layer_changes: Vec::new(),
             rng: StdRng::seed_from_u64(0x5eed),
         }
@@ -615,10 +625,26 @@ impl Sim {
             self.lost_down += 1;
             return;
         }
-        if link.delay > Duration::ZERO {
+        let mut delay = link.delay;
+        if let Some(rate) = link.down_rate_bps.filter(|_| is_srtp(&data)) {
+            let free = self
+                .link_busy_until
+                .get(&i)
+                .copied()
+                .unwrap_or(self.now)
+                .max(self.now);
+            if free - self.now > RATE_QUEUE_LIMIT {
+                self.lost_down += 1;
+                return;
+            }
+            let serialize = Duration::from_secs_f64(data.len() as f64 * 8.0 / rate as f64);
+            self.link_busy_until.insert(i, free + serialize);
+            delay += free + serialize - self.now;
+        }
+        if delay > Duration::ZERO {
             self.flight_seq += 1;
             self.in_flight.insert(
-                (self.now + link.delay, self.flight_seq),
+                (self.now + delay, self.flight_seq),
                 Flight::ToClient(i, data),
             );
         } else {
@@ -792,10 +818,23 @@ impl Sim {
 
     /// A viewer client of `stream` (whose publisher must have been added).
     pub fn add_viewer(&mut self, id: PeerId, name: &str) -> PeerId {
+        self.add_viewer_with(id, name, peer_config(false))
+    }
+
+    /// A viewer with a browser's feedback: NACK, RTCP reports and transport-wide congestion
+    /// control (it offers the `transport-cc` extension and sends TWCC feedback).
+    pub fn add_browser_viewer(&mut self, id: PeerId, name: &str) -> PeerId {
+        let config = PeerConfig {
+            feedback: Feedback::Browser,
+            ..peer_config(false)
+        };
+        self.add_viewer_with(id, name, config)
+    }
+
+    fn add_viewer_with(&mut self, id: PeerId, name: &str, config: PeerConfig) -> PeerId {
         let now = self.now;
         let addr = self.next_addr();
-        let mut peer =
-            ClientPeer::new(now, addr, &peer_config(false), PeerRole::Viewer).expect("viewer peer");
+        let mut peer = ClientPeer::new(now, addr, &config, PeerRole::Viewer).expect("viewer peer");
         let offer = peer.offer_sdp().to_owned();
         let media = self
             .media
