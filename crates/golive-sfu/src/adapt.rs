@@ -2,8 +2,9 @@
 //! where it offers no TWCC) and the simulcast layer that estimate allows.
 //!
 //! Every datagram of a viewer that negotiated TWCC is stamped with a transport-wide sequence
-//! number ([`ViewerBwe::stamp`]); its feedback goes into its [`Estimator`]; on the worker's
-//! timers, every [`UPDATE_INTERVAL`], its [`LayerChooser`] turns the estimate and the layers'
+//! number, recorded in its [`Estimator`]; its feedback goes into that estimator; on the
+//! worker's timers, every [`UPDATE_INTERVAL`], its [`LayerChooser`] turns the estimate and the
+//! layers'
 //! measured bitrates into the highest layer the link carries. That layer caps the one the
 //! viewer's preference allows. A viewer that negotiated feedback starts on the lowest layer and
 //! climbs as the estimate allows; one whose feedback never comes is treated, after
@@ -76,7 +77,7 @@ impl ViewerBwe {
 
     /// Revisits the choice, if due, with the stream's layers' bitrates (lowest first). Returns
     /// the highest layer the estimate allows (`None`: no limit), when it is due.
-    pub(crate) fn update(&mut self, now: Instant, bitrates_bps: &[f64]) -> Option<Option<Layer>> {
+    pub(crate) fn update(&mut self, now: Instant, bitrates_bps: Vec<f64>) -> Option<Option<Layer>> {
         if self.next_update.is_none_or(|t| t > now) {
             return None;
         }
@@ -91,7 +92,7 @@ impl ViewerBwe {
             return Some(Some(Layer::LOWEST));
         }
         // The measured rates move all the time; the chooser only clamps to their count here.
-        self.chooser.set_layers(bitrates_bps.to_vec());
+        self.chooser.set_layers(bitrates_bps);
         self.chooser.update(now, self.estimator.estimate_bps());
         // No layer at all (audio only) is not offered yet: the lowest is the floor.
         let layer = self.chooser.current().unwrap_or(0);
@@ -107,13 +108,13 @@ mod tests {
     fn without_feedback_the_lowest_layer_holds_until_the_grace_ends() {
         let t0 = Instant::now();
         let mut b = ViewerBwe::new();
-        assert_eq!(b.update(t0, &[1e5, 2e5, 4e5]), None, "nothing sent yet");
+        assert_eq!(b.update(t0, vec![1e5, 2e5, 4e5]), None, "nothing sent yet");
         b.stamp(t0, 1000);
-        assert_eq!(b.update(t0, &[1e5, 2e5, 4e5]), None, "not due");
+        assert_eq!(b.update(t0, vec![1e5, 2e5, 4e5]), None, "not due");
         let t1 = t0 + UPDATE_INTERVAL;
-        assert_eq!(b.update(t1, &[1e5, 2e5, 4e5]), Some(Some(Layer::LOWEST)));
+        assert_eq!(b.update(t1, vec![1e5, 2e5, 4e5]), Some(Some(Layer::LOWEST)));
         let t2 = t0 + FEEDBACK_GRACE;
-        assert_eq!(b.update(t2, &[1e5, 2e5, 4e5]), Some(None));
+        assert_eq!(b.update(t2, vec![1e5, 2e5, 4e5]), Some(None));
         assert_eq!(b.poll_timeout(), Some(t2 + UPDATE_INTERVAL));
     }
 
@@ -128,7 +129,7 @@ mod tests {
         let mut last = None;
         for _ in 0..40 {
             t += UPDATE_INTERVAL;
-            if let Some(ceiling) = b.update(t, &[100_000.0, 200_000.0, 400_000.0]) {
+            if let Some(ceiling) = b.update(t, vec![100_000.0, 200_000.0, 400_000.0]) {
                 last = ceiling;
             }
         }

@@ -143,7 +143,7 @@ impl Forwarder<'_> {
         let Some(bwe) = v.bwe.as_mut() else {
             return;
         };
-        let Some(ceiling) = bwe.update(now, &ls.layer_bitrates()) else {
+        let Some(ceiling) = bwe.update(now, ls.layer_bitrates()) else {
             return;
         };
         let target = v.layers.set_estimate_ceiling(ceiling, ls.layers);

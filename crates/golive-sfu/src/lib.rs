@@ -26,6 +26,12 @@
 //!    and the viewer's leg encrypts and sends it. What leaves for the shell collects in the
 //!    outbox (`outbox`).
 //! 4. Viewers' PLI/FIR and new viewers become keyframe requests, coalesced per source ([`pli`]).
+//!    A broadcaster that sends simulcast ([`simulcast`]) has up to three video layers, each a
+//!    source of its own (duplicate filter, keyframe requests, keyframe cache, history); each
+//!    viewer is sent one layer, starting on the lowest, and moves at a keyframe of the layer its
+//!    preference ([`Sfu::set_viewer_preference`]) and its bandwidth estimate ([`adapt`]: TWCC or
+//!    REMB feedback on the lean leg) allow, on one continuous line of SSRC, sequence numbers and
+//!    timestamps. Each move is reported by [`Sfu::poll_layer_change`].
 //! 5. Every peer's next deadline sits in one heap per worker (`timers`): a wake-up touches the
 //!    peers that are due, whatever the number of peers.
 //!

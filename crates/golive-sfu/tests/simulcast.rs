@@ -408,3 +408,24 @@ fn a_browser_viewer_whose_feedback_shows_a_constrained_link_moves_down_to_the_lo
     // The other viewer is untouched.
     assert_eq!(sim.sfu.viewer_layers(free), Some((Layer(2), Layer(2))));
 }
+
+#[test]
+fn a_legacy_srtp_browser_viewer_gets_stamped_packets_it_can_read_and_climbs() {
+    let mut sim = started_on(Sim::lean_with_legacy_srtp());
+    let viewer = PeerId(70);
+    sim.add_legacy_browser_viewer(viewer, "live");
+    sim.run_until_connected(&[viewer], Duration::from_secs(5));
+    sim.run_for(Duration::from_secs(5));
+    assert!(
+        sim.sfu.stats().twcc_feedback_in > 20,
+        "{:?}",
+        sim.sfu.stats()
+    );
+    assert_eq!(sim.sfu.viewer_layers(viewer), Some((Layer(2), Layer(2))));
+    let v = sim.client(viewer);
+    assert_eq!(v.read_errors, 0);
+    assert_one_line(v);
+    for (l, run) in &runs(&sim, v) {
+        assert_run_is_the_layer(&sim, viewer, *l, run);
+    }
+}

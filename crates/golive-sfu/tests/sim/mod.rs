@@ -461,6 +461,23 @@ impl Sim {
     }
 
     fn with_exact_options(options: MediaOptions) -> Self {
+        Self::with_srtp(options, SrtpPolicy::default())
+    }
+
+    /// Lean viewers, and an SFU that also accepts AES-CM SRTP (older clients).
+    pub fn lean_with_legacy_srtp() -> Self {
+        Self::with_srtp(
+            MediaOptions {
+                viewer_leg: ViewerLeg::Lean,
+                ..MediaOptions::default()
+            },
+            SrtpPolicy {
+                allow_legacy_cm: true,
+            },
+        )
+    }
+
+    fn with_srtp(options: MediaOptions, srtp: SrtpPolicy) -> Self {
         let t0 = Instant::now();
         Self {
             t0,
@@ -468,7 +485,7 @@ impl Sim {
             sfu: Sfu::with_options(
                 SfuConfig {
                     advertised_addr: SFU_ADDR,
-                    srtp: SrtpPolicy::default(),
+                    srtp,
                     share_media: false,
                 },
                 options,
@@ -826,6 +843,16 @@ impl Sim {
     pub fn add_browser_viewer(&mut self, id: PeerId, name: &str) -> PeerId {
         let config = PeerConfig {
             feedback: Feedback::Browser,
+            ..peer_config(false)
+        };
+        self.add_viewer_with(id, name, config)
+    }
+
+    /// A browser viewer (see [`Sim::add_browser_viewer`]) that offers only AES-CM SRTP.
+    pub fn add_legacy_browser_viewer(&mut self, id: PeerId, name: &str) -> PeerId {
+        let config = PeerConfig {
+            feedback: Feedback::Browser,
+            srtp: Some(golive_client::peer::SrtpOffer::Cm),
             ..peer_config(false)
         };
         self.add_viewer_with(id, name, config)
