@@ -230,6 +230,11 @@ pub(crate) struct Viewer {
 
 impl Viewer {
     pub(crate) fn new(tracks: [Option<DownTrack>; 2]) -> Self {
+        let layers = if tracks[slot(MediaKind::Video)].is_some() {
+            ViewerLayers::default()
+        } else {
+            ViewerLayers::audio_only()
+        };
         Self {
             tracks,
             backlog_over: false,
@@ -238,7 +243,7 @@ impl Viewer {
             backoff_until: None,
             skipping: false,
             replay: None,
-            layers: ViewerLayers::default(),
+            layers,
             bwe: None,
         }
     }

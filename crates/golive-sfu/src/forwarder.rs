@@ -146,7 +146,7 @@ impl Forwarder<'_> {
         let Some(ceiling) = bwe.update(now, ls.layer_bitrates()) else {
             return;
         };
-        let target = v.layers.set_estimate_ceiling(ceiling, ls.layers);
+        let target = v.layers.set_estimate_ceiling(ceiling, ls.availability());
         e.reschedule(id, &mut self.out.timers);
         if let Some(target) = target
             && v_idle(e)
@@ -209,23 +209,22 @@ impl Forwarder<'_> {
             // A new broadcaster (or the same one reconnected) may send fewer layers: count
             // again. A viewer on a layer it no longer sends moves to one it does.
             ls.layers_epoch = Some(m.epoch);
-            ls.layers = 0;
+            ls.reset_layers();
         }
         if kind == MediaKind::Video {
             ls.rates[m.layer.index()].record(now, m.payload.len());
         }
-        let new_layers = kind == MediaKind::Video && m.layer.index() >= ls.layers;
-        if new_layers {
-            // A layer seen for the first time: viewers whose preference allows it move up.
-            ls.layers = m.layer.index() + 1;
-        }
+        // A layer seen for the first time or again, or one that stopped: viewers move to the
+        // layer they should be on among those being sent.
+        let new_layers = kind == MediaKind::Video && ls.layer_seen(now, m.layer);
+        let availability = ls.availability();
         for id in &ls.viewers {
             let Some(e) = self.peers.get_mut(id) else {
                 continue;
             };
             if new_layers
                 && let Some(v) = e.role.viewer_mut()
-                && let Some(target) = v.layers.retarget(ls.layers, SwitchReason::Publisher)
+                && let Some(target) = v.layers.retarget(availability, SwitchReason::Publisher)
                 && v.replay.is_none()
                 && e.leg.is_connected()
             {
@@ -262,7 +261,8 @@ impl Forwarder<'_> {
         let Some(v) = e.role.viewer_mut() else {
             return;
         };
-        v.layers.retarget(ls.layers, SwitchReason::Preference);
+        v.layers
+            .retarget(ls.availability(), SwitchReason::Preference);
         let layer = v.layers.current();
         let target = v.layers.target();
         let cache = ls.cache(layer);

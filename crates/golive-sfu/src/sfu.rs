@@ -324,7 +324,9 @@ impl Sfu {
         if twcc || remb {
             // Held to the lowest layer until its feedback shows what its link carries.
             viewer.bwe = Some(Box::new(ViewerBwe::new()));
-            viewer.layers.set_estimate_ceiling(Some(Layer::LOWEST), 0);
+            viewer
+                .layers
+                .set_estimate_ceiling(Some(Layer::LOWEST), Default::default());
         }
         self.insert(now, id, peer, stream, PeerRole::Viewer(Box::new(viewer)));
         Ok(Answer { sdp, media: codecs })
@@ -551,7 +553,11 @@ impl Sfu {
         let stream = e.stream.clone();
         // A broadcaster is no viewer peer.
         let v = e.role.viewer_mut().ok_or(SfuError::UnknownPeer)?;
-        let layers = self.streams.get(&stream).map_or(0, |s| s.layers);
+        let layers = self
+            .streams
+            .get(&stream)
+            .map(LocalStream::availability)
+            .unwrap_or_default();
         let target = v.layers.set_preference(preference, layers);
         if let Some(target) = target
             && v.replay.is_none()

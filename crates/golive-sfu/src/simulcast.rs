@@ -111,6 +111,42 @@ pub(crate) fn layer_rids(
     Ok(rids)
 }
 
+/// Which layers a broadcaster sends: how many it has sent since it (re)started, and which of
+/// them it sends now. A browser stops sending its upper layers when its own uplink or CPU
+/// cannot carry them, and resumes them later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Availability {
+    /// Layers seen, counted from the lowest (a layer above the lowest counts the ones below).
+    pub(crate) seen: usize,
+    /// Bit i: layer i is being sent.
+    pub(crate) active: u8,
+}
+
+impl Availability {
+    /// `n` layers, all being sent.
+    #[cfg(test)]
+    pub(crate) fn all(n: usize) -> Self {
+        Self {
+            seen: n,
+            active: ((1u16 << n.min(8)) - 1) as u8,
+        }
+    }
+
+    fn is_active(self, layer: usize) -> bool {
+        layer < 8 && self.active & (1 << layer) != 0
+    }
+
+    /// The layer to be on under `cap`: the highest one being sent at or below it, else the
+    /// lowest one being sent above it (some video beats none), else `cap` itself (nothing is
+    /// being sent yet).
+    fn choose(self, cap: Layer) -> Layer {
+        let cap = cap.index();
+        let below = (0..=cap).rev().find(|l| self.is_active(*l));
+        let above = || (cap + 1..MAX_LAYERS).find(|l| self.is_active(*l));
+        Layer(below.or_else(above).unwrap_or(cap) as u8)
+    }
+}
+
 /// The highest layer a viewer's preference allows, of `layers` layers.
 pub(crate) fn ceiling(preference: Preference, layers: usize) -> Layer {
     let top = layers.clamp(1, MAX_LAYERS) - 1;
@@ -137,6 +173,8 @@ pub(crate) struct ViewerLayers {
     reason: SwitchReason,
     /// The highest layer the viewer's bandwidth estimate allows, where it has one.
     estimate_ceiling: Option<Layer>,
+    /// The viewer receives video at all: one that does not never needs a layer's keyframe.
+    video: bool,
 }
 
 /// What one video packet of a layer means for a viewer.
@@ -159,11 +197,20 @@ impl Default for ViewerLayers {
             target: Layer::LOWEST,
             reason: SwitchReason::Preference,
             estimate_ceiling: None,
+            video: true,
         }
     }
 }
 
 impl ViewerLayers {
+    /// The layers of a viewer that takes no video: always the lowest, never a move.
+    pub(crate) fn audio_only() -> Self {
+        Self {
+            video: false,
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn current(&self) -> Layer {
         self.current
     }
@@ -175,11 +222,15 @@ impl ViewerLayers {
     /// Chooses the target from the preference, the estimate's ceiling and the `layers` the
     /// stream has. Returns the new target when it changed and is not the current layer (a
     /// keyframe of it must be asked for).
-    pub(crate) fn retarget(&mut self, layers: usize, reason: SwitchReason) -> Option<Layer> {
-        let mut target = ceiling(self.preference, layers);
-        if let Some(estimate) = self.estimate_ceiling {
-            target = target.min(estimate);
+    pub(crate) fn retarget(&mut self, layers: Availability, reason: SwitchReason) -> Option<Layer> {
+        if !self.video {
+            return None;
         }
+        let mut cap = ceiling(self.preference, layers.seen);
+        if let Some(estimate) = self.estimate_ceiling {
+            cap = cap.min(estimate);
+        }
+        let target = layers.choose(cap);
         if target == self.target {
             return None;
         }
@@ -192,7 +243,7 @@ impl ViewerLayers {
     pub(crate) fn set_preference(
         &mut self,
         preference: Preference,
-        layers: usize,
+        layers: Availability,
     ) -> Option<Layer> {
         self.preference = preference;
         self.retarget(layers, SwitchReason::Preference)
@@ -202,7 +253,7 @@ impl ViewerLayers {
     pub(crate) fn set_estimate_ceiling(
         &mut self,
         ceiling: Option<Layer>,
-        layers: usize,
+        layers: Availability,
     ) -> Option<Layer> {
         if ceiling == self.estimate_ceiling {
             return None;
@@ -279,7 +330,10 @@ mod tests {
     #[test]
     fn a_switch_waits_for_a_keyframe_of_the_target_and_keeps_the_old_layer_until_then() {
         let mut v = ViewerLayers::default();
-        assert_eq!(v.retarget(3, SwitchReason::Publisher), Some(Layer(2)));
+        assert_eq!(
+            v.retarget(Availability::all(3), SwitchReason::Publisher),
+            Some(Layer(2))
+        );
         assert_eq!(v.offer(Layer(0), false), LayerVerdict::Send);
         assert_eq!(v.offer(Layer(2), false), LayerVerdict::Skip);
         assert_eq!(v.offer(Layer(1), true), LayerVerdict::Skip);
@@ -291,32 +345,93 @@ mod tests {
         assert_eq!(v.offer(Layer(0), false), LayerVerdict::Skip);
         assert_eq!(v.offer(Layer(2), false), LayerVerdict::Send);
         // Down by preference, with the reason.
-        assert_eq!(v.set_preference(Preference::Low, 3), Some(Layer(0)));
+        assert_eq!(
+            v.set_preference(Preference::Low, Availability::all(3)),
+            Some(Layer(0))
+        );
         assert_eq!(
             v.offer(Layer(0), true),
             LayerVerdict::Switch(SwitchReason::Preference)
         );
         // Back to where it is: nothing pending.
-        assert_eq!(v.set_preference(Preference::Low, 3), None);
-        assert_eq!(v.set_preference(Preference::Medium, 3), Some(Layer(1)));
-        assert_eq!(v.set_preference(Preference::Low, 3), None);
+        assert_eq!(
+            v.set_preference(Preference::Low, Availability::all(3)),
+            None
+        );
+        assert_eq!(
+            v.set_preference(Preference::Medium, Availability::all(3)),
+            Some(Layer(1))
+        );
+        assert_eq!(
+            v.set_preference(Preference::Low, Availability::all(3)),
+            None
+        );
         assert_eq!(v.offer(Layer(1), true), LayerVerdict::Skip);
         assert_eq!(v.offer(Layer(0), true), LayerVerdict::Send);
     }
 
     #[test]
+    fn a_layer_that_stops_is_replaced_by_the_next_one_down_or_else_up() {
+        let mut v = ViewerLayers::default();
+        let all = Availability::all(3);
+        assert_eq!(v.retarget(all, SwitchReason::Publisher), Some(Layer(2)));
+        v.offer(Layer(2), true);
+        let no_top = Availability {
+            seen: 3,
+            active: 0b011,
+        };
+        assert_eq!(v.retarget(no_top, SwitchReason::Publisher), Some(Layer(1)));
+        let only_top = Availability {
+            seen: 3,
+            active: 0b100,
+        };
+        assert_eq!(v.set_preference(Preference::Low, only_top), None);
+        assert_eq!(v.target(), Layer(2), "some video beats none");
+        assert_eq!(v.retarget(all, SwitchReason::Publisher), Some(Layer(0)));
+    }
+
+    #[test]
+    fn a_viewer_without_video_never_moves() {
+        let mut v = ViewerLayers::audio_only();
+        assert_eq!(
+            v.retarget(Availability::all(3), SwitchReason::Publisher),
+            None
+        );
+        assert_eq!(
+            v.set_preference(Preference::High, Availability::all(3)),
+            None
+        );
+        assert_eq!(v.target(), Layer::LOWEST);
+    }
+
+    #[test]
     fn the_estimate_caps_below_the_preference() {
         let mut v = ViewerLayers::default();
-        assert_eq!(v.set_estimate_ceiling(Some(Layer(0)), 3), None);
-        assert_eq!(v.retarget(3, SwitchReason::Publisher), None);
-        assert_eq!(v.set_estimate_ceiling(Some(Layer(1)), 3), Some(Layer(1)));
+        assert_eq!(
+            v.set_estimate_ceiling(Some(Layer(0)), Availability::all(3)),
+            None
+        );
+        assert_eq!(
+            v.retarget(Availability::all(3), SwitchReason::Publisher),
+            None
+        );
+        assert_eq!(
+            v.set_estimate_ceiling(Some(Layer(1)), Availability::all(3)),
+            Some(Layer(1))
+        );
         assert_eq!(
             v.offer(Layer(1), true),
             LayerVerdict::Switch(SwitchReason::Bandwidth)
         );
-        assert_eq!(v.set_preference(Preference::Low, 3), Some(Layer(0)));
+        assert_eq!(
+            v.set_preference(Preference::Low, Availability::all(3)),
+            Some(Layer(0))
+        );
         // Without an estimate the preference alone decides.
-        assert_eq!(v.set_estimate_ceiling(None, 3), None);
-        assert_eq!(v.set_preference(Preference::Auto, 3), Some(Layer(2)));
+        assert_eq!(v.set_estimate_ceiling(None, Availability::all(3)), None);
+        assert_eq!(
+            v.set_preference(Preference::Auto, Availability::all(3)),
+            Some(Layer(2))
+        );
     }
 }

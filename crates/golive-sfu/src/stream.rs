@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::cache::{History, KeyframeCache};
 use crate::codec::MediaKind;
 use crate::rewrite::SourceEpoch;
-use crate::simulcast::{Layer, MAX_LAYERS};
+use crate::simulcast::{Availability, Layer, MAX_LAYERS};
 use crate::types::PeerId;
 
 pub(crate) struct LocalStream {
@@ -22,6 +22,11 @@ pub(crate) struct LocalStream {
     /// How many simulcast layers the source has sent so far (layers below the highest seen
     /// count too): 1 for a broadcaster without simulcast, once it sent video.
     pub(crate) layers: usize,
+    /// Bit i: layer i is being sent (a packet of it came within [`LAYER_IDLE`] of the stream's
+    /// latest video).
+    pub(crate) active: u8,
+    /// When each layer's latest packet came.
+    pub(crate) last_seen: [Option<Instant>; MAX_LAYERS],
     /// The source epoch `layers` counts for: a new broadcaster may send fewer layers.
     pub(crate) layers_epoch: Option<SourceEpoch>,
     /// What each layer's video carries, measured.
@@ -38,10 +43,43 @@ impl LocalStream {
             audio_history: None,
             video_history: Default::default(),
             layers: 0,
+            active: 0,
+            last_seen: [None; MAX_LAYERS],
             layers_epoch: None,
             rates: Default::default(),
             last_media_at: None,
         }
+    }
+
+    /// Which layers the source sends.
+    pub(crate) fn availability(&self) -> Availability {
+        Availability {
+            seen: self.layers,
+            active: self.active,
+        }
+    }
+
+    /// A video packet of `layer` came now. Returns true when the layers being sent changed:
+    /// the layer is new or back, or another went quiet for [`LAYER_IDLE`].
+    pub(crate) fn layer_seen(&mut self, now: Instant, layer: Layer) -> bool {
+        let before = (self.layers, self.active);
+        let i = layer.index();
+        self.last_seen[i] = Some(now);
+        self.layers = self.layers.max(i + 1);
+        self.active |= 1 << i;
+        for (l, seen) in self.last_seen.iter().enumerate() {
+            if seen.is_some_and(|t| now.saturating_duration_since(t) >= LAYER_IDLE) {
+                self.active &= !(1 << l);
+            }
+        }
+        before != (self.layers, self.active)
+    }
+
+    /// Forgets which layers were sent: a new source counts them again.
+    pub(crate) fn reset_layers(&mut self) {
+        self.layers = 0;
+        self.active = 0;
+        self.last_seen = [None; MAX_LAYERS];
     }
 
     /// The measured bitrates of the stream's layers, lowest first.
@@ -76,6 +114,11 @@ impl LocalStream {
         self.publisher.is_none() && self.viewers.is_empty()
     }
 }
+
+/// A layer without a packet this long, while another layer's video comes, is taken as
+/// stopped. Every layer sends at least a packet per frame, and browsers drop a layer's frame
+/// rate no lower than a few frames a second.
+pub const LAYER_IDLE: Duration = Duration::from_millis(500);
 
 /// How long a layer's bitrate is measured over.
 pub const RATE_WINDOW: Duration = Duration::from_secs(1);

@@ -429,3 +429,41 @@ fn a_legacy_srtp_browser_viewer_gets_stamped_packets_it_can_read_and_climbs() {
         assert_run_is_the_layer(&sim, viewer, *l, run);
     }
 }
+
+#[test]
+fn a_layer_the_broadcaster_stops_sends_its_viewers_one_layer_down_and_back_when_it_returns() {
+    let mut sim = started();
+    let viewer = PeerId(80);
+    sim.add_viewer(viewer, "live");
+    sim.run_until_connected(&[viewer], Duration::from_secs(5));
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.sfu.viewer_layers(viewer), Some((Layer(2), Layer(2))));
+    sim.set_layer_sending(PUBLISHER, 2, false);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.sfu.viewer_layers(viewer), Some((Layer(1), Layer(1))));
+    sim.set_layer_sending(PUBLISHER, 2, true);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.sfu.viewer_layers(viewer), Some((Layer(2), Layer(2))));
+
+    let v = sim.client(viewer);
+    assert_one_line(v);
+    let runs = runs(&sim, v);
+    let layers: Vec<usize> = runs.iter().map(|(l, _)| *l).collect();
+    assert_eq!(layers, [0, 2, 1, 2]);
+    for (l, run) in &runs {
+        assert_run_is_the_layer(&sim, viewer, *l, run);
+    }
+    assert_eq!(
+        changes_of(&sim, viewer),
+        [
+            (Layer(2), SwitchReason::Preference),
+            (Layer(1), SwitchReason::Publisher),
+            (Layer(2), SwitchReason::Publisher),
+        ]
+    );
+    // The picture stopped for no longer than it takes to notice the layer stopped and to get
+    // a keyframe of the next one.
+    let video = v.received_of(Kind::Video);
+    let longest_gap = video.windows(2).map(|w| w[1].at - w[0].at).max().unwrap();
+    assert!(longest_gap < ms(700), "video stopped for {longest_gap:?}");
+}

@@ -143,6 +143,9 @@ pub struct SimulcastLayer {
     pub sent: Vec<Sent>,
     /// Instants a keyframe request naming this layer's SSRC arrived.
     pub plis: Vec<Instant>,
+    /// Stopped (as a browser stops an upper layer its uplink cannot carry), with the sequence
+    /// number to resume at: what the source makes meanwhile is never sent.
+    pub paused: Option<u16>,
 }
 
 /// A publisher that sends its video as three simulcast layers (RFC 8853): the client peer's
@@ -300,6 +303,9 @@ impl Client {
             }
             batch.clear();
             layer.source.produce(now, &mut batch);
+            if layer.paused.is_some() {
+                batch.retain(|p| p.kind == Kind::Audio);
+            }
             for p in batch.drain(..) {
                 let mut header = rtc::rtp::Header {
                     version: 2,
@@ -810,6 +816,7 @@ impl Sim {
                     ),
                     sent: Vec::new(),
                     plis: Vec::new(),
+                    paused: None,
                 }
             })
             .collect();
@@ -823,6 +830,26 @@ impl Sim {
         self.register(client);
         self.pump();
         id
+    }
+
+    /// Stops or resumes one layer of a simulcast publisher, as a browser does: it resumes where
+    /// its sequence numbers stopped, with a keyframe.
+    pub fn set_layer_sending(&mut self, id: PeerId, layer: usize, on: bool) {
+        let sc = self
+            .client_mut(id)
+            .simulcast
+            .as_mut()
+            .expect("a simulcast publisher");
+        let l = &mut sc.layers[layer];
+        match (on, l.paused) {
+            (false, None) => l.paused = Some(l.source.next_video_seq()),
+            (true, Some(seq)) => {
+                l.paused = None;
+                l.source.set_next_video_seq(seq);
+                l.source.request_keyframe();
+            }
+            _ => {}
+        }
     }
 
     /// The offer a viewer client would make (for tests that mutate it).
