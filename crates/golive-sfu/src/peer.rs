@@ -606,10 +606,12 @@ impl Peer {
                         .as_ref()
                         .and_then(|rid| self.rids.iter().position(|r| r == rid));
                     if let Some(layer) = layer {
-                        self.layers.retain(|(ssrc, _)| *ssrc != init.ssrc);
-                        if self.layers.len() < MAX_SSRCS_PER_PEER {
-                            self.layers.push((init.ssrc, Layer(layer as u8)));
-                        }
+                        // A rid names one SSRC at a time (an encoder restarted with a new one):
+                        // packets of the SSRC it named before no longer have a layer.
+                        let layer = Layer(layer as u8);
+                        self.layers
+                            .retain(|(ssrc, l)| *ssrc != init.ssrc && *l != layer);
+                        self.layers.push((init.ssrc, layer));
                     }
                 }
                 _ => {}
