@@ -407,6 +407,17 @@ fn a_browser_viewer_whose_feedback_shows_a_constrained_link_moves_down_to_the_lo
         .unwrap_or_else(|e| panic!("once settled: {e}"));
     // The other viewer is untouched.
     assert_eq!(sim.sfu.viewer_layers(free), Some((Layer(2), Layer(2))));
+
+    // The link frees up: the estimate grows with what the viewer receives, and the viewer
+    // climbs back one layer per hold.
+    sim.set_link(constrained, sim::Link::default());
+    sim.run_for(Duration::from_secs(25));
+    assert_eq!(
+        sim.sfu.viewer_layers(constrained),
+        Some((Layer(2), Layer(2))),
+        "estimate {:?}",
+        sim.sfu.viewer_estimate_bps(constrained)
+    );
 }
 
 #[test]
