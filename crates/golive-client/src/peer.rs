@@ -44,6 +44,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::media::{
@@ -322,7 +323,18 @@ pub struct ClientPeer {
     track_kinds: HashMap<String, MediaKind>,
     /// The video receiver and the SSRC it receives, for the PLIs a viewer sends.
     video_receiver: Option<(RTCRtpReceiverId, u32)>,
+    /// The media SSRCs keyframe requests named, as the interceptor chain saw them.
+    keyframe_request_ssrcs: RequestedSsrcs,
 }
+
+/// Keyframe requests remembered by SSRC for [`ClientPeer::take_keyframe_request_ssrcs`]; older
+/// ones are forgotten, so a driver that never asks holds no more than this.
+pub const MAX_KEYFRAME_REQUEST_SSRCS: usize = 256;
+
+/// Shared between the peer and its interceptor, which sees every keyframe request, also those
+/// naming an SSRC `rtc` knows no sender for (a simulcast layer sent raw) and so drops before
+/// the application. Touched only per keyframe request.
+type RequestedSsrcs = Arc<Mutex<VecDeque<u32>>>;
 
 impl std::fmt::Debug for ClientPeer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -400,10 +412,14 @@ fn interceptors(
     feedback: Feedback,
     publisher: bool,
     media_engine: &mut MediaEngine,
+    requested: RequestedSsrcs,
 ) -> Result<Registry, PeerError> {
     let registry = Registry::new().with(
         Slot::from(KEYFRAME_REQUESTS_SLOT),
-        KeyframeRequestsToApp::default(),
+        KeyframeRequestsToApp {
+            requested,
+            ..Default::default()
+        },
     );
     Ok(match feedback {
         Feedback::None => registry,
@@ -440,7 +456,13 @@ impl ClientPeer {
         let mut media_engine = MediaEngine::default();
         media_engine.register_codec(opus(pt), RtpCodecKind::Audio)?;
         media_engine.register_codec(video(video_codec, pt), RtpCodecKind::Video)?;
-        let registry = interceptors(config.feedback, publisher, &mut media_engine)?;
+        let keyframe_request_ssrcs = RequestedSsrcs::default();
+        let registry = interceptors(
+            config.feedback,
+            publisher,
+            &mut media_engine,
+            keyframe_request_ssrcs.clone(),
+        )?;
         let mut settings = SettingEngineBuilder::new();
         if let Some(srtp) = config.srtp {
             settings = settings.with_srtp_protection_profiles(srtp.profiles());
@@ -572,6 +594,7 @@ impl ClientPeer {
             events: VecDeque::new(),
             track_kinds: HashMap::new(),
             video_receiver: None,
+            keyframe_request_ssrcs,
         })
     }
 
@@ -779,6 +802,17 @@ impl ClientPeer {
         Ok(())
     }
 
+    /// The media SSRCs that keyframe requests (PLI, FIR) named since the last call, oldest
+    /// first, whether or not `rtc` has a sender for them: a publisher that sends several
+    /// streams (simulcast) tells by them which one to refresh.
+    pub fn take_keyframe_request_ssrcs(&mut self) -> Vec<u32> {
+        let mut q = self
+            .keyframe_request_ssrcs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        q.drain(..).collect()
+    }
+
     /// Sends one RTP packet through our SRTP, bypassing the sender's checks (any payload type,
     /// SSRC, header extension or payload), as a hostile or broken peer would.
     pub fn send_raw_rtp(
@@ -939,6 +973,7 @@ impl ClientPeer {
 struct KeyframeRequestsToApp {
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
+    requested: RequestedSsrcs,
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestsToApp {
@@ -949,6 +984,29 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestsToApp {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let InterceptorPacket::Rtcp(packets) = &msg.message.packet {
+            let mut named = Vec::new();
+            for p in packets {
+                let any = p.as_any();
+                if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                    named.push(pli.media_ssrc);
+                } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                    named.extend(fir.fir.iter().map(|e| e.ssrc));
+                }
+            }
+            if !named.is_empty() {
+                let mut q = self
+                    .requested
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for ssrc in named {
+                    if q.len() >= MAX_KEYFRAME_REQUEST_SSRCS {
+                        q.pop_front();
+                    }
+                    q.push_back(ssrc);
+                }
+            }
+        }
         if let InterceptorPacket::Rtcp(packets) = &msg.message.packet
             && packets.iter().any(|p| {
                 let any = p.as_any();

@@ -41,6 +41,7 @@ fn broadcast(stream: &StreamName) -> (Vec<(SourcePacket, Duration)>, u64) {
             SourcePacket {
                 stream: stream.clone(),
                 epoch: 1,
+                layer: golive_sfu::Layer::LOWEST,
                 kind,
                 keyframe_start: false,
                 seq: *seq,

@@ -147,6 +147,7 @@ fn packet(kind: MediaKind, seq: u16, ts: u32, marker: bool, payload: Vec<u8>) ->
     SourcePacket {
         stream: StreamName::new("h264").unwrap(),
         epoch: 1,
+        layer: golive_sfu::Layer::LOWEST,
         kind,
         keyframe_start: false,
         seq,

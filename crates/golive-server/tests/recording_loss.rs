@@ -105,6 +105,7 @@ fn record(
         let p = SourcePacket {
             stream: stream.clone(),
             epoch: 1,
+            layer: golive_sfu::Layer::LOWEST,
             kind: MediaKind::Video,
             keyframe_start: false,
             seq: *seq,

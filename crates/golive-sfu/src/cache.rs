@@ -10,6 +10,7 @@ use bytes::Bytes;
 use std::collections::VecDeque;
 
 use crate::rewrite::SourceEpoch;
+use crate::simulcast::Layer;
 
 /// The keyframe cache of one source holds at most this many packets...
 pub const KEYFRAME_CACHE_MAX_PACKETS: usize = 512;
@@ -25,6 +26,8 @@ pub const AUDIO_HISTORY_PACKETS: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Media {
     pub epoch: SourceEpoch,
+    /// The simulcast layer it belongs to (the lowest for a broadcaster without simulcast).
+    pub layer: Layer,
     pub keyframe_start: bool,
     pub seq: u16,
     pub timestamp: u32,
@@ -239,6 +242,7 @@ mod tests {
 
     fn m(seq: u16, ts: u32, key: bool, len: usize) -> Media {
         Media {
+            layer: Layer::LOWEST,
             epoch: 1,
             keyframe_start: key,
             seq,

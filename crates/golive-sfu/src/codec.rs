@@ -140,6 +140,9 @@ impl StreamMedia {
 pub(crate) struct Offer {
     /// Per m-section: its kind (None for data channels and others) and its codecs in order.
     pub sections: Vec<(Option<MediaKind>, Vec<Codec>)>,
+    /// The first video section's `a=rid:<id> send` ids and its `a=simulcast:` value.
+    video_send_rids: Vec<String>,
+    video_simulcast: Option<String>,
 }
 
 impl Offer {
@@ -156,6 +159,8 @@ impl Offer {
             ));
         }
         let mut sections = Vec::new();
+        let mut video_send_rids = Vec::new();
+        let mut video_simulcast = None;
         for m in &desc.media_descriptions {
             let kind = match m.media_name.media.as_str() {
                 "audio" => Some(MediaKind::Audio),
@@ -179,6 +184,23 @@ impl Offer {
                     return Err(SfuError::BadSdp(
                         "an audio or video section lacks a=rtcp-mux, which golive requires".into(),
                     ));
+                }
+            }
+            let first_video = kind == Some(MediaKind::Video)
+                && !sections.iter().any(|(k, _)| *k == Some(MediaKind::Video));
+            if first_video {
+                for a in &m.attributes {
+                    let value = a.value.as_deref().unwrap_or_default();
+                    match a.key.as_str() {
+                        "rid" => {
+                            let mut words = value.split_whitespace();
+                            if let (Some(id), Some("send")) = (words.next(), words.next()) {
+                                video_send_rids.push(id.to_owned());
+                            }
+                        }
+                        "simulcast" => video_simulcast = Some(value.to_owned()),
+                        _ => {}
+                    }
                 }
             }
             let mut codecs = Vec::new();
@@ -207,7 +229,16 @@ impl Offer {
             }
             sections.push((kind, codecs));
         }
-        Ok(Self { sections })
+        Ok(Self {
+            sections,
+            video_send_rids,
+            video_simulcast,
+        })
+    }
+
+    /// The rids of the simulcast layers the offer sends, lowest first; empty without simulcast.
+    pub fn simulcast_rids(&self) -> Result<Vec<String>, SfuError> {
+        crate::simulcast::layer_rids(&self.video_send_rids, self.video_simulcast.as_deref())
     }
 
     /// The codecs of the first section of `kind`.

@@ -7,9 +7,11 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use std::time::Instant;
 
+use crate::adapt::ViewerBwe;
 use crate::cache::Media;
 use crate::codec::MediaKind;
 use crate::rewrite::{HeaderRewriter, SourceEpoch};
+use crate::simulcast::{Layer, ViewerLayers};
 use crate::types::slot;
 
 /// The RTP header a down track writes: version 2, no padding, extension or CSRC.
@@ -45,8 +47,9 @@ pub(crate) struct DownTrack {
     waiting_keyframe: bool,
     /// Its first keyframe went out (reported once, as [`crate::Output::VideoStarted`]).
     started: bool,
-    /// The source epoch last forwarded.
+    /// The source epoch and simulcast layer last forwarded.
     epoch: Option<SourceEpoch>,
+    layer: Layer,
 }
 
 impl DownTrack {
@@ -69,6 +72,7 @@ impl DownTrack {
             waiting_keyframe: kind == MediaKind::Video,
             started: false,
             epoch: None,
+            layer: Layer::LOWEST,
         }
     }
 
@@ -78,6 +82,11 @@ impl DownTrack {
 
     pub(crate) fn ssrc(&self) -> u32 {
         self.ssrc
+    }
+
+    /// The simulcast layer this track's packets come from now.
+    pub(crate) fn layer(&self) -> Layer {
+        self.layer
     }
 
     /// The viewer misses packets on purpose: video restarts at a keyframe, audio at the next
@@ -99,9 +108,15 @@ impl DownTrack {
     /// keyframe), the wait for a keyframe start, then the rewritten header.
     pub(crate) fn rewrite(&mut self, now: Instant, m: &Media) -> Rewritten {
         let mut out = Rewritten::default();
-        if self.epoch != Some(m.epoch) {
-            // A new source (the broadcaster reconnected): its video starts at its own keyframe.
+        if self.epoch != Some(m.epoch) || self.layer != m.layer {
+            // A new source (the broadcaster reconnected, or the viewer moved to another
+            // simulcast layer, whose numbers and clock are its own): its video starts at its
+            // own keyframe, on from where the viewer's line is.
+            if self.epoch == Some(m.epoch) {
+                self.rewriter.restart();
+            }
             self.epoch = Some(m.epoch);
+            self.layer = m.layer;
             if self.kind == MediaKind::Video {
                 self.waiting_keyframe = true;
             }
@@ -186,6 +201,8 @@ impl DownTrack {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Replay {
     pub(crate) epoch: SourceEpoch,
+    /// The layer whose cache is replayed.
+    pub(crate) layer: Layer,
     /// Source sequence number of the last packet replayed.
     pub(crate) last_seq: u16,
     pub(crate) due: Instant,
@@ -205,10 +222,19 @@ pub(crate) struct Viewer {
     /// The keyframe cache is being replayed to this viewer: its live video waits until the
     /// replay has caught up (the cache holds the live packets too, in order).
     pub(crate) replay: Option<Replay>,
+    /// The simulcast layer its video is on, and the one it is moving to.
+    pub(crate) layers: ViewerLayers,
+    /// Its bandwidth estimate, where it negotiated feedback for one.
+    pub(crate) bwe: Option<Box<ViewerBwe>>,
 }
 
 impl Viewer {
     pub(crate) fn new(tracks: [Option<DownTrack>; 2]) -> Self {
+        let layers = if tracks[slot(MediaKind::Video)].is_some() {
+            ViewerLayers::default()
+        } else {
+            ViewerLayers::audio_only()
+        };
         Self {
             tracks,
             backlog_over: false,
@@ -217,6 +243,8 @@ impl Viewer {
             backoff_until: None,
             skipping: false,
             replay: None,
+            layers,
+            bwe: None,
         }
     }
 

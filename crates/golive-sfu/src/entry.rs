@@ -115,7 +115,10 @@ impl PeerEntry {
         let connect = (!self.leg.is_connected()).then_some(self.created_at + CONNECT_TIMEOUT);
         let own = match &self.role {
             PeerRole::Publisher(p) => p.poll_timeout(),
-            PeerRole::Viewer(v) => v.replay.map(|r| r.due),
+            PeerRole::Viewer(v) => {
+                let bwe = v.bwe.as_ref().and_then(|b| b.poll_timeout());
+                [v.replay.map(|r| r.due), bwe].into_iter().flatten().min()
+            }
         };
         [self.deadline, connect, own].into_iter().flatten().min()
     }

@@ -8,6 +8,7 @@ use golive_proto::StreamName;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::bwe::SwitchReason;
 use crate::cache::{
     AUDIO_HISTORY_PACKETS, CacheState, History, Lookup, Media, VIDEO_HISTORY_PACKETS,
 };
@@ -16,8 +17,9 @@ use crate::down_track::{DownTrack, Replay};
 use crate::entry::PeerEntry;
 use crate::outbox::Outbox;
 use crate::receiver;
+use crate::simulcast::{Layer, LayerChange, LayerVerdict, MAX_LAYERS};
 use crate::stream::LocalStream;
-use crate::types::{Output, PeerId, slot};
+use crate::types::{Output, PeerId};
 
 /// A joining viewer gets this many packets of the keyframe cache at once, then as many again
 /// every [`REPLAY_INTERVAL`] until it has caught up with the live stream. A whole cache (up to
@@ -40,8 +42,8 @@ pub(crate) struct Forwarder<'a> {
 /// What forwarding one packet to one viewer asks of the caller.
 #[derive(Debug, Default, Clone, Copy)]
 struct After {
-    /// The viewer restarts after a skip: ask the broadcaster for a keyframe.
-    wants_keyframe: bool,
+    /// The viewer restarts after a skip: ask the broadcaster for a keyframe of this layer.
+    wants_keyframe: Option<Layer>,
 }
 
 /// Sends one source packet to one viewer: the slow-viewer rule, then the viewer's down track.
@@ -72,7 +74,21 @@ fn forward(
     }
     if v.skipping {
         v.skipping = false;
-        after.wants_keyframe = true;
+        after.wants_keyframe = Some(v.layers.target());
+    }
+    if kind == MediaKind::Video {
+        match v.layers.offer(m.layer, m.keyframe_start) {
+            LayerVerdict::Skip => return after,
+            LayerVerdict::Send => {}
+            LayerVerdict::Switch(reason) => {
+                out.stats.layer_switches += 1;
+                out.layer_changes.push_back(LayerChange {
+                    peer: id,
+                    layer: m.layer,
+                    reason,
+                });
+            }
+        }
     }
     let Some(t) = v.track_mut(kind) else {
         return after;
@@ -84,7 +100,8 @@ fn forward(
     let Some(header) = rewritten.header else {
         return after;
     };
-    if e.leg.send_rtp(now, &header, m.payload.clone()) {
+    let twcc_seq = stamp(now, e, m.payload.len());
+    if e.leg.send_rtp(now, &header, m.payload.clone(), twcc_seq) {
         out.batches.push_back(id);
     }
     out.stats.rtp_forwarded += 1;
@@ -92,12 +109,64 @@ fn forward(
     after
 }
 
+/// A viewer that takes live packets (connected, not replaying the cache): a keyframe asked
+/// for it now is one it can use.
+fn v_idle(e: &PeerEntry) -> bool {
+    e.leg.is_connected() && e.role.viewer().is_some_and(|v| v.replay.is_none())
+}
+
+/// The transport-wide sequence number of a datagram with `payload_len` bytes of payload
+/// leaving for a viewer now, where its estimate needs one.
+fn stamp(now: Instant, e: &mut PeerEntry, payload_len: usize) -> Option<u16> {
+    let bwe = e.role.viewer_mut()?.bwe.as_mut()?;
+    Some(bwe.stamp(now, payload_len + DATAGRAM_OVERHEAD_BYTES))
+}
+
+/// What a datagram carries besides its payload: the RTP header with the transport-wide
+/// sequence number extension, and the SRTP tag.
+const DATAGRAM_OVERHEAD_BYTES: usize = 12 + crate::viewer_leg::TWCC_EXTENSION_BYTES + 16;
+
 impl Forwarder<'_> {
-    /// A viewer of `stream` wants a keyframe (see [`receiver::request_keyframe`]).
-    pub(crate) fn request_keyframe(&mut self, now: Instant, stream: &StreamName) {
+    /// A viewer's estimate may allow another layer now (on its timer): the ceiling it sets,
+    /// and a keyframe of the layer that ceiling makes the target.
+    pub(crate) fn update_estimate(&mut self, now: Instant, id: PeerId) {
+        let Some(e) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let stream = e.stream.clone();
+        let Some(ls) = self.streams.get(&stream) else {
+            return;
+        };
+        let Some(v) = e.role.viewer_mut() else {
+            return;
+        };
+        let Some(bwe) = v.bwe.as_mut() else {
+            return;
+        };
+        let Some(ceiling) = bwe.update(now, ls.layer_bitrates()) else {
+            return;
+        };
+        let target = v.layers.set_estimate_ceiling(ceiling, ls.availability());
+        e.reschedule(id, &mut self.out.timers);
+        if let Some(target) = target
+            && v_idle(e)
+        {
+            self.request_keyframe(now, &stream, Some(target));
+        }
+    }
+
+    /// A viewer of `stream` wants a keyframe of `layer`, or of every layer (see
+    /// [`receiver::request_keyframe`]).
+    pub(crate) fn request_keyframe(
+        &mut self,
+        now: Instant,
+        stream: &StreamName,
+        layer: Option<Layer>,
+    ) {
         receiver::request_keyframe(
             now,
             stream,
+            layer,
             self.streams,
             self.peers,
             self.out,
@@ -105,8 +174,8 @@ impl Forwarder<'_> {
         );
     }
 
-    /// One source packet, local or from another worker: remembered (history, keyframe cache),
-    /// then sent to every local viewer of its stream.
+    /// One source packet, local or from another worker: remembered (history, keyframe cache
+    /// of its layer), then sent to every local viewer of its stream that is on its layer.
     pub(crate) fn source_packet(
         &mut self,
         now: Instant,
@@ -118,38 +187,69 @@ impl Forwarder<'_> {
         let Some(ls) = self.streams.get_mut(stream) else {
             return;
         };
+        if m.layer.index() >= MAX_LAYERS {
+            // Only media from another worker could name one; the receiver never makes it.
+            return;
+        }
         ls.last_media_at = Some(now);
         let capacity = match kind {
             MediaKind::Audio => AUDIO_HISTORY_PACKETS,
             MediaKind::Video => VIDEO_HISTORY_PACKETS,
         };
-        ls.history[slot(kind)]
+        ls.history_mut(kind, m.layer)
             .get_or_insert_with(|| History::new(capacity))
             .push(m);
-        let mut wants_keyframe = false;
-        if kind == MediaKind::Video && self.keyframe_cache && ls.cache.push(m) {
+        let mut wants_keyframe = [false; MAX_LAYERS];
+        if kind == MediaKind::Video && self.keyframe_cache && ls.caches[m.layer.index()].push(m) {
             self.out.stats.cache_overflows += 1;
             // Every worker's cache overflows at the same packet; the broadcaster's asks.
-            wants_keyframe = local;
+            wants_keyframe[m.layer.index()] = local;
         }
+        if ls.layers_epoch != Some(m.epoch) {
+            // A new broadcaster (or the same one reconnected) may send fewer layers: count
+            // again. A viewer on a layer it no longer sends moves to one it does.
+            ls.layers_epoch = Some(m.epoch);
+            ls.reset_layers();
+        }
+        if kind == MediaKind::Video {
+            ls.rates[m.layer.index()].record(now, m.payload.len());
+        }
+        // A layer seen for the first time or again, or one that stopped: viewers move to the
+        // layer they should be on among those being sent.
+        let new_layers = kind == MediaKind::Video && ls.layer_seen(now, m.layer);
+        let availability = ls.availability();
         for id in &ls.viewers {
             let Some(e) = self.peers.get_mut(id) else {
                 continue;
             };
+            if new_layers
+                && let Some(v) = e.role.viewer_mut()
+                && let Some(target) = v.layers.retarget(availability, SwitchReason::Publisher)
+                && v.replay.is_none()
+                && e.leg.is_connected()
+            {
+                wants_keyframe[target.index()] = true;
+            }
             let replaying = e.role.viewer().is_some_and(|v| v.replay.is_some());
             if replaying && kind == MediaKind::Video {
                 // In the cache already: the replay sends it, in order.
                 continue;
             }
-            wants_keyframe |= forward(now, *id, e, kind, m, self.out).wants_keyframe;
+            if let Some(layer) = forward(now, *id, e, kind, m, self.out).wants_keyframe {
+                wants_keyframe[layer.index()] = true;
+            }
         }
-        if wants_keyframe {
-            self.request_keyframe(now, stream);
+        for (layer, wanted) in wants_keyframe.into_iter().enumerate() {
+            if wanted {
+                self.request_keyframe(now, stream, Some(Layer(layer as u8)));
+            }
         }
     }
 
-    /// A viewer just connected: its video starts from the cached keyframe when there is one
-    /// (its first picture after one round trip), otherwise at the keyframe it asks for.
+    /// A viewer just connected: its video starts on the lowest layer, from that layer's cached
+    /// keyframe when there is one (its first picture after one round trip), otherwise at the
+    /// keyframe it asks for. A higher layer its preference allows follows at that layer's next
+    /// keyframe, asked for once the cache has been replayed.
     pub(crate) fn start_viewer(&mut self, now: Instant, id: PeerId) {
         let Some(e) = self.peers.get_mut(&id) else {
             return;
@@ -158,8 +258,16 @@ impl Forwarder<'_> {
         let Some(ls) = self.streams.get(&stream) else {
             return;
         };
+        let Some(v) = e.role.viewer_mut() else {
+            return;
+        };
+        v.layers
+            .retarget(ls.availability(), SwitchReason::Preference);
+        let layer = v.layers.current();
+        let target = v.layers.target();
+        let cache = ls.cache(layer);
         let state = if self.keyframe_cache {
-            ls.cache.state()
+            cache.state()
         } else {
             CacheState::Empty
         };
@@ -171,7 +279,7 @@ impl Forwarder<'_> {
             };
             let mut sent = 0;
             let mut last = None;
-            for m in ls.cache.packets().take(burst) {
+            for m in cache.packets().take(burst) {
                 forward(now, id, e, MediaKind::Video, m, self.out);
                 sent += 1;
                 last = Some((m.epoch, m.seq));
@@ -179,15 +287,21 @@ impl Forwarder<'_> {
             self.out.stats.viewers_started_from_cache += 1;
             self.out.stats.cache_packets_sent += sent as u64;
             if state == CacheState::Complete {
+                let mut replaying = false;
                 if let (Some((epoch, last_seq)), Some(v)) = (last, e.role.viewer_mut())
-                    && ls.cache.len() > sent
+                    && cache.len() > sent
                 {
                     v.replay = Some(Replay {
                         epoch,
+                        layer,
                         last_seq,
                         due: now + REPLAY_INTERVAL,
                     });
+                    replaying = true;
                     e.reschedule(id, &mut self.out.timers);
+                }
+                if !replaying && target != layer {
+                    self.request_keyframe(now, &stream, Some(target));
                 }
                 return;
             }
@@ -200,7 +314,10 @@ impl Forwarder<'_> {
                 t.wait_for_keyframe();
             }
         }
-        self.request_keyframe(now, &stream);
+        self.request_keyframe(now, &stream, Some(layer));
+        if target != layer {
+            self.request_keyframe(now, &stream, Some(target));
+        }
     }
 
     /// The next step of a viewer's paced replay of the keyframe cache, when it is due: the next
@@ -223,20 +340,20 @@ impl Forwarder<'_> {
             v.replay = None;
             return;
         };
-        if ls.cache.state() != CacheState::Complete {
+        let cache = ls.cache(r.layer);
+        if cache.state() != CacheState::Complete {
             v.replay = None;
             if let Some(t) = v.track_mut(MediaKind::Video) {
                 t.wait_for_keyframe();
             }
-            self.request_keyframe(now, &stream);
+            self.request_keyframe(now, &stream, Some(r.layer));
             return;
         }
-        let same_run =
-            ls.cache.packets().next().is_some_and(|m| {
-                m.epoch == r.epoch && (m.seq.wrapping_sub(r.last_seq) as i16) <= 0
-            });
-        let next: Vec<Media> = ls
-            .cache
+        let same_run = cache
+            .packets()
+            .next()
+            .is_some_and(|m| m.epoch == r.epoch && (m.seq.wrapping_sub(r.last_seq) as i16) <= 0);
+        let next: Vec<Media> = cache
             .packets()
             .filter(|m| !same_run || (m.seq.wrapping_sub(r.last_seq) as i16) > 0)
             .take(REPLAY_BURST)
@@ -252,17 +369,25 @@ impl Forwarder<'_> {
         v.replay = match next.last() {
             Some(m) if next.len() == REPLAY_BURST => Some(Replay {
                 epoch: m.epoch,
+                layer: r.layer,
                 last_seq: m.seq,
                 due: now + REPLAY_INTERVAL,
             }),
             // Caught up: live packets from here on.
             _ => None,
         };
+        // Caught up with a move to another layer pending: that layer's keyframe is asked for
+        // now (one that came during the replay was not the viewer's to take).
+        let switch_to = (v.replay.is_none() && v.layers.target() != v.layers.current())
+            .then_some(v.layers.target());
         for m in &next {
             forward(now, id, e, MediaKind::Video, m, self.out);
         }
         self.out.stats.cache_packets_sent += next.len() as u64;
         e.reschedule(id, &mut self.out.timers);
+        if let Some(target) = switch_to {
+            self.request_keyframe(now, &stream, Some(target));
+        }
     }
 
     /// A viewer lost packets: resend them from the stream's history (as RTX where the viewer
@@ -276,6 +401,7 @@ impl Forwarder<'_> {
         let Some(v) = e.role.viewer_mut() else {
             return;
         };
+        let bwe = &mut v.bwe;
         let Some(t) = v
             .tracks
             .iter_mut()
@@ -284,10 +410,11 @@ impl Forwarder<'_> {
         else {
             return;
         };
+        let layer = t.layer();
         let history = self
             .streams
             .get(&stream)
-            .and_then(|s| s.history[slot(t.kind())].as_ref());
+            .and_then(|s| s.history(t.kind(), layer));
         let mut unrepairable = false;
         for &seq in seqs {
             self.out.stats.nacked += 1;
@@ -313,14 +440,17 @@ impl Forwarder<'_> {
             if rtx {
                 self.out.stats.retransmitted_rtx += 1;
             }
-            if e.leg.send_rtp(now, &header, payload) {
+            let twcc_seq = bwe
+                .as_mut()
+                .map(|b| b.stamp(now, payload.len() + DATAGRAM_OVERHEAD_BYTES));
+            if e.leg.send_rtp(now, &header, payload, twcc_seq) {
                 self.out.batches.push_back(id);
             }
             self.out.stats.retransmitted += 1;
         }
         e.settle(id, self.out);
         if unrepairable {
-            self.request_keyframe(now, &stream);
+            self.request_keyframe(now, &stream, Some(layer));
         }
     }
 }

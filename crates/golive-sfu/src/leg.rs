@@ -140,6 +140,14 @@ impl Leg {
         }
     }
 
+    /// Which feedback the viewer negotiated for a bandwidth estimate: TWCC, REMB (lean leg only).
+    pub(crate) fn estimate_feedback(&self) -> (bool, bool) {
+        match self {
+            Leg::Rtc(_) => (false, false),
+            Leg::Lean(v) => (v.has_twcc(), v.has_remb()),
+        }
+    }
+
     pub(crate) fn is_connected(&self) -> bool {
         match self {
             Leg::Rtc(p) => p.is_connected(),
@@ -149,7 +157,14 @@ impl Leg {
 
     /// Sends one RTP packet. Returns true when a lean viewer's send buffer got its first
     /// packet: the SFU then lists the viewer for [`crate::Sfu::poll_batch`].
-    pub(crate) fn send_rtp(&mut self, now: Instant, header: &RtpHeader, payload: Bytes) -> bool {
+    /// `twcc_seq`: the transport-wide sequence number, for a lean viewer that negotiated it.
+    pub(crate) fn send_rtp(
+        &mut self,
+        now: Instant,
+        header: &RtpHeader,
+        payload: Bytes,
+        twcc_seq: Option<u16>,
+    ) -> bool {
         let header = rtc::rtp::Header {
             version: 2,
             marker: header.marker,
@@ -164,7 +179,7 @@ impl Leg {
                 p.send_rtp(now, header, payload);
                 false
             }
-            Leg::Lean(v) => v.send_rtp(now, &header, &payload),
+            Leg::Lean(v) => v.send_rtp(now, &header, &payload, twcc_seq),
         }
     }
 

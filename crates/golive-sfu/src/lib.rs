@@ -26,10 +26,17 @@
 //!    and the viewer's leg encrypts and sends it. What leaves for the shell collects in the
 //!    outbox (`outbox`).
 //! 4. Viewers' PLI/FIR and new viewers become keyframe requests, coalesced per source ([`pli`]).
+//!    A broadcaster that sends simulcast ([`simulcast`]) has up to three video layers, each a
+//!    source of its own (duplicate filter, keyframe requests, keyframe cache, history); each
+//!    viewer is sent one layer, starting on the lowest, and moves at a keyframe of the layer its
+//!    preference ([`Sfu::set_viewer_preference`]) and its bandwidth estimate ([`adapt`]: TWCC or
+//!    REMB feedback on the lean leg) allow, on one continuous line of SSRC, sequence numbers and
+//!    timestamps. Each move is reported by [`Sfu::poll_layer_change`].
 //! 5. Every peer's next deadline sits in one heap per worker (`timers`): a wake-up touches the
 //!    peers that are due, whatever the number of peers.
 //!
 
+pub mod adapt;
 pub mod bwe;
 pub mod cache;
 pub mod codec;
@@ -46,6 +53,7 @@ pub mod pli;
 mod receiver;
 pub mod rewrite;
 mod sfu;
+pub mod simulcast;
 mod source;
 mod stream;
 mod timers;
@@ -61,6 +69,7 @@ pub use sfu::{
     REPLAY_INTERVAL, SEND_FAILURE_BACKOFF, SEND_FAILURE_WINDOW, SEND_FAILURES_BEFORE_SKIP, Sfu,
     SfuConfig, SfuStats, SourcePacket, Transmit,
 };
+pub use simulcast::{Layer, LayerChange};
 
 /// Why the SFU refused an input. Every one is the input's fault except `Internal`.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

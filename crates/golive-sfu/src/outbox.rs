@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 
 use crate::demux::Demuxer;
 use crate::leg::Leg;
+use crate::simulcast::LayerChange;
 use crate::timers::Timers;
 use crate::types::{Output, PeerId, SfuStats, Transmit};
 
@@ -20,6 +21,8 @@ pub(crate) struct Outbox {
     /// [`crate::Sfu::poll_batch`].
     pub(crate) batches: VecDeque<PeerId>,
     pub(crate) outputs: VecDeque<Output>,
+    /// Viewers that moved to another simulcast layer, for [`crate::Sfu::poll_layer_change`].
+    pub(crate) layer_changes: VecDeque<LayerChange>,
     pub(crate) demux: Demuxer<PeerId>,
     pub(crate) timers: Timers,
     pub(crate) stats: SfuStats,

@@ -17,7 +17,7 @@ use rtc::peer_connection::configuration::interceptor_registry::{
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use crate::SfuError;
 use crate::codec::{Codec, MediaKind, StreamMedia};
+use crate::simulcast::Layer;
 
 /// An ICE-lite agent counts only incoming STUN as liveness, not media. With `rtc`'s default
 /// 5 s, aiortc and werift peers flapped between connected and disconnected (werift: 139 flaps
@@ -86,14 +87,20 @@ pub(crate) enum PeerEvent {
 /// Media and feedback a peer received.
 #[derive(Debug)]
 pub(crate) enum Inbound {
-    Rtp(rtc::rtp::Packet),
+    /// A broadcaster's packet, with the simulcast layer its SSRC was bound to by its rid
+    /// (`None`: no rid named this SSRC).
+    Rtp {
+        packet: rtc::rtp::Packet,
+        layer: Option<Layer>,
+    },
     /// The remote asked for a keyframe (PLI or FIR).
     KeyframeRequest,
+    /// A viewer's transport-wide congestion control feedback (lean leg, where negotiated).
+    Twcc(Box<rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc>),
+    /// A viewer's receiver-estimated maximum bitrate (lean leg, where negotiated).
+    Remb { bitrate_bps: f64 },
     /// The remote lost these packets of the stream we send from `media_ssrc`.
-    Nack {
-        media_ssrc: u32,
-        seqs: Vec<u16>,
-    },
+    Nack { media_ssrc: u32, seqs: Vec<u16> },
 }
 
 /// How one datagram from a peer's bound address fared.
@@ -132,6 +139,13 @@ pub(crate) struct Peer {
     ssrcs: Vec<u32>,
     /// Feedback read from one compound RTCP packet, not yet handed out.
     pending: std::collections::VecDeque<Inbound>,
+    /// Connection events taken from `rtc` ahead of the application asking (see
+    /// [`Peer::take_events`]).
+    events: std::collections::VecDeque<PeerEvent>,
+    /// A broadcaster's simulcast rids, lowest layer first (empty without simulcast).
+    rids: Vec<String>,
+    /// Which layer each simulcast SSRC carries, as `rtc` bound them by their rid.
+    layers: Vec<(u32, Layer)>,
     connected: bool,
     failed: bool,
 }
@@ -277,8 +291,12 @@ impl rtc::interceptor::Interceptor for FeedbackToApp {
 
 /// The roles a peer plays.
 pub(crate) enum Role<'a> {
-    /// Receives the broadcaster's media: the stream's codecs, with the offer's payload types.
-    Publisher { media: &'a StreamMedia },
+    /// Receives the broadcaster's media: the stream's codecs, with the offer's payload types,
+    /// and its simulcast rids, lowest layer first (empty without simulcast).
+    Publisher {
+        media: &'a StreamMedia,
+        rids: &'a [String],
+    },
     /// Sends the stream to a viewer: the viewer's own codecs (payload types), our SSRCs, and
     /// the viewer's RTX payload type for video, if it offered RTX.
     Viewer {
@@ -316,7 +334,7 @@ impl Peer {
             .build();
 
         let media = match &role {
-            Role::Publisher { media } => *media,
+            Role::Publisher { media, .. } => *media,
             Role::Viewer { codecs, .. } => *codecs,
         };
         let mut me = media_engine(media)?;
@@ -378,6 +396,10 @@ impl Peer {
             .build(now)
             .map_err(internal)?;
 
+        let rids = match &role {
+            Role::Publisher { rids, .. } => rids.to_vec(),
+            Role::Viewer { .. } => Vec::new(),
+        };
         let mut send_ssrc = [None, None];
         let mut rtx = [None, None];
         if let Role::Viewer { codecs, .. } = role {
@@ -455,6 +477,9 @@ impl Peer {
                 decrypted,
                 ssrcs: Vec::new(),
                 pending: std::collections::VecDeque::new(),
+                events: std::collections::VecDeque::new(),
+                rids,
+                layers: Vec::new(),
                 connected: false,
                 failed: false,
             },
@@ -551,24 +576,59 @@ impl Peer {
     }
 
     pub(crate) fn poll_event(&mut self) -> Option<PeerEvent> {
+        self.take_events();
+        self.events.pop_front()
+    }
+
+    /// Takes `rtc`'s events as they come: connection state changes become [`PeerEvent`]s, and
+    /// a simulcast stream's opening tells which SSRC carries which rid. `rtc` queues that
+    /// opening when the stream's first packet is read, in a queue apart from the packets, so
+    /// this runs before every packet is handed out: the packet's layer is known by then.
+    fn take_events(&mut self) {
         while let Some(ev) = self.pc.poll_event() {
-            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = ev {
-                match state {
+            match ev {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
                     RTCPeerConnectionState::Connected if !self.connected => {
                         self.connected = true;
-                        return Some(PeerEvent::Connected);
+                        self.events.push_back(PeerEvent::Connected);
                     }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
                         if !self.failed =>
                     {
                         self.failed = true;
-                        return Some(PeerEvent::Failed);
+                        self.events.push_back(PeerEvent::Failed);
                     }
                     _ => {}
+                },
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    let layer = init
+                        .rid
+                        .as_ref()
+                        .and_then(|rid| self.rids.iter().position(|r| r == rid));
+                    if let Some(layer) = layer {
+                        // A rid names one SSRC at a time (an encoder restarted with a new one):
+                        // packets of the SSRC it named before no longer have a layer.
+                        let layer = Layer(layer as u8);
+                        self.layers
+                            .retain(|(ssrc, l)| *ssrc != init.ssrc && *l != layer);
+                        self.layers.push((init.ssrc, layer));
+                    }
                 }
+                _ => {}
             }
         }
-        None
+    }
+
+    /// The layer a broadcaster's SSRC carries: the lowest for a broadcaster without simulcast,
+    /// the one its rid names otherwise.
+    fn layer_of(&self, ssrc: u32) -> Option<Layer> {
+        if self.rids.is_empty() {
+            return Some(Layer::LOWEST);
+        }
+        self.layers
+            .iter()
+            .find(|(s, _)| *s == ssrc)
+            .map(|(_, layer)| *layer)
     }
 
     pub(crate) fn poll_inbound(&mut self) -> Option<Inbound> {
@@ -578,7 +638,11 @@ impl Peer {
         loop {
             let TaggedRTCMessage { message, .. } = self.pc.poll_read()?;
             match message {
-                RTCMessage::RtpPacket(_, packet) => return Some(Inbound::Rtp(packet)),
+                RTCMessage::RtpPacket(_, packet) => {
+                    self.take_events();
+                    let layer = self.layer_of(packet.header.ssrc);
+                    return Some(Inbound::Rtp { packet, layer });
+                }
                 RTCMessage::RtcpPacket(_, packets) => {
                     // One compound packet may carry a PLI and NACKs together.
                     for p in &packets {

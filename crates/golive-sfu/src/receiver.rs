@@ -14,16 +14,25 @@ use crate::entry::PeerEntry;
 use crate::keyframe::is_keyframe_start;
 use crate::outbox::Outbox;
 use crate::pli::KeyframeRequests;
+use crate::simulcast::{Layer, MAX_LAYERS};
 use crate::source::{SourceTrack, Verdict};
 use crate::stream::LocalStream;
 use crate::types::{Output, PeerId};
 
 pub(crate) struct Receiver {
     media: StreamMedia,
-    video_ssrc: Option<u32>,
-    keyframes: KeyframeRequests,
     audio: SourceTrack,
-    video: SourceTrack,
+    /// One per simulcast layer, lowest first; one for a broadcaster without simulcast.
+    video: Vec<VideoLayer>,
+}
+
+/// What the receiver keeps of one video layer.
+#[derive(Default)]
+struct VideoLayer {
+    /// The SSRC it arrives on, once it did (PLIs for this layer name it).
+    ssrc: Option<u32>,
+    track: SourceTrack,
+    keyframes: KeyframeRequests,
 }
 
 /// A broadcaster's packet the receiver accepted.
@@ -31,41 +40,52 @@ pub(crate) struct Accepted {
     pub(crate) stream: StreamName,
     pub(crate) kind: MediaKind,
     pub(crate) media: Media,
-    /// The source's first video is no keyframe: ask for one at once.
+    /// The layer's first video is no keyframe: ask for one at once.
     pub(crate) ask_keyframe: bool,
 }
 
 impl Receiver {
-    pub(crate) fn new(media: StreamMedia) -> Self {
+    /// `layers`: how many simulcast layers the offer sends (0 or 1 without simulcast).
+    pub(crate) fn new(media: StreamMedia, layers: usize) -> Self {
+        let layers = layers.clamp(1, MAX_LAYERS);
         Self {
             media,
-            video_ssrc: None,
-            keyframes: KeyframeRequests::default(),
             audio: SourceTrack::default(),
-            video: SourceTrack::default(),
+            video: (0..layers).map(|_| VideoLayer::default()).collect(),
         }
     }
 
-    /// A viewer wants a keyframe: the SSRC to send a PLI for now, if one must go (requests are
-    /// coalesced). Before the first video packet there is no SSRC to ask; that first packet of
-    /// a new encoder is a keyframe anyway.
-    pub(crate) fn request_keyframe(&mut self, now: Instant) -> Option<u32> {
-        let ssrc = self.video_ssrc?;
-        self.keyframes.request(now).then_some(ssrc)
+    /// A viewer wants a keyframe of `layer`: the SSRC to send a PLI for now, if one must go
+    /// (requests are coalesced per layer). Before the layer's first packet there is no SSRC to
+    /// ask; that first packet of a new encoder is a keyframe anyway.
+    pub(crate) fn request_keyframe(&mut self, now: Instant, layer: Layer) -> Option<u32> {
+        let l = self.video.get_mut(layer.index())?;
+        let ssrc = l.ssrc?;
+        l.keyframes.request(now).then_some(ssrc)
     }
 
-    /// A held keyframe request fell due: the SSRC to send a PLI for.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Option<u32> {
-        if self.keyframes.handle_timeout(now) {
-            self.video_ssrc
-        } else {
-            None
+    /// Held keyframe requests that fell due: the SSRCs to send a PLI for.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> [Option<u32>; MAX_LAYERS] {
+        let mut due = [None; MAX_LAYERS];
+        for (d, l) in due.iter_mut().zip(&mut self.video) {
+            if l.keyframes.handle_timeout(now) {
+                *d = l.ssrc;
+            }
         }
+        due
     }
 
-    /// When a held keyframe request falls due.
+    /// When the first held keyframe request falls due.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.keyframes.poll_timeout()
+        self.video
+            .iter()
+            .filter_map(|l| l.keyframes.poll_timeout())
+            .min()
+    }
+
+    /// How many layers the broadcaster sends.
+    pub(crate) fn layers(&self) -> usize {
+        self.video.len()
     }
 }
 
@@ -75,6 +95,7 @@ pub(crate) fn accept_rtp(
     now: Instant,
     id: PeerId,
     packet: rtc::rtp::Packet,
+    layer: Option<Layer>,
     peers: &mut HashMap<PeerId, PeerEntry>,
     out: &mut Outbox,
 ) -> Option<Accepted> {
@@ -91,9 +112,20 @@ pub(crate) fn accept_rtp(
         out.stats.rtp_dropped_unknown_payload_type += 1;
         return None;
     };
+    let layer = match kind {
+        MediaKind::Audio => Layer::LOWEST,
+        // A simulcast broadcaster's video on an SSRC no rid named cannot be placed.
+        MediaKind::Video => match layer.filter(|l| l.index() < p.video.len()) {
+            Some(l) => l,
+            None => {
+                out.stats.rtp_dropped_unknown_layer += 1;
+                return None;
+            }
+        },
+    };
     let track = match kind {
         MediaKind::Audio => &mut p.audio,
-        MediaKind::Video => &mut p.video,
+        MediaKind::Video => &mut p.video[layer.index()].track,
     };
     let seq = match track.accept(packet.header.sequence_number, packet.payload.is_empty()) {
         Verdict::Forward(seq) => seq,
@@ -107,12 +139,13 @@ pub(crate) fn accept_rtp(
         && video_codec.is_some_and(|c| is_keyframe_start(c, &packet.payload));
     let mut ask_keyframe = false;
     if kind == MediaKind::Video {
-        // A source whose first video is no keyframe (it started before we listened, or
+        // A layer whose first video is no keyframe (it started before we listened, or
         // reconnected mid-GOP) is asked for one at once: viewers wait for it.
-        ask_keyframe = p.video_ssrc.is_none() && !keyframe_start;
-        p.video_ssrc = Some(packet.header.ssrc);
+        let l = &mut p.video[layer.index()];
+        ask_keyframe = l.ssrc.is_none() && !keyframe_start;
+        l.ssrc = Some(packet.header.ssrc);
         if keyframe_start {
-            p.keyframes.keyframe_received(now);
+            l.keyframes.keyframe_received(now);
         }
     }
     Some(Accepted {
@@ -120,6 +153,7 @@ pub(crate) fn accept_rtp(
         kind,
         media: Media {
             epoch: id.0,
+            layer,
             keyframe_start,
             seq,
             timestamp: packet.header.timestamp,
@@ -130,11 +164,13 @@ pub(crate) fn accept_rtp(
     })
 }
 
-/// A viewer of `stream` wants a keyframe: ask the broadcaster (coalesced), here or, as
-/// [`Output::KeyframeRequest`], on the worker that has it.
+/// A viewer of `stream` wants a keyframe of `layer` (`None`: of every layer): ask the
+/// broadcaster (coalesced per layer), here or, as [`Output::KeyframeRequest`], on the worker
+/// that has it. Requests between workers name no layer, so there every layer is asked.
 pub(crate) fn request_keyframe(
     now: Instant,
     stream: &StreamName,
+    layer: Option<Layer>,
     streams: &HashMap<StreamName, LocalStream>,
     peers: &mut HashMap<PeerId, PeerEntry>,
     out: &mut Outbox,
@@ -154,13 +190,22 @@ pub(crate) fn request_keyframe(
     let Some(p) = e.role.receiver_mut() else {
         return;
     };
-    match p.request_keyframe(now) {
-        Some(ssrc) => {
+    let layers = match layer {
+        Some(l) => l.index()..l.index() + 1,
+        None => 0..p.layers(),
+    };
+    let mut sent = false;
+    for l in layers {
+        if let Some(ssrc) = p.request_keyframe(now, Layer(l as u8)) {
             e.leg.send_pli(now, ssrc);
             out.stats.pli_sent += 1;
-            e.settle(pid, out);
+            sent = true;
         }
+    }
+    if sent {
+        e.settle(pid, out);
+    } else {
         // A held request is a deadline of its own.
-        None => e.reschedule(pid, &mut out.timers),
+        e.reschedule(pid, &mut out.timers);
     }
 }

@@ -25,6 +25,9 @@ pub struct HeaderRewriter {
     /// Set by [`HeaderRewriter::resync`]: the next packet of the same epoch becomes a sync point,
     /// keeping the timestamp offset (source timestamps run on).
     resync: bool,
+    /// Set by [`HeaderRewriter::restart`]: the next packet starts a new source run even in the
+    /// same epoch.
+    restart: bool,
     last_out_seq: u16,
     last_out_ts: u32,
     last_out_at: Option<Instant>,
@@ -49,6 +52,7 @@ impl HeaderRewriter {
             clock_rate: clock_rate.max(1),
             mapping: None,
             resync: false,
+            restart: false,
             last_out_seq: first_seq.wrapping_sub(1),
             last_out_ts: first_ts,
             last_out_at: None,
@@ -59,6 +63,14 @@ impl HeaderRewriter {
     /// (to the next keyframe), so that the skipped packets leave no gap.
     pub fn resync(&mut self) {
         self.resync = true;
+    }
+
+    /// Makes the next packet the start of a new source run, as if of a new epoch: its own
+    /// sequence numbers and timestamps, mapped on from where the viewer is. Used when a viewer
+    /// moves to another simulcast layer of the same broadcaster, whose numbers and clock have
+    /// nothing in common with the layer it leaves.
+    pub fn restart(&mut self) {
+        self.restart = true;
     }
 
     /// The source packet `(epoch, seq)` a viewer's sequence number stands for, if it was mapped
@@ -80,11 +92,11 @@ impl HeaderRewriter {
         ts: u32,
     ) -> Option<(u16, u32)> {
         let mapping = match self.mapping {
-            Some(m) if m.epoch == epoch && !self.resync => m,
+            Some(m) if m.epoch == epoch && !self.resync && !self.restart => m,
             previous => {
                 let ts_offset = match previous {
                     // Same source, skipping ahead: its clock runs on, keep it.
-                    Some(m) if m.epoch == epoch => m.ts_offset,
+                    Some(m) if m.epoch == epoch && !self.restart => m.ts_offset,
                     // First packet ever: start at the chosen first timestamp.
                     _ if self.last_out_at.is_none() => self.last_out_ts.wrapping_sub(ts),
                     // A new source: continue the viewer's clock by the time that passed.
@@ -107,6 +119,7 @@ impl HeaderRewriter {
                     highest_seq: seq,
                 };
                 self.resync = false;
+                self.restart = false;
                 self.mapping = Some(m);
                 m
             }
@@ -238,6 +251,22 @@ mod tests {
             r.rewrite(t1, 2, 13, 4_000_003_000),
             Some((10, 4000 + 2 * VIDEO_CLOCK + 3000))
         );
+    }
+
+    #[test]
+    fn a_restart_in_the_same_epoch_continues_the_line_by_the_time_that_passed() {
+        let t0 = Instant::now();
+        let mut r = HeaderRewriter::new(VIDEO_CLOCK, 100, 10_000);
+        assert_eq!(r.rewrite(t0, 1, 5000, 777), Some((100, 10_000)));
+        assert_eq!(r.rewrite(t0, 1, 5001, 3777), Some((101, 13_000)));
+        // Another layer of the same broadcaster: unrelated numbers and clock, 40 ms later.
+        r.restart();
+        let t1 = t0 + Duration::from_millis(40);
+        assert_eq!(r.rewrite(t1, 1, 20, 9_000_000), Some((102, 13_000 + 3600)));
+        assert_eq!(r.rewrite(t1, 1, 21, 9_003_000), Some((103, 16_000 + 3600)));
+        // Packets of the new layer from before its sync point are not the viewer's.
+        assert_eq!(r.rewrite(t1, 1, 19, 8_997_000), None);
+        assert_eq!(r.source_of(102), Some((1, 20)));
     }
 
     #[test]

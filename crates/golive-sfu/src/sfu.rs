@@ -15,7 +15,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::SfuError;
-use crate::cache::Media;
+use crate::adapt::ViewerBwe;
+use crate::bwe::Preference;
+use crate::cache::{KeyframeCache, Media};
 use crate::codec::{MediaKind, Offer, StreamMedia};
 use crate::demux::Route;
 use crate::down_track::{DownTrack, Viewer};
@@ -25,6 +27,7 @@ use crate::leg::{Leg, ViewerLeg};
 use crate::outbox::Outbox;
 use crate::peer::{DatagramVerdict, Inbound, Peer, PeerEvent, Role, SrtpPolicy};
 use crate::receiver::{self, Receiver};
+use crate::simulcast::{Layer, LayerChange};
 use crate::stream::LocalStream;
 use crate::timers::Timers;
 use crate::types::slot;
@@ -180,9 +183,11 @@ impl Sfu {
 
     /// Packets and payload bytes in `stream`'s keyframe cache on this worker.
     pub fn keyframe_cache_size(&self, stream: &StreamName) -> (usize, usize) {
-        self.streams
-            .get(stream)
-            .map_or((0, 0), |s| (s.cache.len(), s.cache.bytes()))
+        self.streams.get(stream).map_or((0, 0), |s| {
+            s.caches
+                .iter()
+                .fold((0, 0), |(n, b), c| (n + c.len(), b + c.bytes()))
+        })
     }
 
     /// Entries in the demultiplexer: ufrags plus bound addresses.
@@ -193,7 +198,9 @@ impl Sfu {
     /// Reads what a broadcaster's offer would publish, without creating anything: the shell
     /// checks it before it claims the stream name.
     pub fn publisher_media(offer_sdp: &str) -> Result<StreamMedia, SfuError> {
-        Offer::parse(offer_sdp)?.publisher_media()
+        let offer = Offer::parse(offer_sdp)?;
+        offer.simulcast_rids()?;
+        offer.publisher_media()
     }
 
     /// The forwarder, on this worker's peers, streams and outbox.
@@ -217,15 +224,20 @@ impl Sfu {
         stream: StreamName,
         offer_sdp: &str,
     ) -> Result<Answer, SfuError> {
-        let media = Self::publisher_media(offer_sdp)?;
+        let offer = Offer::parse(offer_sdp)?;
+        let rids = offer.simulcast_rids()?;
+        let media = offer.publisher_media()?;
         let (peer, sdp) = Peer::new(
             now,
             self.config.advertised_addr,
             self.config.srtp,
             offer_sdp,
-            Role::Publisher { media: &media },
+            Role::Publisher {
+                media: &media,
+                rids: &rids,
+            },
         )?;
-        let receiver = Receiver::new(media.clone());
+        let receiver = Receiver::new(media.clone(), rids.len());
         self.streams
             .entry(stream.clone())
             .or_insert_with(LocalStream::new)
@@ -307,7 +319,15 @@ impl Sfu {
             .or_insert_with(LocalStream::new)
             .viewers
             .push(id);
-        let viewer = Viewer::new(tracks);
+        let mut viewer = Viewer::new(tracks);
+        let (twcc, remb) = peer.estimate_feedback();
+        if twcc || remb {
+            // Held to the lowest layer until its feedback shows what its link carries.
+            viewer.bwe = Some(Box::new(ViewerBwe::new()));
+            viewer
+                .layers
+                .set_estimate_ceiling(Some(Layer::LOWEST), Default::default());
+        }
         self.insert(now, id, peer, stream, PeerRole::Viewer(Box::new(viewer)));
         Ok(Answer { sdp, media: codecs })
     }
@@ -357,7 +377,7 @@ impl Sfu {
             if s.publisher == Some(id) {
                 s.publisher = None;
                 // Its packets must not start a viewer that joins before the next broadcaster.
-                s.cache.clear();
+                s.caches.iter_mut().for_each(KeyframeCache::clear);
             }
             s.viewers.retain(|v| *v != id);
             if s.viewers.capacity() > 64 && s.viewers.len() * 4 < s.viewers.capacity() {
@@ -428,7 +448,8 @@ impl Sfu {
             .get(stream)
             .is_some_and(|s| s.publisher.is_some())
         {
-            self.forwarder().request_keyframe(now, stream);
+            // Requests between workers name no layer: every layer is asked (each coalesced).
+            self.forwarder().request_keyframe(now, stream, None);
         }
     }
 
@@ -450,8 +471,9 @@ impl Sfu {
             v.backlog_over = false;
             if v.skipping && !v.congested(now) {
                 // Ask now, so the keyframe is on its way when the viewer can take it.
+                let layer = v.layers.target();
                 let stream = e.stream.clone();
-                self.forwarder().request_keyframe(now, &stream);
+                self.forwarder().request_keyframe(now, &stream, Some(layer));
             }
         }
     }
@@ -511,6 +533,56 @@ impl Sfu {
         self.out.outputs.pop_front()
     }
 
+    /// The next viewer that moved to another simulcast layer (drain after every input, like
+    /// [`Sfu::poll_output`]): what the shell tells that viewer, with the reason. A viewer
+    /// starts on [`Layer::LOWEST`]; a broadcaster without simulcast causes none.
+    pub fn poll_layer_change(&mut self) -> Option<LayerChange> {
+        self.out.layer_changes.pop_front()
+    }
+
+    /// A viewer's own ceiling on quality (the default is [`Preference::Auto`]). A lower layer
+    /// is taken at its next keyframe, which is asked for at once; so is a higher one the
+    /// preference allows (until a bandwidth estimate says otherwise).
+    pub fn set_viewer_preference(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        preference: Preference,
+    ) -> Result<(), SfuError> {
+        let e = self.peers.get_mut(&peer).ok_or(SfuError::UnknownPeer)?;
+        let stream = e.stream.clone();
+        // A broadcaster is no viewer peer.
+        let v = e.role.viewer_mut().ok_or(SfuError::UnknownPeer)?;
+        let layers = self
+            .streams
+            .get(&stream)
+            .map(LocalStream::availability)
+            .unwrap_or_default();
+        let target = v.layers.set_preference(preference, layers);
+        if let Some(target) = target
+            && v.replay.is_none()
+            && e.leg.is_connected()
+        {
+            self.forwarder()
+                .request_keyframe(now, &stream, Some(target));
+        }
+        Ok(())
+    }
+
+    /// A viewer's bandwidth estimate, in bits per second, where it negotiated feedback (TWCC,
+    /// or REMB) for one.
+    pub fn viewer_estimate_bps(&self, peer: PeerId) -> Option<f64> {
+        let v = self.peers.get(&peer)?.role.viewer()?;
+        v.bwe.as_ref().map(|b| b.estimate_bps())
+    }
+
+    /// The simulcast layer a viewer's video is on now, and the one it is moving to (equal when
+    /// no move is pending); `None` for an unknown peer or a broadcaster.
+    pub fn viewer_layers(&self, peer: PeerId) -> Option<(Layer, Layer)> {
+        let v = self.peers.get(&peer)?.role.viewer()?;
+        Some((v.layers.current(), v.layers.target()))
+    }
+
     /// The earliest instant [`Sfu::handle_timeout`] must be called: the top of the worker's
     /// timer heap (or the idle-stream sweep), however many peers there are.
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -544,6 +616,7 @@ impl Sfu {
         for id in due.drain(..) {
             self.out.stats.peer_timeouts += 1;
             self.forwarder().continue_replay(now, id);
+            self.forwarder().update_estimate(now, id);
             let Some(e) = self.peers.get_mut(&id) else {
                 continue;
             };
@@ -553,7 +626,8 @@ impl Sfu {
                 self.out.outputs.push_back(Output::Failed(id));
                 continue;
             }
-            if let Some(ssrc) = e.role.receiver_mut().and_then(|p| p.handle_timeout(now)) {
+            let due_plis = e.role.receiver_mut().map(|p| p.handle_timeout(now));
+            for ssrc in due_plis.into_iter().flatten().flatten() {
                 e.leg.send_pli(now, ssrc);
                 self.out.stats.pli_sent += 1;
             }
@@ -604,18 +678,52 @@ impl Sfu {
 
         for i in inbound {
             match i {
-                Inbound::Rtp(packet) if is_publisher => {
+                Inbound::Rtp { packet, layer } if is_publisher => {
                     if let Some(a) =
-                        receiver::accept_rtp(now, id, packet, &mut self.peers, &mut self.out)
+                        receiver::accept_rtp(now, id, packet, layer, &mut self.peers, &mut self.out)
                     {
                         self.on_source_packet(now, a.stream, a.kind, a.media, a.ask_keyframe);
                     }
                 }
-                Inbound::Rtp(_) => {}
+                Inbound::Rtp { .. } => {}
                 Inbound::KeyframeRequest => {
                     if !is_publisher {
                         self.out.stats.keyframe_requests_in += 1;
-                        self.forwarder().request_keyframe(now, &stream);
+                        // The layer the viewer is on, or moving to: the next picture it shows.
+                        let layer = self
+                            .peers
+                            .get(&id)
+                            .and_then(|e| e.role.viewer())
+                            .map(|v| v.layers.target());
+                        if let Some(layer) = layer {
+                            self.forwarder().request_keyframe(now, &stream, Some(layer));
+                        }
+                    }
+                }
+                Inbound::Twcc(feedback) => {
+                    let bwe = self
+                        .peers
+                        .get_mut(&id)
+                        .and_then(|e| e.role.viewer_mut())
+                        .and_then(|v| v.bwe.as_mut());
+                    if let Some(bwe) = bwe {
+                        match bwe.on_twcc(now, &feedback) {
+                            Ok(()) => self.out.stats.twcc_feedback_in += 1,
+                            Err(e) => {
+                                tracing::debug!(peer = %id, "TWCC feedback refused: {e}");
+                                self.out.stats.twcc_feedback_refused += 1;
+                            }
+                        }
+                    }
+                }
+                Inbound::Remb { bitrate_bps } => {
+                    let bwe = self
+                        .peers
+                        .get_mut(&id)
+                        .and_then(|e| e.role.viewer_mut())
+                        .and_then(|v| v.bwe.as_mut());
+                    if let Some(bwe) = bwe {
+                        bwe.on_remb(bitrate_bps);
                     }
                 }
                 Inbound::Nack { media_ssrc, seqs } => {
@@ -660,6 +768,7 @@ impl Sfu {
                 .push_back(Output::Media(std::sync::Arc::new(SourcePacket {
                     stream: stream.clone(),
                     epoch: media.epoch,
+                    layer: media.layer,
                     kind,
                     keyframe_start: media.keyframe_start,
                     seq: media.seq,
@@ -671,7 +780,7 @@ impl Sfu {
         let mut f = self.forwarder();
         f.source_packet(now, &stream, kind, &media, true);
         if ask_keyframe {
-            f.request_keyframe(now, &stream);
+            f.request_keyframe(now, &stream, Some(media.layer));
         }
     }
 }

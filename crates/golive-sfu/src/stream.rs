@@ -1,18 +1,36 @@
 //! What a worker knows of one stream: its local peers and what it remembers of the source
 //! (keyframe cache, NACK history), whether the broadcaster is here or on another worker.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::cache::{History, KeyframeCache};
+use crate::codec::MediaKind;
+use crate::rewrite::SourceEpoch;
+use crate::simulcast::{Availability, Layer, MAX_LAYERS};
 use crate::types::PeerId;
 
 pub(crate) struct LocalStream {
     pub(crate) publisher: Option<PeerId>,
     pub(crate) viewers: Vec<PeerId>,
-    /// Video packets since the last keyframe, for viewers that join.
-    pub(crate) cache: KeyframeCache,
-    /// Recent packets per kind, for viewers' NACKs (allocated with the first packet).
-    pub(crate) history: [Option<History>; 2],
+    /// Video packets since the last keyframe, per simulcast layer, for viewers that join and
+    /// viewers that move to the layer.
+    pub(crate) caches: [KeyframeCache; MAX_LAYERS],
+    /// Recent audio packets, and recent video packets per layer, for viewers' NACKs (allocated
+    /// with the first packet of each).
+    pub(crate) audio_history: Option<History>,
+    pub(crate) video_history: [Option<History>; MAX_LAYERS],
+    /// How many simulcast layers the source has sent so far (layers below the highest seen
+    /// count too): 1 for a broadcaster without simulcast, once it sent video.
+    pub(crate) layers: usize,
+    /// Bit i: layer i is being sent (a packet of it came within [`LAYER_IDLE`] of the stream's
+    /// latest video).
+    pub(crate) active: u8,
+    /// When each layer's latest packet came.
+    pub(crate) last_seen: [Option<Instant>; MAX_LAYERS],
+    /// The source epoch `layers` counts for: a new broadcaster may send fewer layers.
+    pub(crate) layers_epoch: Option<SourceEpoch>,
+    /// What each layer's video carries, measured.
+    pub(crate) rates: [RateMeter; MAX_LAYERS],
     pub(crate) last_media_at: Option<Instant>,
 }
 
@@ -21,13 +39,129 @@ impl LocalStream {
         Self {
             publisher: None,
             viewers: Vec::new(),
-            cache: KeyframeCache::default(),
-            history: [None, None],
+            caches: Default::default(),
+            audio_history: None,
+            video_history: Default::default(),
+            layers: 0,
+            active: 0,
+            last_seen: [None; MAX_LAYERS],
+            layers_epoch: None,
+            rates: Default::default(),
             last_media_at: None,
+        }
+    }
+
+    /// Which layers the source sends.
+    pub(crate) fn availability(&self) -> Availability {
+        Availability {
+            seen: self.layers,
+            active: self.active,
+        }
+    }
+
+    /// A video packet of `layer` came now. Returns true when the layers being sent changed:
+    /// the layer is new or back, or another went quiet for [`LAYER_IDLE`].
+    pub(crate) fn layer_seen(&mut self, now: Instant, layer: Layer) -> bool {
+        let before = (self.layers, self.active);
+        let i = layer.index();
+        self.last_seen[i] = Some(now);
+        self.layers = self.layers.max(i + 1);
+        self.active |= 1 << i;
+        for (l, seen) in self.last_seen.iter().enumerate() {
+            if seen.is_some_and(|t| now.saturating_duration_since(t) >= LAYER_IDLE) {
+                self.active &= !(1 << l);
+            }
+        }
+        before != (self.layers, self.active)
+    }
+
+    /// Forgets which layers were sent: a new source counts them again.
+    pub(crate) fn reset_layers(&mut self) {
+        self.layers = 0;
+        self.active = 0;
+        self.last_seen = [None; MAX_LAYERS];
+    }
+
+    /// The measured bitrates of the stream's layers, lowest first.
+    pub(crate) fn layer_bitrates(&self) -> Vec<f64> {
+        self.rates[..self.layers.min(MAX_LAYERS)]
+            .iter()
+            .map(RateMeter::bps)
+            .collect()
+    }
+
+    /// The keyframe cache of `layer`.
+    pub(crate) fn cache(&self, layer: Layer) -> &KeyframeCache {
+        &self.caches[layer.index().min(MAX_LAYERS - 1)]
+    }
+
+    /// The history a packet of `kind` and `layer` is kept in (audio has one).
+    pub(crate) fn history(&self, kind: MediaKind, layer: Layer) -> Option<&History> {
+        match kind {
+            MediaKind::Audio => self.audio_history.as_ref(),
+            MediaKind::Video => self.video_history[layer.index().min(MAX_LAYERS - 1)].as_ref(),
+        }
+    }
+
+    pub(crate) fn history_mut(&mut self, kind: MediaKind, layer: Layer) -> &mut Option<History> {
+        match kind {
+            MediaKind::Audio => &mut self.audio_history,
+            MediaKind::Video => &mut self.video_history[layer.index().min(MAX_LAYERS - 1)],
         }
     }
 
     pub(crate) fn is_unused(&self) -> bool {
         self.publisher.is_none() && self.viewers.is_empty()
+    }
+}
+
+/// A layer without a packet this long, while another layer's video comes, is taken as
+/// stopped. Every layer sends at least a packet per frame, and browsers drop a layer's frame
+/// rate no lower than a few frames a second.
+pub const LAYER_IDLE: Duration = Duration::from_millis(500);
+
+/// How long a layer's bitrate is measured over.
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// The bitrate of one layer, over the last whole [`RATE_WINDOW`].
+#[derive(Debug, Default)]
+pub(crate) struct RateMeter {
+    window_start: Option<Instant>,
+    bytes: u64,
+    bps: f64,
+}
+
+impl RateMeter {
+    pub(crate) fn record(&mut self, now: Instant, bytes: usize) {
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            self.bps = self.bytes as f64 * 8.0 / elapsed.as_secs_f64();
+            self.window_start = Some(now);
+            self.bytes = 0;
+        }
+        self.bytes += bytes as u64;
+    }
+
+    /// The last window's bitrate (0 before one ended).
+    pub(crate) fn bps(&self) -> f64 {
+        self.bps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_is_what_a_whole_window_carried() {
+        let t0 = Instant::now();
+        let mut r = RateMeter::default();
+        for i in 0..100 {
+            r.record(t0 + Duration::from_millis(10 * i), 125);
+        }
+        assert_eq!(r.bps(), 0.0);
+        r.record(t0 + RATE_WINDOW, 125);
+        assert!((r.bps() - 100_000.0).abs() < 1.0, "{}", r.bps());
     }
 }

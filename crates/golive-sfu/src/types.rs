@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::cache::Media;
 use crate::codec::MediaKind;
 use crate::rewrite::SourceEpoch;
+use crate::simulcast::Layer;
 
 /// Identifies a peer across all workers (the shell hands them out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,6 +29,9 @@ pub struct SourcePacket {
     pub stream: StreamName,
     /// The broadcaster's session: a new one restarts sequence numbers and timestamps.
     pub epoch: SourceEpoch,
+    /// The simulcast layer of a video packet ([`Layer::LOWEST`] for audio and for a broadcaster
+    /// without simulcast): every layer is its own run of sequence numbers and timestamps.
+    pub layer: Layer,
     pub kind: MediaKind,
     /// A decoder can start here.
     pub keyframe_start: bool,
@@ -41,6 +45,7 @@ impl SourcePacket {
     pub(crate) fn media(&self) -> Media {
         Media {
             epoch: self.epoch,
+            layer: self.layer,
             keyframe_start: self.keyframe_start,
             seq: self.seq,
             timestamp: self.timestamp,
@@ -123,6 +128,13 @@ pub struct SfuStats {
     /// Entries the timer heap gave up at wake-ups: each one peer looked at, due or not (an
     /// entry whose deadline moved, or of a removed peer, is looked at and dropped).
     pub timer_entries_popped: u64,
+    /// Video packets of a simulcast broadcaster whose SSRC no rid named (dropped).
+    pub rtp_dropped_unknown_layer: u64,
+    /// Viewers' moves from one simulcast layer to another.
+    pub layer_switches: u64,
+    /// Viewers' TWCC feedback packets taken, and refused as malformed.
+    pub twcc_feedback_in: u64,
+    pub twcc_feedback_refused: u64,
 }
 
 /// The index of a kind in per-kind arrays (tracks, histories).

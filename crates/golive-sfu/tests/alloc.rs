@@ -39,6 +39,7 @@ fn forwarding_to_lean_viewers_allocates_nothing_per_packet() {
     let mut packet = SourcePacket {
         stream: stream("live"),
         epoch: 7,
+        layer: golive_sfu::Layer::LOWEST,
         kind: MediaKind::Video,
         keyframe_start: true,
         seq: 0,

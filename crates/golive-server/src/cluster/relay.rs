@@ -807,6 +807,7 @@ impl Link {
                 let p = Arc::new(SourcePacket {
                     stream: stream.clone(),
                     epoch: self.epoch,
+                    layer: golive_sfu::Layer::LOWEST,
                     kind,
                     keyframe_start,
                     seq: packet.header.sequence_number,

@@ -239,6 +239,12 @@ impl Recorder {
 
     /// One packet of the broadcaster.
     pub fn handle_packet(&mut self, p: &SourcePacket, now: Instant) -> io::Result<()> {
+        if p.layer != golive_sfu::Layer::LOWEST {
+            // A simulcast broadcaster's layers are each their own stream of sequence numbers
+            // and timestamps; the recording keeps one, the lowest, which every broadcaster
+            // sends.
+            return Ok(());
+        }
         if self.epoch != Some(p.epoch) {
             // The broadcaster reconnected: what the old source completed goes in, then the new
             // source starts at its own keyframe.

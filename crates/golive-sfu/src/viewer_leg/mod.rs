@@ -28,7 +28,9 @@ use rtc::dtls::endpoint::{Endpoint, EndpointEvent};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::shared::TransportProtocol;
 use rtc::shared::marshal::{Marshal, MarshalSize};
@@ -213,7 +215,15 @@ pub(crate) struct LeanViewer {
     segments: Vec<u16>,
     sent: usize,
     sent_bytes: usize,
+    /// The viewer's id for the transport-wide sequence number extension, if it negotiated it.
+    twcc_ext: Option<u8>,
+    /// It negotiated REMB instead.
+    remb: bool,
 }
+
+/// The bytes a one-byte-header extension block (RFC 8285) with one 2-byte element adds to an
+/// RTP header: the 0xBEDE profile, its length in words, the element, one byte of padding.
+pub(crate) const TWCC_EXTENSION_BYTES: usize = 8;
 
 /// A DTLS association after the viewer has shown it completed the handshake (its first
 /// authenticated SRTCP: it derived the keys, so it has our Finished and will never ask for our
@@ -365,9 +375,22 @@ impl LeanViewer {
                 segments: Vec::new(),
                 sent: 0,
                 sent_bytes: 0,
+                twcc_ext: facts.twcc_ext,
+                remb: facts.remb,
             },
             sdp,
         ))
+    }
+
+    /// The viewer negotiated transport-wide congestion control feedback: every packet must carry
+    /// a transport-wide sequence number.
+    pub(crate) fn has_twcc(&self) -> bool {
+        self.twcc_ext.is_some()
+    }
+
+    /// The viewer negotiated REMB feedback (and not TWCC).
+    pub(crate) fn has_remb(&self) -> bool {
+        self.remb
     }
 
     /// Checks a trickled candidate's syntax. As ICE-lite we never send checks, so it is not
@@ -622,9 +645,20 @@ impl LeanViewer {
             return DatagramVerdict::Garbage;
         };
         // One compound packet may carry a PLI and NACKs together.
-        for p in &packets {
+        for p in packets {
             let any = p.as_any();
-            if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+            if let Some(twcc) = any.downcast_ref::<TransportLayerCc>() {
+                if self.twcc_ext.is_some() {
+                    self.inbound
+                        .push_back(Inbound::Twcc(Box::new(twcc.clone())));
+                }
+            } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                if self.remb {
+                    self.inbound.push_back(Inbound::Remb {
+                        bitrate_bps: f64::from(remb.bitrate),
+                    });
+                }
+            } else if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
                 self.inbound.push_back(Inbound::KeyframeRequest);
             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 let seqs = nack
@@ -717,12 +751,14 @@ impl LeanViewer {
     /// Encrypts one RTP packet into the send buffer: the header is written there, the payload
     /// copied after it (the one copy on the path) and sealed where it lies. Returns true when the
     /// buffer was empty before, i.e. the shell has a new batch to collect. The caller guarantees
-    /// SSRC and payload type are this viewer's; the packet carries no header extension.
+    /// SSRC and payload type are this viewer's; the packet carries no header extension but the
+    /// transport-wide sequence number `twcc_seq`, written where the viewer negotiated it.
     pub(crate) fn send_rtp(
         &mut self,
         now: Instant,
         header: &rtc::rtp::Header,
         payload: &Bytes,
+        twcc_seq: Option<u16>,
     ) -> bool {
         let Some(srtp) = self.srtp.as_mut() else {
             return false;
@@ -732,13 +768,23 @@ impl LeanViewer {
         }
         let was_empty = self.segments.len() == self.sent;
         let start = self.out.len();
-        let header_len = header.marshal_size();
+        let twcc = self.twcc_ext.zip(twcc_seq);
+        let fixed_len = header.marshal_size();
+        let header_len = fixed_len
+            + if twcc.is_some() {
+                TWCC_EXTENSION_BYTES
+            } else {
+                0
+            };
         let sealed = match srtp.gcm.as_mut() {
             Some(gcm) => {
                 let end = start + header_len + payload.len();
                 self.out.resize(end, 0);
                 let packet = &mut self.out[start..end];
-                header.marshal_to(&mut packet[..header_len]).is_ok() && {
+                header.marshal_to(&mut packet[..fixed_len]).is_ok() && {
+                    if let Some((id, seq)) = twcc {
+                        write_twcc_extension(&mut packet[..header_len], fixed_len, id, seq);
+                    }
                     packet[header_len..].copy_from_slice(payload);
                     let mut tag = [0u8; srtp_gcm::TAG_LEN];
                     let r = gcm.seal(
@@ -755,9 +801,21 @@ impl LeanViewer {
             None => {
                 // AES-CM (legacy clients): through `rtc-srtp`, which allocates per packet.
                 let mut plain = vec![0u8; header_len + payload.len()];
-                header.marshal_to(&mut plain[..header_len]).is_ok() && {
+                let mut full = header.clone();
+                if let Some((id, seq)) = twcc {
+                    full.extension = true;
+                    full.extension_profile = 0xBEDE;
+                    full.extensions = vec![rtc::rtp::header::Extension {
+                        id,
+                        payload: Bytes::copy_from_slice(&seq.to_be_bytes()),
+                    }];
+                }
+                header.marshal_to(&mut plain[..fixed_len]).is_ok() && {
+                    if let Some((id, seq)) = twcc {
+                        write_twcc_extension(&mut plain[..header_len], fixed_len, id, seq);
+                    }
                     plain[header_len..].copy_from_slice(payload);
-                    match srtp.local.encrypt_rtp_with_header(&plain, header) {
+                    match srtp.local.encrypt_rtp_with_header(&plain, &full) {
                         Ok(out) => {
                             self.out.extend_from_slice(&out);
                             true
@@ -876,3 +934,58 @@ impl LeanViewer {
 
 #[cfg(test)]
 mod tests;
+
+/// Turns the fixed RTP header at `packet[..fixed_len]` into one with a one-byte-header
+/// extension block (RFC 8285 §4.2) holding the transport-wide sequence number `seq` under `id`;
+/// `packet` is [`TWCC_EXTENSION_BYTES`] longer than the fixed header.
+fn write_twcc_extension(packet: &mut [u8], fixed_len: usize, id: u8, seq: u16) {
+    packet[0] |= 0x10;
+    let [hi, lo] = seq.to_be_bytes();
+    packet[fixed_len..fixed_len + TWCC_EXTENSION_BYTES].copy_from_slice(&[
+        0xBE,
+        0xDE,
+        0x00,
+        0x01,
+        (id << 4) | 1,
+        hi,
+        lo,
+        0x00,
+    ]);
+}
+
+#[cfg(test)]
+mod twcc_tests {
+    use super::*;
+    use rtc::shared::marshal::Unmarshal;
+
+    #[test]
+    fn the_transport_wide_sequence_number_is_a_one_byte_extension_rtc_reads() {
+        let header = rtc::rtp::Header {
+            version: 2,
+            marker: true,
+            payload_type: 96,
+            sequence_number: 7,
+            timestamp: 9000,
+            ssrc: 0x1234_5678,
+            ..Default::default()
+        };
+        let fixed = header.marshal_size();
+        let mut packet = vec![0u8; fixed + TWCC_EXTENSION_BYTES + 3];
+        header.marshal_to(&mut packet[..fixed]).unwrap();
+        write_twcc_extension(
+            &mut packet[..fixed + TWCC_EXTENSION_BYTES],
+            fixed,
+            5,
+            0xABCD,
+        );
+        packet[fixed + TWCC_EXTENSION_BYTES..].copy_from_slice(&[1, 2, 3]);
+        let parsed = rtc::rtp::Packet::unmarshal(&mut &packet[..]).unwrap();
+        assert_eq!(parsed.header.sequence_number, 7);
+        assert_eq!(parsed.header.ssrc, 0x1234_5678);
+        assert_eq!(
+            parsed.header.get_extension(5).as_deref(),
+            Some(&[0xAB, 0xCD][..])
+        );
+        assert_eq!(&parsed.payload[..], &[1, 2, 3]);
+    }
+}

@@ -26,7 +26,18 @@ pub(crate) struct OfferFacts {
     /// The SHA-256 fingerprints of the certificate the viewer will present, lowercase hex with
     /// colons, as in `a=fingerprint`.
     pub fingerprints: Vec<String>,
+    /// The id the viewer gave the transport-wide sequence number extension, where it offered
+    /// one we can write (a one-byte header id, 1 to 14).
+    pub twcc_ext: Option<u8>,
+    /// The viewer offered REMB feedback (`a=rtcp-fb:... goog-remb`) for video.
+    pub remb: bool,
 }
+
+/// The transport-wide congestion control header extension (draft-holmer-rmcat-transport-wide-
+/// cc-extensions-01): a 16-bit sequence number over every packet of the transport, which the
+/// viewer's TWCC feedback reports arrival times for.
+pub(crate) const TRANSPORT_CC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 
 #[derive(Debug)]
 struct Section {
@@ -39,6 +50,11 @@ struct Section {
     /// The viewer is willing to receive here (sendrecv or recvonly).
     receives: bool,
     rtcp_rsize: bool,
+    /// Its `a=extmap` id for [`TRANSPORT_CC_URI`].
+    twcc_ext: Option<u8>,
+    /// It offers `transport-cc` and `goog-remb` feedback.
+    twcc_fb: bool,
+    remb_fb: bool,
 }
 
 impl OfferFacts {
@@ -85,7 +101,32 @@ impl OfferFacts {
                 .find(|d| m.has_attribute(d))
                 .or(session_direction)
                 .unwrap_or("sendrecv");
+            let mut twcc_ext = None;
+            let (mut twcc_fb, mut remb_fb) = (false, false);
+            for a in &m.attributes {
+                let value = a.value.as_deref().unwrap_or_default();
+                match a.key.as_str() {
+                    "extmap" => {
+                        let mut words = value.split_whitespace();
+                        let id = words.next().and_then(|id| id.split('/').next());
+                        if words.next() == Some(TRANSPORT_CC_URI) {
+                            twcc_ext = id
+                                .and_then(|id| id.parse::<u8>().ok())
+                                .filter(|id| (1..=14).contains(id));
+                        }
+                    }
+                    "rtcp-fb" => {
+                        let fb = value.split_whitespace().nth(1);
+                        twcc_fb |= fb == Some("transport-cc");
+                        remb_fb |= fb == Some("goog-remb");
+                    }
+                    _ => {}
+                }
+            }
             sections.push(Section {
+                twcc_ext,
+                twcc_fb,
+                remb_fb,
                 media: m.media_name.media.clone(),
                 proto: m.media_name.protos.join("/"),
                 formats: m.media_name.formats.clone(),
@@ -101,9 +142,14 @@ impl OfferFacts {
                 "the offer has no a=fingerprint:sha-256 (DTLS-SRTP needs one)".into(),
             ));
         }
+        let usable = || sections.iter().filter(|s| s.kind.is_some() && !s.rejected);
+        let twcc_ext = usable().find(|s| s.twcc_fb).and_then(|s| s.twcc_ext);
+        let remb = usable().any(|s| s.kind == Some(MediaKind::Video) && s.remb_fb);
         Ok(Self {
             sections,
             fingerprints,
+            twcc_ext,
+            remb,
         })
     }
 }
@@ -240,6 +286,17 @@ pub(crate) fn answer(offer: &OfferFacts, local: &Local<'_>, tracks: &[SendTrack]
                 "a=rtcp-fb:{pt} nack\r\na=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\n"
             );
         }
+        // Transport-wide congestion control where the viewer offered it with the id every
+        // stamped packet carries; REMB for video where it offered that and not TWCC.
+        let twcc = offer.twcc_ext.filter(|id| s.twcc_ext == Some(*id));
+        if let Some(id) = twcc {
+            let _ = write!(
+                w,
+                "a=extmap:{id} {TRANSPORT_CC_URI}\r\na=rtcp-fb:{pt} transport-cc\r\n"
+            );
+        } else if c.kind == MediaKind::Video && s.remb_fb && offer.twcc_ext.is_none() {
+            let _ = write!(w, "a=rtcp-fb:{pt} goog-remb\r\n");
+        }
         if !c.fmtp.is_empty() {
             let _ = write!(w, "a=fmtp:{pt} {}\r\n", c.fmtp);
         }
@@ -374,5 +431,56 @@ m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:2\
             OfferFacts::parse(&offer),
             Err(SfuError::BadSdp(_))
         ));
+    }
+
+    fn local() -> Local<'static> {
+        Local {
+            ufrag: "u",
+            pwd: "p",
+            fingerprint: "AA",
+            candidate_addr: "127.0.0.1:4000".parse().unwrap(),
+            session_id: 1,
+        }
+    }
+
+    #[test]
+    fn transport_cc_is_answered_where_offered_and_remb_only_without_it() {
+        let twcc = OFFER
+            .replace(
+                "a=rtpmap:109 opus/48000/2\r\n",
+                "a=rtpmap:109 opus/48000/2\r\na=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\na=rtcp-fb:109 transport-cc\r\n",
+            )
+            .replace(
+                "a=rtpmap:120 VP8/90000\r\n",
+                "a=rtpmap:120 VP8/90000\r\na=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\na=rtcp-fb:120 transport-cc\r\na=rtcp-fb:120 goog-remb\r\n",
+            );
+        let facts = OfferFacts::parse(&twcc).unwrap();
+        assert_eq!(facts.twcc_ext, Some(3));
+        let a = answer(&facts, &local(), &tracks());
+        assert_eq!(
+            a.matches(&format!("a=extmap:3 {TRANSPORT_CC_URI}")).count(),
+            2
+        );
+        assert!(a.contains("a=rtcp-fb:120 transport-cc"));
+        assert!(!a.contains("goog-remb"));
+
+        let remb = OFFER.replace(
+            "a=rtpmap:120 VP8/90000\r\n",
+            "a=rtpmap:120 VP8/90000\r\na=rtcp-fb:120 goog-remb\r\n",
+        );
+        let facts = OfferFacts::parse(&remb).unwrap();
+        assert_eq!(facts.twcc_ext, None);
+        assert!(facts.remb);
+        let a = answer(&facts, &local(), &tracks());
+        assert!(a.contains("a=rtcp-fb:120 goog-remb"));
+        assert!(!a.contains("transport-cc"));
+
+        // Neither: neither answered.
+        let facts = OfferFacts::parse(OFFER).unwrap();
+        let a = answer(&facts, &local(), &tracks());
+        assert!(!a.contains("transport-cc") && !a.contains("goog-remb"));
+        // An id a one-byte header cannot carry is not taken.
+        let wide = twcc.replace("a=extmap:3 ", "a=extmap:15 ");
+        assert_eq!(OfferFacts::parse(&wide).unwrap().twcc_ext, None);
     }
 }

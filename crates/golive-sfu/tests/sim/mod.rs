@@ -26,7 +26,7 @@ use golive_client::{
 };
 use golive_proto::StreamName;
 use golive_sfu::{
-    MediaOptions, Output, PeerId, Sfu, SfuConfig, SrtpPolicy, StreamMedia, ViewerLeg,
+    LayerChange, MediaOptions, Output, PeerId, Sfu, SfuConfig, SrtpPolicy, StreamMedia, ViewerLeg,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -120,6 +120,94 @@ pub struct Client {
     pub read_errors: u64,
     /// SRTCP datagrams that reached the client (by their plaintext header), decryptable or not.
     pub rtcp_datagrams: u64,
+    /// A simulcast publisher's layers (see [`Sim::add_simulcast_publisher`]).
+    pub simulcast: Option<Simulcast>,
+}
+
+/// The rids of the harness's simulcast publisher, lowest layer first, as browsers name them.
+pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
+/// Header extension ids the simulcast publisher offers for MID and RID (RFC 8852); ids the
+/// client's own offer does not use.
+const MID_EXT_ID: u8 = 9;
+const RID_EXT_ID: u8 = 10;
+/// Video payload bytes per packet of each layer: a keyframe is [`KEYFRAME_PACKETS`] of them, a
+/// delta frame one.
+pub const SIMULCAST_PACKET_BYTES: [usize; 3] = [200, 500, 1000];
+
+/// One layer of a simulcast publisher: its own SSRC, numbering and synthetic source.
+pub struct SimulcastLayer {
+    pub rid: &'static str,
+    pub ssrc: u32,
+    pub source: SyntheticSource,
+    /// Video packets sent on this layer.
+    pub sent: Vec<Sent>,
+    /// Instants a keyframe request naming this layer's SSRC arrived.
+    pub plis: Vec<Instant>,
+    /// Stopped (as a browser stops an upper layer its uplink cannot carry), with the sequence
+    /// number to resume at: what the source makes meanwhile is never sent.
+    pub paused: Option<u16>,
+}
+
+/// A publisher that sends its video as three simulcast layers (RFC 8853): the client peer's
+/// own sender offers one video stream, so the offer is rewritten into a simulcast one (its
+/// SSRC lines out; rid, simulcast and MID/RID extmap lines in) and the layers' packets go out
+/// through the client's SRTP with MID and RID header extensions, as a browser sends them.
+/// Audio goes out once, with the lowest layer's source's audio.
+pub struct Simulcast {
+    pub mid: String,
+    pub audio_ssrc: u32,
+    pub layers: Vec<SimulcastLayer>,
+    /// Pauses every layer (and the audio).
+    pub sending: bool,
+}
+
+impl Simulcast {
+    pub fn layer_of_ssrc(&self, ssrc: u32) -> Option<usize> {
+        self.layers.iter().position(|l| l.ssrc == ssrc)
+    }
+}
+
+/// Rewrites a client publisher's offer into a simulcast one: in the video section, the SSRC
+/// lines go, and MID/RID extmaps, `a=rid:<id> send` lines and `a=simulcast:send` come. Returns
+/// the offer and the video section's mid.
+fn simulcast_offer(offer: &str) -> (String, String) {
+    let mut out = String::new();
+    let mut in_video = false;
+    let mut mid = None;
+    for line in offer.lines() {
+        if line.starts_with("m=") {
+            if in_video {
+                out += &simulcast_lines();
+            }
+            in_video = line.starts_with("m=video");
+        }
+        if in_video {
+            if line.starts_with("a=ssrc:") || line.starts_with("a=ssrc-group:") {
+                continue;
+            }
+            if let Some(m) = line.strip_prefix("a=mid:") {
+                mid = Some(m.to_owned());
+            }
+        }
+        out += line;
+        out += "\r\n";
+    }
+    if in_video {
+        out += &simulcast_lines();
+    }
+    (out, mid.expect("the offer has a video mid"))
+}
+
+fn simulcast_lines() -> String {
+    let mut s = format!(
+        "a=extmap:{MID_EXT_ID} urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+         a=extmap:{RID_EXT_ID} urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n"
+    );
+    for rid in SIMULCAST_RIDS {
+        s += &format!("a=rid:{rid} send\r\n");
+    }
+    s += &format!("a=simulcast:send {}\r\n", SIMULCAST_RIDS.join(";"));
+    s
 }
 
 impl Client {
@@ -187,7 +275,91 @@ impl Client {
                 PeerEvent::State(_) => {}
             }
         }
+        if let Some(sc) = &mut self.simulcast {
+            for ssrc in self.peer.take_keyframe_request_ssrcs() {
+                if let Some(l) = sc.layer_of_ssrc(ssrc) {
+                    sc.layers[l].source.request_keyframe();
+                    sc.layers[l].plis.push(now);
+                }
+            }
+        }
         self.deadline = self.peer.poll_timeout();
+    }
+
+    /// A simulcast publisher's media that is due: every layer's video with its SSRC and
+    /// MID/RID extensions, and the lowest layer's audio.
+    fn send_simulcast(&mut self, now: Instant) {
+        let Some(sc) = &mut self.simulcast else {
+            return;
+        };
+        if self.connected_at.is_none() || !sc.sending {
+            return;
+        }
+        let mut batch = Vec::new();
+        for (i, layer) in sc.layers.iter_mut().enumerate() {
+            layer.source.start(now);
+            if layer.source.poll_timeout().is_none_or(|t| t > now) {
+                continue;
+            }
+            batch.clear();
+            layer.source.produce(now, &mut batch);
+            if layer.paused.is_some() {
+                batch.retain(|p| p.kind == Kind::Audio);
+            }
+            for p in batch.drain(..) {
+                let mut header = rtc::rtp::Header {
+                    version: 2,
+                    marker: p.marker,
+                    sequence_number: p.seq,
+                    timestamp: p.ts,
+                    ..Default::default()
+                };
+                match p.kind {
+                    Kind::Video => {
+                        header.payload_type = PUB_VP8_PT;
+                        header.ssrc = layer.ssrc;
+                        header
+                            .set_extension(MID_EXT_ID, Bytes::from(sc.mid.clone()))
+                            .expect("a one-byte extension");
+                        header
+                            .set_extension(RID_EXT_ID, Bytes::from_static(layer.rid.as_bytes()))
+                            .expect("a one-byte extension");
+                    }
+                    Kind::Audio if i == 0 => {
+                        header.payload_type = PUB_OPUS_PT;
+                        header.ssrc = sc.audio_ssrc;
+                    }
+                    Kind::Audio => continue,
+                }
+                let packet = rtc::rtp::Packet {
+                    header,
+                    payload: p.payload.clone(),
+                };
+                if self.peer.send_raw_rtp(now, packet).is_err() {
+                    self.write_errors += 1;
+                    continue;
+                }
+                let mut sent = p;
+                sent.payload = Bytes::new();
+                match sent.kind {
+                    Kind::Video => layer.sent.push(sent),
+                    Kind::Audio => self.sent.push(sent),
+                }
+            }
+        }
+    }
+
+    /// A simulcast publisher has media due (or layers to start) now.
+    fn simulcast_due(&self, now: Instant) -> bool {
+        let Some(sc) = &self.simulcast else {
+            return false;
+        };
+        self.connected_at.is_some()
+            && sc.sending
+            && sc
+                .layers
+                .iter()
+                .any(|l| l.source.poll_timeout().is_none_or(|t| t <= now))
     }
 }
 
@@ -203,7 +375,14 @@ pub struct Link {
     /// The client reads nothing: the shell queues what the SFU sends it (up to
     /// [`STALL_QUEUE_BYTES`], dropping the rest) and reports the backlog to the SFU.
     pub stalled: bool,
+    /// The link toward the client carries this many bits per second at most: what exceeds it
+    /// waits in a queue (its delay grows, as a bottleneck router's does), and what would wait
+    /// longer than [`RATE_QUEUE_LIMIT`] is dropped.
+    pub down_rate_bps: Option<u64>,
 }
+
+/// The longest a rate-limited link queues a datagram before it drops it.
+pub const RATE_QUEUE_LIMIT: Duration = Duration::from_millis(300);
 
 /// What the simulated shell queues for one stalled client at most.
 pub const STALL_QUEUE_BYTES: usize = 4 * 1024 * 1024;
@@ -255,6 +434,10 @@ pub struct Sim {
     /// Datagrams the links lost, per direction.
     pub lost_down: u64,
     pub lost_up: u64,
+    /// When each rate-limited link toward a client is free again.
+    link_busy_until: HashMap<usize, Instant>,
+    /// Every layer change the SFU reported, with when.
+    pub layer_changes: Vec<(Instant, LayerChange)>,
     rng: StdRng,
 }
 
@@ -284,6 +467,23 @@ impl Sim {
     }
 
     fn with_exact_options(options: MediaOptions) -> Self {
+        Self::with_srtp(options, SrtpPolicy::default())
+    }
+
+    /// Lean viewers, and an SFU that also accepts AES-CM SRTP (older clients).
+    pub fn lean_with_legacy_srtp() -> Self {
+        Self::with_srtp(
+            MediaOptions {
+                viewer_leg: ViewerLeg::Lean,
+                ..MediaOptions::default()
+            },
+            SrtpPolicy {
+                allow_legacy_cm: true,
+            },
+        )
+    }
+
+    fn with_srtp(options: MediaOptions, srtp: SrtpPolicy) -> Self {
         let t0 = Instant::now();
         Self {
             t0,
@@ -291,7 +491,7 @@ impl Sim {
             sfu: Sfu::with_options(
                 SfuConfig {
                     advertised_addr: SFU_ADDR,
-                    srtp: SrtpPolicy::default(),
+                    srtp,
                     share_media: false,
                 },
                 options,
@@ -317,6 +517,8 @@ impl Sim {
             stall_dropped: 0,
             lost_down: 0,
             lost_up: 0,
+            link_busy_until: HashMap::new(),
+            layer_changes: Vec::new(),
             rng: StdRng::seed_from_u64(0x5eed),
         }
     }
@@ -446,10 +648,26 @@ impl Sim {
             self.lost_down += 1;
             return;
         }
-        if link.delay > Duration::ZERO {
+        let mut delay = link.delay;
+        if let Some(rate) = link.down_rate_bps.filter(|_| is_srtp(&data)) {
+            let free = self
+                .link_busy_until
+                .get(&i)
+                .copied()
+                .unwrap_or(self.now)
+                .max(self.now);
+            if free - self.now > RATE_QUEUE_LIMIT {
+                self.lost_down += 1;
+                return;
+            }
+            let serialize = Duration::from_secs_f64(data.len() as f64 * 8.0 / rate as f64);
+            self.link_busy_until.insert(i, free + serialize);
+            delay += free + serialize - self.now;
+        }
+        if delay > Duration::ZERO {
             self.flight_seq += 1;
             self.in_flight.insert(
-                (self.now + link.delay, self.flight_seq),
+                (self.now + delay, self.flight_seq),
                 Flight::ToClient(i, data),
             );
         } else {
@@ -542,6 +760,98 @@ impl Sim {
         id
     }
 
+    /// A simulcast publisher of `stream` (see [`Simulcast`]): three layers with rids q, h, f,
+    /// each its own SSRC, sequence numbers, timestamps and stamped payloads
+    /// ([`SIMULCAST_PACKET_BYTES`] per packet), keyframes every `gop_frames` frames and when a
+    /// keyframe request names the layer's SSRC. Sends once connected.
+    pub fn add_simulcast_publisher(&mut self, id: PeerId, name: &str, gop_frames: u64) -> PeerId {
+        let now = self.now;
+        let addr = self.next_addr();
+        let tag = self.next_tag;
+        self.next_tag += 4;
+        // The client's own source stays silent: the layers below send instead.
+        let mut source = SyntheticSource::new(tag, media_plan(gop_frames), self.clock);
+        source.set_sending(false);
+        let role = PeerRole::Publisher {
+            video_ssrc: 0x1000_0000 + tag,
+            audio_ssrc: 0x2000_0000 + tag,
+            source,
+        };
+        let mut peer =
+            ClientPeer::new(now, addr, &peer_config(true), role).expect("publisher peer");
+        let (offer, mid) = simulcast_offer(peer.offer_sdp());
+        let answer = self
+            .sfu
+            .add_publisher(now, id, stream(name), &offer)
+            .unwrap_or_else(|e| panic!("add_publisher: {e}\n{offer}"));
+        self.media.insert(stream(name), answer.media.clone());
+        peer.accept_answer(now, &answer.sdp)
+            .unwrap_or_else(|e| panic!("set answer: {e}\n{}", answer.sdp));
+        let layers = SIMULCAST_RIDS
+            .iter()
+            .enumerate()
+            .map(|(i, rid)| {
+                let bytes = SIMULCAST_PACKET_BYTES[i];
+                let plan = MediaPlan {
+                    keyframe_bytes: KEYFRAME_PACKETS * bytes,
+                    delta_frame_bytes: bytes,
+                    max_payload_bytes: bytes,
+                    ..media_plan(gop_frames)
+                };
+                // Unrelated numbers and clocks per layer, as an encoder's streams have.
+                let numbering = Numbering {
+                    video_seq: 1000 + 20_000 * i as u16,
+                    audio_seq: 7,
+                    video_ts: 5_000_000 * i as u32,
+                    audio_ts: 0,
+                };
+                SimulcastLayer {
+                    rid,
+                    ssrc: 0x3000_0000 + tag * 4 + i as u32,
+                    source: SyntheticSource::with_numbering(
+                        tag + 1 + i as u32,
+                        plan,
+                        self.clock,
+                        numbering,
+                    ),
+                    sent: Vec::new(),
+                    plis: Vec::new(),
+                    paused: None,
+                }
+            })
+            .collect();
+        let mut client = new_client(id, stream(name), addr, &answer.sdp, peer);
+        client.simulcast = Some(Simulcast {
+            mid,
+            audio_ssrc: 0x2000_0000 + tag,
+            layers,
+            sending: true,
+        });
+        self.register(client);
+        self.pump();
+        id
+    }
+
+    /// Stops or resumes one layer of a simulcast publisher, as a browser does: it resumes where
+    /// its sequence numbers stopped, with a keyframe.
+    pub fn set_layer_sending(&mut self, id: PeerId, layer: usize, on: bool) {
+        let sc = self
+            .client_mut(id)
+            .simulcast
+            .as_mut()
+            .expect("a simulcast publisher");
+        let l = &mut sc.layers[layer];
+        match (on, l.paused) {
+            (false, None) => l.paused = Some(l.source.next_video_seq()),
+            (true, Some(seq)) => {
+                l.paused = None;
+                l.source.set_next_video_seq(seq);
+                l.source.request_keyframe();
+            }
+            _ => {}
+        }
+    }
+
     /// The offer a viewer client would make (for tests that mutate it).
     pub fn viewer_offer(&mut self) -> String {
         let addr = self.next_addr();
@@ -552,10 +862,33 @@ impl Sim {
 
     /// A viewer client of `stream` (whose publisher must have been added).
     pub fn add_viewer(&mut self, id: PeerId, name: &str) -> PeerId {
+        self.add_viewer_with(id, name, peer_config(false))
+    }
+
+    /// A viewer with a browser's feedback: NACK, RTCP reports and transport-wide congestion
+    /// control (it offers the `transport-cc` extension and sends TWCC feedback).
+    pub fn add_browser_viewer(&mut self, id: PeerId, name: &str) -> PeerId {
+        let config = PeerConfig {
+            feedback: Feedback::Browser,
+            ..peer_config(false)
+        };
+        self.add_viewer_with(id, name, config)
+    }
+
+    /// A browser viewer (see [`Sim::add_browser_viewer`]) that offers only AES-CM SRTP.
+    pub fn add_legacy_browser_viewer(&mut self, id: PeerId, name: &str) -> PeerId {
+        let config = PeerConfig {
+            feedback: Feedback::Browser,
+            srtp: Some(golive_client::peer::SrtpOffer::Cm),
+            ..peer_config(false)
+        };
+        self.add_viewer_with(id, name, config)
+    }
+
+    fn add_viewer_with(&mut self, id: PeerId, name: &str, config: PeerConfig) -> PeerId {
         let now = self.now;
         let addr = self.next_addr();
-        let mut peer =
-            ClientPeer::new(now, addr, &peer_config(false), PeerRole::Viewer).expect("viewer peer");
+        let mut peer = ClientPeer::new(now, addr, &config, PeerRole::Viewer).expect("viewer peer");
         let offer = peer.offer_sdp().to_owned();
         let media = self
             .media
@@ -650,6 +983,9 @@ impl Sim {
                     _ => {}
                 }
             }
+            while let Some(c) = self.sfu.poll_layer_change() {
+                self.layer_changes.push((now, c));
+            }
             if !moved {
                 break;
             }
@@ -695,6 +1031,10 @@ impl Sim {
         for i in 0..self.clients.len() {
             if self.clients[i].deadline.is_some_and(|t| t <= now) {
                 let _ = self.clients[i].peer.handle_timeout(now);
+                self.drain_client(i);
+            }
+            if self.clients[i].simulcast_due(now) {
+                self.clients[i].send_simulcast(now);
                 self.drain_client(i);
             }
         }
@@ -786,6 +1126,7 @@ fn new_client(
         plis: Vec::new(),
         read_errors: 0,
         rtcp_datagrams: 0,
+        simulcast: None,
     }
 }
 

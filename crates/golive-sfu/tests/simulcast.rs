@@ -1,0 +1,480 @@
+//! Simulcast: a broadcaster's three layers are each received and kept apart, and each viewer
+//! gets exactly one layer at a time, moving between them only at a keyframe of the new layer,
+//! on one continuous line of SSRC, sequence numbers and timestamps.
+
+mod sim;
+
+use golive_sfu::bwe::{Preference, SwitchReason};
+use golive_sfu::{Layer, PeerId};
+use sim::{Kind, Received, Sim, ms};
+use std::time::{Duration, Instant};
+
+const PUBLISHER: PeerId = PeerId(1);
+const GOP_FRAMES: u64 = 30;
+
+fn started() -> Sim {
+    started_on(Sim::new())
+}
+
+/// The estimate runs on the lean viewer leg (the default), whatever GOLIVE_VIEWER_LEG says.
+fn started_on(mut sim: Sim) -> Sim {
+    sim.add_simulcast_publisher(PUBLISHER, "live", GOP_FRAMES);
+    sim.run_until_connected(&[PUBLISHER], Duration::from_secs(5));
+    sim.run_for(ms(500));
+    sim
+}
+
+fn layer_sources(sim: &Sim) -> Vec<u32> {
+    let sc = sim.client(PUBLISHER).simulcast.as_ref().expect("simulcast");
+    sc.layers.iter().map(|l| l.source.id()).collect()
+}
+
+/// A viewer's video, cut into runs of one layer each: (layer, packets).
+fn runs<'a>(sim: &Sim, viewer: &'a sim::Client) -> Vec<(usize, Vec<&'a Received>)> {
+    let sources = layer_sources(sim);
+    let mut runs: Vec<(usize, Vec<&Received>)> = Vec::new();
+    for r in viewer.received_of(Kind::Video) {
+        let source = r.stamp.expect("a stamped payload").source_id;
+        let layer = sources
+            .iter()
+            .position(|s| *s == source)
+            .unwrap_or_else(|| panic!("{}: a packet of no layer: {r:?}", viewer.id));
+        match runs.last_mut() {
+            Some((l, packets)) if *l == layer => packets.push(r),
+            _ => runs.push((layer, vec![r])),
+        }
+    }
+    runs
+}
+
+/// The whole video line a viewer saw: one SSRC, sequence numbers without a gap, timestamps
+/// that never go back.
+fn assert_one_line(viewer: &sim::Client) {
+    let video = viewer.received_of(Kind::Video);
+    assert!(!video.is_empty(), "{}: no video", viewer.id);
+    let ssrc = video[0].ssrc;
+    assert!(
+        video.iter().all(|r| r.ssrc == ssrc),
+        "{}: more than one SSRC",
+        viewer.id
+    );
+    let seqs: Vec<u16> = video.iter().map(|r| r.seq).collect();
+    golive_client::verify::gap_free(&seqs).unwrap_or_else(|e| panic!("{}: {e}", viewer.id));
+    for pair in video.windows(2) {
+        let step = pair[1].ts.wrapping_sub(pair[0].ts) as i32;
+        assert!(
+            step >= 0,
+            "{}: timestamp {} after {} (seq {})",
+            viewer.id,
+            pair[1].ts,
+            pair[0].ts,
+            pair[1].seq
+        );
+    }
+}
+
+/// Checks one run of a layer against what that layer sent: byte for byte, in order, with the
+/// layer's timestamp steps and markers, from a keyframe start on.
+fn assert_run_is_the_layer(sim: &Sim, viewer: PeerId, layer: usize, run: &[&Received]) {
+    let sc = sim.client(PUBLISHER).simulcast.as_ref().expect("simulcast");
+    let sent: Vec<&sim::Sent> = sc.layers[layer].sent.iter().collect();
+    assert!(
+        run[0].keyframe_start,
+        "{viewer}: its run of layer {layer} does not start at a keyframe"
+    );
+    golive_client::check_track(&sent, run, sim::VIEWER_VP8_PT, false)
+        .unwrap_or_else(|e| panic!("{viewer} layer {layer}: {e}"));
+}
+
+fn changes_of(sim: &Sim, viewer: PeerId) -> Vec<(Layer, SwitchReason)> {
+    sim.layer_changes
+        .iter()
+        .filter(|(_, c)| c.peer == viewer)
+        .map(|(_, c)| (c.layer, c.reason))
+        .collect()
+}
+
+#[test]
+fn every_layer_is_received_and_each_viewer_gets_the_layer_its_preference_allows() {
+    let mut sim = started();
+    let viewers = [
+        (PeerId(10), Preference::Low, 0),
+        (PeerId(11), Preference::Medium, 1),
+        (PeerId(12), Preference::High, 2),
+        (PeerId(13), Preference::Auto, 2),
+    ];
+    for (id, preference, _) in viewers {
+        sim.add_viewer(id, "live");
+        let now = sim.now;
+        sim.sfu
+            .set_viewer_preference(now, id, preference)
+            .expect("a viewer");
+    }
+    let ids: Vec<PeerId> = viewers.iter().map(|v| v.0).collect();
+    sim.run_until_connected(&ids, Duration::from_secs(5));
+    sim.run_for(Duration::from_secs(3));
+
+    let sc = sim.client(PUBLISHER).simulcast.as_ref().unwrap();
+    for l in &sc.layers {
+        assert!(l.sent.len() > 90, "layer {} sent {}", l.rid, l.sent.len());
+    }
+    assert_eq!(sim.sfu.stats().rtp_dropped_unknown_layer, 0);
+    for (id, _, layer) in viewers {
+        let v = sim.client(id);
+        assert_one_line(v);
+        let runs = runs(&sim, v);
+        let (last_layer, last_run) = runs.last().expect("video");
+        assert_eq!(*last_layer, layer, "{id} ends on layer {last_layer}");
+        assert!(last_run.len() > 60, "{id}: {} packets", last_run.len());
+        for (l, run) in &runs {
+            assert_run_is_the_layer(&sim, id, *l, run);
+        }
+        // Every viewer starts on the lowest layer; the others move up once, for their
+        // preference.
+        assert_eq!(runs[0].0, 0, "{id} starts on layer {}", runs[0].0);
+        let expected: Vec<(Layer, SwitchReason)> = if layer == 0 {
+            vec![]
+        } else {
+            vec![(Layer(layer as u8), SwitchReason::Preference)]
+        };
+        assert_eq!(changes_of(&sim, id), expected, "{id}");
+        assert_eq!(
+            sim.sfu.viewer_layers(id),
+            Some((Layer(layer as u8), Layer(layer as u8)))
+        );
+        // Audio is untouched by simulcast.
+        sim::check_track(sim.client(PUBLISHER), v, Kind::Audio, None);
+    }
+}
+
+#[test]
+fn a_viewer_moved_between_layers_sees_one_line_and_each_move_starts_at_a_keyframe() {
+    let mut sim = started();
+    let viewer = PeerId(20);
+    sim.add_viewer(viewer, "live");
+    sim.run_until_connected(&[viewer], Duration::from_secs(5));
+    sim.run_for(Duration::from_secs(1));
+    for preference in [
+        Preference::Low,
+        Preference::Medium,
+        Preference::High,
+        Preference::Medium,
+    ] {
+        let now = sim.now;
+        sim.sfu
+            .set_viewer_preference(now, viewer, preference)
+            .unwrap();
+        sim.run_for(Duration::from_secs(1));
+    }
+    let v = sim.client(viewer);
+    assert_one_line(v);
+    let runs = runs(&sim, v);
+    let layers: Vec<usize> = runs.iter().map(|(l, _)| *l).collect();
+    assert_eq!(layers, [0, 2, 0, 1, 2, 1]);
+    for (l, run) in &runs {
+        assert_run_is_the_layer(&sim, viewer, *l, run);
+    }
+    let reasons: Vec<(Layer, SwitchReason)> = changes_of(&sim, viewer);
+    assert_eq!(
+        reasons,
+        [2, 0, 1, 2, 1].map(|l| (Layer(l), SwitchReason::Preference))
+    );
+    // Each move waited for a keyframe the SFU asked of that layer, not for the next regular
+    // one (a GOP is a second): the new layer's first packet came well within 100 ms.
+    let changed_at: Vec<Instant> = sim
+        .layer_changes
+        .iter()
+        .filter(|(_, c)| c.peer == viewer)
+        .map(|(t, _)| *t)
+        .collect();
+    for pair in changed_at.windows(2) {
+        assert!(pair[1] > pair[0]);
+    }
+    let join = sim.sfu_connected[&viewer];
+    for (i, at) in changed_at.iter().enumerate().skip(1) {
+        let set_at = join + Duration::from_secs(1) * i as u32;
+        assert!(
+            *at >= set_at && *at - set_at < ms(100),
+            "move {i} came {:?} after it was asked",
+            at.saturating_duration_since(set_at)
+        );
+    }
+}
+
+#[test]
+fn keyframe_requests_reach_the_layer_they_are_for_coalesced() {
+    let mut sim = started();
+    let (high, low_a, low_b) = (PeerId(30), PeerId(31), PeerId(32));
+    for (id, preference) in [
+        (high, Preference::High),
+        (low_a, Preference::Low),
+        (low_b, Preference::Low),
+    ] {
+        sim.add_viewer(id, "live");
+        let now = sim.now;
+        sim.sfu.set_viewer_preference(now, id, preference).unwrap();
+    }
+    sim.run_until_connected(&[high, low_a, low_b], Duration::from_secs(5));
+    sim.run_for(Duration::from_secs(2));
+    let plis = |sim: &Sim| -> Vec<usize> {
+        let sc = sim.client(PUBLISHER).simulcast.as_ref().unwrap();
+        sc.layers.iter().map(|l| l.plis.len()).collect()
+    };
+    let before = plis(&sim);
+    assert!(sim.send_pli(high));
+    sim.run_for(ms(50));
+    let after = plis(&sim);
+    assert_eq!(
+        [
+            after[0] - before[0],
+            after[1] - before[1],
+            after[2] - before[2]
+        ],
+        [0, 0, 1],
+        "the high viewer's PLI names only the top layer"
+    );
+    // Two viewers of the lowest layer at once: one PLI for them both.
+    sim.run_for(Duration::from_secs(1));
+    let before = plis(&sim);
+    assert!(sim.send_pli(low_a));
+    assert!(sim.send_pli(low_b));
+    sim.run_for(ms(50));
+    let after = plis(&sim);
+    assert_eq!(
+        [
+            after[0] - before[0],
+            after[1] - before[1],
+            after[2] - before[2]
+        ],
+        [1, 0, 0]
+    );
+}
+
+#[test]
+fn a_simulcast_offer_with_more_layers_than_golive_takes_is_refused() {
+    let mut sim = Sim::new();
+    let offer = sim.viewer_offer();
+    let offer = offer.replace("a=recvonly", "a=sendonly")
+        + "a=rid:a send\r\na=rid:b send\r\na=rid:c send\r\na=rid:d send\r\na=simulcast:send a;b;c;d\r\n";
+    let err = golive_sfu::Sfu::publisher_media(&offer).expect_err("four layers");
+    assert!(
+        matches!(&err, golive_sfu::SfuError::BadSdp(m) if m.contains("at most 3")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_viewer_on_a_top_layer_follows_a_new_broadcaster_without_simulcast() {
+    let mut sim = started();
+    let viewer = PeerId(40);
+    sim.add_viewer(viewer, "live");
+    sim.run_until_connected(&[viewer], Duration::from_secs(5));
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.sfu.viewer_layers(viewer), Some((Layer(2), Layer(2))));
+    sim.remove(PUBLISHER);
+    sim.drop_client(PUBLISHER);
+    let replacement = PeerId(2);
+    sim.add_publisher(replacement, "live", GOP_FRAMES);
+    sim.run_until_connected(&[replacement], Duration::from_secs(5));
+    let switched_from = sim.now;
+    sim.run_for(Duration::from_secs(2));
+
+    let v = sim.client(viewer);
+    assert_one_line(v);
+    let source = sim
+        .client(replacement)
+        .peer
+        .source()
+        .expect("a publisher")
+        .id();
+    let tail: Vec<&Received> = v
+        .received_of(Kind::Video)
+        .into_iter()
+        .filter(|r| r.at >= switched_from && r.stamp.is_some_and(|s| s.source_id == source))
+        .collect();
+    assert!(
+        tail.len() > 50,
+        "{} packets of the new broadcaster",
+        tail.len()
+    );
+    assert!(tail[0].keyframe_start);
+    let sent = sim.client(replacement).sent_of(Kind::Video);
+    golive_client::check_track(&sent, &tail, sim::VIEWER_VP8_PT, false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sim.sfu.viewer_layers(viewer), Some((Layer(0), Layer(0))));
+    assert_eq!(
+        changes_of(&sim, viewer).last(),
+        Some(&(Layer(0), SwitchReason::Publisher))
+    );
+}
+
+#[test]
+fn a_browser_viewer_on_a_free_link_climbs_to_the_top_layer_by_its_estimate() {
+    let mut sim = started_on(Sim::lean());
+    let viewer = PeerId(50);
+    sim.add_browser_viewer(viewer, "live");
+    sim.run_until_connected(&[viewer], Duration::from_secs(5));
+    sim.run_for(Duration::from_secs(5));
+    assert!(
+        sim.sfu.stats().twcc_feedback_in > 20,
+        "{:?}",
+        sim.sfu.stats()
+    );
+    assert_eq!(sim.sfu.stats().twcc_feedback_refused, 0);
+    let estimate = sim.sfu.viewer_estimate_bps(viewer).expect("an estimate");
+    assert_eq!(sim.sfu.viewer_layers(viewer), Some((Layer(2), Layer(2))));
+    let v = sim.client(viewer);
+    assert_one_line(v);
+    let runs = runs(&sim, v);
+    let layers: Vec<usize> = runs.iter().map(|(l, _)| *l).collect();
+    assert_eq!(layers, [0, 1, 2], "estimate {estimate}");
+    for (l, run) in &runs {
+        assert_run_is_the_layer(&sim, viewer, *l, run);
+    }
+    assert!(
+        changes_of(&sim, viewer)
+            .iter()
+            .all(|(_, r)| *r == SwitchReason::Bandwidth)
+    );
+}
+
+#[test]
+fn a_browser_viewer_whose_feedback_shows_a_constrained_link_moves_down_to_the_lowest_layer() {
+    let mut sim = started_on(Sim::lean());
+    let (constrained, free) = (PeerId(60), PeerId(61));
+    sim.add_browser_viewer(constrained, "live");
+    sim.add_browser_viewer(free, "live");
+    sim.run_until_connected(&[constrained, free], Duration::from_secs(5));
+    sim.run_for(Duration::from_secs(4));
+    assert_eq!(
+        sim.sfu.viewer_layers(constrained),
+        Some((Layer(2), Layer(2)))
+    );
+    // With audio and packet overheads the top layer takes about 310 kbit/s, the middle one
+    // about 190, the lowest about 120; the link now carries 160.
+    sim.set_link(
+        constrained,
+        sim::Link {
+            down_rate_bps: Some(160_000),
+            ..sim::Link::default()
+        },
+    );
+    let constrained_at = sim.now;
+    sim.run_for(Duration::from_secs(6));
+    let estimate = sim
+        .sfu
+        .viewer_estimate_bps(constrained)
+        .expect("an estimate");
+    assert!(estimate < 170_000.0, "estimate {estimate}");
+    assert_eq!(
+        sim.sfu.viewer_layers(constrained),
+        Some((Layer(0), Layer(0))),
+        "estimate {estimate}"
+    );
+    let moves: Vec<(Layer, SwitchReason)> = sim
+        .layer_changes
+        .iter()
+        .filter(|(t, c)| c.peer == constrained && *t > constrained_at)
+        .map(|(_, c)| (c.layer, c.reason))
+        .collect();
+    assert_eq!(
+        moves.last(),
+        Some(&(Layer(0), SwitchReason::Bandwidth)),
+        "{moves:?}"
+    );
+    // One SSRC throughout (the link lost packets, so the line has holes the viewer NACKed);
+    // once settled on the lowest layer, it gets that layer whole, byte for byte.
+    let v = sim.client(constrained);
+    let video = v.received_of(Kind::Video);
+    assert!(video.iter().all(|r| r.ssrc == video[0].ssrc));
+    let moved_at = sim
+        .layer_changes
+        .iter()
+        .rev()
+        .find(|(_, c)| c.peer == constrained)
+        .map(|(t, _)| *t)
+        .unwrap();
+    // Packets the publisher sent a second after the move (repairs of older losses aside).
+    let since_ns = (moved_at + Duration::from_secs(1) - sim.t0).as_nanos() as u64;
+    let settled: Vec<&Received> = video
+        .into_iter()
+        .filter(|r| r.stamp.is_some_and(|s| s.sent_ns >= since_ns))
+        .collect();
+    assert!(settled.len() > 60, "{} packets once settled", settled.len());
+    let sc = sim.client(PUBLISHER).simulcast.as_ref().unwrap();
+    let sent: Vec<&sim::Sent> = sc.layers[0].sent.iter().collect();
+    golive_client::check_track(&sent, &settled, sim::VIEWER_VP8_PT, false)
+        .unwrap_or_else(|e| panic!("once settled: {e}"));
+    // The other viewer is untouched.
+    assert_eq!(sim.sfu.viewer_layers(free), Some((Layer(2), Layer(2))));
+
+    // The link frees up: the estimate grows with what the viewer receives, and the viewer
+    // climbs back one layer per hold.
+    sim.set_link(constrained, sim::Link::default());
+    sim.run_for(Duration::from_secs(25));
+    assert_eq!(
+        sim.sfu.viewer_layers(constrained),
+        Some((Layer(2), Layer(2))),
+        "estimate {:?}",
+        sim.sfu.viewer_estimate_bps(constrained)
+    );
+}
+
+#[test]
+fn a_legacy_srtp_browser_viewer_gets_stamped_packets_it_can_read_and_climbs() {
+    let mut sim = started_on(Sim::lean_with_legacy_srtp());
+    let viewer = PeerId(70);
+    sim.add_legacy_browser_viewer(viewer, "live");
+    sim.run_until_connected(&[viewer], Duration::from_secs(5));
+    sim.run_for(Duration::from_secs(5));
+    assert!(
+        sim.sfu.stats().twcc_feedback_in > 20,
+        "{:?}",
+        sim.sfu.stats()
+    );
+    assert_eq!(sim.sfu.viewer_layers(viewer), Some((Layer(2), Layer(2))));
+    let v = sim.client(viewer);
+    assert_eq!(v.read_errors, 0);
+    assert_one_line(v);
+    for (l, run) in &runs(&sim, v) {
+        assert_run_is_the_layer(&sim, viewer, *l, run);
+    }
+}
+
+#[test]
+fn a_layer_the_broadcaster_stops_sends_its_viewers_one_layer_down_and_back_when_it_returns() {
+    let mut sim = started();
+    let viewer = PeerId(80);
+    sim.add_viewer(viewer, "live");
+    sim.run_until_connected(&[viewer], Duration::from_secs(5));
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.sfu.viewer_layers(viewer), Some((Layer(2), Layer(2))));
+    sim.set_layer_sending(PUBLISHER, 2, false);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.sfu.viewer_layers(viewer), Some((Layer(1), Layer(1))));
+    sim.set_layer_sending(PUBLISHER, 2, true);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.sfu.viewer_layers(viewer), Some((Layer(2), Layer(2))));
+
+    let v = sim.client(viewer);
+    assert_one_line(v);
+    let runs = runs(&sim, v);
+    let layers: Vec<usize> = runs.iter().map(|(l, _)| *l).collect();
+    assert_eq!(layers, [0, 2, 1, 2]);
+    for (l, run) in &runs {
+        assert_run_is_the_layer(&sim, viewer, *l, run);
+    }
+    assert_eq!(
+        changes_of(&sim, viewer),
+        [
+            (Layer(2), SwitchReason::Preference),
+            (Layer(1), SwitchReason::Publisher),
+            (Layer(2), SwitchReason::Publisher),
+        ]
+    );
+    // The picture stopped for no longer than it takes to notice the layer stopped and to get
+    // a keyframe of the next one.
+    let video = v.received_of(Kind::Video);
+    let longest_gap = video.windows(2).map(|w| w[1].at - w[0].at).max().unwrap();
+    assert!(longest_gap < ms(700), "video stopped for {longest_gap:?}");
+}
