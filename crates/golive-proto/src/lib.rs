@@ -139,6 +139,62 @@ pub enum ClientMessage {
     /// The broadcaster's snapshot of its picture for the directory: a JPEG of at most
     /// [`MAX_THUMBNAIL_BYTES`], in standard base64 (RFC 4648, with padding).
     Thumbnail { jpeg: String },
+    /// A viewer's ceiling on its video quality; the server answers nothing, and tells the
+    /// viewer with a server `quality` message once its video has moved to another layer.
+    Quality { prefer: QualityPreference },
+}
+
+/// A viewer's ceiling on quality, for a broadcaster that sends simulcast layers. `high`,
+/// `medium` and `low` cap the layer (a stream with fewer layers rounds down to the nearest it
+/// has); the viewer's bandwidth estimate may still hold it lower. `auto`, the default, leaves
+/// the choice to the estimate alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QualityPreference {
+    #[default]
+    Auto,
+    High,
+    Medium,
+    Low,
+}
+
+/// A simulcast layer by name. The top layer a broadcaster sends (its full picture) is always
+/// `high`; with two or more the bottom one is `low`; with three, the one between is `medium`.
+/// So a broadcaster without simulcast has one layer, `high`, and one with two has `low` and
+/// `high`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QualityLayer {
+    Low,
+    Medium,
+    High,
+}
+
+impl QualityLayer {
+    /// The name of layer `index` (counted from the lowest, 0) of a broadcaster that sends
+    /// `count` layers. An index at or past the top counts as the top: a layer the server has
+    /// seen is one the broadcaster sends, whatever the count says.
+    pub fn from_index(index: usize, count: usize) -> Self {
+        if index + 1 >= count {
+            QualityLayer::High
+        } else if index == 0 {
+            QualityLayer::Low
+        } else {
+            QualityLayer::Medium
+        }
+    }
+}
+
+/// Why a viewer's video moved to another layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QualityReason {
+    /// The viewer's bandwidth estimate fell below its layer, or rose to carry a higher one.
+    Bandwidth,
+    /// The viewer's `quality` preference asked for it.
+    Preference,
+    /// The broadcaster stopped or started sending a layer.
+    Publisher,
 }
 
 /// The `type` values a client may send.
@@ -152,6 +208,7 @@ pub const CLIENT_TYPES: &[&str] = &[
     "remove",
     "mute",
     "thumbnail",
+    "quality",
 ];
 
 /// Largest thumbnail JPEG, in bytes (before base64): its base64 (43,692 characters) and the
@@ -294,6 +351,13 @@ pub enum ServerMessage {
     /// redirects at most, so a misconfigured cluster cannot bounce them forever.
     Redirect {
         url: String,
+    },
+    /// To a viewer: its video moved to simulcast layer `layer`, for `reason` (sent at the
+    /// switch, that is at the new layer's first keyframe). A viewer starts on the lowest layer
+    /// without this message; a broadcaster without simulcast never causes one.
+    Quality {
+        layer: QualityLayer,
+        reason: QualityReason,
     },
 }
 
@@ -456,6 +520,7 @@ impl ClientMessage {
             ClientMessage::Remove { .. } => "remove",
             ClientMessage::Mute { .. } => "mute",
             ClientMessage::Thumbnail { .. } => "thumbnail",
+            ClientMessage::Quality { .. } => "quality",
         }
     }
 
@@ -543,6 +608,97 @@ mod tests {
         // The largest thumbnail, in base64 inside its message, fits in the default frame limit.
         let base64_len = MAX_THUMBNAIL_BYTES.div_ceil(3) * 4;
         assert!(base64_len + r#"{"type":"thumbnail","jpeg":""}"#.len() <= MAX_FRAME_BYTES);
+    }
+
+    #[test]
+    fn quality_messages_round_trip_in_the_documented_shape() {
+        for (text, prefer) in [
+            (
+                r#"{"type":"quality","prefer":"auto"}"#,
+                QualityPreference::Auto,
+            ),
+            (
+                r#"{"type":"quality","prefer":"high"}"#,
+                QualityPreference::High,
+            ),
+            (
+                r#"{"type":"quality","prefer":"medium"}"#,
+                QualityPreference::Medium,
+            ),
+            (
+                r#"{"type":"quality","prefer":"low"}"#,
+                QualityPreference::Low,
+            ),
+        ] {
+            let m = ClientMessage::parse(text).unwrap();
+            assert_eq!(m, ClientMessage::Quality { prefer });
+            assert_eq!(m.type_name(), "quality");
+            assert_eq!(m.to_json(), text);
+        }
+        assert!(CLIENT_TYPES.contains(&"quality"));
+        for (layer, reason, json) in [
+            (
+                QualityLayer::Low,
+                QualityReason::Preference,
+                r#"{"type":"quality","layer":"low","reason":"preference"}"#,
+            ),
+            (
+                QualityLayer::Medium,
+                QualityReason::Bandwidth,
+                r#"{"type":"quality","layer":"medium","reason":"bandwidth"}"#,
+            ),
+            (
+                QualityLayer::High,
+                QualityReason::Publisher,
+                r#"{"type":"quality","layer":"high","reason":"publisher"}"#,
+            ),
+        ] {
+            let msg = ServerMessage::Quality { layer, reason };
+            assert_eq!(msg.to_json(), json);
+            assert_eq!(ServerMessage::parse(json).unwrap(), msg);
+        }
+    }
+
+    #[test]
+    fn bad_quality_values_are_bad_requests_that_name_the_choices() {
+        for text in [
+            r#"{"type":"quality","prefer":"ultra"}"#,
+            r#"{"type":"quality","prefer":"HIGH"}"#,
+            r#"{"type":"quality","prefer":2}"#,
+            r#"{"type":"quality"}"#,
+        ] {
+            let e = ClientMessage::parse(text).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest, "{text}");
+            assert!(
+                e.message.contains("bad \"quality\""),
+                "{text}: {}",
+                e.message
+            );
+        }
+        let e = ClientMessage::parse(r#"{"type":"quality","prefer":"ultra"}"#).unwrap_err();
+        for choice in ["auto", "high", "medium", "low"] {
+            assert!(e.message.contains(choice), "{}", e.message);
+        }
+        assert!(
+            ServerMessage::parse(r#"{"type":"quality","layer":"top","reason":"bandwidth"}"#)
+                .is_err()
+        );
+        assert!(
+            ServerMessage::parse(r#"{"type":"quality","layer":"low","reason":"whim"}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn layers_are_named_from_the_top_down() {
+        assert_eq!(QualityLayer::from_index(0, 1), QualityLayer::High);
+        assert_eq!(QualityLayer::from_index(0, 2), QualityLayer::Low);
+        assert_eq!(QualityLayer::from_index(1, 2), QualityLayer::High);
+        assert_eq!(QualityLayer::from_index(0, 3), QualityLayer::Low);
+        assert_eq!(QualityLayer::from_index(1, 3), QualityLayer::Medium);
+        assert_eq!(QualityLayer::from_index(2, 3), QualityLayer::High);
+        // A count that lags behind the layers seen (or none yet) still names the top `high`.
+        assert_eq!(QualityLayer::from_index(0, 0), QualityLayer::High);
+        assert_eq!(QualityLayer::from_index(2, 2), QualityLayer::High);
     }
 
     #[test]
