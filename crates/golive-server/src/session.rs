@@ -9,9 +9,10 @@
 
 use axum::http::HeaderMap;
 use golive_proto::{
-    ClientMessage, EndReason, ErrorCode, ProtocolError, ServerMessage, StreamName, chat_text,
-    display_name,
+    ClientMessage, EndReason, ErrorCode, ProtocolError, QualityLayer, QualityPreference,
+    QualityReason, ServerMessage, StreamName, chat_text, display_name,
 };
+use golive_sfu::bwe::{Preference, SwitchReason};
 use golive_sfu::{PeerId, SfuError};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -294,6 +295,23 @@ fn sfu_error(e: SfuError) -> ProtocolError {
     }
 }
 
+fn preference(prefer: QualityPreference) -> Preference {
+    match prefer {
+        QualityPreference::Auto => Preference::Auto,
+        QualityPreference::High => Preference::High,
+        QualityPreference::Medium => Preference::Medium,
+        QualityPreference::Low => Preference::Low,
+    }
+}
+
+fn quality_reason(reason: SwitchReason) -> QualityReason {
+    match reason {
+        SwitchReason::Bandwidth => QualityReason::Bandwidth,
+        SwitchReason::Preference => QualityReason::Preference,
+        SwitchReason::Publisher => QualityReason::Publisher,
+    }
+}
+
 fn stream_name(name: &str) -> Result<StreamName, ProtocolError> {
     StreamName::new(name).map_err(|e| ProtocolError::new(ErrorCode::BadStreamName, e.to_string()))
 }
@@ -491,6 +509,23 @@ impl Session {
             }
             ClientMessage::Leave => {
                 self.end(EndReason::BroadcasterLeft, false).await;
+                Ok(None)
+            }
+            ClientMessage::Quality { prefer } => {
+                let Role::Watching { peer, worker, .. } = &self.role else {
+                    return Err(ProtocolError::bad_request(
+                        "quality is a viewer's choice: watch a stream first",
+                    ));
+                };
+                let (peer, worker) = (*peer, worker.clone());
+                worker
+                    .call(|reply| Command::Quality {
+                        id: peer,
+                        preference: preference(prefer),
+                        reply,
+                    })
+                    .await
+                    .map_err(sfu_error)?;
                 Ok(None)
             }
             ClientMessage::Thumbnail { jpeg } => {
@@ -730,6 +765,19 @@ impl Session {
                     && *peer == id
                 {
                     self.ctx.metrics.ttff.observe(since.elapsed().as_secs_f64());
+                }
+            }
+            PeerEvent::LayerChanged {
+                peer,
+                layer,
+                layers,
+                reason,
+            } => {
+                if matches!(&self.role, Role::Watching { peer: p, .. } if *p == peer) {
+                    self.say(ServerMessage::Quality {
+                        layer: QualityLayer::from_index(usize::from(layer.0), layers),
+                        reason: quality_reason(reason),
+                    });
                 }
             }
             PeerEvent::Connected(id) => {

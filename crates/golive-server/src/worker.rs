@@ -15,8 +15,9 @@
 //! says so: new peers go to the other workers and `/healthz` answers 503.
 
 use golive_proto::StreamName;
+use golive_sfu::bwe::{Preference, SwitchReason};
 use golive_sfu::{
-    Answer, MediaOptions, Output, PeerId, Sfu, SfuConfig, SfuError, SfuStats, SourcePacket,
+    Answer, Layer, MediaOptions, Output, PeerId, Sfu, SfuConfig, SfuError, SfuStats, SourcePacket,
     SrtpPolicy, StreamMedia,
 };
 use std::collections::{HashMap, HashSet};
@@ -72,6 +73,14 @@ pub enum PeerEvent {
     Failed(PeerId),
     /// The worker serving the peer panicked (a bug) and starts again empty: the peer is gone.
     WorkerFailed(PeerId),
+    /// The viewer's video moved to simulcast layer `layer` of the `layers` its stream has sent
+    /// so far, for `reason`.
+    LayerChanged {
+        peer: PeerId,
+        layer: Layer,
+        layers: usize,
+        reason: SwitchReason,
+    },
 }
 
 impl PeerEvent {
@@ -80,13 +89,16 @@ impl PeerEvent {
             PeerEvent::Connected(id)
             | PeerEvent::VideoStarted(id)
             | PeerEvent::Failed(id)
-            | PeerEvent::WorkerFailed(id) => id,
+            | PeerEvent::WorkerFailed(id)
+            | PeerEvent::LayerChanged { peer: id, .. } => id,
         }
     }
 }
 
 /// Where a worker delivers one peer's events. Unbounded, yet bounded in practice: each is
-/// reported once per peer, and a peer's sender is dropped with its `Failed` or `WorkerFailed`.
+/// reported once per peer, and a peer's sender is dropped with its `Failed` or `WorkerFailed`;
+/// only `LayerChanged` repeats, at most once per keyframe of the stream (a viewer switches
+/// only at one), and keyframes are seconds apart.
 pub type PeerEvents = mpsc::UnboundedSender<PeerEvent>;
 
 pub enum Command {
@@ -114,6 +126,12 @@ pub enum Command {
     },
     Remove {
         id: PeerId,
+    },
+    /// A viewer's own ceiling on its simulcast layer.
+    Quality {
+        id: PeerId,
+        preference: Preference,
+        reply: Reply<()>,
     },
     /// A recording lost packets: ask the stream's broadcaster (if here) for a keyframe.
     KeyframeRequest {
@@ -700,6 +718,13 @@ impl Worker {
                 self.owners.remove(&id);
                 self.connected.remove(&id);
             }
+            Command::Quality {
+                id,
+                preference,
+                reply,
+            } => {
+                let _ = reply.send(self.sfu.set_viewer_preference(now, id, preference));
+            }
             Command::KeyframeRequest { stream } => self.sfu.handle_keyframe_request(now, &stream),
             Command::Stats { reply } => {
                 let mut stats = self.stats.clone();
@@ -782,6 +807,15 @@ impl Worker {
                     self.share_with_others(|| Peer2Peer::KeyframeRequest(s.clone()))
                 }
             }
+        }
+        while let Some(c) = self.sfu.poll_layer_change() {
+            let layers = self.sfu.viewer_stream_layers(c.peer).unwrap_or(0);
+            self.tell(PeerEvent::LayerChanged {
+                peer: c.peer,
+                layer: c.layer,
+                layers,
+                reason: c.reason,
+            });
         }
     }
 

@@ -583,6 +583,19 @@ impl Sfu {
         Some((v.layers.current(), v.layers.target()))
     }
 
+    /// How many simulcast layers the stream a viewer watches has sent so far (a layer above
+    /// the lowest counts the ones below it; 0 before any video): what names a [`LayerChange`]'s
+    /// layer for the viewer. `None` for an unknown peer or a broadcaster.
+    pub fn viewer_stream_layers(&self, peer: PeerId) -> Option<usize> {
+        let e = self.peers.get(&peer)?;
+        e.role.viewer()?;
+        Some(
+            self.streams
+                .get(&e.stream)
+                .map_or(0, |s| s.availability().seen),
+        )
+    }
+
     /// The earliest instant [`Sfu::handle_timeout`] must be called: the top of the worker's
     /// timer heap (or the idle-stream sweep), however many peers there are.
     pub fn poll_timeout(&self) -> Option<Instant> {

@@ -271,6 +271,8 @@ fn a_viewer_on_a_top_layer_follows_a_new_broadcaster_without_simulcast() {
     sim.run_until_connected(&[viewer], Duration::from_secs(5));
     sim.run_for(Duration::from_secs(2));
     assert_eq!(sim.sfu.viewer_layers(viewer), Some((Layer(2), Layer(2))));
+    assert_eq!(sim.sfu.viewer_stream_layers(viewer), Some(3));
+    assert_eq!(sim.sfu.viewer_stream_layers(PUBLISHER), None);
     sim.remove(PUBLISHER);
     sim.drop_client(PUBLISHER);
     let replacement = PeerId(2);
@@ -302,6 +304,8 @@ fn a_viewer_on_a_top_layer_follows_a_new_broadcaster_without_simulcast() {
     golive_client::check_track(&sent, &tail, sim::VIEWER_VP8_PT, false)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(sim.sfu.viewer_layers(viewer), Some((Layer(0), Layer(0))));
+    // The new broadcaster's one layer is counted afresh, so the shell names it as the top.
+    assert_eq!(sim.sfu.viewer_stream_layers(viewer), Some(1));
     assert_eq!(
         changes_of(&sim, viewer).last(),
         Some(&(Layer(0), SwitchReason::Publisher))
