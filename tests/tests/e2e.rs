@@ -440,6 +440,73 @@ async fn viewer_count_reaches_broadcaster() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quality_is_taken_from_viewers_and_refused_with_reasons_otherwise() {
+    let server = start_server();
+    run_test(
+        "quality_is_taken_from_viewers_and_refused_with_reasons_otherwise",
+        async {
+            let mut publisher = Session::publish(&server, "layers").await?;
+            let mut viewer = Session::watch(&server, "layers").await?;
+
+            // Every preference is taken without a reply: the bad one sent after them is the
+            // first thing the server answers.
+            for prefer in ["low", "medium", "high", "auto"] {
+                viewer
+                    .signal
+                    .send_text(format!(r#"{{"type":"quality","prefer":"{prefer}"}}"#))
+                    .await?;
+            }
+            viewer
+                .signal
+                .send_text(r#"{"type":"quality","prefer":"ultra"}"#)
+                .await?;
+            let (code, message) = viewer.signal.expect_error().await?;
+            assert_eq!(code, ErrorCode::BadRequest, "{message}");
+            assert!(
+                message.contains("quality") && message.contains("ultra"),
+                "the error names the message and the bad value: {message}"
+            );
+            for choice in ["auto", "high", "medium", "low"] {
+                assert!(
+                    message.contains(choice),
+                    "the error lists {choice}: {message}"
+                );
+            }
+
+            // A broadcaster without simulcast has one layer: no viewer is ever moved.
+            let moved = viewer
+                .signal
+                .recv_until(Duration::from_secs(1), |m| {
+                    matches!(m, ServerMessage::Quality { .. })
+                })
+                .await;
+            assert!(
+                moved.is_err(),
+                "a layer change without simulcast: {moved:?}"
+            );
+            viewer
+                .peer
+                .wait_packets(MediaKind::Video, 10, SHORT_WAIT)
+                .await?;
+
+            // Not a viewer: the broadcaster, and a socket that neither publishes nor watches.
+            let quality = r#"{"type":"quality","prefer":"low"}"#;
+            publisher.signal.send_text(quality).await?;
+            let (code, message) = publisher.signal.expect_error().await?;
+            assert_eq!(code, ErrorCode::BadRequest, "{message}");
+            assert!(message.contains("watch"), "{message}");
+            let mut idle = SignalClient::connect(&server.ws_url()).await?;
+            idle.send_text(quality).await?;
+            let (code, idle_message) = idle.expect_error().await?;
+            assert_eq!(code, ErrorCode::BadRequest, "{idle_message}");
+            assert_eq!(idle_message, message, "one error for every non-viewer");
+            Ok(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_answers_ok() {
     let server = start_server();

@@ -134,11 +134,13 @@ fn fast_hearts(text: &str) -> Option<(u64, u64)> {
 }
 
 /// Whether a message is about the audience (counts, chat, hearts, the broadcaster's
-/// reconnection) rather than a reply to what the client sent; such messages arrive at any time.
+/// reconnection) or the viewer's own video layer, rather than a reply to what the client sent;
+/// such messages arrive at any time.
 pub fn is_audience(msg: &ServerMessage) -> bool {
     matches!(
         msg,
         ServerMessage::Viewers { .. }
+            | ServerMessage::Quality { .. }
             | ServerMessage::Chat { .. }
             | ServerMessage::Hearts { .. }
             | ServerMessage::Removed { .. }
