@@ -21,6 +21,11 @@ export const STREAM_NAME_RE = /^[A-Za-z0-9_-]{1,64}$/;
 export const MAX_CHAT_CHARS = 280;
 export const MAX_NAME_CHARS = 32;
 export const MAX_THUMBNAIL_BYTES = 32 * 1024;
+/**
+ * A viewer's ceiling on its video quality (`player.setQuality`): `auto` lets the server choose
+ * from the viewer's bandwidth alone; the others cap the broadcaster's simulcast layer.
+ */
+export const QUALITY_PREFERENCES = ['auto', 'high', 'medium', 'low'];
 
 /** Reconnect delays of the signalling socket: doubling from the first to the last. */
 const RECONNECT_FIRST_MS = 500;
@@ -405,6 +410,9 @@ export function watch(video, options) {
  *   removed  { id }                     the broadcaster removed a chat message
  *   hearts   { count, total }
  *   quality  receive statistics, every second while live (see receiveStats)
+ *   layer    { layer, reason }          the video moved to another simulcast layer: `layer`
+ *                                       high | medium | low, `reason` bandwidth | preference |
+ *                                       publisher (the broadcaster stopped or started a layer)
  *   info     the stream's row of /api/streams (title, live_since, …), or null
  *   ended    { reason }
  *   error    { code, message, fatal }   a refusal; `fatal` when the player gave up
@@ -440,6 +448,10 @@ export class Player extends Emitter {
     this.info = null;
     this.stats = null;
     this.signal = null;
+    /** The viewer's quality preference (see setQuality); every new watch starts with it. */
+    this.quality = 'auto';
+    /** The simulcast layer the server last said the video moved to; null until it says. */
+    this.layer = null;
     video.autoplay = true;
     video.playsInline = true;
     if (muted) video.muted = true;
@@ -498,6 +510,19 @@ export class Player extends Emitter {
   /** Sends a heart; false when not watching. */
   heart() {
     return Boolean(this.joined && this.signal && this.signal.send({ type: 'heart' }));
+  }
+
+  /**
+   * Sets the viewer's ceiling on video quality, one of QUALITY_PREFERENCES; it holds for later
+   * watches (after a reconnect) too. The video moves at the layer's next keyframe, with a
+   * `layer` event. True when it was sent now, false when it waits for the next watch.
+   */
+  setQuality(prefer) {
+    if (!QUALITY_PREFERENCES.includes(prefer)) {
+      throw new TypeError(`setQuality: ${JSON.stringify(prefer)} is not one of ${QUALITY_PREFERENCES.join(', ')}`);
+    }
+    this.quality = prefer;
+    return Boolean(this.joined && this.signal && this.signal.send({ type: 'quality', prefer }));
   }
 
   /** Joins again under another chat name (the server fixes a viewer's name when it joins). */
@@ -659,6 +684,9 @@ export class Player extends Emitter {
         this.joined = true;
         this.peer = msg.peer;
         offer.answered = true;
+        // A new viewer session starts on auto and on the lowest layer.
+        this.layer = null;
+        if (this.quality !== 'auto') this.signal.send({ type: 'quality', prefer: this.quality });
         // Before any await: the stream's recent chat follows the answer.
         this.emit('joined', { peer: msg.peer });
         try {
@@ -689,6 +717,10 @@ export class Player extends Emitter {
         this.#moveTo(to);
         break;
       }
+      case 'quality':
+        this.layer = msg.layer;
+        this.emit('layer', { layer: msg.layer, reason: msg.reason });
+        break;
       case 'reconnecting':
         // Our connection stays; the picture resumes when the broadcaster is back.
         this.#setState('paused');
@@ -701,6 +733,7 @@ export class Player extends Emitter {
         this.#pending = false;
         this.#closePc();
         this.viewers = null;
+        this.layer = null;
         this.#endedAt = Date.now();
         this.emit('ended', { reason: msg.reason });
         if (msg.reason === 'connection_lost') {
@@ -797,7 +830,8 @@ function adoptable(early, stream, url) {
  * microphone, getUserMedia constraints, a MediaStreamTrack, a MediaStream, or false), preview
  * (a <video> to show the camera in; thumbnails are drawn from it), thumbnails (default true: a
  * snapshot for the directory every 20 s), degradationPreference (e.g. 'maintain-resolution'),
- * rtcConfiguration, early (from {@link prepareLive}: its tracks are sent, `video` and `audio` are
+ * sendEncodings (the video's RTCRtpEncodingParameters, e.g. {@link simulcastEncodings}: several
+ * with rids send simulcast layers, lowest first), rtcConfiguration, early (from {@link prepareLive}: its tracks are sent, `video` and `audio` are
  * then ignored).
  */
 export function goLive(options) {
@@ -808,12 +842,14 @@ export function goLive(options) {
  * Makes a broadcast's peer connection and offer ahead of time, from tracks already open (the
  * camera of a preview, say), so that `goLive({ …, early })` sends its offer the moment it is
  * called: creating an offer with tracks takes a browser 50 to 100 ms. Options: video, audio
- * (MediaStreamTracks, or false), degradationPreference, rtcConfiguration. The result goes
+ * (MediaStreamTracks, or false), degradationPreference, sendEncodings, rtcConfiguration. The result goes
  * unused until `goLive` takes it; `close()` it when the tracks change instead.
  */
-export function prepareLive({ video = null, audio = null, degradationPreference = null, rtcConfiguration = {} } = {}) {
+export function prepareLive({
+  video = null, audio = null, degradationPreference = null, sendEncodings = null, rtcConfiguration = {},
+} = {}) {
   const media = new MediaStream([video, audio].filter(Boolean));
-  const pc = sendingPc(media, { degradationPreference, rtcConfiguration });
+  const pc = sendingPc(media, { degradationPreference, sendEncodings, rtcConfiguration });
   const early = {
     media,
     pc,
@@ -828,11 +864,44 @@ export function prepareLive({ video = null, audio = null, degradationPreference 
   return early;
 }
 
+/**
+ * The smallest camera picture sent as simulcast: a quarter of it (160x90) is about the least
+ * a player can still show as video.
+ */
+const SIMULCAST_MIN_WIDTH = 640;
+const SIMULCAST_MIN_HEIGHT = 360;
+/**
+ * The simulcast layers, lowest first, with the rids the server orders by (q < h < f): a quarter,
+ * a half and the full picture. The bitrates follow common practice for a 720p camera at 30 fps:
+ * 320x180 at 150 kbit/s, 640x360 at 500 kbit/s, 1280x720 at 2.5 Mbit/s.
+ */
+const SIMULCAST_LAYERS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 2_500_000 },
+];
+
+/**
+ * The `sendEncodings` for a camera `track`: three simulcast layers (rids q, h, f) when its
+ * picture is at least 640x360, so each viewer gets the layer its link carries; null (one
+ * encoding) for a smaller picture, whose quarter would be too small to watch.
+ */
+export function simulcastEncodings(track) {
+  const { width = 0, height = 0 } = (track && track.getSettings) ? track.getSettings() : {};
+  // A portrait camera counts by its long and short sides alike.
+  const long = Math.max(width, height);
+  const short = Math.min(width, height);
+  if (long < SIMULCAST_MIN_WIDTH || short < SIMULCAST_MIN_HEIGHT) return null;
+  return SIMULCAST_LAYERS.map((l) => ({ ...l }));
+}
+
 /** A peer connection that sends `media`'s tracks (one transceiver each). */
-function sendingPc(media, { degradationPreference, rtcConfiguration }) {
+function sendingPc(media, { degradationPreference, sendEncodings = null, rtcConfiguration }) {
   const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', ...rtcConfiguration });
   for (const track of media.getTracks()) {
-    const { sender } = pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
+    const init = { direction: 'sendonly', streams: [media] };
+    if (track.kind === 'video' && sendEncodings && sendEncodings.length) init.sendEncodings = sendEncodings;
+    const { sender } = pc.addTransceiver(track, init);
     if (degradationPreference && track.kind === 'video') {
       try {
         const p = sender.getParameters();
@@ -868,7 +937,7 @@ export class Broadcast extends Emitter {
 
   constructor({
     server, stream, key, title, name, video = true, audio = true, preview = null, thumbnails = true,
-    degradationPreference = null, rtcConfiguration = {}, early = null,
+    degradationPreference = null, sendEncodings = null, rtcConfiguration = {}, early = null,
   } = {}) {
     super();
     if (early && !early.taken && early.pc.signalingState === 'stable'
@@ -886,6 +955,7 @@ export class Broadcast extends Emitter {
     this.preview = preview;
     this.thumbnails = thumbnails;
     this.degradationPreference = degradationPreference;
+    this.sendEncodings = sendEncodings;
     this.rtcConfiguration = rtcConfiguration;
     this.state = 'connecting';
     this.viewers = 0;
@@ -1261,7 +1331,7 @@ const PLAYER_STATUS = {
   ended: 'The broadcast has ended.',
   error: 'This broadcast cannot be played here.',
 };
-const PLAYER_EVENTS = ['state', 'joined', 'viewers', 'chat', 'removed', 'hearts', 'quality', 'info', 'ended', 'error'];
+const PLAYER_EVENTS = ['state', 'joined', 'viewers', 'chat', 'removed', 'hearts', 'quality', 'layer', 'info', 'ended', 'error'];
 /** A batch of hearts floats at most this many (the total says the rest). */
 const MAX_FLOATING = 12;
 

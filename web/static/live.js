@@ -3,7 +3,9 @@
 // preview every 20 s. `/live?probe=1` sends a clock-stamped canvas instead of the camera (see
 // probe.js). While live: the chat with Remove and Mute on every message, the
 // broadcaster's own messages, and the viewers' hearts (chat.js).
-import { goLive, prepareLive, validStreamName } from '/sdk/golive.js';
+import {
+  goLive, prepareLive, simulcastEncodings, validStreamName,
+} from '/sdk/golive.js';
 import { formatDuration, formatViewers, showMessage } from './common.js';
 import { probeSource } from './probe.js';
 import {
@@ -294,6 +296,17 @@ function refused(code, text, wasStarting) {
  * Go Live sends its offer at once. Made again when the camera or microphone changes. */
 let prepared = null;
 
+/**
+ * The camera's encodings: three simulcast layers (a quarter, a half and the full picture) when
+ * it gives at least 640x360, so that every viewer gets what its link carries; one otherwise.
+ * The latency probe sends one full-size layer: its stamp must stay readable, and a viewer
+ * starts on the smallest layer.
+ */
+function encodings() {
+  if (PROBE || !media) return null;
+  return simulcastEncodings(media.getVideoTracks()[0]);
+}
+
 function prepare() {
   if (prepared) prepared.close();
   prepared = media ? prepareLive({
@@ -301,6 +314,7 @@ function prepare() {
     audio: media.getAudioTracks()[0] || null,
     // The probe's stamp must stay readable: never scale the picture down under pressure.
     degradationPreference: PROBE ? 'maintain-resolution' : null,
+    sendEncodings: encodings(),
   }) : null;
 }
 
@@ -313,6 +327,7 @@ function startBroadcast() {
     early: prepared,
     preview,
     degradationPreference: PROBE ? 'maintain-resolution' : null,
+    sendEncodings: encodings(),
   });
   prepared = null;
   broadcast = mine;

@@ -3,6 +3,8 @@
 // is not live, says when the broadcast has ended (and picks it up again if it comes back). This
 // page shows it: the state, viewers, a live indicator and receive statistics, and beside the
 // picture the chat (with a name remembered in localStorage) and a heart button (chat.js).
+// A quality menu sets the viewer's ceiling on the broadcaster's simulcast layers; the stats line
+// shows the layer the server last said the video is on.
 // `?probe=1` reads the broadcaster's clock stamps for the real glass-to-glass latency.
 import { watch, validStreamName } from '/sdk/golive.js';
 import {
@@ -26,6 +28,7 @@ const statusText = $('status');
 const unmute = $('unmute');
 const heartButton = $('heart');
 const nameInput = $('chat-name');
+const qualityMenu = $('quality');
 
 const stream = (() => {
   const raw = location.pathname.replace(/^\/watch\//, '').replace(/\/$/, '');
@@ -95,6 +98,7 @@ function render() {
     : s === 'error' ? 'Chat is closed' : 'Chat opens when the broadcast is on');
   $('ended-more').hidden = s !== 'ended';
   if (!showVideo) $('stats').textContent = '';
+  qualityMenu.disabled = !player;
   renderInfo();
   offerReplay(s);
 }
@@ -194,6 +198,19 @@ nameInput.addEventListener('keydown', (ev) => {
   }
 });
 
+// ---- quality ----
+
+/** The receive statistics, and the simulcast layer once the server has named one. */
+function renderStats() {
+  if (!player || state() !== 'live' || !player.stats) return;
+  const line = statsLine(player.stats);
+  $('stats').textContent = player.layer ? `${line} · ${player.layer} layer` : line;
+}
+
+qualityMenu.addEventListener('change', () => {
+  if (player) player.setQuality(qualityMenu.value);
+});
+
 // ---- the picture ----
 
 video.addEventListener('volumechange', () => { unmute.hidden = !(state() === 'live' && video.muted); });
@@ -246,7 +263,8 @@ if (player) {
     .on('hearts', (m) => hearts.handle({ type: 'hearts', ...m }))
     .on('viewers', renderInfo)
     .on('info', renderInfo)
-    .on('quality', (s) => { $('stats').textContent = statsLine(s); });
+    .on('quality', renderStats)
+    .on('layer', renderStats);
   setInterval(renderInfo, 1000);
   window.addEventListener('pagehide', () => player.close());
   // Back from the back/forward cache with a closed socket: start afresh.
