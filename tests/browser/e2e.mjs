@@ -6,7 +6,8 @@
 // /watch pages (one phone-sized; each must decode a growing number of frames), chats (a named
 // player's message reaches the broadcaster and the other players, markup stays text, the
 // broadcaster removes it everywhere, sending too fast and being muted are explained), sends a heart
-// from the phone to the broadcaster's total, drops the broadcaster's and a player's signalling socket and checks both come back, checks a second
+// from the phone to the broadcaster's total, picks the low quality on a player (the broadcast is
+// simulcast: the server moves the player to the low layer and says so), drops the broadcaster's and a player's signalling socket and checks both come back, checks a second
 // broadcaster on the same name is told the name is taken, ends the broadcast and checks every
 // player says so; then measures glass-to-glass latency in probe mode (/live?probe=1 →
 // /watch/…?probe=1) and prints its p50 and p95; last, the failures a person can meet: server
@@ -227,6 +228,42 @@ async function main() {
       assert(/kbps/.test(stats) && /\d+×\d+/.test(stats) && /fps/.test(stats) && /latency/.test(stats), `stats line "${stats}"`);
       const rows = await (await fetch(`${base}/api/streams`)).json();
       assert(rows.length === 1 && rows[0].stream === STREAM && rows[0].viewers === 3, `/api/streams ${JSON.stringify(rows)}`);
+    });
+
+    await step('quality: the broadcast is simulcast, the menu sends the preference, the server moves the player to low', async () => {
+      const p = directory;
+      const options = await p.evaluate(() => [...document.querySelectorAll('#quality option')].map((o) => o.value));
+      assert(JSON.stringify(options) === '["auto","high","medium","low"]', `quality menu options ${JSON.stringify(options)}`);
+      assert(await p.inputValue('#quality') === 'auto', 'the menu starts on auto');
+      // What the page sends, and the layers the server names, from here on.
+      await p.evaluate(() => {
+        const signal = window.golive.signal;
+        const send = signal.send.bind(signal);
+        window.sentMessages = [];
+        signal.send = (m) => { window.sentMessages.push(m); return send(m); };
+        window.layerEvents = [];
+        window.golive.player.on('layer', (d) => window.layerEvents.push(d));
+      });
+      // On auto over loopback, the bandwidth estimate takes the player above the lowest layer
+      // (if it is not there already): proof that the broadcast page sends more than one layer.
+      try {
+        await p.waitForFunction(() => window.golive.player.layer && window.golive.player.layer !== 'low', null, { timeout: WAIT_MS });
+      } catch {
+        const layer = await p.evaluate(() => window.golive.player.layer);
+        throw new Error(`the player never left the lowest layer (layer ${layer}): is the broadcast simulcast?`);
+      }
+      const up = await p.evaluate(() => window.golive.player.layer);
+      log(`player on layer ${up} before the preference`);
+      await p.selectOption('#quality', 'low');
+      const sent = await p.evaluate(() => window.sentMessages.filter((m) => m.type === 'quality'));
+      assert(JSON.stringify(sent) === '[{"type":"quality","prefer":"low"}]', `sent ${JSON.stringify(sent)}`);
+      const moved = await p.waitForFunction(() => window.layerEvents.find((e) => e.layer === 'low'), null, { timeout: WAIT_MS })
+        .then((h) => h.jsonValue())
+        .catch(async () => { throw new Error(`no move to low: layer events ${JSON.stringify(await p.evaluate(() => window.layerEvents))}`); });
+      assert(moved.reason === 'preference', `moved to low for ${moved.reason}`);
+      await p.waitForFunction(() => / · low layer$/.test(document.getElementById('stats').textContent), null, { timeout: WAIT_MS });
+      log(`player stats line on low: ${await text(p, '#stats')}`);
+      await p.selectOption('#quality', 'auto');
     });
 
     await step('chat: a named player\'s message reaches the broadcaster and the other players, as text', async () => {

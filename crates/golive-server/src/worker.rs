@@ -96,9 +96,11 @@ impl PeerEvent {
 }
 
 /// Where a worker delivers one peer's events. Unbounded, yet bounded in practice: each is
-/// reported once per peer, and a peer's sender is dropped with its `Failed` or `WorkerFailed`;
-/// only `LayerChanged` repeats, at most once per keyframe of the stream (a viewer switches
-/// only at one), and keyframes are seconds apart.
+/// reported once per peer, and a peer's sender is dropped with its `Failed` or `WorkerFailed`.
+/// Only `LayerChanged` repeats, once per switch: a viewer switches only when its preference (a
+/// client message, under the per-connection rate limit), its bandwidth estimate (which holds a
+/// second or more before it moves) or the broadcaster's layers change, and then only at a
+/// keyframe.
 pub type PeerEvents = mpsc::UnboundedSender<PeerEvent>;
 
 pub enum Command {
