@@ -194,6 +194,12 @@ pub(crate) struct LeanViewer {
     /// The DTLS association, keyed in its endpoint by the address it started from (records from
     /// a later address of the same viewer are fed as if from that one), until it is settled.
     dtls: Option<(Endpoint, SocketAddr)>,
+    /// When the DTLS association settles even without the viewer's SRTCP: a viewer that sends
+    /// no RTCP at all (some players and load testers do not) would otherwise keep its whole
+    /// endpoint, and the worker would poll its timers, for as long as it watches. Pushed back by
+    /// every DTLS record the viewer sends after the handshake (a retransmitted last flight means
+    /// it still waits for ours).
+    settle_at: Option<Instant>,
     /// ...then only its session (see [`Settled`]).
     settled: Option<Settled>,
     srtp: Option<Srtp>,
@@ -224,6 +230,11 @@ pub(crate) struct LeanViewer {
 /// The bytes a one-byte-header extension block (RFC 8285) with one 2-byte element adds to an
 /// RTP header: the 0xBEDE profile, its length in words, the element, one byte of padding.
 pub(crate) const TWCC_EXTENSION_BYTES: usize = 8;
+
+/// How long after the handshake, with no DTLS record from the viewer, its association settles
+/// without waiting for its first SRTCP. A viewer that lost our last flight resends its own
+/// after 1 s, then 2 s and 4 s more (RFC 6347 §4.2.4.1); ten quiet seconds mean it has ours.
+pub(crate) const DTLS_QUIET_SETTLE: Duration = Duration::from_secs(10);
 
 /// A DTLS association after the viewer has shown it completed the handshake (its first
 /// authenticated SRTCP: it derived the keys, so it has our Finished and will never ask for our
@@ -369,6 +380,7 @@ impl LeanViewer {
                 senders,
                 next_report_at: None,
                 connected: false,
+                settle_at: None,
                 failed: false,
                 last_now: now,
                 out: Vec::new(),
@@ -497,6 +509,9 @@ impl LeanViewer {
             )
         });
         let key = *key;
+        if self.connected {
+            self.settle_at = Some(now + DTLS_QUIET_SETTLE);
+        }
         let result = endpoint.read(now, key, None, BytesMut::from(data));
         while let Some(t) = endpoint.poll_transmit() {
             self.transmits.push_back((from, t.message));
@@ -531,6 +546,7 @@ impl LeanViewer {
                 self.srtp = Some(srtp);
                 self.connected = true;
                 self.next_report_at = Some(now + SENDER_REPORT_INTERVAL);
+                self.settle_at = Some(now + DTLS_QUIET_SETTLE);
                 self.events.push_back(PeerEvent::Connected);
             }
             Err(e) => {
@@ -711,6 +727,10 @@ impl LeanViewer {
                 self.fail();
             }
         }
+        if self.dtls.is_some() && self.settle_at.is_some_and(|t| t <= now) {
+            self.settle_at = None;
+            self.settle_dtls();
+        }
         if self.connected && now >= self.last_stun_at + ICE_FAILED_TIMEOUT {
             tracing::info!(ufrag = %self.ufrag, "no STUN from the viewer for {ICE_FAILED_TIMEOUT:?}");
             self.fail();
@@ -729,7 +749,11 @@ impl LeanViewer {
         let ice = self
             .connected
             .then_some(self.last_stun_at + ICE_FAILED_TIMEOUT);
-        [dtls, ice, self.next_report_at].into_iter().flatten().min()
+        let settle = self.settle_at.filter(|_| self.dtls.is_some());
+        [dtls, ice, self.next_report_at, settle]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub(crate) fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
