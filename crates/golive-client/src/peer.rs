@@ -1117,6 +1117,17 @@ mod tests {
     }
 
     #[test]
+    fn a_relay_offers_audio_and_one_receive_only_video_section_per_layer() {
+        let sdp = offer(&PeerConfig::default(), Role::Relay { video_sections: 3 });
+        assert_eq!(sdp.matches("m=audio ").count(), 1, "{sdp}");
+        assert_eq!(sdp.matches("m=video ").count(), 3, "{sdp}");
+        assert_eq!(sdp.matches("a=recvonly").count(), 4, "{sdp}");
+        // Bounded whatever it is asked.
+        let many = offer(&PeerConfig::default(), Role::Relay { video_sections: 99 });
+        assert_eq!(many.matches("m=video ").count(), MAX_VIDEO_SECTIONS);
+    }
+
+    #[test]
     fn a_viewer_offers_its_own_payload_types_and_codec() {
         let config = PeerConfig {
             video_codec: VideoCodec::H264,

@@ -971,6 +971,15 @@ mod tests {
     }
 
     #[test]
+    fn a_keyframe_request_names_its_layer_or_every_layer() {
+        assert_eq!(layer_bits(Some(Layer(0))), 0b001);
+        assert_eq!(layer_bits(Some(Layer(2))), 0b100);
+        assert_eq!(layer_bits(None), 0b111);
+        // A layer no relay section carries asks for nothing.
+        assert_eq!(layer_bits(Some(Layer(MAX_LAYERS as u8))), 0);
+    }
+
+    #[test]
     fn a_packet_repaired_twice_on_the_hop_is_forwarded_once() {
         let mut s = Seen::default();
         assert!(s.first_time(65_534));

@@ -454,6 +454,54 @@ m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:2\
     }
 
     #[test]
+    fn each_video_section_of_a_relay_carries_a_layer_track_of_its_own() {
+        // Three video sections, as a relay offers them; the data channel stays rejected.
+        let video = |mid: u8| {
+            format!(
+                "m=video 9 UDP/TLS/RTP/SAVPF 120\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\n\
+                 a=recvonly\r\na=rtcp-mux\r\na=rtpmap:120 VP8/90000\r\n"
+            )
+        };
+        let offer = OFFER
+            .replace("a=group:BUNDLE 0 1 2\r\n", "a=group:BUNDLE 0 1 2 3 4\r\n")
+            .replace(
+                "m=application",
+                &format!("{}{}m=application", video(3), video(4)),
+            );
+        let facts = OfferFacts::parse(&offer).expect("parses");
+        assert_eq!(facts.usable_sections(MediaKind::Video), 3);
+        let codecs = StreamMedia {
+            audio: Some(tracks()[0].codec.clone()),
+            video: Some(tracks()[1].codec.clone()),
+        };
+        let sent = send_tracks(&codecs, None, 3);
+        assert_eq!(sent.len(), 4);
+        let mut ssrcs: Vec<u32> = sent.iter().map(|t| t.ssrc).collect();
+        ssrcs.sort_unstable();
+        ssrcs.dedup();
+        assert_eq!(ssrcs.len(), 4, "every track its own SSRC");
+        let sdp = answer(&facts, &local(), &sent);
+        let desc = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
+            .expect("the answer parses");
+        let m = &desc.media_descriptions;
+        assert_eq!(m.len(), 5);
+        let track_ids = ["golive-video", "golive-video-1", "golive-video-2"];
+        for (section, (t, id)) in m[1..4].iter().zip(sent[1..].iter().zip(track_ids)) {
+            assert!(section.has_attribute("sendonly"));
+            let msid = format!("a=ssrc:{} msid:golive {id}\r\n", t.ssrc);
+            assert!(sdp.contains(&msid), "{msid} missing:\n{sdp}");
+        }
+        assert_eq!(
+            m[4].media_name.port.value, 0,
+            "the data channel is rejected"
+        );
+        assert_eq!(
+            desc.attribute("group").map(String::as_str),
+            Some("BUNDLE 0 1 3 4")
+        );
+    }
+
+    #[test]
     fn an_offer_without_a_fingerprint_is_bad_sdp() {
         let offer = OFFER.replace("a=fingerprint:sha-256 AA:BB:CC\r\n", "");
         assert!(matches!(
