@@ -533,10 +533,11 @@ impl Sfu {
         } else if v.backlog_over && queued_bytes <= max / 2 {
             v.backlog_over = false;
             if v.skipping && !v.congested(now) {
-                // Ask now, so the keyframe is on its way when the viewer can take it.
-                let layer = v.layers.target();
+                // Ask now, so the keyframe is on its way when the viewer can take it (a relay
+                // restarts every layer).
+                let layer = (!v.is_relay()).then(|| v.layers.target());
                 let stream = e.stream.clone();
-                self.forwarder().request_keyframe(now, &stream, Some(layer));
+                self.forwarder().request_keyframe(now, &stream, layer);
             }
         }
     }

@@ -4,8 +4,8 @@
 
 mod sim;
 
-use golive_sfu::PeerId;
-use sim::{Kind, Received, Sim, ms};
+use golive_sfu::{MediaOptions, PeerId};
+use sim::{Kind, Link, Received, Sim, ms};
 use std::time::Duration;
 
 const PUBLISHER: PeerId = PeerId(1);
@@ -159,4 +159,52 @@ fn a_layer_the_broadcaster_stops_stops_on_the_relay_while_the_others_go_on() {
     assert!(top.len() > before[2] + 20, "the layer did not come back");
     assert!(top[before[2]].keyframe_start);
     assert!(top.iter().all(|r| r.ssrc == top[0].ssrc));
+}
+
+#[test]
+fn a_relay_that_stops_reading_restarts_every_layer_at_a_keyframe_and_nobody_else_notices() {
+    let mut sim = Sim::with_options(MediaOptions {
+        max_viewer_backlog_bytes: 64 * 1024,
+        ..MediaOptions::default()
+    });
+    sim.add_simulcast_publisher(PUBLISHER, "live", GOP_FRAMES);
+    sim.run_until_connected(&[PUBLISHER], Duration::from_secs(5));
+    sim.add_relay(RELAY, "live", LAYERS);
+    sim.add_viewer(VIEWER, "live");
+    sim.run_until_connected(&[RELAY, VIEWER], Duration::from_secs(5));
+    sim.run_for(Duration::from_secs(1));
+
+    let stalled = Link {
+        stalled: true,
+        ..Link::default()
+    };
+    sim.set_link(RELAY, stalled);
+    sim.run_for(Duration::from_secs(3));
+    let st = sim.sfu.stats().clone();
+    assert!(st.slow_viewer_skips >= 1, "{st:?}");
+    sim.set_link(RELAY, Link::default());
+    let resumed_at = sim.now;
+    sim.run_for(Duration::from_secs(2));
+
+    let sc = sim.client(PUBLISHER).simulcast.as_ref().expect("simulcast");
+    for (layer, l) in sc.layers.iter().enumerate() {
+        let video = section_video(&sim, RELAY, layer);
+        let seqs: Vec<u16> = video.iter().map(|r| r.seq).collect();
+        golive_client::verify::gap_free(&seqs)
+            .unwrap_or_else(|e| panic!("relay layer {layer}: {e}"));
+        let after: Vec<_> = video.iter().filter(|r| r.at > resumed_at).collect();
+        assert!(
+            after.iter().any(|r| r.keyframe_start),
+            "layer {layer} did not restart at a keyframe"
+        );
+        assert!(
+            l.plis.iter().any(|t| *t >= resumed_at),
+            "layer {layer}: the restart asked for no keyframe"
+        );
+    }
+    // The viewer beside it: one line, without a gap.
+    let video = sim.client(VIEWER).received_of(Kind::Video);
+    let seqs: Vec<u16> = video.iter().map(|r| r.seq).collect();
+    golive_client::verify::gap_free(&seqs).unwrap_or_else(|e| panic!("viewer: {e}"));
+    assert!(video.iter().any(|r| r.at > resumed_at));
 }
