@@ -42,6 +42,8 @@ pub struct LayerRecord {
     pub ssrc: u32,
     /// Its video packets as sent (payloads dropped: the stamps say what they were).
     pub sent: Vec<SyntheticPacket>,
+    /// The video payload bytes it sent.
+    pub payload_bytes: u64,
     /// When a keyframe request naming the layer's SSRC arrived.
     pub keyframe_requests: Vec<Instant>,
 }
@@ -179,6 +181,7 @@ impl SimulcastPublisher {
                     source_id: l.source.id(),
                     ssrc: l.ssrc,
                     sent: Vec::new(),
+                    payload_bytes: 0,
                     keyframe_requests: Vec::new(),
                 })
                 .collect(),
@@ -386,6 +389,7 @@ impl Io {
                     payload: p.payload.clone(),
                 };
                 if self.peer.send_raw_rtp(now, packet).is_ok() && p.kind == MediaKind::Video {
+                    record[i].payload_bytes += p.payload.len() as u64;
                     let mut sent = p;
                     sent.payload = Bytes::new();
                     record[i].sent.push(sent);

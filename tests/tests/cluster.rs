@@ -1272,6 +1272,32 @@ async fn wait_on_layer(
     }
 }
 
+/// Over `window`: the origin's egress (every UDP byte it sent) and each layer's video payload,
+/// in kbit/s.
+async fn egress_and_layers(
+    origin: &GoliveServer,
+    publisher: &SimulcastPublisher,
+    window: Duration,
+) -> Result<(f64, Vec<f64>)> {
+    let (out0, layers0, t0) = (
+        metric(origin, "golive_bytes_out_total").await?,
+        publisher.snapshot(),
+        Instant::now(),
+    );
+    tokio::time::sleep(window).await;
+    let (out1, layers1) = (
+        metric(origin, "golive_bytes_out_total").await?,
+        publisher.snapshot(),
+    );
+    let kbps = |bytes: f64| bytes * 8.0 / t0.elapsed().as_secs_f64() / 1000.0;
+    let layers = layers0
+        .iter()
+        .zip(&layers1)
+        .map(|(a, b)| kbps((b.payload_bytes - a.payload_bytes) as f64))
+        .collect();
+    Ok((kbps(out1 - out0), layers))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn edge_viewers_choose_among_every_simulcast_layer_the_relays_carry_two_hops_down() {
     let redis = Redis::start().expect("redis");
@@ -1310,6 +1336,13 @@ async fn edge_viewers_choose_among_every_simulcast_layer_the_relays_carry_two_ho
                 ensure!(runs == [0], "viewer {i} preferring low saw layers {runs:?}");
             }
         }
+        // What the one relay costs the origin (it has no viewer of its own): every layer.
+        let (all, layers) = egress_and_layers(&origin, &publisher, Duration::from_secs(2)).await?;
+        eprintln!(
+            "origin egress to its one relay, three layers: {all:.0} kbit/s; the layers' video \
+             payload {layers:.0?} kbit/s, {:.0} together (plus audio, headers, RTCP)",
+            layers.iter().sum::<f64>()
+        );
         // A viewer's keyframe request reaches the broadcaster for the layer it is on, two
         // relays up.
         for (i, layer) in [(3, 2), (2, 0)] {
@@ -1336,6 +1369,12 @@ async fn edge_viewers_choose_among_every_simulcast_layer_the_relays_carry_two_ho
                 ensure!(runs == [0], "viewer {i} preferring low saw layers {runs:?}");
             }
         }
+        let (two, layers) = egress_and_layers(&origin, &publisher, Duration::from_secs(2)).await?;
+        eprintln!(
+            "origin egress to its one relay, the top layer stopped: {two:.0} kbit/s; the layers' \
+             video payload {layers:.0?} kbit/s; three layers cost {:.2}x two",
+            all / two
+        );
         // Still one relay per node, whatever the layers.
         ensure!(metric(&origin, "golive_cluster_relays_out").await? == 1.0);
         ensure!(metric(&b, "golive_cluster_relays_in").await? == 1.0);
