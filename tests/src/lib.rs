@@ -15,6 +15,7 @@
 pub mod http;
 pub mod peer;
 pub mod server;
+pub mod simulcast;
 pub mod verify;
 
 pub use golive_client::media;

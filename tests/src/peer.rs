@@ -390,7 +390,9 @@ impl Io {
                 PeerEvent::Rtp { kind, .. } if publisher => {
                     record.note_error(format!("the publisher received {kind:?} RTP"));
                 }
-                PeerEvent::Rtp { kind, at, packet } => {
+                PeerEvent::Rtp {
+                    kind, at, packet, ..
+                } => {
                     record
                         .received
                         .push(ReceivedPacket::inspect(kind, at, &packet));

@@ -7,16 +7,19 @@
 //! reach a node keeps serving what it holds, refuses what needs the cluster with
 //! `cluster_unavailable`, and rejoins by itself when Redis is back. Relays: viewers on every
 //! node get the broadcast byte for byte through one relay per node, relays form a tree when
-//! the origin is full, and viewers survive the death of their node or of the origin. Chat,
+//! the origin is full, relays carry every simulcast layer (edge viewers choose theirs, and
+//! fall to the next one when the broadcaster stops one), and viewers survive the death of
+//! their node or of the origin. Chat,
 //! hearts and moderation go through Redis (another node's messages are published here with
 //! `redis-cli`, in the documented shape), stream keys hold on every node, and a full node sends
 //! viewers to the node with room.
 
 use anyhow::{Context, Result, bail, ensure};
 use golive_e2e::media::MediaKind;
+use golive_e2e::simulcast::{LayerRecord, SimulcastPublisher};
 use golive_e2e::verify::every_viewer_got_the_broadcast;
 use golive_e2e::{GoliveServer, Session, SignalClient, TestPeer, publish_message, run_test};
-use golive_proto::{ErrorCode, ServerMessage};
+use golive_proto::{ClientMessage, ErrorCode, QualityPreference, ServerMessage};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -1207,6 +1210,177 @@ async fn a_relay_ends_a_linger_after_its_last_viewer_and_edge_viewers_hear_the_b
             .await;
         ensure!(ended.is_ok(), "the edge viewer: {ended:?}");
         wait_metric(&edge, "golive_cluster_relays_in", 0.0).await?;
+        Ok(())
+    })
+    .await;
+}
+
+/// A viewer's video cut into runs of one simulcast layer each: (layer, packets), the layer told
+/// by the source stamped in each payload.
+fn layer_runs<'a>(
+    layers: &[LayerRecord],
+    got: &'a golive_e2e::Record,
+) -> Result<Vec<(usize, Vec<&'a golive_client::ReceivedPacket>)>> {
+    let mut runs: Vec<(usize, Vec<&golive_client::ReceivedPacket>)> = Vec::new();
+    for p in got.received_of(MediaKind::Video) {
+        let layer = layers
+            .iter()
+            .position(|l| source_of(p) == Some(l.source_id))
+            .with_context(|| format!("a video packet of no layer: {p:?}"))?;
+        match runs.last_mut() {
+            Some((l, packets)) if *l == layer => packets.push(p),
+            _ => runs.push((layer, vec![p])),
+        }
+    }
+    Ok(runs)
+}
+
+/// Waits until `viewer`'s latest video is a run of `layer` of at least `min` packets, then
+/// checks that run against what the layer sent: byte for byte, in order, from a keyframe.
+/// Returns every run the viewer saw, as layer numbers.
+async fn wait_on_layer(
+    publisher: &SimulcastPublisher,
+    viewer: &Session,
+    layer: usize,
+    min: usize,
+) -> Result<Vec<usize>> {
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    loop {
+        let layers = publisher.snapshot();
+        let got = viewer.peer.snapshot();
+        let runs = layer_runs(&layers, &got)?;
+        if let Some((l, run)) = runs.last()
+            && *l == layer
+            && run.len() >= min
+        {
+            ensure!(
+                run[0].keyframe_start,
+                "its run of layer {layer} starts mid-picture"
+            );
+            let sent: Vec<_> = layers[layer].sent.iter().collect();
+            let pt = golive_client::PayloadTypes::default().vp8;
+            golive_client::check_track(&sent, run, pt, false)
+                .map_err(|e| anyhow::anyhow!("layer {layer}: {e}"))?;
+            ensure!(got.errors.is_empty(), "viewer errors: {:?}", got.errors);
+            return Ok(runs.iter().map(|(l, _)| *l).collect());
+        }
+        if Instant::now() >= deadline {
+            let seen: Vec<(usize, usize)> = runs.iter().map(|(l, r)| (*l, r.len())).collect();
+            bail!("not on layer {layer} after {CLUSTER_WAIT:?}; runs (layer, packets): {seen:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Over `window`: the origin's egress (every UDP byte it sent) and each layer's video payload,
+/// in kbit/s.
+async fn egress_and_layers(
+    origin: &GoliveServer,
+    publisher: &SimulcastPublisher,
+    window: Duration,
+) -> Result<(f64, Vec<f64>)> {
+    let (out0, layers0, t0) = (
+        metric(origin, "golive_bytes_out_total").await?,
+        publisher.snapshot(),
+        Instant::now(),
+    );
+    tokio::time::sleep(window).await;
+    let (out1, layers1) = (
+        metric(origin, "golive_bytes_out_total").await?,
+        publisher.snapshot(),
+    );
+    let kbps = |bytes: f64| bytes * 8.0 / t0.elapsed().as_secs_f64() / 1000.0;
+    let layers = layers0
+        .iter()
+        .zip(&layers1)
+        .map(|(a, b)| kbps((b.payload_bytes - a.payload_bytes) as f64))
+        .collect();
+    Ok((kbps(out1 - out0), layers))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn edge_viewers_choose_among_every_simulcast_layer_the_relays_carry_two_hops_down() {
+    let redis = Redis::start().expect("redis");
+    // One relay per node: b pulls from the origin, c from b.
+    let one = ["--max-relays-per-stream", "1"];
+    let origin = node_with(&redis, &one);
+    let (b, c) = (node_with(&redis, &one), node_with(&redis, &one));
+    run_test("simulcast through relays", async {
+        redis.settled().await;
+        for n in [&origin, &b, &c] {
+            wait_metric(n, "golive_cluster_members", 3.0).await?;
+        }
+        let publisher = SimulcastPublisher::publish(&origin, "layers").await?;
+        let mut viewers = Vec::new();
+        for (n, prefer) in [
+            (&b, QualityPreference::Low),
+            (&b, QualityPreference::High),
+            (&c, QualityPreference::Low),
+            (&c, QualityPreference::High),
+        ] {
+            let mut v = Session::watch(n, "layers").await?;
+            v.signal.send(&ClientMessage::Quality { prefer }).await?;
+            viewers.push((v, prefer));
+        }
+        // Each gets its layer's payloads byte for byte: low the lowest only, high the top one.
+        for (i, (v, prefer)) in viewers.iter().enumerate() {
+            let layer = if *prefer == QualityPreference::Low {
+                0
+            } else {
+                2
+            };
+            let runs = wait_on_layer(&publisher, v, layer, 20)
+                .await
+                .with_context(|| format!("viewer {i} ({prefer:?})"))?;
+            if layer == 0 {
+                ensure!(runs == [0], "viewer {i} preferring low saw layers {runs:?}");
+            }
+        }
+        // What the one relay costs the origin (it has no viewer of its own): every layer.
+        let (all, layers) = egress_and_layers(&origin, &publisher, Duration::from_secs(2)).await?;
+        eprintln!(
+            "origin egress to its one relay, three layers: {all:.0} kbit/s; the layers' video \
+             payload {layers:.0?} kbit/s, {:.0} together (plus audio, headers, RTCP)",
+            layers.iter().sum::<f64>()
+        );
+        // A viewer's keyframe request reaches the broadcaster for the layer it is on, two
+        // relays up.
+        for (i, layer) in [(3, 2), (2, 0)] {
+            let asked = Instant::now();
+            viewers[i].0.peer.send_pli()?;
+            publisher
+                .wait_keyframe_request(layer, asked, CLUSTER_WAIT)
+                .await
+                .with_context(|| format!("viewer {i}'s PLI"))?;
+        }
+        // The broadcaster stops its top layer: high viewers on the edges fall to the next one
+        // down, as on the origin; low viewers never move.
+        publisher.set_layer_sending(2, false)?;
+        for (i, (v, prefer)) in viewers.iter().enumerate() {
+            let layer = if *prefer == QualityPreference::Low {
+                0
+            } else {
+                1
+            };
+            let runs = wait_on_layer(&publisher, v, layer, 10)
+                .await
+                .with_context(|| format!("viewer {i} ({prefer:?}), the top layer stopped"))?;
+            if layer == 0 {
+                ensure!(runs == [0], "viewer {i} preferring low saw layers {runs:?}");
+            }
+        }
+        let (two, layers) = egress_and_layers(&origin, &publisher, Duration::from_secs(2)).await?;
+        eprintln!(
+            "origin egress to its one relay, the top layer stopped: {two:.0} kbit/s; the layers' \
+             video payload {layers:.0?} kbit/s; three layers cost {:.2}x two",
+            all / two
+        );
+        // Still one relay per node, whatever the layers.
+        ensure!(metric(&origin, "golive_cluster_relays_out").await? == 1.0);
+        ensure!(metric(&b, "golive_cluster_relays_in").await? == 1.0);
+        ensure!(metric(&b, "golive_cluster_relays_out").await? == 1.0);
+        ensure!(metric(&c, "golive_cluster_relays_in").await? == 1.0);
+        ensure!(metric(&c, "golive_cluster_relays_out").await? == 0.0);
         Ok(())
     })
     .await;

@@ -181,6 +181,9 @@ fn max_binding_requests(checking: Duration) -> u16 {
     u16::try_from(n).unwrap_or(u16::MAX)
 }
 
+/// The most video sections a [`Role::Relay`] offers.
+pub const MAX_VIDEO_SECTIONS: usize = 8;
+
 /// What every peer of a driver has in common.
 #[derive(Clone)]
 pub struct PeerConfig {
@@ -235,6 +238,10 @@ impl std::fmt::Debug for PeerConfig {
 pub enum Role {
     /// Receives audio and video.
     Viewer,
+    /// Receives audio and `video_sections` video tracks, each in a section of its own: a node
+    /// that pulls a stream from another node, which sends simulcast layer n on the n-th video
+    /// section. Its packets say which section they came on ([`PeerEvent::Rtp`]).
+    Relay { video_sections: usize },
     /// Sends `source`'s media under these SSRCs once connected.
     Publisher {
         video_ssrc: u32,
@@ -262,11 +269,13 @@ pub enum KeyframeRequestKind {
 pub enum PeerEvent {
     /// The peer connection's state changed.
     State(RTCPeerConnectionState),
-    /// An RTP packet arrived (decrypted) on a track of `kind`.
+    /// An RTP packet arrived (decrypted) on a track of `kind`; `section` counts the video
+    /// sections of the offer from 0 (0 for audio, and for a viewer's one video section).
     Rtp {
         kind: MediaKind,
         at: Instant,
         packet: rtc::rtp::Packet,
+        section: usize,
     },
     /// The remote asked for a keyframe; a publisher's source has been told.
     KeyframeRequest {
@@ -321,8 +330,11 @@ pub struct ClientPeer {
     events: VecDeque<PeerEvent>,
     /// Receiving track id -> kind, from `OnTrack` (for payload types we did not offer).
     track_kinds: HashMap<String, MediaKind>,
-    /// The video receiver and the SSRC it receives, for the PLIs a viewer sends.
-    video_receiver: Option<(RTCRtpReceiverId, u32)>,
+    /// The video receivers, one per video section in the offer's order, and the SSRC each
+    /// receives (once known), for the PLIs a viewer sends.
+    video_receivers: Vec<(RTCRtpReceiverId, Option<u32>)>,
+    /// Receiving track id -> its video section.
+    track_sections: HashMap<String, usize>,
     /// The media SSRCs keyframe requests named, as the interceptor chain saw them.
     keyframe_request_ssrcs: RequestedSsrcs,
 }
@@ -494,6 +506,11 @@ impl ClientPeer {
             .with_interceptor_registry(registry)
             .build(now)?;
 
+        let mut video_receivers = Vec::new();
+        let video_sections = match role {
+            Role::Relay { video_sections } => video_sections.clamp(1, MAX_VIDEO_SECTIONS),
+            _ => 1,
+        };
         let publishing = match role {
             Role::Publisher {
                 video_ssrc,
@@ -549,9 +566,11 @@ impl ClientPeer {
                     batch: Vec::new(),
                 })
             }
-            Role::Viewer => {
-                for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
-                    pc.add_transceiver_from_kind(
+            Role::Viewer | Role::Relay { .. } => {
+                let kinds = std::iter::once(RtpCodecKind::Audio)
+                    .chain(std::iter::repeat_n(RtpCodecKind::Video, video_sections));
+                for kind in kinds {
+                    let id = pc.add_transceiver_from_kind(
                         kind,
                         Some(RTCRtpTransceiverInit {
                             direction: RTCRtpTransceiverDirection::Recvonly,
@@ -559,6 +578,9 @@ impl ClientPeer {
                             send_encodings: vec![],
                         }),
                     )?;
+                    if kind == RtpCodecKind::Video {
+                        video_receivers.push((RTCRtpReceiverId::from(id), None));
+                    }
                 }
                 None
             }
@@ -593,7 +615,8 @@ impl ClientPeer {
             publishing,
             events: VecDeque::new(),
             track_kinds: HashMap::new(),
-            video_receiver: None,
+            video_receivers,
+            track_sections: HashMap::new(),
             keyframe_request_ssrcs,
         })
     }
@@ -748,15 +771,18 @@ impl ClientPeer {
             match message {
                 RTCMessage::RtpPacket(track_id, packet) => {
                     let kind = self.kind_of(packet.header.payload_type, &track_id);
-                    if kind == MediaKind::Video
-                        && let Some((_, ssrc)) = &mut self.video_receiver
-                    {
-                        *ssrc = packet.header.ssrc;
+                    let mut section = 0;
+                    if kind == MediaKind::Video {
+                        section = self.track_sections.get(&track_id).copied().unwrap_or(0);
+                        if let Some((_, ssrc)) = self.video_receivers.get_mut(section) {
+                            *ssrc = Some(packet.header.ssrc);
+                        }
                     }
                     return Some(PeerEvent::Rtp {
                         kind,
                         at: now,
                         packet,
+                        section,
                     });
                 }
                 RTCMessage::RtcpPacket(_, packets) => {
@@ -789,7 +815,17 @@ impl ClientPeer {
     /// A viewer asks for a keyframe of the video it receives (RTCP PLI), as a decoder that
     /// lost a picture does.
     pub fn send_pli(&mut self, now: Instant) -> Result<(), PeerError> {
-        let (receiver_id, media_ssrc) = self.video_receiver.ok_or(PeerError::NoVideo)?;
+        self.send_pli_for(now, 0)
+    }
+
+    /// Asks for a keyframe of the video received on video section `section` (RTCP PLI naming
+    /// that section's SSRC): a relay asks for one simulcast layer.
+    pub fn send_pli_for(&mut self, now: Instant, section: usize) -> Result<(), PeerError> {
+        let (receiver_id, media_ssrc) = self
+            .video_receivers
+            .get(section)
+            .and_then(|&(id, ssrc)| Some((id, ssrc?)))
+            .ok_or(PeerError::NoVideo)?;
         let pli = PictureLossIndication {
             sender_ssrc: 0,
             media_ssrc,
@@ -874,8 +910,15 @@ impl ClientPeer {
                         _ => MediaKind::Video,
                     };
                     self.track_kinds.insert(init.track_id.to_string(), kind);
-                    if kind == MediaKind::Video {
-                        self.video_receiver = Some((init.receiver_id, init.ssrc));
+                    if kind == MediaKind::Video
+                        && let Some(section) = self
+                            .video_receivers
+                            .iter()
+                            .position(|(id, _)| *id == init.receiver_id)
+                    {
+                        self.video_receivers[section].1 = Some(init.ssrc);
+                        self.track_sections
+                            .insert(init.track_id.to_string(), section);
                     }
                 }
                 _ => {}
@@ -1071,6 +1114,17 @@ mod tests {
         assert!(sdp.contains("a=end-of-candidates"), "{sdp}");
         assert_eq!(sdp.matches("a=recvonly").count(), 2, "{sdp}");
         assert!(sdp.contains("a=rtpmap:96 VP8/90000") && sdp.contains("a=rtpmap:111 opus/48000/2"));
+    }
+
+    #[test]
+    fn a_relay_offers_audio_and_one_receive_only_video_section_per_layer() {
+        let sdp = offer(&PeerConfig::default(), Role::Relay { video_sections: 3 });
+        assert_eq!(sdp.matches("m=audio ").count(), 1, "{sdp}");
+        assert_eq!(sdp.matches("m=video ").count(), 3, "{sdp}");
+        assert_eq!(sdp.matches("a=recvonly").count(), 4, "{sdp}");
+        // Bounded whatever it is asked.
+        let many = offer(&PeerConfig::default(), Role::Relay { video_sections: 99 });
+        assert_eq!(many.matches("m=video ").count(), MAX_VIDEO_SECTIONS);
     }
 
     #[test]

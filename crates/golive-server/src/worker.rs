@@ -119,6 +119,15 @@ pub enum Command {
         events: PeerEvents,
         reply: Reply<Answer>,
     },
+    /// Another node pulls `stream` from this one: a relay peer, sent every simulcast layer.
+    Relay {
+        id: PeerId,
+        stream: StreamName,
+        media: Arc<StreamMedia>,
+        offer: String,
+        events: PeerEvents,
+        reply: Reply<Answer>,
+    },
     Candidate {
         id: PeerId,
         candidate: String,
@@ -165,7 +174,7 @@ pub struct WorkerStats {
 /// Messages between workers.
 enum Peer2Peer {
     Media(Arc<SourcePacket>),
-    KeyframeRequest(StreamName),
+    KeyframeRequest(StreamName, Option<Layer>),
 }
 
 /// What the worker thread publishes about itself, read by signalling and `/healthz` without
@@ -220,7 +229,7 @@ pub struct WorkerHandle {
 
 /// Cluster mode: told of every keyframe request a worker makes for a stream whose broadcaster
 /// is not on any worker of this node (it may be a relayed stream). Set once.
-pub type KeyframeListener = std::sync::OnceLock<mpsc::UnboundedSender<StreamName>>;
+pub type KeyframeListener = std::sync::OnceLock<mpsc::UnboundedSender<(StreamName, Option<Layer>)>>;
 
 impl WorkerHandle {
     pub fn state(&self) -> WorkerState {
@@ -277,7 +286,7 @@ impl WorkerHandle {
 
     /// Sets where keyframe requests for streams without a local broadcaster go (the same
     /// listener for every worker of the node; the first call wins).
-    pub fn listen_keyframe_requests(&self, tx: mpsc::UnboundedSender<StreamName>) {
+    pub fn listen_keyframe_requests(&self, tx: mpsc::UnboundedSender<(StreamName, Option<Layer>)>) {
         let _ = self.keyframe_listener.set(tx);
     }
 
@@ -633,7 +642,9 @@ impl Worker {
                     let now = Instant::now();
                     match m {
                         Peer2Peer::Media(p) => self.sfu.handle_media(now, &p),
-                        Peer2Peer::KeyframeRequest(s) => self.sfu.handle_keyframe_request(now, &s),
+                        Peer2Peer::KeyframeRequest(s, layer) => {
+                            self.sfu.handle_keyframe_request(now, &s, layer)
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {
@@ -701,6 +712,20 @@ impl Worker {
                 }
                 let _ = reply.send(r);
             }
+            Command::Relay {
+                id,
+                stream,
+                media,
+                offer,
+                events,
+                reply,
+            } => {
+                let r = self.sfu.add_relay(now, id, stream, &media, &offer);
+                if r.is_ok() {
+                    self.owners.insert(id, events);
+                }
+                let _ = reply.send(r);
+            }
             Command::Candidate {
                 id,
                 candidate,
@@ -727,7 +752,9 @@ impl Worker {
             } => {
                 let _ = reply.send(self.sfu.set_viewer_preference(now, id, preference));
             }
-            Command::KeyframeRequest { stream } => self.sfu.handle_keyframe_request(now, &stream),
+            Command::KeyframeRequest { stream } => {
+                self.sfu.handle_keyframe_request(now, &stream, None)
+            }
             Command::Stats { reply } => {
                 let mut stats = self.stats.clone();
                 stats.sfu = self.sfu.stats().clone();
@@ -802,11 +829,11 @@ impl Worker {
                     self.share_with_others(|| Peer2Peer::Media(p.clone()))
                 }
                 Output::VideoStarted(id) => self.tell(PeerEvent::VideoStarted(id)),
-                Output::KeyframeRequest(s) => {
+                Output::KeyframeRequest(s, layer) => {
                     if let Some(tx) = self.keyframe_listener.get() {
-                        let _ = tx.send(s.clone());
+                        let _ = tx.send((s.clone(), layer));
                     }
-                    self.share_with_others(|| Peer2Peer::KeyframeRequest(s.clone()))
+                    self.share_with_others(|| Peer2Peer::KeyframeRequest(s.clone(), layer))
                 }
             }
         }

@@ -226,6 +226,10 @@ pub(crate) struct Viewer {
     pub(crate) layers: ViewerLayers,
     /// Its bandwidth estimate, where it negotiated feedback for one.
     pub(crate) bwe: Option<Box<ViewerBwe>>,
+    /// A relay (another node pulling the stream) is sent every simulcast layer at once, each on
+    /// a video track of its own, and never switches: layer 0 goes on the video track of
+    /// `tracks`, layer n on `relay_layers[n - 1]`. `None` for a member of the audience.
+    pub(crate) relay_layers: Option<Vec<DownTrack>>,
 }
 
 impl Viewer {
@@ -245,7 +249,55 @@ impl Viewer {
             replay: None,
             layers,
             bwe: None,
+            relay_layers: None,
         }
+    }
+
+    /// A relay's viewer: `tracks` as a viewer's, plus `upper`, the video tracks of layers 1
+    /// and up. Its layer choice never moves: every layer is sent on its own track.
+    pub(crate) fn relay(tracks: [Option<DownTrack>; 2], upper: Vec<DownTrack>) -> Self {
+        Self {
+            layers: ViewerLayers::fixed(),
+            relay_layers: Some(upper),
+            ..Self::new(tracks)
+        }
+    }
+
+    pub(crate) fn is_relay(&self) -> bool {
+        self.relay_layers.is_some()
+    }
+
+    /// The track a packet of `kind` and `layer` goes out on: for a relay, its layer's own video
+    /// track; for a viewer, its one track of the kind (the layer choice is made before).
+    pub(crate) fn track_for(&mut self, kind: MediaKind, layer: Layer) -> Option<&mut DownTrack> {
+        match (&mut self.relay_layers, kind) {
+            (Some(upper), MediaKind::Video) if layer.index() > 0 => {
+                upper.get_mut(layer.index() - 1)
+            }
+            _ => self.tracks[slot(kind)].as_mut(),
+        }
+    }
+
+    /// Every down track of the viewer (a relay's per-layer video tracks included).
+    pub(crate) fn all_tracks_mut(&mut self) -> impl Iterator<Item = &mut DownTrack> {
+        self.tracks
+            .iter_mut()
+            .flatten()
+            .chain(self.relay_layers.iter_mut().flatten())
+    }
+
+    /// The simulcast layer a relay's video track with `ssrc` carries; `None` for a viewer or an
+    /// SSRC that is not one of its video tracks.
+    pub(crate) fn relay_layer_of(&self, ssrc: u32) -> Option<Layer> {
+        let upper = self.relay_layers.as_ref()?;
+        if self.tracks[slot(MediaKind::Video)]
+            .as_ref()
+            .is_some_and(|t| t.ssrc == ssrc)
+        {
+            return Some(Layer::LOWEST);
+        }
+        let i = upper.iter().position(|t| t.ssrc == ssrc)?;
+        Some(Layer(i as u8 + 1))
     }
 
     pub(crate) fn congested(&self, now: Instant) -> bool {

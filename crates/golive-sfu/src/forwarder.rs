@@ -13,7 +13,7 @@ use crate::cache::{
     AUDIO_HISTORY_PACKETS, CacheState, History, Lookup, Media, VIDEO_HISTORY_PACKETS,
 };
 use crate::codec::MediaKind;
-use crate::down_track::{DownTrack, Replay};
+use crate::down_track::{DownTrack, Replay, Viewer};
 use crate::entry::PeerEntry;
 use crate::outbox::Outbox;
 use crate::receiver;
@@ -42,9 +42,13 @@ pub(crate) struct Forwarder<'a> {
 /// What forwarding one packet to one viewer asks of the caller.
 #[derive(Debug, Default, Clone, Copy)]
 struct After {
-    /// The viewer restarts after a skip: ask the broadcaster for a keyframe of this layer.
-    wants_keyframe: Option<Layer>,
+    /// The viewer restarts after a skip: ask the broadcaster for a keyframe of these layers
+    /// (bit i: layer i; a viewer's target layer, or every layer for a relay).
+    wants_keyframe: u8,
 }
+
+/// Every layer, as a mask of [`After::wants_keyframe`].
+const ALL_LAYERS: u8 = (1 << MAX_LAYERS) - 1;
 
 /// Sends one source packet to one viewer: the slow-viewer rule, then the viewer's down track.
 /// The payload is shared, never copied.
@@ -67,16 +71,22 @@ fn forward(
         if !v.skipping {
             v.skipping = true;
             out.stats.slow_viewer_skips += 1;
-            v.tracks.iter_mut().flatten().for_each(DownTrack::skip);
+            v.all_tracks_mut().for_each(DownTrack::skip);
         }
         out.stats.rtp_dropped_slow_viewer += 1;
         return after;
     }
+    let relay = v.is_relay();
     if v.skipping {
         v.skipping = false;
-        after.wants_keyframe = Some(v.layers.target());
+        after.wants_keyframe = if relay {
+            ALL_LAYERS
+        } else {
+            1 << v.layers.target().index()
+        };
     }
-    if kind == MediaKind::Video {
+    // A relay takes every layer, each on its own track: no choice to make.
+    if kind == MediaKind::Video && !relay {
         match v.layers.offer(m.layer, m.keyframe_start) {
             LayerVerdict::Skip => return after,
             LayerVerdict::Send => {}
@@ -90,11 +100,12 @@ fn forward(
             }
         }
     }
-    let Some(t) = v.track_mut(kind) else {
+    let Some(t) = v.track_for(kind, m.layer) else {
         return after;
     };
     let rewritten = t.rewrite(now, m);
-    if rewritten.video_started {
+    // A relay's first video is its lowest layer's; its other layers start later, unreported.
+    if rewritten.video_started && (!relay || m.layer == Layer::LOWEST) {
         out.outputs.push_back(Output::VideoStarted(id));
     }
     let Some(header) = rewritten.header else {
@@ -230,13 +241,18 @@ impl Forwarder<'_> {
             {
                 wants_keyframe[target.index()] = true;
             }
-            let replaying = e.role.viewer().is_some_and(|v| v.replay.is_some());
+            // In the cache already: the replay sends it, in order. A relay's other layers go
+            // on live meanwhile, each on its own track.
+            let replaying = e.role.viewer().is_some_and(|v| {
+                v.replay
+                    .is_some_and(|r| !v.is_relay() || r.layer == m.layer)
+            });
             if replaying && kind == MediaKind::Video {
-                // In the cache already: the replay sends it, in order.
                 continue;
             }
-            if let Some(layer) = forward(now, *id, e, kind, m, self.out).wants_keyframe {
-                wants_keyframe[layer.index()] = true;
+            let wanted = forward(now, *id, e, kind, m, self.out).wants_keyframe;
+            for (layer, w) in wants_keyframe.iter_mut().enumerate() {
+                *w |= wanted & (1 << layer) != 0;
             }
         }
         for (layer, wanted) in wants_keyframe.into_iter().enumerate() {
@@ -251,10 +267,24 @@ impl Forwarder<'_> {
     /// keyframe it asks for. A higher layer its preference allows follows at that layer's next
     /// keyframe, asked for once the cache has been replayed.
     pub(crate) fn start_viewer(&mut self, now: Instant, id: PeerId) {
-        let Some(e) = self.peers.get_mut(&id) else {
+        let Some(e) = self.peers.get(&id) else {
             return;
         };
         let stream = e.stream.clone();
+        // A relay starts on every layer at once: the lowest from its cache as a viewer does, the
+        // others (those the source sends) at their next keyframe, asked for now.
+        if e.role.viewer().is_some_and(Viewer::is_relay) {
+            let seen = self
+                .streams
+                .get(&stream)
+                .map_or(0, |ls| ls.availability().seen);
+            for l in 1..seen.min(MAX_LAYERS) {
+                self.request_keyframe(now, &stream, Some(Layer(l as u8)));
+            }
+        }
+        let Some(e) = self.peers.get_mut(&id) else {
+            return;
+        };
         let Some(ls) = self.streams.get(&stream) else {
             return;
         };
@@ -406,6 +436,7 @@ impl Forwarder<'_> {
             .tracks
             .iter_mut()
             .flatten()
+            .chain(v.relay_layers.iter_mut().flatten())
             .find(|t| t.ssrc() == media_ssrc)
         else {
             return;

@@ -81,6 +81,14 @@ impl Leg {
         }
     }
 
+    /// A relay's video tracks for simulcast layers 1 and up (SSRC, RTX); none on `rtc`.
+    pub(crate) fn layer_tracks(&self) -> &[(u32, Option<(u32, u8)>)] {
+        match self {
+            Leg::Rtc(_) => &[],
+            Leg::Lean(v) => &v.layer_tracks,
+        }
+    }
+
     pub(crate) fn add_remote_candidate(
         &mut self,
         candidate: String,

@@ -31,7 +31,9 @@
 //!    viewer is sent one layer, starting on the lowest, and moves at a keyframe of the layer its
 //!    preference ([`Sfu::set_viewer_preference`]) and its bandwidth estimate ([`adapt`]: TWCC or
 //!    REMB feedback on the lean leg) allow, on one continuous line of SSRC, sequence numbers and
-//!    timestamps. Each move is reported by [`Sfu::poll_layer_change`].
+//!    timestamps. Each move is reported by [`Sfu::poll_layer_change`]. A relay (another node
+//!    that pulls the stream to serve its own viewers, [`Sfu::add_relay`]) is sent every layer
+//!    at once instead, each on a video track of its own, and chooses for its viewers itself.
 //! 5. Every peer's next deadline sits in one heap per worker (`timers`): a wake-up touches the
 //!    peers that are due, whatever the number of peers.
 //!

@@ -84,6 +84,17 @@ pub(crate) enum PeerEvent {
     Failed,
 }
 
+/// The SSRC a keyframe request (PLI or FIR) names: `None` when the packet is no keyframe
+/// request, `Some(None)` for a FIR without an entry.
+pub(crate) fn keyframe_request_ssrc(any: &dyn std::any::Any) -> Option<Option<u32>> {
+    if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+        Some(Some(pli.media_ssrc))
+    } else {
+        any.downcast_ref::<FullIntraRequest>()
+            .map(|fir| fir.fir.first().map(|e| e.ssrc))
+    }
+}
+
 /// Media and feedback a peer received.
 #[derive(Debug)]
 pub(crate) enum Inbound {
@@ -93,8 +104,9 @@ pub(crate) enum Inbound {
         packet: rtc::rtp::Packet,
         layer: Option<Layer>,
     },
-    /// The remote asked for a keyframe (PLI or FIR).
-    KeyframeRequest,
+    /// The remote asked for a keyframe (PLI or FIR) of the stream it names (`None`: a FIR
+    /// without an entry).
+    KeyframeRequest { media_ssrc: Option<u32> },
     /// A viewer's transport-wide congestion control feedback (lean leg, where negotiated).
     Twcc(Box<rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc>),
     /// A viewer's receiver-estimated maximum bitrate (lean leg, where negotiated).
@@ -647,8 +659,9 @@ impl Peer {
                     // One compound packet may carry a PLI and NACKs together.
                     for p in &packets {
                         let any = p.as_any();
-                        if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
-                            self.pending.push_back(Inbound::KeyframeRequest);
+                        if let Some(media_ssrc) = keyframe_request_ssrc(any) {
+                            self.pending
+                                .push_back(Inbound::KeyframeRequest { media_ssrc });
                         } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                             let seqs = nack
                                 .nacks

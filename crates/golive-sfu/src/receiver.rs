@@ -166,7 +166,7 @@ pub(crate) fn accept_rtp(
 
 /// A viewer of `stream` wants a keyframe of `layer` (`None`: of every layer): ask the
 /// broadcaster (coalesced per layer), here or, as [`Output::KeyframeRequest`], on the worker
-/// that has it. Requests between workers name no layer, so there every layer is asked.
+/// that has it.
 pub(crate) fn request_keyframe(
     now: Instant,
     stream: &StreamName,
@@ -180,7 +180,7 @@ pub(crate) fn request_keyframe(
     let Some(pid) = publisher else {
         if share_media {
             out.outputs
-                .push_back(Output::KeyframeRequest(stream.clone()));
+                .push_back(Output::KeyframeRequest(stream.clone(), layer));
         }
         return;
     };

@@ -27,7 +27,7 @@ use crate::leg::{Leg, ViewerLeg};
 use crate::outbox::Outbox;
 use crate::peer::{DatagramVerdict, Inbound, Peer, PeerEvent, Role, SrtpPolicy};
 use crate::receiver::{self, Receiver};
-use crate::simulcast::{Layer, LayerChange};
+use crate::simulcast::{Layer, LayerChange, MAX_LAYERS};
 use crate::stream::LocalStream;
 use crate::timers::Timers;
 use crate::types::slot;
@@ -262,13 +262,51 @@ impl Sfu {
         media: &StreamMedia,
         offer_sdp: &str,
     ) -> Result<Answer, SfuError> {
+        self.add_watcher(now, id, stream, media, offer_sdp, false)
+    }
+
+    /// Answers a relay's offer for `stream`: another node that pulls the stream to serve its
+    /// own viewers. A relay is sent every simulcast layer at once, layer n on the n-th video
+    /// section of its offer (as many layers as it offered sections for; one section is a
+    /// broadcast without simulcast, or a node that takes only the lowest layer), each on a
+    /// line of SSRC, sequence numbers and timestamps of its own, and never switched; so the
+    /// relaying node keeps every layer apart and chooses per viewer as this one does. Its
+    /// keyframe requests name the layer by the track's SSRC. A relay is always served by the
+    /// lean leg (the `rtc` leg carries one video track per viewer), gets no bandwidth estimate
+    /// and no layer changes.
+    pub fn add_relay(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        stream: StreamName,
+        media: &StreamMedia,
+        offer_sdp: &str,
+    ) -> Result<Answer, SfuError> {
+        self.add_watcher(now, id, stream, media, offer_sdp, true)
+    }
+
+    fn add_watcher(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        stream: StreamName,
+        media: &StreamMedia,
+        offer_sdp: &str,
+        relay: bool,
+    ) -> Result<Answer, SfuError> {
         let offer = Offer::parse(offer_sdp)?;
         let codecs = offer.viewer_codecs(media)?;
         let video_rtx_pt = codecs
             .video
             .as_ref()
             .and_then(|v| offer.rtx_payload_type(MediaKind::Video, v.payload_type));
-        let (peer, sdp) = match self.options.viewer_leg {
+        let leg = if relay {
+            ViewerLeg::Lean
+        } else {
+            self.options.viewer_leg
+        };
+        let video_tracks = if relay { MAX_LAYERS } else { 1 };
+        let (peer, sdp) = match leg {
             ViewerLeg::Rtc => {
                 let (peer, sdp) = Peer::new(
                     now,
@@ -297,6 +335,7 @@ impl Sfu {
                     offer_sdp,
                     &codecs,
                     video_rtx_pt,
+                    video_tracks,
                 )?;
                 (Leg::Lean(Box::new(viewer)), sdp)
             }
@@ -319,9 +358,28 @@ impl Sfu {
             .or_insert_with(LocalStream::new)
             .viewers
             .push(id);
-        let mut viewer = Viewer::new(tracks);
+        let mut viewer = match (relay, &codecs.video) {
+            (true, Some(video)) => {
+                let upper = peer
+                    .layer_tracks()
+                    .iter()
+                    .map(|&(ssrc, rtx)| {
+                        DownTrack::new(
+                            MediaKind::Video,
+                            video.payload_type,
+                            ssrc,
+                            rtx,
+                            video.clock_rate,
+                        )
+                    })
+                    .collect();
+                Viewer::relay(tracks, upper)
+            }
+            (true, None) => Viewer::relay(tracks, Vec::new()),
+            (false, _) => Viewer::new(tracks),
+        };
         let (twcc, remb) = peer.estimate_feedback();
-        if twcc || remb {
+        if (twcc || remb) && !relay {
             // Held to the lowest layer until its feedback shows what its link carries.
             viewer.bwe = Some(Box::new(ViewerBwe::new()));
             viewer
@@ -440,16 +498,21 @@ impl Sfu {
             .source_packet(now, &packet.stream, packet.kind, &packet.media(), false);
     }
 
-    /// A keyframe request from a viewer on another worker. Only the worker that has the
-    /// stream's broadcaster acts on it; the others ignore it (and never pass it on again).
-    pub fn handle_keyframe_request(&mut self, now: Instant, stream: &StreamName) {
+    /// A keyframe request from a viewer on another worker, for one simulcast layer or (`None`)
+    /// every layer. Only the worker that has the stream's broadcaster acts on it; the others
+    /// ignore it (and never pass it on again).
+    pub fn handle_keyframe_request(
+        &mut self,
+        now: Instant,
+        stream: &StreamName,
+        layer: Option<Layer>,
+    ) {
         if self
             .streams
             .get(stream)
             .is_some_and(|s| s.publisher.is_some())
         {
-            // Requests between workers name no layer: every layer is asked (each coalesced).
-            self.forwarder().request_keyframe(now, stream, None);
+            self.forwarder().request_keyframe(now, stream, layer);
         }
     }
 
@@ -470,10 +533,11 @@ impl Sfu {
         } else if v.backlog_over && queued_bytes <= max / 2 {
             v.backlog_over = false;
             if v.skipping && !v.congested(now) {
-                // Ask now, so the keyframe is on its way when the viewer can take it.
-                let layer = v.layers.target();
+                // Ask now, so the keyframe is on its way when the viewer can take it (a relay
+                // restarts every layer).
+                let layer = (!v.is_relay()).then(|| v.layers.target());
                 let stream = e.stream.clone();
-                self.forwarder().request_keyframe(now, &stream, Some(layer));
+                self.forwarder().request_keyframe(now, &stream, layer);
             }
         }
     }
@@ -699,15 +763,17 @@ impl Sfu {
                     }
                 }
                 Inbound::Rtp { .. } => {}
-                Inbound::KeyframeRequest => {
+                Inbound::KeyframeRequest { media_ssrc } => {
                     if !is_publisher {
                         self.out.stats.keyframe_requests_in += 1;
-                        // The layer the viewer is on, or moving to: the next picture it shows.
-                        let layer = self
-                            .peers
-                            .get(&id)
-                            .and_then(|e| e.role.viewer())
-                            .map(|v| v.layers.target());
+                        // The layer the viewer is on, or moving to: the next picture it shows;
+                        // for a relay, the layer of the track it names.
+                        let layer = self.peers.get(&id).and_then(|e| e.role.viewer()).map(|v| {
+                            match media_ssrc.and_then(|s| v.relay_layer_of(s)) {
+                                Some(layer) => layer,
+                                None => v.layers.target(),
+                            }
+                        });
                         if let Some(layer) = layer {
                             self.forwarder().request_keyframe(now, &stream, Some(layer));
                         }

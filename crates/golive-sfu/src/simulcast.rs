@@ -211,6 +211,12 @@ impl ViewerLayers {
         }
     }
 
+    /// The layers of a relay, which is sent every layer on a track of its own: the choice stays
+    /// on the lowest and never moves (as for a viewer without video).
+    pub(crate) fn fixed() -> Self {
+        Self::audio_only()
+    }
+
     pub(crate) fn current(&self) -> Layer {
         self.current
     }

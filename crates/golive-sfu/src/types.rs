@@ -65,8 +65,10 @@ pub enum Output {
     Failed(PeerId),
     /// A local broadcaster's packet, for the viewers on other workers.
     Media(Arc<SourcePacket>),
-    /// A local viewer wants a keyframe of a stream whose broadcaster is on another worker.
-    KeyframeRequest(StreamName),
+    /// A local viewer wants a keyframe of a stream whose broadcaster is on another worker (or,
+    /// on a node that relays the stream, on another node): of one simulcast layer, or (`None`)
+    /// of every layer.
+    KeyframeRequest(StreamName, Option<Layer>),
     /// A viewer was sent its first video packet (a keyframe start): its time to first frame.
     VideoStarted(PeerId),
 }

@@ -14,13 +14,17 @@
 //! its own in a task of its own. The peer repairs loss on the hop with NACK (rtc's
 //! receive side) and sends reports as a browser does.
 //!
-//! Each packet it receives becomes one [`SourcePacket`], given to every media worker of the node
-//! through the queue by which workers share a local broadcaster's packets: the workers remember
-//! it (keyframe cache, NACK history) and fan it out, so viewers on an edge get what viewers on
-//! the origin get (instant join, NACK, slow-viewer isolation). The stream is claimed in the
-//! node's directory by the relay, so `watch`, counts and chat work as for a local broadcast.
-//! Keyframe requests of the edge's viewers reach the relay task from the workers and go
-//! upstream as PLI, coalesced ([`KeyframeRequests`]).
+//! The relay's offer has one video section per simulcast layer ([`MAX_LAYERS`]); the parent
+//! sends layer n on the n-th (a broadcast without simulcast uses the first alone). Each packet
+//! it receives becomes one [`SourcePacket`] tagged with the layer of its section, given to
+//! every media worker of the node through the queue by which workers share a local
+//! broadcaster's packets: the workers remember it (keyframe cache and NACK history per layer)
+//! and fan it out, choosing a layer per viewer, so viewers on an edge get what viewers on the
+//! origin get (instant join, NACK, a layer by preference and bandwidth, the next layer down
+//! when the broadcaster stops one, slow-viewer isolation). The stream is claimed in the node's
+//! directory by the relay, so `watch`, counts and chat work as for a local broadcast.
+//! Keyframe requests of the edge's viewers reach the relay task from the workers, per layer,
+//! and go upstream as PLI for that layer's section, coalesced per layer ([`KeyframeRequests`]).
 //!
 //! The relay lasts while the node has viewers of the stream or serves relays of it to other
 //! nodes, plus `--relay-linger-secs`.
@@ -49,11 +53,12 @@ use golive_client::{ClientPeer, Feedback, PayloadTypes, PeerConfig, PeerEvent, R
 use golive_proto::{EndReason, ErrorCode, ProtocolError, StreamName};
 use golive_sfu::keyframe::is_keyframe_start;
 use golive_sfu::pli::KeyframeRequests;
-use golive_sfu::{Codec, MediaKind, PeerId, SourcePacket, StreamMedia, VideoCodec};
+use golive_sfu::simulcast::MAX_LAYERS;
+use golive_sfu::{Codec, Layer, MediaKind, PeerId, SourcePacket, StreamMedia, VideoCodec};
 use prometheus::{IntCounter, IntGauge};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
@@ -157,7 +162,9 @@ enum PullState {
 struct Inbound {
     member: MemberId,
     state: watch::Receiver<PullState>,
-    /// Keyframe requests of this node's viewers of the stream.
+    /// Keyframe requests of this node's viewers of the stream: the layers asked for (bit n:
+    /// layer n), and the wake-up of the relay task.
+    keyframe_layers: AtomicU8,
     keyframes: Notify,
     /// A broadcaster of the stream arrived here: the relay gives the stream up.
     stop: Notify,
@@ -230,20 +237,31 @@ impl Relays {
 
 /// Starts what relays need once the node runs: where keyframe requests go.
 pub(super) fn start(cluster: &Arc<Cluster>, directory: Arc<Directory>, workers: Arc<Workers>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<StreamName>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(StreamName, Option<Layer>)>();
     for w in workers.handles() {
         w.listen_keyframe_requests(tx.clone());
     }
     let _ = cluster.relays.deps.set((directory, workers));
     let cluster = cluster.clone();
     tokio::spawn(async move {
-        while let Some(stream) = rx.recv().await {
+        while let Some((stream, layer)) = rx.recv().await {
             let inbound = cluster.relays.lock_inbound().get(&stream).cloned();
             if let Some(i) = inbound {
+                i.keyframe_layers
+                    .fetch_or(layer_bits(layer), Ordering::Relaxed);
                 i.keyframes.notify_one();
             }
         }
     });
+}
+
+/// The layers a keyframe request names, as bits (`None`: every layer).
+fn layer_bits(layer: Option<Layer>) -> u8 {
+    match layer {
+        Some(l) if usize::from(l.0) < MAX_LAYERS => 1 << l.0,
+        Some(_) => 0,
+        None => (1 << MAX_LAYERS) - 1,
+    }
 }
 
 /// Makes this node pull `stream` (or waits for the pull under way); `Ok` once the stream is in
@@ -258,6 +276,7 @@ pub(super) async fn pull(cluster: &Arc<Cluster>, stream: &StreamName) -> Result<
                 let i = Arc::new(Inbound {
                     member: MemberId(next_relay_id()),
                     state: rx.clone(),
+                    keyframe_layers: AtomicU8::new(0),
                     keyframes: Notify::new(),
                     stop: Notify::new(),
                     stopped: AtomicBool::new(false),
@@ -680,7 +699,9 @@ impl Link {
             Instant::now(),
             SocketAddr::new(ip, port),
             &config,
-            Role::Viewer,
+            Role::Relay {
+                video_sections: MAX_LAYERS,
+            },
         )
         .map_err(|e| unreachable(&e))?;
         let auth = cluster
@@ -737,23 +758,23 @@ impl Link {
         let linger = cluster.settings.relay_linger;
         let video = self.media.video.as_ref().and_then(|c| c.video);
         let mut buf = vec![0u8; MAX_DATAGRAM];
-        let mut keyframes = KeyframeRequests::default();
-        let mut seen = [Seen::default(), Seen::default()];
+        // Per simulcast layer: keyframe requests up the hop, and duplicate suppression (audio's
+        // is the last).
+        let mut keyframes: [KeyframeRequests; MAX_LAYERS] = Default::default();
+        let mut seen: [Seen; MAX_LAYERS + 1] = Default::default();
         let mut next_check = Instant::now() + CHECK_INTERVAL;
         let mut last_media = Instant::now();
         let mut idle_since: Option<Instant> = None;
         let mut over_once = false;
         let end = loop {
             let now = Instant::now();
-            let due = [
-                self.peer.poll_timeout(),
-                keyframes.poll_timeout(),
-                Some(next_check),
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(next_check);
+            let due = keyframes
+                .iter()
+                .map(KeyframeRequests::poll_timeout)
+                .chain([self.peer.poll_timeout(), Some(next_check)])
+                .flatten()
+                .min()
+                .unwrap_or(next_check);
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => {
                     if let Ok((n, from)) = r {
@@ -763,14 +784,21 @@ impl Link {
                 _ = tokio::time::sleep_until(due.max(now).into()) => {
                     let now = Instant::now();
                     let _ = self.peer.handle_timeout(now);
-                    if keyframes.handle_timeout(now) {
-                        let _ = self.peer.send_pli(now);
+                    for (layer, k) in keyframes.iter_mut().enumerate() {
+                        if k.handle_timeout(now) {
+                            let _ = self.peer.send_pli_for(now, layer);
+                        }
                     }
                 }
                 _ = me.keyframes.notified() => {
                     let now = Instant::now();
-                    if keyframes.request(now) {
-                        let _ = self.peer.send_pli(now);
+                    let wanted = me.keyframe_layers.swap(0, Ordering::Relaxed);
+                    for (layer, k) in keyframes.iter_mut().enumerate() {
+                        // A layer's PLI names its section's SSRC; before the layer's first
+                        // packet there is none, and that first packet is a keyframe.
+                        if wanted & (1 << layer) != 0 && k.request(now) {
+                            let _ = self.peer.send_pli_for(now, layer);
+                        }
                     }
                 }
                 _ = me.stop.notified() => break End::Yielded,
@@ -780,14 +808,25 @@ impl Link {
                 let _ = self.socket.try_send_to(&t.data, t.to);
             }
             while let Some(ev) = self.peer.poll_event() {
-                let PeerEvent::Rtp { kind, packet, .. } = ev else {
+                let PeerEvent::Rtp {
+                    kind,
+                    packet,
+                    section,
+                    ..
+                } = ev
+                else {
                     continue;
                 };
                 let kind = match kind {
                     golive_client::MediaKind::Audio => MediaKind::Audio,
                     golive_client::MediaKind::Video => MediaKind::Video,
                 };
-                let slot = usize::from(kind == MediaKind::Video);
+                // The parent sends simulcast layer n on the n-th video section.
+                let (layer, slot) = match kind {
+                    MediaKind::Audio => (Layer::LOWEST, MAX_LAYERS),
+                    MediaKind::Video if section < MAX_LAYERS => (Layer(section as u8), section),
+                    MediaKind::Video => continue,
+                };
                 if packet.payload.is_empty()
                     || !seen[slot].first_time(packet.header.sequence_number)
                 {
@@ -800,14 +839,14 @@ impl Link {
                 let keyframe_start = kind == MediaKind::Video
                     && video.is_some_and(|c| is_keyframe_start(c, &packet.payload));
                 if keyframe_start {
-                    keyframes.keyframe_received(now);
+                    keyframes[layer.0 as usize].keyframe_received(now);
                 }
                 relays.metrics.packets_in.inc();
                 relays.metrics.bytes_in.inc_by(packet.payload.len() as u64);
                 let p = Arc::new(SourcePacket {
                     stream: stream.clone(),
                     epoch: self.epoch,
-                    layer: golive_sfu::Layer::LOWEST,
+                    layer,
                     kind,
                     keyframe_start,
                     seq: packet.header.sequence_number,
@@ -929,6 +968,15 @@ mod tests {
         // An origin without a live record is no parent.
         let none = ids(order_parents(&entries(0), |_| None, "origin", "me", 4));
         assert!(none.is_empty(), "{none:?}");
+    }
+
+    #[test]
+    fn a_keyframe_request_names_its_layer_or_every_layer() {
+        assert_eq!(layer_bits(Some(Layer(0))), 0b001);
+        assert_eq!(layer_bits(Some(Layer(2))), 0b100);
+        assert_eq!(layer_bits(None), 0b111);
+        // A layer no relay section carries asks for nothing.
+        assert_eq!(layer_bits(Some(Layer(MAX_LAYERS as u8))), 0);
     }
 
     #[test]

@@ -26,8 +26,6 @@ use rtc::crypto::RTCCryptoProvider;
 use rtc::dtls::config::{ClientAuthType, ConfigBuilder, ExtendedMasterSecretType, HandshakeConfig};
 use rtc::dtls::endpoint::{Endpoint, EndpointEvent};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
@@ -47,7 +45,7 @@ use crate::codec::{MediaKind, StreamMedia};
 // whichever leg serves them.
 use crate::peer::{
     DatagramVerdict, ICE_FAILED_TIMEOUT, Inbound, MAX_NACKED_PER_FEEDBACK, MAX_SSRCS_PER_PEER,
-    PeerEvent, SrtpPolicy,
+    PeerEvent, SrtpPolicy, keyframe_request_ssrc,
 };
 
 /// How often each track sends an RTCP sender report (lip sync, round-trip time).
@@ -186,6 +184,9 @@ pub(crate) struct LeanViewer {
     pub(crate) remote_addrs: Vec<SocketAddr>,
     pub(crate) send_ssrc: [Option<u32>; 2],
     pub(crate) rtx: [Option<(u32, u8)>; 2],
+    /// A relay's video tracks after the first, one per simulcast layer from layer 1 up: each
+    /// SSRC with its RTX SSRC and payload type.
+    pub(crate) layer_tracks: Vec<(u32, Option<(u32, u8)>)>,
     /// The certificate fingerprints the offer announced (lowercase).
     fingerprints: Vec<String>,
     /// Where media goes: the nominated address, or until nomination the last one checked.
@@ -209,7 +210,7 @@ pub(crate) struct LeanViewer {
     inbound: VecDeque<Inbound>,
     /// The SSRCs this viewer's SRTP/SRTCP named so far (bounded).
     ssrcs: Vec<u32>,
-    senders: [Option<SenderStats>; 2],
+    senders: Vec<SenderStats>,
     next_report_at: Option<Instant>,
     connected: bool,
     failed: bool,
@@ -328,9 +329,13 @@ impl LeanViewer {
         offer: &str,
         codecs: &StreamMedia,
         video_rtx_pt: Option<u8>,
+        video_tracks: usize,
     ) -> Result<(Self, String), SfuError> {
         let facts = sdp::OfferFacts::parse(offer)?;
-        let tracks = sdp::send_tracks(codecs, video_rtx_pt);
+        // As many video tracks as asked for and the offer has sections to carry (at least one,
+        // so a viewer that offered no video section gets the usual answer).
+        let video_tracks = video_tracks.min(facts.usable_sections(MediaKind::Video).max(1));
+        let tracks = sdp::send_tracks(codecs, video_rtx_pt, video_tracks);
         let (ufrag, pwd) = ice_credentials();
         let sdp = sdp::answer(
             &facts,
@@ -345,12 +350,17 @@ impl LeanViewer {
         );
         let mut send_ssrc = [None, None];
         let mut rtx = [None, None];
-        let mut senders = [None, None];
+        let mut layer_tracks = Vec::new();
+        let mut senders = Vec::with_capacity(tracks.len());
         for t in &tracks {
             let i = slot(t.codec.kind);
-            send_ssrc[i] = Some(t.ssrc);
-            rtx[i] = t.rtx;
-            senders[i] = Some(SenderStats {
+            if send_ssrc[i].is_none() {
+                send_ssrc[i] = Some(t.ssrc);
+                rtx[i] = t.rtx;
+            } else {
+                layer_tracks.push((t.ssrc, t.rtx));
+            }
+            senders.push(SenderStats {
                 ssrc: t.ssrc,
                 clock_rate: t.codec.clock_rate,
                 packets: 0,
@@ -366,6 +376,7 @@ impl LeanViewer {
                 remote_addrs: Vec::new(),
                 send_ssrc,
                 rtx,
+                layer_tracks,
                 fingerprints: facts.fingerprints,
                 media_addr: None,
                 nominated: false,
@@ -674,8 +685,9 @@ impl LeanViewer {
                         bitrate_bps: f64::from(remb.bitrate),
                     });
                 }
-            } else if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
-                self.inbound.push_back(Inbound::KeyframeRequest);
+            } else if let Some(media_ssrc) = keyframe_request_ssrc(any) {
+                self.inbound
+                    .push_back(Inbound::KeyframeRequest { media_ssrc });
             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 let seqs = nack
                     .nacks
@@ -856,12 +868,7 @@ impl LeanViewer {
             return false;
         }
         self.segments.push(len as u16);
-        if let Some(s) = self
-            .senders
-            .iter_mut()
-            .flatten()
-            .find(|s| s.ssrc == header.ssrc)
-        {
+        if let Some(s) = self.senders.iter_mut().find(|s| s.ssrc == header.ssrc) {
             s.packets = s.packets.wrapping_add(1);
             s.octets = s.octets.wrapping_add(payload.len() as u32);
             s.last = Some((header.timestamp, now));
@@ -916,7 +923,7 @@ impl LeanViewer {
             return;
         };
         let ntp_time = self.shared.ntp_time(now);
-        for s in self.senders.iter().flatten() {
+        for s in &self.senders {
             let Some((ts, at)) = s.last else { continue };
             let elapsed = now.saturating_duration_since(at);
             let rtp_time = ts.wrapping_add(

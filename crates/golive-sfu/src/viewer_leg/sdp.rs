@@ -2,7 +2,9 @@
 //!
 //! A viewer receives one audio and one video track at most, so the answer is small: the first
 //! audio and the first video section of the offer carry our tracks (sendonly, the viewer's own
-//! payload types, our SSRCs), every other section is rejected (port 0, left out of BUNDLE).
+//! payload types, our SSRCs), every other section is rejected (port 0, left out of BUNDLE). A
+//! relay (another node pulling the stream) takes one video track per simulcast layer: the
+//! n-th video section it offers carries layer n.
 //! Every accepted section carries our ICE-lite credentials, our certificate fingerprint, and our
 //! one host candidate: some clients (aiortc with max-bundle) read candidates only from the
 //! section they use.
@@ -152,6 +154,14 @@ impl OfferFacts {
             remb,
         })
     }
+
+    /// How many sections of `kind` can carry a track (not rejected, with a mid).
+    pub(crate) fn usable_sections(&self, kind: MediaKind) -> usize {
+        self.sections
+            .iter()
+            .filter(|s| s.kind == Some(kind) && !s.rejected && s.mid.is_some())
+            .count()
+    }
 }
 
 /// One track we send to the viewer.
@@ -175,15 +185,23 @@ pub(crate) struct Local<'a> {
     pub session_id: u64,
 }
 
-fn track_for(tracks: &[SendTrack], kind: MediaKind) -> Option<&SendTrack> {
-    tracks.iter().find(|t| t.codec.kind == kind)
+/// The `n`-th track of `kind`, and the id the viewer sees it under: `golive-video` for the
+/// first, `golive-video-1` for the next (a relay's layers must not share a track id).
+fn track_for(tracks: &[SendTrack], kind: MediaKind, n: usize) -> Option<(&SendTrack, String)> {
+    let t = tracks.iter().filter(|t| t.codec.kind == kind).nth(n)?;
+    let id = match n {
+        0 => format!("{MSID_STREAM}-{kind}"),
+        n => format!("{MSID_STREAM}-{kind}-{n}"),
+    };
+    Some((t, id))
 }
 
-/// Writes the answer. `tracks` holds at most one track per kind.
+/// Writes the answer. The n-th usable section of a kind carries the n-th track of that kind
+/// in `tracks` (a viewer has one of each; a relay one video track per layer).
 pub(crate) fn answer(offer: &OfferFacts, local: &Local<'_>, tracks: &[SendTrack]) -> String {
-    // Which section carries which track: the first non-rejected section of each kind.
-    let mut used = [false; 2];
-    let carries: Vec<Option<&SendTrack>> = offer
+    // Which section carries which track: the non-rejected sections of each kind, in order.
+    let mut used = [0usize; 2];
+    let carries: Vec<Option<(&SendTrack, String)>> = offer
         .sections
         .iter()
         .map(|s| {
@@ -192,11 +210,11 @@ pub(crate) fn answer(offer: &OfferFacts, local: &Local<'_>, tracks: &[SendTrack]
                 MediaKind::Audio => 0,
                 MediaKind::Video => 1,
             };
-            if s.rejected || used[i] || s.mid.is_none() {
+            if s.rejected || s.mid.is_none() {
                 return None;
             }
-            let t = track_for(tracks, kind)?;
-            used[i] = true;
+            let t = track_for(tracks, kind, used[i])?;
+            used[i] += 1;
             Some(t)
         })
         .collect();
@@ -222,7 +240,7 @@ pub(crate) fn answer(offer: &OfferFacts, local: &Local<'_>, tracks: &[SendTrack]
     let ip = local.candidate_addr.ip();
     let ip_kind = if ip.is_ipv4() { "IP4" } else { "IP6" };
     for (s, carried) in offer.sections.iter().zip(&carries) {
-        let Some(t) = carried else {
+        let Some((t, track_id)) = carried else {
             // Rejected: the same formats, port 0, nothing else but its mid.
             let formats = if s.formats.is_empty() {
                 "0".to_owned()
@@ -262,7 +280,6 @@ pub(crate) fn answer(offer: &OfferFacts, local: &Local<'_>, tracks: &[SendTrack]
         );
         let mid = s.mid.as_deref().unwrap_or_default();
         let direction = if s.receives { "sendonly" } else { "inactive" };
-        let track_id = format!("{MSID_STREAM}-{}", c.kind);
         let _ = write!(
             w,
             "a=mid:{mid}\r\na={direction}\r\na=msid:{MSID_STREAM} {track_id}\r\na=rtcp-mux\r\n"
@@ -318,14 +335,26 @@ pub(crate) fn answer(offer: &OfferFacts, local: &Local<'_>, tracks: &[SendTrack]
     out
 }
 
-/// The tracks a viewer gets for the codecs it can receive.
-pub(crate) fn send_tracks(codecs: &StreamMedia, video_rtx_pt: Option<u8>) -> Vec<SendTrack> {
-    let mut tracks: Vec<SendTrack> = Vec::with_capacity(2);
-    for c in [&codecs.audio, &codecs.video].into_iter().flatten() {
+/// The tracks a viewer gets for the codecs it can receive: one audio track, and
+/// `video_tracks` video tracks (one for a viewer; one per simulcast layer for a relay).
+pub(crate) fn send_tracks(
+    codecs: &StreamMedia,
+    video_rtx_pt: Option<u8>,
+    video_tracks: usize,
+) -> Vec<SendTrack> {
+    let mut tracks: Vec<SendTrack> = Vec::with_capacity(1 + video_tracks);
+    let video = std::iter::repeat_n(&codecs.video, video_tracks);
+    for c in std::iter::once(&codecs.audio).chain(video).flatten() {
         let ssrc = loop {
             let s: u32 = rand::random();
-            // Our RTCP is sent from 1; an RTX SSRC must not collide either.
-            if s > 2 && tracks.iter().all(|t| t.ssrc != s && t.ssrc != s - 1) {
+            // Our RTCP is sent from 1; an RTX SSRC (one above its track's) must not collide
+            // either.
+            if s > 2
+                && s < u32::MAX
+                && tracks
+                    .iter()
+                    .all(|t| t.ssrc != s && t.ssrc != s - 1 && t.ssrc != s + 1)
+            {
                 break s;
             }
         };
@@ -422,6 +451,54 @@ m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:2\
         assert!(sdp.contains("a=ssrc-group:FID 2222 2223\r\n"));
         assert!(sdp.contains("a=fmtp:109 minptime=10\r\n"));
         assert!(sdp.contains("a=rtcp-rsize\r\n"));
+    }
+
+    #[test]
+    fn each_video_section_of_a_relay_carries_a_layer_track_of_its_own() {
+        // Three video sections, as a relay offers them; the data channel stays rejected.
+        let video = |mid: u8| {
+            format!(
+                "m=video 9 UDP/TLS/RTP/SAVPF 120\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\n\
+                 a=recvonly\r\na=rtcp-mux\r\na=rtpmap:120 VP8/90000\r\n"
+            )
+        };
+        let offer = OFFER
+            .replace("a=group:BUNDLE 0 1 2\r\n", "a=group:BUNDLE 0 1 2 3 4\r\n")
+            .replace(
+                "m=application",
+                &format!("{}{}m=application", video(3), video(4)),
+            );
+        let facts = OfferFacts::parse(&offer).expect("parses");
+        assert_eq!(facts.usable_sections(MediaKind::Video), 3);
+        let codecs = StreamMedia {
+            audio: Some(tracks()[0].codec.clone()),
+            video: Some(tracks()[1].codec.clone()),
+        };
+        let sent = send_tracks(&codecs, None, 3);
+        assert_eq!(sent.len(), 4);
+        let mut ssrcs: Vec<u32> = sent.iter().map(|t| t.ssrc).collect();
+        ssrcs.sort_unstable();
+        ssrcs.dedup();
+        assert_eq!(ssrcs.len(), 4, "every track its own SSRC");
+        let sdp = answer(&facts, &local(), &sent);
+        let desc = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
+            .expect("the answer parses");
+        let m = &desc.media_descriptions;
+        assert_eq!(m.len(), 5);
+        let track_ids = ["golive-video", "golive-video-1", "golive-video-2"];
+        for (section, (t, id)) in m[1..4].iter().zip(sent[1..].iter().zip(track_ids)) {
+            assert!(section.has_attribute("sendonly"));
+            let msid = format!("a=ssrc:{} msid:golive {id}\r\n", t.ssrc);
+            assert!(sdp.contains(&msid), "{msid} missing:\n{sdp}");
+        }
+        assert_eq!(
+            m[4].media_name.port.value, 0,
+            "the data channel is rejected"
+        );
+        assert_eq!(
+            desc.attribute("group").map(String::as_str),
+            Some("BUNDLE 0 1 3 4")
+        );
     }
 
     #[test]

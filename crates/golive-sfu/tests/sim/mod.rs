@@ -112,6 +112,8 @@ pub struct Client {
     pub failed: bool,
     pub deadline: Option<Instant>,
     pub received: Vec<Received>,
+    /// The video section each packet of `received` came on (0 for audio): a relay's layer.
+    pub received_sections: Vec<usize>,
     /// What a publisher sent.
     pub sent: Vec<Sent>,
     pub write_errors: u64,
@@ -263,8 +265,14 @@ impl Client {
                 ) => {
                     self.failed = true;
                 }
-                PeerEvent::Rtp { kind, packet, .. } => {
+                PeerEvent::Rtp {
+                    kind,
+                    packet,
+                    section,
+                    ..
+                } => {
                     self.received.push(Received::inspect(kind, now, &packet));
+                    self.received_sections.push(section);
                 }
                 PeerEvent::KeyframeRequest { .. } => self.plis.push(now),
                 PeerEvent::Sent(mut sent) => {
@@ -905,6 +913,45 @@ impl Sim {
         id
     }
 
+    /// A relay of `stream` (another node pulling it): a receive-only client with one video
+    /// section per simulcast layer, answered by [`golive_sfu::Sfu::add_relay`].
+    pub fn add_relay(&mut self, id: PeerId, name: &str, video_sections: usize) -> PeerId {
+        let now = self.now;
+        let addr = self.next_addr();
+        let config = PeerConfig {
+            feedback: Feedback::Browser,
+            ..peer_config(false)
+        };
+        let mut peer = ClientPeer::new(now, addr, &config, PeerRole::Relay { video_sections })
+            .expect("relay peer");
+        let offer = peer.offer_sdp().to_owned();
+        let media = self
+            .media
+            .get(&stream(name))
+            .expect("stream has a publisher")
+            .clone();
+        let answer = self
+            .sfu
+            .add_relay(now, id, stream(name), &media, &offer)
+            .unwrap_or_else(|e| panic!("add_relay: {e}\n{offer}"));
+        peer.accept_answer(now, &answer.sdp)
+            .unwrap_or_else(|e| panic!("set answer: {e}\n{}", answer.sdp));
+        self.register(new_client(id, stream(name), addr, &answer.sdp, peer));
+        self.pump();
+        id
+    }
+
+    /// `relay` asks for a keyframe of the video on its section `section` (a PLI naming that
+    /// section's SSRC); false if that section has no video yet.
+    pub fn send_pli_for(&mut self, relay: PeerId, section: usize) -> bool {
+        let i = self.index[&relay];
+        let now = self.now;
+        let sent = self.clients[i].peer.send_pli_for(now, section).is_ok();
+        self.drain_client(i);
+        self.pump();
+        sent
+    }
+
     /// Removes a peer from the SFU; its client lives on (and keeps talking to the SFU), so a
     /// test can see that nothing more reaches it.
     pub fn remove(&mut self, id: PeerId) {
@@ -1121,6 +1168,7 @@ fn new_client(
         failed: false,
         deadline: None,
         received: Vec::new(),
+        received_sections: Vec::new(),
         sent: Vec::new(),
         write_errors: 0,
         plis: Vec::new(),

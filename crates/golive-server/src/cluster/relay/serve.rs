@@ -1,5 +1,6 @@
 //! The serving side of relays: `GET /cluster/relay/<stream>` (the stream's media), `POST` with an
-//! SDP offer (a relay peer: a viewer on a media worker that is no member of the audience) and
+//! SDP offer (a relay peer: a viewer on a media worker that is no member of the audience, sent
+//! every simulcast layer at once, see `Sfu::add_relay`) and
 //! `DELETE /cluster/relay/<stream>/<peer>` (the pulling node ends it), every request signed with
 //! the cluster secret.
 
@@ -98,7 +99,8 @@ async fn describe(
     axum::Json(MediaJson::new(&media, title)).into_response()
 }
 
-/// `POST /cluster/relay/<stream>` with an SDP offer: a relay peer that receives every track.
+/// `POST /cluster/relay/<stream>` with an SDP offer: a relay peer that receives every track,
+/// and every simulcast layer of the video, each on a video section of its own.
 async fn serve(
     State(cluster): State<Option<Arc<Cluster>>>,
     State(directory): State<Arc<Directory>>,
@@ -129,7 +131,7 @@ async fn serve(
     let (events, mut events_rx) = mpsc::unbounded_channel();
     let worker = workers.pick();
     let answer = worker
-        .call(|reply| Command::Watch {
+        .call(|reply| Command::Relay {
             id,
             stream: stream.clone(),
             media,
