@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::SfuError;
+use crate::codec::MediaKind;
 use crate::down_track::RtpHeader;
 use crate::peer::{DatagramVerdict, Inbound, Peer, PeerEvent};
 use crate::viewer_leg::LeanViewer;
@@ -148,6 +149,15 @@ impl Leg {
         }
     }
 
+    /// Packets of `kind` carry the transport-wide sequence number: only on a lean leg, and only
+    /// where the viewer negotiated the extension for that kind's m-section.
+    pub(crate) fn stamps_twcc(&self, kind: MediaKind) -> bool {
+        match self {
+            Leg::Rtc(_) => false,
+            Leg::Lean(v) => v.twcc_ext(kind).is_some(),
+        }
+    }
+
     pub(crate) fn is_connected(&self) -> bool {
         match self {
             Leg::Rtc(p) => p.is_connected(),
@@ -167,6 +177,7 @@ impl Leg {
     ) -> bool {
         let header = rtc::rtp::Header {
             version: 2,
+            padding: header.padding,
             marker: header.marker,
             payload_type: header.payload_type,
             sequence_number: header.sequence_number,

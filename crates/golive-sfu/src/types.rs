@@ -135,6 +135,12 @@ pub struct SfuStats {
     /// Viewers' TWCC feedback packets taken, and refused as malformed.
     pub twcc_feedback_in: u64,
     pub twcc_feedback_refused: u64,
+    /// Bandwidth probes started, and how the judged ones went.
+    pub probes_started: u64,
+    pub probes_succeeded: u64,
+    pub probes_failed: u64,
+    /// Padding-only packets sent for probes.
+    pub padding_sent: u64,
 }
 
 /// The index of a kind in per-kind arrays (tracks, histories).

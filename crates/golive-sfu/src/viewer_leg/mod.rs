@@ -215,8 +215,9 @@ pub(crate) struct LeanViewer {
     segments: Vec<u16>,
     sent: usize,
     sent_bytes: usize,
-    /// The viewer's id for the transport-wide sequence number extension, if it negotiated it.
-    twcc_ext: Option<u8>,
+    /// The viewer's id for the transport-wide sequence number extension, per kind (audio,
+    /// video), where that kind's m-section negotiated it.
+    twcc_ext: [Option<u8>; 2],
     /// It negotiated REMB instead.
     remb: bool,
 }
@@ -332,6 +333,10 @@ impl LeanViewer {
             },
             &tracks,
         );
+        let twcc_ext = [
+            facts.twcc_ext_for(MediaKind::Audio),
+            facts.twcc_ext_for(MediaKind::Video),
+        ];
         let mut send_ssrc = [None, None];
         let mut rtx = [None, None];
         let mut senders = [None, None];
@@ -375,7 +380,7 @@ impl LeanViewer {
                 segments: Vec::new(),
                 sent: 0,
                 sent_bytes: 0,
-                twcc_ext: facts.twcc_ext,
+                twcc_ext,
                 remb: facts.remb,
             },
             sdp,
@@ -385,7 +390,12 @@ impl LeanViewer {
     /// The viewer negotiated transport-wide congestion control feedback: every packet must carry
     /// a transport-wide sequence number.
     pub(crate) fn has_twcc(&self) -> bool {
-        self.twcc_ext.is_some()
+        self.twcc_ext.iter().any(Option::is_some)
+    }
+
+    /// The transport-wide sequence number id packets of `kind` carry, if they carry one.
+    pub(crate) fn twcc_ext(&self, kind: MediaKind) -> Option<u8> {
+        self.twcc_ext[slot(kind)]
     }
 
     /// The viewer negotiated REMB feedback (and not TWCC).
@@ -648,7 +658,7 @@ impl LeanViewer {
         for p in packets {
             let any = p.as_any();
             if let Some(twcc) = any.downcast_ref::<TransportLayerCc>() {
-                if self.twcc_ext.is_some() {
+                if self.has_twcc() {
                     self.inbound
                         .push_back(Inbound::Twcc(Box::new(twcc.clone())));
                 }
@@ -768,7 +778,9 @@ impl LeanViewer {
         }
         let was_empty = self.segments.len() == self.sent;
         let start = self.out.len();
-        let twcc = self.twcc_ext.zip(twcc_seq);
+        // The caller stamps only packets of a kind that negotiated the extension; its id is
+        // the same in every section of the bundle.
+        let twcc = self.twcc_ext.iter().flatten().next().copied().zip(twcc_seq);
         let fixed_len = header.marshal_size();
         let header_len = fixed_len
             + if twcc.is_some() {

@@ -154,6 +154,24 @@ impl OfferFacts {
     }
 }
 
+impl OfferFacts {
+    /// The section of the offer that carries our track of `kind`: the first one of that kind
+    /// not rejected and with a mid.
+    fn carrying(&self, kind: MediaKind) -> Option<&Section> {
+        self.sections
+            .iter()
+            .find(|s| s.kind == Some(kind) && !s.rejected && s.mid.is_some())
+    }
+
+    /// The transport-wide sequence number id our packets of `kind` carry: where the section
+    /// that carries them offered the extension (with the id every stamped packet uses) and
+    /// `transport-cc` feedback. Packets of a section that did not negotiate it go unstamped.
+    pub(crate) fn twcc_ext_for(&self, kind: MediaKind) -> Option<u8> {
+        let s = self.carrying(kind)?;
+        self.twcc_ext.filter(|id| s.twcc_ext == Some(*id))
+    }
+}
+
 /// One track we send to the viewer.
 #[derive(Debug, Clone)]
 pub(crate) struct SendTrack {

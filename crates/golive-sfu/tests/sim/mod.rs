@@ -54,6 +54,8 @@ pub const PUB_VP8_PT: u8 = 96;
 pub const PUB_OPUS_PT: u8 = 111;
 pub const VIEWER_VP8_PT: u8 = 120;
 pub const VIEWER_OPUS_PT: u8 = 109;
+/// The RTX payload type of a viewer that offers RTX.
+pub const VIEWER_RTX_PT: u8 = 121;
 
 pub const VIDEO_FPS: u32 = 30;
 /// A keyframe is this many packets; a delta frame one.
@@ -466,6 +468,15 @@ impl Sim {
         })
     }
 
+    /// Viewers on the lean leg, with bandwidth probing on or off.
+    pub fn lean_probing(probing: bool) -> Self {
+        Self::with_exact_options(MediaOptions {
+            viewer_leg: ViewerLeg::Lean,
+            probing,
+            ..MediaOptions::default()
+        })
+    }
+
     fn with_exact_options(options: MediaOptions) -> Self {
         Self::with_srtp(options, SrtpPolicy::default())
     }
@@ -870,6 +881,17 @@ impl Sim {
     pub fn add_browser_viewer(&mut self, id: PeerId, name: &str) -> PeerId {
         let config = PeerConfig {
             feedback: Feedback::Browser,
+            ..peer_config(false)
+        };
+        self.add_viewer_with(id, name, config)
+    }
+
+    /// A browser viewer (see [`Sim::add_browser_viewer`]) that also offers RTX for its video,
+    /// as Chromium does: repairs and probe padding come on its RTX stream.
+    pub fn add_browser_viewer_with_rtx(&mut self, id: PeerId, name: &str) -> PeerId {
+        let config = PeerConfig {
+            feedback: Feedback::Browser,
+            video_rtx_pt: Some(VIEWER_RTX_PT),
             ..peer_config(false)
         };
         self.add_viewer_with(id, name, config)
