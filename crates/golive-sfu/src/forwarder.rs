@@ -137,7 +137,7 @@ static PADDING: [u8; PADDING_PACKET_BYTES] = {
 
 /// What a datagram carries besides its payload: the RTP header with the transport-wide
 /// sequence number extension, and the SRTP tag.
-pub(crate) const DATAGRAM_OVERHEAD_BYTES: usize = 12 + crate::viewer_leg::TWCC_EXTENSION_BYTES + 16;
+pub(crate) const DATAGRAM_OVERHEAD_BYTES: usize = 12 + crate::viewer_leg::MAX_EXTENSION_BYTES + 16;
 
 impl Forwarder<'_> {
     /// A viewer's estimate may allow another layer now (on its timer): the ceiling it sets,

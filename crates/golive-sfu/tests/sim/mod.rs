@@ -124,6 +124,10 @@ pub struct Client {
     pub rtcp_datagrams: u64,
     /// A simulcast publisher's layers (see [`Sim::add_simulcast_publisher`]).
     pub simulcast: Option<Simulcast>,
+    /// Every header extension (kind, id, data) the client's RTP carried, once each.
+    pub extensions_seen: std::collections::HashSet<(Kind, u8, Vec<u8>)>,
+    /// RTP packets of each kind with no header extension at all: (audio, video).
+    pub without_extensions: (u64, u64),
 }
 
 /// The rids of the harness's simulcast publisher, lowest layer first, as browsers name them.
@@ -266,6 +270,18 @@ impl Client {
                     self.failed = true;
                 }
                 PeerEvent::Rtp { kind, packet, .. } => {
+                    for e in &packet.header.extensions {
+                        if e.id != 0 && self.extensions_seen.len() < 4096 {
+                            self.extensions_seen
+                                .insert((kind, e.id, e.payload.to_vec()));
+                        }
+                    }
+                    if packet.header.extensions.is_empty() {
+                        match kind {
+                            Kind::Audio => self.without_extensions.0 += 1,
+                            Kind::Video => self.without_extensions.1 += 1,
+                        }
+                    }
                     self.received.push(Received::inspect(kind, now, &packet));
                 }
                 PeerEvent::KeyframeRequest { .. } => self.plis.push(now),
@@ -897,6 +913,37 @@ impl Sim {
         self.add_viewer_with(id, name, config)
     }
 
+    /// A browser viewer (see [`Sim::add_browser_viewer`]) whose offer the SFU gets through
+    /// `edit` (header extensions added or taken away); the client keeps its own.
+    pub fn add_browser_viewer_with_offer(
+        &mut self,
+        id: PeerId,
+        name: &str,
+        edit: impl FnOnce(&str) -> String,
+    ) -> (PeerId, String) {
+        let config = PeerConfig {
+            feedback: Feedback::Browser,
+            ..peer_config(false)
+        };
+        let now = self.now;
+        let addr = self.next_addr();
+        let mut peer = ClientPeer::new(now, addr, &config, PeerRole::Viewer).expect("viewer peer");
+        let offer = edit(peer.offer_sdp());
+        let media = self
+            .media
+            .get(&stream(name))
+            .expect("stream has a publisher")
+            .clone();
+        let answer = self
+            .sfu
+            .add_viewer(now, id, stream(name), &media, &offer)
+            .unwrap_or_else(|e| panic!("add_viewer: {e}\n{offer}"));
+        peer.accept_answer(now, &answer.sdp).expect("set answer");
+        self.register(new_client(id, stream(name), addr, &answer.sdp, peer));
+        self.pump();
+        (id, answer.sdp)
+    }
+
     /// A browser viewer (see [`Sim::add_browser_viewer`]) that offers only AES-CM SRTP.
     pub fn add_legacy_browser_viewer(&mut self, id: PeerId, name: &str) -> PeerId {
         let config = PeerConfig {
@@ -1149,6 +1196,8 @@ fn new_client(
         read_errors: 0,
         rtcp_datagrams: 0,
         simulcast: None,
+        extensions_seen: Default::default(),
+        without_extensions: (0, 0),
     }
 }
 
