@@ -160,6 +160,7 @@ fn a_simulcast_recording_keeps_the_top_layer_and_follows_it_down_and_back_up() {
                     timestamp: ts,
                     marker,
                     payload,
+                    capture_time: None,
                 };
                 r.handle_packet(&p, at).unwrap();
             }

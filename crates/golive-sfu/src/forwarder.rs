@@ -104,7 +104,13 @@ fn forward(
         return after;
     };
     let twcc_seq = stamp(now, e, kind, m.payload.len());
-    if e.leg.send_rtp(now, &header, m.payload.clone(), twcc_seq) {
+    if e.leg.send_rtp(
+        now,
+        &header,
+        m.payload.clone(),
+        twcc_seq,
+        m.capture_time.as_ref(),
+    ) {
         out.batches.push_back(id);
     }
     out.stats.rtp_forwarded += 1;
@@ -121,11 +127,9 @@ fn v_idle(e: &PeerEntry) -> bool {
 /// The transport-wide sequence number of a datagram with `payload_len` bytes of payload
 /// leaving for a viewer now, where its estimate needs one.
 fn stamp(now: Instant, e: &mut PeerEntry, kind: MediaKind, payload_len: usize) -> Option<u16> {
-    if !e.leg.stamps_twcc(kind) {
-        return None;
-    }
+    let overhead = e.leg.stamped_overhead(kind)?;
     let bwe = e.role.viewer_mut()?.bwe.as_mut()?;
-    Some(bwe.stamp(now, payload_len + DATAGRAM_OVERHEAD_BYTES))
+    Some(bwe.stamp(now, payload_len + overhead))
 }
 
 /// The payload of every padding-only packet: zeros, the last byte their count (RFC 3550 §5.1).
@@ -135,9 +139,10 @@ static PADDING: [u8; PADDING_PACKET_BYTES] = {
     p
 };
 
-/// What a datagram carries besides its payload: the RTP header with the transport-wide
-/// sequence number extension, and the SRTP tag.
-pub(crate) const DATAGRAM_OVERHEAD_BYTES: usize = 12 + crate::viewer_leg::MAX_EXTENSION_BYTES + 16;
+/// What a padding datagram carries besides its padding, as the probe's pacing counts it: the
+/// RTP header, a browser's usual extensions (sequence number, send time, playout delay) and
+/// the SRTP tag.
+pub(crate) const DATAGRAM_OVERHEAD_BYTES: usize = 12 + 16 + 16;
 
 impl Forwarder<'_> {
     /// A viewer's estimate may allow another layer now (on its timer): the ceiling it sets,
@@ -205,9 +210,11 @@ impl Forwarder<'_> {
             };
             let twcc_seq = e
                 .leg
-                .stamps_twcc(MediaKind::Video)
-                .then(|| bwe.stamp(now, PADDING.len() + DATAGRAM_OVERHEAD_BYTES));
-            if e.leg.send_rtp(now, &header, padding.clone(), twcc_seq) {
+                .stamped_overhead(MediaKind::Video)
+                .map(|overhead| bwe.stamp(now, PADDING.len() + overhead));
+            if e.leg
+                .send_rtp(now, &header, padding.clone(), twcc_seq, None)
+            {
                 self.out.batches.push_back(id);
             }
             self.out.stats.padding_sent += 1;
@@ -502,9 +509,11 @@ impl Forwarder<'_> {
             }
             let twcc_seq = bwe
                 .as_mut()
-                .filter(|_| e.leg.stamps_twcc(t.kind()))
-                .map(|b| b.stamp(now, payload.len() + DATAGRAM_OVERHEAD_BYTES));
-            if e.leg.send_rtp(now, &header, payload, twcc_seq) {
+                .zip(e.leg.stamped_overhead(t.kind()))
+                .map(|(b, overhead)| b.stamp(now, payload.len() + overhead));
+            if e.leg
+                .send_rtp(now, &header, payload, twcc_seq, found.capture_time.as_ref())
+            {
                 self.out.batches.push_back(id);
             }
             self.out.stats.retransmitted += 1;

@@ -149,12 +149,13 @@ impl Leg {
         }
     }
 
-    /// Packets of `kind` carry the transport-wide sequence number: only on a lean leg, and only
-    /// where the viewer negotiated the extension for that kind's m-section.
-    pub(crate) fn stamps_twcc(&self, kind: MediaKind) -> bool {
+    /// Where packets of `kind` carry the transport-wide sequence number (only on a lean leg,
+    /// and only where the viewer negotiated the extension for that kind's m-section): what
+    /// each such datagram carries besides its payload, for the estimate's byte counts.
+    pub(crate) fn stamped_overhead(&self, kind: MediaKind) -> Option<usize> {
         match self {
-            Leg::Rtc(_) => false,
-            Leg::Lean(v) => v.twcc_ext(kind).is_some(),
+            Leg::Rtc(_) => None,
+            Leg::Lean(v) => v.stamped_overhead(kind),
         }
     }
 
@@ -174,6 +175,7 @@ impl Leg {
         header: &RtpHeader,
         payload: Bytes,
         twcc_seq: Option<u16>,
+        capture_time: Option<&crate::types::AbsCaptureTime>,
     ) -> bool {
         let header = rtc::rtp::Header {
             version: 2,
@@ -190,7 +192,7 @@ impl Leg {
                 p.send_rtp(now, header, payload);
                 false
             }
-            Leg::Lean(v) => v.send_rtp(now, &header, &payload, twcc_seq),
+            Leg::Lean(v) => v.send_rtp(now, &header, &payload, twcc_seq, capture_time),
         }
     }
 

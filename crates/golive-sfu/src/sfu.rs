@@ -35,7 +35,7 @@ use crate::viewer_leg::{LeanViewer, Shared as LeanShared};
 
 pub use crate::entry::{CONNECT_TIMEOUT, GARBAGE_LIMIT, GARBAGE_WINDOW};
 pub use crate::forwarder::{REPLAY_BURST, REPLAY_INTERVAL};
-pub use crate::types::{Batch, Output, PeerId, SfuStats, SourcePacket, Transmit};
+pub use crate::types::{AbsCaptureTime, Batch, Output, PeerId, SfuStats, SourcePacket, Transmit};
 
 /// After this many failed sends to a viewer within [`SEND_FAILURE_WINDOW`]...
 pub const SEND_FAILURES_BEFORE_SKIP: u32 = 8;
@@ -241,7 +241,8 @@ impl Sfu {
                 rids: &rids,
             },
         )?;
-        let receiver = Receiver::new(media.clone(), rids.len());
+        let capture_ext = crate::codec::extmap_id(offer_sdp, crate::codec::ABS_CAPTURE_TIME_URI);
+        let receiver = Receiver::new(media.clone(), rids.len(), capture_ext);
         self.streams
             .entry(stream.clone())
             .or_insert_with(LocalStream::new)
@@ -806,6 +807,7 @@ impl Sfu {
                     timestamp: media.timestamp,
                     marker: media.marker,
                     payload: media.payload.clone(),
+                    capture_time: media.capture_time,
                 })));
         }
         let mut f = self.forwarder();

@@ -46,6 +46,7 @@ fn forwarding_to_lean_viewers_allocates_nothing_per_packet() {
         timestamp: 0,
         marker: true,
         payload: Bytes::from(vec![0x10; 1_100]),
+        capture_time: None,
     };
     let mut now = s.now;
     let mut forward = |s: &mut Sim, seq: u16, now: std::time::Instant| -> usize {

@@ -4,7 +4,8 @@
 
 mod sim;
 
-use golive_sfu::PeerId;
+use bytes::Bytes;
+use golive_sfu::{AbsCaptureTime, Layer, MediaKind, PeerId, SourcePacket};
 use sim::{Kind, Sim};
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ const ABS_SEND_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-se
 const PLAYOUT_DELAY: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
 const ABS_SEND_TIME_ID: u8 = 12;
 const PLAYOUT_DELAY_ID: u8 = 13;
+const ABS_CAPTURE_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time";
+const ABS_CAPTURE_TIME_ID: u8 = 11;
 
 /// The SDP's m-sections, each with its lines (the session part first).
 fn sections(sdp: &str) -> Vec<String> {
@@ -143,4 +146,75 @@ fn each_kind_carries_only_the_extensions_its_section_negotiated() {
         "only sequence numbers"
     );
     assert!(p.extensions_seen.iter().any(|(k, _, _)| *k == Kind::Audio));
+}
+
+#[test]
+fn a_broadcasters_capture_time_reaches_viewers_that_offered_it_untouched() {
+    let mut sim = Sim::lean();
+    sim.add_publisher(PUBLISHER, "live", 30);
+    sim.run_until_connected(&[PUBLISHER], Duration::from_secs(5));
+    let (viewer, answer) = sim.add_browser_viewer_with_offer(PeerId(2), "live", |offer| {
+        sections(offer)
+            .into_iter()
+            .map(|s| {
+                if s.starts_with("m=video ") {
+                    format!("{s}a=extmap:{ABS_CAPTURE_TIME_ID} {ABS_CAPTURE_TIME}\r\n")
+                } else {
+                    s
+                }
+            })
+            .collect()
+    });
+    let plain = sim.add_browser_viewer(PeerId(3), "live");
+    sim.run_until_connected(&[viewer, plain], Duration::from_secs(5));
+    let answer = sections(&answer);
+    assert_eq!(
+        ext_id(section_of(&answer, "video"), ABS_CAPTURE_TIME),
+        Some(ABS_CAPTURE_TIME_ID)
+    );
+    assert_eq!(ext_id(section_of(&answer, "audio"), ABS_CAPTURE_TIME), None);
+    // The broadcaster's packets as its worker shares them, each with its capture time (8
+    // bytes: the instant alone; 16: with the clock offset estimate).
+    sim.set_sending(PUBLISHER, false);
+    let captures: Vec<Vec<u8>> = (0..20u8)
+        .map(|i| {
+            let len = if i % 2 == 0 { 8 } else { 16 };
+            (0..len).map(|b| b ^ i.wrapping_mul(37)).collect()
+        })
+        .collect();
+    for (i, capture) in captures.iter().enumerate() {
+        let packet = SourcePacket {
+            stream: sim::stream("live"),
+            epoch: 99,
+            layer: Layer::LOWEST,
+            kind: MediaKind::Video,
+            keyframe_start: true,
+            seq: i as u16,
+            timestamp: i as u32 * 3_000,
+            marker: true,
+            payload: Bytes::from(vec![0x10; 300]),
+            capture_time: AbsCaptureTime::new(capture),
+        };
+        let now = sim.now;
+        sim.sfu.handle_media(now, &packet);
+        sim.run_for(Duration::from_millis(33));
+    }
+    let seen: Vec<Vec<u8>> = sim
+        .client(viewer)
+        .extensions_seen
+        .iter()
+        .filter(|(k, id, _)| *k == Kind::Video && *id == ABS_CAPTURE_TIME_ID)
+        .map(|(_, _, data)| data.clone())
+        .collect();
+    for capture in &captures {
+        assert!(seen.contains(capture), "{capture:?} not among {seen:?}");
+    }
+    assert_eq!(seen.len(), captures.len());
+    // A viewer that did not offer it gets none.
+    assert!(
+        sim.client(plain)
+            .extensions_seen
+            .iter()
+            .all(|(_, _, data)| data.len() == 2)
+    );
 }

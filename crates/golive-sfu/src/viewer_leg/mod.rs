@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use crate::SfuError;
 use crate::codec::{MediaKind, StreamMedia};
+use crate::types::AbsCaptureTime;
 // The same liveness timeout, SSRC cap and NACK bound as the `rtc` leg: one policy for viewers
 // whichever leg serves them.
 use crate::peer::{
@@ -224,8 +225,9 @@ pub(crate) struct LeanViewer {
 
 /// The most a one-byte-header extension block (RFC 8285) of ours adds to an RTP header: the
 /// 0xBEDE profile and its length in words, then the transport-wide sequence number (1 + 2
-/// bytes), the absolute send time (1 + 3) and the playout delay (1 + 3), padded to a word.
-pub(crate) const MAX_EXTENSION_BYTES: usize = 16;
+/// bytes), the absolute send time (1 + 3), the playout delay (1 + 3) and the absolute capture
+/// time (1 + 16), padded to a word.
+pub(crate) const MAX_EXTENSION_BYTES: usize = 36;
 
 /// A DTLS association after the viewer has shown it completed the handshake (its first
 /// authenticated SRTCP: it derived the keys, so it has our Finished and will never ask for our
@@ -394,9 +396,14 @@ impl LeanViewer {
         self.exts.iter().any(|e| e.twcc.is_some())
     }
 
-    /// The transport-wide sequence number id packets of `kind` carry, if they carry one.
-    pub(crate) fn twcc_ext(&self, kind: MediaKind) -> Option<u8> {
-        self.exts[slot(kind)].twcc
+    /// Where packets of `kind` carry the transport-wide sequence number: the bytes each such
+    /// datagram carries besides its payload (RTP header, extensions but a capture time, SRTP
+    /// tag).
+    pub(crate) fn stamped_overhead(&self, kind: MediaKind) -> Option<usize> {
+        let ids = &self.exts[slot(kind)];
+        ids.twcc?;
+        let (_, block_len) = extension_block(ids, Some(0), 0, None);
+        Some(RTP_FIXED_HEADER_BYTES + block_len + srtp_gcm::TAG_LEN)
     }
 
     /// The viewer negotiated REMB feedback (and not TWCC).
@@ -770,6 +777,7 @@ impl LeanViewer {
         header: &rtc::rtp::Header,
         payload: &Bytes,
         twcc_seq: Option<u16>,
+        capture_time: Option<&AbsCaptureTime>,
     ) -> bool {
         let Some(srtp) = self.srtp.as_mut() else {
             return false;
@@ -787,7 +795,8 @@ impl LeanViewer {
             MediaKind::Audio
         };
         let send_time = self.shared.ntp_time(now);
-        let (block, block_len) = extension_block(&self.exts[slot(kind)], twcc_seq, send_time);
+        let (block, block_len) =
+            extension_block(&self.exts[slot(kind)], twcc_seq, send_time, capture_time);
         let fixed_len = header.marshal_size();
         let header_len = fixed_len + block_len;
         let sealed = match srtp.gcm.as_mut() {
@@ -942,6 +951,8 @@ impl LeanViewer {
 #[cfg(test)]
 mod tests;
 
+/// An RTP header without CSRCs or extensions.
+const RTP_FIXED_HEADER_BYTES: usize = 12;
 /// The X bit of an RTP header's first byte.
 const RTP_EXTENSION_BIT: u8 = 0x10;
 
@@ -956,12 +967,13 @@ pub(crate) const PLAYOUT_DELAY_MAX_10MS: u16 = 20;
 /// A one-byte-header extension block (RFC 8285 §4.2) with the elements `ids` names: the
 /// transport-wide sequence number `twcc_seq` (where given), the absolute send time from
 /// `send_time` (NTP, 32.32 fixed point: the 6.18 fixed-point seconds of the extension are
-/// its bits 14 to 37) and the playout delay. Returns the block and its length, a multiple of
-/// four (0: no element, no block).
+/// its bits 14 to 37), the playout delay and the broadcaster's capture time, as it came.
+/// Returns the block and its length, a multiple of four (0: no element, no block).
 fn extension_block(
     ids: &sdp::ExtensionIds,
     twcc_seq: Option<u16>,
     send_time: u64,
+    capture_time: Option<&AbsCaptureTime>,
 ) -> ([u8; MAX_EXTENSION_BYTES], usize) {
     let mut block = [0u8; MAX_EXTENSION_BYTES];
     let mut at = 4;
@@ -981,6 +993,9 @@ fn extension_block(
         let v = (u32::from(PLAYOUT_DELAY_MIN_10MS) << 12) | u32::from(PLAYOUT_DELAY_MAX_10MS);
         element(&mut block, id, &v.to_be_bytes()[1..]);
     }
+    if let (Some(id), Some(capture)) = (ids.abs_capture_time, capture_time) {
+        element(&mut block, id, capture.as_bytes());
+    }
     if at == 4 {
         return (block, 0);
     }
@@ -998,6 +1013,7 @@ mod twcc_tests {
         ids: &sdp::ExtensionIds,
         twcc_seq: Option<u16>,
         send_time: u64,
+        capture_time: Option<&AbsCaptureTime>,
     ) -> rtc::rtp::Packet {
         let header = rtc::rtp::Header {
             version: 2,
@@ -1009,7 +1025,7 @@ mod twcc_tests {
             ..Default::default()
         };
         let fixed = header.marshal_size();
-        let (block, len) = extension_block(ids, twcc_seq, send_time);
+        let (block, len) = extension_block(ids, twcc_seq, send_time, capture_time);
         assert_eq!(len % 4, 0);
         let mut packet = vec![0u8; fixed + len + 3];
         header.marshal_to(&mut packet[..fixed]).unwrap();
@@ -1031,13 +1047,13 @@ mod twcc_tests {
             twcc: Some(5),
             ..Default::default()
         };
-        let parsed = parse_with(&ids, Some(0xABCD), 0);
+        let parsed = parse_with(&ids, Some(0xABCD), 0, None);
         assert_eq!(
             parsed.header.get_extension(5).as_deref(),
             Some(&[0xAB, 0xCD][..])
         );
         // No number given (a kind whose section did not negotiate it): no block at all.
-        assert!(!parse_with(&ids, None, 0).header.extension);
+        assert!(!parse_with(&ids, None, 0, None).header.extension);
     }
 
     #[test]
@@ -1046,10 +1062,18 @@ mod twcc_tests {
             twcc: Some(3),
             abs_send_time: Some(2),
             playout_delay: Some(14),
+            abs_capture_time: Some(1),
         };
         // 1.5 s in NTP 32.32: the 6.18 fixed point of the extension is 1.5 * 2^18.
         let send_time = (1u64 << 32) + (1u64 << 31);
-        let parsed = parse_with(&ids, Some(9), send_time);
+        let capture: Vec<u8> = (1..=16).collect();
+        let capture_time = AbsCaptureTime::new(&capture).expect("16 bytes");
+        let parsed = parse_with(&ids, Some(9), send_time, Some(&capture_time));
+        assert_eq!(
+            parsed.header.get_extension(1).as_deref(),
+            Some(&capture[..]),
+            "the capture time as it came"
+        );
         assert_eq!(parsed.header.get_extension(3).as_deref(), Some(&[0, 9][..]));
         let abs = parsed.header.get_extension(2).expect("abs-send-time");
         let value = u32::from_be_bytes([0, abs[0], abs[1], abs[2]]);
@@ -1064,8 +1088,12 @@ mod twcc_tests {
             )
         );
         // Without the sequence number the other two still go.
-        let parsed = parse_with(&ids, None, send_time);
+        let parsed = parse_with(&ids, None, send_time, None);
         assert!(parsed.header.get_extension(3).is_none());
+        assert!(
+            parsed.header.get_extension(1).is_none(),
+            "no capture time, none sent"
+        );
         assert!(parsed.header.get_extension(2).is_some());
     }
 }

@@ -13,7 +13,7 @@ use std::io::Cursor;
 use std::net::SocketAddr;
 
 use crate::SfuError;
-use crate::codec::{Codec, MediaKind, StreamMedia};
+use crate::codec::{ABS_CAPTURE_TIME_URI, Codec, MediaKind, StreamMedia};
 
 /// The stream id and track ids the viewer sees (`a=msid`).
 const MSID_STREAM: &str = "golive";
@@ -54,6 +54,7 @@ pub(crate) struct ExtensionIds {
     pub twcc: Option<u8>,
     pub abs_send_time: Option<u8>,
     pub playout_delay: Option<u8>,
+    pub abs_capture_time: Option<u8>,
 }
 
 #[derive(Debug)]
@@ -72,6 +73,8 @@ struct Section {
     /// Its ids for [`ABS_SEND_TIME_URI`] and [`PLAYOUT_DELAY_URI`].
     abs_send_time_ext: Option<u8>,
     playout_delay_ext: Option<u8>,
+    /// Its id for the absolute capture time, passed on from the broadcaster.
+    abs_capture_time_ext: Option<u8>,
     /// It offers `transport-cc` and `goog-remb` feedback.
     twcc_fb: bool,
     remb_fb: bool,
@@ -123,6 +126,7 @@ impl OfferFacts {
                 .unwrap_or("sendrecv");
             let mut twcc_ext = None;
             let (mut abs_send_time_ext, mut playout_delay_ext) = (None, None);
+            let mut abs_capture_time_ext = None;
             let (mut twcc_fb, mut remb_fb) = (false, false);
             for a in &m.attributes {
                 let value = a.value.as_deref().unwrap_or_default();
@@ -139,6 +143,7 @@ impl OfferFacts {
                             Some(TRANSPORT_CC_URI) => twcc_ext = id,
                             Some(ABS_SEND_TIME_URI) => abs_send_time_ext = id,
                             Some(PLAYOUT_DELAY_URI) => playout_delay_ext = id,
+                            Some(ABS_CAPTURE_TIME_URI) => abs_capture_time_ext = id,
                             _ => {}
                         }
                     }
@@ -154,6 +159,7 @@ impl OfferFacts {
                 twcc_ext,
                 abs_send_time_ext,
                 playout_delay_ext,
+                abs_capture_time_ext,
                 twcc_fb,
                 remb_fb,
                 media: m.media_name.media.clone(),
@@ -211,6 +217,7 @@ impl OfferFacts {
             twcc: self.twcc_ext_for(kind),
             abs_send_time: s.abs_send_time_ext,
             playout_delay: s.playout_delay_ext.filter(|_| kind == MediaKind::Video),
+            abs_capture_time: s.abs_capture_time_ext,
         }
     }
 }
@@ -356,6 +363,9 @@ pub(crate) fn answer(offer: &OfferFacts, local: &Local<'_>, tracks: &[SendTrack]
         }
         if let Some(id) = exts.playout_delay {
             let _ = write!(w, "a=extmap:{id} {PLAYOUT_DELAY_URI}\r\n");
+        }
+        if let Some(id) = exts.abs_capture_time {
+            let _ = write!(w, "a=extmap:{id} {ABS_CAPTURE_TIME_URI}\r\n");
         }
         if let Some(id) = twcc {
             let _ = write!(
