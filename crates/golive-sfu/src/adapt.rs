@@ -21,7 +21,10 @@
 //! ([`crate::bwe::PROBE_DURATION`]), every padding packet stamped like media. When the
 //! feedback shows the cluster arrived at the probed rate without delay growth, the estimate
 //! jumps there; a failed probe spaces out the next ones ([`crate::bwe::PROBE_INTERVAL`],
-//! doubling up to [`crate::bwe::MAX_PROBE_INTERVAL`]).
+//! doubling up to [`crate::bwe::MAX_PROBE_INTERVAL`]) and keeps the viewer below the layer it
+//! tested for [`crate::bwe::FAILED_PROBE_HOLD`]: on a link that carries a little less than that
+//! layer, an estimate creeping above it would otherwise move the viewer up only to lose packets
+//! and fall back, again and again.
 //!
 //! Padding goes on the viewer's RTX stream (RFC 4588 §4: an RTX packet without an original
 //! sequence number is padding), as libwebrtc sends it: receivers count it for their
@@ -159,9 +162,9 @@ impl ViewerBwe {
 
     /// A probe just judged by the feedback taken, if any: the chooser spaces out the next one
     /// after a failure.
-    pub(crate) fn take_probe_result(&mut self) -> Option<ProbeEvent> {
+    pub(crate) fn take_probe_result(&mut self, now: Instant) -> Option<ProbeEvent> {
         let success = self.estimator.take_probe_result()?;
-        self.chooser.probe_finished(success);
+        self.chooser.probe_finished(now, success);
         Some(if success {
             ProbeEvent::Succeeded
         } else {

@@ -733,7 +733,7 @@ impl Sfu {
                         match bwe.on_twcc(now, &feedback) {
                             Ok(()) => {
                                 self.out.stats.twcc_feedback_in += 1;
-                                match bwe.take_probe_result() {
+                                match bwe.take_probe_result(now) {
                                     Some(ProbeEvent::Succeeded) => {
                                         self.out.stats.probes_succeeded += 1;
                                     }
