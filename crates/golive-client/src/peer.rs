@@ -201,6 +201,9 @@ pub struct PeerConfig {
     pub report_sent: bool,
     /// How a publisher's video frames leave it.
     pub pacing: Pacing,
+    /// A viewer offers RTX (RFC 4588) for its video under this payload type, as browsers do:
+    /// the server then sends repairs and bandwidth-probe padding on the RTX stream.
+    pub video_rtx_pt: Option<u8>,
 }
 
 impl Default for PeerConfig {
@@ -214,6 +217,7 @@ impl Default for PeerConfig {
             certificate: None,
             report_sent: false,
             pacing: Pacing::Burst,
+            video_rtx_pt: None,
         }
     }
 }
@@ -420,6 +424,9 @@ fn video(codec: VideoCodec, pt: &PayloadTypes) -> RTCRtpCodecParameters {
     }
 }
 
+/// How often Chromium's NACK module asks for one lost packet before giving up on it.
+const BROWSER_MAX_NACKS_PER_PACKET: u16 = 10;
+
 fn interceptors(
     feedback: Feedback,
     publisher: bool,
@@ -468,6 +475,22 @@ impl ClientPeer {
         let mut media_engine = MediaEngine::default();
         media_engine.register_codec(opus(pt), RtpCodecKind::Audio)?;
         media_engine.register_codec(video(video_codec, pt), RtpCodecKind::Video)?;
+        if let Some(rtx_pt) = config.video_rtx_pt.filter(|_| !publisher) {
+            let apt = video(video_codec, pt).payload_type;
+            media_engine.register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: RTCRtpCodec {
+                        mime_type: "video/rtx".to_owned(),
+                        clock_rate: VIDEO_CLOCK_RATE,
+                        channels: 0,
+                        sdp_fmtp_line: format!("apt={apt}"),
+                        rtcp_feedback: vec![],
+                    },
+                    payload_type: rtx_pt,
+                },
+                RtpCodecKind::Video,
+            )?;
+        }
         let keyframe_request_ssrcs = RequestedSsrcs::default();
         let registry = interceptors(
             config.feedback,
@@ -475,6 +498,19 @@ impl ClientPeer {
             &mut media_engine,
             keyframe_request_ssrcs.clone(),
         )?;
+        // rtc's NACK generator sees RTX repairs on the RTX SSRC (they are unwrapped only after
+        // the interceptors), so a packet repaired over RTX stays missing to it and is NACKed
+        // every 100 ms without end. A browser gives up after 10 requests; so does this viewer.
+        let registry = if config.video_rtx_pt.is_some() && config.feedback == Feedback::Browser {
+            registry.with(
+                Slot::NackGenerator,
+                NackGeneratorBuilder::new()
+                    .with_max_nacks_per_packet(BROWSER_MAX_NACKS_PER_PACKET)
+                    .build(),
+            )
+        } else {
+            registry
+        };
         let mut settings = SettingEngineBuilder::new();
         if let Some(srtp) = config.srtp {
             settings = settings.with_srtp_protection_profiles(srtp.profiles());

@@ -48,6 +48,7 @@ fn broadcast(stream: &StreamName) -> (Vec<(SourcePacket, Duration)>, u64) {
                 timestamp: ts,
                 marker,
                 payload: Bytes::from(payload),
+                capture_time: None,
             },
             at,
         ));

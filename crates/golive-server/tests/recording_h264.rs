@@ -154,6 +154,7 @@ fn packet(kind: MediaKind, seq: u16, ts: u32, marker: bool, payload: Vec<u8>) ->
         timestamp: ts,
         marker,
         payload: Bytes::from(payload),
+        capture_time: None,
     }
 }
 

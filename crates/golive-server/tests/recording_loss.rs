@@ -112,6 +112,7 @@ fn record(
             timestamp: *ts,
             marker: *marker,
             payload: payload.clone(),
+            capture_time: None,
         };
         let at = t0 + Duration::from_micros(u64::from(*ts) * 1_000_000 / 90_000);
         r.handle_packet(&p, at).unwrap();

@@ -9,6 +9,28 @@
 //! viewer's preference allows. A viewer that negotiated feedback starts on the lowest layer and
 //! climbs as the estimate allows; one whose feedback never comes is treated, after
 //! [`FEEDBACK_GRACE`], like a viewer without any: its preference alone decides.
+//!
+//! # Probing
+//!
+//! An estimate grows only with what is sent, and a viewer on a low layer sends little: grown
+//! by its AIMD steps alone (at most 1.5 times the received rate, 8 % a second), an estimate
+//! that fell on a congested link takes tens of seconds to cover the top layer again once the
+//! link frees up. So while the estimate sits below the next layer the viewer is allowed, the
+//! [`LayerChooser`] asks for a probe at about that layer's rate; the viewer's datagrams are
+//! then topped up with padding to that rate for a short cluster
+//! ([`crate::bwe::PROBE_DURATION`]), every padding packet stamped like media. When the
+//! feedback shows the cluster arrived at the probed rate without delay growth, the estimate
+//! jumps there; a failed probe spaces out the next ones ([`crate::bwe::PROBE_INTERVAL`],
+//! doubling up to [`crate::bwe::MAX_PROBE_INTERVAL`]) and keeps the viewer below the layer it
+//! tested for [`crate::bwe::FAILED_PROBE_HOLD`]: on a link that carries a little less than that
+//! layer, an estimate creeping above it would otherwise move the viewer up only to lose packets
+//! and fall back, again and again.
+//!
+//! Padding goes on the viewer's RTX stream (RFC 4588 §4: an RTX packet without an original
+//! sequence number is padding), as libwebrtc sends it: receivers count it for their
+//! transport-wide feedback and drop it, and the media stream's sequence numbers are
+//! untouched. A viewer that negotiated no RTX is not probed: padding on its media SSRC would
+//! take sequence numbers from the line its NACKs are answered by.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +44,25 @@ pub const UPDATE_INTERVAL: Duration = Duration::from_millis(100);
 /// A viewer that negotiated feedback but sent none this long after its first packet is no
 /// longer held to the estimate.
 pub const FEEDBACK_GRACE: Duration = Duration::from_secs(3);
+/// How often padding is topped up while a probe cluster is sent: 20 steps in a cluster.
+pub const PADDING_INTERVAL: Duration = Duration::from_millis(5);
+/// The padding one probe packet carries: libwebrtc's largest padding packet (RTP padding is at
+/// most 255 bytes, its last byte the count).
+pub const PADDING_PACKET_BYTES: usize = 224;
+/// At most this many padding packets go out in one step (about 7 Mbit/s at
+/// [`PADDING_INTERVAL`]), so a late timer does not turn into one burst.
+const MAX_PADDING_PACKETS_PER_STEP: u64 = 20;
+
+/// A probe cluster in flight: the padding rate that tops the viewer's sending up to the probed
+/// rate, and the padding sent so far.
+#[derive(Debug, Clone, Copy)]
+struct Cluster {
+    started: Instant,
+    padding_bps: f64,
+    padding_bytes: u64,
+}
+/// The weight of the newest interval in the smoothed sending rate.
+const SENT_RATE_WEIGHT: f64 = 0.3;
 
 pub(crate) struct ViewerBwe {
     estimator: Estimator,
@@ -29,16 +70,43 @@ pub(crate) struct ViewerBwe {
     feedback_seen: bool,
     first_sent_at: Option<Instant>,
     next_update: Option<Instant>,
+    /// Probes may be sent (TWCC feedback, an RTX stream for the padding, and probing on).
+    probing: bool,
+    cluster: Option<Cluster>,
+    next_padding: Option<Instant>,
+    /// TWCC feedback has come: only it can judge a probe.
+    twcc_seen: bool,
+    /// Bytes stamped since the last update, and the smoothed sending rate they make: media
+    /// goes in bursts (a keyframe is many packets at once), so padding is paced against this
+    /// rate rather than against what the last few milliseconds sent.
+    window_bytes: u64,
+    last_update: Option<Instant>,
+    sent_bps: f64,
+}
+
+/// How a probe went, once judged, for the caller's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProbeEvent {
+    Succeeded,
+    Failed,
 }
 
 impl ViewerBwe {
-    pub(crate) fn new() -> Self {
+    /// `probing`: this viewer may be probed (see the module docs).
+    pub(crate) fn new(probing: bool) -> Self {
         Self {
             estimator: Estimator::new(MAX_VIEWER_BITRATE_BPS),
             chooser: LayerChooser::new(Vec::new()),
             feedback_seen: false,
             first_sent_at: None,
             next_update: None,
+            probing,
+            cluster: None,
+            next_padding: None,
+            twcc_seen: false,
+            window_bytes: 0,
+            last_update: None,
+            sent_bps: 0.0,
         }
     }
 
@@ -48,7 +116,37 @@ impl ViewerBwe {
             self.first_sent_at = Some(now);
             self.next_update = Some(now + UPDATE_INTERVAL);
         }
+        self.window_bytes += size_bytes as u64;
         self.estimator.stamp(now, size_bytes)
+    }
+
+    /// How many padding packets of [`PADDING_PACKET_BYTES`] to send now, while a probe cluster
+    /// runs: what tops the viewer's sending rate up to the probed rate. Ends the cluster when
+    /// its time is over.
+    pub(crate) fn padding_due(&mut self, now: Instant) -> u64 {
+        if self.cluster.is_none() {
+            return 0;
+        }
+        if self.estimator.probe_active(now).is_none() {
+            self.cluster = None;
+            self.next_padding = None;
+            return 0;
+        }
+        if self.next_padding.is_some_and(|t| t > now) {
+            return 0;
+        }
+        self.next_padding = Some(now + PADDING_INTERVAL);
+        let Some(cluster) = &mut self.cluster else {
+            return 0;
+        };
+        // Up to the end of the next step, so the cluster's rate holds through it.
+        let elapsed = (now + PADDING_INTERVAL).saturating_duration_since(cluster.started);
+        let wanted = (cluster.padding_bps * elapsed.as_secs_f64() / 8.0) as u64;
+        let per_packet = (PADDING_PACKET_BYTES + crate::forwarder::DATAGRAM_OVERHEAD_BYTES) as u64;
+        let packets = (wanted.saturating_sub(cluster.padding_bytes) / per_packet)
+            .min(MAX_PADDING_PACKETS_PER_STEP);
+        cluster.padding_bytes += packets * per_packet;
+        packets
     }
 
     pub(crate) fn on_twcc(
@@ -58,7 +156,20 @@ impl ViewerBwe {
     ) -> Result<(), FeedbackError> {
         self.estimator.on_twcc(now, feedback)?;
         self.feedback_seen = true;
+        self.twcc_seen = true;
         Ok(())
+    }
+
+    /// A probe just judged by the feedback taken, if any: the chooser spaces out the next one
+    /// after a failure.
+    pub(crate) fn take_probe_result(&mut self, now: Instant) -> Option<ProbeEvent> {
+        let success = self.estimator.take_probe_result()?;
+        self.chooser.probe_finished(now, success);
+        Some(if success {
+            ProbeEvent::Succeeded
+        } else {
+            ProbeEvent::Failed
+        })
     }
 
     pub(crate) fn on_remb(&mut self, bitrate_bps: f64) {
@@ -70,18 +181,35 @@ impl ViewerBwe {
         self.estimator.estimate_bps()
     }
 
-    /// When [`ViewerBwe::update`] is next due.
+    /// When [`ViewerBwe::update`] or [`ViewerBwe::padding_due`] is next due.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.next_update
+        let padding = self.cluster.and(self.next_padding);
+        [self.next_update, padding].into_iter().flatten().min()
     }
 
     /// Revisits the choice, if due, with the stream's layers' bitrates (lowest first). Returns
     /// the highest layer the estimate allows (`None`: no limit), when it is due.
-    pub(crate) fn update(&mut self, now: Instant, bitrates_bps: Vec<f64>) -> Option<Option<Layer>> {
+    /// `allowed`: the highest layer the viewer's preference and the publisher allow; a probe
+    /// starts (see [`ViewerBwe::probe_started`]) only when the estimate sits below a layer
+    /// under it.
+    pub(crate) fn update(
+        &mut self,
+        now: Instant,
+        bitrates_bps: Vec<f64>,
+        allowed: Layer,
+    ) -> Option<Option<Layer>> {
         if self.next_update.is_none_or(|t| t > now) {
             return None;
         }
         self.next_update = Some(now + UPDATE_INTERVAL);
+        if let Some(last) = self.last_update.replace(now) {
+            let span = now.saturating_duration_since(last).as_secs_f64();
+            if span > 0.0 {
+                let sample = self.window_bytes as f64 * 8.0 / span;
+                self.sent_bps += SENT_RATE_WEIGHT * (sample - self.sent_bps);
+            }
+        }
+        self.window_bytes = 0;
         if !self.feedback_seen {
             let waited = self
                 .first_sent_at
@@ -96,7 +224,26 @@ impl ViewerBwe {
         self.chooser.update(now, self.estimator.estimate_bps());
         // No layer at all (audio only) is not offered yet: the lowest is the floor.
         let layer = self.chooser.current().unwrap_or(0);
+        if self.probing
+            && self.twcc_seen
+            && self.cluster.is_none()
+            && layer < allowed.index()
+            && let Some(rate_bps) = self.chooser.probe_rate(now, self.estimator.estimate_bps())
+            && self.estimator.start_probe(now, rate_bps)
+        {
+            self.cluster = Some(Cluster {
+                started: now,
+                padding_bps: (rate_bps - self.sent_bps).max(0.0),
+                padding_bytes: 0,
+            });
+            self.next_padding = Some(now);
+        }
         Some(Some(Layer(layer.min(usize::from(u8::MAX)) as u8)))
+    }
+
+    /// A probe cluster started at `now` (the caller counts it).
+    pub(crate) fn probe_started(&self, now: Instant) -> bool {
+        self.cluster.is_some_and(|c| c.started == now)
     }
 }
 
@@ -107,21 +254,28 @@ mod tests {
     #[test]
     fn without_feedback_the_lowest_layer_holds_until_the_grace_ends() {
         let t0 = Instant::now();
-        let mut b = ViewerBwe::new();
-        assert_eq!(b.update(t0, vec![1e5, 2e5, 4e5]), None, "nothing sent yet");
+        let mut b = ViewerBwe::new(false);
+        assert_eq!(
+            b.update(t0, vec![1e5, 2e5, 4e5], Layer(2)),
+            None,
+            "nothing sent yet"
+        );
         b.stamp(t0, 1000);
-        assert_eq!(b.update(t0, vec![1e5, 2e5, 4e5]), None, "not due");
+        assert_eq!(b.update(t0, vec![1e5, 2e5, 4e5], Layer(2)), None, "not due");
         let t1 = t0 + UPDATE_INTERVAL;
-        assert_eq!(b.update(t1, vec![1e5, 2e5, 4e5]), Some(Some(Layer::LOWEST)));
+        assert_eq!(
+            b.update(t1, vec![1e5, 2e5, 4e5], Layer(2)),
+            Some(Some(Layer::LOWEST))
+        );
         let t2 = t0 + FEEDBACK_GRACE;
-        assert_eq!(b.update(t2, vec![1e5, 2e5, 4e5]), Some(None));
+        assert_eq!(b.update(t2, vec![1e5, 2e5, 4e5], Layer(2)), Some(None));
         assert_eq!(b.poll_timeout(), Some(t2 + UPDATE_INTERVAL));
     }
 
     #[test]
     fn a_remb_caps_the_layer_at_what_it_carries() {
         let t0 = Instant::now();
-        let mut b = ViewerBwe::new();
+        let mut b = ViewerBwe::new(false);
         b.stamp(t0, 1000);
         b.on_remb(250_000.0);
         // The chooser climbs one layer per hold while the estimate covers the next one.
@@ -129,7 +283,7 @@ mod tests {
         let mut last = None;
         for _ in 0..40 {
             t += UPDATE_INTERVAL;
-            if let Some(ceiling) = b.update(t, vec![100_000.0, 200_000.0, 400_000.0]) {
+            if let Some(ceiling) = b.update(t, vec![100_000.0, 200_000.0, 400_000.0], Layer(2)) {
                 last = ceiling;
             }
         }

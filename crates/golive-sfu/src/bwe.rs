@@ -527,6 +527,9 @@ pub const HEADROOM: f64 = 1.15;
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// The longest wait between probes of a link that keeps failing them.
 pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(8);
+/// After a failed probe, the estimate alone does not move the viewer up to the layer it
+/// tested for this long.
+pub const FAILED_PROBE_HOLD: Duration = Duration::from_secs(4);
 /// A probe goes this far above the layer it tests, so its result covers the layer with room.
 pub const PROBE_OVERSHOOT: f64 = 1.2;
 
@@ -541,6 +544,11 @@ pub struct LayerChooser {
     congested_once: bool,
     last_probe: Option<Instant>,
     failed_probes: u32,
+    /// The layer the last probe tested.
+    probed_layer: Option<usize>,
+    /// A probe of this layer failed, then: the viewer is not moved up to it for
+    /// [`FAILED_PROBE_HOLD`] (see [`LayerChooser::probe_finished`]).
+    failed_layer: Option<(usize, Instant)>,
 }
 
 impl LayerChooser {
@@ -557,6 +565,8 @@ impl LayerChooser {
             congested_once: false,
             last_probe: None,
             failed_probes: 0,
+            probed_layer: None,
+            failed_layer: None,
         }
     }
 
@@ -615,22 +625,41 @@ impl LayerChooser {
             return None;
         }
         let wanted = self.bitrates_bps[next] * HEADROOM;
-        let interval = (PROBE_INTERVAL * 2u32.saturating_pow(self.failed_probes.min(8)))
-            .min(MAX_PROBE_INTERVAL);
-        if estimate_bps >= wanted
-            || self
-                .last_probe
-                .is_some_and(|last| now.saturating_duration_since(last) < interval)
-        {
+        if (estimate_bps >= wanted && !self.held(now, next)) || !self.probe_due(now) {
             return None;
         }
         self.last_probe = Some(now);
+        self.probed_layer = Some(next);
         Some(wanted * PROBE_OVERSHOOT)
     }
 
-    /// How the last probe went: failures space the next ones out, a success resets that.
-    pub fn probe_finished(&mut self, success: bool) {
+    /// The wait between probes is over: [`PROBE_INTERVAL`], doubled after each failure.
+    fn probe_due(&self, now: Instant) -> bool {
+        let interval = (PROBE_INTERVAL * 2u32.saturating_pow(self.failed_probes.min(8)))
+            .min(MAX_PROBE_INTERVAL);
+        self.last_probe
+            .is_none_or(|last| now.saturating_duration_since(last) >= interval)
+    }
+
+    /// How the last probe went: failures space the next ones out, a success resets that. A
+    /// failed probe is the link's own answer about the layer it tested: until the next probe
+    /// says otherwise, an estimate that creeps above that layer does not move the viewer up to
+    /// it (where the estimate runs ahead of the link, moving up only to fall back costs the
+    /// viewer a burst of loss and repairs each time).
+    pub fn probe_finished(&mut self, now: Instant, success: bool) {
         self.failed_probes = if success { 0 } else { self.failed_probes + 1 };
+        self.failed_layer = if success {
+            None
+        } else {
+            self.probed_layer.map(|layer| (layer, now))
+        };
+    }
+
+    /// A probe of `layer` failed less than [`FAILED_PROBE_HOLD`] ago.
+    fn held(&self, now: Instant, layer: usize) -> bool {
+        self.failed_layer.is_some_and(|(failed, at)| {
+            failed == layer && now.saturating_duration_since(at) < FAILED_PROBE_HOLD
+        })
     }
 
     /// Folds in the estimate now; returns the switch to make, if any.
@@ -660,7 +689,7 @@ impl LayerChooser {
         }
         self.below_since = None;
         let next = self.current.map_or(0, |current| current + 1);
-        if next > ceiling || !fits(next) {
+        if next > ceiling || !fits(next) || self.held(now, next) {
             self.above_since = None;
             return None;
         }

@@ -33,6 +33,7 @@ pub(crate) struct Media {
     pub timestamp: u32,
     pub marker: bool,
     pub payload: Bytes,
+    pub capture_time: Option<crate::types::AbsCaptureTime>,
 }
 
 /// What the cache holds for a joining viewer.
@@ -249,6 +250,7 @@ mod tests {
             timestamp: ts,
             marker: false,
             payload: Bytes::from(vec![0u8; len]),
+            capture_time: None,
         }
     }
 

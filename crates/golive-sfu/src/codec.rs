@@ -441,3 +441,34 @@ pub(crate) mod tests {
         );
     }
 }
+
+/// The absolute capture time header extension: when a frame or sound was captured, on the
+/// capturing system's NTP clock.
+pub(crate) const ABS_CAPTURE_TIME_URI: &str =
+    "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time";
+
+/// The id an SDP gives the header extension `uri` (`a=extmap:<id>[/<direction>] <uri>`), where
+/// a one-byte header can carry it (1 to 14). Within a bundle an extension has one id.
+pub(crate) fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
+    sdp.lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=extmap:"))
+        .find(|l| l.split_whitespace().nth(1) == Some(uri))
+        .and_then(|l| l.split(['/', ' ']).next()?.parse::<u8>().ok())
+        .filter(|id| (1..=14).contains(id))
+}
+
+#[cfg(test)]
+mod extmap_tests {
+    use super::*;
+
+    #[test]
+    fn an_extmap_id_is_read_with_or_without_a_direction() {
+        let sdp = format!(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=extmap:4/sendonly {ABS_CAPTURE_TIME_URI}\r\n"
+        );
+        assert_eq!(extmap_id(&sdp, ABS_CAPTURE_TIME_URI), Some(4));
+        let wide = sdp.replace("extmap:4/sendonly", "extmap:15");
+        assert_eq!(extmap_id(&wide, ABS_CAPTURE_TIME_URI), None);
+        assert_eq!(extmap_id("v=0\r\n", ABS_CAPTURE_TIME_URI), None);
+    }
+}

@@ -14,9 +14,11 @@ use crate::rewrite::{HeaderRewriter, SourceEpoch};
 use crate::simulcast::{Layer, ViewerLayers};
 use crate::types::slot;
 
-/// The RTP header a down track writes: version 2, no padding, extension or CSRC.
+/// The RTP header a down track writes: version 2, no extension (the leg adds its own) or CSRC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RtpHeader {
+    /// The payload is padding only (RFC 3550 §5.1: its last byte counts the padding).
+    pub(crate) padding: bool,
     pub(crate) marker: bool,
     pub(crate) payload_type: u8,
     pub(crate) sequence_number: u16,
@@ -136,6 +138,7 @@ impl DownTrack {
             return out;
         };
         out.header = Some(RtpHeader {
+            padding: false,
             marker: m.marker,
             payload_type: self.payload_type,
             sequence_number: seq,
@@ -172,6 +175,7 @@ impl DownTrack {
                 self.rtx_seq = self.rtx_seq.wrapping_add(1);
                 (
                     RtpHeader {
+                        padding: false,
                         marker: found.marker,
                         payload_type: rtx_pt,
                         sequence_number: rtx_seq,
@@ -184,6 +188,7 @@ impl DownTrack {
             }
             None => (
                 RtpHeader {
+                    padding: false,
                     marker: found.marker,
                     payload_type: self.payload_type,
                     sequence_number: out_seq,
@@ -194,6 +199,31 @@ impl DownTrack {
                 false,
             ),
         })
+    }
+}
+
+impl DownTrack {
+    /// The header of one padding-only packet on this track's RTX stream (RFC 4588 §4: no
+    /// original sequence number, so the receiver recovers nothing from it and drops it), at
+    /// the timestamp of the last packet sent. `None` without RTX, or before any packet went.
+    pub(crate) fn padding_header(&mut self) -> Option<RtpHeader> {
+        let (rtx_ssrc, rtx_pt) = self.rtx?;
+        let timestamp = self.rewriter.last_timestamp()?;
+        let sequence_number = self.rtx_seq;
+        self.rtx_seq = self.rtx_seq.wrapping_add(1);
+        Some(RtpHeader {
+            padding: true,
+            marker: false,
+            payload_type: rtx_pt,
+            sequence_number,
+            timestamp,
+            ssrc: rtx_ssrc,
+        })
+    }
+
+    /// This track has an RTX stream (padding for probes can go there).
+    pub(crate) fn has_rtx(&self) -> bool {
+        self.rtx.is_some()
     }
 }
 

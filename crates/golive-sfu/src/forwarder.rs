@@ -8,6 +8,9 @@ use golive_proto::StreamName;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
+use crate::adapt::PADDING_PACKET_BYTES;
 use crate::bwe::SwitchReason;
 use crate::cache::{
     AUDIO_HISTORY_PACKETS, CacheState, History, Lookup, Media, VIDEO_HISTORY_PACKETS,
@@ -111,8 +114,14 @@ fn forward(
     let Some(header) = rewritten.header else {
         return after;
     };
-    let twcc_seq = stamp(now, e, m.payload.len());
-    if e.leg.send_rtp(now, &header, m.payload.clone(), twcc_seq) {
+    let twcc_seq = stamp(now, e, kind, m.payload.len());
+    if e.leg.send_rtp(
+        now,
+        &header,
+        m.payload.clone(),
+        twcc_seq,
+        m.capture_time.as_ref(),
+    ) {
         out.batches.push_back(id);
     }
     out.stats.rtp_forwarded += 1;
@@ -128,14 +137,23 @@ fn v_idle(e: &PeerEntry) -> bool {
 
 /// The transport-wide sequence number of a datagram with `payload_len` bytes of payload
 /// leaving for a viewer now, where its estimate needs one.
-fn stamp(now: Instant, e: &mut PeerEntry, payload_len: usize) -> Option<u16> {
+fn stamp(now: Instant, e: &mut PeerEntry, kind: MediaKind, payload_len: usize) -> Option<u16> {
+    let overhead = e.leg.stamped_overhead(kind)?;
     let bwe = e.role.viewer_mut()?.bwe.as_mut()?;
-    Some(bwe.stamp(now, payload_len + DATAGRAM_OVERHEAD_BYTES))
+    Some(bwe.stamp(now, payload_len + overhead))
 }
 
-/// What a datagram carries besides its payload: the RTP header with the transport-wide
-/// sequence number extension, and the SRTP tag.
-const DATAGRAM_OVERHEAD_BYTES: usize = 12 + crate::viewer_leg::TWCC_EXTENSION_BYTES + 16;
+/// The payload of every padding-only packet: zeros, the last byte their count (RFC 3550 §5.1).
+static PADDING: [u8; PADDING_PACKET_BYTES] = {
+    let mut p = [0u8; PADDING_PACKET_BYTES];
+    p[PADDING_PACKET_BYTES - 1] = PADDING_PACKET_BYTES as u8;
+    p
+};
+
+/// What a padding datagram carries besides its padding, as the probe's pacing counts it: the
+/// RTP header, a browser's usual extensions (sequence number, send time, playout delay) and
+/// the SRTP tag.
+pub(crate) const DATAGRAM_OVERHEAD_BYTES: usize = 12 + 16 + 16;
 
 impl Forwarder<'_> {
     /// A viewer's estimate may allow another layer now (on its timer): the ceiling it sets,
@@ -154,9 +172,13 @@ impl Forwarder<'_> {
         let Some(bwe) = v.bwe.as_mut() else {
             return;
         };
-        let Some(ceiling) = bwe.update(now, ls.layer_bitrates()) else {
+        let allowed = v.layers.allowed(ls.availability());
+        let Some(ceiling) = bwe.update(now, ls.layer_bitrates(), allowed) else {
             return;
         };
+        if bwe.probe_started(now) {
+            self.out.stats.probes_started += 1;
+        }
         let target = v.layers.set_estimate_ceiling(ceiling, ls.availability());
         e.reschedule(id, &mut self.out.timers);
         if let Some(target) = target
@@ -164,6 +186,51 @@ impl Forwarder<'_> {
         {
             self.request_keyframe(now, &stream, Some(target));
         }
+    }
+
+    /// While a probe cluster runs for the viewer: the padding that tops its sending up to the
+    /// probed rate, on its video track's RTX stream, each packet stamped like media.
+    pub(crate) fn send_padding(&mut self, now: Instant, id: PeerId) {
+        let Some(e) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if !e.leg.is_connected() {
+            return;
+        }
+        let Some(v) = e.role.viewer_mut() else {
+            return;
+        };
+        if v.congested(now) {
+            return;
+        }
+        let Some(bwe) = v.bwe.as_mut() else {
+            return;
+        };
+        let due = bwe.padding_due(now);
+        if due == 0 {
+            e.reschedule(id, &mut self.out.timers);
+            return;
+        }
+        let Some(track) = v.tracks[crate::types::slot(MediaKind::Video)].as_mut() else {
+            return;
+        };
+        let padding = Bytes::from_static(&PADDING);
+        for _ in 0..due {
+            let Some(header) = track.padding_header() else {
+                break;
+            };
+            let twcc_seq = e
+                .leg
+                .stamped_overhead(MediaKind::Video)
+                .map(|overhead| bwe.stamp(now, PADDING.len() + overhead));
+            if e.leg
+                .send_rtp(now, &header, padding.clone(), twcc_seq, None)
+            {
+                self.out.batches.push_back(id);
+            }
+            self.out.stats.padding_sent += 1;
+        }
+        e.settle(id, self.out);
     }
 
     /// A viewer of `stream` wants a keyframe of `layer`, or of every layer (see
@@ -473,8 +540,11 @@ impl Forwarder<'_> {
             }
             let twcc_seq = bwe
                 .as_mut()
-                .map(|b| b.stamp(now, payload.len() + DATAGRAM_OVERHEAD_BYTES));
-            if e.leg.send_rtp(now, &header, payload, twcc_seq) {
+                .zip(e.leg.stamped_overhead(t.kind()))
+                .map(|(b, overhead)| b.stamp(now, payload.len() + overhead));
+            if e.leg
+                .send_rtp(now, &header, payload, twcc_seq, found.capture_time.as_ref())
+            {
                 self.out.batches.push_back(id);
             }
             self.out.stats.retransmitted += 1;

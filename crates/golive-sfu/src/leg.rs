@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::SfuError;
+use crate::codec::MediaKind;
 use crate::down_track::RtpHeader;
 use crate::peer::{DatagramVerdict, Inbound, Peer, PeerEvent};
 use crate::viewer_leg::LeanViewer;
@@ -156,6 +157,16 @@ impl Leg {
         }
     }
 
+    /// Where packets of `kind` carry the transport-wide sequence number (only on a lean leg,
+    /// and only where the viewer negotiated the extension for that kind's m-section): what
+    /// each such datagram carries besides its payload, for the estimate's byte counts.
+    pub(crate) fn stamped_overhead(&self, kind: MediaKind) -> Option<usize> {
+        match self {
+            Leg::Rtc(_) => None,
+            Leg::Lean(v) => v.stamped_overhead(kind),
+        }
+    }
+
     pub(crate) fn is_connected(&self) -> bool {
         match self {
             Leg::Rtc(p) => p.is_connected(),
@@ -172,9 +183,11 @@ impl Leg {
         header: &RtpHeader,
         payload: Bytes,
         twcc_seq: Option<u16>,
+        capture_time: Option<&crate::types::AbsCaptureTime>,
     ) -> bool {
         let header = rtc::rtp::Header {
             version: 2,
+            padding: header.padding,
             marker: header.marker,
             payload_type: header.payload_type,
             sequence_number: header.sequence_number,
@@ -187,7 +200,7 @@ impl Leg {
                 p.send_rtp(now, header, payload);
                 false
             }
-            Leg::Lean(v) => v.send_rtp(now, &header, &payload, twcc_seq),
+            Leg::Lean(v) => v.send_rtp(now, &header, &payload, twcc_seq, capture_time),
         }
     }
 

@@ -66,8 +66,8 @@ pub use codec::{Codec, MediaKind, StreamMedia, VideoCodec};
 pub use leg::ViewerLeg;
 pub use peer::SrtpPolicy;
 pub use sfu::{
-    Answer, Batch, CONNECT_TIMEOUT, DEFAULT_MAX_VIEWER_BACKLOG_BYTES, GARBAGE_LIMIT,
-    GARBAGE_WINDOW, MediaOptions, Output, PeerId, REMOTE_STREAM_IDLE, REPLAY_BURST,
+    AbsCaptureTime, Answer, Batch, CONNECT_TIMEOUT, DEFAULT_MAX_VIEWER_BACKLOG_BYTES,
+    GARBAGE_LIMIT, GARBAGE_WINDOW, MediaOptions, Output, PeerId, REMOTE_STREAM_IDLE, REPLAY_BURST,
     REPLAY_INTERVAL, SEND_FAILURE_BACKOFF, SEND_FAILURE_WINDOW, SEND_FAILURES_BEFORE_SKIP, Sfu,
     SfuConfig, SfuStats, SourcePacket, Transmit,
 };

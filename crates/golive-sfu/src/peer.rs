@@ -30,7 +30,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -383,6 +383,17 @@ impl Peer {
                 // The broadcaster's encoder adapts to TWCC feedback; MID lets `rtc` map SSRCs
                 // that the offer does not list.
                 configure_simulcast_extension_headers(&mut me).map_err(internal)?;
+                // Accepted where offered, so the capture time can be passed on to viewers.
+                for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+                    me.register_header_extension(
+                        RTCRtpHeaderExtensionCapability {
+                            uri: crate::codec::ABS_CAPTURE_TIME_URI.to_owned(),
+                        },
+                        kind,
+                        None,
+                    )
+                    .map_err(internal)?;
+                }
                 let r = Registry::new()
                     .with(
                         Slot::NackGenerator,

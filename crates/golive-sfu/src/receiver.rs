@@ -24,6 +24,8 @@ pub(crate) struct Receiver {
     audio: SourceTrack,
     /// One per simulcast layer, lowest first; one for a broadcaster without simulcast.
     video: Vec<VideoLayer>,
+    /// The id the broadcaster's offer gave the absolute capture time extension.
+    capture_ext: Option<u8>,
 }
 
 /// What the receiver keeps of one video layer.
@@ -46,12 +48,13 @@ pub(crate) struct Accepted {
 
 impl Receiver {
     /// `layers`: how many simulcast layers the offer sends (0 or 1 without simulcast).
-    pub(crate) fn new(media: StreamMedia, layers: usize) -> Self {
+    pub(crate) fn new(media: StreamMedia, layers: usize, capture_ext: Option<u8>) -> Self {
         let layers = layers.clamp(1, MAX_LAYERS);
         Self {
             media,
             audio: SourceTrack::default(),
             video: (0..layers).map(|_| VideoLayer::default()).collect(),
+            capture_ext,
         }
     }
 
@@ -158,6 +161,10 @@ pub(crate) fn accept_rtp(
             seq,
             timestamp: packet.header.timestamp,
             marker: packet.header.marker,
+            capture_time: p
+                .capture_ext
+                .and_then(|id| packet.header.get_extension(id))
+                .and_then(|data| crate::types::AbsCaptureTime::new(&data)),
             payload: packet.payload,
         },
         ask_keyframe,

@@ -73,6 +73,11 @@ impl HeaderRewriter {
         self.restart = true;
     }
 
+    /// The timestamp of the newest packet sent, once one was.
+    pub fn last_timestamp(&self) -> Option<u32> {
+        self.last_out_at.map(|_| self.last_out_ts)
+    }
+
     /// The source packet `(epoch, seq)` a viewer's sequence number stands for, if it was mapped
     /// by the current sync point (a viewer's NACK names the numbers it saw).
     pub fn source_of(&self, out_seq: u16) -> Option<(SourceEpoch, u16)> {

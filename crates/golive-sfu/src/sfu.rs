@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::SfuError;
-use crate::adapt::ViewerBwe;
+use crate::adapt::{ProbeEvent, ViewerBwe};
 use crate::bwe::Preference;
 use crate::cache::{KeyframeCache, Media};
 use crate::codec::{MediaKind, Offer, StreamMedia};
@@ -35,7 +35,7 @@ use crate::viewer_leg::{LeanViewer, Shared as LeanShared};
 
 pub use crate::entry::{CONNECT_TIMEOUT, GARBAGE_LIMIT, GARBAGE_WINDOW};
 pub use crate::forwarder::{REPLAY_BURST, REPLAY_INTERVAL};
-pub use crate::types::{Batch, Output, PeerId, SfuStats, SourcePacket, Transmit};
+pub use crate::types::{AbsCaptureTime, Batch, Output, PeerId, SfuStats, SourcePacket, Transmit};
 
 /// After this many failed sends to a viewer within [`SEND_FAILURE_WINDOW`]...
 pub const SEND_FAILURES_BEFORE_SKIP: u32 = 8;
@@ -71,6 +71,9 @@ pub struct MediaOptions {
     pub max_viewer_backlog_bytes: usize,
     /// Which transport serves viewers: `rtc`'s peer connection or the lean viewer leg.
     pub viewer_leg: ViewerLeg,
+    /// Probe viewers' links with padding when their estimate sits below the next layer they
+    /// are allowed (see [`crate::adapt`]). Off only to measure the difference.
+    pub probing: bool,
 }
 
 impl Default for MediaOptions {
@@ -79,6 +82,7 @@ impl Default for MediaOptions {
             keyframe_cache: true,
             max_viewer_backlog_bytes: DEFAULT_MAX_VIEWER_BACKLOG_BYTES,
             viewer_leg: ViewerLeg::default(),
+            probing: true,
         }
     }
 }
@@ -237,7 +241,8 @@ impl Sfu {
                 rids: &rids,
             },
         )?;
-        let receiver = Receiver::new(media.clone(), rids.len());
+        let capture_ext = crate::codec::extmap_id(offer_sdp, crate::codec::ABS_CAPTURE_TIME_URI);
+        let receiver = Receiver::new(media.clone(), rids.len(), capture_ext);
         self.streams
             .entry(stream.clone())
             .or_insert_with(LocalStream::new)
@@ -381,7 +386,11 @@ impl Sfu {
         let (twcc, remb) = peer.estimate_feedback();
         if (twcc || remb) && !relay {
             // Held to the lowest layer until its feedback shows what its link carries.
-            viewer.bwe = Some(Box::new(ViewerBwe::new()));
+            let padding_stream = viewer.tracks[slot(MediaKind::Video)]
+                .as_ref()
+                .is_some_and(DownTrack::has_rtx);
+            let probing = self.options.probing && twcc && padding_stream;
+            viewer.bwe = Some(Box::new(ViewerBwe::new(probing)));
             viewer
                 .layers
                 .set_estimate_ceiling(Some(Layer::LOWEST), Default::default());
@@ -694,6 +703,7 @@ impl Sfu {
             self.out.stats.peer_timeouts += 1;
             self.forwarder().continue_replay(now, id);
             self.forwarder().update_estimate(now, id);
+            self.forwarder().send_padding(now, id);
             let Some(e) = self.peers.get_mut(&id) else {
                 continue;
             };
@@ -787,7 +797,16 @@ impl Sfu {
                         .and_then(|v| v.bwe.as_mut());
                     if let Some(bwe) = bwe {
                         match bwe.on_twcc(now, &feedback) {
-                            Ok(()) => self.out.stats.twcc_feedback_in += 1,
+                            Ok(()) => {
+                                self.out.stats.twcc_feedback_in += 1;
+                                match bwe.take_probe_result(now) {
+                                    Some(ProbeEvent::Succeeded) => {
+                                        self.out.stats.probes_succeeded += 1;
+                                    }
+                                    Some(ProbeEvent::Failed) => self.out.stats.probes_failed += 1,
+                                    None => {}
+                                }
+                            }
                             Err(e) => {
                                 tracing::debug!(peer = %id, "TWCC feedback refused: {e}");
                                 self.out.stats.twcc_feedback_refused += 1;
@@ -854,6 +873,7 @@ impl Sfu {
                     timestamp: media.timestamp,
                     marker: media.marker,
                     payload: media.payload.clone(),
+                    capture_time: media.capture_time,
                 })));
         }
         let mut f = self.forwarder();

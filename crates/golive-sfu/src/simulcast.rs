@@ -245,6 +245,15 @@ impl ViewerLayers {
         (target != self.current).then_some(target)
     }
 
+    /// The highest layer the viewer would be on with no estimate: what its preference allows
+    /// among the layers being sent.
+    pub(crate) fn allowed(&self, layers: Availability) -> Layer {
+        if !self.video {
+            return Layer::LOWEST;
+        }
+        layers.choose(ceiling(self.preference, layers.seen))
+    }
+
     /// The viewer's own ceiling changed.
     pub(crate) fn set_preference(
         &mut self,

@@ -26,6 +26,8 @@ impl fmt::Display for PeerId {
 /// every worker.
 #[derive(Debug, Clone)]
 pub struct SourcePacket {
+    /// The broadcaster's absolute capture time extension, passed on to viewers as it came.
+    pub capture_time: Option<AbsCaptureTime>,
     pub stream: StreamName,
     /// The broadcaster's session: a new one restarts sequence numbers and timestamps.
     pub epoch: SourceEpoch,
@@ -51,6 +53,7 @@ impl SourcePacket {
             timestamp: self.timestamp,
             marker: self.marker,
             payload: self.payload.clone(),
+            capture_time: self.capture_time,
         }
     }
 }
@@ -95,6 +98,35 @@ pub struct Batch<'a> {
     pub segment_size: usize,
 }
 
+/// The absolute capture time header extension of a broadcaster's packet: the capture
+/// instant (NTP 32.32 fixed point), optionally followed by the sender's estimate of its clock's
+/// offset, 8 or 16 bytes as they came. An SFU forwards it untouched: it tells a receiver when
+/// the picture or sound was captured, across any number of hops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbsCaptureTime {
+    bytes: [u8; 16],
+    len: u8,
+}
+
+impl AbsCaptureTime {
+    /// The extension's data, if it has one of the two sizes it may have.
+    pub fn new(data: &[u8]) -> Option<Self> {
+        if data.len() != 8 && data.len() != 16 {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        bytes[..data.len()].copy_from_slice(data);
+        Some(Self {
+            bytes,
+            len: data.len() as u8,
+        })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
 /// Counters, for tests, logs and (later) metrics.
 #[derive(Debug, Default, Clone)]
 pub struct SfuStats {
@@ -137,6 +169,12 @@ pub struct SfuStats {
     /// Viewers' TWCC feedback packets taken, and refused as malformed.
     pub twcc_feedback_in: u64,
     pub twcc_feedback_refused: u64,
+    /// Bandwidth probes started, and how the judged ones went.
+    pub probes_started: u64,
+    pub probes_succeeded: u64,
+    pub probes_failed: u64,
+    /// Padding-only packets sent for probes.
+    pub padding_sent: u64,
 }
 
 /// The index of a kind in per-kind arrays (tracks, histories).

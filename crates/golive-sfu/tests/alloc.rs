@@ -1,5 +1,6 @@
 //! The lean viewer leg forwards without touching the heap: a counting allocator watches the
-//! core while it fans packets out to ten connected viewers and the shell drains the batches.
+//! core while it fans packets out to ten connected viewers (half of them browsers, whose
+//! packets are stamped for their bandwidth estimate) and the shell drains the batches.
 
 mod sim;
 
@@ -31,7 +32,15 @@ fn forwarding_to_lean_viewers_allocates_nothing_per_packet() {
     }
     let publisher = s.add_publisher(PeerId(1), "live", 60);
     let mut ids = vec![publisher];
-    ids.extend((0..VIEWERS).map(|i| s.add_viewer(PeerId(10 + i), "live")));
+    // Half of them browsers: every packet stamped with a transport-wide sequence number and
+    // its extension block written, as for Chromium.
+    ids.extend((0..VIEWERS).map(|i| {
+        if i % 2 == 0 {
+            s.add_viewer(PeerId(10 + i), "live")
+        } else {
+            s.add_browser_viewer_with_rtx(PeerId(10 + i), "live")
+        }
+    }));
     s.run_until_connected(&ids, ms(5_000));
     s.set_sending(publisher, false);
 
@@ -46,6 +55,7 @@ fn forwarding_to_lean_viewers_allocates_nothing_per_packet() {
         timestamp: 0,
         marker: true,
         payload: Bytes::from(vec![0x10; 1_100]),
+        capture_time: None,
     };
     let mut now = s.now;
     let mut forward = |s: &mut Sim, seq: u16, now: std::time::Instant| -> usize {

@@ -237,7 +237,7 @@ fn run(schedule: Schedule, preference: Preference, seconds: u64) -> Outcome {
                 .on_twcc(now, &feedback)
                 .expect("well-formed feedback");
             if let Some(success) = estimator.take_probe_result() {
-                chooser.probe_finished(success);
+                chooser.probe_finished(now, success);
             }
             let estimate = estimator.estimate_bps();
             if let Some(switch) = chooser.update(now, estimate) {

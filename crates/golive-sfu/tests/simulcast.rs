@@ -482,3 +482,146 @@ fn a_layer_the_broadcaster_stops_sends_its_viewers_one_layer_down_and_back_when_
     let longest_gap = video.windows(2).map(|w| w[1].at - w[0].at).max().unwrap();
     assert!(longest_gap < ms(700), "video stopped for {longest_gap:?}");
 }
+
+/// With audio and overheads the top layer takes about 310 kbit/s, the middle one about 190, the
+/// lowest about 120 (see the test above): a link of 130 holds a viewer on the lowest.
+const NARROW_LINK_BPS: u64 = 130_000;
+
+/// A browser viewer (with RTX) whose link narrows until its estimate has fallen to the lowest
+/// layer, then frees up: how long from then until it is on the top layer again (`None`: not
+/// within `limit`), and the SFU's counters.
+fn climb_after_a_narrow_link(probing: bool, limit: Duration) -> (Option<Duration>, Sim) {
+    let mut sim = started_on(Sim::lean_probing(probing));
+    let viewer = PeerId(90);
+    sim.add_browser_viewer_with_rtx(viewer, "live");
+    sim.run_until_connected(&[viewer], Duration::from_secs(5));
+    sim.run_for(Duration::from_secs(4));
+    sim.set_link(
+        viewer,
+        sim::Link {
+            down_rate_bps: Some(NARROW_LINK_BPS),
+            ..sim::Link::default()
+        },
+    );
+    sim.run_for(Duration::from_secs(6));
+    assert_eq!(
+        sim.sfu.viewer_layers(viewer),
+        Some((Layer(0), Layer(0))),
+        "probing {probing}: estimate {:?}",
+        sim.sfu.viewer_estimate_bps(viewer)
+    );
+    sim.set_link(viewer, sim::Link::default());
+    let freed = sim.now;
+    while sim.now - freed < limit {
+        sim.run_for(ms(100));
+        if sim.sfu.viewer_layers(viewer) == Some((Layer(2), Layer(2))) {
+            // One SSRC throughout (the narrow link lost packets: the line has holes).
+            let v = sim.client(viewer);
+            assert_eq!(v.read_errors, 0);
+            let video = v.received_of(Kind::Video);
+            assert!(video.iter().all(|r| r.ssrc == video[0].ssrc));
+            return (Some(sim.now - freed), sim);
+        }
+    }
+    (None, sim)
+}
+
+#[test]
+fn probing_brings_a_viewer_whose_link_freed_up_to_the_top_layer_sooner() {
+    let limit = Duration::from_secs(40);
+    let (probed, with) = climb_after_a_narrow_link(true, limit);
+    let (unprobed, without) = climb_after_a_narrow_link(false, limit);
+    let stats = with.sfu.stats();
+    eprintln!(
+        "to the top layer after the link freed: with probing {probed:?}, without {unprobed:?}; \
+         probes started {}, succeeded {}, failed {}, padding packets {}",
+        stats.probes_started, stats.probes_succeeded, stats.probes_failed, stats.padding_sent
+    );
+    let probed = probed.expect("with probing, the top layer within the limit");
+    assert!(stats.probes_succeeded >= 1, "{stats:?}");
+    assert!(stats.padding_sent > 0);
+    assert_eq!(without.sfu.stats().padding_sent, 0);
+    assert_eq!(without.sfu.stats().probes_started, 0);
+    // Without probing the estimate climbs only with what the lower layers carry.
+    let unprobed = unprobed.unwrap_or(limit);
+    assert!(
+        probed < unprobed,
+        "with probing {probed:?}, without {unprobed:?}"
+    );
+}
+
+/// Video packets a viewer never got (after repairs) among those numbered from its first to its
+/// last received after `since`.
+fn video_missing_since(viewer: &sim::Client, since: Instant) -> (usize, usize) {
+    let mut seqs: Vec<u16> = viewer
+        .received_of(Kind::Video)
+        .into_iter()
+        .filter(|r| r.at >= since)
+        .map(|r| r.seq)
+        .collect();
+    let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+        return (0, 0);
+    };
+    let span = usize::from(last.wrapping_sub(first)) + 1;
+    seqs.sort_unstable();
+    seqs.dedup();
+    (span - seqs.len(), span)
+}
+
+#[test]
+fn a_capped_viewers_probes_fail_and_back_off_without_costing_it_media() {
+    // The link carries the middle layer, not the top one.
+    const CAP_BPS: u64 = 250_000;
+    const WATCHED: Duration = Duration::from_secs(40);
+    let run = |probing: bool| {
+        let mut sim = started_on(Sim::lean_probing(probing));
+        let viewer = PeerId(95);
+        sim.add_browser_viewer_with_rtx(viewer, "live");
+        sim.set_link(
+            viewer,
+            sim::Link {
+                down_rate_bps: Some(CAP_BPS),
+                ..sim::Link::default()
+            },
+        );
+        sim.run_until_connected(&[viewer], Duration::from_secs(5));
+        sim.run_for(Duration::from_secs(10));
+        let settled = sim.now;
+        let stats_before = sim.sfu.stats().clone();
+        sim.run_for(WATCHED);
+        let layers = sim.sfu.viewer_layers(viewer);
+        let missing = video_missing_since(sim.client(viewer), settled);
+        let stats = sim.sfu.stats().clone();
+        (layers, missing, stats_before, stats)
+    };
+    let (layers, missing, before, stats) = run(true);
+    let (plain_layers, plain_missing, _, plain_stats) = run(false);
+    let started = stats.probes_started - before.probes_started;
+    let failed = stats.probes_failed - before.probes_failed;
+    eprintln!(
+        "capped at {CAP_BPS} bit/s, over {WATCHED:?}: with probing layer {layers:?}, video \
+         missing {missing:?} (of span), probes started {started}, failed {failed}, \
+         succeeded {}, padding packets {}; without probing layer {plain_layers:?}, missing \
+         {plain_missing:?}",
+        stats.probes_succeeded - before.probes_succeeded,
+        stats.padding_sent - before.padding_sent
+    );
+    // Probes pad only up to their rate: on this link the viewer's own sending (retransmissions
+    // after each failed climb to the top layer) often covers it already.
+    assert!(stats.padding_sent > 0, "{stats:?}");
+    assert_eq!(layers, Some((Layer(1), Layer(1))));
+    assert_eq!(plain_layers, Some((Layer(1), Layer(1))));
+    assert_eq!(plain_stats.probes_started, 0);
+    assert!(failed >= 2, "{stats:?}");
+    // Backing off: after two failures probes come at most every 8 s; at the first interval
+    // (2 s) there would have been 20 in the window.
+    let most = WATCHED.as_secs() / 8 + 2;
+    assert!(started <= most, "{started} probes in {WATCHED:?}");
+    // What the probes cost the media: at most a percent more of it lost than the cap alone.
+    let loss = missing.0 as f64 / missing.1.max(1) as f64;
+    let plain_loss = plain_missing.0 as f64 / plain_missing.1.max(1) as f64;
+    assert!(
+        loss <= plain_loss + 0.01,
+        "with probing {loss:.4} lost, without {plain_loss:.4}"
+    );
+}

@@ -853,6 +853,7 @@ impl Link {
                     timestamp: packet.header.timestamp,
                     marker: packet.header.marker,
                     payload: packet.payload,
+                    capture_time: None,
                 });
                 for w in workers.handles() {
                     if !w.relay_media(p.clone()) {

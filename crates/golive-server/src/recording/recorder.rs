@@ -11,10 +11,22 @@
 //! audio and video stay in step, and a broadcaster who reconnects (a new epoch, new random
 //! timestamps) continues the same file after the time it was away. This timing is the same
 //! for both containers: the writers only receive milliseconds from the start.
+//!
+//! Simulcast: a broadcaster's layers are each their own stream of sequence numbers and
+//! timestamps, and the recording keeps one: the highest the broadcaster is sending. A higher
+//! layer that starts (or comes back) is taken at its next keyframe; when the recorded layer
+//! stops (no packet for [`LAYER_IDLE`]), the highest one still sent is taken at its next
+//! keyframe. Either way a keyframe is asked for, and the switch is written like a reconnect:
+//! the new layer's video is anchored where the recording is, so the file runs on without a
+//! gap or a jump. Until the switch, the layer being recorded goes on, so the picture never
+//! stops. Layers differ in size: a decoder takes the new size from the keyframe (VP8/VP9 frame
+//! headers, H.264 parameter sets, which the MP4 samples keep in band); the file's header
+//! carries the size of its first keyframe.
 
 use golive_proto::{ServerMessage, StreamName};
 use golive_sfu::depacketize::{Depacketizer, Frame, TrackFormat};
-use golive_sfu::{MediaKind, SourcePacket, StreamMedia, VideoCodec};
+use golive_sfu::simulcast::MAX_LAYERS;
+use golive_sfu::{Layer, MediaKind, SourcePacket, StreamMedia, VideoCodec};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -33,6 +45,10 @@ const OPUS_RATE: u32 = 48_000;
 /// with the other track and with the wall clock the timeline uses. Network jitter stays well
 /// under it.
 pub const RESYNC_MS: i64 = 250;
+/// A simulcast layer with no packet for this long is taken as stopped (a broadcaster drops its
+/// top layer when its own uplink or CPU falls short). The SFU moves its viewers on the same
+/// span.
+pub const LAYER_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Why a broadcast cannot be recorded.
 #[derive(Debug, PartialEq, Eq)]
@@ -139,6 +155,17 @@ pub struct Recorder {
     audio: Option<Depacketizer>,
     clocks: [Option<TrackClock>; 2],
     last_ms: [i64; 2],
+    /// Frames written per track: a track's new clock (a reconnect, a layer move) starts after
+    /// its last frame, never on it.
+    frames_written: [u64; 2],
+    /// The simulcast layer whose video is recorded (`None` until the first video packet), and
+    /// when each layer's video last arrived.
+    video_layer: Option<Layer>,
+    layer_seen_at: [Option<Instant>; MAX_LAYERS],
+    /// The layer a keyframe was last asked for (one request per move).
+    asked_layer: Option<Layer>,
+    /// Times the recording moved to another layer.
+    pub layer_switches: u64,
     keyframe_wanted: bool,
     /// Frames dropped by the depacketizers of earlier epochs.
     pub frames_dropped: u64,
@@ -220,6 +247,11 @@ impl Recorder {
             audio: None,
             clocks: [None, None],
             last_ms: [0, 0],
+            frames_written: [0, 0],
+            video_layer: None,
+            layer_seen_at: [None; MAX_LAYERS],
+            asked_layer: None,
+            layer_switches: 0,
             keyframe_wanted: false,
             frames_dropped: 0,
         };
@@ -239,10 +271,7 @@ impl Recorder {
 
     /// One packet of the broadcaster.
     pub fn handle_packet(&mut self, p: &SourcePacket, now: Instant) -> io::Result<()> {
-        if p.layer != golive_sfu::Layer::LOWEST {
-            // A simulcast broadcaster's layers are each their own stream of sequence numbers
-            // and timestamps; the recording keeps one, the lowest, which every broadcaster
-            // sends.
+        if usize::from(p.layer.0) >= MAX_LAYERS {
             return Ok(());
         }
         if self.epoch != Some(p.epoch) {
@@ -257,6 +286,13 @@ impl Recorder {
                 .has_audio
                 .then(|| Depacketizer::new(TrackFormat::Audio))
                 .flatten();
+            // A new broadcaster session counts its layers afresh.
+            self.video_layer = None;
+            self.layer_seen_at = [None; MAX_LAYERS];
+            self.asked_layer = None;
+        }
+        if p.kind == MediaKind::Video && !self.follow_layer(p, now)? {
+            return Ok(());
         }
         let d = match p.kind {
             MediaKind::Video => self.video.as_mut(),
@@ -266,6 +302,54 @@ impl Recorder {
         d.handle_packet(p.seq, p.timestamp, p.marker, p.payload.clone());
         self.keyframe_wanted |= d.poll_keyframe_request();
         self.drain(p.kind, now)
+    }
+
+    /// Whether a video packet is of the layer recorded, after moving to its layer when it is
+    /// the highest being sent and starts a keyframe (see the module docs).
+    fn follow_layer(&mut self, p: &SourcePacket, now: Instant) -> io::Result<bool> {
+        self.layer_seen_at[usize::from(p.layer.0)] = Some(now);
+        let active = |at: &Option<Instant>| {
+            at.is_some_and(|at| now.saturating_duration_since(at) < LAYER_IDLE)
+        };
+        let highest = (0..MAX_LAYERS)
+            .rev()
+            .find(|&l| active(&self.layer_seen_at[l]))
+            .map_or(p.layer, |l| Layer(l as u8));
+        let Some(current) = self.video_layer else {
+            // The first video: whatever layer it is, the highest seen so far.
+            self.video_layer = Some(highest);
+            return Ok(p.layer == highest);
+        };
+        if p.layer == current {
+            return Ok(true);
+        }
+        if highest == current || p.layer != highest {
+            return Ok(false);
+        }
+        if !p.keyframe_start {
+            if self.asked_layer != Some(highest) {
+                self.asked_layer = Some(highest);
+                self.keyframe_wanted = true;
+            }
+            return Ok(false);
+        }
+        // The move: what the old layer completed goes in, then this layer's video starts at
+        // this keyframe, anchored where the file is (a new timestamp line, like a reconnect).
+        if let Some(d) = self.video.as_mut() {
+            d.finish();
+            self.drain(MediaKind::Video, now)?;
+        }
+        if let Some(d) = self.video.take() {
+            self.frames_dropped += d.stats().frames_dropped;
+        }
+        self.video = self
+            .video_codec
+            .and_then(|c| Depacketizer::new(TrackFormat::Video(c)));
+        self.clocks[slot(MediaKind::Video)] = None;
+        self.video_layer = Some(highest);
+        self.asked_layer = None;
+        self.layer_switches += 1;
+        Ok(true)
     }
 
     /// A timeline event (chat, removal, hearts) at `now`.
@@ -343,10 +427,14 @@ impl Recorder {
             Some(c) if c.epoch == epoch => c,
             c => {
                 let ext = i64::from(frame.timestamp);
+                // Two frames of one track at the same time is a muxing error: the layer moved
+                // to (or the source come back) starts a millisecond after the last frame at
+                // least.
+                let after_last = last + i64::from(self.frames_written[slot(kind)] > 0);
                 c.insert(TrackClock {
                     epoch,
                     clock_rate,
-                    base_ms: arrival.max(last),
+                    base_ms: arrival.max(after_last),
                     base_ext: ext,
                     last_ts: frame.timestamp,
                     last_ext: ext,
@@ -362,6 +450,7 @@ impl Recorder {
         };
         if let Some(w) = self.writer.as_mut() {
             w.write_frame(track, ms, frame.keyframe, &frame.data)?;
+            self.frames_written[slot(kind)] += 1;
         }
         Ok(())
     }

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use crate::SfuError;
 use crate::codec::{MediaKind, StreamMedia};
+use crate::types::AbsCaptureTime;
 // The same liveness timeout, SSRC cap and NACK bound as the `rtc` leg: one policy for viewers
 // whichever leg serves them.
 use crate::peer::{
@@ -222,15 +223,18 @@ pub(crate) struct LeanViewer {
     segments: Vec<u16>,
     sent: usize,
     sent_bytes: usize,
-    /// The viewer's id for the transport-wide sequence number extension, if it negotiated it.
-    twcc_ext: Option<u8>,
+    /// The header extensions each kind's packets carry (audio, video), by the viewer's ids:
+    /// only what that kind's m-section negotiated.
+    exts: [sdp::ExtensionIds; 2],
     /// It negotiated REMB instead.
     remb: bool,
 }
 
-/// The bytes a one-byte-header extension block (RFC 8285) with one 2-byte element adds to an
-/// RTP header: the 0xBEDE profile, its length in words, the element, one byte of padding.
-pub(crate) const TWCC_EXTENSION_BYTES: usize = 8;
+/// The most a one-byte-header extension block (RFC 8285) of ours adds to an RTP header: the
+/// 0xBEDE profile and its length in words, then the transport-wide sequence number (1 + 2
+/// bytes), the absolute send time (1 + 3), the playout delay (1 + 3) and the absolute capture
+/// time (1 + 16), padded to a word.
+pub(crate) const MAX_EXTENSION_BYTES: usize = 36;
 
 /// How long after the handshake, with no DTLS record from the viewer, its association settles
 /// without waiting for its first SRTCP. A viewer that lost our last flight resends its own
@@ -348,6 +352,10 @@ impl LeanViewer {
             },
             &tracks,
         );
+        let exts = [
+            facts.extensions_for(MediaKind::Audio),
+            facts.extensions_for(MediaKind::Video),
+        ];
         let mut send_ssrc = [None, None];
         let mut rtx = [None, None];
         let mut layer_tracks = Vec::new();
@@ -398,7 +406,7 @@ impl LeanViewer {
                 segments: Vec::new(),
                 sent: 0,
                 sent_bytes: 0,
-                twcc_ext: facts.twcc_ext,
+                exts,
                 remb: facts.remb,
             },
             sdp,
@@ -408,7 +416,17 @@ impl LeanViewer {
     /// The viewer negotiated transport-wide congestion control feedback: every packet must carry
     /// a transport-wide sequence number.
     pub(crate) fn has_twcc(&self) -> bool {
-        self.twcc_ext.is_some()
+        self.exts.iter().any(|e| e.twcc.is_some())
+    }
+
+    /// Where packets of `kind` carry the transport-wide sequence number: the bytes each such
+    /// datagram carries besides its payload (RTP header, extensions but a capture time, SRTP
+    /// tag).
+    pub(crate) fn stamped_overhead(&self, kind: MediaKind) -> Option<usize> {
+        let ids = &self.exts[slot(kind)];
+        ids.twcc?;
+        let (_, block_len) = extension_block(ids, Some(0), 0, None);
+        Some(RTP_FIXED_HEADER_BYTES + block_len + srtp_gcm::TAG_LEN)
     }
 
     /// The viewer negotiated REMB feedback (and not TWCC).
@@ -675,7 +693,7 @@ impl LeanViewer {
         for p in packets {
             let any = p.as_any();
             if let Some(twcc) = any.downcast_ref::<TransportLayerCc>() {
-                if self.twcc_ext.is_some() {
+                if self.has_twcc() {
                     self.inbound
                         .push_back(Inbound::Twcc(Box::new(twcc.clone())));
                 }
@@ -795,6 +813,7 @@ impl LeanViewer {
         header: &rtc::rtp::Header,
         payload: &Bytes,
         twcc_seq: Option<u16>,
+        capture_time: Option<&AbsCaptureTime>,
     ) -> bool {
         let Some(srtp) = self.srtp.as_mut() else {
             return false;
@@ -804,22 +823,27 @@ impl LeanViewer {
         }
         let was_empty = self.segments.len() == self.sent;
         let start = self.out.len();
-        let twcc = self.twcc_ext.zip(twcc_seq);
+        let kind = if self.send_ssrc[1] == Some(header.ssrc)
+            || self.rtx[1].is_some_and(|(ssrc, _)| ssrc == header.ssrc)
+        {
+            MediaKind::Video
+        } else {
+            MediaKind::Audio
+        };
+        let send_time = self.shared.ntp_time(now);
+        let (block, block_len) =
+            extension_block(&self.exts[slot(kind)], twcc_seq, send_time, capture_time);
         let fixed_len = header.marshal_size();
-        let header_len = fixed_len
-            + if twcc.is_some() {
-                TWCC_EXTENSION_BYTES
-            } else {
-                0
-            };
+        let header_len = fixed_len + block_len;
         let sealed = match srtp.gcm.as_mut() {
             Some(gcm) => {
                 let end = start + header_len + payload.len();
                 self.out.resize(end, 0);
                 let packet = &mut self.out[start..end];
                 header.marshal_to(&mut packet[..fixed_len]).is_ok() && {
-                    if let Some((id, seq)) = twcc {
-                        write_twcc_extension(&mut packet[..header_len], fixed_len, id, seq);
+                    if block_len > 0 {
+                        packet[0] |= RTP_EXTENSION_BIT;
+                        packet[fixed_len..header_len].copy_from_slice(&block[..block_len]);
                     }
                     packet[header_len..].copy_from_slice(payload);
                     let mut tag = [0u8; srtp_gcm::TAG_LEN];
@@ -837,21 +861,13 @@ impl LeanViewer {
             None => {
                 // AES-CM (legacy clients): through `rtc-srtp`, which allocates per packet.
                 let mut plain = vec![0u8; header_len + payload.len()];
-                let mut full = header.clone();
-                if let Some((id, seq)) = twcc {
-                    full.extension = true;
-                    full.extension_profile = 0xBEDE;
-                    full.extensions = vec![rtc::rtp::header::Extension {
-                        id,
-                        payload: Bytes::copy_from_slice(&seq.to_be_bytes()),
-                    }];
-                }
                 header.marshal_to(&mut plain[..fixed_len]).is_ok() && {
-                    if let Some((id, seq)) = twcc {
-                        write_twcc_extension(&mut plain[..header_len], fixed_len, id, seq);
+                    if block_len > 0 {
+                        plain[0] |= RTP_EXTENSION_BIT;
+                        plain[fixed_len..header_len].copy_from_slice(&block[..block_len]);
                     }
                     plain[header_len..].copy_from_slice(payload);
-                    match srtp.local.encrypt_rtp_with_header(&plain, &full) {
+                    match srtp.local.encrypt_rtp(&plain) {
                         Ok(out) => {
                             self.out.extend_from_slice(&out);
                             true
@@ -966,22 +982,57 @@ impl LeanViewer {
 #[cfg(test)]
 mod tests;
 
-/// Turns the fixed RTP header at `packet[..fixed_len]` into one with a one-byte-header
-/// extension block (RFC 8285 §4.2) holding the transport-wide sequence number `seq` under `id`;
-/// `packet` is [`TWCC_EXTENSION_BYTES`] longer than the fixed header.
-fn write_twcc_extension(packet: &mut [u8], fixed_len: usize, id: u8, seq: u16) {
-    packet[0] |= 0x10;
-    let [hi, lo] = seq.to_be_bytes();
-    packet[fixed_len..fixed_len + TWCC_EXTENSION_BYTES].copy_from_slice(&[
-        0xBE,
-        0xDE,
-        0x00,
-        0x01,
-        (id << 4) | 1,
-        hi,
-        lo,
-        0x00,
-    ]);
+/// An RTP header without CSRCs or extensions.
+const RTP_FIXED_HEADER_BYTES: usize = 12;
+/// The X bit of an RTP header's first byte.
+const RTP_EXTENSION_BIT: u8 = 0x10;
+
+/// What the playout delay extension asks of receivers, in its 10 ms units: no added delay at
+/// least, and at most 200 ms. A maximum of 0 would put Chromium on its low-latency renderer,
+/// which shows each frame as it is decoded and stutters at the slightest jitter; 200 ms lets
+/// the jitter buffer absorb a normal network's jitter while keeping it from growing towards
+/// the seconds it may reach after a burst of loss.
+pub(crate) const PLAYOUT_DELAY_MIN_10MS: u16 = 0;
+pub(crate) const PLAYOUT_DELAY_MAX_10MS: u16 = 20;
+
+/// A one-byte-header extension block (RFC 8285 §4.2) with the elements `ids` names: the
+/// transport-wide sequence number `twcc_seq` (where given), the absolute send time from
+/// `send_time` (NTP, 32.32 fixed point: the 6.18 fixed-point seconds of the extension are
+/// its bits 14 to 37), the playout delay and the broadcaster's capture time, as it came.
+/// Returns the block and its length, a multiple of four (0: no element, no block).
+fn extension_block(
+    ids: &sdp::ExtensionIds,
+    twcc_seq: Option<u16>,
+    send_time: u64,
+    capture_time: Option<&AbsCaptureTime>,
+) -> ([u8; MAX_EXTENSION_BYTES], usize) {
+    let mut block = [0u8; MAX_EXTENSION_BYTES];
+    let mut at = 4;
+    let mut element = |block: &mut [u8; MAX_EXTENSION_BYTES], id: u8, data: &[u8]| {
+        block[at] = (id << 4) | (data.len() as u8 - 1);
+        block[at + 1..at + 1 + data.len()].copy_from_slice(data);
+        at += 1 + data.len();
+    };
+    if let (Some(id), Some(seq)) = (ids.twcc, twcc_seq) {
+        element(&mut block, id, &seq.to_be_bytes());
+    }
+    if let Some(id) = ids.abs_send_time {
+        let t = ((send_time >> 14) as u32 & 0x00FF_FFFF).to_be_bytes();
+        element(&mut block, id, &t[1..]);
+    }
+    if let Some(id) = ids.playout_delay {
+        let v = (u32::from(PLAYOUT_DELAY_MIN_10MS) << 12) | u32::from(PLAYOUT_DELAY_MAX_10MS);
+        element(&mut block, id, &v.to_be_bytes()[1..]);
+    }
+    if let (Some(id), Some(capture)) = (ids.abs_capture_time, capture_time) {
+        element(&mut block, id, capture.as_bytes());
+    }
+    if at == 4 {
+        return (block, 0);
+    }
+    let len = at.div_ceil(4) * 4;
+    block[..4].copy_from_slice(&[0xBE, 0xDE, 0, ((len - 4) / 4) as u8]);
+    (block, len)
 }
 
 #[cfg(test)]
@@ -989,8 +1040,12 @@ mod twcc_tests {
     use super::*;
     use rtc::shared::marshal::Unmarshal;
 
-    #[test]
-    fn the_transport_wide_sequence_number_is_a_one_byte_extension_rtc_reads() {
+    fn parse_with(
+        ids: &sdp::ExtensionIds,
+        twcc_seq: Option<u16>,
+        send_time: u64,
+        capture_time: Option<&AbsCaptureTime>,
+    ) -> rtc::rtp::Packet {
         let header = rtc::rtp::Header {
             version: 2,
             marker: true,
@@ -1001,22 +1056,75 @@ mod twcc_tests {
             ..Default::default()
         };
         let fixed = header.marshal_size();
-        let mut packet = vec![0u8; fixed + TWCC_EXTENSION_BYTES + 3];
+        let (block, len) = extension_block(ids, twcc_seq, send_time, capture_time);
+        assert_eq!(len % 4, 0);
+        let mut packet = vec![0u8; fixed + len + 3];
         header.marshal_to(&mut packet[..fixed]).unwrap();
-        write_twcc_extension(
-            &mut packet[..fixed + TWCC_EXTENSION_BYTES],
-            fixed,
-            5,
-            0xABCD,
-        );
-        packet[fixed + TWCC_EXTENSION_BYTES..].copy_from_slice(&[1, 2, 3]);
+        if len > 0 {
+            packet[0] |= RTP_EXTENSION_BIT;
+        }
+        packet[fixed..fixed + len].copy_from_slice(&block[..len]);
+        packet[fixed + len..].copy_from_slice(&[1, 2, 3]);
         let parsed = rtc::rtp::Packet::unmarshal(&mut &packet[..]).unwrap();
         assert_eq!(parsed.header.sequence_number, 7);
         assert_eq!(parsed.header.ssrc, 0x1234_5678);
+        assert_eq!(&parsed.payload[..], &[1, 2, 3]);
+        parsed
+    }
+
+    #[test]
+    fn the_transport_wide_sequence_number_is_a_one_byte_extension_rtc_reads() {
+        let ids = sdp::ExtensionIds {
+            twcc: Some(5),
+            ..Default::default()
+        };
+        let parsed = parse_with(&ids, Some(0xABCD), 0, None);
         assert_eq!(
             parsed.header.get_extension(5).as_deref(),
             Some(&[0xAB, 0xCD][..])
         );
-        assert_eq!(&parsed.payload[..], &[1, 2, 3]);
+        // No number given (a kind whose section did not negotiate it): no block at all.
+        assert!(!parse_with(&ids, None, 0, None).header.extension);
+    }
+
+    #[test]
+    fn send_time_and_playout_delay_ride_beside_the_sequence_number() {
+        let ids = sdp::ExtensionIds {
+            twcc: Some(3),
+            abs_send_time: Some(2),
+            playout_delay: Some(14),
+            abs_capture_time: Some(1),
+        };
+        // 1.5 s in NTP 32.32: the 6.18 fixed point of the extension is 1.5 * 2^18.
+        let send_time = (1u64 << 32) + (1u64 << 31);
+        let capture: Vec<u8> = (1..=16).collect();
+        let capture_time = AbsCaptureTime::new(&capture).expect("16 bytes");
+        let parsed = parse_with(&ids, Some(9), send_time, Some(&capture_time));
+        assert_eq!(
+            parsed.header.get_extension(1).as_deref(),
+            Some(&capture[..]),
+            "the capture time as it came"
+        );
+        assert_eq!(parsed.header.get_extension(3).as_deref(), Some(&[0, 9][..]));
+        let abs = parsed.header.get_extension(2).expect("abs-send-time");
+        let value = u32::from_be_bytes([0, abs[0], abs[1], abs[2]]);
+        assert_eq!(value, 3 << 17);
+        let delay = parsed.header.get_extension(14).expect("playout-delay");
+        let v = u32::from_be_bytes([0, delay[0], delay[1], delay[2]]);
+        assert_eq!(
+            (v >> 12, v & 0xFFF),
+            (
+                u32::from(PLAYOUT_DELAY_MIN_10MS),
+                u32::from(PLAYOUT_DELAY_MAX_10MS)
+            )
+        );
+        // Without the sequence number the other two still go.
+        let parsed = parse_with(&ids, None, send_time, None);
+        assert!(parsed.header.get_extension(3).is_none());
+        assert!(
+            parsed.header.get_extension(1).is_none(),
+            "no capture time, none sent"
+        );
+        assert!(parsed.header.get_extension(2).is_some());
     }
 }

@@ -15,7 +15,7 @@ use std::io::Cursor;
 use std::net::SocketAddr;
 
 use crate::SfuError;
-use crate::codec::{Codec, MediaKind, StreamMedia};
+use crate::codec::{ABS_CAPTURE_TIME_URI, Codec, MediaKind, StreamMedia};
 
 /// The stream id and track ids the viewer sees (`a=msid`).
 const MSID_STREAM: &str = "golive";
@@ -41,6 +41,24 @@ pub(crate) struct OfferFacts {
 pub(crate) const TRANSPORT_CC_URI: &str =
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 
+/// The absolute send time extension: a 24-bit 6.18 fixed-point send time in seconds, which
+/// receivers' delay-based estimators (and Chromium's REMB) read.
+pub(crate) const ABS_SEND_TIME_URI: &str =
+    "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
+/// The playout delay extension: the minimum and maximum delay the receiver should add before
+/// rendering, in 10 ms units, 12 bits each.
+pub(crate) const PLAYOUT_DELAY_URI: &str =
+    "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
+
+/// The header extensions a kind's packets carry, by the ids the viewer gave them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ExtensionIds {
+    pub twcc: Option<u8>,
+    pub abs_send_time: Option<u8>,
+    pub playout_delay: Option<u8>,
+    pub abs_capture_time: Option<u8>,
+}
+
 #[derive(Debug)]
 struct Section {
     media: String,
@@ -54,6 +72,11 @@ struct Section {
     rtcp_rsize: bool,
     /// Its `a=extmap` id for [`TRANSPORT_CC_URI`].
     twcc_ext: Option<u8>,
+    /// Its ids for [`ABS_SEND_TIME_URI`] and [`PLAYOUT_DELAY_URI`].
+    abs_send_time_ext: Option<u8>,
+    playout_delay_ext: Option<u8>,
+    /// Its id for the absolute capture time, passed on from the broadcaster.
+    abs_capture_time_ext: Option<u8>,
     /// It offers `transport-cc` and `goog-remb` feedback.
     twcc_fb: bool,
     remb_fb: bool,
@@ -104,17 +127,26 @@ impl OfferFacts {
                 .or(session_direction)
                 .unwrap_or("sendrecv");
             let mut twcc_ext = None;
+            let (mut abs_send_time_ext, mut playout_delay_ext) = (None, None);
+            let mut abs_capture_time_ext = None;
             let (mut twcc_fb, mut remb_fb) = (false, false);
             for a in &m.attributes {
                 let value = a.value.as_deref().unwrap_or_default();
                 match a.key.as_str() {
                     "extmap" => {
                         let mut words = value.split_whitespace();
-                        let id = words.next().and_then(|id| id.split('/').next());
-                        if words.next() == Some(TRANSPORT_CC_URI) {
-                            twcc_ext = id
-                                .and_then(|id| id.parse::<u8>().ok())
-                                .filter(|id| (1..=14).contains(id));
+                        // Only ids a one-byte header can carry (RFC 8285 §4.2) are taken.
+                        let id = words
+                            .next()
+                            .and_then(|id| id.split('/').next())
+                            .and_then(|id| id.parse::<u8>().ok())
+                            .filter(|id| (1..=14).contains(id));
+                        match words.next() {
+                            Some(TRANSPORT_CC_URI) => twcc_ext = id,
+                            Some(ABS_SEND_TIME_URI) => abs_send_time_ext = id,
+                            Some(PLAYOUT_DELAY_URI) => playout_delay_ext = id,
+                            Some(ABS_CAPTURE_TIME_URI) => abs_capture_time_ext = id,
+                            _ => {}
                         }
                     }
                     "rtcp-fb" => {
@@ -127,6 +159,9 @@ impl OfferFacts {
             }
             sections.push(Section {
                 twcc_ext,
+                abs_send_time_ext,
+                playout_delay_ext,
+                abs_capture_time_ext,
                 twcc_fb,
                 remb_fb,
                 media: m.media_name.media.clone(),
@@ -161,6 +196,39 @@ impl OfferFacts {
             .iter()
             .filter(|s| s.kind == Some(kind) && !s.rejected && s.mid.is_some())
             .count()
+    }
+}
+
+impl OfferFacts {
+    /// The section of the offer that carries our track of `kind`: the first one of that kind
+    /// not rejected and with a mid.
+    fn carrying(&self, kind: MediaKind) -> Option<&Section> {
+        self.sections
+            .iter()
+            .find(|s| s.kind == Some(kind) && !s.rejected && s.mid.is_some())
+    }
+
+    /// The transport-wide sequence number id our packets of `kind` carry: where the section
+    /// that carries them offered the extension (with the id every stamped packet uses) and
+    /// `transport-cc` feedback. Packets of a section that did not negotiate it go unstamped.
+    pub(crate) fn twcc_ext_for(&self, kind: MediaKind) -> Option<u8> {
+        let s = self.carrying(kind)?;
+        self.twcc_ext.filter(|id| s.twcc_ext == Some(*id))
+    }
+
+    /// Every header extension our packets of `kind` carry: only those the section that
+    /// carries them offered. Playout delay is for video only (receivers apply it to video
+    /// frames).
+    pub(crate) fn extensions_for(&self, kind: MediaKind) -> ExtensionIds {
+        let Some(s) = self.carrying(kind) else {
+            return ExtensionIds::default();
+        };
+        ExtensionIds {
+            twcc: self.twcc_ext_for(kind),
+            abs_send_time: s.abs_send_time_ext,
+            playout_delay: s.playout_delay_ext.filter(|_| kind == MediaKind::Video),
+            abs_capture_time: s.abs_capture_time_ext,
+        }
     }
 }
 
@@ -306,6 +374,16 @@ pub(crate) fn answer(offer: &OfferFacts, local: &Local<'_>, tracks: &[SendTrack]
         // Transport-wide congestion control where the viewer offered it with the id every
         // stamped packet carries; REMB for video where it offered that and not TWCC.
         let twcc = offer.twcc_ext.filter(|id| s.twcc_ext == Some(*id));
+        let exts = offer.extensions_for(c.kind);
+        if let Some(id) = exts.abs_send_time {
+            let _ = write!(w, "a=extmap:{id} {ABS_SEND_TIME_URI}\r\n");
+        }
+        if let Some(id) = exts.playout_delay {
+            let _ = write!(w, "a=extmap:{id} {PLAYOUT_DELAY_URI}\r\n");
+        }
+        if let Some(id) = exts.abs_capture_time {
+            let _ = write!(w, "a=extmap:{id} {ABS_CAPTURE_TIME_URI}\r\n");
+        }
         if let Some(id) = twcc {
             let _ = write!(
                 w,
@@ -559,5 +637,49 @@ m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:2\
         // An id a one-byte header cannot carry is not taken.
         let wide = twcc.replace("a=extmap:3 ", "a=extmap:15 ");
         assert_eq!(OfferFacts::parse(&wide).unwrap().twcc_ext, None);
+    }
+
+    #[test]
+    fn send_time_and_playout_delay_are_answered_only_where_offered() {
+        let offer = OFFER
+            .replace(
+                "a=rtpmap:109 opus/48000/2\r\n",
+                &format!("a=rtpmap:109 opus/48000/2\r\na=extmap:4 {ABS_SEND_TIME_URI}\r\na=extmap:6 {PLAYOUT_DELAY_URI}\r\n"),
+            )
+            .replace(
+                "a=rtpmap:120 VP8/90000\r\n",
+                &format!("a=rtpmap:120 VP8/90000\r\na=extmap:6 {PLAYOUT_DELAY_URI}\r\na=extmap:15 {ABS_SEND_TIME_URI}\r\n"),
+            );
+        let facts = OfferFacts::parse(&offer).unwrap();
+        let audio = facts.extensions_for(MediaKind::Audio);
+        let video = facts.extensions_for(MediaKind::Video);
+        // Playout delay applies to video only; an id a one-byte header cannot carry is not
+        // taken.
+        assert_eq!(
+            (audio.abs_send_time, audio.playout_delay, audio.twcc),
+            (Some(4), None, None)
+        );
+        assert_eq!((video.abs_send_time, video.playout_delay), (None, Some(6)));
+        let a = answer(&facts, &local(), &tracks());
+        assert_eq!(a.matches(ABS_SEND_TIME_URI).count(), 1);
+        assert_eq!(a.matches(PLAYOUT_DELAY_URI).count(), 1);
+        let video_section = &a[a.find("m=video").unwrap()..];
+        assert!(video_section.contains(&format!("a=extmap:6 {PLAYOUT_DELAY_URI}")));
+        // Nothing offered, nothing answered.
+        let a = answer(&OfferFacts::parse(OFFER).unwrap(), &local(), &tracks());
+        assert!(!a.contains("extmap"));
+    }
+
+    #[test]
+    fn transport_cc_offered_for_video_only_stamps_video_only() {
+        let offer = OFFER.replace(
+            "a=rtpmap:120 VP8/90000\r\n",
+            &format!("a=rtpmap:120 VP8/90000\r\na=extmap:3 {TRANSPORT_CC_URI}\r\na=rtcp-fb:120 transport-cc\r\n"),
+        );
+        let facts = OfferFacts::parse(&offer).unwrap();
+        assert_eq!(facts.twcc_ext_for(MediaKind::Video), Some(3));
+        assert_eq!(facts.twcc_ext_for(MediaKind::Audio), None);
+        let a = answer(&facts, &local(), &tracks());
+        assert_eq!(a.matches(TRANSPORT_CC_URI).count(), 1);
     }
 }

@@ -54,6 +54,8 @@ pub const PUB_VP8_PT: u8 = 96;
 pub const PUB_OPUS_PT: u8 = 111;
 pub const VIEWER_VP8_PT: u8 = 120;
 pub const VIEWER_OPUS_PT: u8 = 109;
+/// The RTX payload type of a viewer that offers RTX.
+pub const VIEWER_RTX_PT: u8 = 121;
 
 pub const VIDEO_FPS: u32 = 30;
 /// A keyframe is this many packets; a delta frame one.
@@ -124,6 +126,10 @@ pub struct Client {
     pub rtcp_datagrams: u64,
     /// A simulcast publisher's layers (see [`Sim::add_simulcast_publisher`]).
     pub simulcast: Option<Simulcast>,
+    /// Every header extension (kind, id, data) the client's RTP carried, once each.
+    pub extensions_seen: std::collections::HashSet<(Kind, u8, Vec<u8>)>,
+    /// RTP packets of each kind with no header extension at all: (audio, video).
+    pub without_extensions: (u64, u64),
 }
 
 /// The rids of the harness's simulcast publisher, lowest layer first, as browsers name them.
@@ -271,6 +277,18 @@ impl Client {
                     section,
                     ..
                 } => {
+                    for e in &packet.header.extensions {
+                        if e.id != 0 && self.extensions_seen.len() < 4096 {
+                            self.extensions_seen
+                                .insert((kind, e.id, e.payload.to_vec()));
+                        }
+                    }
+                    if packet.header.extensions.is_empty() {
+                        match kind {
+                            Kind::Audio => self.without_extensions.0 += 1,
+                            Kind::Video => self.without_extensions.1 += 1,
+                        }
+                    }
                     self.received.push(Received::inspect(kind, now, &packet));
                     self.received_sections.push(section);
                 }
@@ -470,6 +488,15 @@ impl Sim {
     pub fn lean() -> Self {
         Self::with_exact_options(MediaOptions {
             viewer_leg: ViewerLeg::Lean,
+            ..MediaOptions::default()
+        })
+    }
+
+    /// Viewers on the lean leg, with bandwidth probing on or off.
+    pub fn lean_probing(probing: bool) -> Self {
+        Self::with_exact_options(MediaOptions {
+            viewer_leg: ViewerLeg::Lean,
+            probing,
             ..MediaOptions::default()
         })
     }
@@ -883,6 +910,48 @@ impl Sim {
         self.add_viewer_with(id, name, config)
     }
 
+    /// A browser viewer (see [`Sim::add_browser_viewer`]) that also offers RTX for its video,
+    /// as Chromium does: repairs and probe padding come on its RTX stream.
+    pub fn add_browser_viewer_with_rtx(&mut self, id: PeerId, name: &str) -> PeerId {
+        let config = PeerConfig {
+            feedback: Feedback::Browser,
+            video_rtx_pt: Some(VIEWER_RTX_PT),
+            ..peer_config(false)
+        };
+        self.add_viewer_with(id, name, config)
+    }
+
+    /// A browser viewer (see [`Sim::add_browser_viewer`]) whose offer the SFU gets through
+    /// `edit` (header extensions added or taken away); the client keeps its own.
+    pub fn add_browser_viewer_with_offer(
+        &mut self,
+        id: PeerId,
+        name: &str,
+        edit: impl FnOnce(&str) -> String,
+    ) -> (PeerId, String) {
+        let config = PeerConfig {
+            feedback: Feedback::Browser,
+            ..peer_config(false)
+        };
+        let now = self.now;
+        let addr = self.next_addr();
+        let mut peer = ClientPeer::new(now, addr, &config, PeerRole::Viewer).expect("viewer peer");
+        let offer = edit(peer.offer_sdp());
+        let media = self
+            .media
+            .get(&stream(name))
+            .expect("stream has a publisher")
+            .clone();
+        let answer = self
+            .sfu
+            .add_viewer(now, id, stream(name), &media, &offer)
+            .unwrap_or_else(|e| panic!("add_viewer: {e}\n{offer}"));
+        peer.accept_answer(now, &answer.sdp).expect("set answer");
+        self.register(new_client(id, stream(name), addr, &answer.sdp, peer));
+        self.pump();
+        (id, answer.sdp)
+    }
+
     /// A browser viewer (see [`Sim::add_browser_viewer`]) that offers only AES-CM SRTP.
     pub fn add_legacy_browser_viewer(&mut self, id: PeerId, name: &str) -> PeerId {
         let config = PeerConfig {
@@ -1175,6 +1244,8 @@ fn new_client(
         read_errors: 0,
         rtcp_datagrams: 0,
         simulcast: None,
+        extensions_seen: Default::default(),
+        without_extensions: (0, 0),
     }
 }
 
