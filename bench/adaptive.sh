@@ -35,7 +35,7 @@ case $WHAT in
     exit 2
     ;;
 esac
-mkdir -p "$OUT/a" "$OUT/b"
+mkdir -p "$OUT/a" "$OUT/b" "$OUT/raw"
 echo "a: $A" | tee "$OUT/configs.txt"
 echo "b: $B" | tee -a "$OUT/configs.txt"
 
