@@ -132,12 +132,7 @@ impl TestPeer {
     /// [`Record::sent`] holds every layer's video; [`Record::layer_sources`] tells them apart.
     pub async fn simulcast_publisher() -> Result<OfferedPeer> {
         let clock = Clock::system();
-        let role = Role::Publisher {
-            video_ssrc: random_u32(),
-            audio_ssrc: random_u32(),
-            source: SyntheticSource::new(random_u32(), media_plan(), clock),
-        };
-        let mut offered = OfferedPeer::new(VideoCodec::Vp8, role).await?;
+        let mut offered = Self::publisher().await?;
         let base_source = random_u32();
         let base_ssrc = random_u32();
         let layers = golive_client::simulcast::LAYER_BITRATE_DIVISORS
