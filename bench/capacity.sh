@@ -11,6 +11,8 @@
 #   bench/capacity.sh                      # defaults below
 #   RUNS=5 STEPS="100 200" WORKERS=1 bench/capacity.sh
 #   SERVER_ARGS=--srtp-legacy LOAD_ARGS="--srtp cm" bench/capacity.sh   # AES-CM instead of GCM
+#   SIMULCAST=1 bench/capacity.sh          # the publisher sends q/h/f layers (f at BITRATE)
+#   VIEWER_TWCC=off bench/capacity.sh      # viewers send no TWCC feedback (default: on)
 #
 # Everything stays on 127.0.0.1.
 set -euo pipefail
@@ -30,6 +32,11 @@ SERVER_CORE=${SERVER_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 SERVER_ARGS=${SERVER_ARGS:-}
 LOAD_ARGS=${LOAD_ARGS:-}
+# Adaptive quality: a simulcast publisher (1 for on), and the viewers' TWCC feedback.
+SIMULCAST=${SIMULCAST:-0}
+VIEWER_TWCC=${VIEWER_TWCC:-on}
+ADAPT_ARGS="--viewer-twcc $VIEWER_TWCC"
+[[ $SIMULCAST == 1 ]] && ADAPT_ARGS+=" --simulcast"
 # Other work on a shared machine would otherwise take turns on our cores (its builds at the
 # same priority stretched our latency tenfold). As root, both processes run SCHED_FIFO (the
 # kernel still keeps 5 % of each core for everything else); otherwise at nice -10. CPU
@@ -53,7 +60,7 @@ source "$ROOT/bench/lib.sh"
 {
   describe_machine
   echo "server: taskset -c $SERVER_CORE $GOLIVE --workers $WORKERS $SERVER_ARGS"
-  echo "load: taskset -c $LOAD_CORE $LOAD --bitrate $BITRATE --ramp $RAMP --duration $DURATION $LOAD_ARGS"
+  echo "load: taskset -c $LOAD_CORE $LOAD --bitrate $BITRATE --ramp $RAMP --duration $DURATION $ADAPT_ARGS $LOAD_ARGS"
   echo "priority: ${PRIO:-default}"
   echo "runs per step: $RUNS"
 } | tee "$OUT/machine.txt"
@@ -74,7 +81,7 @@ one_run() { # viewers run
   # shellcheck disable=SC2086
   $PRIO taskset -c "$LOAD_CORE" "$LOAD" --server "$addr" --server-pid "$SERVER_PID" \
     --stream bench --viewers "$n" --ramp "$RAMP" --duration "$DURATION" --bitrate "$BITRATE" \
-    --quiet --json "$OUT/step-$n-run-$r.json" $LOAD_ARGS 2>"$OUT/load-$n-$r.log" || true
+    --quiet --json "$OUT/step-$n-run-$r.json" $ADAPT_ARGS $LOAD_ARGS 2>"$OUT/load-$n-$r.log" || true
   stop_server
 }
 

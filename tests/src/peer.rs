@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use golive_client::peer::random_u32;
 use golive_client::{
     ClientPeer, Clock, KeyframeRequestKind, MediaKind, MediaPlan, PeerConfig, PeerEvent,
-    ReceivedPacket, Role, SyntheticPacket, SyntheticSource, VideoCodec,
+    ReceivedPacket, Role, Simulcast, SimulcastLayer, SyntheticPacket, SyntheticSource, VideoCodec,
 };
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use std::net::SocketAddr;
@@ -57,6 +57,8 @@ pub struct Record {
     pub received: Vec<ReceivedPacket>,
     pub keyframe_requests: Vec<KeyframeRequest>,
     pub states: Vec<(Instant, RTCPeerConnectionState)>,
+    /// A simulcast publisher's layers' source ids, lowest layer first (empty otherwise).
+    pub layer_sources: Vec<u32>,
     /// Problems inside the peer (a failed send, an undecodable datagram...). The tests assert
     /// this stays empty where it matters; the peer itself never panics on them.
     pub errors: Vec<String>,
@@ -123,6 +125,42 @@ impl TestPeer {
             source: SyntheticSource::new(random_u32(), media_plan(), clock),
         };
         OfferedPeer::new(VideoCodec::Vp8, role).await
+    }
+
+    /// A simulcast publisher: three layers (rids q, h, f; 1/16, 1/5 and all of the top layer's
+    /// packet size), each its own SSRC and source, sent as a browser sends them. Its
+    /// [`Record::sent`] holds every layer's video; [`Record::layer_sources`] tells them apart.
+    pub async fn simulcast_publisher() -> Result<OfferedPeer> {
+        let clock = Clock::system();
+        let mut offered = Self::publisher().await?;
+        let base_source = random_u32();
+        let base_ssrc = random_u32();
+        let layers = golive_client::simulcast::LAYER_BITRATE_DIVISORS
+            .iter()
+            .zip(golive_client::SIMULCAST_RIDS)
+            .enumerate()
+            .map(|(i, (div, rid))| {
+                let top = media_plan();
+                let div = *div as usize;
+                let plan = MediaPlan {
+                    keyframe_bytes: (top.keyframe_bytes / div).max(64),
+                    delta_frame_bytes: (top.delta_frame_bytes / div).max(64),
+                    ..top
+                };
+                let source = SyntheticSource::with_numbering(
+                    base_source.wrapping_add(i as u32),
+                    plan,
+                    clock,
+                    golive_client::simulcast::layer_numbering(i),
+                );
+                SimulcastLayer::new(rid, base_ssrc.wrapping_add(i as u32), source)
+            })
+            .collect();
+        offered
+            .peer
+            .set_simulcast(Simulcast::new(layers)?)
+            .context("making the offer a simulcast one")?;
+        Ok(offered)
     }
 
     /// A viewer: recvonly audio and video, able to receive `codec` video.
@@ -300,7 +338,15 @@ impl OfferedPeer {
             .accept_answer(Instant::now(), answer_sdp)
             .context("applying the server's answer")?;
         let publisher = self.peer.is_publisher();
-        let record = Arc::new(Mutex::new(Record::default()));
+        let layer_sources = self
+            .peer
+            .simulcast()
+            .map(|s| s.layers().iter().map(|l| l.source.id()).collect())
+            .unwrap_or_default();
+        let record = Arc::new(Mutex::new(Record {
+            layer_sources,
+            ..Record::default()
+        }));
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
         let (stop_tx, stop_rx) = oneshot::channel();
         let (command_tx, command_rx) = mpsc::unbounded_channel();

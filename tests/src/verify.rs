@@ -3,7 +3,7 @@
 
 use crate::peer::Record;
 use anyhow::{Result, anyhow, ensure};
-use golive_client::{MediaKind, PayloadTypes, TrackRun, check_track};
+use golive_client::{MediaKind, PayloadTypes, ReceivedPacket, TrackRun, check_track};
 
 /// Checks one track of a viewer against the publisher: at least `min_packets` arrived, then
 /// everything [`check_track`] checks: each payload exactly what was sent, one SSRC, the payload
@@ -29,6 +29,68 @@ pub fn forwarded_faithfully(
         MediaKind::Audio => pt.opus,
     };
     check_track(&sent, &got, payload_type, false).map_err(|e| anyhow!("{kind:?}: {e}"))
+}
+
+/// The layer (index into [`Record::layer_sources`]) of each run of a viewer's video that came
+/// from one simulcast layer, in order: (layer, packets).
+pub fn layer_runs<'a>(
+    publisher: &Record,
+    viewer: &'a Record,
+) -> Result<Vec<(usize, Vec<&'a ReceivedPacket>)>> {
+    let mut runs: Vec<(usize, Vec<&ReceivedPacket>)> = Vec::new();
+    for r in viewer.received_of(MediaKind::Video) {
+        let source = r
+            .stamp
+            .ok_or_else(|| anyhow!("a video packet without a stamp: {r:?}"))?
+            .source_id;
+        let layer = publisher
+            .layer_sources
+            .iter()
+            .position(|s| *s == source)
+            .ok_or_else(|| anyhow!("a video packet of no layer: {r:?}"))?;
+        match runs.last_mut() {
+            Some((l, packets)) if *l == layer => packets.push(r),
+            _ => runs.push((layer, vec![r])),
+        }
+    }
+    Ok(runs)
+}
+
+/// Checks a viewer's last run of simulcast video against what that layer sent (everything
+/// [`check_track`] checks, and at least `min_packets`), and that the whole video is one line
+/// (one SSRC, no sequence gap). Returns the layer of the last run.
+pub fn last_layer_forwarded_faithfully(
+    publisher: &Record,
+    viewer: &Record,
+    min_packets: usize,
+) -> Result<usize> {
+    let runs = layer_runs(publisher, viewer)?;
+    let (layer, run) = runs.last().ok_or_else(|| anyhow!("no video received"))?;
+    ensure!(
+        run.len() >= min_packets,
+        "layer {layer}: only {} packets in the last run, expected at least {min_packets}",
+        run.len()
+    );
+    ensure!(
+        run[0].keyframe_start || runs.len() == 1,
+        "the run of layer {layer} does not start at a keyframe"
+    );
+    let video = viewer.received_of(MediaKind::Video);
+    let seqs: Vec<u16> = video.iter().map(|r| r.seq).collect();
+    golive_client::verify::gap_free(&seqs).map_err(|e| anyhow!("video across layers: {e}"))?;
+    ensure!(
+        video.iter().all(|r| r.ssrc == video[0].ssrc),
+        "more than one SSRC across layers"
+    );
+    let source = publisher.layer_sources[*layer];
+    let sent: Vec<_> = publisher
+        .sent
+        .iter()
+        .filter(|p| p.kind == MediaKind::Video && p.stamp.source_id == source)
+        .collect();
+    check_track(&sent, run, PayloadTypes::default().vp8, false)
+        .map_err(|e| anyhow!("layer {layer}: {e}"))?;
+    Ok(*layer)
 }
 
 /// Checks that the first video packet a viewer received begins a VP8 key frame (S=1, PID=0, P=0).

@@ -9,9 +9,13 @@
 use anyhow::{Context, Result, bail, ensure};
 use golive_e2e::http::{HttpResponse, request};
 use golive_e2e::media::MediaKind;
-use golive_e2e::verify::{first_video_starts_keyframe, forwarded_faithfully};
+use golive_e2e::verify::{
+    first_video_starts_keyframe, forwarded_faithfully, last_layer_forwarded_faithfully,
+};
 use golive_e2e::{CONNECT_TIMEOUT, GoliveServer, Session, TestPeer, VideoCodec, run_test};
-use golive_proto::{EndReason, ServerMessage};
+use golive_proto::{
+    ClientMessage, EndReason, QualityLayer, QualityPreference, QualityReason, ServerMessage,
+};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -447,4 +451,128 @@ async fn werift_viewers_play_over_whep_and_websocket_on_the_rtc_viewer_leg() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn werift_viewers_play_over_whep_and_websocket_on_the_lean_viewer_leg() {
     werift_plays_on("lean").await;
+}
+
+/// Waits until `viewer`'s latest run of video is simulcast `layer`, `packets` long.
+async fn wait_on_layer(
+    viewer: &TestPeer,
+    publisher: &TestPeer,
+    layer: usize,
+    packets: usize,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let sources = publisher.with_record(|r| r.layer_sources.clone());
+        let run = viewer.with_record(|r| {
+            let video = r.received_of(MediaKind::Video);
+            video
+                .iter()
+                .rev()
+                .take_while(|p| p.stamp.map(|s| s.source_id) == Some(sources[layer]))
+                .count()
+        });
+        if run >= packets {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("not {packets} packets on layer {layer} within {timeout:?} (last run {run})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn whip_simulcast_reaches_websocket_and_whep_viewers_each_on_its_layer_byte_for_byte() {
+    let server = GoliveServer::start().expect("starting golive");
+    run_test("whip_simulcast_reaches_websocket_and_whep_viewers", async {
+        let offered = TestPeer::simulcast_publisher().await?;
+        ensure!(
+            offered.sdp().contains("a=simulcast:send q;h;f"),
+            "not a simulcast offer:\n{}",
+            offered.sdp()
+        );
+        let r = post_offer(&server, "/whip/layers", offered.sdp(), &[]).await?;
+        ensure!(r.status == 201, "WHIP: {} {}", r.status, r.body);
+        ensure!(
+            r.body.contains("a=simulcast:recv q;h;f"),
+            "the answer takes the layers:\n{}",
+            r.body
+        );
+        let publisher = offered.connect(&r.body)?;
+        publisher.wait_connected(CONNECT_TIMEOUT).await?;
+        wait_live(&server, "layers").await?;
+
+        let offered = TestPeer::viewer(VideoCodec::Vp8).await?;
+        let r = post_offer(&server, "/whep/layers", offered.sdp(), &[]).await?;
+        ensure!(r.status == 201, "WHEP: {} {}", r.status, r.body);
+        let whep = offered.connect(&r.body)?;
+        whep.wait_connected(CONNECT_TIMEOUT).await?;
+        let mut ws = Session::watch(&server, "layers").await?;
+        for viewer in [&whep, &ws.peer] {
+            viewer
+                .wait_packets(MediaKind::Video, 60, Duration::from_secs(10))
+                .await?;
+            viewer
+                .wait_packets(MediaKind::Audio, 20, Duration::from_secs(10))
+                .await?;
+        }
+        // Each viewer's video, on whichever layer its estimate has it now, is that layer's
+        // packets byte for byte and in order; the audio is the broadcaster's one audio.
+        for (name, viewer) in [("WHEP", &whep), ("WebSocket", &ws.peer)] {
+            let got = viewer.snapshot();
+            let sent = publisher.snapshot();
+            ensure!(
+                sent.errors.is_empty(),
+                "publisher errors: {:?}",
+                sent.errors
+            );
+            let layer = last_layer_forwarded_faithfully(&sent, &got, 10)
+                .with_context(|| format!("the {name} viewer"))?;
+            forwarded_faithfully(&sent, &got, MediaKind::Audio, 10)
+                .with_context(|| format!("the {name} viewer's audio"))?;
+            eprintln!("{name} viewer: on layer {layer}");
+        }
+
+        // A preference moves the WebSocket viewer: down to low, then back up to high (its
+        // estimate on loopback carries the top layer), each switch told with a `quality`
+        // message (the first move's, to the estimate's layer, is read past) and each layer's
+        // packets arriving byte for byte.
+        for (prefer, layer, index) in [
+            (QualityPreference::Low, QualityLayer::Low, 0),
+            (QualityPreference::High, QualityLayer::High, 2),
+        ] {
+            ws.signal.send(&ClientMessage::Quality { prefer }).await?;
+            let moved = ws
+                .signal
+                .recv_until(
+                    Duration::from_secs(20),
+                    |m| matches!(m, ServerMessage::Quality { layer: l, .. } if *l == layer),
+                )
+                .await
+                .with_context(|| format!("no move to {layer:?} after prefer {prefer:?}"))?;
+            if prefer == QualityPreference::Low {
+                ensure!(
+                    moved
+                        == ServerMessage::Quality {
+                            layer,
+                            reason: QualityReason::Preference
+                        },
+                    "{moved:?}"
+                );
+            }
+            wait_on_layer(&ws.peer, &publisher, index, 30, Duration::from_secs(10)).await?;
+            let got = ws.peer.snapshot();
+            let sent = publisher.snapshot();
+            let on = last_layer_forwarded_faithfully(&sent, &got, 30)
+                .with_context(|| format!("the WebSocket viewer after prefer {prefer:?}"))?;
+            ensure!(on == index, "on layer {on}, not {index}, after {prefer:?}");
+        }
+        // The WHEP viewer was never moved by the other's preference and still gets its layer.
+        let got = whep.snapshot();
+        let sent = publisher.snapshot();
+        last_layer_forwarded_faithfully(&sent, &got, 10).context("the WHEP viewer at the end")?;
+        Ok(())
+    })
+    .await;
 }

@@ -12,6 +12,8 @@
 //!   source, number and send time, and filled so a viewer can prove it arrived byte for byte.
 //! - [`pacer`]: a browser's send pacer, so a publisher's frames leave in 5 ms bursts at 2.5
 //!   times the bitrate, as a browser's do, rather than all at once.
+//! - [`simulcast`]: a publisher's three layers (rids q, h, f), each its own SSRC, numbering and
+//!   source, offered and sent as a browser does (RFC 8853 offer, MID/RID header extensions).
 //! - [`verify`]: what a viewer keeps of each packet, and the check of a received track against
 //!   what its publisher sent.
 //! - [`signal`] and [`http`] (feature `tokio`): the WebSocket signalling client and the
@@ -29,6 +31,7 @@ pub mod pacer;
 pub mod peer;
 #[cfg(feature = "tokio")]
 pub mod signal;
+pub mod simulcast;
 pub mod verify;
 
 pub use harness::{ServerProcess, golive_binary};
@@ -40,4 +43,7 @@ pub use peer::{
 };
 #[cfg(feature = "tokio")]
 pub use signal::{Closed, FrameCounts, Incoming, SignalClient, SignalError};
+pub use simulcast::{
+    LayerStats, SIMULCAST_RIDS, Simulcast, SimulcastError, SimulcastLayer, simulcast_offer,
+};
 pub use verify::{ReceivedPacket, TrackRun, check_track};

@@ -18,7 +18,9 @@ use rtc::interceptor::{
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_twcc_receiver_only, register_default_interceptors,
+};
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
 };
@@ -51,6 +53,7 @@ use crate::media::{
     AUDIO_CLOCK_RATE, MediaKind, SyntheticPacket, SyntheticSource, VIDEO_CLOCK_RATE,
 };
 use crate::pacer::{Pacer, Pacing};
+use crate::simulcast::{Simulcast, SimulcastError, simulcast_offer};
 
 /// H.264 constrained baseline 3.1, packetization mode 1: what browsers offer first.
 pub const H264_FMTP: &str =
@@ -77,6 +80,10 @@ pub enum PeerError {
     NoSender(MediaKind),
     #[error("no video track to ask a keyframe of")]
     NoVideo,
+    #[error("simulcast: {0}")]
+    Simulcast(#[from] SimulcastError),
+    #[error("simulcast is for a publisher whose offer is not yet answered")]
+    SimulcastTooLate,
 }
 
 /// The video codec a peer offers (a publisher always sends VP8).
@@ -119,6 +126,11 @@ pub enum Feedback {
     /// rtc's defaults, as a browser runs them: NACK both ways, receiver and sender reports,
     /// TWCC receiver.
     Browser,
+    /// Transport-wide congestion control alone: the peer offers the `transport-cc` header
+    /// extension and feedback, and `rtc`'s TWCC receiver interceptor answers what arrives with
+    /// TransportLayerCC feedback (draft-holmer-rmcat-transport-wide-cc-extensions), so the
+    /// sender's estimate sees this peer's link; no NACK, no reports.
+    Twcc,
 }
 
 /// Which SRTP profiles a peer offers in its DTLS ClientHello (the server, as DTLS server,
@@ -317,6 +329,8 @@ struct Publishing {
     /// Holds video back to a browser's pace; `None`: each frame leaves in one burst.
     pacer: Option<Pacer>,
     stats: PublisherStats,
+    /// Simulcast layers that send the video instead of `source` (which then stays silent).
+    simulcast: Option<Simulcast>,
     /// Reused between batches.
     batch: Vec<SyntheticPacket>,
 }
@@ -454,6 +468,7 @@ fn interceptors(
                 .build(),
         ),
         Feedback::Browser => register_default_interceptors(registry, media_engine)?,
+        Feedback::Twcc => configure_twcc_receiver_only(registry, media_engine)?,
     })
 }
 
@@ -599,6 +614,7 @@ impl ClientPeer {
                     source,
                     pacer,
                     stats: PublisherStats::default(),
+                    simulcast: None,
                     batch: Vec::new(),
                 })
             }
@@ -702,15 +718,52 @@ impl ClientPeer {
             .map(|p| (p.video.ssrc, p.audio.ssrc))
     }
 
-    /// A publisher's figures (zero for a viewer).
+    /// A publisher's figures (zero for a viewer); a simulcast publisher's count every layer.
     pub fn publisher_stats(&self) -> PublisherStats {
         self.publishing
             .as_ref()
             .map(|p| PublisherStats {
-                keyframes_sent: p.source.keyframes(),
+                keyframes_sent: p
+                    .simulcast
+                    .as_ref()
+                    .map_or(p.source.keyframes(), |s| s.keyframes()),
                 ..p.stats
             })
             .unwrap_or_default()
+    }
+
+    /// Makes a publisher send `simulcast`'s layers instead of its one video stream (see
+    /// [`crate::simulcast`]): its offer becomes a simulcast offer, its own source falls silent,
+    /// the layers start when the peer connects, and keyframe requests reach the layer whose
+    /// SSRC they name (they no longer show in
+    /// [`take_keyframe_request_ssrcs`](Self::take_keyframe_request_ssrcs)). Call it before the
+    /// offer goes out.
+    pub fn set_simulcast(&mut self, mut simulcast: Simulcast) -> Result<(), PeerError> {
+        let answered = self.pc.remote_description().is_some();
+        let Some(p) = &mut self.publishing else {
+            return Err(PeerError::SimulcastTooLate);
+        };
+        if answered || p.simulcast.is_some() {
+            return Err(PeerError::SimulcastTooLate);
+        }
+        let (offer, mid) = simulcast_offer(&self.offer_sdp, &simulcast.rids())?;
+        simulcast.set_mid(mid);
+        p.source.set_sending(false);
+        if p.pacer.is_some() {
+            p.pacer = Some(Pacer::new(simulcast.bitrate_bps()));
+        }
+        p.simulcast = Some(simulcast);
+        self.offer_sdp = offer;
+        Ok(())
+    }
+
+    /// A simulcast publisher's layers.
+    pub fn simulcast(&self) -> Option<&Simulcast> {
+        self.publishing.as_ref()?.simulcast.as_ref()
+    }
+
+    pub fn simulcast_mut(&mut self) -> Option<&mut Simulcast> {
+        self.publishing.as_mut()?.simulcast.as_mut()
     }
 
     /// Applies the server's answer. A publisher sends under the payload types it negotiated.
@@ -752,6 +805,7 @@ impl ClientPeer {
             },
             message: data,
         });
+        self.route_layer_keyframe_requests();
         self.take_events(now);
         if !self.is_connected() {
             // rtc starts DTLS when ICE selects a pair (on the answer to our USE-CANDIDATE
@@ -780,7 +834,11 @@ impl ClientPeer {
         let rtc = self.pc.poll_timeout();
         let media = self.publishing.as_ref().and_then(|p| {
             let paced = p.pacer.as_ref().and_then(Pacer::poll_timeout);
-            match (p.source.poll_timeout(), paced) {
+            let made = match &p.simulcast {
+                Some(s) => s.poll_timeout(),
+                None => p.source.poll_timeout(),
+            };
+            match (made, paced) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             }
@@ -885,6 +943,26 @@ impl ClientPeer {
         q.drain(..).collect()
     }
 
+    /// Hands keyframe requests naming a simulcast layer's SSRC (which `rtc` knows no sender
+    /// for) to that layer.
+    fn route_layer_keyframe_requests(&mut self) {
+        let Some(sc) = self.publishing.as_mut().and_then(|p| p.simulcast.as_mut()) else {
+            return;
+        };
+        let mut q = self
+            .keyframe_request_ssrcs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut routed = 0;
+        for ssrc in q.drain(..) {
+            routed += u64::from(sc.request_keyframe(ssrc));
+        }
+        drop(q);
+        if let Some(p) = &mut self.publishing {
+            p.stats.keyframe_requests += routed;
+        }
+    }
+
     /// Sends one RTP packet through our SRTP, bypassing the sender's checks (any payload type,
     /// SSRC, header extension or payload), as a hostile or broken peer would.
     pub fn send_raw_rtp(
@@ -934,6 +1012,9 @@ impl ClientPeer {
                         && let Some(p) = &mut self.publishing
                     {
                         p.source.start(now);
+                        if let Some(s) = &mut p.simulcast {
+                            s.start(now);
+                        }
                     }
                     self.events.push_back(PeerEvent::State(state));
                 }
@@ -967,7 +1048,9 @@ impl ClientPeer {
             return;
         };
         let mut batch = std::mem::take(&mut p.batch);
-        if p.source.poll_timeout().is_some_and(|t| t <= now) {
+        if let Some(s) = &mut p.simulcast {
+            s.produce(now, &mut batch);
+        } else if p.source.poll_timeout().is_some_and(|t| t <= now) {
             p.source.produce(now, &mut batch);
         }
         if let Some(pacer) = &mut p.pacer {
@@ -981,7 +1064,10 @@ impl ClientPeer {
                 }
             }
             while let Some(mut packet) = pacer.pop(now) {
-                p.source.restamp(&mut packet, now);
+                match &p.simulcast {
+                    Some(s) => s.restamp(&mut packet, now),
+                    None => p.source.restamp(&mut packet, now),
+                }
                 batch.push(packet);
             }
         }
@@ -1022,12 +1108,26 @@ impl ClientPeer {
             },
             payload: packet.payload.clone(),
         };
-        let written = match pc.rtp_sender(out.id) {
-            Some(mut sender) => sender.write_rtp(now, rtp).map_err(|e| e.to_string()),
-            None => Err("the sender is gone".to_owned()),
+        let written = match (&mut p.simulcast, packet.kind) {
+            (Some(s), MediaKind::Video) => match s.video_rtp(&packet, out.payload_type) {
+                Some(layer_rtp) => pc
+                    .handle_write(TaggedRTCMessage {
+                        now,
+                        message: RTCMessage::RtpPacket(String::new(), layer_rtp),
+                    })
+                    .map_err(|e| e.to_string()),
+                None => Err("a simulcast packet of no layer, or a mid or rid too long".to_owned()),
+            },
+            _ => match pc.rtp_sender(out.id) {
+                Some(mut sender) => sender.write_rtp(now, rtp).map_err(|e| e.to_string()),
+                None => Err("the sender is gone".to_owned()),
+            },
         };
         match written {
             Ok(()) => {
+                if let Some(s) = &mut p.simulcast {
+                    s.count_sent(&packet);
+                }
                 p.stats.packets_sent += 1;
                 p.stats.payload_bytes_sent += packet.payload.len() as u64;
                 if report_sent {

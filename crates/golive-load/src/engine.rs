@@ -21,12 +21,12 @@ use golive_client::media::vp8_keyframe_start;
 use golive_client::peer::{certificate, random_u32};
 use golive_client::{
     ClientPeer, Clock, Feedback, IceTiming, MediaPlan, Pacing, PayloadTypes, PeerConfig, PeerEvent,
-    PublisherStats, Role as PeerRole, SrtpOffer, Stamp, SyntheticSource,
+    PublisherStats, Role as PeerRole, Simulcast, SrtpOffer, Stamp, SyntheticSource,
 };
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+use crate::shaper::{TokenBucket, Verdict};
 use crate::stats::{Histogram, SeqTracker};
 
 const WAKER: Token = Token(usize::MAX);
@@ -51,7 +52,7 @@ enum Command {
     /// Make a peer (socket, peer connection, offer) and reply with the offer.
     Offer {
         key: PeerKey,
-        publisher: Option<MediaPlan>,
+        publisher: Option<PublisherMedia>,
         reply: oneshot::Sender<Result<OfferInfo>>,
     },
     /// Apply the server's answer; `watch_sent` is when the watch (or publish) went out.
@@ -67,6 +68,31 @@ enum Command {
     Finish {
         reply: oneshot::Sender<EngineReport>,
     },
+}
+
+/// What a publisher sends.
+#[derive(Debug, Clone, Copy)]
+pub enum PublisherMedia {
+    /// One video stream of this plan.
+    Single(MediaPlan),
+    /// Three simulcast layers, the top one at `top_bps` (see [`Simulcast::three_layers`]);
+    /// the layers' sources are numbered from `source_base`, so viewers can tell them apart.
+    Simulcast {
+        top_bps: u64,
+        gop: Duration,
+        source_base: u32,
+    },
+}
+
+/// How the viewers of an engine receive.
+#[derive(Debug, Clone, Default)]
+pub struct ViewerOptions {
+    /// Offer transport-cc and answer with TWCC feedback, as browsers do.
+    pub twcc: bool,
+    /// A token bucket of this many kbit/s in each viewer's receive path (see `shaper.rs`).
+    pub kbps: Option<u64>,
+    /// The publisher's simulcast layers' source ids, lowest first (empty: no simulcast).
+    pub layer_sources: Vec<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +117,8 @@ pub struct Counters {
     pub tx_bytes: AtomicU64,
     pub send_errors: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    /// Datagrams the viewers' token buckets dropped.
+    pub shaper_dropped: AtomicU64,
 }
 
 /// The control side's end of an engine.
@@ -134,6 +162,16 @@ pub struct ViewerReport {
     pub foreign: u64,
     /// RTP with a payload type we did not offer.
     pub unknown_pt: u64,
+    /// Video packets received of each simulcast layer (lowest first; empty without
+    /// simulcast).
+    pub layer_packets: Vec<u64>,
+    /// The layer of the last video packet received.
+    pub last_layer: Option<usize>,
+    /// Times the received video moved from one layer to another.
+    pub layer_moves: u64,
+    /// Datagrams its token bucket delayed, and dropped.
+    pub shaper_delayed: u64,
+    pub shaper_dropped: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -144,6 +182,16 @@ pub struct PublisherReport {
     pub keyframes_sent: u64,
     pub keyframe_requests: u64,
     pub write_errors: u64,
+    /// A simulcast publisher's layers, lowest first.
+    pub layers: Vec<LayerReport>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LayerReport {
+    pub rid: String,
+    pub packets_sent: u64,
+    pub bytes_sent: u64,
+    pub keyframe_requests: u64,
 }
 
 #[derive(Debug, Default)]
@@ -163,6 +211,7 @@ impl EngineHandle {
         srtp: SrtpOffer,
         recv_buffer: Option<usize>,
         pacing: Pacing,
+        viewers: ViewerOptions,
     ) -> Result<Self> {
         let poll = Poll::new().context("epoll")?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).context("waker")?);
@@ -171,8 +220,13 @@ impl EngineHandle {
         let config = PeerConfig {
             // No NACK generator, no receiver reports: a viewer measures the loss the server
             // and the network caused, not what retransmission hid, and spends its CPU on
-            // receiving.
-            feedback: Feedback::None,
+            // receiving. TWCC feedback (the default) only tells the server what arrived when,
+            // for its per-viewer estimate.
+            feedback: if viewers.twcc {
+                Feedback::Twcc
+            } else {
+                Feedback::None
+            },
             srtp: Some(srtp),
             ice: IceTiming::Patient,
             certificate: Some(certificate("golive-load")?),
@@ -193,6 +247,7 @@ impl EngineHandle {
             finished: Vec::new(),
             latency: Histogram::default(),
             publisher_report: None,
+            viewers,
         };
         std::thread::Builder::new()
             .name(name)
@@ -214,7 +269,11 @@ impl EngineHandle {
     }
 
     /// A new peer's offer: a viewer, or the publisher when `publisher` gives its frame plan.
-    pub async fn offer(&self, key: PeerKey, publisher: Option<MediaPlan>) -> Result<OfferInfo> {
+    pub async fn offer(
+        &self,
+        key: PeerKey,
+        publisher: Option<PublisherMedia>,
+    ) -> Result<OfferInfo> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Offer {
             key,
@@ -252,6 +311,11 @@ struct Viewer {
     keyframe: Option<(u32, u16)>,
     /// Whether a live packet (sent after we connected) arrived, per track (video, audio).
     live: [bool; 2],
+    /// The publisher's layers' source ids (shared by the engine's viewers).
+    layer_sources: Arc<[u32]>,
+    /// The capped link, and the datagrams it holds back (due instant, sender, bytes).
+    shaper: Option<TokenBucket>,
+    held: VecDeque<(Instant, SocketAddr, BytesMut)>,
 }
 
 enum Role {
@@ -284,6 +348,7 @@ struct Engine {
     finished: Vec<ViewerReport>,
     latency: Histogram,
     publisher_report: Option<PublisherReport>,
+    viewers: ViewerOptions,
 }
 
 fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -360,7 +425,7 @@ impl Engine {
         }
     }
 
-    fn add_peer(&mut self, key: PeerKey, publisher: Option<MediaPlan>) -> Result<OfferInfo> {
+    fn add_peer(&mut self, key: PeerKey, publisher: Option<PublisherMedia>) -> Result<OfferInfo> {
         let mut socket = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .context("binding a UDP socket on 127.0.0.1")?;
         let local = socket.local_addr()?;
@@ -371,14 +436,22 @@ impl Engine {
         }
         let now = Instant::now();
         let (peer_role, role) = match publisher {
-            Some(plan) => (
-                PeerRole::Publisher {
-                    video_ssrc: random_u32(),
-                    audio_ssrc: random_u32(),
-                    source: SyntheticSource::new(random_u32(), plan, self.clock),
-                },
-                Role::Publisher,
-            ),
+            Some(media) => {
+                let plan = match media {
+                    PublisherMedia::Single(plan) => plan,
+                    PublisherMedia::Simulcast { top_bps, gop, .. } => {
+                        MediaPlan::for_bitrate(top_bps, gop)
+                    }
+                };
+                (
+                    PeerRole::Publisher {
+                        video_ssrc: random_u32(),
+                        audio_ssrc: random_u32(),
+                        source: SyntheticSource::new(random_u32(), plan, self.clock),
+                    },
+                    Role::Publisher,
+                )
+            }
             None => (
                 PeerRole::Viewer,
                 Role::Viewer(Box::new(Viewer {
@@ -388,10 +461,23 @@ impl Engine {
                     },
                     keyframe: None,
                     live: [false; 2],
+                    layer_sources: self.viewers.layer_sources.clone().into(),
+                    shaper: self.viewers.kbps.map(TokenBucket::new),
+                    held: VecDeque::new(),
                 })),
             ),
         };
-        let peer = ClientPeer::new(now, local, &self.config, peer_role)?;
+        let mut peer = ClientPeer::new(now, local, &self.config, peer_role)?;
+        if let Some(PublisherMedia::Simulcast {
+            top_bps,
+            gop,
+            source_base,
+        }) = publisher
+        {
+            let layers =
+                Simulcast::three_layers(top_bps, gop, self.clock, random_u32(), source_base);
+            peer.set_simulcast(layers)?;
+        }
         let sdp = peer.offer_sdp().to_owned();
         let i = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
@@ -449,6 +535,7 @@ impl Engine {
                 self.publisher_report = Some(PublisherReport::new(
                     slot.connected,
                     slot.peer.publisher_stats(),
+                    slot.peer.simulcast(),
                 ))
             }
         }
@@ -483,20 +570,85 @@ impl Engine {
             let now = Instant::now();
             last = Some(now);
             let data = &buf[..n];
-            if is_rtp(data) {
-                self.counters.rx_packets.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .rx_bytes
-                    .fetch_add(n as u64, Ordering::Relaxed);
-                if let Role::Viewer(v) = &mut slot.role {
-                    v.report.rx_bytes += n as u64;
+            if let Role::Viewer(v) = &mut slot.role
+                && let Some(shaper) = &mut v.shaper
+            {
+                // Behind datagrams already held, a datagram waits its turn even if the bucket
+                // would let it through: the link is one FIFO.
+                match shaper.offer(now, n) {
+                    Verdict::Pass if v.held.is_empty() => {}
+                    Verdict::Pass => {
+                        v.held.push_back((now, from, BytesMut::from(data)));
+                        continue;
+                    }
+                    Verdict::Delay(at) => {
+                        v.report.shaper_delayed += 1;
+                        v.held.push_back((at, from, BytesMut::from(data)));
+                        continue;
+                    }
+                    Verdict::Drop => {
+                        v.report.shaper_dropped += 1;
+                        self.counters.shaper_dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                 }
             }
-            let _ = slot.peer.handle_datagram(now, from, BytesMut::from(data));
-            Self::take_events(slot, now, &self.clock, &self.counters, &mut self.latency);
+            Self::deliver(
+                slot,
+                now,
+                from,
+                BytesMut::from(data),
+                &self.clock,
+                &self.counters,
+                &mut self.latency,
+            );
         }
         if let Some(now) = last {
             self.drain(i, now);
+        }
+    }
+
+    /// Hands a datagram to the peer (past the viewer's link, if it has one).
+    fn deliver(
+        slot: &mut Slot,
+        now: Instant,
+        from: SocketAddr,
+        data: BytesMut,
+        clock: &Clock,
+        counters: &Counters,
+        latency: &mut Histogram,
+    ) {
+        let n = data.len();
+        if is_rtp(&data) {
+            counters.rx_packets.fetch_add(1, Ordering::Relaxed);
+            counters.rx_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            if let Role::Viewer(v) = &mut slot.role {
+                v.report.rx_bytes += n as u64;
+            }
+        }
+        let _ = slot.peer.handle_datagram(now, from, data);
+        Self::take_events(slot, now, clock, counters, latency);
+    }
+
+    /// Delivers the datagrams a viewer's link held that are due by `now`.
+    fn release_held(
+        slot: &mut Slot,
+        now: Instant,
+        clock: &Clock,
+        counters: &Counters,
+        latency: &mut Histogram,
+    ) {
+        loop {
+            let Role::Viewer(v) = &mut slot.role else {
+                return;
+            };
+            if v.held.front().is_none_or(|(at, ..)| *at > now) {
+                return;
+            }
+            let Some((_, from, data)) = v.held.pop_front() else {
+                return;
+            };
+            Self::deliver(slot, now, from, data, clock, counters, latency);
         }
     }
 
@@ -566,6 +718,9 @@ impl Engine {
         }
         Self::take_events(slot, now, &self.clock, &self.counters, &mut self.latency);
         slot.deadline = slot.peer.poll_timeout();
+        if let Role::Viewer(v) = &slot.role {
+            slot.deadline = min_opt(slot.deadline, v.held.front().map(|(at, ..)| *at));
+        }
         self.next_deadline = min_opt(self.next_deadline, slot.deadline);
     }
 
@@ -577,6 +732,7 @@ impl Engine {
                 .is_some_and(|s| s.deadline.is_some_and(|t| t <= now));
             if due {
                 if let Some(slot) = self.slots[i].as_mut() {
+                    Self::release_held(slot, now, &self.clock, &self.counters, &mut self.latency);
                     let _ = slot.peer.handle_timeout(now);
                 }
                 self.drain(i, now);
@@ -588,8 +744,21 @@ impl Engine {
 }
 
 impl PublisherReport {
-    fn new(connected: bool, stats: PublisherStats) -> Self {
+    fn new(connected: bool, stats: PublisherStats, simulcast: Option<&Simulcast>) -> Self {
         Self {
+            layers: simulcast
+                .map(|s| {
+                    s.layers()
+                        .iter()
+                        .map(|l| LayerReport {
+                            rid: l.rid.clone(),
+                            packets_sent: l.stats.packets_sent,
+                            bytes_sent: l.stats.payload_bytes_sent,
+                            keyframe_requests: l.stats.keyframe_requests,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             connected,
             packets_sent: stats.packets_sent,
             bytes_sent: stats.payload_bytes_sent,
@@ -642,6 +811,18 @@ impl Viewer {
                         r.ttff = Some(now.saturating_duration_since(sent));
                         counters.keyframes_complete.fetch_add(1, Ordering::Relaxed);
                     }
+                }
+                if let Some(layer) =
+                    stamp.and_then(|s| self.layer_sources.iter().position(|id| *id == s.source_id))
+                {
+                    if r.layer_packets.len() < self.layer_sources.len() {
+                        r.layer_packets.resize(self.layer_sources.len(), 0);
+                    }
+                    r.layer_packets[layer] += 1;
+                    if r.last_layer.is_some_and(|l| l != layer) {
+                        r.layer_moves += 1;
+                    }
+                    r.last_layer = Some(layer);
                 }
                 (r.video.record(h.sequence_number), Some(0))
             }

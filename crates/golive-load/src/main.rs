@@ -16,6 +16,7 @@ mod engine;
 mod procfs;
 mod report;
 mod run;
+mod shaper;
 mod stats;
 
 use anyhow::{Context, Result, bail};
@@ -89,6 +90,25 @@ struct Cli {
     /// over about 50 ms), and latency counts from when each packet left the pacer.
     #[arg(long)]
     burst: bool,
+    /// The publisher sends three simulcast layers (rids q, h, f), as a browser does: f at
+    /// --bitrate, h at a fifth of it and q at a sixteenth (2.5M, 500k and about 150k), each
+    /// its own SSRC, numbering and stamped source; audio goes once. The report says which
+    /// layer each viewer ended on (from its payloads' stamps, and the server's `quality`
+    /// notices to WebSocket viewers) and counts packets per layer.
+    #[arg(long)]
+    simulcast: bool,
+    /// Viewers offer the transport-cc header extension and send TWCC feedback (rtc's TWCC
+    /// receiver interceptor), as browsers do, so the server's per-viewer estimate sees their
+    /// links; `off`: no feedback at all.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    viewer_twcc: OnOff,
+    /// Caps each viewer's downlink at N kbit/s with a token bucket in the load tester's receive
+    /// path, in front of each viewer's peer: datagrams beyond the rate wait (up to 50 ms, with
+    /// a burst of 5 ms of the rate or 3,000 bytes) or are dropped, as a `tc tbf` qdisc with
+    /// `latency 50ms` would, so the viewer's TWCC feedback shows the capped link. It is not a
+    /// kernel qdisc: the server's sends and loopback are untouched.
+    #[arg(long)]
+    viewer_kbps: Option<u64>,
     /// Write the figures as JSON to this file (`-` for stdout).
     #[arg(long)]
     json: Option<String>,
@@ -103,6 +123,12 @@ enum Srtp {
     Gcm,
     Cm,
     Chromium,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -140,6 +166,9 @@ fn main() -> Result<()> {
         bail!("--ramp, --duration and --gop must be positive");
     }
     golive_proto::StreamName::new(&cli.stream).context("--stream")?;
+    if cli.viewer_kbps == Some(0) {
+        bail!("--viewer-kbps must be positive");
+    }
     let threads = cli.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -189,6 +218,9 @@ fn main() -> Result<()> {
         },
         recv_buffer: (cli.recv_buffer > 0).then_some(cli.recv_buffer),
         progress: !cli.quiet,
+        simulcast: cli.simulcast,
+        viewer_twcc: cli.viewer_twcc == OnOff::On,
+        viewer_kbps: cli.viewer_kbps,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -2,6 +2,7 @@
 
 use golive_client::Pacing;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::engine::{PeerKey, ViewerReport};
@@ -88,6 +89,101 @@ impl NodeFigures {
     }
 }
 
+/// Where the viewers' video came from, with `--simulcast`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerFigures {
+    pub rids: Vec<String>,
+    /// Viewers whose last video packet was of each layer (from its payload's stamp).
+    pub viewers_on_layer: Vec<usize>,
+    /// Video packets all viewers received of each layer.
+    pub viewer_packets: Vec<u64>,
+    /// Video packets the publisher sent of each layer.
+    pub publisher_packets: Vec<u64>,
+    /// WebSocket viewers by the layer their last `quality` notice named (low, medium, high);
+    /// viewers never moved got none (they are on the lowest layer, where every viewer starts).
+    pub notices_last_layer: BTreeMap<String, usize>,
+    pub notices: u64,
+    /// Moves between layers seen in the viewers' video, in all.
+    pub layer_moves: u64,
+}
+
+impl LayerFigures {
+    fn of(outcome: &Outcome) -> Option<Self> {
+        if !outcome.options.simulcast {
+            return None;
+        }
+        let rids: Vec<String> = match &outcome.publisher {
+            Some(p) if !p.layers.is_empty() => p.layers.iter().map(|l| l.rid.clone()).collect(),
+            _ => golive_client::SIMULCAST_RIDS
+                .iter()
+                .map(|r| (*r).to_owned())
+                .collect(),
+        };
+        let n = rids.len();
+        let mut f = Self {
+            viewers_on_layer: vec![0; n],
+            viewer_packets: vec![0; n],
+            publisher_packets: outcome
+                .publisher
+                .as_ref()
+                .map(|p| p.layers.iter().map(|l| l.packets_sent).collect())
+                .unwrap_or_default(),
+            rids,
+            ..Self::default()
+        };
+        for v in &outcome.viewers {
+            if let Some(l) = v.last_layer.filter(|l| *l < n) {
+                f.viewers_on_layer[l] += 1;
+            }
+            for (l, p) in v.layer_packets.iter().enumerate().take(n) {
+                f.viewer_packets[l] += p;
+            }
+            f.layer_moves += v.layer_moves;
+        }
+        for (layer, count) in outcome.quality_notices.values() {
+            *f.notices_last_layer
+                .entry(format!("{layer:?}").to_lowercase())
+                .or_default() += 1;
+            f.notices += count;
+        }
+        Some(f)
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "rids": self.rids,
+            "viewers_on_layer": self.viewers_on_layer,
+            "viewer_packets_per_layer": self.viewer_packets,
+            "publisher_packets_per_layer": self.publisher_packets,
+            "quality_notices": self.notices,
+            "viewers_by_last_notice": self.notices_last_layer,
+            "layer_moves": self.layer_moves,
+        })
+    }
+
+    fn line(&self) -> String {
+        let per = |v: &[u64]| -> String {
+            self.rids
+                .iter()
+                .zip(v)
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let on: Vec<u64> = self.viewers_on_layer.iter().map(|n| *n as u64).collect();
+        format!(
+            "simulcast: viewers on layer {}; viewer video packets {}; publisher sent {}; \
+             {} quality notices (last: {:?}), {} layer moves",
+            per(&on),
+            per(&self.viewer_packets),
+            per(&self.publisher_packets),
+            self.notices,
+            self.notices_last_layer,
+            self.layer_moves
+        )
+    }
+}
+
 /// The report of one run.
 #[derive(Debug)]
 pub struct Report {
@@ -119,6 +215,11 @@ pub struct Report {
     pub load_cpu_pct: Option<f64>,
     /// The viewers' figures per server, in `--server` order.
     pub nodes: Vec<NodeFigures>,
+    /// With `--simulcast`.
+    pub layers: Option<LayerFigures>,
+    /// Datagrams the viewers' token buckets (`--viewer-kbps`) delayed and dropped.
+    pub shaper_delayed: u64,
+    pub shaper_dropped: u64,
     pub outcome: Outcome,
 }
 
@@ -187,6 +288,9 @@ impl Report {
             server_rss_base_mb: outcome.server_rss_base_kb.map(mb),
             load_cpu_pct: window.load_cpu_pct,
             nodes: NodeFigures::of(&outcome),
+            layers: LayerFigures::of(&outcome),
+            shaper_delayed: v.iter().map(|r| r.shaper_delayed).sum(),
+            shaper_dropped: v.iter().map(|r| r.shaper_dropped).sum(),
             outcome,
         }
     }
@@ -258,6 +362,9 @@ impl Report {
             "hearts_sent": ws.hearts_sent.load(Relaxed),
             "chat_sent": ws.chat_sent.load(Relaxed),
             "delete_failures": o.delete_failures,
+            "simulcast": self.layers.as_ref().map_or(Value::Null, LayerFigures::to_json),
+            "viewer_shaper_delayed": self.shaper_delayed,
+            "viewer_shaper_dropped": self.shaper_dropped,
             "publisher": if o.options.publish { json!({
                 "connected": p.connected,
                 "packets_sent": p.packets_sent,
@@ -265,6 +372,12 @@ impl Report {
                 "keyframes_sent": p.keyframes_sent,
                 "keyframe_requests": p.keyframe_requests,
                 "write_errors": p.write_errors,
+                "layers": p.layers.iter().map(|l| json!({
+                    "rid": l.rid,
+                    "packets_sent": l.packets_sent,
+                    "bytes_sent": l.bytes_sent,
+                    "keyframe_requests": l.keyframe_requests,
+                })).collect::<Vec<_>>(),
             }) } else { Value::Null },
             "config": {
                 "servers": o.options.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
@@ -290,6 +403,9 @@ impl Report {
                     Protocol::Ws => "ws",
                     Protocol::Http => "whip",
                 },
+                "simulcast": o.options.simulcast,
+                "viewer_twcc": o.options.viewer_twcc,
+                "viewer_kbps": o.options.viewer_kbps,
                 "heart_rate": o.options.heart_rate,
                 "chat_rate": o.options.chat_rate,
                 "wall_s": round3(o.wall.as_secs_f64()),
@@ -391,6 +507,17 @@ impl Report {
             ws.hearts_sent.load(Relaxed),
             ws.chat_sent.load(Relaxed),
         );
+        if let Some(l) = &self.layers {
+            let _ = writeln!(t, "{}", l.line());
+        }
+        if let Some(kbps) = o.options.viewer_kbps {
+            let _ = writeln!(
+                t,
+                "viewer links capped at {kbps} kbit/s (token bucket in the receive path): \
+                 {} datagrams delayed, {} dropped",
+                self.shaper_delayed, self.shaper_dropped
+            );
+        }
         for (reason, n) in &o.ended_early {
             let _ = writeln!(t, "ended early ×{n}: {reason}");
         }

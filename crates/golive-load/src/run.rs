@@ -8,14 +8,15 @@ use golive_client::signal::{Closed, Incoming, connect_ws};
 use golive_client::{
     Clock, FrameCounts, MediaPlan, Pacing, SignalClient, SignalError, SrtpOffer, http,
 };
-use golive_proto::{ClientMessage, EndReason, ErrorCode, ServerMessage};
+use golive_proto::{ClientMessage, EndReason, ErrorCode, QualityLayer, ServerMessage};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::engine::{
-    EngineHandle, EngineReport, OfferInfo, PeerKey, PublisherReport, ViewerReport,
+    EngineHandle, EngineReport, OfferInfo, PeerKey, PublisherMedia, PublisherReport, ViewerOptions,
+    ViewerReport,
 };
 use crate::procfs;
 use crate::stats::Histogram;
@@ -79,6 +80,12 @@ pub struct Options {
     /// SO_RCVBUF of each viewer socket; `None` keeps the system default.
     pub recv_buffer: Option<usize>,
     pub progress: bool,
+    /// The publisher sends three simulcast layers (f at `bitrate_bps`).
+    pub simulcast: bool,
+    /// Viewers offer transport-cc and answer with TWCC feedback.
+    pub viewer_twcc: bool,
+    /// A token bucket of this many kbit/s in each viewer's receive path.
+    pub viewer_kbps: Option<u64>,
 }
 
 impl Options {
@@ -151,6 +158,8 @@ pub struct Outcome {
     /// WHEP/WHIP DELETEs that did not get a 2xx.
     pub delete_failures: usize,
     pub wall: Duration,
+    /// Per WebSocket viewer that got `quality` notices: the last layer named, and how many.
+    pub quality_notices: HashMap<PeerKey, (QualityLayer, u64)>,
 }
 
 /// What the tasks of a run share.
@@ -163,6 +172,7 @@ struct Shared {
     join_errors: Mutex<HashMap<String, usize>>,
     ws: Arc<FrameCounts>,
     delete_failures: AtomicUsize,
+    quality_notices: Mutex<HashMap<PeerKey, (QualityLayer, u64)>>,
 }
 
 impl Shared {
@@ -175,6 +185,21 @@ impl Shared {
 pub async fn run(options: Options) -> Result<Outcome> {
     let clock = Clock::system();
     let shared = Arc::new(Shared::default());
+    // The simulcast layers' sources are numbered from here, so viewers tell them apart by
+    // the stamps of what they receive.
+    let source_base = random_u32();
+    let layer_sources: Vec<u32> = if options.simulcast && options.publish {
+        (0..golive_client::SIMULCAST_RIDS.len() as u32)
+            .map(|i| source_base.wrapping_add(i))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let viewer_options = ViewerOptions {
+        twcc: options.viewer_twcc,
+        kbps: options.viewer_kbps,
+        layer_sources,
+    };
     let engines: Vec<EngineHandle> = (0..options.threads.max(1))
         .map(|i| {
             EngineHandle::spawn(
@@ -183,6 +208,7 @@ pub async fn run(options: Options) -> Result<Outcome> {
                 options.srtp,
                 options.recv_buffer,
                 Pacing::Burst,
+                viewer_options.clone(),
             )
         })
         .collect::<Result<_>>()?;
@@ -195,8 +221,17 @@ pub async fn run(options: Options) -> Result<Outcome> {
             options.srtp,
             None,
             options.pacing,
+            ViewerOptions::default(),
         )?;
-        let plan = MediaPlan::for_bitrate(options.bitrate_bps, options.gop);
+        let plan = if options.simulcast {
+            PublisherMedia::Simulcast {
+                top_bps: options.bitrate_bps,
+                gop: options.gop,
+                source_base,
+            }
+        } else {
+            PublisherMedia::Single(MediaPlan::for_bitrate(options.bitrate_bps, options.gop))
+        };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = match options.publisher_protocol {
             Protocol::Ws => {
@@ -208,7 +243,7 @@ pub async fn run(options: Options) -> Result<Outcome> {
                         tokio::select! {
                             _ = &mut rx => break,
                             later = later(&mut signal) => match later {
-                                Later::Other => {}
+                                Later::Other | Later::Quality(_) => {}
                                 ended => {
                                     eprintln!("golive-load: the publisher's session ended: {ended:?}");
                                     return;
@@ -354,6 +389,12 @@ pub async fn run(options: Options) -> Result<Outcome> {
         ws: Arc::clone(&shared.ws),
         delete_failures: shared.delete_failures.load(Ordering::Relaxed),
         wall,
+        quality_notices: std::mem::take(
+            &mut *shared
+                .quality_notices
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        ),
     })
 }
 
@@ -361,7 +402,7 @@ pub async fn run(options: Options) -> Result<Outcome> {
 async fn start_publisher(
     options: &Options,
     engine: &EngineHandle,
-    plan: MediaPlan,
+    plan: PublisherMedia,
     shared: &Shared,
 ) -> Result<SignalClient> {
     let mut signal = connect(options.origin(), shared).await?;
@@ -386,7 +427,7 @@ async fn start_publisher(
 async fn start_whip_publisher(
     options: &Options,
     engine: &EngineHandle,
-    plan: MediaPlan,
+    plan: PublisherMedia,
     shared: &Shared,
 ) -> Result<String> {
     let offer = engine.offer(PUBLISHER_KEY, Some(plan)).await?;
@@ -484,6 +525,8 @@ async fn answer(signal: &mut SignalClient) -> Result<String> {
 enum Later {
     /// Anything else: viewer counts, chat, hearts (counted in [`FrameCounts`]).
     Other,
+    /// The viewer's video moved to another simulcast layer.
+    Quality(QualityLayer),
     Ended(EndReason),
     /// The socket closed; the server's close code and reason, if it gave them.
     Closed(Option<String>),
@@ -493,6 +536,7 @@ enum Later {
 async fn later(signal: &mut SignalClient) -> Later {
     match signal.next().await {
         Ok(Incoming::Message(ServerMessage::Ended { reason })) => Later::Ended(reason),
+        Ok(Incoming::Message(ServerMessage::Quality { layer, .. })) => Later::Quality(layer),
         Ok(Incoming::Message(_)) => Later::Other,
         Ok(Incoming::Closed(Closed::Frame { code: None, .. })) => Later::Closed(None),
         Ok(Incoming::Closed(how)) => Later::Closed(Some(how.to_string())),
@@ -574,6 +618,11 @@ async fn viewer(
             }
             later = later(&mut signal) => match later {
                 Later::Other => {}
+                Later::Quality(layer) => {
+                    let mut q = shared.quality_notices.lock().unwrap_or_else(|e| e.into_inner());
+                    let entry = q.entry(key).or_insert((layer, 0));
+                    *entry = (layer, entry.1 + 1);
+                }
                 Later::Ended(reason) => {
                     ended = Some(format!("{reason:?}"));
                     break;

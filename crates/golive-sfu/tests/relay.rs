@@ -43,9 +43,9 @@ fn a_relay_gets_every_layer_byte_for_byte_each_on_its_own_section() {
     sim.run_until_connected(&[VIEWER], Duration::from_secs(5));
     sim.run_for(Duration::from_secs(3));
 
-    let sc = sim.client(PUBLISHER).simulcast.as_ref().expect("simulcast");
+    let sc = sim.client(PUBLISHER).peer.simulcast().expect("simulcast");
     let mut ssrcs = Vec::new();
-    for (layer, l) in sc.layers.iter().enumerate() {
+    for (layer, l) in sc.layers().iter().enumerate() {
         let run = section_video(&sim, RELAY, layer);
         assert!(
             run.len() > 60,
@@ -59,7 +59,7 @@ fn a_relay_gets_every_layer_byte_for_byte_each_on_its_own_section() {
             "section {layer} carries another layer's packets"
         );
         assert!(run[0].keyframe_start, "layer {layer} starts mid-picture");
-        let sent: Vec<&sim::Sent> = l.sent.iter().collect();
+        let sent: Vec<&sim::Sent> = sim.client(PUBLISHER).layer_sent[layer].iter().collect();
         golive_client::check_track(&sent, &run, sim::VIEWER_VP8_PT, false)
             .unwrap_or_else(|e| panic!("relay layer {layer}: {e}"));
         ssrcs.push(run[0].ssrc);
@@ -90,8 +90,11 @@ fn a_keyframe_request_of_a_relay_reaches_the_layer_it_names_only() {
     let mut sim = simulcast_with_relay();
     sim.run_for(Duration::from_secs(2));
     let plis = |sim: &Sim| -> Vec<usize> {
-        let sc = sim.client(PUBLISHER).simulcast.as_ref().expect("simulcast");
-        sc.layers.iter().map(|l| l.plis.len()).collect()
+        let sc = sim.client(PUBLISHER).peer.simulcast().expect("simulcast");
+        sc.layers()
+            .iter()
+            .map(|l| l.stats.keyframe_requests as usize)
+            .collect()
     };
     for layer in [2, 0, 1] {
         // Past the coalescing interval of every layer's last request.
@@ -184,10 +187,19 @@ fn a_relay_that_stops_reading_restarts_every_layer_at_a_keyframe_and_nobody_else
     assert!(st.slow_viewer_skips >= 1, "{st:?}");
     sim.set_link(RELAY, Link::default());
     let resumed_at = sim.now;
+    let requests_before: Vec<u64> = sim
+        .client(PUBLISHER)
+        .peer
+        .simulcast()
+        .expect("simulcast")
+        .layers()
+        .iter()
+        .map(|l| l.stats.keyframe_requests)
+        .collect();
     sim.run_for(Duration::from_secs(2));
 
-    let sc = sim.client(PUBLISHER).simulcast.as_ref().expect("simulcast");
-    for (layer, l) in sc.layers.iter().enumerate() {
+    let sc = sim.client(PUBLISHER).peer.simulcast().expect("simulcast");
+    for (layer, l) in sc.layers().iter().enumerate() {
         let video = section_video(&sim, RELAY, layer);
         let seqs: Vec<u16> = video.iter().map(|r| r.seq).collect();
         golive_client::verify::gap_free(&seqs)
@@ -198,7 +210,7 @@ fn a_relay_that_stops_reading_restarts_every_layer_at_a_keyframe_and_nobody_else
             "layer {layer} did not restart at a keyframe"
         );
         assert!(
-            l.plis.iter().any(|t| *t >= resumed_at),
+            l.stats.keyframe_requests > requests_before[layer],
             "layer {layer}: the restart asked for no keyframe"
         );
     }

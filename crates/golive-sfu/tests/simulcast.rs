@@ -25,8 +25,8 @@ fn started_on(mut sim: Sim) -> Sim {
 }
 
 fn layer_sources(sim: &Sim) -> Vec<u32> {
-    let sc = sim.client(PUBLISHER).simulcast.as_ref().expect("simulcast");
-    sc.layers.iter().map(|l| l.source.id()).collect()
+    let sc = sim.client(PUBLISHER).peer.simulcast().expect("simulcast");
+    sc.layers().iter().map(|l| l.source.id()).collect()
 }
 
 /// A viewer's video, cut into runs of one layer each: (layer, packets).
@@ -76,8 +76,7 @@ fn assert_one_line(viewer: &sim::Client) {
 /// Checks one run of a layer against what that layer sent: byte for byte, in order, with the
 /// layer's timestamp steps and markers, from a keyframe start on.
 fn assert_run_is_the_layer(sim: &Sim, viewer: PeerId, layer: usize, run: &[&Received]) {
-    let sc = sim.client(PUBLISHER).simulcast.as_ref().expect("simulcast");
-    let sent: Vec<&sim::Sent> = sc.layers[layer].sent.iter().collect();
+    let sent: Vec<&sim::Sent> = sim.client(PUBLISHER).layer_sent[layer].iter().collect();
     assert!(
         run[0].keyframe_start,
         "{viewer}: its run of layer {layer} does not start at a keyframe"
@@ -114,9 +113,16 @@ fn every_layer_is_received_and_each_viewer_gets_the_layer_its_preference_allows(
     sim.run_until_connected(&ids, Duration::from_secs(5));
     sim.run_for(Duration::from_secs(3));
 
-    let sc = sim.client(PUBLISHER).simulcast.as_ref().unwrap();
-    for l in &sc.layers {
-        assert!(l.sent.len() > 90, "layer {} sent {}", l.rid, l.sent.len());
+    let p = sim.client(PUBLISHER);
+    for (l, sent) in p
+        .peer
+        .simulcast()
+        .unwrap()
+        .layers()
+        .iter()
+        .zip(&p.layer_sent)
+    {
+        assert!(sent.len() > 90, "layer {} sent {}", l.rid, sent.len());
     }
     assert_eq!(sim.sfu.stats().rtp_dropped_unknown_layer, 0);
     for (id, _, layer) in viewers {
@@ -217,8 +223,11 @@ fn keyframe_requests_reach_the_layer_they_are_for_coalesced() {
     sim.run_until_connected(&[high, low_a, low_b], Duration::from_secs(5));
     sim.run_for(Duration::from_secs(2));
     let plis = |sim: &Sim| -> Vec<usize> {
-        let sc = sim.client(PUBLISHER).simulcast.as_ref().unwrap();
-        sc.layers.iter().map(|l| l.plis.len()).collect()
+        let sc = sim.client(PUBLISHER).peer.simulcast().unwrap();
+        sc.layers()
+            .iter()
+            .map(|l| l.stats.keyframe_requests as usize)
+            .collect()
     };
     let before = plis(&sim);
     assert!(sim.send_pli(high));
@@ -405,8 +414,7 @@ fn a_browser_viewer_whose_feedback_shows_a_constrained_link_moves_down_to_the_lo
         .filter(|r| r.stamp.is_some_and(|s| s.sent_ns >= since_ns))
         .collect();
     assert!(settled.len() > 60, "{} packets once settled", settled.len());
-    let sc = sim.client(PUBLISHER).simulcast.as_ref().unwrap();
-    let sent: Vec<&sim::Sent> = sc.layers[0].sent.iter().collect();
+    let sent: Vec<&sim::Sent> = sim.client(PUBLISHER).layer_sent[0].iter().collect();
     golive_client::check_track(&sent, &settled, sim::VIEWER_VP8_PT, false)
         .unwrap_or_else(|e| panic!("once settled: {e}"));
     // The other viewer is untouched.

@@ -20,9 +20,10 @@
 pub mod raw;
 
 use bytes::{Bytes, BytesMut};
+use golive_client::simulcast::layer_numbering;
 use golive_client::{
     ClientPeer, Clock, Feedback, MediaPlan, Numbering, PayloadTypes, PeerConfig, PeerEvent,
-    Role as PeerRole, SyntheticSource,
+    Role as PeerRole, SIMULCAST_RIDS, Simulcast, SimulcastLayer, SyntheticSource,
 };
 use golive_proto::StreamName;
 use golive_sfu::{
@@ -124,99 +125,18 @@ pub struct Client {
     pub read_errors: u64,
     /// SRTCP datagrams that reached the client (by their plaintext header), decryptable or not.
     pub rtcp_datagrams: u64,
-    /// A simulcast publisher's layers (see [`Sim::add_simulcast_publisher`]).
-    pub simulcast: Option<Simulcast>,
     /// Every header extension (kind, id, data) the client's RTP carried, once each.
     pub extensions_seen: std::collections::HashSet<(Kind, u8, Vec<u8>)>,
     /// RTP packets of each kind with no header extension at all: (audio, video).
     pub without_extensions: (u64, u64),
+    /// What a simulcast publisher sent of each layer's video (see
+    /// [`Sim::add_simulcast_publisher`]); its layers are `peer.simulcast()`.
+    pub layer_sent: Vec<Vec<Sent>>,
 }
 
-/// The rids of the harness's simulcast publisher, lowest layer first, as browsers name them.
-pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
-/// Header extension ids the simulcast publisher offers for MID and RID (RFC 8852); ids the
-/// client's own offer does not use.
-const MID_EXT_ID: u8 = 9;
-const RID_EXT_ID: u8 = 10;
-/// Video payload bytes per packet of each layer: a keyframe is [`KEYFRAME_PACKETS`] of them, a
-/// delta frame one.
+/// Video payload bytes per packet of each layer of the harness's simulcast publisher: a
+/// keyframe is [`KEYFRAME_PACKETS`] of them, a delta frame one.
 pub const SIMULCAST_PACKET_BYTES: [usize; 3] = [200, 500, 1000];
-
-/// One layer of a simulcast publisher: its own SSRC, numbering and synthetic source.
-pub struct SimulcastLayer {
-    pub rid: &'static str,
-    pub ssrc: u32,
-    pub source: SyntheticSource,
-    /// Video packets sent on this layer.
-    pub sent: Vec<Sent>,
-    /// Instants a keyframe request naming this layer's SSRC arrived.
-    pub plis: Vec<Instant>,
-    /// Stopped (as a browser stops an upper layer its uplink cannot carry), with the sequence
-    /// number to resume at: what the source makes meanwhile is never sent.
-    pub paused: Option<u16>,
-}
-
-/// A publisher that sends its video as three simulcast layers (RFC 8853): the client peer's
-/// own sender offers one video stream, so the offer is rewritten into a simulcast one (its
-/// SSRC lines out; rid, simulcast and MID/RID extmap lines in) and the layers' packets go out
-/// through the client's SRTP with MID and RID header extensions, as a browser sends them.
-/// Audio goes out once, with the lowest layer's source's audio.
-pub struct Simulcast {
-    pub mid: String,
-    pub audio_ssrc: u32,
-    pub layers: Vec<SimulcastLayer>,
-    /// Pauses every layer (and the audio).
-    pub sending: bool,
-}
-
-impl Simulcast {
-    pub fn layer_of_ssrc(&self, ssrc: u32) -> Option<usize> {
-        self.layers.iter().position(|l| l.ssrc == ssrc)
-    }
-}
-
-/// Rewrites a client publisher's offer into a simulcast one: in the video section, the SSRC
-/// lines go, and MID/RID extmaps, `a=rid:<id> send` lines and `a=simulcast:send` come. Returns
-/// the offer and the video section's mid.
-fn simulcast_offer(offer: &str) -> (String, String) {
-    let mut out = String::new();
-    let mut in_video = false;
-    let mut mid = None;
-    for line in offer.lines() {
-        if line.starts_with("m=") {
-            if in_video {
-                out += &simulcast_lines();
-            }
-            in_video = line.starts_with("m=video");
-        }
-        if in_video {
-            if line.starts_with("a=ssrc:") || line.starts_with("a=ssrc-group:") {
-                continue;
-            }
-            if let Some(m) = line.strip_prefix("a=mid:") {
-                mid = Some(m.to_owned());
-            }
-        }
-        out += line;
-        out += "\r\n";
-    }
-    if in_video {
-        out += &simulcast_lines();
-    }
-    (out, mid.expect("the offer has a video mid"))
-}
-
-fn simulcast_lines() -> String {
-    let mut s = format!(
-        "a=extmap:{MID_EXT_ID} urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
-         a=extmap:{RID_EXT_ID} urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n"
-    );
-    for rid in SIMULCAST_RIDS {
-        s += &format!("a=rid:{rid} send\r\n");
-    }
-    s += &format!("a=simulcast:send {}\r\n", SIMULCAST_RIDS.join(";"));
-    s
-}
 
 impl Client {
     pub fn is_publisher(&self) -> bool {
@@ -295,97 +215,21 @@ impl Client {
                 PeerEvent::KeyframeRequest { .. } => self.plis.push(now),
                 PeerEvent::Sent(mut sent) => {
                     sent.payload = Bytes::new();
-                    self.sent.push(sent);
+                    let layer = self
+                        .peer
+                        .simulcast()
+                        .filter(|_| sent.kind == Kind::Video)
+                        .and_then(|sc| sc.layer_of_source(sent.stamp.source_id));
+                    match layer {
+                        Some(l) => self.layer_sent[l].push(sent),
+                        None => self.sent.push(sent),
+                    }
                 }
                 PeerEvent::SendFailed { .. } => self.write_errors += 1,
                 PeerEvent::State(_) => {}
             }
         }
-        if let Some(sc) = &mut self.simulcast {
-            for ssrc in self.peer.take_keyframe_request_ssrcs() {
-                if let Some(l) = sc.layer_of_ssrc(ssrc) {
-                    sc.layers[l].source.request_keyframe();
-                    sc.layers[l].plis.push(now);
-                }
-            }
-        }
         self.deadline = self.peer.poll_timeout();
-    }
-
-    /// A simulcast publisher's media that is due: every layer's video with its SSRC and
-    /// MID/RID extensions, and the lowest layer's audio.
-    fn send_simulcast(&mut self, now: Instant) {
-        let Some(sc) = &mut self.simulcast else {
-            return;
-        };
-        if self.connected_at.is_none() || !sc.sending {
-            return;
-        }
-        let mut batch = Vec::new();
-        for (i, layer) in sc.layers.iter_mut().enumerate() {
-            layer.source.start(now);
-            if layer.source.poll_timeout().is_none_or(|t| t > now) {
-                continue;
-            }
-            batch.clear();
-            layer.source.produce(now, &mut batch);
-            if layer.paused.is_some() {
-                batch.retain(|p| p.kind == Kind::Audio);
-            }
-            for p in batch.drain(..) {
-                let mut header = rtc::rtp::Header {
-                    version: 2,
-                    marker: p.marker,
-                    sequence_number: p.seq,
-                    timestamp: p.ts,
-                    ..Default::default()
-                };
-                match p.kind {
-                    Kind::Video => {
-                        header.payload_type = PUB_VP8_PT;
-                        header.ssrc = layer.ssrc;
-                        header
-                            .set_extension(MID_EXT_ID, Bytes::from(sc.mid.clone()))
-                            .expect("a one-byte extension");
-                        header
-                            .set_extension(RID_EXT_ID, Bytes::from_static(layer.rid.as_bytes()))
-                            .expect("a one-byte extension");
-                    }
-                    Kind::Audio if i == 0 => {
-                        header.payload_type = PUB_OPUS_PT;
-                        header.ssrc = sc.audio_ssrc;
-                    }
-                    Kind::Audio => continue,
-                }
-                let packet = rtc::rtp::Packet {
-                    header,
-                    payload: p.payload.clone(),
-                };
-                if self.peer.send_raw_rtp(now, packet).is_err() {
-                    self.write_errors += 1;
-                    continue;
-                }
-                let mut sent = p;
-                sent.payload = Bytes::new();
-                match sent.kind {
-                    Kind::Video => layer.sent.push(sent),
-                    Kind::Audio => self.sent.push(sent),
-                }
-            }
-        }
-    }
-
-    /// A simulcast publisher has media due (or layers to start) now.
-    fn simulcast_due(&self, now: Instant) -> bool {
-        let Some(sc) = &self.simulcast else {
-            return false;
-        };
-        self.connected_at.is_some()
-            && sc.sending
-            && sc
-                .layers
-                .iter()
-                .any(|l| l.source.poll_timeout().is_none_or(|t| t <= now))
     }
 }
 
@@ -776,45 +620,17 @@ impl Sim {
         };
         let source =
             SyntheticSource::with_numbering(tag, media_plan(gop_frames), self.clock, numbering);
-        let role = PeerRole::Publisher {
-            video_ssrc: 0x1000_0000 + tag,
-            audio_ssrc: 0x2000_0000 + tag,
-            source,
-        };
-        let mut peer =
-            ClientPeer::new(now, addr, &peer_config(true), role).expect("publisher peer");
-        let offer = peer.offer_sdp().to_owned();
-        let answer = self
-            .sfu
-            .add_publisher(now, id, stream(name), &offer)
-            .unwrap_or_else(|e| panic!("add_publisher: {e}\n{offer}"));
-        self.media.insert(stream(name), answer.media.clone());
-        peer.accept_answer(now, &answer.sdp).expect("set answer");
-        self.register(new_client(id, stream(name), addr, &answer.sdp, peer));
+        let peer = publisher_peer(now, addr, tag, source);
+        let client = self.answer_publisher(id, name, peer);
+        self.register(client);
         self.pump();
         id
     }
 
-    /// A simulcast publisher of `stream` (see [`Simulcast`]): three layers with rids q, h, f,
-    /// each its own SSRC, sequence numbers, timestamps and stamped payloads
-    /// ([`SIMULCAST_PACKET_BYTES`] per packet), keyframes every `gop_frames` frames and when a
-    /// keyframe request names the layer's SSRC. Sends once connected.
-    pub fn add_simulcast_publisher(&mut self, id: PeerId, name: &str, gop_frames: u64) -> PeerId {
+    /// Publishes `peer`'s offer to the SFU as `id` on `name` and applies the answer.
+    fn answer_publisher(&mut self, id: PeerId, name: &str, mut peer: ClientPeer) -> Client {
         let now = self.now;
-        let addr = self.next_addr();
-        let tag = self.next_tag;
-        self.next_tag += 4;
-        // The client's own source stays silent: the layers below send instead.
-        let mut source = SyntheticSource::new(tag, media_plan(gop_frames), self.clock);
-        source.set_sending(false);
-        let role = PeerRole::Publisher {
-            video_ssrc: 0x1000_0000 + tag,
-            audio_ssrc: 0x2000_0000 + tag,
-            source,
-        };
-        let mut peer =
-            ClientPeer::new(now, addr, &peer_config(true), role).expect("publisher peer");
-        let (offer, mid) = simulcast_offer(peer.offer_sdp());
+        let offer = peer.offer_sdp().to_owned();
         let answer = self
             .sfu
             .add_publisher(now, id, stream(name), &offer)
@@ -822,6 +638,20 @@ impl Sim {
         self.media.insert(stream(name), answer.media.clone());
         peer.accept_answer(now, &answer.sdp)
             .unwrap_or_else(|e| panic!("set answer: {e}\n{}", answer.sdp));
+        new_client(id, stream(name), peer.local_addr(), &answer.sdp, peer)
+    }
+
+    /// A simulcast publisher of `stream` (golive-client's [`Simulcast`]): three layers with
+    /// rids q, h, f, each its own SSRC, sequence numbers, timestamps and stamped payloads
+    /// ([`SIMULCAST_PACKET_BYTES`] per packet), keyframes every `gop_frames` frames and when a
+    /// keyframe request names the layer's SSRC. Sends once connected.
+    pub fn add_simulcast_publisher(&mut self, id: PeerId, name: &str, gop_frames: u64) -> PeerId {
+        let now = self.now;
+        let addr = self.next_addr();
+        let tag = self.next_tag;
+        self.next_tag += 4;
+        let source = SyntheticSource::new(tag, media_plan(gop_frames), self.clock);
+        let mut peer = publisher_peer(now, addr, tag, source);
         let layers = SIMULCAST_RIDS
             .iter()
             .enumerate()
@@ -833,35 +663,19 @@ impl Sim {
                     max_payload_bytes: bytes,
                     ..media_plan(gop_frames)
                 };
-                // Unrelated numbers and clocks per layer, as an encoder's streams have.
-                let numbering = Numbering {
-                    video_seq: 1000 + 20_000 * i as u16,
-                    audio_seq: 7,
-                    video_ts: 5_000_000 * i as u32,
-                    audio_ts: 0,
-                };
-                SimulcastLayer {
-                    rid,
-                    ssrc: 0x3000_0000 + tag * 4 + i as u32,
-                    source: SyntheticSource::with_numbering(
-                        tag + 1 + i as u32,
-                        plan,
-                        self.clock,
-                        numbering,
-                    ),
-                    sent: Vec::new(),
-                    plis: Vec::new(),
-                    paused: None,
-                }
+                let source = SyntheticSource::with_numbering(
+                    tag + 1 + i as u32,
+                    plan,
+                    self.clock,
+                    layer_numbering(i),
+                );
+                SimulcastLayer::new(*rid, 0x3000_0000 + tag * 4 + i as u32, source)
             })
             .collect();
-        let mut client = new_client(id, stream(name), addr, &answer.sdp, peer);
-        client.simulcast = Some(Simulcast {
-            mid,
-            audio_ssrc: 0x2000_0000 + tag,
-            layers,
-            sending: true,
-        });
+        peer.set_simulcast(Simulcast::new(layers).expect("three layers"))
+            .expect("a simulcast offer");
+        let mut client = self.answer_publisher(id, name, peer);
+        client.layer_sent = vec![Vec::new(); SIMULCAST_RIDS.len()];
         self.register(client);
         self.pump();
         id
@@ -870,21 +684,13 @@ impl Sim {
     /// Stops or resumes one layer of a simulcast publisher, as a browser does: it resumes where
     /// its sequence numbers stopped, with a keyframe.
     pub fn set_layer_sending(&mut self, id: PeerId, layer: usize, on: bool) {
-        let sc = self
-            .client_mut(id)
-            .simulcast
-            .as_mut()
+        let i = self.index[&id];
+        let sc = self.clients[i]
+            .peer
+            .simulcast_mut()
             .expect("a simulcast publisher");
-        let l = &mut sc.layers[layer];
-        match (on, l.paused) {
-            (false, None) => l.paused = Some(l.source.next_video_seq()),
-            (true, Some(seq)) => {
-                l.paused = None;
-                l.source.set_next_video_seq(seq);
-                l.source.request_keyframe();
-            }
-            _ => {}
-        }
+        assert!(sc.set_layer_sending(layer, on), "no layer {layer}");
+        self.drain_client(i);
     }
 
     /// The offer a viewer client would make (for tests that mutate it).
@@ -1149,10 +955,6 @@ impl Sim {
                 let _ = self.clients[i].peer.handle_timeout(now);
                 self.drain_client(i);
             }
-            if self.clients[i].simulcast_due(now) {
-                self.clients[i].send_simulcast(now);
-                self.drain_client(i);
-            }
         }
         if self.sfu.poll_timeout().is_some_and(|t| t <= now) {
             self.sfu.handle_timeout(now);
@@ -1215,6 +1017,16 @@ impl Default for Sim {
     }
 }
 
+/// A publisher peer at `addr` with SSRCs made from `tag`.
+fn publisher_peer(now: Instant, addr: SocketAddr, tag: u32, source: SyntheticSource) -> ClientPeer {
+    let role = PeerRole::Publisher {
+        video_ssrc: 0x1000_0000 + tag,
+        audio_ssrc: 0x2000_0000 + tag,
+        source,
+    };
+    ClientPeer::new(now, addr, &peer_config(true), role).expect("publisher peer")
+}
+
 fn new_client(
     id: PeerId,
     stream: StreamName,
@@ -1243,9 +1055,9 @@ fn new_client(
         plis: Vec::new(),
         read_errors: 0,
         rtcp_datagrams: 0,
-        simulcast: None,
         extensions_seen: Default::default(),
         without_extensions: (0, 0),
+        layer_sent: Vec::new(),
     }
 }
 
