@@ -34,12 +34,12 @@ use rtc::rtcp::transport_feedbacks::transport_layer_cc::{
 };
 use std::time::{Duration, Instant};
 
-const _: () = assert!(std::mem::size_of::<Option<SentRecord>>() == 24);
+const _: () = assert!(std::mem::size_of::<Option<SentRecord>>() == 16);
 
-/// Sent packets remembered for feedback: about 4 s at 2.5 Mbit/s of 1,200-byte datagrams (2 s
-/// at 5 Mbit/s), far more than the 100 ms between two feedback reports. Each slot is 24 bytes,
-/// so the ring is 24 KiB of every viewer that negotiated TWCC.
-pub const SEND_LOG_SLOTS: usize = 1024;
+/// Sent packets remembered for feedback: about 1.6 s at 2.5 Mbit/s of 1,200-byte datagrams and
+/// audio (0.8 s at 5 Mbit/s), far more than the 100 ms between two feedback reports plus a round
+/// trip. Each slot is 16 bytes, so the ring is 8 KiB of every viewer that negotiated TWCC.
+pub const SEND_LOG_SLOTS: usize = 512;
 /// Where an estimate starts before any feedback.
 pub const INITIAL_BITRATE_BPS: f64 = 300_000.0;
 /// The estimate never falls below this: below it, audio alone still goes out.
@@ -80,9 +80,12 @@ pub enum FeedbackError {
 #[derive(Clone, Copy)]
 struct SentRecord {
     /// The low 32 bits of the unwrapped transport-wide number, so a slot from a previous lap
-    /// of the ring is told apart (laps are 1,024 numbers; 2^32 are months of sending).
+    /// of the ring is told apart (laps are [`SEND_LOG_SLOTS`] numbers; 2^32 are months of
+    /// sending).
     id: u32,
-    departure: Instant,
+    /// When it left, in microseconds since the estimator's epoch (half the size of an
+    /// `Instant`; 2^64 µs never wrap).
+    departure_us: u64,
     /// The datagram's size (UDP payloads are under 64 KiB).
     size: u16,
     probe: bool,
@@ -105,6 +108,8 @@ struct Probe {
 /// What one viewer's link carries, from its feedback.
 pub struct Estimator {
     ring: Box<[Option<SentRecord>]>,
+    /// The first stamp's instant: records keep their departures relative to it.
+    epoch: Option<Instant>,
     next_id: u64,
     slope: SlopeEstimator,
     detector: OveruseDetector,
@@ -130,12 +135,15 @@ impl Estimator {
     pub fn new(max_bps: f64) -> Self {
         Self {
             ring: vec![None; SEND_LOG_SLOTS].into_boxed_slice(),
+            epoch: None,
             next_id: 0,
             slope: SlopeEstimator::new(),
             detector: OveruseDetector::new(),
-            received: std::collections::VecDeque::with_capacity(512),
+            // Both grow to what the viewer's rate needs (a few hundred entries at 2.5 Mbit/s) and
+            // keep that: no allocation per report once there.
+            received: std::collections::VecDeque::new(),
             received_bytes: 0,
-            reports: Vec::with_capacity(256),
+            reports: Vec::new(),
             target_bps: INITIAL_BITRATE_BPS.min(max_bps),
             max_bps,
             last_change: None,
@@ -181,9 +189,10 @@ impl Estimator {
             }
             _ => false,
         };
+        let epoch = *self.epoch.get_or_insert(now);
         self.ring[id as usize % SEND_LOG_SLOTS] = Some(SentRecord {
             id: id as u32,
-            departure: now,
+            departure_us: now.saturating_duration_since(epoch).as_micros() as u64,
             size: size_bytes.min(u16::MAX as usize) as u16,
             probe,
             acknowledged: false,
@@ -295,7 +304,10 @@ impl Estimator {
             return;
         }
         let id = newest - back;
-        let Some(record) = self.ring[id as usize % SEND_LOG_SLOTS].as_mut() else {
+        // Set by the first stamp: without it there is no record.
+        let (Some(epoch), Some(record)) =
+            (self.epoch, self.ring[id as usize % SEND_LOG_SLOTS].as_mut())
+        else {
             return;
         };
         if record.id != id as u32 || record.acknowledged {
@@ -323,7 +335,7 @@ impl Estimator {
             twcc_sequence_number: sequence,
             size: record.size as usize,
             arrived: arrived.is_some(),
-            departure: record.departure,
+            departure: epoch + Duration::from_micros(record.departure_us),
             arrival: arrived.flatten(),
             ecn: Ecn::NotEct,
         });
