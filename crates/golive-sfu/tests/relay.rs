@@ -199,7 +199,7 @@ fn a_relay_that_stops_reading_restarts_every_layer_at_a_keyframe_and_nobody_else
     sim.run_for(Duration::from_secs(2));
 
     let sc = sim.client(PUBLISHER).peer.simulcast().expect("simulcast");
-    for (layer, l) in sc.layers().iter().enumerate() {
+    for layer in 0..sc.layers().len() {
         let video = section_video(&sim, RELAY, layer);
         let seqs: Vec<u16> = video.iter().map(|r| r.seq).collect();
         golive_client::verify::gap_free(&seqs)
