@@ -637,6 +637,10 @@ impl LayerChooser {
             return None;
         }
         let wanted = self.bitrates_bps[next] * HEADROOM;
+        if !wanted.is_finite() {
+            // A layer whose rate is unknown (not being sent): nothing to probe for.
+            return None;
+        }
         if (estimate_bps >= wanted && !self.held(now, next)) || !self.probe_due(now) {
             return None;
         }

@@ -82,11 +82,20 @@ impl LocalStream {
         self.last_seen = [None; MAX_LAYERS];
     }
 
-    /// The measured bitrates of the stream's layers, lowest first.
+    /// The measured bitrates of the stream's layers, lowest first. A layer above the lowest
+    /// that is not being sent, or has not been measured over a whole window since it started
+    /// or came back, is unbounded: nothing says what it will take (a browser resumes a layer
+    /// at a low rate and ramps it up), so no estimate fits it. The lowest layer is the floor
+    /// every viewer stands on, measured or not.
     pub(crate) fn layer_bitrates(&self) -> Vec<f64> {
         self.rates[..self.layers.min(MAX_LAYERS)]
             .iter()
-            .map(RateMeter::bps)
+            .enumerate()
+            .map(|(i, rate)| match rate.bps() {
+                Some(bps) if self.active & (1 << i) != 0 => bps,
+                _ if i == 0 => rate.bps().unwrap_or(0.0),
+                _ => f64::INFINITY,
+            })
             .collect()
     }
 
@@ -128,23 +137,33 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 pub(crate) struct RateMeter {
     window_start: Option<Instant>,
     bytes: u64,
-    bps: f64,
+    bps: Option<f64>,
+    last: Option<Instant>,
 }
 
 impl RateMeter {
     pub(crate) fn record(&mut self, now: Instant, bytes: usize) {
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) >= LAYER_IDLE)
+        {
+            // The layer stopped and came back: a window spanning the pause would average the
+            // silence in. Measure afresh.
+            *self = Self::default();
+        }
+        self.last = Some(now);
         let start = *self.window_start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
         if elapsed >= RATE_WINDOW {
-            self.bps = self.bytes as f64 * 8.0 / elapsed.as_secs_f64();
+            self.bps = Some(self.bytes as f64 * 8.0 / elapsed.as_secs_f64());
             self.window_start = Some(now);
             self.bytes = 0;
         }
         self.bytes += bytes as u64;
     }
 
-    /// The last window's bitrate (0 before one ended).
-    pub(crate) fn bps(&self) -> f64 {
+    /// The last whole window's bitrate; `None` before one ended since the layer (re)started.
+    pub(crate) fn bps(&self) -> Option<f64> {
         self.bps
     }
 }
@@ -160,8 +179,60 @@ mod tests {
         for i in 0..100 {
             r.record(t0 + Duration::from_millis(10 * i), 125);
         }
-        assert_eq!(r.bps(), 0.0);
+        assert_eq!(r.bps(), None);
         r.record(t0 + RATE_WINDOW, 125);
-        assert!((r.bps() - 100_000.0).abs() < 1.0, "{}", r.bps());
+        let bps = r.bps().unwrap();
+        assert!((bps - 100_000.0).abs() < 1.0, "{bps}");
+    }
+
+    #[test]
+    fn a_layer_that_paused_is_measured_afresh_and_unbounded_until_then() {
+        let t0 = Instant::now();
+        let mut s = LocalStream::new();
+        let tick = Duration::from_millis(10);
+        // Three layers at 100, 200 and 400 kbit/s for 2 s.
+        let mut t = t0;
+        while t < t0 + Duration::from_secs(2) {
+            for (l, bytes) in [125, 250, 500].into_iter().enumerate() {
+                s.layer_seen(t, Layer(l as u8));
+                s.rates[l].record(t, bytes);
+            }
+            t += tick;
+        }
+        let rates = s.layer_bitrates();
+        assert!((rates[2] - 400_000.0).abs() < 5_000.0, "{rates:?}");
+        // The top layer pauses for 3 s while the others go on: it is not being sent, so no
+        // estimate can fit it.
+        let paused = t;
+        while t < paused + Duration::from_secs(3) {
+            for (l, bytes) in [125, 250].into_iter().enumerate() {
+                s.layer_seen(t, Layer(l as u8));
+                s.rates[l].record(t, bytes);
+            }
+            t += tick;
+        }
+        assert_eq!(s.layer_bitrates()[2], f64::INFINITY);
+        // It comes back ramping up from a low rate: a window spanning the pause would have
+        // called it cheap. Unbounded until a whole window after its return, then its rate.
+        let back = t;
+        while t < back + RATE_WINDOW + Duration::from_millis(50) {
+            for (l, bytes) in [125, 250, 500].into_iter().enumerate() {
+                s.layer_seen(t, Layer(l as u8));
+                s.rates[l].record(t, bytes);
+            }
+            let rates = s.layer_bitrates();
+            if t < back + RATE_WINDOW {
+                assert_eq!(rates[2], f64::INFINITY, "{:?}", t - back);
+            }
+            t += tick;
+        }
+        let rates = s.layer_bitrates();
+        assert!((rates[2] - 400_000.0).abs() < 5_000.0, "{rates:?}");
+        // The lowest layer is the floor: 0 before its first window, never unbounded.
+        assert_eq!(LocalStream::new().layer_bitrates(), Vec::<f64>::new());
+        let mut fresh = LocalStream::new();
+        fresh.layer_seen(t0, Layer(0));
+        fresh.rates[0].record(t0, 100);
+        assert_eq!(fresh.layer_bitrates(), [0.0]);
     }
 }
