@@ -6,7 +6,8 @@
 #   - Debian packages (apt-get, as root or through sudo): chromium for the browser tests,
 #     nodejs/npm when node is missing, redis-server for the cluster tests (each test starts
 #     its own on a free port; the package's system service is not needed), and ffmpeg for the
-#     recording tests (ffprobe and ffmpeg read the replays back);
+#     recording tests (ffprobe and ffmpeg read the replays back), and iproute2 (`ip`, `tc`) for
+#     the browser test whose players sit behind bandwidth-capped links in network namespaces;
 #   - the npm packages of tests/browser (playwright-core, never a browser download), with `npm ci`;
 #   - aiortc, an independent WebRTC stack in Python, into a virtual environment in
 #     target/test-deps/venv (the build folder git ignores), so the system Python stays untouched.
@@ -108,6 +109,7 @@ if [[ ${GOLIVE_TEST_SKIP_INSTALL:-0} != 1 ]]; then
     install_python_deps
     apt_install redis-server
     apt_install ffmpeg
+    apt_install iproute2
     say "test prerequisites ready ($((SECONDS - started)) s): $(chromium --version 2>/dev/null || echo chromium), node $(node --version), aiortc $("$VENV/bin/python3" -c 'import aiortc; print(aiortc.__version__)'), $(redis-server --version | cut -d' ' -f1-3), $(ffmpeg -version 2>/dev/null | sed -n 1p || echo ffmpeg)"
 fi
 if [[ -x $VENV/bin/python3 ]]; then

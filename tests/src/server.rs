@@ -31,6 +31,13 @@ impl GoliveServer {
         Ok(Self(ServerProcess::start(args)?))
     }
 
+    /// Starts a prepared command that runs [`golive_binary`] (through a launcher such as
+    /// `ip netns exec <ns>`, which execs it, so that stopping the child stops the server), and
+    /// waits for its `listening on` line.
+    pub fn start_command(cmd: std::process::Command) -> Result<Self> {
+        Ok(Self(ServerProcess::start_command(cmd)?))
+    }
+
     /// The HTTP (and WebSocket) address.
     pub fn http_addr(&self) -> SocketAddr {
         self.0.addr

@@ -5,7 +5,8 @@
 //! frame of late joiners; `tests/browser/connect.mjs`, which prints how fast WHEP players
 //! connect and see a frame on each viewer leg (and on pion's relay, given its binary); and
 //! `tests/browser/replay.mjs`, a recorded broadcast played and seeked on `/replay/<id>` with its
-//! chat in step.
+//! chat in step; and `tests/browser/tbf.mjs`, two players behind links capped with `tc tbf`
+//! (in network namespaces the test makes) that must each settle on the layer their link carries.
 //!
 //! The script goes live from `/live` with Chromium's fake camera, finds the broadcast on `/`,
 //! watches it from three `/watch` pages (one phone-sized) that must each decode a growing number
@@ -422,4 +423,292 @@ fn pages_and_assets_are_served_with_their_types_and_revalidated_by_etag() {
     }
     assert_eq!(http_head(addr, "/static/nope.js", "").0, 404);
     assert_eq!(http_head(addr, "/static/../Cargo.toml", "").0, 404);
+}
+
+/// The network of the capped-links test, all of it in network namespaces of its own (removed
+/// when dropped, with every process still inside them):
+///
+/// ```text
+///  <id>-srv: golive on 10.99.0.1 (on lo), the broadcaster's Chromium
+///     ├─ tos ══ veth, 300 kbit/s tbf toward the player ══ uplink ─ <id>-slow: a player's Chromium
+///     └─ tof ══ veth,   5 Mbit/s tbf toward the player ══ uplink ─ <id>-fast: a player's Chromium
+/// ```
+///
+/// The server and the broadcaster get a namespace too, rather than the machine's own: then no
+/// interface, address or route is added outside what the test made, nothing it serves can be
+/// reached from elsewhere, and runs side by side (unique names) cannot meet. The server's one
+/// address sits on the namespace's loopback, so it is one ICE candidate both players reach
+/// through their own veth, and the broadcaster (beside it) reaches it without crossing a cap.
+struct CappedLinks {
+    id: String,
+    namespaces: Vec<String>,
+    dir: PathBuf,
+}
+
+/// Prefix of every namespace the test makes, followed by the making process's id.
+const CAPPED_NS_PREFIX: &str = "golive-tbf-";
+/// The server's address, on the loopback of its namespace.
+const CAPPED_SERVER_IP: &str = "10.99.0.1";
+/// The two links, toward the player: the slow one carries the lowest layer (150 kbit/s) and
+/// audio but not the middle one (500 kbit/s); the fast one carries the top (2.5 Mbit/s) with
+/// room. `burst` holds at least a full datagram; `latency` bounds the queue as a home router's
+/// would (packets that would wait longer are dropped).
+const CAPPED_LINKS: [CappedLink; 2] = [
+    CappedLink {
+        name: "slow",
+        subnet: 1,
+        tbf: ["rate", "300kbit", "burst", "16kbit", "latency", "100ms"],
+    },
+    CappedLink {
+        name: "fast",
+        subnet: 2,
+        tbf: ["rate", "5mbit", "burst", "64kbit", "latency", "100ms"],
+    },
+];
+
+struct CappedLink {
+    name: &'static str,
+    /// The veth pair's /30 is 10.98.<subnet>.0.
+    subnet: u8,
+    tbf: [&'static str; 6],
+}
+
+/// Runs a command; its stderr (or how it could not start) on failure.
+fn sh(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("`{program}` cannot start: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Stops every process inside namespace `ns` (by pid) and removes it, with its veths.
+fn remove_namespace(ns: &str) {
+    if let Ok(pids) = sh("ip", &["netns", "pids", ns]) {
+        for pid in pids.split_whitespace() {
+            let _ = sh("kill", &["-KILL", pid]);
+        }
+        // A killed process leaves its namespace only once reaped; deletion works regardless
+        // (the namespace goes when its last process does).
+    }
+    let _ = sh("ip", &["netns", "delete", ns]);
+}
+
+impl CappedLinks {
+    /// Why the test cannot make its network here, if it cannot: not root, or no `ip`/`tc`.
+    fn missing() -> Option<String> {
+        match sh("id", &["-u"]) {
+            Ok(uid) if uid.trim() == "0" => {}
+            Ok(uid) => {
+                return Some(format!(
+                    "the capped-links test makes network namespaces and must run as root (uid {})",
+                    uid.trim()
+                ));
+            }
+            Err(e) => return Some(e),
+        }
+        for (tool, arg) in [("ip", "-V"), ("tc", "-V")] {
+            if let Err(e) = sh(tool, &[arg]) {
+                return Some(format!(
+                    "{e}: install iproute2 (`sudo apt-get install -y iproute2`)"
+                ));
+            }
+        }
+        None
+    }
+
+    /// Namespaces left by an earlier run that was killed before it could clean up (its
+    /// process is gone) are removed first.
+    fn remove_leftovers() {
+        let Ok(list) = sh("ip", &["netns", "list"]) else {
+            return;
+        };
+        for ns in list.lines().filter_map(|l| l.split_whitespace().next()) {
+            let Some(rest) = ns.strip_prefix(CAPPED_NS_PREFIX) else {
+                continue;
+            };
+            let pid = rest.split('-').next().unwrap_or_default();
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                remove_namespace(ns);
+            }
+        }
+    }
+
+    fn create() -> Result<Self, String> {
+        static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        Self::remove_leftovers();
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{CAPPED_NS_PREFIX}{}-{run}", std::process::id());
+        let dir = std::env::temp_dir().join(&id);
+        let mut net = Self {
+            id,
+            namespaces: Vec::new(),
+            dir,
+        };
+        // On any error from here, dropping `net` removes what was made.
+        net.build()?;
+        Ok(net)
+    }
+
+    fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.id)
+    }
+
+    fn add_namespace(&mut self, role: &str) -> Result<String, String> {
+        let ns = self.ns(role);
+        sh("ip", &["netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        sh("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn build(&mut self) -> Result<(), String> {
+        let srv = self.add_namespace("srv")?;
+        sh(
+            "ip",
+            &[
+                "-n",
+                &srv,
+                "addr",
+                "add",
+                &format!("{CAPPED_SERVER_IP}/32"),
+                "dev",
+                "lo",
+            ],
+        )?;
+        for link in &CAPPED_LINKS {
+            let player = self.add_namespace(link.name)?;
+            let near = format!("to{}", &link.name[..1]);
+            let near_ip = format!("10.98.{}.1", link.subnet);
+            let far_ip = format!("10.98.{}.2", link.subnet);
+            let ip = |ns: &str, args: &[&str]| {
+                let mut all = vec!["-n", ns];
+                all.extend_from_slice(args);
+                sh("ip", &all)
+            };
+            ip(
+                &srv,
+                &[
+                    "link", "add", &near, "type", "veth", "peer", "name", "uplink", "netns",
+                    &player,
+                ],
+            )?;
+            ip(
+                &srv,
+                &["addr", "add", &format!("{near_ip}/30"), "dev", &near],
+            )?;
+            ip(&srv, &["link", "set", &near, "up"])?;
+            ip(
+                &player,
+                &["addr", "add", &format!("{far_ip}/30"), "dev", "uplink"],
+            )?;
+            ip(&player, &["link", "set", "uplink", "up"])?;
+            ip(&player, &["route", "add", "default", "via", &near_ip])?;
+            let mut tbf = vec!["-n", &srv, "qdisc", "add", "dev", &near, "root", "tbf"];
+            tbf.extend_from_slice(&link.tbf);
+            sh("tc", &tbf)?;
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        Ok(())
+    }
+
+    /// An executable that runs Chromium inside namespace `role` (playwright talks to it over a
+    /// pipe, so it needs no network of its own to be driven; `ip netns exec` execs Chromium,
+    /// so the process playwright stops is Chromium itself).
+    fn chromium_in(&self, role: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.join(format!("chromium-{role}"));
+        let script = format!(
+            "#!/bin/sh\nexec ip netns exec '{}' '{}' \"$@\"\n",
+            self.ns(role),
+            chromium_path().display()
+        );
+        std::fs::write(&path, script).expect("writing a Chromium wrapper");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("making the Chromium wrapper executable");
+        path
+    }
+
+    /// The real server, inside the server's namespace, on its one address.
+    fn start_server(&self) -> GoliveServer {
+        let bin = golive_e2e::server::golive_binary();
+        assert!(
+            bin.exists(),
+            "the golive binary is missing at {}: run `cargo build -p golive-server` first",
+            bin.display()
+        );
+        let listen = format!("{CAPPED_SERVER_IP}:0");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns("srv")]).arg(bin).args([
+            "--listen",
+            &listen,
+            "--udp-port",
+            "0",
+            "--workers",
+            "2",
+        ]);
+        GoliveServer::start_command(cmd).expect("golive starts in its namespace")
+    }
+}
+
+impl Drop for CappedLinks {
+    fn drop(&mut self) {
+        for ns in self.namespaces.iter().rev() {
+            remove_namespace(ns);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A broadcast from `/live` (three simulcast layers from the fake camera) watched by two
+/// Chromium players over links capped with `tc tbf`, at 300 kbit/s and at 5 Mbit/s: each
+/// decodes steady video and settles on what its link carries (the slow one on the lowest layer,
+/// a quarter of the camera's picture; the fast one on the top), with no freeze after its first
+/// 5 s there. Prints each player's convergence time, layers over time and freeze counts.
+/// Needs root and iproute2: without them it fails under `CI=true` and skips otherwise.
+#[test]
+fn players_behind_capped_links_settle_on_the_layer_their_link_carries() {
+    require_prerequisites();
+    if let Some(why) = CappedLinks::missing() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(!ci, "the capped-links test cannot run under CI: {why}");
+        eprintln!(
+            "SKIPPED players_behind_capped_links_settle_on_the_layer_their_link_carries: {why}"
+        );
+        return;
+    }
+    // Declared first, dropped last: the server and every browser stop before their network goes.
+    let net = CappedLinks::create().unwrap_or_else(|e| panic!("making the capped links: {e}"));
+    let server = net.start_server();
+    let url = format!("http://{}", server.http_addr());
+    let publisher = net.chromium_in("srv");
+    let slow = net.chromium_in("slow");
+    let fast = net.chromium_in("fast");
+    let args = [
+        url.as_str(),
+        publisher.to_str().expect("UTF-8 path"),
+        slow.to_str().expect("UTF-8 path"),
+        fast.to_str().expect("UTF-8 path"),
+    ];
+    let (ok, output) = run_script_with_args("tbf.mjs", &args);
+    println!("{output}");
+    assert!(
+        ok,
+        "tests/browser/tbf.mjs failed against {url}:\n{output}\n---- golive ----\n{}",
+        server.logs()
+    );
+    assert!(output.contains("PASS: over capped links"), "{output}");
+    for line in output.lines().filter(|l| l.starts_with("TBF ")) {
+        eprintln!("{line}");
+    }
 }
