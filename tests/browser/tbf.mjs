@@ -150,6 +150,8 @@ function recorder(sampleMs) {
         bytes: v.bytesReceived || 0,
         lost: v.packetsLost || 0,
         nacks: v.nackCount || 0,
+        // Repairs and the server's probe padding (RTX copies) both count here.
+        rtxBytes: v.retransmittedBytesReceived || 0,
         layer: player.layer,
       };
       if (s.frames > 0 && window.tbf.firstFrameAt === null) window.tbf.firstFrameAt = s.at;
@@ -282,6 +284,13 @@ async function main() {
       log(`${p.label} player: first frame ${((first - t0) / 1000).toFixed(1)} s after opening /watch`);
       log(`${p.label} player: layer events ${events}`);
       log(`${p.label} player: picture sizes ${sizeRuns(samples, first)}`);
+      // When it froze and when RTX arrived (repairs, probe padding), to tell the causes apart.
+      const marks = (pick) => samples.slice(1)
+        .map((s, i) => [s, pick(s, samples[i])])
+        .filter(([, d]) => d > 0)
+        .map(([s, d]) => `${((s.at - first) / 1000).toFixed(1)}s(+${d})`);
+      log(`${p.label} player: freezes at ${marks((s, prev) => s.freezes - prev.freezes).join(' ') || 'none'}`);
+      log(`${p.label} player: RTX bytes at ${marks((s, prev) => s.rtxBytes - prev.rtxBytes).join(' ') || 'none'}`);
       if (p.since === null) {
         failed.push(`the ${p.label} player did not hold ${p.size.width}x${p.size.height} (layer ${p.expect}) for ${SETTLE_HOLD_MS / 1000} s within ${SETTLE_DEADLINE_MS / 1000} s of its first frame; last ${JSON.stringify(lastSample)}`);
         continue;
