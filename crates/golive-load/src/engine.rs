@@ -37,6 +37,9 @@ use tokio::sync::oneshot;
 use crate::shaper::{TokenBucket, Verdict};
 use crate::stats::{Histogram, SeqTracker};
 
+/// The payload type a viewer offers RTX for its video under: the one Chromium pairs with VP8.
+const VIEWER_RTX_PT: u8 = 97;
+
 const WAKER: Token = Token(usize::MAX);
 /// Large enough for any datagram on a 1500-byte MTU path and then some.
 const DATAGRAM_BUFFER_BYTES: usize = 2048;
@@ -231,6 +234,10 @@ impl EngineHandle {
             ice: IceTiming::Patient,
             certificate: Some(certificate("golive-load")?),
             pacing,
+            // With feedback, RTX too, as browsers offer it: the server probes a viewer's link
+            // with padding on the RTX stream before it moves the viewer up a layer (rtc counts
+            // that padding and drops it, so it never reaches the checks here).
+            video_rtx_pt: viewers.twcc.then_some(VIEWER_RTX_PT),
             ..PeerConfig::default()
         };
         let engine = Engine {

@@ -289,8 +289,10 @@ impl Forwarder<'_> {
             ls.layers_epoch = Some(m.epoch);
             ls.reset_layers();
         }
-        if kind == MediaKind::Video {
-            ls.rates[m.layer.index()].record(now, m.payload.len());
+        let wire_bytes = m.payload.len() + crate::stream::PACKET_OVERHEAD_BYTES;
+        match kind {
+            MediaKind::Video => ls.rates[m.layer.index()].record(now, wire_bytes),
+            MediaKind::Audio => ls.audio_rate.record(now, wire_bytes),
         }
         // A layer seen for the first time or again, or one that stopped: viewers move to the
         // layer they should be on among those being sent.

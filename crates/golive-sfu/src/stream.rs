@@ -29,8 +29,10 @@ pub(crate) struct LocalStream {
     pub(crate) last_seen: [Option<Instant>; MAX_LAYERS],
     /// The source epoch `layers` counts for: a new broadcaster may send fewer layers.
     pub(crate) layers_epoch: Option<SourceEpoch>,
-    /// What each layer's video carries, measured.
+    /// What each layer's video carries, measured, headers included ([`PACKET_OVERHEAD_BYTES`]).
     pub(crate) rates: [RateMeter; MAX_LAYERS],
+    /// What the audio carries, measured the same way: every viewer gets it beside its layer.
+    pub(crate) audio_rate: RateMeter,
     pub(crate) last_media_at: Option<Instant>,
 }
 
@@ -47,6 +49,7 @@ impl LocalStream {
             last_seen: [None; MAX_LAYERS],
             layers_epoch: None,
             rates: Default::default(),
+            audio_rate: RateMeter::default(),
             last_media_at: None,
         }
     }
@@ -82,7 +85,9 @@ impl LocalStream {
         self.last_seen = [None; MAX_LAYERS];
     }
 
-    /// The measured bitrates of the stream's layers, lowest first. A layer above the lowest
+    /// What a viewer receives on each of the stream's layers, lowest first: the layer's video
+    /// and the stream's audio, as measured, headers included, so it compares with an estimate of
+    /// everything the viewer's link carries. A layer above the lowest
     /// that is not being sent, or has not been measured over a whole window since it started
     /// or came back, is unbounded: nothing says what it will take (a browser resumes a layer
     /// at a low rate and ramps it up), so no estimate fits it. The lowest layer is the floor
@@ -96,6 +101,7 @@ impl LocalStream {
                 _ if i == 0 => rate.bps().unwrap_or(0.0),
                 _ => f64::INFINITY,
             })
+            .map(|bps| bps + self.audio_rate.bps().unwrap_or(0.0))
             .collect()
     }
 
@@ -123,6 +129,10 @@ impl LocalStream {
         self.publisher.is_none() && self.viewers.is_empty()
     }
 }
+
+/// The bytes a forwarded packet carries beyond its payload, as the viewer's feedback counts the
+/// datagram: the RTP header (12), a header extension block (about 12) and the SRTP tag (16).
+pub const PACKET_OVERHEAD_BYTES: usize = 40;
 
 /// A layer without a packet this long, while another layer's video comes, is taken as
 /// stopped. Every layer sends at least a packet per frame, and browsers drop a layer's frame

@@ -325,7 +325,7 @@ fn a_viewer_on_a_top_layer_follows_a_new_broadcaster_without_simulcast() {
 fn a_browser_viewer_on_a_free_link_climbs_to_the_top_layer_by_its_estimate() {
     let mut sim = started_on(Sim::lean());
     let viewer = PeerId(50);
-    sim.add_browser_viewer(viewer, "live");
+    sim.add_browser_viewer_with_rtx(viewer, "live");
     sim.run_until_connected(&[viewer], Duration::from_secs(5));
     sim.run_for(Duration::from_secs(5));
     assert!(
@@ -355,8 +355,8 @@ fn a_browser_viewer_on_a_free_link_climbs_to_the_top_layer_by_its_estimate() {
 fn a_browser_viewer_whose_feedback_shows_a_constrained_link_moves_down_to_the_lowest_layer() {
     let mut sim = started_on(Sim::lean());
     let (constrained, free) = (PeerId(60), PeerId(61));
-    sim.add_browser_viewer(constrained, "live");
-    sim.add_browser_viewer(free, "live");
+    sim.add_browser_viewer_with_rtx(constrained, "live");
+    sim.add_browser_viewer_with_rtx(free, "live");
     sim.run_until_connected(&[constrained, free], Duration::from_secs(5));
     sim.run_for(Duration::from_secs(4));
     assert_eq!(

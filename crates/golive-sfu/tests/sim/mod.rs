@@ -758,11 +758,13 @@ impl Sim {
         (id, answer.sdp)
     }
 
-    /// A browser viewer (see [`Sim::add_browser_viewer`]) that offers only AES-CM SRTP.
+    /// A browser viewer (see [`Sim::add_browser_viewer`]) that offers only AES-CM SRTP, and RTX
+    /// as browsers do.
     pub fn add_legacy_browser_viewer(&mut self, id: PeerId, name: &str) -> PeerId {
         let config = PeerConfig {
             feedback: Feedback::Browser,
             srtp: Some(golive_client::peer::SrtpOffer::Cm),
+            video_rtx_pt: Some(VIEWER_RTX_PT),
             ..peer_config(false)
         };
         self.add_viewer_with(id, name, config)
