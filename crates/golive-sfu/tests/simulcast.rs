@@ -228,41 +228,24 @@ fn keyframe_requests_reach_the_layer_they_are_for_coalesced() {
     }
     sim.run_until_connected(&[high, low_a, low_b], Duration::from_secs(5));
     sim.run_for(Duration::from_secs(2));
-    let plis = |sim: &Sim| -> Vec<usize> {
-        let sc = sim.client(PUBLISHER).peer.simulcast().unwrap();
-        sc.layers()
-            .iter()
-            .map(|l| l.stats.keyframe_requests as usize)
-            .collect()
+    // The keyframe requests each layer got while `viewers` sent one PLI each.
+    let asked = |sim: &mut Sim, viewers: &[PeerId]| -> Vec<u64> {
+        let before = sim.layer_keyframe_requests(PUBLISHER);
+        for v in viewers {
+            assert!(sim.send_pli(*v));
+        }
+        sim.run_for(ms(50));
+        let after = sim.layer_keyframe_requests(PUBLISHER);
+        after.iter().zip(&before).map(|(a, b)| a - b).collect()
     };
-    let before = plis(&sim);
-    assert!(sim.send_pli(high));
-    sim.run_for(ms(50));
-    let after = plis(&sim);
     assert_eq!(
-        [
-            after[0] - before[0],
-            after[1] - before[1],
-            after[2] - before[2]
-        ],
+        asked(&mut sim, &[high]),
         [0, 0, 1],
         "the high viewer's PLI names only the top layer"
     );
     // Two viewers of the lowest layer at once: one PLI for them both.
     sim.run_for(Duration::from_secs(1));
-    let before = plis(&sim);
-    assert!(sim.send_pli(low_a));
-    assert!(sim.send_pli(low_b));
-    sim.run_for(ms(50));
-    let after = plis(&sim);
-    assert_eq!(
-        [
-            after[0] - before[0],
-            after[1] - before[1],
-            after[2] - before[2]
-        ],
-        [1, 0, 0]
-    );
+    assert_eq!(asked(&mut sim, &[low_a, low_b]), [1, 0, 0]);
 }
 
 #[test]

@@ -667,6 +667,19 @@ impl Sim {
         id
     }
 
+    /// How many keyframe requests named each layer of simulcast publisher `id`, lowest first.
+    pub fn layer_keyframe_requests(&self, id: PeerId) -> Vec<u64> {
+        let sc = self
+            .client(id)
+            .peer
+            .simulcast()
+            .expect("a simulcast publisher");
+        sc.layers()
+            .iter()
+            .map(|l| l.stats.keyframe_requests)
+            .collect()
+    }
+
     /// Stops or resumes one layer of a simulcast publisher, as a browser does: it resumes where
     /// its sequence numbers stopped, with a keyframe.
     pub fn set_layer_sending(&mut self, id: PeerId, layer: usize, on: bool) {
