@@ -15,7 +15,6 @@
 pub mod http;
 pub mod peer;
 pub mod server;
-pub mod simulcast;
 pub mod verify;
 
 pub use golive_client::media;
@@ -81,6 +80,16 @@ impl Session {
         Self::open(server, offered, publish)
             .await
             .with_context(|| format!("publisher of {stream}"))
+    }
+
+    /// Connects a simulcast publisher ([`TestPeer::simulcast_publisher`]) to `stream` and waits
+    /// until its media connection is up.
+    pub async fn publish_simulcast(server: &GoliveServer, stream: &str) -> Result<Self> {
+        let offered = TestPeer::simulcast_publisher().await?;
+        let publish = publish_message(stream, offered.sdp());
+        Self::open(server, offered, publish)
+            .await
+            .with_context(|| format!("simulcast publisher of {stream}"))
     }
 
     /// Connects a VP8 + Opus viewer to `stream` and waits until its media connection is up.

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use golive_client::peer::random_u32;
 use golive_client::{
     ClientPeer, Clock, KeyframeRequestKind, MediaKind, MediaPlan, PeerConfig, PeerEvent,
-    ReceivedPacket, Role, Simulcast, SimulcastLayer, SyntheticPacket, SyntheticSource, VideoCodec,
+    ReceivedPacket, Role, Simulcast, SyntheticPacket, SyntheticSource, VideoCodec,
 };
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use std::net::SocketAddr;
@@ -49,6 +49,14 @@ pub struct KeyframeRequest {
     pub at: Instant,
 }
 
+/// A keyframe request (PLI or FIR) that named one layer of a simulcast publisher.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerKeyframeRequest {
+    /// The layer, lowest first.
+    pub layer: usize,
+    pub at: Instant,
+}
+
 /// Everything a peer observed, shared between its loop and the test.
 #[derive(Debug, Default, Clone)]
 pub struct Record {
@@ -56,6 +64,8 @@ pub struct Record {
     pub sent: Vec<SyntheticPacket>,
     pub received: Vec<ReceivedPacket>,
     pub keyframe_requests: Vec<KeyframeRequest>,
+    /// A simulcast publisher's keyframe requests, each naming one layer's SSRC.
+    pub layer_keyframe_requests: Vec<LayerKeyframeRequest>,
     pub states: Vec<(Instant, RTCPeerConnectionState)>,
     /// A simulcast publisher's layers' source ids, lowest layer first (empty otherwise).
     pub layer_sources: Vec<u32>,
@@ -67,6 +77,21 @@ pub struct Record {
 impl Record {
     pub fn received_of(&self, kind: MediaKind) -> Vec<&ReceivedPacket> {
         self.received.iter().filter(|p| p.kind == kind).collect()
+    }
+
+    /// A simulcast publisher's video packets of `layer` as handed to its sender.
+    pub fn sent_of_layer(&self, layer: usize) -> impl Iterator<Item = &SyntheticPacket> {
+        let source = self.layer_sources.get(layer).copied();
+        self.sent
+            .iter()
+            .filter(move |p| p.kind == MediaKind::Video && Some(p.stamp.source_id) == source)
+    }
+
+    /// The video payload bytes each layer of a simulcast publisher sent, lowest layer first.
+    pub fn layer_payload_bytes(&self) -> Vec<u64> {
+        (0..self.layer_sources.len())
+            .map(|l| self.sent_of_layer(l).map(|p| p.payload.len() as u64).sum())
+            .collect()
     }
 
     fn note_error(&mut self, error: String) {
@@ -113,6 +138,8 @@ impl std::fmt::Debug for TestPeer {
 #[derive(Debug)]
 enum Command {
     SendPli,
+    /// Stop or resume one simulcast layer.
+    SetLayerSending(usize, bool),
 }
 
 impl TestPeer {
@@ -131,34 +158,20 @@ impl TestPeer {
     /// packet size), each its own SSRC and source, sent as a browser sends them. Its
     /// [`Record::sent`] holds every layer's video; [`Record::layer_sources`] tells them apart.
     pub async fn simulcast_publisher() -> Result<OfferedPeer> {
-        let clock = Clock::system();
         let mut offered = Self::publisher().await?;
-        let base_source = random_u32();
-        let base_ssrc = random_u32();
-        let layers = golive_client::simulcast::LAYER_BITRATE_DIVISORS
-            .iter()
-            .zip(golive_client::SIMULCAST_RIDS)
-            .enumerate()
-            .map(|(i, (div, rid))| {
-                let top = media_plan();
-                let div = *div as usize;
-                let plan = MediaPlan {
-                    keyframe_bytes: (top.keyframe_bytes / div).max(64),
-                    delta_frame_bytes: (top.delta_frame_bytes / div).max(64),
-                    ..top
-                };
-                let source = SyntheticSource::with_numbering(
-                    base_source.wrapping_add(i as u32),
-                    plan,
-                    clock,
-                    golive_client::simulcast::layer_numbering(i),
-                );
-                SimulcastLayer::new(rid, base_ssrc.wrapping_add(i as u32), source)
-            })
-            .collect();
+        let plans = golive_client::simulcast::LAYER_BITRATE_DIVISORS.map(|div| {
+            let top = media_plan();
+            let div = div as usize;
+            MediaPlan {
+                keyframe_bytes: (top.keyframe_bytes / div).max(64),
+                delta_frame_bytes: (top.delta_frame_bytes / div).max(64),
+                ..top
+            }
+        });
+        let layers = Simulcast::with_plans(plans, Clock::system(), random_u32(), random_u32());
         offered
             .peer
-            .set_simulcast(Simulcast::new(layers)?)
+            .set_simulcast(layers)
             .context("making the offer a simulcast one")?;
         Ok(offered)
     }
@@ -188,6 +201,20 @@ impl TestPeer {
         ensure!(!self.publisher, "only a viewer sends PLI");
         self.command_tx
             .send(Command::SendPli)
+            .map_err(|_| anyhow!("the peer's loop has ended"))
+    }
+
+    /// Stops or resumes one layer of a simulcast publisher, as a browser stops an upper layer
+    /// its uplink cannot carry: the layer resumes where its sequence numbers stopped, with a
+    /// keyframe. Fails if the peer is not a simulcast publisher or its loop has ended; a layer
+    /// that does not exist shows in [`Record::errors`].
+    pub fn set_layer_sending(&self, layer: usize, on: bool) -> Result<()> {
+        ensure!(
+            self.publisher && !self.lock().layer_sources.is_empty(),
+            "only a simulcast publisher has layers to stop"
+        );
+        self.command_tx
+            .send(Command::SetLayerSending(layer, on))
             .map_err(|_| anyhow!("the peer's loop has ended"))
     }
 
@@ -279,6 +306,36 @@ impl TestPeer {
                         .collect()
                 });
                 bail!("no PLI/FIR within {timeout:?}; requests seen: {seen:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for a keyframe request naming simulcast `layer`'s SSRC that reached this publisher
+    /// at or after `since`.
+    pub async fn wait_layer_keyframe_request_since(
+        &self,
+        layer: usize,
+        since: Instant,
+        timeout: Duration,
+    ) -> Result<LayerKeyframeRequest> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self.with_record(|r| {
+                r.layer_keyframe_requests
+                    .iter()
+                    .find(|k| k.layer == layer && k.at >= since)
+                    .copied()
+            });
+            if let Some(request) = found {
+                return Ok(request);
+            }
+            if Instant::now() >= deadline {
+                let seen: Vec<usize> = self
+                    .with_record(|r| r.layer_keyframe_requests.iter().map(|k| k.layer).collect());
+                bail!(
+                    "no keyframe request for layer {layer} within {timeout:?}; layers asked: {seen:?}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -395,10 +452,7 @@ impl Io {
             tokio::select! {
                 biased;
                 _ = &mut stop_rx => break,
-                Some(Command::SendPli) = command_rx.recv() => {
-                    let result = self.peer.send_pli(Instant::now());
-                    self.note(result, "sending PLI");
-                }
+                Some(command) = command_rx.recv() => self.obey(command),
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     let result = self.peer.handle_timeout(Instant::now());
                     self.note(result, "handle_timeout");
@@ -416,6 +470,25 @@ impl Io {
         let result = self.peer.close();
         self.note(result, "close");
         self.drain().await;
+    }
+
+    fn obey(&mut self, command: Command) {
+        match command {
+            Command::SendPli => {
+                let result = self.peer.send_pli(Instant::now());
+                self.note(result, "sending PLI");
+            }
+            Command::SetLayerSending(layer, on) => {
+                let known = self
+                    .peer
+                    .simulcast_mut()
+                    .is_some_and(|s| s.set_layer_sending(layer, on));
+                if !known {
+                    let error = format!("no simulcast layer {layer} to stop or resume");
+                    self.lock().note_error(error);
+                }
+            }
+        }
     }
 
     /// Sends what the peer wants sent and records what it tells.
@@ -445,6 +518,11 @@ impl Io {
                 }
                 PeerEvent::KeyframeRequest { kind, at } => {
                     record.keyframe_requests.push(KeyframeRequest { kind, at });
+                }
+                PeerEvent::LayerKeyframeRequest { layer, at } => {
+                    record
+                        .layer_keyframe_requests
+                        .push(LayerKeyframeRequest { layer, at });
                 }
                 PeerEvent::Sent(packet) => record.sent.push(packet),
                 PeerEvent::SendFailed { kind, error } => {

@@ -1,9 +1,10 @@
 //! Checks of what a viewer received against what the publisher sent. Each returns a message that
 //! says what is wrong, so a failing test explains itself.
 
-use crate::peer::Record;
-use anyhow::{Result, anyhow, ensure};
+use crate::peer::{Record, TestPeer};
+use anyhow::{Result, anyhow, bail, ensure};
 use golive_client::{MediaKind, PayloadTypes, ReceivedPacket, TrackRun, check_track};
+use std::time::{Duration, Instant};
 
 /// Checks one track of a viewer against the publisher: at least `min_packets` arrived, then
 /// everything [`check_track`] checks: each payload exactly what was sent, one SSRC, the payload
@@ -57,8 +58,8 @@ pub fn layer_runs<'a>(
 }
 
 /// Checks a viewer's last run of simulcast video against what that layer sent (everything
-/// [`check_track`] checks, and at least `min_packets`), and that the whole video is one line
-/// (one SSRC, no sequence gap). Returns the layer of the last run.
+/// [`check_track`] checks, at least `min_packets`, from a keyframe), and that the whole video
+/// is one line (one SSRC, no sequence gap). Returns the layer of the last run.
 pub fn last_layer_forwarded_faithfully(
     publisher: &Record,
     viewer: &Record,
@@ -72,7 +73,7 @@ pub fn last_layer_forwarded_faithfully(
         run.len()
     );
     ensure!(
-        run[0].keyframe_start || runs.len() == 1,
+        run[0].keyframe_start,
         "the run of layer {layer} does not start at a keyframe"
     );
     let video = viewer.received_of(MediaKind::Video);
@@ -82,15 +83,42 @@ pub fn last_layer_forwarded_faithfully(
         video.iter().all(|r| r.ssrc == video[0].ssrc),
         "more than one SSRC across layers"
     );
-    let source = publisher.layer_sources[*layer];
-    let sent: Vec<_> = publisher
-        .sent
-        .iter()
-        .filter(|p| p.kind == MediaKind::Video && p.stamp.source_id == source)
-        .collect();
+    let sent: Vec<_> = publisher.sent_of_layer(*layer).collect();
     check_track(&sent, run, PayloadTypes::default().vp8, false)
         .map_err(|e| anyhow!("layer {layer}: {e}"))?;
     Ok(*layer)
+}
+
+/// Waits until `viewer`'s latest run of video is simulcast `layer` of `publisher`, at least
+/// `min_packets` long, then checks it with [`last_layer_forwarded_faithfully`] and that the
+/// viewer saw no peer error. Returns the layer of every run the viewer saw, in order.
+pub async fn wait_on_layer(
+    publisher: &TestPeer,
+    viewer: &TestPeer,
+    layer: usize,
+    min_packets: usize,
+    timeout: Duration,
+) -> Result<Vec<usize>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let sent = publisher.snapshot();
+        let got = viewer.snapshot();
+        let runs = layer_runs(&sent, &got)?;
+        if let Some((l, run)) = runs.last()
+            && *l == layer
+            && run.len() >= min_packets
+        {
+            let on = last_layer_forwarded_faithfully(&sent, &got, min_packets)?;
+            ensure!(on == layer, "on layer {on}, not {layer}");
+            ensure!(got.errors.is_empty(), "viewer errors: {:?}", got.errors);
+            return Ok(runs.iter().map(|(l, _)| *l).collect());
+        }
+        if Instant::now() >= deadline {
+            let seen: Vec<(usize, usize)> = runs.iter().map(|(l, r)| (*l, r.len())).collect();
+            bail!("not on layer {layer} within {timeout:?}; runs (layer, packets): {seen:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Checks that the first video packet a viewer received begins a VP8 key frame (S=1, PID=0, P=0).

@@ -16,8 +16,7 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use golive_e2e::media::MediaKind;
-use golive_e2e::simulcast::{LayerRecord, SimulcastPublisher};
-use golive_e2e::verify::every_viewer_got_the_broadcast;
+use golive_e2e::verify::{every_viewer_got_the_broadcast, wait_on_layer};
 use golive_e2e::{GoliveServer, Session, SignalClient, TestPeer, publish_message, run_test};
 use golive_proto::{ClientMessage, ErrorCode, QualityPreference, ServerMessage};
 use std::net::TcpListener;
@@ -1215,85 +1214,28 @@ async fn a_relay_ends_a_linger_after_its_last_viewer_and_edge_viewers_hear_the_b
     .await;
 }
 
-/// A viewer's video cut into runs of one simulcast layer each: (layer, packets), the layer told
-/// by the source stamped in each payload.
-fn layer_runs<'a>(
-    layers: &[LayerRecord],
-    got: &'a golive_e2e::Record,
-) -> Result<Vec<(usize, Vec<&'a golive_client::ReceivedPacket>)>> {
-    let mut runs: Vec<(usize, Vec<&golive_client::ReceivedPacket>)> = Vec::new();
-    for p in got.received_of(MediaKind::Video) {
-        let layer = layers
-            .iter()
-            .position(|l| source_of(p) == Some(l.source_id))
-            .with_context(|| format!("a video packet of no layer: {p:?}"))?;
-        match runs.last_mut() {
-            Some((l, packets)) if *l == layer => packets.push(p),
-            _ => runs.push((layer, vec![p])),
-        }
-    }
-    Ok(runs)
-}
-
-/// Waits until `viewer`'s latest video is a run of `layer` of at least `min` packets, then
-/// checks that run against what the layer sent: byte for byte, in order, from a keyframe.
-/// Returns every run the viewer saw, as layer numbers.
-async fn wait_on_layer(
-    publisher: &SimulcastPublisher,
-    viewer: &Session,
-    layer: usize,
-    min: usize,
-) -> Result<Vec<usize>> {
-    let deadline = Instant::now() + CLUSTER_WAIT;
-    loop {
-        let layers = publisher.snapshot();
-        let got = viewer.peer.snapshot();
-        let runs = layer_runs(&layers, &got)?;
-        if let Some((l, run)) = runs.last()
-            && *l == layer
-            && run.len() >= min
-        {
-            ensure!(
-                run[0].keyframe_start,
-                "its run of layer {layer} starts mid-picture"
-            );
-            let sent: Vec<_> = layers[layer].sent.iter().collect();
-            let pt = golive_client::PayloadTypes::default().vp8;
-            golive_client::check_track(&sent, run, pt, false)
-                .map_err(|e| anyhow::anyhow!("layer {layer}: {e}"))?;
-            ensure!(got.errors.is_empty(), "viewer errors: {:?}", got.errors);
-            return Ok(runs.iter().map(|(l, _)| *l).collect());
-        }
-        if Instant::now() >= deadline {
-            let seen: Vec<(usize, usize)> = runs.iter().map(|(l, r)| (*l, r.len())).collect();
-            bail!("not on layer {layer} after {CLUSTER_WAIT:?}; runs (layer, packets): {seen:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Over `window`: the origin's egress (every UDP byte it sent) and each layer's video payload,
 /// in kbit/s.
 async fn egress_and_layers(
     origin: &GoliveServer,
-    publisher: &SimulcastPublisher,
+    publisher: &TestPeer,
     window: Duration,
 ) -> Result<(f64, Vec<f64>)> {
     let (out0, layers0, t0) = (
         metric(origin, "golive_bytes_out_total").await?,
-        publisher.snapshot(),
+        publisher.with_record(|r| r.layer_payload_bytes()),
         Instant::now(),
     );
     tokio::time::sleep(window).await;
     let (out1, layers1) = (
         metric(origin, "golive_bytes_out_total").await?,
-        publisher.snapshot(),
+        publisher.with_record(|r| r.layer_payload_bytes()),
     );
     let kbps = |bytes: f64| bytes * 8.0 / t0.elapsed().as_secs_f64() / 1000.0;
     let layers = layers0
         .iter()
         .zip(&layers1)
-        .map(|(a, b)| kbps((b.payload_bytes - a.payload_bytes) as f64))
+        .map(|(a, b)| kbps((b - a) as f64))
         .collect();
     Ok((kbps(out1 - out0), layers))
 }
@@ -1310,7 +1252,9 @@ async fn edge_viewers_choose_among_every_simulcast_layer_the_relays_carry_two_ho
         for n in [&origin, &b, &c] {
             wait_metric(n, "golive_cluster_members", 3.0).await?;
         }
-        let publisher = SimulcastPublisher::publish(&origin, "layers").await?;
+        // Its signalling socket stays open while the broadcast goes on.
+        let broadcast = Session::publish_simulcast(&origin, "layers").await?;
+        let publisher = &broadcast.peer;
         let mut viewers = Vec::new();
         for (n, prefer) in [
             (&b, QualityPreference::Low),
@@ -1329,7 +1273,7 @@ async fn edge_viewers_choose_among_every_simulcast_layer_the_relays_carry_two_ho
             } else {
                 2
             };
-            let runs = wait_on_layer(&publisher, v, layer, 20)
+            let runs = wait_on_layer(publisher, &v.peer, layer, 20, CLUSTER_WAIT)
                 .await
                 .with_context(|| format!("viewer {i} ({prefer:?})"))?;
             if layer == 0 {
@@ -1337,7 +1281,7 @@ async fn edge_viewers_choose_among_every_simulcast_layer_the_relays_carry_two_ho
             }
         }
         // What the one relay costs the origin (it has no viewer of its own): every layer.
-        let (all, layers) = egress_and_layers(&origin, &publisher, Duration::from_secs(2)).await?;
+        let (all, layers) = egress_and_layers(&origin, publisher, Duration::from_secs(2)).await?;
         eprintln!(
             "origin egress to its one relay, three layers: {all:.0} kbit/s; the layers' video \
              payload {layers:.0?} kbit/s, {:.0} together (plus audio, headers, RTCP)",
@@ -1349,7 +1293,7 @@ async fn edge_viewers_choose_among_every_simulcast_layer_the_relays_carry_two_ho
             let asked = Instant::now();
             viewers[i].0.peer.send_pli()?;
             publisher
-                .wait_keyframe_request(layer, asked, CLUSTER_WAIT)
+                .wait_layer_keyframe_request_since(layer, asked, CLUSTER_WAIT)
                 .await
                 .with_context(|| format!("viewer {i}'s PLI"))?;
         }
@@ -1362,14 +1306,14 @@ async fn edge_viewers_choose_among_every_simulcast_layer_the_relays_carry_two_ho
             } else {
                 1
             };
-            let runs = wait_on_layer(&publisher, v, layer, 10)
+            let runs = wait_on_layer(publisher, &v.peer, layer, 10, CLUSTER_WAIT)
                 .await
                 .with_context(|| format!("viewer {i} ({prefer:?}), the top layer stopped"))?;
             if layer == 0 {
                 ensure!(runs == [0], "viewer {i} preferring low saw layers {runs:?}");
             }
         }
-        let (two, layers) = egress_and_layers(&origin, &publisher, Duration::from_secs(2)).await?;
+        let (two, layers) = egress_and_layers(&origin, publisher, Duration::from_secs(2)).await?;
         eprintln!(
             "origin egress to its one relay, the top layer stopped: {two:.0} kbit/s; the layers' \
              video payload {layers:.0?} kbit/s; three layers cost {:.2}x two",
@@ -1381,6 +1325,8 @@ async fn edge_viewers_choose_among_every_simulcast_layer_the_relays_carry_two_ho
         ensure!(metric(&b, "golive_cluster_relays_out").await? == 1.0);
         ensure!(metric(&c, "golive_cluster_relays_in").await? == 1.0);
         ensure!(metric(&c, "golive_cluster_relays_out").await? == 0.0);
+        let errors = publisher.snapshot().errors;
+        ensure!(errors.is_empty(), "publisher errors: {errors:?}");
         Ok(())
     })
     .await;

@@ -11,6 +11,7 @@ use golive_e2e::http::{HttpResponse, request};
 use golive_e2e::media::MediaKind;
 use golive_e2e::verify::{
     first_video_starts_keyframe, forwarded_faithfully, last_layer_forwarded_faithfully,
+    wait_on_layer,
 };
 use golive_e2e::{CONNECT_TIMEOUT, GoliveServer, Session, TestPeer, VideoCodec, run_test};
 use golive_proto::{
@@ -453,35 +454,6 @@ async fn werift_viewers_play_over_whep_and_websocket_on_the_lean_viewer_leg() {
     werift_plays_on("lean").await;
 }
 
-/// Waits until `viewer`'s latest run of video is simulcast `layer`, `packets` long.
-async fn wait_on_layer(
-    viewer: &TestPeer,
-    publisher: &TestPeer,
-    layer: usize,
-    packets: usize,
-    timeout: Duration,
-) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let sources = publisher.with_record(|r| r.layer_sources.clone());
-        let run = viewer.with_record(|r| {
-            let video = r.received_of(MediaKind::Video);
-            video
-                .iter()
-                .rev()
-                .take_while(|p| p.stamp.map(|s| s.source_id) == Some(sources[layer]))
-                .count()
-        });
-        if run >= packets {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("not {packets} packets on layer {layer} within {timeout:?} (last run {run})");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn whip_simulcast_reaches_websocket_and_whep_viewers_each_on_its_layer_byte_for_byte() {
     let server = GoliveServer::start().expect("starting golive");
@@ -561,12 +533,9 @@ async fn whip_simulcast_reaches_websocket_and_whep_viewers_each_on_its_layer_byt
                     "{moved:?}"
                 );
             }
-            wait_on_layer(&ws.peer, &publisher, index, 30, Duration::from_secs(10)).await?;
-            let got = ws.peer.snapshot();
-            let sent = publisher.snapshot();
-            let on = last_layer_forwarded_faithfully(&sent, &got, 30)
+            wait_on_layer(&publisher, &ws.peer, index, 30, Duration::from_secs(10))
+                .await
                 .with_context(|| format!("the WebSocket viewer after prefer {prefer:?}"))?;
-            ensure!(on == index, "on layer {on}, not {index}, after {prefer:?}");
         }
         // The WHEP viewer was never moved by the other's preference and still gets its layer.
         let got = whep.snapshot();

@@ -298,6 +298,9 @@ pub enum PeerEvent {
         kind: KeyframeRequestKind,
         at: Instant,
     },
+    /// A keyframe request (PLI or FIR) named the SSRC of a simulcast publisher's `layer`
+    /// (lowest first); that layer's source has been told.
+    LayerKeyframeRequest { layer: usize, at: Instant },
     /// A publisher handed this packet to its sender (with [`PeerConfig::report_sent`]).
     Sent(SyntheticPacket),
     /// A publisher's packet could not be sent.
@@ -735,7 +738,7 @@ impl ClientPeer {
     /// Makes a publisher send `simulcast`'s layers instead of its one video stream (see
     /// [`crate::simulcast`]): its offer becomes a simulcast offer, its own source falls silent,
     /// the layers start when the peer connects, and keyframe requests reach the layer whose
-    /// SSRC they name (they no longer show in
+    /// SSRC they name (told as [`PeerEvent::LayerKeyframeRequest`]; they no longer show in
     /// [`take_keyframe_request_ssrcs`](Self::take_keyframe_request_ssrcs)). Call it before the
     /// offer goes out.
     pub fn set_simulcast(&mut self, mut simulcast: Simulcast) -> Result<(), PeerError> {
@@ -805,7 +808,7 @@ impl ClientPeer {
             },
             message: data,
         });
-        self.route_layer_keyframe_requests();
+        self.route_layer_keyframe_requests(now);
         self.take_events(now);
         if !self.is_connected() {
             // rtc starts DTLS when ICE selects a pair (on the answer to our USE-CANDIDATE
@@ -945,21 +948,23 @@ impl ClientPeer {
 
     /// Hands keyframe requests naming a simulcast layer's SSRC (which `rtc` knows no sender
     /// for) to that layer.
-    fn route_layer_keyframe_requests(&mut self) {
-        let Some(sc) = self.publishing.as_mut().and_then(|p| p.simulcast.as_mut()) else {
+    fn route_layer_keyframe_requests(&mut self, now: Instant) {
+        let Some(p) = self.publishing.as_mut() else {
+            return;
+        };
+        let Some(sc) = p.simulcast.as_mut() else {
             return;
         };
         let mut q = self
             .keyframe_request_ssrcs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut routed = 0;
         for ssrc in q.drain(..) {
-            routed += u64::from(sc.request_keyframe(ssrc));
-        }
-        drop(q);
-        if let Some(p) = &mut self.publishing {
-            p.stats.keyframe_requests += routed;
+            if let Some(layer) = sc.request_keyframe(ssrc) {
+                p.stats.keyframe_requests += 1;
+                self.events
+                    .push_back(PeerEvent::LayerKeyframeRequest { layer, at: now });
+            }
         }
     }
 

@@ -163,12 +163,23 @@ impl Simulcast {
         ssrc_base: u32,
         source_base: u32,
     ) -> Self {
+        let plans = LAYER_BITRATE_DIVISORS.map(|div| MediaPlan::for_bitrate(top_bps / div, gop));
+        Self::with_plans(plans, clock, ssrc_base, source_base)
+    }
+
+    /// Three layers (rids q, h, f) sending `plans`, lowest first. Each layer has its own SSRC
+    /// (`ssrc_base + i`), source id (`source_base + i`) and [`layer_numbering`].
+    pub fn with_plans(
+        plans: [MediaPlan; 3],
+        clock: Clock,
+        ssrc_base: u32,
+        source_base: u32,
+    ) -> Self {
         let layers = SIMULCAST_RIDS
             .iter()
-            .zip(LAYER_BITRATE_DIVISORS)
+            .zip(plans)
             .enumerate()
-            .map(|(i, (rid, div))| {
-                let plan = MediaPlan::for_bitrate(top_bps / div, gop);
+            .map(|(i, (rid, plan))| {
                 let source = SyntheticSource::with_numbering(
                     source_base.wrapping_add(i as u32),
                     plan,
@@ -335,14 +346,13 @@ impl Simulcast {
     }
 
     /// A keyframe request named `ssrc`: the layer it names makes its next frame a keyframe.
-    pub(crate) fn request_keyframe(&mut self, ssrc: u32) -> bool {
-        let Some(l) = self.layer_of_ssrc(ssrc) else {
-            return false;
-        };
+    /// Returns that layer, if any.
+    pub(crate) fn request_keyframe(&mut self, ssrc: u32) -> Option<usize> {
+        let l = self.layer_of_ssrc(ssrc)?;
         let layer = &mut self.layers[l];
         layer.stats.keyframe_requests += 1;
         layer.source.request_keyframe();
-        true
+        Some(l)
     }
 
     pub(crate) fn keyframes(&self) -> u64 {

@@ -85,6 +85,23 @@ fn assert_run_is_the_layer(sim: &Sim, viewer: PeerId, layer: usize, run: &[&Rece
         .unwrap_or_else(|e| panic!("{viewer} layer {layer}: {e}"));
 }
 
+/// A viewer's video checked whole ([`assert_one_line`]) and run by run
+/// ([`assert_run_is_the_layer`]); returns its runs.
+fn checked_runs(sim: &Sim, viewer: PeerId) -> Vec<(usize, Vec<&Received>)> {
+    let v = sim.client(viewer);
+    assert_one_line(v);
+    let runs = runs(sim, v);
+    for (l, run) in &runs {
+        assert_run_is_the_layer(sim, viewer, *l, run);
+    }
+    runs
+}
+
+/// The layer of each run, in order.
+fn layers_of(runs: &[(usize, Vec<&Received>)]) -> Vec<usize> {
+    runs.iter().map(|(l, _)| *l).collect()
+}
+
 fn changes_of(sim: &Sim, viewer: PeerId) -> Vec<(Layer, SwitchReason)> {
     sim.layer_changes
         .iter()
@@ -126,15 +143,10 @@ fn every_layer_is_received_and_each_viewer_gets_the_layer_its_preference_allows(
     }
     assert_eq!(sim.sfu.stats().rtp_dropped_unknown_layer, 0);
     for (id, _, layer) in viewers {
-        let v = sim.client(id);
-        assert_one_line(v);
-        let runs = runs(&sim, v);
+        let runs = checked_runs(&sim, id);
         let (last_layer, last_run) = runs.last().expect("video");
         assert_eq!(*last_layer, layer, "{id} ends on layer {last_layer}");
         assert!(last_run.len() > 60, "{id}: {} packets", last_run.len());
-        for (l, run) in &runs {
-            assert_run_is_the_layer(&sim, id, *l, run);
-        }
         // Every viewer starts on the lowest layer; the others move up once, for their
         // preference.
         assert_eq!(runs[0].0, 0, "{id} starts on layer {}", runs[0].0);
@@ -149,7 +161,7 @@ fn every_layer_is_received_and_each_viewer_gets_the_layer_its_preference_allows(
             Some((Layer(layer as u8), Layer(layer as u8)))
         );
         // Audio is untouched by simulcast.
-        sim::check_track(sim.client(PUBLISHER), v, Kind::Audio, None);
+        sim::check_track(sim.client(PUBLISHER), sim.client(id), Kind::Audio, None);
     }
 }
 
@@ -172,14 +184,8 @@ fn a_viewer_moved_between_layers_sees_one_line_and_each_move_starts_at_a_keyfram
             .unwrap();
         sim.run_for(Duration::from_secs(1));
     }
-    let v = sim.client(viewer);
-    assert_one_line(v);
-    let runs = runs(&sim, v);
-    let layers: Vec<usize> = runs.iter().map(|(l, _)| *l).collect();
+    let layers = layers_of(&checked_runs(&sim, viewer));
     assert_eq!(layers, [0, 2, 0, 1, 2, 1]);
-    for (l, run) in &runs {
-        assert_run_is_the_layer(&sim, viewer, *l, run);
-    }
     let reasons: Vec<(Layer, SwitchReason)> = changes_of(&sim, viewer);
     assert_eq!(
         reasons,
@@ -222,41 +228,24 @@ fn keyframe_requests_reach_the_layer_they_are_for_coalesced() {
     }
     sim.run_until_connected(&[high, low_a, low_b], Duration::from_secs(5));
     sim.run_for(Duration::from_secs(2));
-    let plis = |sim: &Sim| -> Vec<usize> {
-        let sc = sim.client(PUBLISHER).peer.simulcast().unwrap();
-        sc.layers()
-            .iter()
-            .map(|l| l.stats.keyframe_requests as usize)
-            .collect()
+    // The keyframe requests each layer got while `viewers` sent one PLI each.
+    let asked = |sim: &mut Sim, viewers: &[PeerId]| -> Vec<u64> {
+        let before = sim.layer_keyframe_requests(PUBLISHER);
+        for v in viewers {
+            assert!(sim.send_pli(*v));
+        }
+        sim.run_for(ms(50));
+        let after = sim.layer_keyframe_requests(PUBLISHER);
+        after.iter().zip(&before).map(|(a, b)| a - b).collect()
     };
-    let before = plis(&sim);
-    assert!(sim.send_pli(high));
-    sim.run_for(ms(50));
-    let after = plis(&sim);
     assert_eq!(
-        [
-            after[0] - before[0],
-            after[1] - before[1],
-            after[2] - before[2]
-        ],
+        asked(&mut sim, &[high]),
         [0, 0, 1],
         "the high viewer's PLI names only the top layer"
     );
     // Two viewers of the lowest layer at once: one PLI for them both.
     sim.run_for(Duration::from_secs(1));
-    let before = plis(&sim);
-    assert!(sim.send_pli(low_a));
-    assert!(sim.send_pli(low_b));
-    sim.run_for(ms(50));
-    let after = plis(&sim);
-    assert_eq!(
-        [
-            after[0] - before[0],
-            after[1] - before[1],
-            after[2] - before[2]
-        ],
-        [1, 0, 0]
-    );
+    assert_eq!(asked(&mut sim, &[low_a, low_b]), [1, 0, 0]);
 }
 
 #[test]
@@ -321,29 +310,28 @@ fn a_viewer_on_a_top_layer_follows_a_new_broadcaster_without_simulcast() {
     );
 }
 
+/// Connects a browser viewer just added and runs five seconds on a free link: its TWCC
+/// feedback is taken, it reads every packet, it ends on the top layer, and its video checks out
+/// whole and run by run. Returns the layer of each run.
+fn climbs_to_the_top(sim: &mut Sim, viewer: PeerId) -> Vec<usize> {
+    sim.run_until_connected(&[viewer], Duration::from_secs(5));
+    sim.run_for(Duration::from_secs(5));
+    let stats = sim.sfu.stats();
+    assert!(stats.twcc_feedback_in > 20, "{stats:?}");
+    assert_eq!(stats.twcc_feedback_refused, 0);
+    assert_eq!(sim.sfu.viewer_layers(viewer), Some((Layer(2), Layer(2))));
+    assert_eq!(sim.client(viewer).read_errors, 0);
+    layers_of(&checked_runs(sim, viewer))
+}
+
 #[test]
 fn a_browser_viewer_on_a_free_link_climbs_to_the_top_layer_by_its_estimate() {
     let mut sim = started_on(Sim::lean());
     let viewer = PeerId(50);
     sim.add_browser_viewer_with_rtx(viewer, "live");
-    sim.run_until_connected(&[viewer], Duration::from_secs(5));
-    sim.run_for(Duration::from_secs(5));
-    assert!(
-        sim.sfu.stats().twcc_feedback_in > 20,
-        "{:?}",
-        sim.sfu.stats()
-    );
-    assert_eq!(sim.sfu.stats().twcc_feedback_refused, 0);
+    let layers = climbs_to_the_top(&mut sim, viewer);
     let estimate = sim.sfu.viewer_estimate_bps(viewer).expect("an estimate");
-    assert_eq!(sim.sfu.viewer_layers(viewer), Some((Layer(2), Layer(2))));
-    let v = sim.client(viewer);
-    assert_one_line(v);
-    let runs = runs(&sim, v);
-    let layers: Vec<usize> = runs.iter().map(|(l, _)| *l).collect();
     assert_eq!(layers, [0, 1, 2], "estimate {estimate}");
-    for (l, run) in &runs {
-        assert_run_is_the_layer(&sim, viewer, *l, run);
-    }
     assert!(
         changes_of(&sim, viewer)
             .iter()
@@ -437,20 +425,7 @@ fn a_legacy_srtp_browser_viewer_gets_stamped_packets_it_can_read_and_climbs() {
     let mut sim = started_on(Sim::lean_with_legacy_srtp());
     let viewer = PeerId(70);
     sim.add_legacy_browser_viewer(viewer, "live");
-    sim.run_until_connected(&[viewer], Duration::from_secs(5));
-    sim.run_for(Duration::from_secs(5));
-    assert!(
-        sim.sfu.stats().twcc_feedback_in > 20,
-        "{:?}",
-        sim.sfu.stats()
-    );
-    assert_eq!(sim.sfu.viewer_layers(viewer), Some((Layer(2), Layer(2))));
-    let v = sim.client(viewer);
-    assert_eq!(v.read_errors, 0);
-    assert_one_line(v);
-    for (l, run) in &runs(&sim, v) {
-        assert_run_is_the_layer(&sim, viewer, *l, run);
-    }
+    climbs_to_the_top(&mut sim, viewer);
 }
 
 #[test]
@@ -468,14 +443,8 @@ fn a_layer_the_broadcaster_stops_sends_its_viewers_one_layer_down_and_back_when_
     sim.run_for(Duration::from_secs(2));
     assert_eq!(sim.sfu.viewer_layers(viewer), Some((Layer(2), Layer(2))));
 
-    let v = sim.client(viewer);
-    assert_one_line(v);
-    let runs = runs(&sim, v);
-    let layers: Vec<usize> = runs.iter().map(|(l, _)| *l).collect();
+    let layers = layers_of(&checked_runs(&sim, viewer));
     assert_eq!(layers, [0, 2, 1, 2]);
-    for (l, run) in &runs {
-        assert_run_is_the_layer(&sim, viewer, *l, run);
-    }
     assert_eq!(
         changes_of(&sim, viewer),
         [
@@ -486,7 +455,7 @@ fn a_layer_the_broadcaster_stops_sends_its_viewers_one_layer_down_and_back_when_
     );
     // The picture stopped for no longer than it takes to notice the layer stopped and to get
     // a keyframe of the next one.
-    let video = v.received_of(Kind::Video);
+    let video = sim.client(viewer).received_of(Kind::Video);
     let longest_gap = video.windows(2).map(|w| w[1].at - w[0].at).max().unwrap();
     assert!(longest_gap < ms(700), "video stopped for {longest_gap:?}");
 }

@@ -20,10 +20,9 @@
 pub mod raw;
 
 use bytes::{Bytes, BytesMut};
-use golive_client::simulcast::layer_numbering;
 use golive_client::{
     ClientPeer, Clock, Feedback, MediaPlan, Numbering, PayloadTypes, PeerConfig, PeerEvent,
-    Role as PeerRole, SIMULCAST_RIDS, Simulcast, SimulcastLayer, SyntheticSource,
+    Role as PeerRole, SIMULCAST_RIDS, Simulcast, SyntheticSource,
 };
 use golive_proto::StreamName;
 use golive_sfu::{
@@ -226,7 +225,8 @@ impl Client {
                     }
                 }
                 PeerEvent::SendFailed { .. } => self.write_errors += 1,
-                PeerEvent::State(_) => {}
+                // Counted per layer in the layer's stats.
+                PeerEvent::State(_) | PeerEvent::LayerKeyframeRequest { .. } => {}
             }
         }
         self.deadline = self.peer.poll_timeout();
@@ -652,33 +652,32 @@ impl Sim {
         self.next_tag += 4;
         let source = SyntheticSource::new(tag, media_plan(gop_frames), self.clock);
         let mut peer = publisher_peer(now, addr, tag, source);
-        let layers = SIMULCAST_RIDS
-            .iter()
-            .enumerate()
-            .map(|(i, rid)| {
-                let bytes = SIMULCAST_PACKET_BYTES[i];
-                let plan = MediaPlan {
-                    keyframe_bytes: KEYFRAME_PACKETS * bytes,
-                    delta_frame_bytes: bytes,
-                    max_payload_bytes: bytes,
-                    ..media_plan(gop_frames)
-                };
-                let source = SyntheticSource::with_numbering(
-                    tag + 1 + i as u32,
-                    plan,
-                    self.clock,
-                    layer_numbering(i),
-                );
-                SimulcastLayer::new(*rid, 0x3000_0000 + tag * 4 + i as u32, source)
-            })
-            .collect();
-        peer.set_simulcast(Simulcast::new(layers).expect("three layers"))
-            .expect("a simulcast offer");
+        let plans = SIMULCAST_PACKET_BYTES.map(|bytes| MediaPlan {
+            keyframe_bytes: KEYFRAME_PACKETS * bytes,
+            delta_frame_bytes: bytes,
+            max_payload_bytes: bytes,
+            ..media_plan(gop_frames)
+        });
+        let layers = Simulcast::with_plans(plans, self.clock, 0x3000_0000 + tag * 4, tag + 1);
+        peer.set_simulcast(layers).expect("a simulcast offer");
         let mut client = self.answer_publisher(id, name, peer);
         client.layer_sent = vec![Vec::new(); SIMULCAST_RIDS.len()];
         self.register(client);
         self.pump();
         id
+    }
+
+    /// How many keyframe requests named each layer of simulcast publisher `id`, lowest first.
+    pub fn layer_keyframe_requests(&self, id: PeerId) -> Vec<u64> {
+        let sc = self
+            .client(id)
+            .peer
+            .simulcast()
+            .expect("a simulcast publisher");
+        sc.layers()
+            .iter()
+            .map(|l| l.stats.keyframe_requests)
+            .collect()
     }
 
     /// Stops or resumes one layer of a simulcast publisher, as a browser does: it resumes where
