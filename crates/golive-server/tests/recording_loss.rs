@@ -11,9 +11,8 @@ use golive_proto::StreamName;
 use golive_server::recording::ReplayId;
 use golive_server::recording::recorder::Recorder;
 use golive_sfu::{Codec, MediaKind, SourcePacket, StreamMedia, VideoCodec};
-use media_tools::{decode_errors, ffprobe, require_ffmpeg, test_dir};
+use media_tools::{decode_errors, ffprobe, require_ffmpeg, test_dir, vp8_test_pattern};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const FPS: u64 = 15;
@@ -21,41 +20,9 @@ const SECONDS: u64 = 10;
 /// Largest RTP payload, as browsers packetize (about 1,200 bytes).
 const MAX_PAYLOAD: usize = 1000;
 
-/// Ten seconds of ffmpeg's test pattern in VP8, a keyframe every two seconds; the frames of
-/// its IVF file (RFC-less but simple: 32-byte header, then 12-byte frame headers).
+/// Ten seconds of ffmpeg's test pattern in VP8 at 320x240, a keyframe every two seconds.
 fn vp8_frames(dir: &Path) -> Vec<Vec<u8>> {
-    let ivf = dir.join("src.ivf");
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc=size=320x240:rate={FPS}"))
-        .args([
-            "-t",
-            &SECONDS.to_string(),
-            "-c:v",
-            "libvpx",
-            "-g",
-            "30",
-            "-b:v",
-            "400k",
-            "-y",
-        ])
-        .arg(&ivf)
-        .output()
-        .expect("ffmpeg runs");
-    assert!(
-        out.status.success(),
-        "ffmpeg could not encode VP8: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let data = std::fs::read(&ivf).unwrap();
-    let mut frames = Vec::new();
-    let mut at = 32;
-    while at + 12 <= data.len() {
-        let size = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
-        frames.push(data[at + 12..at + 12 + size].to_vec());
-        at += 12 + size;
-    }
-    frames
+    vp8_test_pattern(&dir.join("src.ivf"), (320, 240), FPS, SECONDS, 30, "400k")
 }
 
 /// RFC 7741 packetization with the one-byte descriptor: S on the first packet of a frame.

@@ -12,7 +12,7 @@ use golive_proto::StreamName;
 use golive_server::recording::ReplayId;
 use golive_server::recording::recorder::Recorder;
 use golive_sfu::{Codec, Layer, MediaKind, SourcePacket, StreamMedia, VideoCodec};
-use media_tools::{ffprobe, require_ffmpeg, test_dir};
+use media_tools::{ffprobe, require_ffmpeg, test_dir, vp8_test_pattern};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -29,29 +29,7 @@ const TOP_RETURNS_S: f64 = 7.0;
 /// `SECONDS` of ffmpeg's test pattern in VP8 at one size, a keyframe every second.
 fn vp8_frames(dir: &Path, (w, h): (u32, u32)) -> Vec<Vec<u8>> {
     let ivf = dir.join(format!("src{w}.ivf"));
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc=size={w}x{h}:rate={FPS}"))
-        .args(["-t", &SECONDS.to_string(), "-c:v", "libvpx", "-g"])
-        .arg(FPS.to_string())
-        .args(["-b:v", "300k", "-y"])
-        .arg(&ivf)
-        .output()
-        .expect("ffmpeg runs");
-    assert!(
-        out.status.success(),
-        "ffmpeg could not encode VP8: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let data = std::fs::read(&ivf).unwrap();
-    let mut frames = Vec::new();
-    let mut at = 32;
-    while at + 12 <= data.len() {
-        let size = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
-        frames.push(data[at + 12..at + 12 + size].to_vec());
-        at += 12 + size;
-    }
-    frames
+    vp8_test_pattern(&ivf, (w, h), FPS, SECONDS, FPS, "300k")
 }
 
 /// One frame's RTP packets (RFC 7741, one-byte descriptor): (seq, marker, keyframe start,

@@ -34,6 +34,38 @@ pub fn ffmpeg(args: &[&str]) {
     );
 }
 
+/// `seconds` of ffmpeg's test pattern at `size` and `fps`, encoded in VP8 (a keyframe every
+/// `gop` frames, at `bitrate`) into `ivf`; returns its frames. An IVF file is a 32-byte header,
+/// then each frame behind a 12-byte header whose first 4 bytes are its size (little-endian).
+pub fn vp8_test_pattern(
+    ivf: &Path,
+    (w, h): (u32, u32),
+    fps: u64,
+    seconds: u64,
+    gop: u64,
+    bitrate: &str,
+) -> Vec<Vec<u8>> {
+    let (pattern, seconds, gop) = (
+        format!("testsrc=size={w}x{h}:rate={fps}"),
+        seconds.to_string(),
+        gop.to_string(),
+    );
+    let ivf_arg = ivf.to_str().expect("a UTF-8 path");
+    ffmpeg(&[
+        "-v", "error", "-f", "lavfi", "-i", &pattern, "-t", &seconds, "-c:v", "libvpx", "-g", &gop,
+        "-b:v", bitrate, "-y", ivf_arg,
+    ]);
+    let data = std::fs::read(ivf).unwrap();
+    let mut frames = Vec::new();
+    let mut at = 32;
+    while at + 12 <= data.len() {
+        let size = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        frames.push(data[at + 12..at + 12 + size].to_vec());
+        at += 12 + size;
+    }
+    frames
+}
+
 /// What `ffprobe -v error <args> <file>` prints, trimmed.
 pub fn ffprobe(args: &[&str], file: &Path) -> String {
     let out = Command::new("ffprobe")
