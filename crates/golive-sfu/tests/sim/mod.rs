@@ -738,6 +738,33 @@ impl Sim {
             feedback: Feedback::Browser,
             ..peer_config(false)
         };
+        self.add_viewer_edited(id, name, config, edit)
+    }
+
+    /// A browser viewer (see [`Sim::add_browser_viewer`]) that offers only AES-CM SRTP, and RTX
+    /// as browsers do.
+    pub fn add_legacy_browser_viewer(&mut self, id: PeerId, name: &str) -> PeerId {
+        let config = PeerConfig {
+            feedback: Feedback::Browser,
+            srtp: Some(golive_client::peer::SrtpOffer::Cm),
+            video_rtx_pt: Some(VIEWER_RTX_PT),
+            ..peer_config(false)
+        };
+        self.add_viewer_with(id, name, config)
+    }
+
+    fn add_viewer_with(&mut self, id: PeerId, name: &str, config: PeerConfig) -> PeerId {
+        self.add_viewer_edited(id, name, config, str::to_owned).0
+    }
+
+    /// A viewer whose offer reaches the SFU through `edit`; returns it and the SFU's answer.
+    fn add_viewer_edited(
+        &mut self,
+        id: PeerId,
+        name: &str,
+        config: PeerConfig,
+        edit: impl FnOnce(&str) -> String,
+    ) -> (PeerId, String) {
         let now = self.now;
         let addr = self.next_addr();
         let mut peer = ClientPeer::new(now, addr, &config, PeerRole::Viewer).expect("viewer peer");
@@ -755,38 +782,6 @@ impl Sim {
         self.register(new_client(id, stream(name), addr, &answer.sdp, peer));
         self.pump();
         (id, answer.sdp)
-    }
-
-    /// A browser viewer (see [`Sim::add_browser_viewer`]) that offers only AES-CM SRTP, and RTX
-    /// as browsers do.
-    pub fn add_legacy_browser_viewer(&mut self, id: PeerId, name: &str) -> PeerId {
-        let config = PeerConfig {
-            feedback: Feedback::Browser,
-            srtp: Some(golive_client::peer::SrtpOffer::Cm),
-            video_rtx_pt: Some(VIEWER_RTX_PT),
-            ..peer_config(false)
-        };
-        self.add_viewer_with(id, name, config)
-    }
-
-    fn add_viewer_with(&mut self, id: PeerId, name: &str, config: PeerConfig) -> PeerId {
-        let now = self.now;
-        let addr = self.next_addr();
-        let mut peer = ClientPeer::new(now, addr, &config, PeerRole::Viewer).expect("viewer peer");
-        let offer = peer.offer_sdp().to_owned();
-        let media = self
-            .media
-            .get(&stream(name))
-            .expect("stream has a publisher")
-            .clone();
-        let answer = self
-            .sfu
-            .add_viewer(now, id, stream(name), &media, &offer)
-            .unwrap_or_else(|e| panic!("add_viewer: {e}\n{offer}"));
-        peer.accept_answer(now, &answer.sdp).expect("set answer");
-        self.register(new_client(id, stream(name), addr, &answer.sdp, peer));
-        self.pump();
-        id
     }
 
     /// A relay of `stream` (another node pulling it): a receive-only client with one video
