@@ -2,16 +2,14 @@
 //! core while it fans packets out to ten connected viewers (half of them browsers, whose
 //! packets are stamped for their bandwidth estimate) and the shell drains the batches.
 
+mod heap;
 mod sim;
 
 use bytes::Bytes;
 use golive_sfu::{MediaKind, MediaOptions, PeerId, SourcePacket, ViewerLeg};
+use heap::GLOBAL;
 use sim::*;
-use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use std::alloc::System;
-
-#[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+use stats_alloc::Region;
 
 const VIEWERS: u64 = 10;
 const WARM_UP_PACKETS: u16 = 2_000;

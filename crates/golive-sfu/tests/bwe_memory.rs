@@ -5,22 +5,14 @@
 //!
 //! `cargo test -p golive-sfu --test bwe_memory -- --nocapture`
 
+mod heap;
 use golive_sfu::bwe::Estimator;
+use heap::live_heap;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::{
     PacketStatusChunk, RecvDelta, RunLengthChunk, StatusChunkTypeTcc, SymbolTypeTcc,
     TransportLayerCc,
 };
-use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
-use std::alloc::System;
 use std::time::{Duration, Instant};
-
-#[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-fn live_heap() -> i128 {
-    let s = GLOBAL.stats();
-    s.bytes_allocated as i128 - s.bytes_deallocated as i128
-}
 
 const ESTIMATORS: usize = 100;
 /// 2.5 Mbit/s of 1,200-byte datagrams and 50 audio packets a second.

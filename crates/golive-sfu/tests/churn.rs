@@ -4,25 +4,15 @@
 //! Figures: `cargo test -p golive-sfu --release --test churn -- --nocapture` (its own binary, so
 //! the heap it counts is this test's alone).
 
+mod heap;
 mod sim;
 
 use golive_sfu::PeerId;
+use heap::live_heap;
 use sim::{Kind, Sim, ms};
-use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
-use std::alloc::System;
-
-#[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const VIEWERS: u64 = 2_000;
 const WAVE: u64 = 250;
-
-/// Bytes allocated and not yet freed in the whole process.
-fn live_heap() -> i128 {
-    let s = GLOBAL.stats();
-    // stats_alloc already books a realloc's growth or shrink in these two.
-    s.bytes_allocated as i128 - s.bytes_deallocated as i128
-}
 
 #[test]
 fn two_thousand_viewers_join_and_leave_and_everything_returns_to_its_start() {

@@ -7,12 +7,14 @@
 //! `PROPTEST_CASES=200000 cargo test -p golive-sfu --release --test fuzz -- --nocapture`
 //! (and `GOLIVE_FUZZ_PACKETS=200000` for the packets through the SFU).
 
+mod heap;
 mod sim;
 
 use bytes::Bytes;
 use golive_sfu::demux::{is_stun, stun_local_ufrag};
 use golive_sfu::keyframe::is_keyframe_start;
 use golive_sfu::{PeerId, Sfu, VideoCodec};
+use heap::live_heap;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -299,15 +301,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
-
-/// Bytes allocated and not yet freed in this test binary.
-fn live_heap() -> i128 {
-    let s = GLOBAL.stats();
-    s.bytes_allocated as i128 - s.bytes_deallocated as i128
-}
-
-#[global_allocator]
-static GLOBAL: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
 
 /// One datagram of junk from the hostile viewer.
 #[derive(Debug, Clone)]

@@ -3,23 +3,15 @@
 //! viewer's first SRTCP does at once: the endpoint and its handshake state are freed, and the
 //! worker stops polling its timers.
 
+mod heap;
 mod sim;
 
 use golive_sfu::PeerId;
+use heap::live_heap;
 use sim::raw::{RawKit, RawViewer};
 use sim::{Sim, ms};
-use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
-use std::alloc::System;
-
-#[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const VIEWERS: u64 = 100;
-
-fn live_heap() -> i128 {
-    let s = GLOBAL.stats();
-    s.bytes_allocated as i128 - s.bytes_deallocated as i128
-}
 
 #[test]
 fn a_viewer_that_sends_no_rtcp_has_its_dtls_association_settled_after_a_quiet_spell() {

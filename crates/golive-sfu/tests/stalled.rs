@@ -6,16 +6,13 @@
 //! Figures: `cargo test -p golive-sfu --test stalled -- --nocapture` (its own binary, so the
 //! heap and RSS it reads are this test's alone).
 
+mod heap;
 mod sim;
 
 use golive_sfu::{CONNECT_TIMEOUT, PeerId};
+use heap::{live_heap, rss_kb};
 use sim::raw::{RawKit, RawViewer};
 use sim::{Sim, ms};
-use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
-use std::alloc::System;
-
-#[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const ROUNDS: u64 = 8;
 const PER_ROUND: u64 = 250;
@@ -27,22 +24,6 @@ const TICK_MS: u64 = 50;
 const RSS_SLACK_KB: i64 = 4 * 1024;
 /// The live heap after the last round may differ from after the first by this much.
 const HEAP_SLACK_BYTES: i128 = 256 * 1024;
-
-fn live_heap() -> i128 {
-    let s = GLOBAL.stats();
-    s.bytes_allocated as i128 - s.bytes_deallocated as i128
-}
-
-/// Resident set size from /proc/self/statm (pages), in kB.
-fn rss_kb() -> i64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    let pages: i64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("statm's resident field");
-    pages * 4
-}
 
 /// How far a stalled viewer gets before it goes silent.
 #[derive(Debug, Clone, Copy)]

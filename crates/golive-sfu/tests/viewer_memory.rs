@@ -6,34 +6,15 @@
 //!
 //! `cargo test -p golive-sfu --release --test viewer_memory -- --nocapture`
 
+mod heap;
 mod sim;
 
 use golive_sfu::PeerId;
+use heap::{live_heap, rss_kb};
 use sim::raw::{RawKit, RawViewer};
 use sim::{Sim, ms};
-use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
-use std::alloc::System;
-
-#[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const VIEWERS: u64 = 2_000;
-
-fn live_heap() -> i128 {
-    let s = GLOBAL.stats();
-    s.bytes_allocated as i128 - s.bytes_deallocated as i128
-}
-
-/// Resident set size from /proc/self/statm, in kB.
-fn rss_kb() -> i64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    let pages: i64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("statm's resident field");
-    pages * 4
-}
 
 #[test]
 fn memory_per_connected_lean_viewer() {
