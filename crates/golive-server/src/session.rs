@@ -717,6 +717,7 @@ impl Session {
                 stream: stream.clone(),
                 media,
                 offer: sdp,
+                relay: false,
                 events: self.peer_events.clone(),
                 reply,
             })

@@ -111,20 +111,14 @@ pub enum Command {
         events: PeerEvents,
         reply: Reply<Answer>,
     },
+    /// A viewer of `stream`, or (`relay`) another node that pulls `stream` from this one: a
+    /// relay peer, sent every simulcast layer.
     Watch {
         id: PeerId,
         stream: StreamName,
         media: Arc<StreamMedia>,
         offer: String,
-        events: PeerEvents,
-        reply: Reply<Answer>,
-    },
-    /// Another node pulls `stream` from this one: a relay peer, sent every simulcast layer.
-    Relay {
-        id: PeerId,
-        stream: StreamName,
-        media: Arc<StreamMedia>,
-        offer: String,
+        relay: bool,
         events: PeerEvents,
         reply: Reply<Answer>,
     },
@@ -703,24 +697,15 @@ impl Worker {
                 stream,
                 media,
                 offer,
+                relay,
                 events,
                 reply,
             } => {
-                let r = self.sfu.add_viewer(now, id, stream, &media, &offer);
-                if r.is_ok() {
-                    self.owners.insert(id, events);
-                }
-                let _ = reply.send(r);
-            }
-            Command::Relay {
-                id,
-                stream,
-                media,
-                offer,
-                events,
-                reply,
-            } => {
-                let r = self.sfu.add_relay(now, id, stream, &media, &offer);
+                let r = if relay {
+                    self.sfu.add_relay(now, id, stream, &media, &offer)
+                } else {
+                    self.sfu.add_viewer(now, id, stream, &media, &offer)
+                };
                 if r.is_ok() {
                     self.owners.insert(id, events);
                 }

@@ -131,11 +131,12 @@ async fn serve(
     let (events, mut events_rx) = mpsc::unbounded_channel();
     let worker = workers.pick();
     let answer = worker
-        .call(|reply| Command::Relay {
+        .call(|reply| Command::Watch {
             id,
             stream: stream.clone(),
             media,
             offer,
+            relay: true,
             events,
             reply,
         })
