@@ -56,3 +56,27 @@ export async function step(name, fn) {
     fail(`${name}: ${e && e.stack ? e.stack : e}`);
   }
 }
+
+/** A new page of `ctx`: its uncaught errors go into `errors` and the log, its console errors
+ * and warnings into the log, each line under `label`. */
+export async function newPage(ctx, label, errors) {
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => {
+    errors.push(`${label}: ${e.message}`);
+    log(`${label} page error: ${e.message}`);
+  });
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warning') log(`${label} console.${m.type()}: ${m.text()}`);
+  });
+  return page;
+}
+
+/** Waits until the page's <body data-state> is `state`. */
+export async function waitState(page, state, timeout) {
+  try {
+    await page.waitForFunction((s) => document.body.dataset.state === s, state, { timeout });
+  } catch {
+    const now = await page.evaluate(() => document.body.dataset.state).catch(() => '?');
+    throw new Error(`${page.url()}: state is "${now}", waited ${timeout} ms for "${state}"`);
+  }
+}

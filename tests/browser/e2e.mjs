@@ -15,7 +15,7 @@
 //
 // Exit status 0 when every check passed. Environment: CHROMIUM_PATH (default /usr/bin/chromium),
 // PROBE_SECONDS (default 10), HEADFUL=1 to watch it run.
-import { CHROMIUM, assert, launch, log, sleep } from './chromium.mjs';
+import { CHROMIUM, assert, launch, log, newPage as openPage, sleep, waitState as pageState } from './chromium.mjs';
 import { existsSync } from 'node:fs';
 
 const base = (process.argv[2] || '').replace(/\/$/, '');
@@ -50,26 +50,12 @@ async function step(name, fn) {
 }
 
 
-async function newPage(ctx, label) {
-  const page = await ctx.newPage();
-  page.on('pageerror', (e) => {
-    pageErrors.push(`${label}: ${e.message}`);
-    log(`${label} page error: ${e.message}`);
-  });
-  page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') log(`${label} console.${m.type()}: ${m.text()}`);
-  });
-  return page;
+function newPage(ctx, label) {
+  return openPage(ctx, label, pageErrors);
 }
 
-/** Waits until the page's <body data-state> is `state`. */
-async function waitState(page, state, timeout = WAIT_MS) {
-  try {
-    await page.waitForFunction((s) => document.body.dataset.state === s, state, { timeout });
-  } catch (e) {
-    const now = await page.evaluate(() => document.body.dataset.state).catch(() => '?');
-    throw new Error(`${page.url()}: state is "${now}", waited ${timeout} ms for "${state}"`);
-  }
+function waitState(page, state, timeout = WAIT_MS) {
+  return pageState(page, state, timeout);
 }
 
 async function text(page, selector) {

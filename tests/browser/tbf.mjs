@@ -19,7 +19,7 @@
 //   - each decodes at least MIN_SETTLED_FPS frames a second while settled.
 // Exit status 0 when every check passed. Environment: SETTLE_HOLD_MS, SETTLE_DEADLINE_MS.
 import { chromium } from 'playwright-core';
-import { FLAGS, assert, log, sleep } from './chromium.mjs';
+import { FLAGS, assert, log, newPage as openPage, sleep, waitState as pageState } from './chromium.mjs';
 
 const [rawBase, publisherExe, slowExe, fastExe] = process.argv.slice(2);
 const base = (rawBase || '').replace(/\/$/, '');
@@ -79,25 +79,12 @@ async function launchAt(executablePath) {
   return chromium.launch({ executablePath, headless: !process.env.HEADFUL, args });
 }
 
-async function newPage(ctx, label) {
-  const page = await ctx.newPage();
-  page.on('pageerror', (e) => {
-    pageErrors.push(`${label}: ${e.message}`);
-    log(`${label} page error: ${e.message}`);
-  });
-  page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') log(`${label} console.${m.type()}: ${m.text()}`);
-  });
-  return page;
+function newPage(ctx, label) {
+  return openPage(ctx, label, pageErrors);
 }
 
-async function waitState(page, state, timeout = WAIT_MS) {
-  try {
-    await page.waitForFunction((s) => document.body.dataset.state === s, state, { timeout });
-  } catch {
-    const now = await page.evaluate(() => document.body.dataset.state).catch(() => '?');
-    throw new Error(`${page.url()}: state is "${now}", waited ${timeout} ms for "${state}"`);
-  }
+function waitState(page, state, timeout = WAIT_MS) {
+  return pageState(page, state, timeout);
 }
 
 /** The broadcaster's video outbound-rtp per rid: { rid: { width, height, frames, kbps } }. */
