@@ -74,8 +74,6 @@ pub(crate) struct ViewerBwe {
     probing: bool,
     cluster: Option<Cluster>,
     next_padding: Option<Instant>,
-    /// TWCC feedback has come: only it can judge a probe.
-    twcc_seen: bool,
     /// Bytes stamped since the last update, and the smoothed sending rate they make: media
     /// goes in bursts (a keyframe is many packets at once), so padding is paced against this
     /// rate rather than against what the last few milliseconds sent.
@@ -103,7 +101,6 @@ impl ViewerBwe {
             probing,
             cluster: None,
             next_padding: None,
-            twcc_seen: false,
             window_bytes: 0,
             last_update: None,
             sent_bps: 0.0,
@@ -156,7 +153,6 @@ impl ViewerBwe {
     ) -> Result<(), FeedbackError> {
         self.estimator.on_twcc(now, feedback)?;
         self.feedback_seen = true;
-        self.twcc_seen = true;
         Ok(())
     }
 
@@ -225,7 +221,7 @@ impl ViewerBwe {
         // No layer at all (audio only) is not offered yet: the lowest is the floor.
         let layer = self.chooser.current().unwrap_or(0);
         if self.probing
-            && self.twcc_seen
+            && self.estimator.twcc_seen()
             && self.cluster.is_none()
             && layer < allowed.index()
             && let Some(rate_bps) = self.chooser.probe_rate(now, self.estimator.estimate_bps())

@@ -166,6 +166,11 @@ impl Estimator {
         }
     }
 
+    /// TWCC feedback has come: only it can judge a probe.
+    pub fn twcc_seen(&self) -> bool {
+        self.twcc_seen
+    }
+
     /// The estimate, in bits per second.
     pub fn estimate_bps(&self) -> f64 {
         if self.twcc_seen {

@@ -150,9 +150,10 @@ static PADDING: [u8; PADDING_PACKET_BYTES] = {
     p
 };
 
-/// What a padding datagram carries besides its padding, as the probe's pacing counts it: the
-/// RTP header, a browser's usual extensions (sequence number, send time, playout delay) and
-/// the SRTP tag.
+/// What a forwarded datagram carries besides its payload (or a padding datagram besides its
+/// padding), as the viewer's feedback counts it: the RTP header, a browser's usual extensions
+/// (sequence number, send time, playout delay) and the SRTP tag. Layer costs and probe pacing
+/// both count it.
 pub(crate) const DATAGRAM_OVERHEAD_BYTES: usize = 12 + 16 + 16;
 
 impl Forwarder<'_> {
@@ -289,7 +290,7 @@ impl Forwarder<'_> {
             ls.layers_epoch = Some(m.epoch);
             ls.reset_layers();
         }
-        let wire_bytes = m.payload.len() + crate::stream::PACKET_OVERHEAD_BYTES;
+        let wire_bytes = m.payload.len() + DATAGRAM_OVERHEAD_BYTES;
         match kind {
             MediaKind::Video => ls.rates[m.layer.index()].record(now, wire_bytes),
             MediaKind::Audio => ls.audio_rate.record(now, wire_bytes),

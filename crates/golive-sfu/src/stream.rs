@@ -29,7 +29,8 @@ pub(crate) struct LocalStream {
     pub(crate) last_seen: [Option<Instant>; MAX_LAYERS],
     /// The source epoch `layers` counts for: a new broadcaster may send fewer layers.
     pub(crate) layers_epoch: Option<SourceEpoch>,
-    /// What each layer's video carries, measured, headers included ([`PACKET_OVERHEAD_BYTES`]).
+    /// What each layer's video carries, measured, headers included
+    /// ([`crate::forwarder::DATAGRAM_OVERHEAD_BYTES`]).
     pub(crate) rates: [RateMeter; MAX_LAYERS],
     /// What the audio carries, measured the same way: every viewer gets it beside its layer.
     pub(crate) audio_rate: RateMeter,
@@ -129,10 +130,6 @@ impl LocalStream {
         self.publisher.is_none() && self.viewers.is_empty()
     }
 }
-
-/// The bytes a forwarded packet carries beyond its payload, as the viewer's feedback counts the
-/// datagram: the RTP header (12), a header extension block (about 12) and the SRTP tag (16).
-pub const PACKET_OVERHEAD_BYTES: usize = 40;
 
 /// A layer without a packet this long, while another layer's video comes, is taken as
 /// stopped. Every layer sends at least a packet per frame, and browsers drop a layer's frame
