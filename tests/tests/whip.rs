@@ -491,16 +491,26 @@ async fn whip_simulcast_reaches_websocket_and_whep_viewers_each_on_its_layer_byt
         }
         // Each viewer's video, on whichever layer its estimate has it now, is that layer's
         // packets byte for byte and in order; the audio is the broadcaster's one audio.
+        // A viewer whose estimate has just moved it up has only begun its new layer's run:
+        // the check is taken again until that run is long enough, for up to 5 s.
         for (name, viewer) in [("WHEP", &whep), ("WebSocket", &ws.peer)] {
-            let got = viewer.snapshot();
-            let sent = publisher.snapshot();
-            ensure!(
-                sent.errors.is_empty(),
-                "publisher errors: {:?}",
-                sent.errors
-            );
-            let layer = last_layer_forwarded_faithfully(&sent, &got, 10)
-                .with_context(|| format!("the {name} viewer"))?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            let (sent, got, layer) = loop {
+                let got = viewer.snapshot();
+                let sent = publisher.snapshot();
+                ensure!(
+                    sent.errors.is_empty(),
+                    "publisher errors: {:?}",
+                    sent.errors
+                );
+                match last_layer_forwarded_faithfully(&sent, &got, 10) {
+                    Ok(layer) => break (sent, got, layer),
+                    Err(e) if tokio::time::Instant::now() >= deadline => {
+                        return Err(e.context(format!("the {name} viewer")));
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            };
             forwarded_faithfully(&sent, &got, MediaKind::Audio, 10)
                 .with_context(|| format!("the {name} viewer's audio"))?;
             eprintln!("{name} viewer: on layer {layer}");
