@@ -168,6 +168,9 @@ pub enum QualityLayer {
     Low,
     Medium,
     High,
+    /// No video: the viewer's link carries less than the lowest layer, so it gets the audio
+    /// alone until its estimate carries video again (then a message names the layer).
+    Audio,
 }
 
 impl QualityLayer {

@@ -776,7 +776,9 @@ impl Session {
             } => {
                 if matches!(&self.role, Role::Watching { peer: p, .. } if *p == peer) {
                     self.say(ServerMessage::Quality {
-                        layer: QualityLayer::from_index(usize::from(layer.0), layers),
+                        layer: layer.map_or(QualityLayer::Audio, |l| {
+                            QualityLayer::from_index(usize::from(l.0), layers)
+                        }),
                         reason: quality_reason(reason),
                     });
                 }

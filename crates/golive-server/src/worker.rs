@@ -74,10 +74,10 @@ pub enum PeerEvent {
     /// The worker serving the peer panicked (a bug) and starts again empty: the peer is gone.
     WorkerFailed(PeerId),
     /// The viewer's video moved to simulcast layer `layer` of the `layers` its stream has sent
-    /// so far, for `reason`.
+    /// so far, for `reason` (`None`: its video stopped, audio only).
     LayerChanged {
         peer: PeerId,
-        layer: Layer,
+        layer: Option<Layer>,
         layers: usize,
         reason: SwitchReason,
     },

@@ -49,6 +49,7 @@ fn broadcast(stream: &StreamName) -> (Vec<(SourcePacket, Duration)>, u64) {
                 marker,
                 payload: Bytes::from(payload),
                 capture_time: None,
+                vp8: None,
             },
             at,
         ));

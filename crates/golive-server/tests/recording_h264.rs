@@ -155,6 +155,7 @@ fn packet(kind: MediaKind, seq: u16, ts: u32, marker: bool, payload: Vec<u8>) ->
         marker,
         payload: Bytes::from(payload),
         capture_time: None,
+        vp8: None,
     }
 }
 

@@ -80,6 +80,7 @@ fn record(
             marker: *marker,
             payload: payload.clone(),
             capture_time: None,
+            vp8: None,
         };
         let at = t0 + Duration::from_micros(u64::from(*ts) * 1_000_000 / 90_000);
         r.handle_packet(&p, at).unwrap();

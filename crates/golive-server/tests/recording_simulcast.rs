@@ -139,6 +139,7 @@ fn a_simulcast_recording_keeps_the_top_layer_and_follows_it_down_and_back_up() {
                     marker,
                     payload,
                     capture_time: None,
+                    vp8: None,
                 };
                 r.handle_packet(&p, at).unwrap();
             }

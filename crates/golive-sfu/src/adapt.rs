@@ -35,7 +35,8 @@
 use std::time::{Duration, Instant};
 
 use crate::bwe::{Estimator, FeedbackError, LayerChooser};
-use crate::simulcast::Layer;
+use crate::simulcast::{Allowance, Layer, Rung};
+use crate::stream::Ladder;
 
 /// The estimate never goes above this: more than any one broadcast needs.
 pub const MAX_VIEWER_BITRATE_BPS: f64 = 20_000_000.0;
@@ -94,7 +95,7 @@ impl ViewerBwe {
     pub(crate) fn new(probing: bool) -> Self {
         Self {
             estimator: Estimator::new(MAX_VIEWER_BITRATE_BPS),
-            chooser: LayerChooser::new(Vec::new()),
+            chooser: LayerChooser::new(Vec::with_capacity(crate::stream::MAX_RUNGS)),
             feedback_seen: false,
             first_sent_at: None,
             next_update: None,
@@ -183,17 +184,16 @@ impl ViewerBwe {
         [self.next_update, padding].into_iter().flatten().min()
     }
 
-    /// Revisits the choice, if due, with the stream's layers' bitrates (lowest first). Returns
-    /// the highest layer the estimate allows (`None`: no limit), when it is due.
-    /// `allowed`: the highest layer the viewer's preference and the publisher allow; a probe
-    /// starts (see [`ViewerBwe::probe_started`]) only when the estimate sits below a layer
-    /// under it.
+    /// Revisits the choice, if due, with what the stream offers (its [`Ladder`]). Returns what
+    /// the estimate allows, when it is due. `allowed`: the highest layer the viewer's preference
+    /// and the publisher allow; a probe starts (see [`ViewerBwe::probe_started`]) only when the
+    /// estimate sits below a rung under that layer's top.
     pub(crate) fn update(
         &mut self,
         now: Instant,
-        bitrates_bps: Vec<f64>,
+        ladder: &Ladder,
         allowed: Layer,
-    ) -> Option<Option<Layer>> {
+    ) -> Option<Allowance> {
         if self.next_update.is_none_or(|t| t > now) {
             return None;
         }
@@ -206,24 +206,26 @@ impl ViewerBwe {
             }
         }
         self.window_bytes = 0;
+        let lowest = Allowance::Rung(Rung::full(Layer::LOWEST));
         if !self.feedback_seen {
             let waited = self
                 .first_sent_at
                 .is_some_and(|t| now.saturating_duration_since(t) >= FEEDBACK_GRACE);
-            return Some((!waited).then_some(Layer::LOWEST));
+            return Some(if waited { Allowance::Unlimited } else { lowest });
         }
-        if bitrates_bps.is_empty() {
-            return Some(Some(Layer::LOWEST));
+        if ladder.is_empty() {
+            return Some(lowest);
         }
         // The measured rates move all the time; the chooser only clamps to their count here.
-        self.chooser.set_layers(bitrates_bps);
+        // A viewer starts on the whole lowest layer, not on its lowest frame rate.
+        self.chooser.set_start(ladder.top_of(Layer::LOWEST));
+        self.chooser.set_layers_from(ladder.bitrates());
         self.chooser.update(now, self.estimator.estimate_bps());
-        // No layer at all (audio only) is not offered yet: the lowest is the floor.
-        let layer = self.chooser.current().unwrap_or(0);
+        let rung = self.chooser.current();
         if self.probing
             && self.estimator.twcc_seen()
             && self.cluster.is_none()
-            && layer < allowed.index()
+            && rung.is_none_or(|r| r < ladder.top_of(allowed))
             && let Some(rate_bps) = self.chooser.probe_rate(now, self.estimator.estimate_bps())
             && self.estimator.start_probe(now, rate_bps)
         {
@@ -234,7 +236,10 @@ impl ViewerBwe {
             });
             self.next_padding = Some(now);
         }
-        Some(Some(Layer(layer.min(usize::from(u8::MAX)) as u8)))
+        Some(match rung.and_then(|r| ladder.rung(r)) {
+            Some(r) => Allowance::Rung(r),
+            None => Allowance::AudioOnly,
+        })
     }
 
     /// A probe cluster started at `now` (the caller counts it).
@@ -252,19 +257,26 @@ mod tests {
         let t0 = Instant::now();
         let mut b = ViewerBwe::new(false);
         assert_eq!(
-            b.update(t0, vec![1e5, 2e5, 4e5], Layer(2)),
+            b.update(t0, &Ladder::of_layers(&[1e5, 2e5, 4e5]), Layer(2)),
             None,
             "nothing sent yet"
         );
         b.stamp(t0, 1000);
-        assert_eq!(b.update(t0, vec![1e5, 2e5, 4e5], Layer(2)), None, "not due");
+        assert_eq!(
+            b.update(t0, &Ladder::of_layers(&[1e5, 2e5, 4e5]), Layer(2)),
+            None,
+            "not due"
+        );
         let t1 = t0 + UPDATE_INTERVAL;
         assert_eq!(
-            b.update(t1, vec![1e5, 2e5, 4e5], Layer(2)),
-            Some(Some(Layer::LOWEST))
+            b.update(t1, &Ladder::of_layers(&[1e5, 2e5, 4e5]), Layer(2)),
+            Some(Allowance::Rung(Rung::full(Layer::LOWEST)))
         );
         let t2 = t0 + FEEDBACK_GRACE;
-        assert_eq!(b.update(t2, vec![1e5, 2e5, 4e5], Layer(2)), Some(None));
+        assert_eq!(
+            b.update(t2, &Ladder::of_layers(&[1e5, 2e5, 4e5]), Layer(2)),
+            Some(Allowance::Unlimited)
+        );
         assert_eq!(b.poll_timeout(), Some(t2 + UPDATE_INTERVAL));
     }
 
@@ -276,13 +288,17 @@ mod tests {
         b.on_remb(250_000.0);
         // The chooser climbs one layer per hold while the estimate covers the next one.
         let mut t = t0;
-        let mut last = None;
+        let mut last = Allowance::Unlimited;
         for _ in 0..40 {
             t += UPDATE_INTERVAL;
-            if let Some(ceiling) = b.update(t, vec![100_000.0, 200_000.0, 400_000.0], Layer(2)) {
+            if let Some(ceiling) = b.update(
+                t,
+                &Ladder::of_layers(&[100_000.0, 200_000.0, 400_000.0]),
+                Layer(2),
+            ) {
                 last = ceiling;
             }
         }
-        assert_eq!(last, Some(Layer(1)));
+        assert_eq!(last, Allowance::Rung(Rung::full(Layer(1))));
     }
 }

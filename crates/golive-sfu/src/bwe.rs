@@ -573,6 +573,9 @@ pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(8);
 /// After a failed probe, the estimate alone does not move the viewer up to the layer it
 /// tested for this long.
 pub const FAILED_PROBE_HOLD: Duration = Duration::from_secs(4);
+/// A viewer leaves the lowest layer (for audio only) when the estimate falls under its bitrate
+/// times this.
+pub const LOWEST_LAYER_FLOOR: f64 = 0.85;
 /// A probe goes this far above the layer it tests, so its result covers the layer with room.
 pub const PROBE_OVERSHOOT: f64 = 1.2;
 
@@ -589,6 +592,8 @@ pub struct LayerChooser {
     failed_probes: u32,
     /// The layer the last probe tested.
     probed_layer: Option<usize>,
+    /// The layer a viewer starts on.
+    start: usize,
     /// A probe of this layer failed, then: the viewer is not moved up to it for
     /// [`FAILED_PROBE_HOLD`] (see [`LayerChooser::probe_finished`]).
     failed_layer: Option<(usize, Instant)>,
@@ -610,6 +615,7 @@ impl LayerChooser {
             failed_probes: 0,
             probed_layer: None,
             failed_layer: None,
+            start: 0,
         }
     }
 
@@ -642,13 +648,31 @@ impl LayerChooser {
         None
     }
 
+    /// The layer a viewer starts on (the lowest unless set; a ladder of rungs may start above
+    /// its cheapest one).
+    pub fn set_start(&mut self, index: usize) {
+        self.start = index;
+    }
+
     /// The publisher's layers changed (one stopped or came back).
     pub fn set_layers(&mut self, bitrates_bps: Vec<f64>) -> Option<Switch> {
         self.bitrates_bps = bitrates_bps;
+        self.clamp_to_layers()
+    }
+
+    /// [`LayerChooser::set_layers`] from a slice, into the chooser's own storage (no
+    /// allocation once it has held as many).
+    pub fn set_layers_from(&mut self, bitrates_bps: &[f64]) -> Option<Switch> {
+        self.bitrates_bps.clear();
+        self.bitrates_bps.extend_from_slice(bitrates_bps);
+        self.clamp_to_layers()
+    }
+
+    fn clamp_to_layers(&mut self) -> Option<Switch> {
         let ceiling = self.ceiling();
         let clamped = match (self.current, ceiling) {
             (Some(current), Some(ceiling)) => Some(current.min(ceiling)),
-            (None, Some(_)) if !self.congested_once => Some(0),
+            (None, Some(ceiling)) if !self.congested_once => Some(self.start.min(ceiling)),
             (current, Some(_)) => current,
             (_, None) => None,
         };
@@ -713,7 +737,12 @@ impl LayerChooser {
     pub fn update(&mut self, now: Instant, estimate_bps: f64) -> Option<Switch> {
         let ceiling = self.ceiling()?;
         let fits = |layer: usize| estimate_bps >= self.bitrates_bps[layer] * HEADROOM;
-        let carried = |layer: usize| estimate_bps >= self.bitrates_bps[layer];
+        // The lowest layer is left for audio only when the estimate is clearly short of it: an
+        // estimate runs a little under what a link carries, and no video is a big step down.
+        let carried = |layer: usize| {
+            let floor = if layer == 0 { LOWEST_LAYER_FLOOR } else { 1.0 };
+            estimate_bps >= self.bitrates_bps[layer] * floor
+        };
         let down = match self.current {
             Some(current) => !carried(current),
             None => false,
@@ -748,7 +777,13 @@ impl LayerChooser {
         };
         if now.saturating_duration_since(since) >= hold {
             self.above_since = None;
-            self.current = Some(next);
+            // Up to the highest layer that has fitted, not one step at a time: on a ladder of
+            // frame rates and sizes one step is often a small one.
+            let top = (next..=ceiling)
+                .take_while(|&layer| fits(layer) && !self.held(now, layer))
+                .last()
+                .unwrap_or(next);
+            self.current = Some(top);
             return Some(Switch {
                 layer: self.current,
                 reason: SwitchReason::Bandwidth,
@@ -882,7 +917,8 @@ mod tests {
         for step in 0..10 {
             chooser.update(now + Duration::from_millis(100 * step), 5e6);
         }
-        assert_eq!(chooser.current(), Some(1));
+        // Up to the highest layer the estimate fits, in one step.
+        assert_eq!(chooser.current(), Some(2));
         assert_eq!(
             chooser.set_preference(Preference::Low),
             Some(Switch {

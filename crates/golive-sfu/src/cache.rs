@@ -34,6 +34,8 @@ pub(crate) struct Media {
     pub marker: bool,
     pub payload: Bytes,
     pub capture_time: Option<crate::types::AbsCaptureTime>,
+    /// The VP8 payload descriptor's picture id and temporal layer, where it carries them.
+    pub vp8: Option<crate::temporal::Vp8Descriptor>,
 }
 
 /// What the cache holds for a joining viewer.
@@ -251,6 +253,7 @@ mod tests {
             marker: false,
             payload: Bytes::from(vec![0u8; len]),
             capture_time: None,
+            vp8: None,
         }
     }
 

@@ -12,6 +12,7 @@ use crate::cache::Media;
 use crate::codec::MediaKind;
 use crate::rewrite::{HeaderRewriter, SourceEpoch};
 use crate::simulcast::{Layer, ViewerLayers};
+use crate::temporal::{DescriptorPatch, PictureMunger, TemporalFilter};
 use crate::types::slot;
 
 /// The RTP header a down track writes: version 2, no extension (the leg adds its own) or CSRC.
@@ -34,6 +35,8 @@ pub(crate) struct Rewritten {
     pub(crate) header: Option<RtpHeader>,
     /// This packet starts the viewer's video for the first time (its time to first frame).
     pub(crate) video_started: bool,
+    /// The viewer's picture id and TL0PICIDX, where they differ from the source's.
+    pub(crate) patch: Option<DescriptorPatch>,
 }
 
 pub(crate) struct DownTrack {
@@ -52,6 +55,8 @@ pub(crate) struct DownTrack {
     /// The source epoch and simulcast layer last forwarded.
     epoch: Option<SourceEpoch>,
     layer: Layer,
+    /// VP8 picture ids and TL0PICIDX in the viewer's terms (video with picture ids only).
+    munger: Option<Box<PictureMunger>>,
 }
 
 impl DownTrack {
@@ -75,6 +80,7 @@ impl DownTrack {
             started: false,
             epoch: None,
             layer: Layer::LOWEST,
+            munger: None,
         }
     }
 
@@ -129,6 +135,9 @@ impl DownTrack {
             }
             self.waiting_keyframe = false;
             self.rewriter.resync();
+            if let Some(munger) = self.munger.as_mut() {
+                munger.restart();
+            }
             if !self.started {
                 self.started = true;
                 out.video_started = true;
@@ -137,6 +146,12 @@ impl DownTrack {
         let Some((seq, ts)) = self.rewriter.rewrite(now, m.epoch, m.seq, m.timestamp) else {
             return out;
         };
+        if let Some(d) = m.vp8.as_ref().filter(|d| d.picture_id.is_some()) {
+            out.patch = self
+                .munger
+                .get_or_insert_with(|| Box::new(PictureMunger::new()))
+                .forward(d);
+        }
         out.header = Some(RtpHeader {
             padding: false,
             marker: m.marker,
@@ -146,6 +161,18 @@ impl DownTrack {
             ssrc: self.ssrc,
         });
         out
+    }
+
+    /// A packet of the viewer's layer is dropped on purpose (its temporal layer is above the
+    /// viewer's): the numbers after it close over it.
+    pub(crate) fn drop_packet(&mut self, m: &Media) {
+        if self.waiting_keyframe || self.epoch != Some(m.epoch) || self.layer != m.layer {
+            return;
+        }
+        self.rewriter.drop_packet(m.epoch, m.seq);
+        if let (Some(munger), Some(d)) = (self.munger.as_mut(), m.vp8.as_ref()) {
+            munger.drop_picture(d);
+        }
     }
 
     /// The source packet behind one of the viewer's sequence numbers; `None` before the
@@ -161,6 +188,12 @@ impl DownTrack {
         now: Instant,
         found: &Media,
     ) -> Option<(RtpHeader, Bytes, bool)> {
+        // The picture's numbers as the viewer had them; a picture too old to know them for is
+        // not resent.
+        let patch = match (self.munger.as_ref(), found.vp8.as_ref()) {
+            (Some(munger), Some(d)) => munger.retransmission(d).ok()?,
+            _ => None,
+        };
         let (out_seq, out_ts) =
             self.rewriter
                 .rewrite(now, found.epoch, found.seq, found.timestamp)?;
@@ -171,6 +204,9 @@ impl DownTrack {
                 let mut p = BytesMut::with_capacity(2 + found.payload.len());
                 p.put_u16(out_seq);
                 p.put_slice(&found.payload);
+                if let Some(patch) = patch {
+                    patch.apply(&mut p[2..]);
+                }
                 let rtx_seq = self.rtx_seq;
                 self.rtx_seq = self.rtx_seq.wrapping_add(1);
                 (
@@ -195,7 +231,10 @@ impl DownTrack {
                     timestamp: out_ts,
                     ssrc: self.ssrc,
                 },
-                found.payload.clone(),
+                match patch {
+                    Some(patch) => patched(&found.payload, &patch),
+                    None => found.payload.clone(),
+                },
                 false,
             ),
         })
@@ -227,6 +266,13 @@ impl DownTrack {
     }
 }
 
+/// A copy of `payload` with `patch` written into it.
+pub(crate) fn patched(payload: &Bytes, patch: &DescriptorPatch) -> Bytes {
+    let mut p = BytesMut::from(&payload[..]);
+    patch.apply(&mut p);
+    p.freeze()
+}
+
 /// Where a viewer's paced replay of the keyframe cache stands.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Replay {
@@ -254,6 +300,8 @@ pub(crate) struct Viewer {
     pub(crate) replay: Option<Replay>,
     /// The simulcast layer its video is on, and the one it is moving to.
     pub(crate) layers: ViewerLayers,
+    /// Which temporal layers of that simulcast layer it gets.
+    pub(crate) temporal: TemporalFilter,
     /// Its bandwidth estimate, where it negotiated feedback for one.
     pub(crate) bwe: Option<Box<ViewerBwe>>,
     /// A relay (another node pulling the stream) is sent every simulcast layer at once, each on
@@ -278,6 +326,7 @@ impl Viewer {
             skipping: false,
             replay: None,
             layers,
+            temporal: TemporalFilter::default(),
             bwe: None,
             relay_layers: None,
         }

@@ -55,12 +55,14 @@ const ALL_LAYERS: u8 = (1 << MAX_LAYERS) - 1;
 
 /// Sends one source packet to one viewer: the slow-viewer rule, then the viewer's down track.
 /// The payload is shared, never copied.
+/// `max_tid`: the highest temporal layer the packet's simulcast layer has shown.
 fn forward(
     now: Instant,
     id: PeerId,
     e: &mut PeerEntry,
     kind: MediaKind,
     m: &Media,
+    max_tid: u8,
     out: &mut Outbox,
 ) -> After {
     let mut after = After::default();
@@ -90,6 +92,9 @@ fn forward(
     }
     // A relay takes every layer, each on its own track: no choice to make.
     if kind == MediaKind::Video && !relay {
+        if v.layers.video_paused() {
+            return after;
+        }
         match v.layers.offer(m.layer, m.keyframe_start) {
             LayerVerdict::Skip => return after,
             LayerVerdict::Send => {}
@@ -97,10 +102,31 @@ fn forward(
                 out.stats.layer_switches += 1;
                 out.layer_changes.push_back(LayerChange {
                     peer: id,
-                    layer: m.layer,
+                    layer: Some(m.layer),
                     reason,
                 });
             }
+        }
+        let cap = v.layers.temporal_cap();
+        let t = v.temporal.offer(
+            now,
+            m.layer.0,
+            m.timestamp,
+            m.keyframe_start,
+            m.vp8.as_ref(),
+            cap,
+            max_tid,
+        );
+        out.stats.temporal_switches += u64::from(t.switched);
+        if t.wants_keyframe {
+            after.wants_keyframe |= 1 << m.layer.index();
+        }
+        if t.drop {
+            out.stats.rtp_dropped_temporal += 1;
+            if let Some(track) = v.track_for(kind, m.layer) {
+                track.drop_packet(m);
+            }
+            return after;
         }
     }
     let Some(t) = v.track_for(kind, m.layer) else {
@@ -121,6 +147,7 @@ fn forward(
         m.payload.clone(),
         twcc_seq,
         m.capture_time.as_ref(),
+        rewritten.patch.as_ref(),
     ) {
         out.batches.push_back(id);
     }
@@ -174,13 +201,26 @@ impl Forwarder<'_> {
             return;
         };
         let allowed = v.layers.allowed(ls.availability());
-        let Some(ceiling) = bwe.update(now, ls.layer_bitrates(), allowed) else {
+        let Some(allowance) = bwe.update(now, &ls.ladder(), allowed) else {
             return;
         };
         if bwe.probe_started(now) {
             self.out.stats.probes_started += 1;
         }
-        let target = v.layers.set_estimate_ceiling(ceiling, ls.availability());
+        let was_audio_only = v.layers.video_paused();
+        let target = v.layers.set_estimate(allowance, ls.availability());
+        if was_audio_only != v.layers.video_paused() {
+            // Video stops (its next packets are skipped) or resumes at a keyframe of its layer.
+            if let Some(t) = v.track_mut(MediaKind::Video) {
+                t.wait_for_keyframe();
+            }
+            self.out.stats.layer_switches += 1;
+            self.out.layer_changes.push_back(LayerChange {
+                peer: id,
+                layer: was_audio_only.then(|| v.layers.current()),
+                reason: SwitchReason::Bandwidth,
+            });
+        }
         e.reschedule(id, &mut self.out.timers);
         if let Some(target) = target
             && v_idle(e)
@@ -225,7 +265,7 @@ impl Forwarder<'_> {
                 .stamped_overhead(MediaKind::Video)
                 .map(|overhead| bwe.stamp(now, PADDING.len() + overhead));
             if e.leg
-                .send_rtp(now, &header, padding.clone(), twcc_seq, None)
+                .send_rtp(now, &header, padding.clone(), twcc_seq, None, None)
             {
                 self.out.batches.push_back(id);
             }
@@ -292,9 +332,13 @@ impl Forwarder<'_> {
         }
         let wire_bytes = m.payload.len() + DATAGRAM_OVERHEAD_BYTES;
         match kind {
-            MediaKind::Video => ls.rates[m.layer.index()].record(now, wire_bytes),
+            MediaKind::Video => {
+                let tid = m.vp8.and_then(|d| d.tid);
+                ls.record_video(now, m.layer, tid, wire_bytes);
+            }
             MediaKind::Audio => ls.audio_rate.record(now, wire_bytes),
         }
+        let max_tid = ls.max_tid(m.layer);
         // A layer seen for the first time or again, or one that stopped: viewers move to the
         // layer they should be on among those being sent.
         let new_layers = kind == MediaKind::Video && ls.layer_seen(now, m.layer);
@@ -320,7 +364,7 @@ impl Forwarder<'_> {
             if replaying && kind == MediaKind::Video {
                 continue;
             }
-            let wanted = forward(now, *id, e, kind, m, self.out).wants_keyframe;
+            let wanted = forward(now, *id, e, kind, m, max_tid, self.out).wants_keyframe;
             for (layer, w) in wants_keyframe.iter_mut().enumerate() {
                 *w |= wanted & (1 << layer) != 0;
             }
@@ -366,6 +410,7 @@ impl Forwarder<'_> {
         let layer = v.layers.current();
         let target = v.layers.target();
         let cache = ls.cache(layer);
+        let max_tid = ls.max_tid(layer);
         let state = if self.keyframe_cache {
             cache.state()
         } else {
@@ -380,7 +425,7 @@ impl Forwarder<'_> {
             let mut sent = 0;
             let mut last = None;
             for m in cache.packets().take(burst) {
-                forward(now, id, e, MediaKind::Video, m, self.out);
+                forward(now, id, e, MediaKind::Video, m, max_tid, self.out);
                 sent += 1;
                 last = Some((m.epoch, m.seq));
             }
@@ -441,6 +486,7 @@ impl Forwarder<'_> {
             return;
         };
         let cache = ls.cache(r.layer);
+        let max_tid = ls.max_tid(r.layer);
         if cache.state() != CacheState::Complete {
             v.replay = None;
             if let Some(t) = v.track_mut(MediaKind::Video) {
@@ -481,7 +527,7 @@ impl Forwarder<'_> {
         let switch_to = (v.replay.is_none() && v.layers.target() != v.layers.current())
             .then_some(v.layers.target());
         for m in &next {
-            forward(now, id, e, MediaKind::Video, m, self.out);
+            forward(now, id, e, MediaKind::Video, m, max_tid, self.out);
         }
         self.out.stats.cache_packets_sent += next.len() as u64;
         e.reschedule(id, &mut self.out.timers);
@@ -545,9 +591,14 @@ impl Forwarder<'_> {
                 .as_mut()
                 .zip(e.leg.stamped_overhead(t.kind()))
                 .map(|(b, overhead)| b.stamp(now, payload.len() + overhead));
-            if e.leg
-                .send_rtp(now, &header, payload, twcc_seq, found.capture_time.as_ref())
-            {
+            if e.leg.send_rtp(
+                now,
+                &header,
+                payload,
+                twcc_seq,
+                found.capture_time.as_ref(),
+                None,
+            ) {
                 self.out.batches.push_back(id);
             }
             self.out.stats.retransmitted += 1;

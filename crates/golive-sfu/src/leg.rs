@@ -9,6 +9,7 @@ use crate::SfuError;
 use crate::codec::MediaKind;
 use crate::down_track::RtpHeader;
 use crate::peer::{DatagramVerdict, Inbound, Peer, PeerEvent};
+use crate::temporal::DescriptorPatch;
 use crate::viewer_leg::LeanViewer;
 
 /// Which transport serves viewers.
@@ -177,6 +178,7 @@ impl Leg {
     /// Sends one RTP packet. Returns true when a lean viewer's send buffer got its first
     /// packet: the SFU then lists the viewer for [`crate::Sfu::poll_batch`].
     /// `twcc_seq`: the transport-wide sequence number, for a lean viewer that negotiated it.
+    /// `patch`: bytes of the payload that differ for this viewer (written into its copy).
     pub(crate) fn send_rtp(
         &mut self,
         now: Instant,
@@ -184,6 +186,7 @@ impl Leg {
         payload: Bytes,
         twcc_seq: Option<u16>,
         capture_time: Option<&crate::types::AbsCaptureTime>,
+        patch: Option<&DescriptorPatch>,
     ) -> bool {
         let header = rtc::rtp::Header {
             version: 2,
@@ -197,10 +200,14 @@ impl Leg {
         };
         match self {
             Leg::Rtc(p) => {
+                let payload = match patch {
+                    Some(patch) => crate::down_track::patched(&payload, patch),
+                    None => payload,
+                };
                 p.send_rtp(now, header, payload);
                 false
             }
-            Leg::Lean(v) => v.send_rtp(now, &header, &payload, twcc_seq, capture_time),
+            Leg::Lean(v) => v.send_rtp(now, &header, &payload, twcc_seq, capture_time, patch),
         }
     }
 

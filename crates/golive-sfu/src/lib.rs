@@ -58,6 +58,7 @@ mod sfu;
 pub mod simulcast;
 mod source;
 mod stream;
+pub mod temporal;
 mod timers;
 mod types;
 mod viewer_leg;

@@ -17,6 +17,7 @@ use crate::pli::KeyframeRequests;
 use crate::simulcast::{Layer, MAX_LAYERS};
 use crate::source::{SourceTrack, Verdict};
 use crate::stream::LocalStream;
+use crate::temporal::Vp8Descriptor;
 use crate::types::{Output, PeerId};
 
 pub(crate) struct Receiver {
@@ -151,10 +152,14 @@ pub(crate) fn accept_rtp(
             l.keyframes.keyframe_received(now);
         }
     }
+    let vp8 = (kind == MediaKind::Video && video_codec == Some(VideoCodec::Vp8))
+        .then(|| Vp8Descriptor::parse(&packet.payload))
+        .flatten();
     Some(Accepted {
         stream,
         kind,
         media: Media {
+            vp8,
             epoch: id.0,
             layer,
             keyframe_start,

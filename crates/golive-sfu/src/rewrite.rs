@@ -10,6 +10,11 @@
 //! first packet of a new source epoch. Source packets older than the sync point are dropped (they
 //! would map before the viewer's start).
 //!
+//! A packet the SFU drops on purpose inside a run (a frame of a temporal layer above the
+//! viewer's, see [`crate::temporal`]) is closed over: the packets after it move down by one
+//! ([`HeaderRewriter::drop_packet`]). The offsets then differ by ranges of source numbers,
+//! kept for the last [`MAX_DROP_RANGES`] drops so that a viewer's NACK still finds its packet.
+//!
 //! [`resync`]: HeaderRewriter::resync
 
 use std::time::Instant;
@@ -31,6 +36,24 @@ pub struct HeaderRewriter {
     last_out_seq: u16,
     last_out_ts: u32,
     last_out_at: Option<Instant>,
+    /// Sequence offsets after drops in the current run, allocated at the first drop.
+    drops: Option<Box<DropRanges>>,
+}
+
+/// How many ranges of differing sequence offsets a run keeps: one per run of dropped packets
+/// (a dropped frame), about a second of video with one frame in two dropped.
+pub const MAX_DROP_RANGES: usize = 16;
+
+/// The sequence offsets of the current run after its drops, oldest first: range `i` starts at
+/// extended source number `start_ext + from[i]` and maps with `offset[i]`; numbers before the
+/// first range map with the run's own offset, numbers before `floor` (once older ranges were
+/// forgotten) not at all.
+#[derive(Debug, Default)]
+struct DropRanges {
+    from: [u32; MAX_DROP_RANGES],
+    offset: [u16; MAX_DROP_RANGES],
+    len: usize,
+    floor: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +79,62 @@ impl HeaderRewriter {
             last_out_seq: first_seq.wrapping_sub(1),
             last_out_ts: first_ts,
             last_out_at: None,
+            drops: None,
         }
+    }
+
+    /// The sequence offset for extended source number `ext` of mapping `m`; `None` for a
+    /// number older than the ranges remembered.
+    fn offset_for(&self, m: &Mapping, ext: i64) -> Option<u16> {
+        let Some(d) = self.drops.as_deref() else {
+            return Some(m.seq_offset);
+        };
+        let rel = ext - m.start_ext;
+        if rel < i64::from(d.floor) {
+            return None;
+        }
+        let i = d.from[..d.len]
+            .iter()
+            .rposition(|&from| i64::from(from) <= rel);
+        Some(i.map_or(m.seq_offset, |i| d.offset[i]))
+    }
+
+    /// The source packet `(epoch, seq)` of the current run is dropped on purpose: the packets
+    /// after it move down by one, leaving the viewer no gap. A packet older than the newest one
+    /// mapped changes nothing (its number stays a gap the viewer may report).
+    pub fn drop_packet(&mut self, epoch: SourceEpoch, seq: u16) {
+        let Some(m) = self.mapping.as_mut() else {
+            return;
+        };
+        if m.epoch != epoch || self.resync || self.restart {
+            return;
+        }
+        let ext = m.highest_ext + i64::from(seq.wrapping_sub(m.highest_seq) as i16);
+        if ext <= m.highest_ext {
+            return;
+        }
+        m.highest_ext = ext;
+        m.highest_seq = seq;
+        let rel = u32::try_from(ext + 1 - m.start_ext).unwrap_or(u32::MAX);
+        let base = m.seq_offset;
+        let d = self.drops.get_or_insert_with(Box::default);
+        let current = if d.len > 0 { d.offset[d.len - 1] } else { base };
+        if d.len > 0 && d.from[d.len - 1] + 1 == rel {
+            // The packet right after the last drop: the same range moves on.
+            d.from[d.len - 1] = rel;
+            d.offset[d.len - 1] = current.wrapping_sub(1);
+            return;
+        }
+        if d.len == MAX_DROP_RANGES {
+            // Forget the oldest range: numbers before the next one no longer map.
+            d.floor = d.from[1];
+            d.from.copy_within(1.., 0);
+            d.offset.copy_within(1.., 0);
+            d.len -= 1;
+        }
+        d.from[d.len] = rel;
+        d.offset[d.len] = current.wrapping_sub(1);
+        d.len += 1;
     }
 
     /// Makes the next packet of the current epoch a sync point: used when the viewer skips ahead
@@ -82,9 +160,24 @@ impl HeaderRewriter {
     /// by the current sync point (a viewer's NACK names the numbers it saw).
     pub fn source_of(&self, out_seq: u16) -> Option<(SourceEpoch, u16)> {
         let m = self.mapping?;
-        let seq = out_seq.wrapping_sub(m.seq_offset);
-        let ext = m.highest_ext + i64::from(seq.wrapping_sub(m.highest_seq) as i16);
-        (ext >= m.start_ext && ext <= m.highest_ext).then_some((m.epoch, seq))
+        let in_run = |offset: u16, lo: i64, hi: i64| {
+            let seq = out_seq.wrapping_sub(offset);
+            let ext = m.highest_ext + i64::from(seq.wrapping_sub(m.highest_seq) as i16);
+            (ext >= lo && ext < hi && ext <= m.highest_ext).then_some((m.epoch, seq))
+        };
+        let Some(d) = self.drops.as_deref() else {
+            return in_run(m.seq_offset, m.start_ext, i64::MAX);
+        };
+        // The newest range first: each maps from its start to the next one's.
+        let at = |rel: u32| m.start_ext + i64::from(rel);
+        let mut hi = i64::MAX;
+        for i in (0..d.len).rev() {
+            if let Some(found) = in_run(d.offset[i], at(d.from[i]), hi) {
+                return Some(found);
+            }
+            hi = at(d.from[i]);
+        }
+        in_run(m.seq_offset, at(d.floor), hi)
     }
 
     /// The viewer's sequence number and timestamp for a source packet, or `None` when the packet
@@ -126,6 +219,7 @@ impl HeaderRewriter {
                 self.resync = false;
                 self.restart = false;
                 self.mapping = Some(m);
+                self.drops = None;
                 m
             }
         };
@@ -133,7 +227,7 @@ impl HeaderRewriter {
         if ext < mapping.start_ext {
             return None;
         }
-        let out_seq = seq.wrapping_add(mapping.seq_offset);
+        let out_seq = seq.wrapping_add(self.offset_for(&mapping, ext)?);
         let out_ts = ts.wrapping_add(mapping.ts_offset);
         if ext >= mapping.highest_ext {
             if let Some(m) = self.mapping.as_mut() {
@@ -272,6 +366,52 @@ mod tests {
         // Packets of the new layer from before its sync point are not the viewer's.
         assert_eq!(r.rewrite(t1, 1, 19, 8_997_000), None);
         assert_eq!(r.source_of(102), Some((1, 20)));
+    }
+
+    #[test]
+    fn dropped_packets_leave_no_gap_and_nacks_still_find_their_packets() {
+        let t0 = Instant::now();
+        let mut r = HeaderRewriter::new(VIDEO_CLOCK, 65534, 0);
+        assert_eq!(r.rewrite(t0, 1, 10, 0), Some((65534, 0)));
+        // 11 and 12 (one frame) dropped, 13 sent, 14 dropped, 15 lost, 16 sent.
+        r.drop_packet(1, 11);
+        r.drop_packet(1, 12);
+        assert_eq!(r.rewrite(t0, 1, 13, 3000).unwrap().0, 65535);
+        r.drop_packet(1, 14);
+        assert_eq!(r.rewrite(t0, 1, 16, 6000).unwrap().0, 1);
+        // The lost packet's number stays a gap, and comes late into it.
+        assert_eq!(r.rewrite(t0, 1, 15, 6000).unwrap().0, 0);
+        assert_eq!(r.source_of(65534), Some((1, 10)));
+        assert_eq!(r.source_of(65535), Some((1, 13)));
+        assert_eq!(r.source_of(0), Some((1, 15)));
+        assert_eq!(r.source_of(1), Some((1, 16)));
+        assert_eq!(r.source_of(2), None);
+        // A late packet of a dropped frame shifts nothing.
+        r.drop_packet(1, 12);
+        assert_eq!(r.rewrite(t0, 1, 17, 9000).unwrap().0, 2);
+        // A new run forgets the drops.
+        r.restart();
+        assert_eq!(r.rewrite(t0, 1, 500, 0).unwrap().0, 3);
+        assert_eq!(r.rewrite(t0, 1, 501, 0).unwrap().0, 4);
+    }
+
+    #[test]
+    fn numbers_before_the_oldest_remembered_drop_no_longer_map() {
+        let t0 = Instant::now();
+        let mut r = HeaderRewriter::new(VIDEO_CLOCK, 0, 0);
+        r.rewrite(t0, 1, 0, 0);
+        // Every other packet dropped, more drops than ranges kept.
+        let mut seq = 1u16;
+        let mut out = 0;
+        for _ in 0..MAX_DROP_RANGES + 4 {
+            r.drop_packet(1, seq);
+            out = r.rewrite(t0, 1, seq + 1, 0).unwrap().0;
+            seq += 2;
+        }
+        assert_eq!(out as usize, MAX_DROP_RANGES + 4, "no gaps");
+        assert_eq!(r.source_of(out), Some((1, seq - 1)));
+        assert_eq!(r.source_of(0), None, "forgotten");
+        assert_eq!(r.rewrite(t0, 1, 2, 0), None, "too old to map");
     }
 
     #[test]

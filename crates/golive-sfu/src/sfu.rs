@@ -27,7 +27,7 @@ use crate::leg::{Leg, ViewerLeg};
 use crate::outbox::Outbox;
 use crate::peer::{DatagramVerdict, Inbound, Peer, PeerEvent, Role, SrtpPolicy};
 use crate::receiver::{self, Receiver};
-use crate::simulcast::{Layer, LayerChange, MAX_LAYERS};
+use crate::simulcast::{Allowance, Layer, LayerChange, MAX_LAYERS, Rung};
 use crate::stream::LocalStream;
 use crate::timers::Timers;
 use crate::types::slot;
@@ -391,9 +391,10 @@ impl Sfu {
                 .is_some_and(DownTrack::has_rtx);
             let probing = self.options.probing && twcc && padding_stream;
             viewer.bwe = Some(Box::new(ViewerBwe::new(probing)));
-            viewer
-                .layers
-                .set_estimate_ceiling(Some(Layer::LOWEST), Default::default());
+            viewer.layers.set_estimate(
+                Allowance::Rung(Rung::full(Layer::LOWEST)),
+                Default::default(),
+            );
         }
         self.insert(now, id, peer, stream, PeerRole::Viewer(Box::new(viewer)));
         Ok(Answer { sdp, media: codecs })
@@ -874,6 +875,7 @@ impl Sfu {
                     marker: media.marker,
                     payload: media.payload.clone(),
                     capture_time: media.capture_time,
+                    vp8: media.vp8,
                 })));
         }
         let mut f = self.forwarder();

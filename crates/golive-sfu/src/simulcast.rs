@@ -12,6 +12,7 @@
 
 use crate::SfuError;
 use crate::bwe::{Preference, SwitchReason};
+use crate::temporal::ALL_TEMPORAL_LAYERS;
 use crate::types::PeerId;
 
 /// At most this many simulcast layers per broadcaster: browsers send three (quarter, half and
@@ -37,11 +38,43 @@ impl std::fmt::Display for Layer {
     }
 }
 
+/// A step of what a viewer may be sent: a simulcast layer, with the frames of its temporal
+/// layers above `tid` dropped ([`crate::temporal::ALL_TEMPORAL_LAYERS`]: none dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rung {
+    pub(crate) layer: Layer,
+    pub(crate) tid: u8,
+}
+
+impl Rung {
+    /// All of `layer`.
+    pub(crate) fn full(layer: Layer) -> Self {
+        Self {
+            layer,
+            tid: ALL_TEMPORAL_LAYERS,
+        }
+    }
+}
+
+/// What a viewer's bandwidth estimate allows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Allowance {
+    /// No estimate holds the viewer back: its preference alone decides.
+    #[default]
+    Unlimited,
+    /// Up to this rung.
+    Rung(Rung),
+    /// Not even the lowest layer: audio only, until the estimate carries video again.
+    AudioOnly,
+}
+
 /// A viewer's video moved to another layer (its first packet of the new layer was sent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerChange {
     pub peer: PeerId,
-    pub layer: Layer,
+    /// The layer its video is on now; `None`: its video stopped, audio only (its link cannot
+    /// carry the lowest layer), until a later change names a layer again.
+    pub layer: Option<Layer>,
     pub reason: SwitchReason,
 }
 
@@ -171,8 +204,8 @@ pub(crate) struct ViewerLayers {
     /// The layer it should be on, and why; equal to `current` when no switch is pending.
     target: Layer,
     reason: SwitchReason,
-    /// The highest layer the viewer's bandwidth estimate allows, where it has one.
-    estimate_ceiling: Option<Layer>,
+    /// What the viewer's bandwidth estimate allows.
+    estimate: Allowance,
     /// The viewer receives video at all: one that does not never needs a layer's keyframe.
     video: bool,
 }
@@ -196,7 +229,7 @@ impl Default for ViewerLayers {
             current: Layer::LOWEST,
             target: Layer::LOWEST,
             reason: SwitchReason::Preference,
-            estimate_ceiling: None,
+            estimate: Allowance::Unlimited,
             video: true,
         }
     }
@@ -233,8 +266,10 @@ impl ViewerLayers {
             return None;
         }
         let mut cap = ceiling(self.preference, layers.seen);
-        if let Some(estimate) = self.estimate_ceiling {
-            cap = cap.min(estimate);
+        match self.estimate {
+            Allowance::Rung(r) => cap = cap.min(r.layer),
+            Allowance::AudioOnly => cap = Layer::LOWEST,
+            Allowance::Unlimited => {}
         }
         let target = layers.choose(cap);
         if target == self.target {
@@ -264,17 +299,44 @@ impl ViewerLayers {
         self.retarget(layers, SwitchReason::Preference)
     }
 
-    /// The bandwidth estimate allows layers up to `ceiling` (`None`: no estimate).
-    pub(crate) fn set_estimate_ceiling(
+    /// The bandwidth estimate allows `allowance` now. Returns the layer whose keyframe the
+    /// viewer needs: a new target, or the layer its video resumes on after audio only.
+    pub(crate) fn set_estimate(
         &mut self,
-        ceiling: Option<Layer>,
+        allowance: Allowance,
         layers: Availability,
     ) -> Option<Layer> {
-        if ceiling == self.estimate_ceiling {
+        if allowance == self.estimate {
             return None;
         }
-        self.estimate_ceiling = ceiling;
-        self.retarget(layers, SwitchReason::Bandwidth)
+        let resumed = self.estimate == Allowance::AudioOnly;
+        self.estimate = allowance;
+        let target = self.retarget(layers, SwitchReason::Bandwidth);
+        if resumed && self.video {
+            return Some(self.target);
+        }
+        target
+    }
+
+    /// The viewer gets no video for now (its estimate carries only audio).
+    pub(crate) fn video_paused(&self) -> bool {
+        self.video && self.estimate == Allowance::AudioOnly
+    }
+
+    /// The highest temporal layer (TID) of its current layer the viewer may be sent: what its
+    /// estimate's rung allows once it is on that rung's layer; while it waits for a keyframe to
+    /// step down for bandwidth, only the base layer (the link is short now, the keyframe takes
+    /// a moment); otherwise all of them.
+    pub(crate) fn temporal_cap(&self) -> u8 {
+        match self.estimate {
+            Allowance::Rung(r) if r.layer == self.current && self.target == self.current => r.tid,
+            Allowance::Rung(_) | Allowance::AudioOnly
+                if self.target < self.current && self.reason == SwitchReason::Bandwidth =>
+            {
+                0
+            }
+            _ => ALL_TEMPORAL_LAYERS,
+        }
     }
 
     /// A video packet of `layer`, a keyframe start or not.
@@ -423,7 +485,7 @@ mod tests {
     fn the_estimate_caps_below_the_preference() {
         let mut v = ViewerLayers::default();
         assert_eq!(
-            v.set_estimate_ceiling(Some(Layer(0)), Availability::all(3)),
+            v.set_estimate(Allowance::Rung(Rung::full(Layer(0))), Availability::all(3)),
             None
         );
         assert_eq!(
@@ -431,7 +493,7 @@ mod tests {
             None
         );
         assert_eq!(
-            v.set_estimate_ceiling(Some(Layer(1)), Availability::all(3)),
+            v.set_estimate(Allowance::Rung(Rung::full(Layer(1))), Availability::all(3)),
             Some(Layer(1))
         );
         assert_eq!(
@@ -443,7 +505,10 @@ mod tests {
             Some(Layer(0))
         );
         // Without an estimate the preference alone decides.
-        assert_eq!(v.set_estimate_ceiling(None, Availability::all(3)), None);
+        assert_eq!(
+            v.set_estimate(Allowance::Unlimited, Availability::all(3)),
+            None
+        );
         assert_eq!(
             v.set_preference(Preference::Auto, Availability::all(3)),
             Some(Layer(2))

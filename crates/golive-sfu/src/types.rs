@@ -41,6 +41,8 @@ pub struct SourcePacket {
     pub timestamp: u32,
     pub marker: bool,
     pub payload: Bytes,
+    /// The VP8 payload descriptor's picture id and temporal layer, where it carries them.
+    pub vp8: Option<crate::temporal::Vp8Descriptor>,
 }
 
 impl SourcePacket {
@@ -54,6 +56,7 @@ impl SourcePacket {
             marker: self.marker,
             payload: self.payload.clone(),
             capture_time: self.capture_time,
+            vp8: self.vp8,
         }
     }
 }
@@ -175,6 +178,10 @@ pub struct SfuStats {
     pub probes_failed: u64,
     /// Padding-only packets sent for probes.
     pub padding_sent: u64,
+    /// Video packets not sent to a viewer because their temporal layer is above the one its
+    /// estimate allows (its frame rate lowered), and the viewers' changes of temporal layer.
+    pub rtp_dropped_temporal: u64,
+    pub temporal_switches: u64,
 }
 
 /// The index of a kind in per-kind arrays (tracks, histories).

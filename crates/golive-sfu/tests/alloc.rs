@@ -54,6 +54,7 @@ fn forwarding_to_lean_viewers_allocates_nothing_per_packet() {
         marker: true,
         payload: Bytes::from(vec![0x10; 1_100]),
         capture_time: None,
+        vp8: None,
     };
     let mut now = s.now;
     let mut forward = |s: &mut Sim, seq: u16, now: std::time::Instant| -> usize {

@@ -194,6 +194,7 @@ fn a_broadcasters_capture_time_reaches_viewers_that_offered_it_untouched() {
             marker: true,
             payload: Bytes::from(vec![0x10; 300]),
             capture_time: AbsCaptureTime::new(capture),
+            vp8: None,
         };
         let now = sim.now;
         sim.sfu.handle_media(now, &packet);

@@ -106,7 +106,7 @@ fn changes_of(sim: &Sim, viewer: PeerId) -> Vec<(Layer, SwitchReason)> {
     sim.layer_changes
         .iter()
         .filter(|(_, c)| c.peer == viewer)
-        .map(|(_, c)| (c.layer, c.reason))
+        .filter_map(|(_, c)| Some((c.layer?, c.reason)))
         .collect()
 }
 
@@ -376,7 +376,7 @@ fn a_browser_viewer_whose_feedback_shows_a_constrained_link_moves_down_to_the_lo
         .layer_changes
         .iter()
         .filter(|(t, c)| c.peer == constrained && *t > constrained_at)
-        .map(|(_, c)| (c.layer, c.reason))
+        .filter_map(|(_, c)| Some((c.layer?, c.reason)))
         .collect();
     assert_eq!(
         moves.last(),

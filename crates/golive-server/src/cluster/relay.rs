@@ -54,6 +54,7 @@ use golive_proto::{EndReason, ErrorCode, ProtocolError, StreamName};
 use golive_sfu::keyframe::is_keyframe_start;
 use golive_sfu::pli::KeyframeRequests;
 use golive_sfu::simulcast::MAX_LAYERS;
+use golive_sfu::temporal::Vp8Descriptor;
 use golive_sfu::{Codec, Layer, MediaKind, PeerId, SourcePacket, StreamMedia, VideoCodec};
 use prometheus::{IntCounter, IntGauge};
 use std::collections::{HashMap, HashSet};
@@ -843,7 +844,11 @@ impl Link {
                 }
                 relays.metrics.packets_in.inc();
                 relays.metrics.bytes_in.inc_by(packet.payload.len() as u64);
+                let vp8 = (kind == MediaKind::Video && video == Some(VideoCodec::Vp8))
+                    .then(|| Vp8Descriptor::parse(&packet.payload))
+                    .flatten();
                 let p = Arc::new(SourcePacket {
+                    vp8,
                     stream: stream.clone(),
                     epoch: self.epoch,
                     layer,

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use crate::SfuError;
 use crate::codec::{MediaKind, StreamMedia};
+use crate::temporal::DescriptorPatch;
 use crate::types::AbsCaptureTime;
 // The same liveness timeout, SSRC cap and NACK bound as the `rtc` leg: one policy for viewers
 // whichever leg serves them.
@@ -814,6 +815,7 @@ impl LeanViewer {
         payload: &Bytes,
         twcc_seq: Option<u16>,
         capture_time: Option<&AbsCaptureTime>,
+        patch: Option<&DescriptorPatch>,
     ) -> bool {
         let Some(srtp) = self.srtp.as_mut() else {
             return false;
@@ -846,6 +848,9 @@ impl LeanViewer {
                         packet[fixed_len..header_len].copy_from_slice(&block[..block_len]);
                     }
                     packet[header_len..].copy_from_slice(payload);
+                    if let Some(patch) = patch {
+                        patch.apply(&mut packet[header_len..]);
+                    }
                     let mut tag = [0u8; srtp_gcm::TAG_LEN];
                     let r = gcm.seal(
                         header.ssrc,
@@ -867,6 +872,9 @@ impl LeanViewer {
                         plain[fixed_len..header_len].copy_from_slice(&block[..block_len]);
                     }
                     plain[header_len..].copy_from_slice(payload);
+                    if let Some(patch) = patch {
+                        patch.apply(&mut plain[header_len..]);
+                    }
                     match srtp.local.encrypt_rtp(&plain) {
                         Ok(out) => {
                             self.out.extend_from_slice(&out);
