@@ -412,7 +412,9 @@ export function watch(video, options) {
  *   quality  receive statistics, every second while live (see receiveStats)
  *   layer    { layer, reason }          the video moved to another simulcast layer: `layer`
  *                                       high | medium | low, `reason` bandwidth | preference |
- *                                       publisher (the broadcaster stopped or started a layer)
+ *                                       publisher (the broadcaster stopped or started a layer);
+ *                                       `audio`: the link cannot carry even the lowest layer, so
+ *                                       the video stops until a later `layer` event names one
  *   info     the stream's row of /api/streams (title, live_since, …), or null
  *   ended    { reason }
  *   error    { code, message, fatal }   a refusal; `fatal` when the player gave up

@@ -204,7 +204,8 @@ nameInput.addEventListener('keydown', (ev) => {
 function renderStats() {
   if (!player || state() !== 'live' || !player.stats) return;
   const line = statsLine(player.stats);
-  $('stats').textContent = player.layer ? `${line} · ${player.layer} layer` : line;
+  const layer = player.layer === 'audio' ? 'audio only (link too slow for video)' : `${player.layer} layer`;
+  $('stats').textContent = player.layer ? `${line} · ${layer}` : line;
 }
 
 qualityMenu.addEventListener('change', () => {

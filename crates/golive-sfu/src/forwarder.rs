@@ -547,6 +547,7 @@ impl Forwarder<'_> {
         let Some(v) = e.role.viewer_mut() else {
             return;
         };
+        let paused = v.layers.video_paused();
         let bwe = &mut v.bwe;
         let Some(t) = v
             .tracks
@@ -557,6 +558,10 @@ impl Forwarder<'_> {
         else {
             return;
         };
+        if paused && t.kind() == MediaKind::Video {
+            // Its video is stopped for a link that cannot carry it: no repairs either.
+            return;
+        }
         let layer = t.layer();
         let history = self
             .streams

@@ -602,3 +602,85 @@ fn a_capped_viewers_probes_fail_and_back_off_without_costing_it_media() {
         "with probing {loss:.4} lost, without {plain_loss:.4}"
     );
 }
+
+#[test]
+fn a_link_below_the_lowest_layer_gets_audio_only_and_video_resumes_at_a_keyframe_when_it_can() {
+    let mut sim = started_on(Sim::lean_probing(true));
+    let viewer = PeerId(97);
+    sim.add_browser_viewer_with_rtx(viewer, "live");
+    sim.run_until_connected(&[viewer], Duration::from_secs(5));
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(sim.sfu.viewer_layers(viewer), Some((Layer(2), Layer(2))));
+    // A link that carries the audio (about 45 kbit/s with its headers) and not the lowest
+    // layer beside it (about 120).
+    sim.set_link(
+        viewer,
+        sim::Link {
+            down_rate_bps: Some(70_000),
+            ..sim::Link::default()
+        },
+    );
+    let narrowed = sim.now;
+    let mut paused_at = None;
+    while sim.now - narrowed < Duration::from_secs(10) && paused_at.is_none() {
+        sim.run_for(ms(100));
+        paused_at = sim
+            .layer_changes
+            .iter()
+            .find(|(t, c)| c.peer == viewer && *t > narrowed && c.layer.is_none())
+            .map(|(t, _)| *t);
+    }
+    let paused_at = paused_at.unwrap_or_else(|| {
+        panic!(
+            "no audio only within 10 s: estimate {:?}, layers {:?}",
+            sim.sfu.viewer_estimate_bps(viewer),
+            sim.sfu.viewer_layers(viewer)
+        )
+    });
+    // Audio only: no video after the moment the queue drained, audio on.
+    sim.run_for(Duration::from_secs(4));
+    let settled = paused_at + Duration::from_secs(1);
+    let v = sim.client(viewer);
+    let video_after = v
+        .received_of(Kind::Video)
+        .iter()
+        .filter(|r| r.at > settled)
+        .count();
+    let audio_after = v
+        .received_of(Kind::Audio)
+        .iter()
+        .filter(|r| r.at > settled)
+        .count();
+    assert_eq!(video_after, 0, "video after the pause");
+    assert!(audio_after > 100, "{audio_after} audio packets in 3 s");
+
+    // The link frees up: probes find it, the video comes back at a keyframe on the same line.
+    sim.set_link(viewer, sim::Link::default());
+    let freed = sim.now;
+    let mut resumed_at = None;
+    while sim.now - freed < Duration::from_secs(30) && resumed_at.is_none() {
+        sim.run_for(ms(100));
+        resumed_at = sim
+            .layer_changes
+            .iter()
+            .find(|(t, c)| c.peer == viewer && *t > freed && c.layer.is_some())
+            .map(|(t, _)| *t);
+    }
+    let resumed_at = resumed_at.expect("video back within 30 s of the link freeing up");
+    sim.run_for(Duration::from_secs(2));
+    let v = sim.client(viewer);
+    let back: Vec<&Received> = v
+        .received_of(Kind::Video)
+        .into_iter()
+        .filter(|r| r.at >= resumed_at)
+        .collect();
+    assert!(back.len() > 30, "{} video packets after resuming", back.len());
+    assert!(back[0].keyframe_start, "video resumes at a keyframe");
+    let video = v.received_of(Kind::Video);
+    assert!(video.iter().all(|r| r.ssrc == video[0].ssrc), "one SSRC");
+    eprintln!(
+        "audio only {:?} after the link narrowed; video back {:?} after it freed",
+        paused_at - narrowed,
+        resumed_at - freed
+    );
+}
