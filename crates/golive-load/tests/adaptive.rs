@@ -15,7 +15,7 @@
 #[allow(dead_code)]
 mod common;
 
-use common::{run_load, start_server};
+use common::{run_load, scrape_metrics, start_server};
 
 const VIEWERS: u64 = 3;
 
@@ -115,4 +115,13 @@ fn capped_viewers_end_on_the_lowest_layer_and_free_viewers_above_it() {
         "{}",
         capped["simulcast"]
     );
+    // An operator sees the same in /metrics: the moves, and the feedback behind them.
+    let m = scrape_metrics(&server);
+    let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
+    assert!(
+        get("golive_layer_switches_total") >= (2 * VIEWERS) as f64,
+        "{m:?}"
+    );
+    assert!(get("golive_twcc_feedback_total{result=\"taken\"}") > 0.0);
+    assert_eq!(get("golive_twcc_feedback_total{result=\"refused\"}"), 0.0);
 }

@@ -32,6 +32,12 @@ pub struct Metrics {
     nacks: IntCounter,
     retransmissions: IntCounter,
     rtx_sent: IntCounter,
+    layer_switches: IntCounter,
+    temporal_switches: IntCounter,
+    temporal_dropped: IntCounter,
+    probes: IntCounterVec,
+    padding_sent: IntCounter,
+    twcc_feedback: IntCounterVec,
     keyframe_requests_sent: IntCounter,
     keyframe_requests_received: IntCounter,
     keyframe_cache_hits: IntCounter,
@@ -165,6 +171,38 @@ impl Metrics {
                 "Packets resent to viewers from the history",
             ),
             rtx_sent: counter(&r, "golive_rtx_sent_total", "Retransmissions sent as RTX"),
+            layer_switches: counter(
+                &r,
+                "golive_layer_switches_total",
+                "Viewers' moves between simulcast layers (and to and from audio only)",
+            ),
+            temporal_switches: counter(
+                &r,
+                "golive_temporal_switches_total",
+                "Viewers' changes of temporal layer (frame rate)",
+            ),
+            temporal_dropped: counter(
+                &r,
+                "golive_temporal_dropped_total",
+                "Video packets not sent to a viewer: their temporal layer is above its link's",
+            ),
+            probes: counter_vec(
+                &r,
+                "golive_bandwidth_probes_total",
+                "Bandwidth probes of viewers' links, by result",
+                "result",
+            ),
+            padding_sent: counter(
+                &r,
+                "golive_padding_packets_total",
+                "Padding-only packets sent to viewers for bandwidth probes",
+            ),
+            twcc_feedback: counter_vec(
+                &r,
+                "golive_twcc_feedback_total",
+                "Viewers' transport-wide congestion control feedback, taken or refused",
+                "result",
+            ),
             keyframe_requests_sent: counter(
                 &r,
                 "golive_keyframe_requests_sent_total",
@@ -408,6 +446,35 @@ impl Metrics {
             .inc_by(d(w.sfu.retransmitted_rtx, l.sfu.retransmitted_rtx));
         self.keyframe_requests_sent
             .inc_by(d(w.sfu.pli_sent, l.sfu.pli_sent));
+        self.layer_switches
+            .inc_by(d(w.sfu.layer_switches, l.sfu.layer_switches));
+        self.temporal_switches
+            .inc_by(d(w.sfu.temporal_switches, l.sfu.temporal_switches));
+        self.temporal_dropped
+            .inc_by(d(w.sfu.rtp_dropped_temporal, l.sfu.rtp_dropped_temporal));
+        self.padding_sent
+            .inc_by(d(w.sfu.padding_sent, l.sfu.padding_sent));
+        for (result, now, before) in [
+            ("started", w.sfu.probes_started, l.sfu.probes_started),
+            ("succeeded", w.sfu.probes_succeeded, l.sfu.probes_succeeded),
+            ("failed", w.sfu.probes_failed, l.sfu.probes_failed),
+        ] {
+            self.probes
+                .with_label_values(&[result])
+                .inc_by(d(now, before));
+        }
+        for (result, now, before) in [
+            ("taken", w.sfu.twcc_feedback_in, l.sfu.twcc_feedback_in),
+            (
+                "refused",
+                w.sfu.twcc_feedback_refused,
+                l.sfu.twcc_feedback_refused,
+            ),
+        ] {
+            self.twcc_feedback
+                .with_label_values(&[result])
+                .inc_by(d(now, before));
+        }
         self.keyframe_requests_received
             .inc_by(d(w.sfu.keyframe_requests_in, l.sfu.keyframe_requests_in));
         self.keyframe_cache_hits.inc_by(d(

@@ -674,7 +674,11 @@ fn a_link_below_the_lowest_layer_gets_audio_only_and_video_resumes_at_a_keyframe
         .into_iter()
         .filter(|r| r.at >= resumed_at)
         .collect();
-    assert!(back.len() > 30, "{} video packets after resuming", back.len());
+    assert!(
+        back.len() > 30,
+        "{} video packets after resuming",
+        back.len()
+    );
     assert!(back[0].keyframe_start, "video resumes at a keyframe");
     let video = v.received_of(Kind::Video);
     assert!(video.iter().all(|r| r.ssrc == video[0].ssrc), "one SSRC");

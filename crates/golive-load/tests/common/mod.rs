@@ -98,3 +98,28 @@ pub fn assert_every_viewer_served(r: &serde_json::Value, viewers: u64) {
     );
     assert_eq!(r["publisher"]["write_errors"].as_u64(), Some(0));
 }
+
+/// The server's `/metrics`, sample name (with labels) to value.
+pub fn scrape_metrics(server: &ServerProcess) -> std::collections::HashMap<String, f64> {
+    use std::io::Write;
+    let authority = golive_client::http::authority(&server.http_url()).expect("server URL");
+    let mut s = std::net::TcpStream::connect(&authority).expect("connect for /metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request /metrics");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read /metrics");
+    let r = golive_client::http::parse_response(&raw).expect("an HTTP response");
+    assert_eq!(r.status, 200, "/metrics");
+    r.body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
