@@ -39,6 +39,7 @@ fn media_plan() -> MediaPlan {
         delta_frame_bytes: 1_400,
         max_payload_bytes: 1_000,
         audio_payload_bytes: 100,
+        temporal_layers: 1,
     }
 }
 

@@ -35,7 +35,10 @@ pub mod simulcast;
 pub mod verify;
 
 pub use harness::{ServerProcess, golive_binary};
-pub use media::{Clock, MediaKind, MediaPlan, Numbering, Stamp, SyntheticPacket, SyntheticSource};
+pub use media::{
+    Clock, MediaKind, MediaPlan, Numbering, Stamp, SyntheticPacket, SyntheticSource, TemporalTag,
+    Vp8Temporal,
+};
 pub use pacer::{Pacer, Pacing};
 pub use peer::{
     ClientPeer, Feedback, IceTiming, KeyframeRequestKind, PayloadTypes, PeerConfig, PeerError,

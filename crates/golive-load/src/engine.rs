@@ -901,6 +901,7 @@ mod tests {
             let stamp = Stamp {
                 source_id: 1,
                 kind,
+                temporal: None,
                 counter: 0,
                 sent_ns: 0,
             };
