@@ -49,4 +49,4 @@ pub use signal::{Closed, FrameCounts, Incoming, SignalClient, SignalError};
 pub use simulcast::{
     LayerStats, SIMULCAST_RIDS, Simulcast, SimulcastError, SimulcastLayer, simulcast_offer,
 };
-pub use verify::{ReceivedPacket, TrackRun, check_track};
+pub use verify::{PictureRun, ReceivedPacket, TrackRun, check_track, check_vp8_pictures};
