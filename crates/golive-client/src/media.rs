@@ -9,6 +9,12 @@
 //! byte for byte what the publisher made ([`Stamp::matches`]) without either side keeping the
 //! bytes, or check it cheaply on a hot path ([`Stamp::matches_quickly`]).
 //!
+//! With VP8 temporal layers ([`MediaPlan::temporal_layers`] 2 or 3), every video packet carries
+//! the extended descriptor ([`Vp8Temporal`]: picture id, TL0PICIDX, TID, layer sync) as
+//! libwebrtc sends it. A server that drops temporal layers rewrites the picture id and
+//! TL0PICIDX for each viewer, so the checks skip those bytes; the stamp records the TID and the
+//! sync bit, which no server may change.
+//!
 //! Nothing here reads a clock: a [`SyntheticSource`] is told the time, and its [`Clock`] maps
 //! that time to the send time written into stamps.
 
@@ -701,6 +707,14 @@ impl SyntheticSource {
         if self.answer_keyframe_requests {
             self.keyframe_requested = true;
         }
+    }
+
+    /// The next frame gets this picture id (15 bits) and the next base-layer frame this
+    /// TL0PICIDX (with more than one temporal layer; by default [`FIRST_PICTURE_ID`] and
+    /// [`FIRST_TL0_PIC_IDX`]).
+    pub fn set_next_picture_id(&mut self, picture_id: u16, tl0_pic_idx: u8) {
+        self.picture_id = picture_id % PICTURE_ID_MODULUS;
+        self.tl0_pic_idx = tl0_pic_idx;
     }
 
     /// The next video packet gets this sequence number (for tests that fake a gap).
