@@ -509,7 +509,7 @@ impl MediaPlan {
     }
 
     /// The temporal layers, within 1..=[`MAX_TEMPORAL_LAYERS`].
-    pub fn layers(&self) -> u8 {
+    pub fn temporal_layer_count(&self) -> u8 {
         self.temporal_layers.clamp(1, MAX_TEMPORAL_LAYERS)
     }
 
@@ -522,7 +522,7 @@ impl MediaPlan {
             return self.keyframe_bytes;
         }
         let d = self.delta_frame_bytes;
-        match (self.layers(), tid) {
+        match (self.temporal_layer_count(), tid) {
             (1, _) => d,
             (2, 0) => d * 6 / 5,
             (3, 0) => d * 8 / 5,
@@ -534,7 +534,7 @@ impl MediaPlan {
     pub fn bitrate_bps(&self) -> u64 {
         let gop_bytes: u64 = (0..self.gop_frames.max(1))
             .map(|i| {
-                let tid = temporal_layer_of_frame(self.layers(), i);
+                let tid = temporal_layer_of_frame(self.temporal_layer_count(), i);
                 self.frame_bytes(i == 0, tid) as u64
             })
             .sum();
@@ -800,7 +800,7 @@ impl SyntheticSource {
             self.since_keyframe = 0;
             self.layers_seen = 0;
         }
-        let layers = self.plan.layers();
+        let layers = self.plan.temporal_layer_count();
         let tid = temporal_layer_of_frame(layers, self.since_keyframe);
         self.since_keyframe += 1;
         if layers == 1 {

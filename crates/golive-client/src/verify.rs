@@ -222,9 +222,11 @@ pub fn check_vp8_pictures(packets: &[ReceivedPacket]) -> Result<PictureRun, Stri
     }
     ordered.sort_by_key(|(ext, _)| *ext);
     ordered.dedup_by_key(|(ext, _)| *ext);
-    let first = ordered.first().ok_or("received no video")?;
-    let mut pictures: Vec<Picture> = Vec::new();
-    let mut frame_ts = first.1.ts.wrapping_add(1);
+    if ordered.is_empty() {
+        return Err("received no video".to_owned());
+    }
+    // A frame is the run of packets sharing a timestamp: (its timestamp, the frame).
+    let mut pictures: Vec<(u32, Picture)> = Vec::new();
     for (_, p) in &ordered {
         let vp8 = p.vp8.ok_or_else(|| {
             format!(
@@ -232,25 +234,26 @@ pub fn check_vp8_pictures(packets: &[ReceivedPacket]) -> Result<PictureRun, Stri
                 p.seq
             )
         })?;
-        if p.ts != frame_ts {
-            frame_ts = p.ts;
-            pictures.push(Picture {
-                seq: p.seq,
-                vp8,
-                keyframe: p.keyframe_start,
-            });
-            continue;
+        match pictures.last_mut() {
+            Some((ts, picture)) if *ts == p.ts => {
+                if vp8 != picture.vp8 {
+                    return Err(format!(
+                        "packet seq {} carries {vp8:?}, the frame it belongs to (from seq {}) \
+                         {:?}",
+                        p.seq, picture.seq, picture.vp8
+                    ));
+                }
+                picture.keyframe |= p.keyframe_start;
+            }
+            _ => pictures.push((
+                p.ts,
+                Picture {
+                    seq: p.seq,
+                    vp8,
+                    keyframe: p.keyframe_start,
+                },
+            )),
         }
-        let Some(picture) = pictures.last_mut() else {
-            unreachable!("the first packet starts a frame");
-        };
-        if vp8 != picture.vp8 {
-            return Err(format!(
-                "packet seq {} carries {vp8:?}, the frame it belongs to (from seq {}) {:?}",
-                p.seq, picture.seq, picture.vp8
-            ));
-        }
-        picture.keyframe |= p.keyframe_start;
     }
     let mut run = PictureRun::default();
     // Per temporal layer t: whether its latest frame was decodable and none of it has been
@@ -258,7 +261,7 @@ pub fn check_vp8_pictures(packets: &[ReceivedPacket]) -> Result<PictureRun, Stri
     let mut in_sync = [false; 4];
     let mut lower_since = [0u32; 4];
     let mut previous: Option<&Picture> = None;
-    for picture in &pictures {
+    for (_, picture) in &pictures {
         let v = picture.vp8;
         let t = usize::from(v.tid);
         let name = format!(
