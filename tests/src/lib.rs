@@ -82,6 +82,17 @@ impl Session {
             .with_context(|| format!("publisher of {stream}"))
     }
 
+    /// Connects a publisher whose VP8 has `layers` temporal layers
+    /// ([`TestPeer::publisher_with_temporal_layers`]) to `stream`, and waits until its media
+    /// connection is up.
+    pub async fn publish_temporal(server: &GoliveServer, stream: &str, layers: u8) -> Result<Self> {
+        let offered = TestPeer::publisher_with_temporal_layers(layers).await?;
+        let publish = publish_message(stream, offered.sdp());
+        Self::open(server, offered, publish)
+            .await
+            .with_context(|| format!("publisher of {stream} with {layers} temporal layers"))
+    }
+
     /// Connects a simulcast publisher ([`TestPeer::simulcast_publisher`]) to `stream` and waits
     /// until its media connection is up.
     pub async fn publish_simulcast(server: &GoliveServer, stream: &str) -> Result<Self> {

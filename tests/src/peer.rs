@@ -39,6 +39,7 @@ fn media_plan() -> MediaPlan {
         delta_frame_bytes: 1_400,
         max_payload_bytes: 1_000,
         audio_payload_bytes: 100,
+        temporal_layers: 1,
     }
 }
 
@@ -145,11 +146,18 @@ enum Command {
 impl TestPeer {
     /// A publisher: sendonly VP8 and Opus tracks.
     pub async fn publisher() -> Result<OfferedPeer> {
+        Self::publisher_with_temporal_layers(1).await
+    }
+
+    /// A publisher whose VP8 has `layers` temporal layers (1 to 3: L1T1, L1T2, L1T3), with the
+    /// extended payload descriptor on every video packet when more than one.
+    pub async fn publisher_with_temporal_layers(layers: u8) -> Result<OfferedPeer> {
         let clock = Clock::system();
+        let plan = media_plan().with_temporal_layers(layers);
         let role = Role::Publisher {
             video_ssrc: random_u32(),
             audio_ssrc: random_u32(),
-            source: SyntheticSource::new(random_u32(), media_plan(), clock),
+            source: SyntheticSource::new(random_u32(), plan, clock),
         };
         OfferedPeer::new(VideoCodec::Vp8, role).await
     }

@@ -4,6 +4,7 @@
 //! `GOLIVE_E2E_LOG=rtc=debug` for the clients'.
 
 use anyhow::{Context, Result, ensure};
+use golive_client::{ReceivedPacket, check_vp8_pictures};
 use golive_e2e::media::MediaKind;
 use golive_e2e::verify::{
     MIN_AUDIO_PACKETS, MIN_VIDEO_PACKETS, every_viewer_got_the_broadcast,
@@ -42,6 +43,55 @@ async fn three_viewers_receive_publisher_payloads_byte_for_byte() {
             tokio::time::sleep(Duration::from_secs(3)).await;
             let got: Vec<_> = viewers.iter().map(|v| v.peer.snapshot()).collect();
             every_viewer_got_the_broadcast(&publisher.peer.snapshot(), &got)?;
+            Ok(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn temporal_layers_reach_viewers_byte_for_byte_with_decodable_pictures() {
+    let server = start_server();
+    run_test(
+        "temporal_layers_reach_viewers_byte_for_byte_with_decodable_pictures",
+        async {
+            let publisher = Session::publish_temporal(&server, "tl", 3).await?;
+            let early = Session::watch(&server, "tl").await?;
+            // A second viewer joins mid-GOP: it starts from the server's cached keyframe.
+            tokio::time::sleep(Duration::from_millis(1_300)).await;
+            let late = Session::watch(&server, "tl").await?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            // The viewers' records first: everything they got was sent by then.
+            let viewers = [
+                ("early", early.peer.snapshot()),
+                ("late", late.peer.snapshot()),
+            ];
+            let sent = publisher.peer.snapshot();
+            for (name, got) in viewers {
+                for (kind, min) in [
+                    (MediaKind::Video, MIN_VIDEO_PACKETS),
+                    (MediaKind::Audio, MIN_AUDIO_PACKETS),
+                ] {
+                    forwarded_faithfully(&sent, &got, kind, min)
+                        .with_context(|| format!("{name} viewer"))?;
+                }
+                let video: Vec<ReceivedPacket> = got
+                    .received_of(MediaKind::Video)
+                    .into_iter()
+                    .copied()
+                    .collect();
+                ensure!(
+                    video.iter().all(|r| r.vp8.is_some()),
+                    "{name} viewer: a video packet without the extended VP8 descriptor"
+                );
+                let run = check_vp8_pictures(&video)
+                    .map_err(|e| anyhow::anyhow!("{name} viewer: {e}"))?;
+                eprintln!("{name} viewer: {run:?}");
+                ensure!(
+                    run.frames_per_tid[..3].iter().all(|n| *n > 0),
+                    "{name} viewer: frames of every temporal layer, got {run:?}"
+                );
+            }
             Ok(())
         },
     )

@@ -35,7 +35,10 @@ pub mod simulcast;
 pub mod verify;
 
 pub use harness::{ServerProcess, golive_binary};
-pub use media::{Clock, MediaKind, MediaPlan, Numbering, Stamp, SyntheticPacket, SyntheticSource};
+pub use media::{
+    Clock, MediaKind, MediaPlan, Numbering, Stamp, SyntheticPacket, SyntheticSource, TemporalTag,
+    Vp8Temporal,
+};
 pub use pacer::{Pacer, Pacing};
 pub use peer::{
     ClientPeer, Feedback, IceTiming, KeyframeRequestKind, PayloadTypes, PeerConfig, PeerError,
@@ -46,4 +49,4 @@ pub use signal::{Closed, FrameCounts, Incoming, SignalClient, SignalError};
 pub use simulcast::{
     LayerStats, SIMULCAST_RIDS, Simulcast, SimulcastError, SimulcastLayer, simulcast_offer,
 };
-pub use verify::{ReceivedPacket, TrackRun, check_track};
+pub use verify::{PictureRun, ReceivedPacket, TrackRun, check_track, check_vp8_pictures};

@@ -9,6 +9,12 @@
 //! byte for byte what the publisher made ([`Stamp::matches`]) without either side keeping the
 //! bytes, or check it cheaply on a hot path ([`Stamp::matches_quickly`]).
 //!
+//! With VP8 temporal layers ([`MediaPlan::temporal_layers`] 2 or 3), every video packet carries
+//! the extended descriptor ([`Vp8Temporal`]: picture id, TL0PICIDX, TID, layer sync) as
+//! libwebrtc sends it. A server that drops temporal layers rewrites the picture id and
+//! TL0PICIDX for each viewer, so the checks skip those bytes; the stamp records the TID and the
+//! sync bit, which no server may change.
+//!
 //! Nothing here reads a clock: a [`SyntheticSource`] is told the time, and its [`Clock`] maps
 //! that time to the send time written into stamps.
 
@@ -40,10 +46,6 @@ pub const STAMP_MAGIC: u32 = 0x474c_5632;
 /// magic (4) + source (4) + kind (1) + counter (8) + send time (8).
 pub const STAMP_BYTES: usize = 25;
 
-/// VP8 payload descriptor (RFC 7741 §4.2), one byte: S=1, PID=0 (a frame's first packet), and
-/// S=0 (a packet that continues a frame).
-const VP8_DESCRIPTOR_START: u8 = 0x10;
-const VP8_DESCRIPTOR_CONTINUATION: u8 = 0x00;
 /// VP8 frame tag (RFC 6386 §9.1): bit 0 the *inverse* keyframe flag, bit 4 show_frame, then the
 /// first partition size; a keyframe adds the start code and the picture size.
 const VP8_KEYFRAME_TAG: [u8; 3] = [0x10, 0x02, 0x00];
@@ -51,8 +53,29 @@ const VP8_DELTA_TAG: [u8; 3] = [0x11, 0x02, 0x00];
 const VP8_START_CODE: [u8; 3] = [0x9d, 0x01, 0x2a];
 /// Opus TOC byte: config 31 (CELT fullband 20 ms), stereo, one frame.
 const OPUS_TOC: u8 = 0xfc;
-/// The longest codec header: descriptor, frame tag, start code, width, height.
-const MAX_HEADER_BYTES: usize = 11;
+/// VP8 payload descriptor (RFC 7741 §4.2). Without temporal layers it is one byte: S=1 on a
+/// frame's first packet, PID=0. With them, every packet carries the extended descriptor, as
+/// libwebrtc sends it: byte 0 X=1 (and S), byte 1 I, L and T set (K clear), a 15-bit picture id
+/// (M=1), TL0PICIDX, then TID and Y.
+const VP8_START: u8 = 0x10;
+const VP8_EXTENDED: u8 = 0x80;
+const VP8_HAS_PICTURE_ID_TL0_TID: u8 = 0xe0;
+const VP8_PICTURE_ID_LONG: u8 = 0x80;
+const VP8_EXTENDED_DESCRIPTOR_BYTES: usize = 6;
+/// Where the bytes a forwarder may rewrite sit in the extended descriptor: from the picture id
+/// (two bytes, of which the M bit must stay) through TL0PICIDX, up to the TID and Y byte.
+const VP8_PICTURE_ID_AT: usize = 2;
+const VP8_TID_Y_AT: usize = 5;
+/// Picture ids are 15 bits (RFC 7741 §4.2, M=1).
+pub const PICTURE_ID_MODULUS: u16 = 1 << 15;
+/// The first picture id and TL0PICIDX of a source with temporal layers: near their wraps (2^15
+/// and 2^8), so a forwarder that mishandles either shows up within seconds.
+pub const FIRST_PICTURE_ID: u16 = 32_700;
+pub const FIRST_TL0_PIC_IDX: u8 = 250;
+/// The most temporal layers a [`MediaPlan`] may ask for (L1T3, as browsers send).
+pub const MAX_TEMPORAL_LAYERS: u8 = 3;
+/// The longest codec header: extended descriptor, frame tag, start code, width, height.
+const MAX_HEADER_BYTES: usize = VP8_EXTENDED_DESCRIPTOR_BYTES + 10;
 
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,32 +122,124 @@ impl PayloadKind {
             _ => return None,
         })
     }
+}
 
-    /// The codec header of a payload of this kind: its bytes, and how many of them count.
-    fn header(self) -> ([u8; MAX_HEADER_BYTES], usize) {
-        let mut h = [0u8; MAX_HEADER_BYTES];
-        let mut put = |at: usize, bytes: &[u8]| {
-            h[at..at + bytes.len()].copy_from_slice(bytes);
-            at + bytes.len()
-        };
-        let len = match self {
-            PayloadKind::Audio => put(0, &[OPUS_TOC]),
-            PayloadKind::VideoContinuation => put(0, &[VP8_DESCRIPTOR_CONTINUATION]),
-            PayloadKind::VideoFrameStart { keyframe: false } => {
-                let at = put(0, &[VP8_DESCRIPTOR_START]);
-                put(at, &VP8_DELTA_TAG)
-            }
-            PayloadKind::VideoFrameStart { keyframe: true } => {
-                let at = put(0, &[VP8_DESCRIPTOR_START]);
-                let at = put(at, &VP8_KEYFRAME_TAG);
-                let at = put(at, &VP8_START_CODE);
-                // 14 bits of size, 2 bits of scale (0), little-endian.
-                let at = put(at, &VIDEO_WIDTH.to_le_bytes());
-                put(at, &VIDEO_HEIGHT.to_le_bytes())
-            }
-        };
-        (h, len)
+/// A VP8 frame's place among temporal layers, as its payload descriptor carries it (RFC 7741
+/// §4.2): the picture id (15 bits), TL0PICIDX (the running index of the base-layer frames, which
+/// a frame of a higher layer shares with the base frame it follows), the temporal layer (TID)
+/// and the layer-sync bit Y (the frame depends on base-layer frames only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Vp8Temporal {
+    pub picture_id: u16,
+    pub tl0_pic_idx: u8,
+    pub tid: u8,
+    pub layer_sync: bool,
+}
+
+impl Vp8Temporal {
+    /// What a stamp keeps of it: the fields no forwarder may change.
+    pub fn tag(self) -> TemporalTag {
+        TemporalTag {
+            tid: self.tid,
+            layer_sync: self.layer_sync,
+        }
     }
+
+    /// Reads the descriptor of a VP8 RTP payload; `None` unless it carries a picture id,
+    /// TL0PICIDX and TID (I, L and T set), as a stream with temporal layers does.
+    pub fn read(payload: &[u8]) -> Option<Self> {
+        let &b0 = payload.first()?;
+        if b0 & VP8_EXTENDED == 0 {
+            return None;
+        }
+        let &b1 = payload.get(1)?;
+        // I, L and T; K (a key index, sharing T's byte) alone makes no temporal layer.
+        if b1 & VP8_HAS_PICTURE_ID_TL0_TID != VP8_HAS_PICTURE_ID_TL0_TID {
+            return None;
+        }
+        let mut at = 2;
+        let &p0 = payload.get(at)?;
+        let picture_id = if p0 & VP8_PICTURE_ID_LONG != 0 {
+            at += 2;
+            u16::from_be_bytes([p0 & 0x7f, *payload.get(at - 1)?])
+        } else {
+            at += 1;
+            u16::from(p0)
+        };
+        let &tl0_pic_idx = payload.get(at)?;
+        let &tk = payload.get(at + 1)?;
+        Some(Self {
+            picture_id,
+            tl0_pic_idx,
+            tid: tk >> 6,
+            layer_sync: tk & 0x20 != 0,
+        })
+    }
+}
+
+/// The part of a packet's [`Vp8Temporal`] that its stamp records: a forwarder that drops
+/// temporal layers rewrites picture ids and TL0PICIDX, never the layer or the sync bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TemporalTag {
+    pub tid: u8,
+    pub layer_sync: bool,
+}
+
+/// The codec header of a payload of `kind`: its bytes, and how many of them count. With a
+/// temporal tag (video only), the extended descriptor carries `picture_id` and `tl0_pic_idx`.
+fn header(
+    kind: PayloadKind,
+    temporal: Option<TemporalTag>,
+    picture_id: u16,
+    tl0_pic_idx: u8,
+) -> ([u8; MAX_HEADER_BYTES], usize) {
+    let mut h = [0u8; MAX_HEADER_BYTES];
+    let mut put = |at: usize, bytes: &[u8]| {
+        h[at..at + bytes.len()].copy_from_slice(bytes);
+        at + bytes.len()
+    };
+    let descriptor = |start: bool| -> ([u8; VP8_EXTENDED_DESCRIPTOR_BYTES], usize) {
+        let s = if start { VP8_START } else { 0 };
+        match temporal {
+            None => ([s, 0, 0, 0, 0, 0], 1),
+            Some(t) => {
+                let pid = (picture_id % PICTURE_ID_MODULUS).to_be_bytes();
+                (
+                    [
+                        VP8_EXTENDED | s,
+                        VP8_HAS_PICTURE_ID_TL0_TID,
+                        VP8_PICTURE_ID_LONG | pid[0],
+                        pid[1],
+                        tl0_pic_idx,
+                        (t.tid & 0x03) << 6 | u8::from(t.layer_sync) << 5,
+                    ],
+                    VP8_EXTENDED_DESCRIPTOR_BYTES,
+                )
+            }
+        }
+    };
+    let len = match kind {
+        PayloadKind::Audio => put(0, &[OPUS_TOC]),
+        PayloadKind::VideoContinuation => {
+            let (d, n) = descriptor(false);
+            put(0, &d[..n])
+        }
+        PayloadKind::VideoFrameStart { keyframe: false } => {
+            let (d, n) = descriptor(true);
+            let at = put(0, &d[..n]);
+            put(at, &VP8_DELTA_TAG)
+        }
+        PayloadKind::VideoFrameStart { keyframe: true } => {
+            let (d, n) = descriptor(true);
+            let at = put(0, &d[..n]);
+            let at = put(at, &VP8_KEYFRAME_TAG);
+            let at = put(at, &VP8_START_CODE);
+            // 14 bits of size, 2 bits of scale (0), little-endian.
+            let at = put(at, &VIDEO_WIDTH.to_le_bytes());
+            put(at, &VIDEO_HEIGHT.to_le_bytes())
+        }
+    };
+    (h, len)
 }
 
 /// Send times on the wire: nanoseconds since the Unix epoch, taken once from the wall clock and
@@ -178,11 +293,21 @@ pub struct Stamp {
     /// The source that made it (one per publisher).
     pub source_id: u32,
     pub kind: PayloadKind,
+    /// A video packet's temporal layer and sync bit, when its source sends temporal layers
+    /// (then its payload has the extended VP8 descriptor).
+    pub temporal: Option<TemporalTag>,
     /// Its number among the source's packets, audio and video together, from 0.
     pub counter: u64,
     /// The send time ([`Clock::stamp_ns`]).
     pub sent_ns: u64,
 }
+
+/// The stamp's kind byte: the [`PayloadKind`] code in bits 0-1; with a temporal tag, bit 7 set,
+/// the TID in bits 5-6 and Y in bit 4. Without one the byte is the bare code, as it always was.
+const KIND_TEMPORAL: u8 = 0x80;
+const KIND_CODE_MASK: u8 = 0x03;
+const KIND_TID_SHIFT: u8 = 5;
+const KIND_SYNC: u8 = 0x10;
 
 impl Stamp {
     /// Reads the stamp at the end of `payload`; `None` if the payload is not ours.
@@ -192,18 +317,48 @@ impl Stamp {
         if u32::from_be_bytes(s[0..4].try_into().ok()?) != STAMP_MAGIC {
             return None;
         }
+        let (kind, temporal) = Self::decode_kind(s[8])?;
         Some(Self {
             source_id: u32::from_be_bytes(s[4..8].try_into().ok()?),
-            kind: PayloadKind::from_code(s[8])?,
+            kind,
+            temporal,
             counter: u64::from_be_bytes(s[9..17].try_into().ok()?),
             sent_ns: u64::from_be_bytes(s[17..25].try_into().ok()?),
         })
     }
 
+    fn kind_byte(&self) -> u8 {
+        match self.temporal {
+            None => self.kind.code(),
+            Some(t) => {
+                KIND_TEMPORAL
+                    | (t.tid & 0x03) << KIND_TID_SHIFT
+                    | if t.layer_sync { KIND_SYNC } else { 0 }
+                    | self.kind.code()
+            }
+        }
+    }
+
+    fn decode_kind(b: u8) -> Option<(PayloadKind, Option<TemporalTag>)> {
+        if b & KIND_TEMPORAL == 0 {
+            return Some((PayloadKind::from_code(b)?, None));
+        }
+        let kind = PayloadKind::from_code(b & KIND_CODE_MASK)?;
+        let unused = !(KIND_TEMPORAL | 0x03 << KIND_TID_SHIFT | KIND_SYNC | KIND_CODE_MASK);
+        if kind == PayloadKind::Audio || b & unused != 0 {
+            return None;
+        }
+        let tag = TemporalTag {
+            tid: (b >> KIND_TID_SHIFT) & 0x03,
+            layer_sync: b & KIND_SYNC != 0,
+        };
+        Some((kind, Some(tag)))
+    }
+
     fn put(&self, b: &mut BytesMut) {
         b.put_u32(STAMP_MAGIC);
         b.put_u32(self.source_id);
-        b.put_u8(self.kind.code());
+        b.put_u8(self.kind_byte());
         b.put_u64(self.counter);
         b.put_u64(self.sent_ns);
     }
@@ -216,13 +371,27 @@ impl Stamp {
             ^ (self.counter >> 32) as u32
     }
 
-    /// Whether `payload` is, byte for byte, the payload of this stamp's packet.
+    /// Whether the codec header at the start of `payload` is this stamp's. With the extended
+    /// descriptor, the picture id and TL0PICIDX are a forwarder's to rewrite (it renumbers
+    /// them for each viewer when it drops temporal layers): only their width (the M bit) must
+    /// stay. Every other byte must be the publisher's.
+    fn header_matches(&self, payload: &[u8], header: &[u8]) -> bool {
+        if self.temporal.is_none() {
+            return payload[..header.len()] == *header;
+        }
+        payload[..VP8_PICTURE_ID_AT] == header[..VP8_PICTURE_ID_AT]
+            && payload[VP8_PICTURE_ID_AT] & VP8_PICTURE_ID_LONG != 0
+            && payload[VP8_TID_Y_AT..header.len()] == header[VP8_TID_Y_AT..]
+    }
+
+    /// Whether `payload` is, byte for byte, the payload of this stamp's packet (but for the
+    /// picture id and TL0PICIDX of an extended VP8 descriptor, which forwarders may rewrite).
     pub fn matches(&self, payload: &[u8]) -> bool {
-        let (header, header_len) = self.kind.header();
+        let (header, header_len) = header(self.kind, self.temporal, 0, 0);
         let Some(body_end) = payload.len().checked_sub(STAMP_BYTES) else {
             return false;
         };
-        if body_end < header_len || payload[..header_len] != header[..header_len] {
+        if body_end < header_len || !self.header_matches(payload, &header[..header_len]) {
             return false;
         }
         let seed = self.filler_seed();
@@ -230,15 +399,19 @@ impl Stamp {
         filler_ok && Stamp::read(payload) == Some(*self)
     }
 
-    /// A cheap check for hot paths: the stamp, the first byte and the last filler byte. SRTP
-    /// authentication already vouches for the bytes on the wire; this catches a server that
-    /// cuts or mixes up payloads.
+    /// A cheap check for hot paths: the stamp, the first byte (and with the extended VP8
+    /// descriptor, the TID and Y byte) and the last filler byte. SRTP authentication already
+    /// vouches for the bytes on the wire; this catches a server that cuts or mixes up
+    /// payloads.
     pub fn matches_quickly(&self, payload: &[u8]) -> bool {
         let Some(body_end) = payload.len().checked_sub(STAMP_BYTES) else {
             return false;
         };
-        let (header, header_len) = self.kind.header();
+        let (header, header_len) = header(self.kind, self.temporal, 0, 0);
         if body_end < header_len || payload.first() != header.first() {
+            return false;
+        }
+        if self.temporal.is_some() && payload[VP8_TID_Y_AT] != header[VP8_TID_Y_AT] {
             return false;
         }
         let filler_ok = body_end == header_len
@@ -253,10 +426,17 @@ fn filler(seed: u32, i: usize) -> u8 {
     ((i as u32).wrapping_mul(0x9e37_79b1).wrapping_add(seed) >> 24) as u8
 }
 
-/// The payload of `stamp`'s packet, `len` bytes long (at least its header and the stamp).
+/// The payload of `stamp`'s packet, `len` bytes long (at least its header and the stamp). A
+/// stamp with a temporal tag gets picture id 0 and TL0PICIDX 0: see [`payload_with_ids`].
 pub fn payload(len: usize, stamp: Stamp) -> Bytes {
+    payload_with_ids(len, stamp, 0, 0)
+}
+
+/// The payload of `stamp`'s packet, `len` bytes long; with a temporal tag in the stamp, its
+/// extended VP8 descriptor carries `picture_id` (15 bits) and `tl0_pic_idx`.
+pub fn payload_with_ids(len: usize, stamp: Stamp, picture_id: u16, tl0_pic_idx: u8) -> Bytes {
     let mut b = BytesMut::with_capacity(len.max(MAX_HEADER_BYTES + STAMP_BYTES));
-    let (header, header_len) = stamp.kind.header();
+    let (header, header_len) = header(stamp.kind, stamp.temporal, picture_id, tl0_pic_idx);
     b.put_slice(&header[..header_len]);
     let body_end = len.max(b.len() + STAMP_BYTES) - STAMP_BYTES;
     let seed = stamp.filler_seed();
@@ -289,6 +469,12 @@ pub struct MediaPlan {
     /// A frame is cut into packets of at most this many payload bytes, as even as possible.
     pub max_payload_bytes: usize,
     pub audio_payload_bytes: usize,
+    /// VP8 temporal layers, 1 to [`MAX_TEMPORAL_LAYERS`] (L1T1, L1T2, L1T3; a value out of
+    /// range counts as the nearest). With more than one, every video packet carries the
+    /// extended descriptor ([`Vp8Temporal`]), frames follow libwebrtc's layer pattern from
+    /// each keyframe ([`temporal_layer_of_frame`]), and base-layer frames are larger than
+    /// the others ([`MediaPlan::frame_bytes`]).
+    pub temporal_layers: u8,
 }
 
 impl MediaPlan {
@@ -310,28 +496,75 @@ impl MediaPlan {
             delta_frame_bytes: delta,
             max_payload_bytes: MAX_PAYLOAD_BYTES,
             audio_payload_bytes: AUDIO_PAYLOAD_BYTES,
+            temporal_layers: 1,
+        }
+    }
+
+    /// This plan with `layers` temporal layers (1 to [`MAX_TEMPORAL_LAYERS`]).
+    pub fn with_temporal_layers(self, layers: u8) -> Self {
+        Self {
+            temporal_layers: layers,
+            ..self
+        }
+    }
+
+    /// The temporal layers, within 1..=[`MAX_TEMPORAL_LAYERS`].
+    pub fn temporal_layer_count(&self) -> u8 {
+        self.temporal_layers.clamp(1, MAX_TEMPORAL_LAYERS)
+    }
+
+    /// The size of a frame of temporal layer `tid`. Base-layer frames carry more, as an
+    /// encoder spends more bits on the frames others refer to, while one pattern's frames
+    /// average `delta_frame_bytes`: L1T2 1.2 and 0.8 times it, L1T3 1.6, 0.8 and 0.8 times
+    /// it (the pattern 0, 2, 1, 2). A keyframe is `keyframe_bytes` whatever its layer.
+    pub fn frame_bytes(&self, keyframe: bool, tid: u8) -> usize {
+        if keyframe {
+            return self.keyframe_bytes;
+        }
+        let d = self.delta_frame_bytes;
+        match (self.temporal_layer_count(), tid) {
+            (1, _) => d,
+            (2, 0) => d * 6 / 5,
+            (3, 0) => d * 8 / 5,
+            _ => d * 4 / 5,
         }
     }
 
     /// The bits per second of audio and video together.
     pub fn bitrate_bps(&self) -> u64 {
-        let gop_bytes =
-            self.keyframe_bytes as u64 + self.delta_frame_bytes as u64 * (self.gop_frames - 1);
+        let gop_bytes: u64 = (0..self.gop_frames.max(1))
+            .map(|i| {
+                let tid = temporal_layer_of_frame(self.temporal_layer_count(), i);
+                self.frame_bytes(i == 0, tid) as u64
+            })
+            .sum();
         let video = gop_bytes * 8 * u64::from(self.video_fps) / self.gop_frames;
         video + self.audio_payload_bytes as u64 * 8 * u64::from(AUDIO_PACKETS_PER_S)
     }
 
-    /// The payload sizes of one frame's packets.
+    /// The payload sizes of one frame's packets (a delta frame: of the base layer).
     pub fn packet_sizes(&self, keyframe: bool) -> impl Iterator<Item = usize> + use<> {
-        let frame_bytes = if keyframe {
-            self.keyframe_bytes
-        } else {
-            self.delta_frame_bytes
-        };
+        self.frame_packet_sizes(self.frame_bytes(keyframe, 0))
+    }
+
+    /// The payload sizes of the packets of a frame of `frame_bytes`.
+    pub fn frame_packet_sizes(&self, frame_bytes: usize) -> impl Iterator<Item = usize> + use<> {
         let n = frame_bytes.div_ceil(self.max_payload_bytes.max(1)).max(1);
         let base = frame_bytes / n;
         let extra = frame_bytes % n;
         (0..n).map(move |i| base + usize::from(i < extra))
+    }
+}
+
+/// The temporal layer of the frame `since_keyframe` frames after the last keyframe (which is
+/// frame 0, of layer 0), with `layers` temporal layers: libwebrtc's patterns, L1T2 0, 1, 0, 1…
+/// and L1T3 0, 2, 1, 2, 0, 2, 1, 2…
+pub fn temporal_layer_of_frame(layers: u8, since_keyframe: u64) -> u8 {
+    const L1T3: [u8; 4] = [0, 2, 1, 2];
+    match layers {
+        0 | 1 => 0,
+        2 => (since_keyframe % 2) as u8,
+        _ => L1T3[(since_keyframe % 4) as usize],
     }
 }
 
@@ -368,6 +601,9 @@ pub struct SyntheticPacket {
     /// The first packet of a VP8 keyframe.
     pub keyframe_start: bool,
     pub stamp: Stamp,
+    /// The VP8 frame's temporal layer and numbering, when the plan has more than one temporal
+    /// layer (the same for every packet of a frame).
+    pub temporal: Option<Vp8Temporal>,
     pub payload: Bytes,
 }
 
@@ -391,6 +627,14 @@ pub struct SyntheticSource {
     audio_seq: u16,
     counter: u64,
     keyframes: u64,
+    /// Frames since the last keyframe (for the temporal layer pattern).
+    since_keyframe: u64,
+    /// The next frame's picture id, and the next base-layer frame's TL0PICIDX.
+    picture_id: u16,
+    tl0_pic_idx: u8,
+    /// Temporal layers (bit per TID) that have had a frame since the last keyframe: the first
+    /// frame of each layer after a keyframe is its layer-sync frame.
+    layers_seen: u8,
 }
 
 impl SyntheticSource {
@@ -421,6 +665,10 @@ impl SyntheticSource {
             audio_seq: numbering.audio_seq,
             counter: 0,
             keyframes: 0,
+            since_keyframe: 0,
+            picture_id: FIRST_PICTURE_ID,
+            tl0_pic_idx: FIRST_TL0_PIC_IDX,
+            layers_seen: 0,
         }
     }
 
@@ -459,6 +707,14 @@ impl SyntheticSource {
         if self.answer_keyframe_requests {
             self.keyframe_requested = true;
         }
+    }
+
+    /// The next frame gets this picture id (15 bits) and the next base-layer frame this
+    /// TL0PICIDX (with more than one temporal layer; by default [`FIRST_PICTURE_ID`] and
+    /// [`FIRST_TL0_PIC_IDX`]).
+    pub fn set_next_picture_id(&mut self, picture_id: u16, tl0_pic_idx: u8) {
+        self.picture_id = picture_id % PICTURE_ID_MODULUS;
+        self.tl0_pic_idx = tl0_pic_idx;
     }
 
     /// The next video packet gets this sequence number (for tests that fake a gap).
@@ -508,7 +764,8 @@ impl SyntheticSource {
             let seq = self.audio_seq;
             self.audio_seq = seq.wrapping_add(1);
             let len = self.plan.audio_payload_bytes;
-            out.push(self.packet(now, sent_ns, PayloadKind::Audio, seq, ts as u32, false, len));
+            let kind = PayloadKind::Audio;
+            out.push(self.packet(now, sent_ns, kind, seq, ts as u32, false, len, None));
         }
         while self.next_frame(start) <= now {
             let keyframe =
@@ -518,7 +775,10 @@ impl SyntheticSource {
             let ts = u64::from(self.numbering.video_ts)
                 + self.frames * u64::from(VIDEO_CLOCK_RATE) / u64::from(self.plan.video_fps.max(1));
             self.frames += 1;
-            let sizes: Vec<usize> = self.plan.packet_sizes(keyframe).collect();
+            let temporal = self.next_temporal(keyframe);
+            let tid = temporal.map_or(0, |t| t.tid);
+            let frame_bytes = self.plan.frame_bytes(keyframe, tid);
+            let sizes: Vec<usize> = self.plan.frame_packet_sizes(frame_bytes).collect();
             let n = sizes.len();
             for (i, len) in sizes.into_iter().enumerate() {
                 let kind = if i == 0 {
@@ -528,9 +788,41 @@ impl SyntheticSource {
                 };
                 let seq = self.video_seq;
                 self.video_seq = seq.wrapping_add(1);
-                out.push(self.packet(now, sent_ns, kind, seq, ts as u32, i + 1 == n, len));
+                let marker = i + 1 == n;
+                out.push(self.packet(now, sent_ns, kind, seq, ts as u32, marker, len, temporal));
             }
         }
+    }
+
+    /// The next frame's temporal layer and numbering; `None` with one temporal layer.
+    fn next_temporal(&mut self, keyframe: bool) -> Option<Vp8Temporal> {
+        if keyframe {
+            self.since_keyframe = 0;
+            self.layers_seen = 0;
+        }
+        let layers = self.plan.temporal_layer_count();
+        let tid = temporal_layer_of_frame(layers, self.since_keyframe);
+        self.since_keyframe += 1;
+        if layers == 1 {
+            return None;
+        }
+        let picture_id = self.picture_id;
+        self.picture_id = (picture_id + 1) % PICTURE_ID_MODULUS;
+        let tl0_pic_idx = if tid == 0 {
+            let idx = self.tl0_pic_idx;
+            self.tl0_pic_idx = idx.wrapping_add(1);
+            idx
+        } else {
+            self.tl0_pic_idx.wrapping_sub(1)
+        };
+        let layer_sync = tid > 0 && self.layers_seen & 1 << tid == 0;
+        self.layers_seen |= 1 << tid;
+        Some(Vp8Temporal {
+            picture_id,
+            tl0_pic_idx,
+            tid,
+            layer_sync,
+        })
     }
 
     /// Stamps `packet` with `now` as its send time (its payload rebuilt to match), for a
@@ -541,7 +833,11 @@ impl SyntheticSource {
             return;
         }
         packet.stamp.sent_ns = self.clock.stamp_ns(now);
-        packet.payload = payload(packet.payload.len(), packet.stamp);
+        let (picture_id, tl0_pic_idx) = packet
+            .temporal
+            .map_or((0, 0), |t| (t.picture_id, t.tl0_pic_idx));
+        packet.payload =
+            payload_with_ids(packet.payload.len(), packet.stamp, picture_id, tl0_pic_idx);
         packet.at = now;
     }
 
@@ -555,10 +851,12 @@ impl SyntheticSource {
         ts: u32,
         marker: bool,
         len: usize,
+        temporal: Option<Vp8Temporal>,
     ) -> SyntheticPacket {
         let stamp = Stamp {
             source_id: self.id,
             kind,
+            temporal: temporal.map(Vp8Temporal::tag),
             counter: self.counter,
             sent_ns,
         };
@@ -571,7 +869,11 @@ impl SyntheticSource {
             marker,
             keyframe_start: kind == PayloadKind::VideoFrameStart { keyframe: true },
             stamp,
-            payload: payload(len, stamp),
+            temporal,
+            payload: match temporal {
+                Some(t) => payload_with_ids(len, stamp, t.picture_id, t.tl0_pic_idx),
+                None => payload(len, stamp),
+            },
         }
     }
 }
@@ -584,6 +886,7 @@ mod tests {
         Stamp {
             source_id: 7,
             kind,
+            temporal: None,
             counter: 77,
             sent_ns: 123_456_789_012,
         }
@@ -684,6 +987,7 @@ mod tests {
             delta_frame_bytes: 1_000,
             max_payload_bytes: 1_000,
             audio_payload_bytes: 100,
+            temporal_layers: 1,
         };
         (t0, SyntheticSource::new(42, plan, Clock::new(t0, 0)))
     }
@@ -769,5 +1073,192 @@ mod tests {
         src.set_sending(true);
         src.produce(t0 + Duration::from_millis(400), &mut out);
         assert_eq!(audio(&out), 10, "the schedule catches up");
+    }
+
+    #[test]
+    fn one_temporal_layer_keeps_the_one_byte_descriptor_and_the_old_stamp() {
+        let p = payload(100, stamp(PayloadKind::VideoFrameStart { keyframe: false }));
+        assert_eq!(p[..4], [0x10, 0x11, 0x02, 0x00]);
+        assert_eq!(
+            p[100 - STAMP_BYTES + 8],
+            2,
+            "the kind byte is the bare code"
+        );
+        let c = payload(100, stamp(PayloadKind::VideoContinuation));
+        assert_eq!(c[0], 0x00);
+        assert_eq!(Vp8Temporal::read(&p), None);
+        let (t0, mut src) = source(3);
+        src.start(t0);
+        let mut out = Vec::new();
+        src.produce(t0 + Duration::from_millis(900), &mut out);
+        assert!(
+            out.iter()
+                .all(|p| p.temporal.is_none() && p.stamp.temporal.is_none())
+        );
+    }
+
+    /// Ten seconds of a 10 fps source with `layers` temporal layers: its video frames (the
+    /// packets of each), with a keyframe at frame 0, every `gop` and on request at frame 13.
+    fn temporal_frames(layers: u8, gop: u64) -> Vec<Vec<SyntheticPacket>> {
+        let (t0, src) = source(gop);
+        let mut src = SyntheticSource::new(
+            42,
+            src.plan().with_temporal_layers(layers),
+            Clock::new(t0, 0),
+        );
+        src.start(t0);
+        let mut frames = Vec::new();
+        for n in 0..100u64 {
+            if n == 13 {
+                src.request_keyframe();
+            }
+            let mut out = Vec::new();
+            src.produce(t0 + Duration::from_millis(100 * n), &mut out);
+            out.retain(|p| p.kind == MediaKind::Video);
+            frames.push(out);
+        }
+        frames
+    }
+
+    #[test]
+    fn temporal_layers_follow_the_pattern_from_each_keyframe_and_number_across_the_wraps() {
+        let frames = temporal_frames(3, 40);
+        let t: Vec<Vp8Temporal> = frames.iter().map(|f| f[0].temporal.unwrap()).collect();
+        let tids: Vec<u8> = t.iter().map(|t| t.tid).collect();
+        assert_eq!(tids[..13], [0, 2, 1, 2, 0, 2, 1, 2, 0, 2, 1, 2, 0][..]);
+        // The requested keyframe (frame 13) restarts the pattern, and so does frame 40.
+        assert_eq!(tids[12..18], [0, 0, 2, 1, 2, 0]);
+        assert_eq!(tids[38..42], [2, 1, 0, 2]);
+        let syncs: Vec<usize> = (0..t.len()).filter(|&i| t[i].layer_sync).collect();
+        assert_eq!(syncs, [1, 2, 14, 15, 41, 42, 81, 82]);
+        assert_eq!(t[0].picture_id, FIRST_PICTURE_ID);
+        assert_eq!(t[0].tl0_pic_idx, FIRST_TL0_PIC_IDX);
+        let mut wrapped = (false, false);
+        for w in t.windows(2) {
+            assert_eq!(w[1].picture_id, (w[0].picture_id + 1) % PICTURE_ID_MODULUS);
+            let step = w[1].tl0_pic_idx.wrapping_sub(w[0].tl0_pic_idx);
+            assert_eq!(step, u8::from(w[1].tid == 0), "{w:?}");
+            wrapped.0 |= w[1].picture_id < w[0].picture_id;
+            wrapped.1 |= w[1].tl0_pic_idx < w[0].tl0_pic_idx;
+        }
+        assert_eq!(wrapped, (true, true), "both wrapped within the run");
+        for (i, frame) in frames.iter().enumerate() {
+            let keyframe = frame[0].keyframe_start;
+            assert_eq!(keyframe, [0, 13, 40, 80].contains(&i), "frame {i}");
+            for p in frame {
+                assert_eq!(p.temporal, Some(t[i]));
+                assert_eq!(Vp8Temporal::read(&p.payload), Some(t[i]));
+                assert_eq!(p.stamp.temporal, Some(t[i].tag()));
+                assert_eq!(Stamp::read(&p.payload), Some(p.stamp));
+                assert!(p.stamp.matches(&p.payload) && p.stamp.matches_quickly(&p.payload));
+                assert_eq!(vp8_keyframe_start(&p.payload), p.keyframe_start);
+                assert_eq!(p.payload[0] & 0xef, 0x80, "X set, PID 0");
+                assert_eq!(p.payload[1], 0xe0);
+            }
+            let bytes: usize = frame.iter().map(|p| p.payload.len()).sum();
+            let want = match (keyframe, t[i].tid) {
+                (true, _) => 3_000,
+                (false, 0) => 1_600,
+                _ => 800,
+            };
+            assert_eq!(bytes, want, "frame {i}");
+        }
+    }
+
+    #[test]
+    fn two_temporal_layers_alternate_and_keep_the_average_frame_size() {
+        let frames = temporal_frames(2, 1_000);
+        let tids: Vec<u8> = frames.iter().map(|f| f[0].temporal.unwrap().tid).collect();
+        assert_eq!(tids[..6], [0, 1, 0, 1, 0, 1]);
+        assert_eq!(tids[12..16], [0, 0, 1, 0]);
+        let sizes: Vec<usize> = frames[2..4]
+            .iter()
+            .map(|f| f.iter().map(|p| p.payload.len()).sum())
+            .collect();
+        assert_eq!(sizes, [1_200, 800]);
+        for layers in [2, 3] {
+            let plan = MediaPlan::for_bitrate(2_500_000, Duration::from_secs(2));
+            let with = plan.with_temporal_layers(layers).bitrate_bps() as f64;
+            let ratio = with / plan.bitrate_bps() as f64;
+            assert!((ratio - 1.0).abs() < 0.01, "{layers} layers: {ratio}");
+        }
+    }
+
+    #[test]
+    fn rewritten_picture_ids_still_match_and_nothing_else_may_change() {
+        let frames = temporal_frames(3, 40);
+        let p = &frames[3][0];
+        assert_eq!(p.temporal.map(|t| t.tid), Some(2));
+        let s = p.stamp;
+        let mut rewritten = p.payload.to_vec();
+        rewritten[2] = 0x80 | 0x12;
+        rewritten[3] = 0x34;
+        rewritten[4] = 7;
+        assert!(s.matches(&rewritten) && s.matches_quickly(&rewritten));
+        let read = Vp8Temporal::read(&rewritten).unwrap();
+        assert_eq!((read.picture_id, read.tl0_pic_idx), (0x1234, 7));
+        for (at, flip) in [
+            (0, 0x10),
+            (1, 0x10),
+            (2, 0x80),
+            (5, 0x40),
+            (5, 0x20),
+            (6, 1),
+        ] {
+            let mut bad = p.payload.to_vec();
+            bad[at] ^= flip;
+            assert!(!s.matches(&bad), "byte {at} ^ {flip:#x}");
+        }
+        // The quick check sees the first byte and the layer byte.
+        for (at, flip) in [(0, 0x10), (5, 0x40), (5, 0x20)] {
+            let mut bad = p.payload.to_vec();
+            bad[at] ^= flip;
+            assert!(!s.matches_quickly(&bad), "byte {at} ^ {flip:#x}");
+        }
+        // A stamp claiming another layer, or none, does not match.
+        let other = Stamp {
+            temporal: Some(TemporalTag {
+                tid: 1,
+                layer_sync: false,
+            }),
+            ..s
+        };
+        assert!(!other.matches(&p.payload) && !other.matches_quickly(&p.payload));
+        let none = Stamp {
+            temporal: None,
+            ..s
+        };
+        assert!(!none.matches(&p.payload) && !none.matches_quickly(&p.payload));
+        // A restamped packet keeps its picture id and TL0PICIDX.
+        let (_, src) = source(40);
+        let mut held = p.clone();
+        let later = held.at + Duration::from_millis(3);
+        src.restamp(&mut held, later);
+        assert_ne!(held.stamp.sent_ns, s.sent_ns);
+        assert_eq!(Vp8Temporal::read(&held.payload), p.temporal);
+        assert!(held.stamp.matches(&held.payload));
+    }
+
+    #[test]
+    fn only_descriptors_with_picture_id_tl0_and_tid_read_as_temporal() {
+        let t = |b: &[u8]| Vp8Temporal::read(b);
+        assert_eq!(
+            t(&[0x90, 0xe0, 0x81, 0x23, 9, 0xa0]),
+            Some(Vp8Temporal {
+                picture_id: 0x123,
+                tl0_pic_idx: 9,
+                tid: 2,
+                layer_sync: true,
+            })
+        );
+        // A 7-bit picture id.
+        assert_eq!(
+            t(&[0x80, 0xe0, 0x05, 9, 0x40]).map(|t| t.picture_id),
+            Some(5)
+        );
+        assert_eq!(t(&[0x90, 0x80, 0x81, 0x23, 0x50]), None, "no L, no T");
+        assert_eq!(t(&[0x90, 0xd0, 0x81, 0x23, 9, 0xa0]), None, "K without T");
+        assert_eq!(t(&[0x10, 0xe0]), None, "no X");
+        assert_eq!(t(&[0x90, 0xe0, 0x81, 0x23, 9]), None, "cut short");
     }
 }

@@ -142,6 +142,7 @@ mod tests {
                 let stamp = Stamp {
                     source_id: 1,
                     kind: PayloadKind::VideoContinuation,
+                    temporal: None,
                     counter: i as u64,
                     sent_ns: 0,
                 };
@@ -153,6 +154,7 @@ mod tests {
                     marker: i + 1 == sizes.len(),
                     keyframe_start: false,
                     stamp,
+                    temporal: None,
                     payload: payload(len, stamp),
                 }
             })

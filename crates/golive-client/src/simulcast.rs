@@ -14,7 +14,10 @@
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 
-use crate::media::{Clock, MediaKind, MediaPlan, Numbering, SyntheticPacket, SyntheticSource};
+use crate::media::{
+    Clock, FIRST_PICTURE_ID, FIRST_TL0_PIC_IDX, MediaKind, MediaPlan, Numbering,
+    PICTURE_ID_MODULUS, SyntheticPacket, SyntheticSource,
+};
 
 /// The rids of a three-layer simulcast publisher, lowest layer first, as browsers name them
 /// (quarter, half and full resolution).
@@ -168,7 +171,8 @@ impl Simulcast {
     }
 
     /// Three layers (rids q, h, f) sending `plans`, lowest first. Each layer has its own SSRC
-    /// (`ssrc_base + i`), source id (`source_base + i`) and [`layer_numbering`].
+    /// (`ssrc_base + i`), source id (`source_base + i`), [`layer_numbering`] and
+    /// [`layer_picture_numbering`].
     pub fn with_plans(
         plans: [MediaPlan; 3],
         clock: Clock,
@@ -180,12 +184,14 @@ impl Simulcast {
             .zip(plans)
             .enumerate()
             .map(|(i, (rid, plan))| {
-                let source = SyntheticSource::with_numbering(
+                let mut source = SyntheticSource::with_numbering(
                     source_base.wrapping_add(i as u32),
                     plan,
                     clock,
                     layer_numbering(i),
                 );
+                let (picture_id, tl0_pic_idx) = layer_picture_numbering(i);
+                source.set_next_picture_id(picture_id, tl0_pic_idx);
                 SimulcastLayer::new(*rid, ssrc_base.wrapping_add(i as u32), source)
             })
             .collect();
@@ -360,6 +366,15 @@ impl Simulcast {
     }
 }
 
+/// The first picture id and TL0PICIDX of each layer's VP8 (with temporal layers): apart, as an
+/// encoder's streams number their pictures on their own, so a forwarder that switches a viewer
+/// between layers without renumbering shows a jump, and all near their wraps (2^15 and 2^8).
+pub fn layer_picture_numbering(layer: usize) -> (u16, u8) {
+    let step = u16::try_from(layer).unwrap_or(0).wrapping_mul(23);
+    let picture_id = (FIRST_PICTURE_ID + step) % PICTURE_ID_MODULUS;
+    (picture_id, FIRST_TL0_PIC_IDX.wrapping_add(2 * layer as u8))
+}
+
 /// Unrelated numbers and clocks per layer, as an encoder's streams have.
 pub fn layer_numbering(layer: usize) -> Numbering {
     Numbering {
@@ -433,5 +448,26 @@ mod tests {
         assert_eq!(sc.rids(), ["q", "h", "f"]);
         assert_eq!(sc.layer_of_ssrc(0x102), Some(2));
         assert_eq!(sc.layer_of_source(41), Some(1));
+    }
+
+    #[test]
+    fn layers_number_their_pictures_apart() {
+        let plans = LAYER_BITRATE_DIVISORS.map(|div| {
+            MediaPlan::for_bitrate(2_500_000 / div, Duration::from_secs(1)).with_temporal_layers(3)
+        });
+        let mut sc = Simulcast::with_plans(plans, Clock::system(), 0x100, 40);
+        let t0 = Instant::now();
+        let firsts: Vec<(u16, u8)> = sc
+            .layers
+            .iter_mut()
+            .map(|l| {
+                l.source.start(t0);
+                let mut out = Vec::new();
+                l.source.produce(t0, &mut out);
+                let v = out.iter().find_map(|p| p.temporal).expect("a video frame");
+                (v.picture_id, v.tl0_pic_idx)
+            })
+            .collect();
+        assert_eq!(firsts, [(32_700, 250), (32_723, 252), (32_746, 254)]);
     }
 }

@@ -19,9 +19,10 @@ use anyhow::{Context, Result, anyhow};
 use bytes::BytesMut;
 use golive_client::media::vp8_keyframe_start;
 use golive_client::peer::{certificate, random_u32};
+use golive_client::simulcast::LAYER_BITRATE_DIVISORS;
 use golive_client::{
     ClientPeer, Clock, Feedback, IceTiming, MediaPlan, Pacing, PayloadTypes, PeerConfig, PeerEvent,
-    PublisherStats, Role as PeerRole, Simulcast, SrtpOffer, Stamp, SyntheticSource,
+    PublisherStats, Role as PeerRole, Simulcast, SrtpOffer, Stamp, SyntheticSource, Vp8Temporal,
 };
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -84,6 +85,8 @@ pub enum PublisherMedia {
         top_bps: u64,
         gop: Duration,
         source_base: u32,
+        /// VP8 temporal layers of each layer's video.
+        temporal_layers: u8,
     },
 }
 
@@ -172,6 +175,9 @@ pub struct ViewerReport {
     pub last_layer: Option<usize>,
     /// Times the received video moved from one layer to another.
     pub layer_moves: u64,
+    /// Video packets received of each VP8 temporal layer (TID 0 to 3; packets without the
+    /// extended descriptor count nowhere).
+    pub tid_packets: [u64; 4],
     /// Datagrams its token bucket delayed, and dropped.
     pub shaper_delayed: u64,
     pub shaper_dropped: u64,
@@ -446,9 +452,12 @@ impl Engine {
             Some(media) => {
                 let plan = match media {
                     PublisherMedia::Single(plan) => plan,
-                    PublisherMedia::Simulcast { top_bps, gop, .. } => {
-                        MediaPlan::for_bitrate(top_bps, gop)
-                    }
+                    PublisherMedia::Simulcast {
+                        top_bps,
+                        gop,
+                        temporal_layers,
+                        ..
+                    } => MediaPlan::for_bitrate(top_bps, gop).with_temporal_layers(temporal_layers),
                 };
                 (
                     PeerRole::Publisher {
@@ -479,10 +488,13 @@ impl Engine {
             top_bps,
             gop,
             source_base,
+            temporal_layers,
         }) = publisher
         {
-            let layers =
-                Simulcast::three_layers(top_bps, gop, self.clock, random_u32(), source_base);
+            let plans = LAYER_BITRATE_DIVISORS.map(|div| {
+                MediaPlan::for_bitrate(top_bps / div, gop).with_temporal_layers(temporal_layers)
+            });
+            let layers = Simulcast::with_plans(plans, self.clock, random_u32(), source_base);
             peer.set_simulcast(layers)?;
         }
         let sdp = peer.offer_sdp().to_owned();
@@ -831,6 +843,9 @@ impl Viewer {
                     }
                     r.last_layer = Some(layer);
                 }
+                if let Some(v) = Vp8Temporal::read(&packet.payload) {
+                    r.tid_packets[usize::from(v.tid)] += 1;
+                }
                 (r.video.record(h.sequence_number), Some(0))
             }
             pt if pt == PAYLOAD_TYPES.opus => (r.audio.record(h.sequence_number), Some(1)),
@@ -901,6 +916,7 @@ mod tests {
             let stamp = Stamp {
                 source_id: 1,
                 kind,
+                temporal: None,
                 counter: 0,
                 sent_ns: 0,
             };

@@ -97,6 +97,13 @@ struct Cli {
     /// notices to WebSocket viewers) and counts packets per layer.
     #[arg(long)]
     simulcast: bool,
+    /// VP8 temporal layers the publisher sends (1, 2 or 3: L1T1, L1T2, L1T3), on each simulcast
+    /// layer too: with 2 or 3, every video packet carries the extended VP8 descriptor (picture
+    /// id, TL0PICIDX, TID, layer sync) and frames follow libwebrtc's layer pattern (0,1,0,1…
+    /// or 0,2,1,2…) from each keyframe. The report counts the packets viewers received of each
+    /// temporal layer.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+    temporal_layers: u8,
     /// Viewers offer the transport-cc header extension and send TWCC feedback (rtc's TWCC
     /// receiver interceptor), as browsers do, so the server's per-viewer estimate sees their
     /// links; `off`: no feedback at all.
@@ -219,6 +226,7 @@ fn main() -> Result<()> {
         recv_buffer: (cli.recv_buffer > 0).then_some(cli.recv_buffer),
         progress: !cli.quiet,
         simulcast: cli.simulcast,
+        temporal_layers: cli.temporal_layers,
         viewer_twcc: cli.viewer_twcc == OnOff::On,
         viewer_kbps: cli.viewer_kbps,
     };

@@ -184,6 +184,65 @@ impl LayerFigures {
     }
 }
 
+/// What the viewers received of each VP8 temporal layer, with `--temporal-layers` 2 or 3.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TemporalFigures {
+    /// The publisher's temporal layers.
+    pub layers: u8,
+    /// Video packets all viewers received of each temporal layer (TID 0 to 3).
+    pub viewer_packets: [u64; 4],
+}
+
+impl TemporalFigures {
+    fn of(outcome: &Outcome) -> Option<Self> {
+        let layers = outcome.options.temporal_layers;
+        if layers < 2 {
+            return None;
+        }
+        let mut viewer_packets = [0u64; 4];
+        for v in &outcome.viewers {
+            for (sum, n) in viewer_packets.iter_mut().zip(v.tid_packets) {
+                *sum += n;
+            }
+        }
+        Some(Self {
+            layers,
+            viewer_packets,
+        })
+    }
+
+    /// The layers the publisher sends, and any other that arrived (from another publisher).
+    fn shown(&self) -> &[u64] {
+        let last_nonzero = self
+            .viewer_packets
+            .iter()
+            .rposition(|n| *n > 0)
+            .unwrap_or(0);
+        &self.viewer_packets[..usize::from(self.layers).max(last_nonzero + 1)]
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "layers": self.layers,
+            "viewer_packets_per_tid": self.shown(),
+        })
+    }
+
+    fn line(&self) -> String {
+        let per: Vec<String> = self
+            .shown()
+            .iter()
+            .enumerate()
+            .map(|(tid, n)| format!("TID {tid} {n}"))
+            .collect();
+        format!(
+            "temporal layers (L1T{}): viewer video packets {}",
+            self.layers,
+            per.join(", ")
+        )
+    }
+}
+
 /// The report of one run.
 #[derive(Debug)]
 pub struct Report {
@@ -217,6 +276,8 @@ pub struct Report {
     pub nodes: Vec<NodeFigures>,
     /// With `--simulcast`.
     pub layers: Option<LayerFigures>,
+    /// With `--temporal-layers` 2 or 3.
+    pub temporal: Option<TemporalFigures>,
     /// Datagrams the viewers' token buckets (`--viewer-kbps`) delayed and dropped.
     pub shaper_delayed: u64,
     pub shaper_dropped: u64,
@@ -289,6 +350,7 @@ impl Report {
             load_cpu_pct: window.load_cpu_pct,
             nodes: NodeFigures::of(&outcome),
             layers: LayerFigures::of(&outcome),
+            temporal: TemporalFigures::of(&outcome),
             shaper_delayed: v.iter().map(|r| r.shaper_delayed).sum(),
             shaper_dropped: v.iter().map(|r| r.shaper_dropped).sum(),
             outcome,
@@ -363,6 +425,7 @@ impl Report {
             "chat_sent": ws.chat_sent.load(Relaxed),
             "delete_failures": o.delete_failures,
             "simulcast": self.layers.as_ref().map_or(Value::Null, LayerFigures::to_json),
+            "temporal": self.temporal.as_ref().map_or(Value::Null, TemporalFigures::to_json),
             "viewer_shaper_delayed": self.shaper_delayed,
             "viewer_shaper_dropped": self.shaper_dropped,
             "publisher": if o.options.publish { json!({
@@ -404,6 +467,7 @@ impl Report {
                     Protocol::Http => "whip",
                 },
                 "simulcast": o.options.simulcast,
+                "temporal_layers": o.options.temporal_layers,
                 "viewer_twcc": o.options.viewer_twcc,
                 "viewer_kbps": o.options.viewer_kbps,
                 "heart_rate": o.options.heart_rate,
@@ -508,6 +572,9 @@ impl Report {
             ws.chat_sent.load(Relaxed),
         );
         if let Some(l) = &self.layers {
+            let _ = writeln!(t, "{}", l.line());
+        }
+        if let Some(l) = &self.temporal {
             let _ = writeln!(t, "{}", l.line());
         }
         if let Some(kbps) = o.options.viewer_kbps {

@@ -82,6 +82,8 @@ pub struct Options {
     pub progress: bool,
     /// The publisher sends three simulcast layers (f at `bitrate_bps`).
     pub simulcast: bool,
+    /// VP8 temporal layers of the publisher's video (of each simulcast layer), 1 to 3.
+    pub temporal_layers: u8,
     /// Viewers offer transport-cc and answer with TWCC feedback.
     pub viewer_twcc: bool,
     /// A token bucket of this many kbit/s in each viewer's receive path.
@@ -228,9 +230,13 @@ pub async fn run(options: Options) -> Result<Outcome> {
                 top_bps: options.bitrate_bps,
                 gop: options.gop,
                 source_base,
+                temporal_layers: options.temporal_layers,
             }
         } else {
-            PublisherMedia::Single(MediaPlan::for_bitrate(options.bitrate_bps, options.gop))
+            PublisherMedia::Single(
+                MediaPlan::for_bitrate(options.bitrate_bps, options.gop)
+                    .with_temporal_layers(options.temporal_layers),
+            )
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = match options.publisher_protocol {

@@ -45,3 +45,61 @@ fn fifty_viewers_all_connect_receive_and_lose_nothing() {
     assert_eq!(n("rate_limited_errors"), 0, "within the server's limits");
     assert!(n("ws_messages_in") >= n("hearts_batches_in") + n("chat_in"));
 }
+
+/// A publisher with three VP8 temporal layers: every viewer is served as before (the checks of
+/// each payload hold with the extended descriptor), and the viewers count the packets of each
+/// layer.
+#[test]
+fn temporal_layers_reach_every_viewer_and_are_counted_per_tid() {
+    const VIEWERS: u64 = 10;
+    let server = start_server();
+    let r = run_load(
+        &server,
+        &[
+            "--stream",
+            "ci-temporal",
+            "--viewers",
+            &VIEWERS.to_string(),
+            "--ramp",
+            "50",
+            "--duration",
+            "4",
+            "--bitrate",
+            "500k",
+            "--gop",
+            "1",
+            "--threads",
+            "1",
+            "--temporal-layers",
+            "3",
+        ],
+    );
+    assert_every_viewer_served(&r, VIEWERS);
+    assert_eq!(r["config"]["temporal_layers"].as_u64(), Some(3), "{r:#}");
+    let per_tid: Vec<u64> = r["temporal"]["viewer_packets_per_tid"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no packets per TID in {r:#}"))
+        .iter()
+        .map(|n| n.as_u64().expect("a count"))
+        .collect();
+    assert_eq!(per_tid.len(), 3, "{per_tid:?}");
+    assert!(per_tid.iter().all(|n| *n > 0), "{per_tid:?}");
+    let video = r["packets_received"].as_u64().expect("packets_received");
+    assert!(per_tid.iter().sum::<u64>() < video, "audio is no layer");
+}
+
+#[test]
+fn a_temporal_layer_count_out_of_range_is_refused() {
+    for bad in ["0", "4"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_golive-load"))
+            .args(["--temporal-layers", bad])
+            .output()
+            .expect("running golive-load");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad} accepted");
+        assert!(
+            err.contains("--temporal-layers") && err.contains("1..=3"),
+            "{err}"
+        );
+    }
+}

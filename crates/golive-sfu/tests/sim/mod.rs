@@ -79,6 +79,7 @@ fn media_plan(gop_frames: u64) -> MediaPlan {
         delta_frame_bytes: VIDEO_PACKET_BYTES,
         max_payload_bytes: VIDEO_PACKET_BYTES,
         audio_payload_bytes: AUDIO_PACKET_BYTES,
+        temporal_layers: 1,
     }
 }
 
