@@ -81,6 +81,8 @@ pub(crate) struct ViewerBwe {
     window_bytes: u64,
     last_update: Option<Instant>,
     sent_bps: f64,
+    /// The rung the chooser is on, as of the last update.
+    rung: Option<Rung>,
 }
 
 /// How a probe went, once judged, for the caller's counters.
@@ -105,6 +107,7 @@ impl ViewerBwe {
             window_bytes: 0,
             last_update: None,
             sent_bps: 0.0,
+            rung: None,
         }
     }
 
@@ -219,6 +222,15 @@ impl ViewerBwe {
         // The measured rates move all the time; the chooser only clamps to their count here.
         // A viewer starts on the whole lowest layer, not on its lowest frame rate.
         self.chooser.set_start(ladder.top_of(Layer::LOWEST));
+        // Rungs come and go as the stream's temporal layers are measured: the chooser stays on
+        // the rung it chose (or the next one down that is left), not on its old index.
+        if let Some(rung) = self.rung {
+            self.chooser.relocate(ladder.at_or_below(rung));
+        }
+        // A lower frame rate is a step down from its layer, never a step up to it: a viewer
+        // climbs from one whole layer to the next (or back to the whole of its own).
+        self.chooser
+            .set_down_only(ladder.down_only(self.rung.map(|r| r.layer)));
         self.chooser.set_layers_from(ladder.bitrates());
         self.chooser.update(now, self.estimator.estimate_bps());
         let rung = self.chooser.current();
@@ -236,7 +248,8 @@ impl ViewerBwe {
             });
             self.next_padding = Some(now);
         }
-        Some(match rung.and_then(|r| ladder.rung(r)) {
+        self.rung = rung.and_then(|r| ladder.rung(r));
+        Some(match self.rung {
             Some(r) => Allowance::Rung(r),
             None => Allowance::AudioOnly,
         })

@@ -573,6 +573,9 @@ pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(8);
 /// After a failed probe, the estimate alone does not move the viewer up to the layer it
 /// tested for this long.
 pub const FAILED_PROBE_HOLD: Duration = Duration::from_secs(4);
+/// The longest a layer the viewer fell from for congestion waits before the estimate alone
+/// takes it up there again (a successful probe of it ends the wait).
+pub const MAX_FALL_HOLD: Duration = Duration::from_secs(60);
 /// A viewer leaves the lowest layer (for audio only) when the estimate falls under its bitrate
 /// times this.
 pub const LOWEST_LAYER_FLOOR: f64 = 0.85;
@@ -597,6 +600,14 @@ pub struct LayerChooser {
     /// A probe of this layer failed, then: the viewer is not moved up to it for
     /// [`FAILED_PROBE_HOLD`] (see [`LayerChooser::probe_finished`]).
     failed_layer: Option<(usize, Instant)>,
+    /// How long `failed_layer` is held: [`FAILED_PROBE_HOLD`] after a failed probe; after a
+    /// fall from the layer for congestion, [`UP_HOLD`] doubled for each earlier fall, up to
+    /// [`MAX_FALL_HOLD`].
+    failed_hold: Duration,
+    /// Falls for congestion so far.
+    falls: u32,
+    /// See [`LayerChooser::set_down_only`].
+    down_only: u64,
 }
 
 impl LayerChooser {
@@ -615,6 +626,9 @@ impl LayerChooser {
             failed_probes: 0,
             probed_layer: None,
             failed_layer: None,
+            failed_hold: FAILED_PROBE_HOLD,
+            falls: 0,
+            down_only: 0,
             start: 0,
         }
     }
@@ -646,6 +660,34 @@ impl LayerChooser {
             });
         }
         None
+    }
+
+    /// Layers (bit i: layer i) the viewer may step down to but not climb to: see
+    /// [`LayerChooser::set_down_only`].
+    fn down_only(&self, layer: usize) -> bool {
+        layer < 64 && self.down_only & (1 << layer) != 0
+    }
+
+    /// Marks layers the viewer only steps down to, never climbs to (a lower frame rate of a
+    /// bigger picture is a way down from that picture, not a way up from a smaller one).
+    pub fn set_down_only(&mut self, mask: u64) {
+        self.down_only = mask;
+    }
+
+    /// The next layer a climb may take.
+    fn next_up(&self) -> usize {
+        let from = self.current.map_or(0, |current| current + 1);
+        (from..self.bitrates_bps.len())
+            .find(|&l| !self.down_only(l))
+            .unwrap_or(from)
+    }
+
+    /// Puts the chooser on `layer` as the caller knows it: where layers were added or removed
+    /// below the current one, its index moves while the layer it stands for does not.
+    pub fn relocate(&mut self, layer: usize) {
+        if self.current.is_some() {
+            self.current = Some(layer);
+        }
     }
 
     /// The layer a viewer starts on (the lowest unless set; a ladder of rungs may start above
@@ -687,7 +729,7 @@ impl LayerChooser {
 
     /// The rate to probe at now, if the next layer up is worth trying.
     pub fn probe_rate(&mut self, now: Instant, estimate_bps: f64) -> Option<f64> {
-        let next = self.current.map_or(0, |current| current + 1);
+        let next = self.next_up();
         if next > self.ceiling()? {
             return None;
         }
@@ -719,17 +761,27 @@ impl LayerChooser {
     /// viewer a burst of loss and repairs each time).
     pub fn probe_finished(&mut self, now: Instant, success: bool) {
         self.failed_probes = if success { 0 } else { self.failed_probes + 1 };
-        self.failed_layer = if success {
-            None
-        } else {
-            self.probed_layer.map(|layer| (layer, now))
+        if success {
+            self.failed_layer = None;
+            return;
+        }
+        let Some(layer) = self.probed_layer else {
+            return;
         };
+        // A probe's failure never shortens a longer hold of the same layer after a fall.
+        let same = self.failed_layer.is_some_and(|(l, _)| l == layer);
+        self.failed_hold = if same {
+            self.failed_hold.max(FAILED_PROBE_HOLD)
+        } else {
+            FAILED_PROBE_HOLD
+        };
+        self.failed_layer = Some((layer, now));
     }
 
-    /// A probe of `layer` failed less than [`FAILED_PROBE_HOLD`] ago.
+    /// `layer` failed (a probe of it, or the viewer fell from it) less than its hold ago.
     fn held(&self, now: Instant, layer: usize) -> bool {
         self.failed_layer.is_some_and(|(failed, at)| {
-            failed == layer && now.saturating_duration_since(at) < FAILED_PROBE_HOLD
+            failed == layer && now.saturating_duration_since(at) < self.failed_hold
         })
     }
 
@@ -754,6 +806,13 @@ impl LayerChooser {
                 self.congested_once = true;
                 self.below_since = None;
                 let current = self.current.expect("down implies a layer");
+                // The estimate ran ahead of the link (it grows to one and a half times what
+                // arrives before the link's queue shows): the layer it fell from waits longer
+                // after each fall, so a link a little short of a layer is not tried again
+                // every few seconds at the cost of a burst of loss each time.
+                self.failed_layer = Some((current, now));
+                self.failed_hold = (UP_HOLD * 2u32.pow(self.falls.min(6))).min(MAX_FALL_HOLD);
+                self.falls += 1;
                 let target = (0..current).rev().find(|&layer| carried(layer));
                 self.current = target;
                 return Some(Switch {
@@ -764,7 +823,7 @@ impl LayerChooser {
             return None;
         }
         self.below_since = None;
-        let next = self.current.map_or(0, |current| current + 1);
+        let next = self.next_up();
         if next > ceiling || !fits(next) || self.held(now, next) {
             self.above_since = None;
             return None;
@@ -780,6 +839,7 @@ impl LayerChooser {
             // Up to the highest layer that has fitted, not one step at a time: on a ladder of
             // frame rates and sizes one step is often a small one.
             let top = (next..=ceiling)
+                .filter(|&layer| !self.down_only(layer))
                 .take_while(|&layer| fits(layer) && !self.held(now, layer))
                 .last()
                 .unwrap_or(next);

@@ -247,6 +247,24 @@ impl Ladder {
         self.len == 0
     }
 
+    /// The rungs (bit i: rung i) a viewer on `layer` may step down to but not climb to: the
+    /// lowered frame rates of every other layer.
+    pub(crate) fn down_only(&self, layer: Option<Layer>) -> u64 {
+        self.rungs[..self.len]
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.tid != ALL_TEMPORAL_LAYERS && Some(r.layer) != layer)
+            .fold(0, |mask, (i, _)| mask | 1 << i)
+    }
+
+    /// The index of `rung`, or of the highest rung below it (0 when there is none).
+    pub(crate) fn at_or_below(&self, rung: Rung) -> usize {
+        self.rungs[..self.len]
+            .iter()
+            .rposition(|r| (r.layer, r.tid) <= (rung.layer, rung.tid))
+            .unwrap_or(0)
+    }
+
     /// The index of the highest rung on `layer` or below (0 when there is none).
     pub(crate) fn top_of(&self, layer: Layer) -> usize {
         self.rungs[..self.len]

@@ -120,8 +120,12 @@ impl DescriptorPatch {
 }
 
 /// How many recent pictures a munger remembers, for retransmissions of their packets (about
-/// a second of video at 30 frames a second).
-const RECENT_PICTURES: usize = 32;
+/// two seconds of video at 30 frames a second: a repair that is lost again is asked for again,
+/// for up to a second or more on a congested link).
+const RECENT_PICTURES: usize = 64;
+
+/// Marks a slot of [`PictureMunger`]'s memory that holds no picture (picture ids are 15 bits).
+const NO_PICTURE: u16 = u16::MAX;
 
 /// One viewer's picture ids and TL0PICIDX (see the module docs).
 #[derive(Debug)]
@@ -136,8 +140,12 @@ pub(crate) struct PictureMunger {
     /// The next forwarded picture starts a new run (a keyframe after a skip or a move to
     /// another layer): it continues the viewer's numbers.
     restart: bool,
-    /// Source picture id to the viewer's picture id and TL0PICIDX, by `pid % RECENT_PICTURES`.
-    recent: [Option<(u16, u16, u8)>; RECENT_PICTURES],
+    /// Source picture id to the viewer's picture id and TL0PICIDX, by `pid % RECENT_PICTURES`
+    /// (the source id with [`NO_PICTURE`] where none is remembered): kept apart, five bytes a
+    /// picture.
+    recent_in: [u16; RECENT_PICTURES],
+    recent_out: [u16; RECENT_PICTURES],
+    recent_tl0: [u8; RECENT_PICTURES],
 }
 
 /// `a` comes after `b` in the order of picture ids `mask` wide (7 or 15 bits).
@@ -155,7 +163,9 @@ impl PictureMunger {
             newest_in: None,
             last_dropped: None,
             restart: true,
-            recent: [None; RECENT_PICTURES],
+            recent_in: [NO_PICTURE; RECENT_PICTURES],
+            recent_out: [0; RECENT_PICTURES],
+            recent_tl0: [0; RECENT_PICTURES],
         }
     }
 
@@ -194,7 +204,10 @@ impl PictureMunger {
             self.newest_in = Some(pid);
             self.last_out = Some((out_pid, out_tl0));
         }
-        self.recent[usize::from(pid) % RECENT_PICTURES] = Some((pid, out_pid, out_tl0));
+        let slot = usize::from(pid) % RECENT_PICTURES;
+        self.recent_in[slot] = pid;
+        self.recent_out[slot] = out_pid;
+        self.recent_tl0[slot] = out_tl0;
         Self::patch(d, pid, out_pid, out_tl0)
     }
 
@@ -226,12 +239,16 @@ impl PictureMunger {
         let Some(pid) = d.picture_id else {
             return Ok(None);
         };
-        match self.recent[usize::from(pid) % RECENT_PICTURES] {
-            Some((src, out_pid, out_tl0)) if src == pid => {
-                Ok(Self::patch(d, pid, out_pid, out_tl0))
-            }
-            _ => Err(()),
+        let slot = usize::from(pid) % RECENT_PICTURES;
+        if self.recent_in[slot] != pid {
+            return Err(());
         }
+        Ok(Self::patch(
+            d,
+            pid,
+            self.recent_out[slot],
+            self.recent_tl0[slot],
+        ))
     }
 
     fn patch(d: &Vp8Descriptor, pid: u16, out_pid: u16, out_tl0: u8) -> Option<DescriptorPatch> {

@@ -99,7 +99,9 @@ pub fn assert_every_viewer_served(r: &serde_json::Value, viewers: u64) {
     assert_eq!(r["publisher"]["write_errors"].as_u64(), Some(0));
 }
 
-/// The server's `/metrics`, sample name (with labels) to value.
+/// The server's `/metrics`, sample name (with labels) to value (not every test binary that
+/// shares this module reads it).
+#[allow(dead_code)]
 pub fn scrape_metrics(server: &ServerProcess) -> std::collections::HashMap<String, f64> {
     use std::io::Write;
     let authority = golive_client::http::authority(&server.http_url()).expect("server URL");

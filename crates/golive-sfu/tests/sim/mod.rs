@@ -647,17 +647,32 @@ impl Sim {
     /// ([`SIMULCAST_PACKET_BYTES`] per packet), keyframes every `gop_frames` frames and when a
     /// keyframe request names the layer's SSRC. Sends once connected.
     pub fn add_simulcast_publisher(&mut self, id: PeerId, name: &str, gop_frames: u64) -> PeerId {
+        self.add_temporal_simulcast_publisher(id, name, gop_frames, 1)
+    }
+
+    /// [`Sim::add_simulcast_publisher`] whose layers each carry `temporal_layers` VP8 temporal
+    /// layers (2: L1T2, 3: L1T3; see golive-client's `MediaPlan::temporal_layers`).
+    pub fn add_temporal_simulcast_publisher(
+        &mut self,
+        id: PeerId,
+        name: &str,
+        gop_frames: u64,
+        temporal_layers: u8,
+    ) -> PeerId {
         let now = self.now;
         let addr = self.next_addr();
         let tag = self.next_tag;
         self.next_tag += 4;
         let source = SyntheticSource::new(tag, media_plan(gop_frames), self.clock);
         let mut peer = publisher_peer(now, addr, tag, source);
-        let plans = SIMULCAST_PACKET_BYTES.map(|bytes| MediaPlan {
-            keyframe_bytes: KEYFRAME_PACKETS * bytes,
-            delta_frame_bytes: bytes,
-            max_payload_bytes: bytes,
-            ..media_plan(gop_frames)
+        let plans = SIMULCAST_PACKET_BYTES.map(|bytes| {
+            MediaPlan {
+                keyframe_bytes: KEYFRAME_PACKETS * bytes,
+                delta_frame_bytes: bytes,
+                max_payload_bytes: bytes,
+                ..media_plan(gop_frames)
+            }
+            .with_temporal_layers(temporal_layers)
         });
         let layers = Simulcast::with_plans(plans, self.clock, 0x3000_0000 + tag * 4, tag + 1);
         peer.set_simulcast(layers).expect("a simulcast offer");
