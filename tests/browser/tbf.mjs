@@ -102,6 +102,8 @@ function sentLayers(page) {
           keyframes: r.keyFramesEncoded || 0,
           plis: r.pliCount || 0,
           fps: r.framesPerSecond || 0,
+          // Temporal layers per encoding, e.g. L1T3 (what the server may lower a frame rate by).
+          mode: r.scalabilityMode || '',
         };
       }
     });
@@ -207,7 +209,10 @@ async function main() {
     for (;;) {
       sent = await sentLayers(live);
       const ok = ['q', 'h', 'f'].every((rid) => sent[rid] && sent[rid].frames > 0 && sent[rid].width > 0);
-      if (ok) break;
+      if (ok) {
+        log(`broadcaster's encodings: ${['q', 'h', 'f'].map((rid) => `${rid} ${sent[rid].mode || 'no scalabilityMode'}`).join(', ')}`);
+        break;
+      }
       if (Date.now() > deadline) throw new Error(`the broadcaster does not send layers q, h and f: ${JSON.stringify(sent)}`);
       if (Date.now() - shown >= 5000) {
         shown = Date.now();
