@@ -299,7 +299,7 @@ mod tests {
         let mut b = ViewerBwe::new(false);
         b.stamp(t0, 1000);
         b.on_remb(250_000.0);
-        // The chooser climbs one layer per hold while the estimate covers the next one.
+        // The chooser climbs to the highest layer the estimate covers.
         let mut t = t0;
         let mut last = Allowance::Unlimited;
         for _ in 0..40 {
