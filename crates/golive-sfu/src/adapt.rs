@@ -232,6 +232,10 @@ impl ViewerBwe {
         self.chooser
             .set_down_only(ladder.down_only(self.rung.map(|r| r.layer)));
         self.chooser.set_layers_from(ladder.bitrates());
+        // Audio only needs an estimate measured against the link: TWCC feedback that has cut
+        // it for congestion. A REMB is the viewer's own estimate, which starts low and grows.
+        self.chooser
+            .allow_audio_only(self.estimator.twcc_seen() && self.estimator.has_cut());
         self.chooser.update(now, self.estimator.estimate_bps());
         let rung = self.chooser.current();
         if self.probing

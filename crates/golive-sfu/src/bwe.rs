@@ -180,6 +180,12 @@ impl Estimator {
         }
     }
 
+    /// The estimate has been cut for congestion (delay growth or loss) at least once: it is
+    /// then a measure of the link, not just a start that has not grown yet.
+    pub fn has_cut(&self) -> bool {
+        self.ceiling_bps.is_some() || self.last_loss_cut.is_some()
+    }
+
     /// What the delay signal says now.
     pub fn usage(&self) -> Usage {
         self.usage
@@ -577,8 +583,9 @@ pub const FAILED_PROBE_HOLD: Duration = Duration::from_secs(4);
 /// takes it up there again (a successful probe of it ends the wait).
 pub const MAX_FALL_HOLD: Duration = Duration::from_secs(60);
 /// A viewer leaves the lowest layer (for audio only) when the estimate falls under its bitrate
-/// times this.
-pub const LOWEST_LAYER_FLOOR: f64 = 0.85;
+/// times this: well under one cut of the estimate (0.85), so a single spurious cut never stops
+/// a viewer's video.
+pub const LOWEST_LAYER_FLOOR: f64 = 0.7;
 /// A probe goes this far above the layer it tests, so its result covers the layer with room.
 pub const PROBE_OVERSHOOT: f64 = 1.2;
 
@@ -608,6 +615,8 @@ pub struct LayerChooser {
     falls: u32,
     /// See [`LayerChooser::set_down_only`].
     down_only: u64,
+    /// See [`LayerChooser::allow_audio_only`].
+    audio_only_allowed: bool,
 }
 
 impl LayerChooser {
@@ -629,6 +638,7 @@ impl LayerChooser {
             failed_hold: FAILED_PROBE_HOLD,
             falls: 0,
             down_only: 0,
+            audio_only_allowed: true,
             start: 0,
         }
     }
@@ -666,6 +676,13 @@ impl LayerChooser {
     /// [`LayerChooser::set_down_only`].
     fn down_only(&self, layer: usize) -> bool {
         layer < 64 && self.down_only & (1 << layer) != 0
+    }
+
+    /// Whether the estimate may take the viewer below the lowest layer, to audio only (on by
+    /// default). An estimate that has not yet been measured against the link (it starts low
+    /// and grows with what arrives) must not stop a viewer's video.
+    pub fn allow_audio_only(&mut self, allowed: bool) {
+        self.audio_only_allowed = allowed;
     }
 
     /// Marks layers the viewer only steps down to, never climbs to (a lower frame rate of a
@@ -796,6 +813,7 @@ impl LayerChooser {
             estimate_bps >= self.bitrates_bps[layer] * floor
         };
         let down = match self.current {
+            Some(0) if !self.audio_only_allowed => false,
             Some(current) => !carried(current),
             None => false,
         };
@@ -813,7 +831,8 @@ impl LayerChooser {
                 self.failed_layer = Some((current, now));
                 self.failed_hold = (UP_HOLD * 2u32.pow(self.falls.min(6))).min(MAX_FALL_HOLD);
                 self.falls += 1;
-                let target = (0..current).rev().find(|&layer| carried(layer));
+                let floor = (!self.audio_only_allowed).then_some(0);
+                let target = (0..current).rev().find(|&layer| carried(layer)).or(floor);
                 self.current = target;
                 return Some(Switch {
                     layer: target,
