@@ -688,3 +688,46 @@ fn a_link_below_the_lowest_layer_gets_audio_only_and_video_resumes_at_a_keyframe
         resumed_at - freed
     );
 }
+
+#[test]
+fn a_single_layer_broadcast_above_the_starting_estimate_keeps_its_video() {
+    // The estimate starts at 300 kbit/s and grows with what arrives; a 2.5 Mbit/s broadcast
+    // without simulcast is far above it, and yet nothing says the link cannot carry it: the
+    // viewer's video must not stop for audio only.
+    let mut sim = Sim::lean_probing(true);
+    let plan = golive_client::MediaPlan::for_bitrate(2_500_000, Duration::from_secs(1));
+    sim.add_publisher_with_plan(PUBLISHER, "live", plan);
+    sim.run_until_connected(&[PUBLISHER], Duration::from_secs(5));
+    let viewer = PeerId(98);
+    sim.add_browser_viewer_with_rtx(viewer, "live");
+    sim.run_until_connected(&[viewer], Duration::from_secs(5));
+    let start = sim.now;
+    sim.run_for(Duration::from_secs(12));
+    assert!(
+        !sim.layer_changes.iter().any(|(_, c)| c.peer == viewer),
+        "{:?}",
+        sim.layer_changes
+    );
+    let late = start + Duration::from_secs(6);
+    let sent = sim
+        .client(PUBLISHER)
+        .sent_of(Kind::Video)
+        .iter()
+        .filter(|s| s.at >= late)
+        .count();
+    let got = sim
+        .client(viewer)
+        .received_of(Kind::Video)
+        .iter()
+        .filter(|r| r.at >= late)
+        .count();
+    assert!(sent > 1_000, "{sent} sent");
+    assert!(
+        got * 10 >= sent * 9,
+        "{got} of {sent} video packets in the last 6 s"
+    );
+    eprintln!(
+        "estimate {:?} after 12 s; {got} of {sent} video packets in the last 6 s",
+        sim.sfu.viewer_estimate_bps(viewer)
+    );
+}

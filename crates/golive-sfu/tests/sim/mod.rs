@@ -609,6 +609,11 @@ impl Sim {
     /// A publisher client of `stream`: offers, is answered by the SFU, and starts sending as
     /// soon as it is connected. Keyframes every `gop_frames` frames and on PLI.
     pub fn add_publisher(&mut self, id: PeerId, name: &str, gop_frames: u64) -> PeerId {
+        self.add_publisher_with_plan(id, name, media_plan(gop_frames))
+    }
+
+    /// [`Sim::add_publisher`] with its own media plan (sizes, rate, keyframes).
+    pub fn add_publisher_with_plan(&mut self, id: PeerId, name: &str, plan: MediaPlan) -> PeerId {
         let now = self.now;
         let addr = self.next_addr();
         let tag = self.next_tag;
@@ -619,8 +624,7 @@ impl Sim {
             video_ts: 0,
             audio_ts: 0,
         };
-        let source =
-            SyntheticSource::with_numbering(tag, media_plan(gop_frames), self.clock, numbering);
+        let source = SyntheticSource::with_numbering(tag, plan, self.clock, numbering);
         let peer = publisher_peer(now, addr, tag, source);
         let client = self.answer_publisher(id, name, peer);
         self.register(client);
