@@ -4,38 +4,21 @@
 
 mod common;
 
-use common::{assert_every_viewer_served, run_load, start_server};
+use common::{assert_every_viewer_served, light_run, start_server};
 
 const VIEWERS: usize = 50;
 
 #[test]
 fn fifty_viewers_all_connect_receive_and_lose_nothing() {
     let server = start_server();
-    let r = run_load(
+    // Hearts and a little chat on every viewer's socket: counted, never refused.
+    let r = light_run(
         &server,
-        &[
-            "--stream",
-            "ci-load",
-            "--viewers",
-            &VIEWERS.to_string(),
-            "--ramp",
-            "50",
-            "--duration",
-            "5",
-            // A light stream keeps a debug build of both ends far from saturation; this test
-            // is about behaviour, the capacity benchmark (bench/capacity.sh) about figures.
-            "--bitrate",
-            "500k",
-            "--gop",
-            "1",
-            "--threads",
-            "1",
-            // Hearts and a little chat on every viewer's socket: counted, never refused.
-            "--heart-rate",
-            "2",
-            "--chat-rate",
-            "0.2",
-        ],
+        "ci-load",
+        VIEWERS as u64,
+        50,
+        5,
+        &["--heart-rate", "2", "--chat-rate", "0.2"],
     );
     assert_every_viewer_served(&r, VIEWERS as u64);
     let n = |key: &str| r[key].as_u64().unwrap_or_else(|| panic!("{key} missing"));
@@ -53,26 +36,13 @@ fn fifty_viewers_all_connect_receive_and_lose_nothing() {
 fn temporal_layers_reach_every_viewer_and_are_counted_per_tid() {
     const VIEWERS: u64 = 10;
     let server = start_server();
-    let r = run_load(
+    let r = light_run(
         &server,
-        &[
-            "--stream",
-            "ci-temporal",
-            "--viewers",
-            &VIEWERS.to_string(),
-            "--ramp",
-            "50",
-            "--duration",
-            "4",
-            "--bitrate",
-            "500k",
-            "--gop",
-            "1",
-            "--threads",
-            "1",
-            "--temporal-layers",
-            "3",
-        ],
+        "ci-temporal",
+        VIEWERS,
+        50,
+        4,
+        &["--temporal-layers", "3"],
     );
     assert_every_viewer_served(&r, VIEWERS);
     assert_eq!(r["config"]["temporal_layers"].as_u64(), Some(3), "{r:#}");

@@ -4,35 +4,20 @@
 
 mod common;
 
-use common::{assert_every_viewer_served, run_load, start_server};
+use common::{assert_every_viewer_served, light_run, start_server};
 
 const VIEWERS: usize = 20;
 
 #[test]
 fn twenty_whep_viewers_all_connect_receive_and_lose_nothing() {
     let server = start_server();
-    let r = run_load(
+    let r = light_run(
         &server,
-        &[
-            "--stream",
-            "ci-whep",
-            "--protocol",
-            "whep",
-            "--publish-protocol",
-            "whip",
-            "--viewers",
-            &VIEWERS.to_string(),
-            "--ramp",
-            "20",
-            "--duration",
-            "5",
-            "--bitrate",
-            "500k",
-            "--gop",
-            "1",
-            "--threads",
-            "1",
-        ],
+        "ci-whep",
+        VIEWERS as u64,
+        20,
+        5,
+        &["--protocol", "whep", "--publish-protocol", "whip"],
     );
     assert_every_viewer_served(&r, VIEWERS as u64);
     assert_eq!(

@@ -439,41 +439,50 @@ impl Metrics {
                 .with_label_values(&[reason])
                 .inc_by(d(now, before));
         }
-        self.nacks.inc_by(d(w.sfu.nacked, l.sfu.nacked));
-        self.retransmissions
-            .inc_by(d(w.sfu.retransmitted, l.sfu.retransmitted));
-        self.rtx_sent
-            .inc_by(d(w.sfu.retransmitted_rtx, l.sfu.retransmitted_rtx));
-        self.keyframe_requests_sent
-            .inc_by(d(w.sfu.pli_sent, l.sfu.pli_sent));
-        self.layer_switches
-            .inc_by(d(w.sfu.layer_switches, l.sfu.layer_switches));
-        self.temporal_switches
-            .inc_by(d(w.sfu.temporal_switches, l.sfu.temporal_switches));
-        self.temporal_dropped
-            .inc_by(d(w.sfu.rtp_dropped_temporal, l.sfu.rtp_dropped_temporal));
-        self.padding_sent
-            .inc_by(d(w.sfu.padding_sent, l.sfu.padding_sent));
-        for (result, now, before) in [
-            ("started", w.sfu.probes_started, l.sfu.probes_started),
-            ("succeeded", w.sfu.probes_succeeded, l.sfu.probes_succeeded),
-            ("failed", w.sfu.probes_failed, l.sfu.probes_failed),
-        ] {
-            self.probes
-                .with_label_values(&[result])
-                .inc_by(d(now, before));
-        }
-        for (result, now, before) in [
-            ("taken", w.sfu.twcc_feedback_in, l.sfu.twcc_feedback_in),
+        let (s, b) = (&w.sfu, &l.sfu);
+        for (counter, now, before) in [
+            (&self.nacks, s.nacked, b.nacked),
+            (&self.retransmissions, s.retransmitted, b.retransmitted),
+            (&self.rtx_sent, s.retransmitted_rtx, b.retransmitted_rtx),
+            (&self.keyframe_requests_sent, s.pli_sent, b.pli_sent),
+            (&self.layer_switches, s.layer_switches, b.layer_switches),
             (
+                &self.temporal_switches,
+                s.temporal_switches,
+                b.temporal_switches,
+            ),
+            (
+                &self.temporal_dropped,
+                s.rtp_dropped_temporal,
+                b.rtp_dropped_temporal,
+            ),
+            (&self.padding_sent, s.padding_sent, b.padding_sent),
+        ] {
+            counter.inc_by(d(now, before));
+        }
+        for (counter, result, now, before) in [
+            (&self.probes, "started", s.probes_started, b.probes_started),
+            (
+                &self.probes,
+                "succeeded",
+                s.probes_succeeded,
+                b.probes_succeeded,
+            ),
+            (&self.probes, "failed", s.probes_failed, b.probes_failed),
+            (
+                &self.twcc_feedback,
+                "taken",
+                s.twcc_feedback_in,
+                b.twcc_feedback_in,
+            ),
+            (
+                &self.twcc_feedback,
                 "refused",
-                w.sfu.twcc_feedback_refused,
-                l.sfu.twcc_feedback_refused,
+                s.twcc_feedback_refused,
+                b.twcc_feedback_refused,
             ),
         ] {
-            self.twcc_feedback
-                .with_label_values(&[result])
-                .inc_by(d(now, before));
+            counter.with_label_values(&[result]).inc_by(d(now, before));
         }
         self.keyframe_requests_received
             .inc_by(d(w.sfu.keyframe_requests_in, l.sfu.keyframe_requests_in));

@@ -99,6 +99,44 @@ pub fn assert_every_viewer_served(r: &serde_json::Value, viewers: u64) {
     assert_eq!(r["publisher"]["write_errors"].as_u64(), Some(0));
 }
 
+/// A light run: `viewers` viewers of `stream` joining over `ramp_ms` and staying
+/// `duration_s`, at 500 kbit/s with a keyframe a second, on one load-tester thread, plus
+/// `extra`. A light stream keeps a debug build of both ends far from saturation: these tests
+/// are about behaviour, the capacity benchmark (bench/capacity.sh) about figures.
+#[allow(dead_code)]
+pub fn light_run(
+    server: &ServerProcess,
+    stream: &str,
+    viewers: u64,
+    ramp_ms: u64,
+    duration_s: u64,
+    extra: &[&str],
+) -> serde_json::Value {
+    let (viewers, ramp, duration) = (
+        viewers.to_string(),
+        ramp_ms.to_string(),
+        duration_s.to_string(),
+    );
+    let mut args = vec![
+        "--stream",
+        stream,
+        "--viewers",
+        &viewers,
+        "--ramp",
+        &ramp,
+        "--duration",
+        &duration,
+        "--bitrate",
+        "500k",
+        "--gop",
+        "1",
+        "--threads",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    run_load(server, &args)
+}
+
 /// The server's `/metrics`, sample name (with labels) to value (not every test binary that
 /// shares this module reads it).
 #[allow(dead_code)]
