@@ -4,7 +4,7 @@
 // each decode steady video and settle on the layer their link carries: the slow one on the
 // lowest (a quarter of the camera's size), the fast one on the top.
 //
-//   node tests/browser/tbf.mjs <server-url> <publisher-chromium> <slow-chromium> <fast-chromium>
+//   node tests/browser/tbf.mjs <server-url> <publisher-chromium> <slow-chromium> <fast-chromium> [narrow-command]
 //
 // Each Chromium path is an executable that starts Chromium where its traffic takes the right
 // link (tests/tests/browser.rs makes wrappers that run it inside a network namespace). The
@@ -17,11 +17,18 @@
 //   - each player settles within SETTLE_DEADLINE_MS of its first frame on the expected size;
 //   - after the first FREEZE_GRACE_MS on the settled layer, freezeCount does not grow;
 //   - each decodes at least MIN_SETTLED_FPS frames a second while settled.
+// Then, given a narrow-command (a `tc` command, run as written, that narrows the fast player's
+// link below the top layer), a second phase: the command runs, the fast player is watched for
+// NARROW_WATCH_MS, and must keep decoding without a freeze after NARROW_GRACE_MS. How it
+// adapted is printed and checked against the server's /metrics: where it kept the whole
+// picture (the top layer), its frame rate must have fallen (the server dropped its upper
+// temporal layers, golive_temporal_dropped_total grew); otherwise it moved to the middle layer.
 // Exit status 0 when every check passed. Environment: SETTLE_HOLD_MS, SETTLE_DEADLINE_MS.
+import { execFileSync } from 'node:child_process';
 import { chromium } from 'playwright-core';
 import { FLAGS, assert, log, newPage as openPage, sleep, waitState as pageState } from './chromium.mjs';
 
-const [rawBase, publisherExe, slowExe, fastExe] = process.argv.slice(2);
+const [rawBase, publisherExe, slowExe, fastExe, narrowCmd] = process.argv.slice(2);
 const base = (rawBase || '').replace(/\/$/, '');
 if (!/^https?:\/\//.test(base) || !publisherExe || !slowExe || !fastExe) {
   console.error('usage: node tests/browser/tbf.mjs <server-url> <publisher-chromium> <slow-chromium> <fast-chromium>');
@@ -42,7 +49,11 @@ const SETTLE_DEADLINE_MS = Number(process.env.SETTLE_DEADLINE_MS || 60_000);
 const FREEZE_GRACE_MS = 5_000;
 /** The fake camera gives 20 to 30 frames a second; a steady picture keeps most of them. */
 const MIN_SETTLED_FPS = 5;
-const OVERALL_TIMEOUT_MS = 200_000;
+const OVERALL_TIMEOUT_MS = 260_000;
+/** The second phase: how long the fast player is watched after its link narrows, and how long
+ * it may take to adapt (a freeze while its estimate falls is expected). */
+const NARROW_WATCH_MS = 35_000;
+const NARROW_GRACE_MS = 12_000;
 
 /**
  * The fake camera's size: 640x480 by default (its three layers are 160x120, 320x240 and
@@ -313,9 +324,64 @@ async function main() {
       }
     }
     if (failed.length) throw new Error(failed.join('\n  '));
+    if (narrowCmd) await narrowPhase(live, players.find((p) => p.label === 'fast'), state);
   } finally {
     await Promise.all(browsers.map((b) => b.close().catch(() => {})));
   }
+}
+
+/** The server's counters, read through the broadcaster's page (the server's own network). */
+async function serverCounters(live) {
+  const text = await live.evaluate(async () => (await fetch('/metrics')).text());
+  const value = (name) => Number((text.match(new RegExp(`^${name} (\\S+)$`, 'm')) || [])[1] || 0);
+  return { dropped: value('golive_temporal_dropped_total'), switches: value('golive_temporal_switches_total') };
+}
+
+/** Frames decoded per second between two samples. */
+const fpsBetween = (a, b) => (b.frames - a.frames) / ((b.at - a.at) / 1000);
+
+async function narrowPhase(live, fast, state) {
+  const before = await serverCounters(live);
+  const rec0 = await state(fast);
+  const s0 = rec0.samples[rec0.samples.length - 1];
+  const prior = rec0.samples.filter((s) => s.at >= s0.at - 5000);
+  const fpsBefore = fpsBetween(prior[0], s0);
+  const [cmd, ...args] = narrowCmd.split(' ');
+  execFileSync(cmd, args);
+  const narrowedAt = Date.now();
+  log(`fast link narrowed (${narrowCmd}); the player decoded ${fpsBefore.toFixed(1)} fps at ${s0.width}x${s0.height} before`);
+  await sleep(NARROW_WATCH_MS);
+  const rec = await state(fast);
+  const after = await serverCounters(live);
+  const samples = rec.samples.filter((s) => s.at >= narrowedAt);
+  const graceAt = samples.find((s) => s.at >= narrowedAt + NARROW_GRACE_MS);
+  const last = samples[samples.length - 1];
+  const tail = samples.filter((s) => s.at >= last.at - 10_000);
+  const fpsTail = fpsBetween(tail[0], last);
+  const kbpsTail = ((last.bytes - tail[0].bytes) * 8) / (last.at - tail[0].at);
+  const events = rec.layers.filter((e) => e.at >= narrowedAt).map((e) => `${e.layer}(${e.reason})@${((e.at - narrowedAt) / 1000).toFixed(1)}s`).join(' → ') || 'none';
+  const kept = last.width === s0.width && last.height === s0.height;
+  // Frame rate and picture height every 2 s from the narrowing on.
+  const trace = [];
+  for (let i = 0; i + 4 < samples.length; i += 4) {
+    trace.push(`${fpsBetween(samples[i], samples[i + 4]).toFixed(0)}/${samples[i + 4].height}`);
+  }
+  log(`fast player after the narrowing, fps/height every 2 s: ${trace.join(' ')}`);
+  console.log(`TBF narrowed: ${kept ? 'kept' : 'left'} ${s0.width}x${s0.height}, now ${last.width}x${last.height} `
+    + `at ${fpsTail.toFixed(1)} fps (${fpsBefore.toFixed(1)} before), ${kbpsTail.toFixed(0)} kbit/s video over the last 10 s; `
+    + `sizes ${sizeRuns(samples, narrowedAt)}; layer events ${events}; freezes +${last.freezes - s0.freezes} `
+    + `(+${last.freezes - graceAt.freezes} after ${NARROW_GRACE_MS / 1000} s); server: temporal drops +${after.dropped - before.dropped}, `
+    + `temporal switches +${after.switches - before.switches}`);
+  const failed = [];
+  if (last.freezes > graceAt.freezes) failed.push(`the fast player froze ${last.freezes - graceAt.freezes} times after its link narrowed and ${NARROW_GRACE_MS / 1000} s to adapt`);
+  if (!(fpsTail >= MIN_SETTLED_FPS)) failed.push(`the fast player decoded ${fpsTail.toFixed(1)} fps once its link narrowed`);
+  if (kept) {
+    if (!(fpsTail <= 0.75 * fpsBefore)) failed.push(`the fast player kept ${last.width}x${last.height} at ${fpsTail.toFixed(1)} fps (${fpsBefore.toFixed(1)} before) on a link narrower than that layer`);
+    if (!(after.dropped > before.dropped)) failed.push('the server dropped no temporal layer, yet the player kept the top layer on a narrower link');
+  } else if (last.height >= s0.height) {
+    failed.push(`the fast player's picture went from ${s0.width}x${s0.height} to ${last.width}x${last.height}`);
+  }
+  if (failed.length) throw new Error(failed.join('\n  '));
 }
 
 const watchdog = setTimeout(() => {

@@ -466,6 +466,11 @@ const CAPPED_LINKS: [CappedLink; 2] = [
     },
 ];
 
+/// What the fast link narrows to in the test's second phase: below the top layer of the fake
+/// camera's broadcast (about 560 kbit/s of video, 620 with audio and headers), above its middle
+/// layer.
+const NARROWED_FAST_LINK: &str = "rate 540kbit burst 32kbit latency 100ms";
+
 struct CappedLink {
     name: &'static str,
     /// The veth pair's /30 is 10.98.<subnet>.0.
@@ -568,6 +573,22 @@ impl CappedLinks {
         let ns = self.ns(role);
         sh("ip", &["netns", "add", &ns])?;
         self.namespaces.push(ns.clone());
+        // IPv4 only: an IPv6 link-local address finishing its duplicate detection a second or
+        // two after a veth comes up is a network change to Chromium, which then fails the page
+        // load in flight (net::ERR_NETWORK_CHANGED; seen twice in a row in one run).
+        sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ],
+        )?;
         sh("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -724,11 +745,17 @@ fn capped_links_run() -> Result<String, String> {
     let publisher = net.chromium_in("srv");
     let slow = net.chromium_in("slow");
     let fast = net.chromium_in("fast");
+    // Once both have settled, the fast link narrows below the top layer (see tbf.mjs).
+    let narrow = format!(
+        "tc -n {} qdisc change dev tof root tbf {NARROWED_FAST_LINK}",
+        net.ns("srv")
+    );
     let args = [
         url.as_str(),
         publisher.to_str().expect("UTF-8 path"),
         slow.to_str().expect("UTF-8 path"),
         fast.to_str().expect("UTF-8 path"),
+        narrow.as_str(),
     ];
     let (ok, output) = run_script_with_args("tbf.mjs", &args);
     println!("{output}");
