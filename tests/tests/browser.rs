@@ -695,7 +695,10 @@ impl Drop for CappedLinks {
 /// Chromium players over links capped with `tc tbf`, at 300 kbit/s and at 5 Mbit/s: each
 /// decodes steady video and settles on what its link carries (the slow one on the lowest layer,
 /// a quarter of the camera's picture; the fast one on the top), with no freeze after its first
-/// 5 s there. Prints each player's convergence time, layers over time and freeze counts.
+/// 5 s there. Then the fast link narrows to 540 kbit/s, below the top layer: the fast player
+/// keeps decoding without a freeze once it has had 12 s to adapt, either on the whole picture
+/// at a lower frame rate (the server drops its upper temporal layers) or on the middle layer.
+/// Prints each player's convergence time, layers over time and freeze counts.
 /// Needs root and iproute2: without them it fails under `CI=true` and skips otherwise.
 #[test]
 fn players_behind_capped_links_settle_on_the_layer_their_link_carries() {
