@@ -49,7 +49,8 @@ const SETTLE_DEADLINE_MS = Number(process.env.SETTLE_DEADLINE_MS || 60_000);
 const FREEZE_GRACE_MS = 5_000;
 /** The fake camera gives 20 to 30 frames a second; a steady picture keeps most of them. */
 const MIN_SETTLED_FPS = 5;
-const OVERALL_TIMEOUT_MS = 260_000;
+/** Under the Rust side's last-resort kill (240 s), so a hang is reported by this script. */
+const OVERALL_TIMEOUT_MS = 230_000;
 /** The second phase: how long the fast player is watched after its link narrows, and how long
  * it may take to adapt (a freeze while its estimate falls is expected). */
 const NARROW_WATCH_MS = 35_000;
