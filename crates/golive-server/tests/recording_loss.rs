@@ -10,8 +10,8 @@ use bytes::Bytes;
 use golive_proto::StreamName;
 use golive_server::recording::ReplayId;
 use golive_server::recording::recorder::Recorder;
-use golive_sfu::{Codec, MediaKind, SourcePacket, StreamMedia, VideoCodec};
-use media_tools::{decode_errors, ffprobe, require_ffmpeg, test_dir, vp8_test_pattern};
+use golive_sfu::{MediaKind, SourcePacket};
+use media_tools::{decode_errors, ffprobe, require_ffmpeg, test_dir, vp8_only, vp8_test_pattern};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -51,18 +51,7 @@ fn record(
     keep: impl Fn(usize) -> bool,
 ) -> PathBuf {
     let stream = StreamName::new("loss").unwrap();
-    let media = StreamMedia {
-        video: Some(Codec {
-            kind: MediaKind::Video,
-            name: "VP8".into(),
-            clock_rate: 90_000,
-            channels: 0,
-            fmtp: String::new(),
-            payload_type: 96,
-            video: Some(VideoCodec::Vp8),
-        }),
-        audio: None,
-    };
+    let media = vp8_only();
     let mut r = Recorder::create(dir, ReplayId::parse(id).unwrap(), &stream, None, &media).unwrap();
     let t0 = Instant::now();
     for (i, (seq, ts, marker, payload)) in packets.iter().enumerate() {

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use golive_proto::StreamName;
 use golive_server::recording::ReplayId;
 use golive_server::recording::recorder::Recorder;
-use golive_sfu::{Codec, Layer, MediaKind, SourcePacket, StreamMedia, VideoCodec};
-use media_tools::{ffprobe, require_ffmpeg, test_dir, vp8_test_pattern};
+use golive_sfu::{Layer, MediaKind, SourcePacket};
+use media_tools::{ffprobe, require_ffmpeg, test_dir, vp8_only, vp8_test_pattern};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -98,18 +98,7 @@ fn a_simulcast_recording_keeps_the_top_layer_and_follows_it_down_and_back_up() {
     assert_eq!(frames as u64, FPS * SECONDS);
 
     let stream = StreamName::new("simulcast").unwrap();
-    let media = StreamMedia {
-        video: Some(Codec {
-            kind: MediaKind::Video,
-            name: "VP8".into(),
-            clock_rate: 90_000,
-            channels: 0,
-            fmtp: String::new(),
-            payload_type: 96,
-            video: Some(VideoCodec::Vp8),
-        }),
-        audio: None,
-    };
+    let media = vp8_only();
     let id = "sim0000000000001";
     let mut r = Recorder::create(&dir, ReplayId::parse(id).unwrap(), &stream, None, &media)
         .expect("recorder");

@@ -5,6 +5,23 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A broadcast of VP8 video alone (payload type 96), as the VP8 recording tests feed it.
+pub fn vp8_only() -> golive_sfu::StreamMedia {
+    use golive_sfu::{Codec, MediaKind, StreamMedia, VideoCodec};
+    StreamMedia {
+        video: Some(Codec {
+            kind: MediaKind::Video,
+            name: "VP8".into(),
+            clock_rate: 90_000,
+            channels: 0,
+            fmtp: String::new(),
+            payload_type: 96,
+            video: Some(VideoCodec::Vp8),
+        }),
+        audio: None,
+    }
+}
+
 pub fn require_ffmpeg() {
     if Command::new("ffmpeg").arg("-version").output().is_err() {
         panic!(
