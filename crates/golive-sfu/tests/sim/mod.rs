@@ -787,21 +787,40 @@ impl Sim {
     ) -> (PeerId, String) {
         let now = self.now;
         let addr = self.next_addr();
-        let mut peer = ClientPeer::new(now, addr, &config, PeerRole::Viewer).expect("viewer peer");
+        let peer = ClientPeer::new(now, addr, &config, PeerRole::Viewer).expect("viewer peer");
         let offer = edit(peer.offer_sdp());
+        let sdp = self.answer_watcher(id, name, addr, peer, &offer, false);
+        (id, sdp)
+    }
+
+    /// Answers a viewer's or a relay's `offer` from `peer` at `addr` on stream `name`, applies
+    /// the answer and registers the client; returns the answer.
+    fn answer_watcher(
+        &mut self,
+        id: PeerId,
+        name: &str,
+        addr: SocketAddr,
+        mut peer: ClientPeer,
+        offer: &str,
+        relay: bool,
+    ) -> String {
+        let now = self.now;
         let media = self
             .media
             .get(&stream(name))
             .expect("stream has a publisher")
             .clone();
-        let answer = self
-            .sfu
-            .add_viewer(now, id, stream(name), &media, &offer)
-            .unwrap_or_else(|e| panic!("add_viewer: {e}\n{offer}"));
-        peer.accept_answer(now, &answer.sdp).expect("set answer");
+        let answer = if relay {
+            self.sfu.add_relay(now, id, stream(name), &media, offer)
+        } else {
+            self.sfu.add_viewer(now, id, stream(name), &media, offer)
+        }
+        .unwrap_or_else(|e| panic!("answering {id}: {e}\n{offer}"));
+        peer.accept_answer(now, &answer.sdp)
+            .unwrap_or_else(|e| panic!("set answer: {e}\n{}", answer.sdp));
         self.register(new_client(id, stream(name), addr, &answer.sdp, peer));
         self.pump();
-        (id, answer.sdp)
+        answer.sdp
     }
 
     /// A relay of `stream` (another node pulling it): a receive-only client with one video
@@ -813,22 +832,10 @@ impl Sim {
             feedback: Feedback::Browser,
             ..peer_config(false)
         };
-        let mut peer = ClientPeer::new(now, addr, &config, PeerRole::Relay { video_sections })
+        let peer = ClientPeer::new(now, addr, &config, PeerRole::Relay { video_sections })
             .expect("relay peer");
         let offer = peer.offer_sdp().to_owned();
-        let media = self
-            .media
-            .get(&stream(name))
-            .expect("stream has a publisher")
-            .clone();
-        let answer = self
-            .sfu
-            .add_relay(now, id, stream(name), &media, &offer)
-            .unwrap_or_else(|e| panic!("add_relay: {e}\n{offer}"));
-        peer.accept_answer(now, &answer.sdp)
-            .unwrap_or_else(|e| panic!("set answer: {e}\n{}", answer.sdp));
-        self.register(new_client(id, stream(name), addr, &answer.sdp, peer));
-        self.pump();
+        self.answer_watcher(id, name, addr, peer, &offer, true);
         id
     }
 
