@@ -15,7 +15,7 @@
 #[allow(dead_code)]
 mod common;
 
-use common::{run_load, scrape_metrics, start_server};
+use common::{scrape_metrics, start_server, viewers_run};
 
 const VIEWERS: u64 = 3;
 
@@ -24,28 +24,11 @@ fn simulcast_run(
     stream: &str,
     extra: &[&str],
 ) -> serde_json::Value {
-    let viewers = VIEWERS.to_string();
-    let mut args = vec![
-        "--stream",
-        stream,
-        "--simulcast",
-        "--viewers",
-        &viewers,
-        "--ramp",
-        "5",
-        // Long enough for an estimate to climb and, on a capped link, to come back down and
-        // settle, on a busy machine.
-        "--duration",
-        "25",
-        "--bitrate",
-        "1500k",
-        "--gop",
-        "1",
-        "--threads",
-        "1",
-    ];
+    let mut args = vec!["--simulcast"];
     args.extend_from_slice(extra);
-    run_load(server, &args)
+    // Long enough for an estimate to climb and, on a capped link, to come back down and
+    // settle, on a busy machine.
+    viewers_run(server, stream, VIEWERS, (5, 25), "1500k", &args)
 }
 
 #[test]

@@ -99,17 +99,15 @@ pub fn assert_every_viewer_served(r: &serde_json::Value, viewers: u64) {
     assert_eq!(r["publisher"]["write_errors"].as_u64(), Some(0));
 }
 
-/// A light run: `viewers` viewers of `stream` joining over `ramp_ms` and staying
-/// `duration_s`, at 500 kbit/s with a keyframe a second, on one load-tester thread, plus
-/// `extra`. A light stream keeps a debug build of both ends far from saturation: these tests
-/// are about behaviour, the capacity benchmark (bench/capacity.sh) about figures.
+/// A run of `viewers` viewers of `stream` joining over `ramp_ms` and staying `duration_s`, at
+/// `bitrate` with a keyframe a second, on one load-tester thread, plus `extra`.
 #[allow(dead_code)]
-pub fn light_run(
+pub fn viewers_run(
     server: &ServerProcess,
     stream: &str,
     viewers: u64,
-    ramp_ms: u64,
-    duration_s: u64,
+    (ramp_ms, duration_s): (u64, u64),
+    bitrate: &str,
     extra: &[&str],
 ) -> serde_json::Value {
     let (viewers, ramp, duration) = (
@@ -127,7 +125,7 @@ pub fn light_run(
         "--duration",
         &duration,
         "--bitrate",
-        "500k",
+        bitrate,
         "--gop",
         "1",
         "--threads",
@@ -135,6 +133,28 @@ pub fn light_run(
     ];
     args.extend_from_slice(extra);
     run_load(server, &args)
+}
+
+/// A light run ([`viewers_run`] at 500 kbit/s): a light stream keeps a debug build of both ends
+/// far from saturation. These tests are about behaviour, the capacity benchmark
+/// (bench/capacity.sh) about figures.
+#[allow(dead_code)]
+pub fn light_run(
+    server: &ServerProcess,
+    stream: &str,
+    viewers: u64,
+    ramp_ms: u64,
+    duration_s: u64,
+    extra: &[&str],
+) -> serde_json::Value {
+    viewers_run(
+        server,
+        stream,
+        viewers,
+        (ramp_ms, duration_s),
+        "500k",
+        extra,
+    )
 }
 
 /// The server's `/metrics`, sample name (with labels) to value (not every test binary that
