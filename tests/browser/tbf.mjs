@@ -146,6 +146,10 @@ function recorder(sampleMs) {
         width: v.frameWidth || 0,
         height: v.frameHeight || 0,
         frames: v.framesDecoded || 0,
+        // Frames that arrived whole, and PLIs the player sent: a freeze with frames arriving is
+        // the decoder's or renderer's; one without, and no loss, is the sender's pause.
+        received: v.framesReceived || 0,
+        plis: v.pliCount || 0,
         freezes: v.freezeCount || 0,
         frozenS: v.totalFreezesDuration || 0,
         bytes: v.bytesReceived || 0,
@@ -176,6 +180,26 @@ function settledSince(samples, size, holdMs) {
   }
   const last = samples[samples.length - 1];
   return since !== null && last && last.at - since >= holdMs ? since : null;
+}
+
+/**
+ * What a player and the broadcaster did in the 4 s before a freeze was counted (`atS` seconds
+ * after the first frame): per half second the player's frames received/decoded and PLIs sent,
+ * per second the frames the broadcaster encoded on each layer and why its encoder was limited.
+ */
+function aroundFreeze(samples, encoded, first, atS) {
+  const end = first + atS * 1000;
+  const from = end - 4000;
+  const mine = samples.filter((s) => s.at >= from - 500 && s.at <= end);
+  const player = mine.slice(1).map((s, i) => `${s.received - mine[i].received}/${s.frames - mine[i].frames}`
+    + `${s.plis > mine[i].plis ? ` pli+${s.plis - mine[i].plis}` : ''}`).join(' ');
+  const theirs = encoded.filter((e) => e.at >= from - 1000 && e.at <= end + 1000);
+  const pub = theirs.slice(1).map((e, i) => ['q', 'h', 'f'].map((r) => {
+    const now = e.sent[r] || {};
+    const was = theirs[i].sent[r] || {};
+    return `${r}${(now.frames || 0) - (was.frames || 0)}${now.limit && now.limit !== 'none' ? `(${now.limit})` : ''}`;
+  }).join(',')).join(' ');
+  return `player received/decoded per 0.5 s: ${player}; broadcaster encoded per 1 s: ${pub}`;
 }
 
 /** The picture sizes a player showed over time, as "WxH from t s" runs. */
@@ -256,9 +280,12 @@ async function main() {
     // Wait for both to settle on the expected picture size, or the deadline.
     const state = async (p) => p.page.evaluate(() => ({ ...window.tbf, samples: [...window.tbf.samples] }));
     let last = Date.now();
+    // The broadcaster's encodings once a second, to lay beside a player's freezes.
+    const encoded = [];
     for (;;) {
       await sleep(1000);
       const sentNow = await sentLayers(live);
+      encoded.push({ at: Date.now(), sent: sentNow });
       for (const p of players) {
         p.rec = await state(p);
         p.size = p.expect === 'low' ? { width: sentNow.q.width, height: sentNow.q.height }
@@ -295,6 +322,9 @@ async function main() {
         .map(([s, d]) => `${((s.at - first) / 1000).toFixed(1)}s(+${d})`);
       log(`${p.label} player: freezes at ${marks((s, prev) => s.freezes - prev.freezes).join(' ') || 'none'}`);
       log(`${p.label} player: RTX bytes at ${marks((s, prev) => s.rtxBytes - prev.rtxBytes).join(' ') || 'none'}`);
+      for (const f of marks((s, prev) => s.freezes - prev.freezes)) {
+        log(`${p.label} player: around its freeze at ${f}: ${aroundFreeze(samples, encoded, first, Number(f.split('s')[0]))}`);
+      }
       if (p.since === null) {
         failed.push(`the ${p.label} player did not hold ${p.size.width}x${p.size.height} (layer ${p.expect}) for ${SETTLE_HOLD_MS / 1000} s within ${SETTLE_DEADLINE_MS / 1000} s of its first frame; last ${JSON.stringify(lastSample)}`);
         continue;
@@ -324,6 +354,7 @@ async function main() {
         failed.push(`the ${p.label} player decoded ${fps.toFixed(1)} fps on its settled layer (at least ${MIN_SETTLED_FPS} expected)`);
       }
     }
+    log(`server: ${await serverSummary(live)}`);
     if (failed.length) throw new Error(failed.join('\n  '));
     if (narrowCmd) await narrowPhase(live, players.find((p) => p.label === 'fast'), state);
   } finally {
@@ -336,6 +367,14 @@ async function serverCounters(live) {
   const text = await live.evaluate(async () => (await fetch('/metrics')).text());
   const value = (name) => Number((text.match(new RegExp(`^${name} (\\S+)$`, 'm')) || [])[1] || 0);
   return { dropped: value('golive_temporal_dropped_total'), switches: value('golive_temporal_switches_total') };
+}
+
+/** The server's counters that tell why a viewer got no video for a while: drops by reason
+ * (a slow viewer skips to a keyframe), layer and frame-rate moves, probes, keyframe requests. */
+async function serverSummary(live) {
+  const text = await live.evaluate(async () => (await fetch('/metrics')).text());
+  const wanted = /^golive_(packets_dropped_total|layer_switches_total|temporal_switches_total|temporal_dropped_total|bandwidth_probes_total|keyframe_requests_sent_total|keyframe_cache_hits_total|rtx_sent_total|nacks_total)\b/;
+  return text.split('\n').filter((l) => wanted.test(l)).map((l) => l.replace(/^golive_/, '')).join(', ');
 }
 
 /** Frames decoded per second between two samples. */
@@ -365,9 +404,11 @@ async function narrowPhase(live, fast, state) {
   // Frame rate and picture height every 2 s from the narrowing on.
   const trace = [];
   for (let i = 0; i + 4 < samples.length; i += 4) {
-    trace.push(`${fpsBetween(samples[i], samples[i + 4]).toFixed(0)}/${samples[i + 4].height}`);
+    const [a, b] = [samples[i], samples[i + 4]];
+    trace.push(`${fpsBetween(a, b).toFixed(0)}/${b.height}(rx ${b.received - a.received} lost ${b.lost - a.lost} `
+      + `nack ${b.nacks - a.nacks} pli ${b.plis - a.plis} kbps ${(((b.bytes - a.bytes) * 8) / (b.at - a.at)).toFixed(0)})`);
   }
-  log(`fast player after the narrowing, fps/height every 2 s: ${trace.join(' ')}`);
+  log(`fast player after the narrowing, every 2 s: fps/height(frames received, packets lost, NACKs, PLIs, kbit/s): ${trace.join(' ')}`);
   console.log(`TBF narrowed: ${kept ? 'kept' : 'left'} ${s0.width}x${s0.height}, now ${last.width}x${last.height} `
     + `at ${fpsTail.toFixed(1)} fps (${fpsBefore.toFixed(1)} before), ${kbpsTail.toFixed(0)} kbit/s video over the last 10 s; `
     + `sizes ${sizeRuns(samples, narrowedAt)}; layer events ${events}; freezes +${last.freezes - s0.freezes} `
