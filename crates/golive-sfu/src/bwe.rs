@@ -486,9 +486,14 @@ impl Estimator {
                 .is_none_or(|last| now.saturating_duration_since(last) >= LOSS_INTERVAL)
         {
             let floor = received_bps.map_or(MIN_BITRATE_BPS, |received| received * DECREASE_FACTOR);
-            self.target_bps = self
-                .target_bps
-                .min((self.target_bps * (1.0 - 0.5 * loss)).max(floor));
+            // Under sustained loss the path carries what arrives and no more: an estimate grown
+            // on a wider link before it narrowed would otherwise come down by a few per cent a
+            // cut, seconds of loss (a tail-drop queue a little short of the sending rate shows
+            // loss and little delay growth).
+            let cut = (self.target_bps * (1.0 - 0.5 * loss))
+                .max(floor)
+                .min(received_bps.unwrap_or(f64::INFINITY));
+            self.target_bps = self.target_bps.min(cut);
             self.last_loss_cut = Some(now);
             self.last_change = Some(now);
         }
@@ -956,6 +961,54 @@ mod tests {
             .unwrap();
         assert_eq!(estimator.average_loss(), None);
         assert_eq!(estimator.estimate_bps(), INITIAL_BITRATE_BPS);
+    }
+
+    #[test]
+    fn sustained_loss_brings_an_estimate_grown_on_a_wider_link_down_to_what_arrives_at_once() {
+        // The estimate grew on a wide link; the link narrows to a tail-drop queue a little short
+        // of the sending rate: every eighth packet lost, arrivals evenly spaced (no delay growth).
+        let mut estimator = Estimator::new(10e6);
+        estimator.target_bps = 4e6;
+        let start = Instant::now();
+        let spacing = Duration::from_millis(16);
+        let mut sent_at = start;
+        for report in 0..16u32 {
+            for _ in 0..4 {
+                estimator.stamp(sent_at, 1_200);
+                sent_at += spacing;
+            }
+            // Four packets a report, one 64 ms reference tick apart; every other report has
+            // its last packet lost.
+            let lost = report % 2 == 1;
+            let arrived = if lost { 3 } else { 4 };
+            let mut chunks = vec![run_of(SymbolTypeTcc::PacketReceivedSmallDelta, arrived)];
+            if lost {
+                chunks.push(run_of(SymbolTypeTcc::PacketNotReceived, 1));
+            }
+            let fb = TransportLayerCc {
+                base_sequence_number: (report * 4) as u16,
+                packet_status_count: 4,
+                reference_time: 1 + report,
+                packet_chunks: chunks,
+                recv_deltas: (0..arrived)
+                    .map(|i| RecvDelta {
+                        type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
+                        delta: if i == 0 { 0 } else { 16_000 },
+                    })
+                    .collect(),
+                ..feedback(0, vec![], 0)
+            };
+            estimator.on_twcc(sent_at, &fb).unwrap();
+        }
+        // About 525 kbit/s arrives (600 sent); a cut of a few per cent each 300 ms from 4 Mbit/s
+        // would still be above 2 Mbit/s after these 16 reports.
+        let estimate = estimator.estimate_bps();
+        assert!(
+            estimate <= 600e3,
+            "estimate {estimate}, loss {:?}",
+            estimator.average_loss()
+        );
+        assert!(estimate >= 300e3, "estimate {estimate}");
     }
 
     #[test]

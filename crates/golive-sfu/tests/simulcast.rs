@@ -366,7 +366,9 @@ fn a_browser_viewer_whose_feedback_shows_a_constrained_link_moves_down_to_the_lo
         .sfu
         .viewer_estimate_bps(constrained)
         .expect("an estimate");
-    assert!(estimate < 170_000.0, "estimate {estimate}");
+    // Below what the middle layer takes (on the lowest layer it may grow to one and a half
+    // times what arrives, the most an estimate runs ahead of a path unprobed).
+    assert!(estimate < 190_000.0, "estimate {estimate}");
     assert_eq!(
         sim.sfu.viewer_layers(constrained),
         Some((Layer(0), Layer(0))),
