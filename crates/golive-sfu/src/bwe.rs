@@ -486,10 +486,10 @@ impl Estimator {
                 .is_none_or(|last| now.saturating_duration_since(last) >= LOSS_INTERVAL)
         {
             let floor = received_bps.map_or(MIN_BITRATE_BPS, |received| received * DECREASE_FACTOR);
-            // Under sustained loss the path carries what arrives and no more: an estimate grown
-            // on a wider link before it narrowed would otherwise come down by a few per cent a
-            // cut, seconds of loss (a tail-drop queue a little short of the sending rate shows
-            // loss and little delay growth).
+            // Under sustained loss the path carries what arrives and no more. Without this bound,
+            // an estimate grown on a wider link before it narrowed comes down a few per cent per
+            // cut, and the viewer loses packets for seconds: a tail-drop queue a little short of
+            // the sending rate shows loss and little delay growth.
             let cut = (self.target_bps * (1.0 - 0.5 * loss))
                 .max(floor)
                 .min(received_bps.unwrap_or(f64::INFINITY));
@@ -969,9 +969,8 @@ mod tests {
         // of the sending rate: every eighth packet lost, arrivals evenly spaced (no delay growth).
         let mut estimator = Estimator::new(10e6);
         estimator.target_bps = 4e6;
-        let start = Instant::now();
         let spacing = Duration::from_millis(16);
-        let mut sent_at = start;
+        let mut sent_at = Instant::now();
         for report in 0..16u32 {
             for _ in 0..4 {
                 estimator.stamp(sent_at, 1_200);
