@@ -294,10 +294,14 @@ async function main() {
       }
       if (Date.now() - last >= 5000) {
         last = Date.now();
+        // Each layer's send rate over the last 5 s.
+        const older = encoded.find((e) => e.at >= last - 5500) || encoded[0];
+        const kbps = (r) => (older.sent[r] && last > older.at
+          ? (((sentNow[r].bytes - older.sent[r].bytes) * 8) / (last - older.at)).toFixed(0) : '?');
         log(players.map((p) => {
           const s = p.rec.samples[p.rec.samples.length - 1] || {};
           return `${p.label}: ${s.width}x${s.height} layer ${s.layer} frames ${s.frames} freezes ${s.freezes} lost ${s.lost}`;
-        }).join(' | ') + ` | sent ${['q', 'h', 'f'].map((r) => `${r} ${sentNow[r].width}x${sentNow[r].height} ${sentNow[r].fps}fps kf ${sentNow[r].keyframes} pli ${sentNow[r].plis}${sentNow[r].limit && sentNow[r].limit !== 'none' ? ` (${sentNow[r].limit})` : ''}`).join(', ')}`);
+        }).join(' | ') + ` | sent ${['q', 'h', 'f'].map((r) => `${r} ${sentNow[r].width}x${sentNow[r].height} ${sentNow[r].fps}fps ${kbps(r)}kbit/s kf ${sentNow[r].keyframes} pli ${sentNow[r].plis}${sentNow[r].limit && sentNow[r].limit !== 'none' ? ` (${sentNow[r].limit})` : ''}`).join(', ')}`);
       }
       if (players.every((p) => p.since !== null)) break;
       const tooLate = players.find((p) => p.since === null && p.rec.firstFrameAt !== null
