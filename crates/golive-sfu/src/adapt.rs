@@ -22,7 +22,7 @@
 //! feedback shows the cluster arrived at the probed rate without delay growth, the estimate
 //! jumps there; a failed probe spaces out the next ones ([`crate::bwe::PROBE_INTERVAL`],
 //! doubling up to [`crate::bwe::MAX_PROBE_INTERVAL`]) and keeps the viewer below the layer it
-//! tested for [`crate::bwe::FAILED_PROBE_HOLD`]: on a link that carries a little less than that
+//! tested until the next probe's verdict (at least [`crate::bwe::FAILED_PROBE_HOLD`]): on a link that carries a little less than that
 //! layer, an estimate creeping above it would otherwise move the viewer up only to lose packets
 //! and fall back, again and again.
 //!

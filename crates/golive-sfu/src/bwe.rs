@@ -62,7 +62,7 @@ const TWCC_DELTA_UNIT: Duration = Duration::from_micros(1);
 /// One TWCC reference-time tick.
 const TWCC_REFERENCE_TICK: Duration = Duration::from_millis(64);
 /// How long a probe cluster lasts.
-pub const PROBE_DURATION: Duration = Duration::from_millis(100);
+pub const PROBE_DURATION: Duration = Duration::from_millis(250);
 /// A probe succeeds when the receiver got at least this fraction of the probed rate.
 const PROBE_SUCCESS: f64 = 0.9;
 
@@ -582,8 +582,10 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// The longest wait between probes of a link that keeps failing them.
 pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(8);
 /// After a failed probe, the estimate alone does not move the viewer up to the layer it
-/// tested for this long.
+/// tested for at least this long, and not before the next probe's verdict.
 pub const FAILED_PROBE_HOLD: Duration = Duration::from_secs(4);
+/// From a probe's start to its verdict: the cluster, then the feedback on its last packet.
+const PROBE_VERDICT_WAIT: Duration = Duration::from_secs(1);
 /// The longest a layer the viewer fell from for congestion waits before the estimate alone
 /// takes it up there again (a successful probe of it ends the wait).
 pub const MAX_FALL_HOLD: Duration = Duration::from_secs(60);
@@ -622,6 +624,9 @@ pub struct LayerChooser {
     down_only: u64,
     /// See [`LayerChooser::allow_audio_only`].
     audio_only_allowed: bool,
+    /// The layer the last probe proved the link carries: the viewer may climb to it without
+    /// waiting for the estimate to hold there.
+    proven: Option<usize>,
 }
 
 impl LayerChooser {
@@ -645,6 +650,7 @@ impl LayerChooser {
             down_only: 0,
             audio_only_allowed: true,
             start: 0,
+            proven: None,
         }
     }
 
@@ -707,7 +713,9 @@ impl LayerChooser {
     /// Puts the chooser on `layer` as the caller knows it: where layers were added or removed
     /// below the current one, its index moves while the layer it stands for does not.
     pub fn relocate(&mut self, layer: usize) {
-        if self.current.is_some() {
+        if let Some(current) = self.current {
+            // A probe's verdict names an index: it moves with the rungs.
+            self.proven = self.proven.and_then(|p| (p + layer).checked_sub(current));
             self.current = Some(layer);
         }
     }
@@ -770,10 +778,12 @@ impl LayerChooser {
 
     /// The wait between probes is over: [`PROBE_INTERVAL`], doubled after each failure.
     fn probe_due(&self, now: Instant) -> bool {
-        let interval = (PROBE_INTERVAL * 2u32.saturating_pow(self.failed_probes.min(8)))
-            .min(MAX_PROBE_INTERVAL);
         self.last_probe
-            .is_none_or(|last| now.saturating_duration_since(last) >= interval)
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.probe_interval())
+    }
+
+    fn probe_interval(&self) -> Duration {
+        (PROBE_INTERVAL * 2u32.saturating_pow(self.failed_probes.min(8))).min(MAX_PROBE_INTERVAL)
     }
 
     /// How the last probe went: failures space the next ones out, a success resets that. A
@@ -785,17 +795,23 @@ impl LayerChooser {
         self.failed_probes = if success { 0 } else { self.failed_probes + 1 };
         if success {
             self.failed_layer = None;
+            self.proven = self.probed_layer;
             return;
         }
+        self.proven = None;
         let Some(layer) = self.probed_layer else {
             return;
         };
-        // A probe's failure never shortens a longer hold of the same layer after a fall.
+        // Held until the next probe of it has had its say, so an estimate that creeps up
+        // between probes (it may grow to one and a half times what arrives, padding included)
+        // does not overrule this one. A probe's failure never shortens a longer hold of the
+        // same layer after a fall.
+        let hold = FAILED_PROBE_HOLD.max(self.probe_interval() + PROBE_VERDICT_WAIT);
         let same = self.failed_layer.is_some_and(|(l, _)| l == layer);
         self.failed_hold = if same {
-            self.failed_hold.max(FAILED_PROBE_HOLD)
+            self.failed_hold.max(hold)
         } else {
-            FAILED_PROBE_HOLD
+            hold
         };
         self.failed_layer = Some((layer, now));
     }
@@ -834,6 +850,7 @@ impl LayerChooser {
                 // after each fall, so a link a little short of a layer is not tried again
                 // every few seconds at the cost of a burst of loss each time.
                 self.failed_layer = Some((current, now));
+                self.proven = None;
                 self.failed_hold = (UP_HOLD * 2u32.pow(self.falls.min(6))).min(MAX_FALL_HOLD);
                 self.falls += 1;
                 let floor = (!self.audio_only_allowed).then_some(0);
@@ -853,13 +870,18 @@ impl LayerChooser {
             return None;
         }
         let since = *self.above_since.get_or_insert(now);
-        let hold = if self.congested_once {
+        let hold = if self.proven == Some(next) {
+            // A probe of this layer just arrived whole: the link's own answer, no need to wait
+            // for the estimate to say it again.
+            Duration::ZERO
+        } else if self.congested_once {
             UP_HOLD
         } else {
             FIRST_UP_HOLD
         };
         if now.saturating_duration_since(since) >= hold {
             self.above_since = None;
+            self.proven = None;
             // Up to the highest layer that has fitted, not one step at a time: on a ladder of
             // frame rates and sizes one step is often a small one.
             let top = (next..=ceiling)
@@ -1059,6 +1081,44 @@ mod tests {
         );
         assert_eq!(chooser.set_preference(Preference::High), None);
         assert_eq!(chooser.current(), Some(0));
+    }
+
+    #[test]
+    fn a_probe_that_arrives_whole_lets_the_viewer_climb_at_once() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut chooser = LayerChooser::new(vec![150e3, 500e3]);
+        chooser.update(at(0), 1e6);
+        chooser.update(at(600), 1e6);
+        assert_eq!(chooser.current(), Some(1));
+        // Congestion: down to the lowest layer.
+        chooser.update(at(1_000), 200e3);
+        chooser.update(at(2_100), 200e3);
+        assert_eq!(chooser.current(), Some(0));
+        // A probe of the top layer fails; the estimate then creeps above the layer, and the
+        // viewer stays down: the failed probe holds the layer, then the estimate must hold 5 s.
+        let rate = chooser.probe_rate(at(8_000), 200e3).expect("a probe");
+        assert!(rate >= 500e3 * HEADROOM, "{rate}");
+        chooser.probe_finished(at(8_500), false);
+        for ms in (9_000..12_000).step_by(100) {
+            chooser.update(at(ms), 700e3);
+        }
+        assert_eq!(chooser.current(), Some(0), "climbed before the next probe");
+        // The next probe (4 s after the first, the interval doubled) arrives whole: up at once,
+        // without the 5 s an estimate must otherwise hold after congestion.
+        assert!(
+            chooser.probe_rate(at(11_900), 700e3).is_none(),
+            "the next probe is not due"
+        );
+        assert!(chooser.probe_rate(at(12_000), 700e3).is_some());
+        chooser.probe_finished(at(12_900), true);
+        assert_eq!(
+            chooser.update(at(13_000), 700e3),
+            Some(Switch {
+                layer: Some(1),
+                reason: SwitchReason::Bandwidth
+            })
+        );
     }
 
     #[test]

@@ -733,3 +733,42 @@ fn a_single_layer_broadcast_above_the_starting_estimate_keeps_its_video() {
         sim.sfu.viewer_estimate_bps(viewer)
     );
 }
+
+#[test]
+fn a_link_whose_shaper_lets_bursts_through_is_not_taken_for_a_wider_one() {
+    // Links that carry the middle layer and not the top (about 310 kbit/s with audio and
+    // headers, 357 with headroom), shaped by a token bucket as `tc tbf` shapes them: after a
+    // quiet spell its burst passes at once. A probe shorter than the time the bucket takes to
+    // drain arrives whole at the probed rate; between probes the estimate grows to one and a
+    // half times what arrives, probes' padding included. Neither may move the viewer up to a
+    // layer its link cannot carry (each climb costs it a burst of loss and a fall).
+    const WATCHED: Duration = Duration::from_secs(60);
+    for (rate, burst) in [(250_000, 2_000), (280_000, 2_000), (280_000, 4_000)] {
+        let mut sim = started_on(Sim::lean_probing(true));
+        let viewer = PeerId(96);
+        sim.add_browser_viewer_with_rtx(viewer, "live");
+        sim.set_link(
+            viewer,
+            sim::Link {
+                down_rate_bps: Some(rate),
+                down_burst_bytes: burst,
+                ..sim::Link::default()
+            },
+        );
+        sim.run_until_connected(&[viewer], Duration::from_secs(5));
+        sim.run_for(WATCHED);
+        let stats = sim.sfu.stats();
+        let moves = changes_of(&sim, viewer);
+        eprintln!(
+            "{rate} bit/s, {burst}-byte bucket: moves {moves:?}; probes started {}, succeeded {}, \
+             failed {}",
+            stats.probes_started, stats.probes_succeeded, stats.probes_failed
+        );
+        assert_eq!(
+            moves,
+            [(Layer(1), SwitchReason::Bandwidth)],
+            "{rate} bit/s, {burst}-byte bucket"
+        );
+        assert!(stats.probes_failed >= 4, "{stats:?}");
+    }
+}

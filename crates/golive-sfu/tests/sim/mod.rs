@@ -250,6 +250,9 @@ pub struct Link {
     /// waits in a queue (its delay grows, as a bottleneck router's does), and what would wait
     /// longer than [`RATE_QUEUE_LIMIT`] is dropped.
     pub down_rate_bps: Option<u64>,
+    /// With `down_rate_bps`: the depth of the link's token bucket in bytes, as `tc tbf`'s
+    /// `burst`: after a quiet spell this much passes at once, above the rate.
+    pub down_burst_bytes: u64,
 }
 
 /// The longest a rate-limited link queues a datagram before it drops it.
@@ -530,19 +533,22 @@ impl Sim {
         }
         let mut delay = link.delay;
         if let Some(rate) = link.down_rate_bps.filter(|_| is_srtp(&data)) {
+            // A token bucket: `link_busy_until` is when the link would be free with an empty
+            // bucket; a full one lets `burst` of that time pass at once.
+            let burst = Duration::from_secs_f64(link.down_burst_bytes as f64 * 8.0 / rate as f64);
             let free = self
                 .link_busy_until
                 .get(&i)
                 .copied()
                 .unwrap_or(self.now)
                 .max(self.now);
-            if free - self.now > RATE_QUEUE_LIMIT {
+            let serialize = Duration::from_secs_f64(data.len() as f64 * 8.0 / rate as f64);
+            if (free - self.now).saturating_sub(burst) > RATE_QUEUE_LIMIT {
                 self.lost_down += 1;
                 return;
             }
-            let serialize = Duration::from_secs_f64(data.len() as f64 * 8.0 / rate as f64);
             self.link_busy_until.insert(i, free + serialize);
-            delay += free + serialize - self.now;
+            delay += (free + serialize - self.now).saturating_sub(burst);
         }
         if delay > Duration::ZERO {
             self.flight_seq += 1;
