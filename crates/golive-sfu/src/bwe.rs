@@ -62,7 +62,7 @@ const TWCC_DELTA_UNIT: Duration = Duration::from_micros(1);
 /// One TWCC reference-time tick.
 const TWCC_REFERENCE_TICK: Duration = Duration::from_millis(64);
 /// How long a probe cluster lasts.
-pub const PROBE_DURATION: Duration = Duration::from_millis(250);
+pub const PROBE_DURATION: Duration = Duration::from_millis(150);
 /// A probe succeeds when the receiver got at least this fraction of the probed rate.
 const PROBE_SUCCESS: f64 = 0.9;
 
