@@ -367,8 +367,12 @@ async function main() {
 }
 
 /** The server's counters, read through the broadcaster's page (the server's own network). */
+function metricsText(live) {
+  return live.evaluate(async () => (await fetch('/metrics')).text());
+}
+
 async function serverCounters(live) {
-  const text = await live.evaluate(async () => (await fetch('/metrics')).text());
+  const text = await metricsText(live);
   const value = (name) => Number((text.match(new RegExp(`^${name} (\\S+)$`, 'm')) || [])[1] || 0);
   return { dropped: value('golive_temporal_dropped_total'), switches: value('golive_temporal_switches_total') };
 }
@@ -376,7 +380,7 @@ async function serverCounters(live) {
 /** The server's counters that tell why a viewer got no video for a while: drops by reason
  * (a slow viewer skips to a keyframe), layer and frame-rate moves, probes, keyframe requests. */
 async function serverSummary(live) {
-  const text = await live.evaluate(async () => (await fetch('/metrics')).text());
+  const text = await metricsText(live);
   const wanted = /^golive_(packets_dropped_total|layer_switches_total|temporal_switches_total|temporal_dropped_total|bandwidth_probes_total|keyframe_requests_sent_total|keyframe_cache_hits_total|rtx_sent_total|nacks_total)\b/;
   return text.split('\n').filter((l) => wanted.test(l)).map((l) => l.replace(/^golive_/, '')).join(', ');
 }

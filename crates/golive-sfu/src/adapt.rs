@@ -20,11 +20,12 @@
 //! then topped up with padding to that rate for a short cluster
 //! ([`crate::bwe::PROBE_DURATION`]), every padding packet stamped like media. When the
 //! feedback shows the cluster arrived at the probed rate without delay growth, the estimate
-//! jumps there; a failed probe spaces out the next ones ([`crate::bwe::PROBE_INTERVAL`],
-//! doubling up to [`crate::bwe::MAX_PROBE_INTERVAL`]) and keeps the viewer below the layer it
-//! tested until the next probe's verdict (at least [`crate::bwe::FAILED_PROBE_HOLD`]): on a link that carries a little less than that
-//! layer, an estimate creeping above it would otherwise move the viewer up only to lose packets
-//! and fall back, again and again.
+//! jumps there and the viewer moves up to the layer at once; a failed probe spaces out the next
+//! ones ([`crate::bwe::PROBE_INTERVAL`], doubling up to [`crate::bwe::MAX_PROBE_INTERVAL`]) and
+//! keeps the viewer below the layer it tested until the next probe's verdict (at least
+//! [`crate::bwe::FAILED_PROBE_HOLD`]): on a link that carries a little less than that layer, an
+//! estimate creeping above it would otherwise move the viewer up only to lose packets and fall
+//! back, again and again.
 //!
 //! Padding goes on the viewer's RTX stream (RFC 4588 §4: an RTX packet without an original
 //! sequence number is padding), as libwebrtc sends it: receivers count it for their

@@ -614,9 +614,9 @@ pub struct LayerChooser {
     /// A probe of this layer failed, then: the viewer is not moved up to it for
     /// [`FAILED_PROBE_HOLD`] (see [`LayerChooser::probe_finished`]).
     failed_layer: Option<(usize, Instant)>,
-    /// How long `failed_layer` is held: [`FAILED_PROBE_HOLD`] after a failed probe; after a
-    /// fall from the layer for congestion, [`UP_HOLD`] doubled for each earlier fall, up to
-    /// [`MAX_FALL_HOLD`].
+    /// How long `failed_layer` is held: after a failed probe, until the next probe's verdict
+    /// (at least [`FAILED_PROBE_HOLD`]); after a fall from the layer for congestion, [`UP_HOLD`]
+    /// doubled for each earlier fall, up to [`MAX_FALL_HOLD`].
     failed_hold: Duration,
     /// Falls for congestion so far.
     falls: u32,
